@@ -1,0 +1,22 @@
+//! grove-proto: grove's group protocols, sans-IO.
+//!
+//! What it does:
+//! - [`identity`]: a user is an Ed25519 key pair; the user id is the public key.
+//! - [`mls::identity`]: the MLS credential scheme binding a leaf to its user (Basic credential =
+//!   the user's public key = the leaf's signature key), as an mls-rs `IdentityProvider`.
+//! - [`mls::hub`]: the server-side validator of an MLS group's public state: it orders commits
+//!   (one per epoch), checks commits and proposals against the group before anyone sees them,
+//!   and serves the ratchet tree to joiners. It never holds a group secret.
+//!
+//! What it does not do: no I/O of any kind (no sockets, files, database, async runtime), and it
+//! never reads the clock or the OS RNG itself: callers pass RNGs (and, where needed, times) in.
+//! The one caveat is inside dependencies used by *clients*, not by the hub: mls-rs reads the
+//! clock when it creates a KeyPackage or a commit without an explicit time, and the RustCrypto
+//! provider draws OS randomness when it generates keys (see [`mls::crypto_provider`]).
+//! The client-side MLS and Sender Keys engines are not here yet.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod identity;
+pub mod mls;

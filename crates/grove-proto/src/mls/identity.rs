@@ -1,0 +1,117 @@
+//! grove's MLS credential scheme.
+//!
+//! A leaf's credential is a [`BasicCredential`] whose identity is the 32 raw bytes of the user's
+//! Ed25519 public key, and the leaf's signature key *is* that same public key. So the user id
+//! named by a leaf is always the key that signs for that leaf: only the holder of a user's secret
+//! key can create (or update) a leaf naming that user. [`GroveIdentityProvider`] enforces this
+//! for every leaf, KeyPackage and external sender mls-rs validates.
+
+use mls_rs::crypto::{SignaturePublicKey, SignatureSecretKey};
+use mls_rs::error::IntoAnyError;
+use mls_rs::identity::basic::BasicCredential;
+use mls_rs::identity::{CredentialType, MemberValidationContext, SigningIdentity};
+use mls_rs::time::MlsTime;
+use mls_rs::{ExtensionList, IdentityProvider};
+
+use crate::identity::{Identity, UserId};
+
+/// Why a signing identity is not an acceptable grove credential (hostile or foreign input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The credential is not a Basic credential.
+    #[error("the credential is not a basic credential")]
+    NotBasic,
+    /// The Basic credential's identity is not 32 bytes long.
+    #[error("the credential identity is {0} bytes long, expected 32")]
+    WrongLength(usize),
+    /// The credential names a user other than the holder of the leaf's signature key.
+    #[error("the credential identity is not the leaf's signature key")]
+    KeyMismatch,
+}
+
+impl IntoAnyError for CredentialError {
+    fn into_dyn_error(self) -> Result<Box<dyn std::error::Error + Send + Sync>, Self> {
+        Ok(Box::new(self))
+    }
+}
+
+/// The user a signing identity names, if it is a valid grove credential: Basic, 32 bytes, equal
+/// to the signature key.
+pub fn user_of(signing_identity: &SigningIdentity) -> Result<UserId, CredentialError> {
+    let basic = signing_identity
+        .credential
+        .as_basic()
+        .ok_or(CredentialError::NotBasic)?;
+    let id = basic.identifier();
+    let user = UserId::from_slice(id).ok_or(CredentialError::WrongLength(id.len()))?;
+    if signing_identity.signature_key.as_bytes() != id {
+        return Err(CredentialError::KeyMismatch);
+    }
+    Ok(user)
+}
+
+/// The mls-rs [`IdentityProvider`] for grove credentials (see the [module docs](self)).
+///
+/// It ignores timestamps: grove credentials do not expire (KeyPackage lifetimes are checked by
+/// mls-rs itself, and only when it is given a time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroveIdentityProvider;
+
+impl IdentityProvider for GroveIdentityProvider {
+    type Error = CredentialError;
+
+    fn validate_member(
+        &self,
+        signing_identity: &SigningIdentity,
+        _timestamp: Option<MlsTime>,
+        _context: MemberValidationContext<'_>,
+    ) -> Result<(), Self::Error> {
+        user_of(signing_identity).map(|_| ())
+    }
+
+    fn validate_external_sender(
+        &self,
+        signing_identity: &SigningIdentity,
+        _timestamp: Option<MlsTime>,
+        _extensions: Option<&ExtensionList>,
+    ) -> Result<(), Self::Error> {
+        user_of(signing_identity).map(|_| ())
+    }
+
+    fn identity(
+        &self,
+        signing_identity: &SigningIdentity,
+        _extensions: &ExtensionList,
+    ) -> Result<Vec<u8>, Self::Error> {
+        user_of(signing_identity).map(|u| u.as_bytes().to_vec())
+    }
+
+    fn valid_successor(
+        &self,
+        predecessor: &SigningIdentity,
+        successor: &SigningIdentity,
+        _extensions: &ExtensionList,
+    ) -> Result<bool, Self::Error> {
+        Ok(user_of(predecessor)? == user_of(successor)?)
+    }
+
+    fn supported_types(&self) -> Vec<CredentialType> {
+        vec![BasicCredential::credential_type()]
+    }
+}
+
+/// What an mls-rs `Client` needs to act as `id`: the signing identity (Basic credential holding
+/// the 32-byte public key, signature key = the same public key) and the signature secret key.
+///
+/// The secret key is in the format `mls-rs-crypto-rustcrypto` expects for Ed25519: the 64-byte
+/// "keypair" encoding, 32-byte seed followed by the 32-byte public key
+/// (`ed25519_dalek::SigningKey::to_keypair_bytes`). The provider rejects a bare 32-byte seed.
+pub fn signing_identity(id: &Identity) -> (SigningIdentity, SignatureSecretKey) {
+    let public = id.user_id();
+    let credential = BasicCredential::new(public.as_bytes().to_vec()).into_credential();
+    let signing_identity =
+        SigningIdentity::new(credential, SignaturePublicKey::new(public.as_bytes().to_vec()));
+    let secret = SignatureSecretKey::new(id.signing_key().to_keypair_bytes().to_vec());
+    (signing_identity, secret)
+}

@@ -1,0 +1,329 @@
+//! The conformance suite every [`Store`] backend runs.
+//!
+//! A backend's tests invoke [`conformance_tests!`](crate::conformance_tests) with a factory
+//! that makes a fresh, empty store; each scenario below becomes one `#[tokio::test]`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use grove_wire::api::{EntryKind, KeyItemUpload, KeyKind, RoomMode};
+use grove_wire::UserId;
+
+use crate::{
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
+    RoomRecord, StateUpdate, Store,
+};
+
+/// Generates one `#[tokio::test]` per conformance scenario for a backend.
+///
+/// `$make` is an expression of a closure `|| async { Arc<impl Store> }` returning a fresh store.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            rooms_have_unique_names_and_a_per_creator_limit,
+            public_rooms_are_listed_by_name,
+            sequence_numbers_are_gap_free_per_room,
+            reads_page_after_a_cursor,
+            a_state_update_applies_only_at_the_expected_version,
+            concurrent_appends_get_distinct_gap_free_seqs,
+            exactly_one_of_many_conflicting_updates_wins,
+            mailbox_deposit_read_ack,
+            mailbox_quota_and_ttl,
+            one_time_keys_are_handed_out_once_last_resort_never_consumed,
+            concurrent_claims_never_share_a_one_time_key,
+            key_publish_respects_the_cap,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = ($make)().await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn user(n: u8) -> UserId {
+    UserId([n; 32])
+}
+
+fn new_room(name: &str, creator: UserId, public: bool) -> NewRoom {
+    NewRoom {
+        name: name.to_string(),
+        mode: RoomMode::Mls,
+        public,
+        created_by: creator,
+        created_at: 1_000,
+        epoch: 0,
+        state: b"state-0".to_vec(),
+        members: vec![creator],
+        admins: vec![],
+    }
+}
+
+async fn create(store: &dyn Store, name: &str) -> RoomRecord {
+    match store.create_room(new_room(name, user(1), false), 1_000).await.unwrap() {
+        CreateRoomOutcome::Created(r) => r,
+        other => panic!("room {name} not created: {other:?}"),
+    }
+}
+
+fn app(n: u64) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Application,
+        epoch: 0,
+        sender: user(1),
+        ts: 2_000 + n as i64,
+        body: format!("ciphertext {n}").into_bytes(),
+        update: None,
+    }
+}
+
+fn commit(expected_version: u64, new_epoch: u64, tag: &str) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Commit,
+        epoch: new_epoch - 1,
+        sender: user(1),
+        ts: 3_000,
+        body: tag.as_bytes().to_vec(),
+        update: Some(StateUpdate {
+            expected_state_version: expected_version,
+            new_epoch,
+            state: format!("state after {tag}").into_bytes(),
+            members: vec![user(1), user(2)],
+            admins: vec![],
+        }),
+    }
+}
+
+/// Names are unique; a creator cannot exceed the limit; lookups find what was created.
+pub async fn rooms_have_unique_names_and_a_per_creator_limit(store: Arc<dyn Store>) {
+    let r = create(&*store, "paris").await;
+    assert_eq!((r.epoch, r.head, r.state_version), (0, 0, 0));
+    assert_eq!(r.members, vec![user(1)]);
+    let again = store.create_room(new_room("paris", user(2), false), 10).await.unwrap();
+    assert_eq!(again, CreateRoomOutcome::NameTaken);
+    assert!(matches!(
+        store.create_room(new_room("lyon", user(1), false), 2).await.unwrap(),
+        CreateRoomOutcome::Created(_)
+    ));
+    assert_eq!(
+        store.create_room(new_room("nice", user(1), false), 2).await.unwrap(),
+        CreateRoomOutcome::LimitReached
+    );
+    assert_eq!(store.room("paris").await.unwrap(), Some(r));
+    assert_eq!(store.room("nowhere").await.unwrap(), None);
+}
+
+/// Only public rooms are listed, in name order, paged by name.
+pub async fn public_rooms_are_listed_by_name(store: Arc<dyn Store>) {
+    for (name, public) in [("c", true), ("a", true), ("b", false), ("d", true)] {
+        let out = store.create_room(new_room(name, user(1), public), 100).await.unwrap();
+        assert!(matches!(out, CreateRoomOutcome::Created(_)));
+    }
+    let names = |v: Vec<RoomRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(names(store.public_rooms("", 10).await.unwrap()), ["a", "c", "d"]);
+    assert_eq!(names(store.public_rooms("a", 1).await.unwrap()), ["c"]);
+}
+
+/// Each room numbers its entries 1, 2, 3, … independently of other rooms.
+pub async fn sequence_numbers_are_gap_free_per_room(store: Arc<dyn Store>) {
+    let a = create(&*store, "a").await;
+    let b = create(&*store, "b").await;
+    for n in 1..=5u64 {
+        assert_eq!(store.append(a.id, app(n)).await.unwrap(), AppendOutcome::Appended { seq: n, epoch: 0 });
+        if n <= 2 {
+            assert_eq!(store.append(b.id, app(n)).await.unwrap(), AppendOutcome::Appended { seq: n, epoch: 0 });
+        }
+    }
+    assert_eq!(store.room("a").await.unwrap().unwrap().head, 5);
+    assert_eq!(store.room("b").await.unwrap().unwrap().head, 2);
+    assert_eq!(store.append(9_999, app(1)).await.unwrap(), AppendOutcome::NoSuchRoom);
+}
+
+/// Reads return entries after the cursor, in order, bounded by the limit, with what was written.
+pub async fn reads_page_after_a_cursor(store: Arc<dyn Store>) {
+    let r = create(&*store, "a").await;
+    for n in 1..=10 {
+        store.append(r.id, app(n)).await.unwrap();
+    }
+    let page = store.read(r.id, 3, 4).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6, 7]);
+    assert_eq!(page[0].body, b"ciphertext 4");
+    assert_eq!(page[0].kind, EntryKind::Application);
+    assert_eq!(page[0].sender, user(1));
+    assert_eq!(page[0].ts, 2_004);
+    assert!(store.read(r.id, 10, 100).await.unwrap().is_empty());
+    assert!(store.read(r.id, u64::MAX, 100).await.unwrap().is_empty());
+    assert_eq!(store.read(r.id, 0, 100).await.unwrap().len(), 10);
+}
+
+/// A state update applies only at the expected version, atomically with its entry; a stale one
+/// writes nothing and reports the current epoch and head.
+pub async fn a_state_update_applies_only_at_the_expected_version(store: Arc<dyn Store>) {
+    let r = create(&*store, "a").await;
+    store.append(r.id, app(1)).await.unwrap();
+    assert_eq!(
+        store.append(r.id, commit(0, 1, "c1")).await.unwrap(),
+        AppendOutcome::Appended { seq: 2, epoch: 1 }
+    );
+    let stale = store.append(r.id, commit(0, 1, "c1-rival")).await.unwrap();
+    assert_eq!(stale, AppendOutcome::Conflict { epoch: 1, head: 2, state_version: 1 });
+    let now = store.room("a").await.unwrap().unwrap();
+    assert_eq!((now.epoch, now.head, now.state_version), (1, 2, 1));
+    assert_eq!(now.state, b"state after c1");
+    assert_eq!(now.members, vec![user(1), user(2)]);
+    assert_eq!(store.read(r.id, 0, 10).await.unwrap().len(), 2, "the rival left no entry");
+}
+
+/// Many concurrent appends to one room get exactly the numbers 1..=N.
+pub async fn concurrent_appends_get_distinct_gap_free_seqs(store: Arc<dyn Store>) {
+    let r = create(&*store, "a").await;
+    let mut tasks = Vec::new();
+    for n in 0..200u64 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.append(r.id, app(n)).await.unwrap() }));
+    }
+    let mut seqs = BTreeSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            AppendOutcome::Appended { seq, .. } => assert!(seqs.insert(seq), "seq {seq} twice"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seqs, (1..=200).collect());
+    let read: Vec<u64> = store.read(r.id, 0, 1_000).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(read, (1..=200).collect::<Vec<_>>());
+}
+
+/// Fifty concurrent updates at the same version: exactly one applies.
+pub async fn exactly_one_of_many_conflicting_updates_wins(store: Arc<dyn Store>) {
+    let r = create(&*store, "a").await;
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.append(r.id, commit(0, 1, &format!("c{n}"))).await.unwrap() }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            AppendOutcome::Appended { .. } => won += 1,
+            AppendOutcome::Conflict { epoch, head, .. } => assert_eq!((epoch, head), (1, 1)),
+            AppendOutcome::NoSuchRoom => panic!("room vanished"),
+        }
+    }
+    assert_eq!(won, 1);
+    let now = store.room("a").await.unwrap().unwrap();
+    assert_eq!((now.epoch, now.head, now.state_version), (1, 1, 1));
+}
+
+fn mail(owner: UserId, n: i64, expires_at: i64) -> NewMail {
+    NewMail { owner, sender: user(9), ts: n, expires_at, body: format!("welcome {n}").into_bytes() }
+}
+
+/// Deposits are read in order after a cursor; acks delete; sequence numbers are never reused.
+pub async fn mailbox_deposit_read_ack(store: Arc<dyn Store>) {
+    let bob = user(2);
+    for n in 1..=3 {
+        assert_eq!(
+            store.deposit(mail(bob, n, 10_000), 10).await.unwrap(),
+            DepositOutcome::Deposited { seq: n as u64 }
+        );
+    }
+    let got = store.mailbox_read(&bob, 0, 10, 5).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(got[1].body, b"welcome 2");
+    assert_eq!(got[1].sender, user(9));
+    assert_eq!(store.mailbox_read(&bob, 1, 1, 5).await.unwrap()[0].seq, 2);
+    assert!(store.mailbox_read(&user(3), 0, 10, 5).await.unwrap().is_empty());
+    assert_eq!(store.mailbox_ack(&bob, 2).await.unwrap(), 2);
+    assert_eq!(store.mailbox_ack(&bob, 2).await.unwrap(), 0);
+    assert_eq!(store.mailbox_read(&bob, 0, 10, 5).await.unwrap().len(), 1);
+    store.mailbox_ack(&bob, 3).await.unwrap();
+    assert_eq!(
+        store.deposit(mail(bob, 4, 10_000), 10).await.unwrap(),
+        DepositOutcome::Deposited { seq: 4 },
+        "sequence numbers continue after every message was acknowledged"
+    );
+}
+
+/// A full mailbox refuses deposits; expired messages are not read, do not count, and are purged.
+pub async fn mailbox_quota_and_ttl(store: Arc<dyn Store>) {
+    let bob = user(2);
+    store.deposit(mail(bob, 1, 100), 2).await.unwrap();
+    store.deposit(mail(bob, 2, 10_000), 2).await.unwrap();
+    assert_eq!(store.deposit(mail(bob, 3, 10_000), 2).await.unwrap(), DepositOutcome::Full);
+    // At t=200 the first message has expired: it is invisible and frees its slot.
+    assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.deposit(mail(bob, 200, 10_000), 2).await.unwrap(),
+        DepositOutcome::Deposited { .. }
+    ));
+    assert_eq!(store.purge_expired(200).await.unwrap(), 1);
+    assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 2);
+}
+
+fn kp(data: &str, last_resort: bool) -> KeyItemUpload {
+    KeyItemUpload { kind: KeyKind::MlsKeyPackage, last_resort, data: data.as_bytes().to_vec() }
+}
+
+/// One-time items are handed out once each; then the last-resort item, forever.
+pub async fn one_time_keys_are_handed_out_once_last_resort_never_consumed(store: Arc<dyn Store>) {
+    let bob = user(2);
+    assert_eq!(store.claim_key(&bob, KeyKind::MlsKeyPackage).await.unwrap(), None);
+    let out = store.publish_keys(&bob, vec![kp("kp1", false), kp("kp2", false), kp("lr1", true)], 100).await.unwrap();
+    let PublishOutcome::Stored(counts) = out else { panic!("not stored") };
+    assert_eq!((counts[0].one_time, counts[0].last_resort), (2, true));
+    let mut got = BTreeSet::new();
+    for _ in 0..2 {
+        let c = store.claim_key(&bob, KeyKind::MlsKeyPackage).await.unwrap().unwrap();
+        assert!(!c.last_resort);
+        got.insert(c.data);
+    }
+    assert_eq!(got, [b"kp1".to_vec(), b"kp2".to_vec()].into_iter().collect());
+    for _ in 0..3 {
+        let c = store.claim_key(&bob, KeyKind::MlsKeyPackage).await.unwrap().unwrap();
+        assert!(c.last_resort);
+        assert_eq!(c.data, b"lr1");
+    }
+    store.publish_keys(&bob, vec![kp("lr2", true)], 100).await.unwrap();
+    assert_eq!(store.claim_key(&bob, KeyKind::MlsKeyPackage).await.unwrap().unwrap().data, b"lr2");
+    assert_eq!(store.claim_key(&bob, KeyKind::OlmOneTime).await.unwrap(), None);
+    let counts = store.key_counts(&bob).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].one_time, counts[0].last_resort), (0, true));
+}
+
+/// Concurrent claimers never receive the same one-time item.
+pub async fn concurrent_claims_never_share_a_one_time_key(store: Arc<dyn Store>) {
+    let bob = user(2);
+    let items = (0..20).map(|n| kp(&format!("kp{n}"), false)).collect();
+    store.publish_keys(&bob, items, 100).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.claim_key(&bob, KeyKind::MlsKeyPackage).await.unwrap() }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut none = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(c) => assert!(seen.insert(c.data), "a one-time key was handed out twice"),
+            None => none += 1,
+        }
+    }
+    assert_eq!((seen.len(), none), (20, 20));
+}
+
+/// Publishing past the cap stores nothing.
+pub async fn key_publish_respects_the_cap(store: Arc<dyn Store>) {
+    let bob = user(2);
+    store.publish_keys(&bob, vec![kp("a", false), kp("b", false)], 3).await.unwrap();
+    let out = store.publish_keys(&bob, vec![kp("c", false), kp("d", false)], 3).await.unwrap();
+    assert_eq!(out, PublishOutcome::LimitReached);
+    assert_eq!(store.key_counts(&bob).await.unwrap()[0].one_time, 2);
+    assert!(matches!(store.publish_keys(&bob, vec![kp("lr", true)], 3).await.unwrap(), PublishOutcome::Stored(_)));
+}

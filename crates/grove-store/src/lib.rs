@@ -1,0 +1,252 @@
+//! grove-store: what a grove server keeps, behind one trait.
+//!
+//! [`Store`] is the storage seam of the server: rooms with their ordered logs, mailboxes and the
+//! key directory. Backends: [`MemoryStore`] here (tests, the simulator) and SQLite in
+//! `grove-store-sqlite`; every backend runs the same [`conformance`] suite.
+//!
+//! The store enforces the ordering invariants itself, so that they hold even with several
+//! server instances on one database: per-room sequence numbers are assigned by the store,
+//! strictly increasing and gap-free, and a room's public state (epoch, members, MLS public
+//! group snapshot) changes only through a compare-and-set on its state version, atomically
+//! with the entry that changes it. The store does not interpret entries: validation is the
+//! server's job. An `Ok` from a write means the write is durable.
+
+use async_trait::async_trait;
+use grove_wire::api::{
+    ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode,
+};
+use grove_wire::UserId;
+
+pub mod conformance;
+mod memory;
+
+pub use memory::MemoryStore;
+
+/// A room's storage id.
+pub type RoomId = i64;
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    /// Storage id.
+    pub id: RoomId,
+    /// Unique name on the server.
+    pub name: String,
+    /// Protocol.
+    pub mode: RoomMode,
+    /// Listed publicly.
+    pub public: bool,
+    /// Creator.
+    pub created_by: UserId,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+    /// Current epoch (MLS) or membership version (sender-keys).
+    pub epoch: u64,
+    /// Sequence number of the last entry, 0 when empty.
+    pub head: u64,
+    /// Bumped by every state change; the compare-and-set token.
+    pub state_version: u64,
+    /// Opaque public state: the MLS hub snapshot, or the JSON of the signed membership.
+    pub state: Vec<u8>,
+    /// Current members.
+    pub members: Vec<UserId>,
+    /// Current admins (sender-keys rooms).
+    pub admins: Vec<UserId>,
+}
+
+/// A room to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoom {
+    /// Unique name.
+    pub name: String,
+    /// Protocol.
+    pub mode: RoomMode,
+    /// Listed publicly.
+    pub public: bool,
+    /// Creator.
+    pub created_by: UserId,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+    /// Initial epoch.
+    pub epoch: u64,
+    /// Initial public state.
+    pub state: Vec<u8>,
+    /// Initial members.
+    pub members: Vec<UserId>,
+    /// Initial admins.
+    pub admins: Vec<UserId>,
+}
+
+/// The result of creating a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateRoomOutcome {
+    /// Created.
+    Created(RoomRecord),
+    /// The name is taken.
+    NameTaken,
+    /// The creator already has `max_per_creator` rooms.
+    LimitReached,
+}
+
+/// A change of a room's public state, made atomically with the entry that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateUpdate {
+    /// Applies only if the room's state version is still this one.
+    pub expected_state_version: u64,
+    /// The room's epoch afterwards.
+    pub new_epoch: u64,
+    /// The new opaque state.
+    pub state: Vec<u8>,
+    /// The members afterwards.
+    pub members: Vec<UserId>,
+    /// The admins afterwards.
+    pub admins: Vec<UserId>,
+}
+
+/// An entry to append to a room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// What it is.
+    pub kind: EntryKind,
+    /// Epoch it was made in.
+    pub epoch: u64,
+    /// Who posted it.
+    pub sender: UserId,
+    /// Acceptance time, Unix ms.
+    pub ts: i64,
+    /// Opaque body.
+    pub body: Vec<u8>,
+    /// The state change it causes, if any.
+    pub update: Option<StateUpdate>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Appended (and the state update, if any, applied).
+    Appended {
+        /// The entry's sequence number.
+        seq: u64,
+        /// The room's epoch afterwards.
+        epoch: u64,
+    },
+    /// The state update's expected version did not match; nothing was written.
+    Conflict {
+        /// The room's current epoch.
+        epoch: u64,
+        /// The room's current head.
+        head: u64,
+        /// The room's current state version.
+        state_version: u64,
+    },
+    /// No room with this id.
+    NoSuchRoom,
+}
+
+/// A mailbox message to deposit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    /// Mailbox owner.
+    pub owner: UserId,
+    /// Depositor.
+    pub sender: UserId,
+    /// Deposit time, Unix ms.
+    pub ts: i64,
+    /// Expiry, Unix ms.
+    pub expires_at: i64,
+    /// Opaque body.
+    pub body: Vec<u8>,
+}
+
+/// The result of a deposit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositOutcome {
+    /// Stored with this sequence number.
+    Deposited {
+        /// Sequence number in the owner's mailbox.
+        seq: u64,
+    },
+    /// The mailbox holds `quota` unexpired messages already.
+    Full,
+}
+
+/// The result of publishing key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Stored; the owner's counts afterwards.
+    Stored(Vec<KeyCount>),
+    /// Storing would exceed the per-user cap; nothing was stored.
+    LimitReached,
+}
+
+/// A storage failure. Hostile input never produces one: it is the backend failing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached or is shutting down.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed (I/O error, constraint violation that should not happen).
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The storage seam of a grove server. Every `Ok` write is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a room if the name is free and the creator is under `max_per_creator` rooms.
+    async fn create_room(&self, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome>;
+
+    /// Looks a room up by name.
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>>;
+
+    /// Public rooms, by name, after `after_name`, at most `limit`.
+    async fn public_rooms(&self, after_name: &str, limit: u32) -> Result<Vec<RoomRecord>>;
+
+    /// Appends an entry, assigning the next sequence number; with a state update, applies it
+    /// only if the state version matches (else writes nothing and answers `Conflict`).
+    async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome>;
+
+    /// Entries with `seq > after`, in order, at most `limit`.
+    async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>>;
+
+    /// Deposits a message if the owner's mailbox holds fewer than `quota` unexpired ones.
+    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome>;
+
+    /// Unexpired messages with `seq > after`, in order, at most `limit`.
+    async fn mailbox_read(
+        &self,
+        owner: &UserId,
+        after: u64,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<MailboxEntry>>;
+
+    /// Deletes the owner's messages with `seq <= up_to`; answers how many.
+    async fn mailbox_ack(&self, owner: &UserId, up_to: u64) -> Result<u64>;
+
+    /// Deletes every expired mailbox message; answers how many.
+    async fn purge_expired(&self, now: i64) -> Result<u64>;
+
+    /// Adds key material, all or nothing, if the owner stays within `cap` items. A last-resort
+    /// item replaces the owner's previous last-resort item of the same kind.
+    async fn publish_keys(
+        &self,
+        owner: &UserId,
+        items: Vec<KeyItemUpload>,
+        cap: u64,
+    ) -> Result<PublishOutcome>;
+
+    /// Hands out one item of `kind`: a one-time item (removed, never handed out again), or else
+    /// the last-resort item (kept).
+    async fn claim_key(&self, owner: &UserId, kind: KeyKind) -> Result<Option<ClaimedKey>>;
+
+    /// What the owner has, per kind.
+    async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>>;
+}

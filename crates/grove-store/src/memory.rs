@@ -1,0 +1,267 @@
+//! An in-memory [`Store`]: one mutex over plain collections. For tests and the simulator;
+//! nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
+use grove_wire::UserId;
+
+use crate::{
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
+    Result, RoomId, RoomRecord, Store, StoreError,
+};
+
+/// An in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rooms: Vec<(RoomRecord, Vec<Entry>)>,
+    by_name: BTreeMap<String, RoomId>,
+    mail: HashMap<UserId, Mailbox>,
+    keys: HashMap<UserId, Keys>,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    last_seq: u64,
+    entries: BTreeMap<u64, MailboxEntry>,
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    one_time: Vec<(KeyKind, Vec<u8>)>,
+    last_resort: BTreeMap<&'static str, (KeyKind, Vec<u8>)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+}
+
+fn counts(keys: &Keys) -> Vec<KeyCount> {
+    let mut out: Vec<KeyCount> = Vec::new();
+    for kind in [KeyKind::MlsKeyPackage, KeyKind::OlmOneTime, KeyKind::OlmFallback] {
+        let one_time = keys.one_time.iter().filter(|(k, _)| *k == kind).count() as u64;
+        let last_resort = keys.last_resort.contains_key(kind.as_str());
+        if one_time > 0 || last_resort {
+            out.push(KeyCount { kind, one_time, last_resort });
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_room(&self, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome> {
+        let mut g = self.lock()?;
+        if g.by_name.contains_key(&room.name) {
+            return Ok(CreateRoomOutcome::NameTaken);
+        }
+        let owned = g.rooms.iter().filter(|(r, _)| r.created_by == room.created_by).count() as u64;
+        if owned >= max_per_creator {
+            return Ok(CreateRoomOutcome::LimitReached);
+        }
+        let id = g.rooms.len() as RoomId + 1;
+        let rec = RoomRecord {
+            id,
+            name: room.name.clone(),
+            mode: room.mode,
+            public: room.public,
+            created_by: room.created_by,
+            created_at: room.created_at,
+            epoch: room.epoch,
+            head: 0,
+            state_version: 0,
+            state: room.state,
+            members: room.members,
+            admins: room.admins,
+        };
+        g.by_name.insert(room.name, id);
+        g.rooms.push((rec.clone(), Vec::new()));
+        Ok(CreateRoomOutcome::Created(rec))
+    }
+
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>> {
+        let g = self.lock()?;
+        Ok(g.by_name.get(name).map(|id| g.rooms[(*id - 1) as usize].0.clone()))
+    }
+
+    async fn public_rooms(&self, after_name: &str, limit: u32) -> Result<Vec<RoomRecord>> {
+        let g = self.lock()?;
+        Ok(g.by_name
+            .range::<str, _>((std::ops::Bound::Excluded(after_name), std::ops::Bound::Unbounded))
+            .map(|(_, id)| &g.rooms[(*id - 1) as usize].0)
+            .filter(|r| r.public)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
+        let mut g = self.lock()?;
+        let Some((rec, log)) = usize::try_from(room - 1).ok().and_then(|i| g.rooms.get_mut(i)) else {
+            return Ok(AppendOutcome::NoSuchRoom);
+        };
+        if let Some(update) = entry.update {
+            if update.expected_state_version != rec.state_version {
+                return Ok(AppendOutcome::Conflict {
+                    epoch: rec.epoch,
+                    head: rec.head,
+                    state_version: rec.state_version,
+                });
+            }
+            rec.state_version += 1;
+            rec.epoch = update.new_epoch;
+            rec.state = update.state;
+            rec.members = update.members;
+            rec.admins = update.admins;
+        }
+        rec.head += 1;
+        log.push(Entry {
+            seq: rec.head,
+            kind: entry.kind,
+            epoch: entry.epoch,
+            sender: entry.sender,
+            ts: entry.ts,
+            body: entry.body,
+        });
+        Ok(AppendOutcome::Appended { seq: rec.head, epoch: rec.epoch })
+    }
+
+    async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>> {
+        let g = self.lock()?;
+        let Some((_, log)) = usize::try_from(room - 1).ok().and_then(|i| g.rooms.get(i)) else {
+            return Ok(Vec::new());
+        };
+        // seq n lives at index n - 1.
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
+        Ok(log[start..].iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
+        let mut g = self.lock()?;
+        let mb = g.mail.entry(mail.owner).or_default();
+        let live = mb.entries.values().filter(|e| e.expires_at > mail.ts).count() as u64;
+        if live >= quota {
+            return Ok(DepositOutcome::Full);
+        }
+        mb.last_seq += 1;
+        let seq = mb.last_seq;
+        mb.entries.insert(
+            seq,
+            MailboxEntry { seq, sender: mail.sender, ts: mail.ts, expires_at: mail.expires_at, body: mail.body },
+        );
+        Ok(DepositOutcome::Deposited { seq })
+    }
+
+    async fn mailbox_read(
+        &self,
+        owner: &UserId,
+        after: u64,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<MailboxEntry>> {
+        let g = self.lock()?;
+        Ok(g.mail
+            .get(owner)
+            .map(|mb| {
+                mb.entries
+                    .range(after.saturating_add(1)..)
+                    .map(|(_, e)| e)
+                    .filter(|e| e.expires_at > now)
+                    .take(limit as usize)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn mailbox_ack(&self, owner: &UserId, up_to: u64) -> Result<u64> {
+        let mut g = self.lock()?;
+        let Some(mb) = g.mail.get_mut(owner) else { return Ok(0) };
+        let keep = mb.entries.split_off(&up_to.saturating_add(1));
+        let removed = mb.entries.len() as u64;
+        mb.entries = keep;
+        Ok(removed)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let mut g = self.lock()?;
+        let mut removed = 0;
+        for mb in g.mail.values_mut() {
+            let before = mb.entries.len();
+            mb.entries.retain(|_, e| e.expires_at > now);
+            removed += (before - mb.entries.len()) as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn publish_keys(
+        &self,
+        owner: &UserId,
+        items: Vec<KeyItemUpload>,
+        cap: u64,
+    ) -> Result<PublishOutcome> {
+        let mut g = self.lock()?;
+        let keys = g.keys.entry(*owner).or_default();
+        let mut one_time = keys.one_time.len() as u64;
+        let mut lr: Vec<&str> = keys.last_resort.keys().copied().collect();
+        for it in &items {
+            if it.last_resort {
+                if !lr.contains(&it.kind.as_str()) {
+                    lr.push(it.kind.as_str());
+                }
+            } else {
+                one_time += 1;
+            }
+        }
+        if one_time + lr.len() as u64 > cap {
+            return Ok(PublishOutcome::LimitReached);
+        }
+        for it in items {
+            if it.last_resort {
+                keys.last_resort.insert(it.kind.as_str(), (it.kind, it.data));
+            } else {
+                keys.one_time.push((it.kind, it.data));
+            }
+        }
+        Ok(PublishOutcome::Stored(counts(keys)))
+    }
+
+    async fn claim_key(&self, owner: &UserId, kind: KeyKind) -> Result<Option<ClaimedKey>> {
+        let mut g = self.lock()?;
+        let Some(keys) = g.keys.get_mut(owner) else { return Ok(None) };
+        if let Some(pos) = keys.one_time.iter().position(|(k, _)| *k == kind) {
+            let (_, data) = keys.one_time.remove(pos);
+            return Ok(Some(ClaimedKey { user: *owner, kind, last_resort: false, data }));
+        }
+        Ok(keys
+            .last_resort
+            .get(kind.as_str())
+            .map(|(_, data)| ClaimedKey { user: *owner, kind, last_resort: true, data: data.clone() }))
+    }
+
+    async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>> {
+        let g = self.lock()?;
+        Ok(g.keys.get(owner).map(counts).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::conformance_tests!(|| async { std::sync::Arc::new(crate::MemoryStore::new()) });
+}

@@ -1,0 +1,496 @@
+//! JSON bodies of HTTP API v1. Binary fields are base64 (see [`crate::b64`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::membership::SignedMembership;
+use crate::UserId;
+
+/// `GET /v1/info`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The operator-chosen server name.
+    pub name: String,
+    /// The server's Ed25519 public key (hex); requests are signed for it.
+    pub public_key: String,
+    /// The grove version the server runs.
+    pub version: String,
+    /// Who may create rooms.
+    pub room_creation: RoomCreationPolicy,
+    /// The limits the server enforces.
+    pub limits: Limits,
+}
+
+/// Who may create rooms on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomCreationPolicy {
+    /// Any user.
+    Open,
+    /// Only users whose keys are listed in the server's configuration.
+    Allowlist,
+    /// Nobody.
+    Closed,
+}
+
+/// Limits a server enforces, as published in [`ServerInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: u64,
+    /// Largest entry or mailbox message body, bytes (before base64).
+    pub max_entry_bytes: u64,
+    /// Most entries returned by one read.
+    pub max_page_entries: u32,
+    /// Longest long-poll wait, seconds.
+    pub max_wait_secs: u64,
+    /// Most messages a mailbox holds.
+    pub mailbox_quota: u64,
+    /// How long an unacknowledged mailbox message is kept, seconds.
+    pub mailbox_ttl_secs: u64,
+    /// Requests per second allowed per user (burst is twice that).
+    pub user_requests_per_sec: u32,
+    /// Requests per second allowed per IP address.
+    pub ip_requests_per_sec: u32,
+    /// Rooms one user may create.
+    pub rooms_per_user: u64,
+    /// Members one room may have.
+    pub members_per_room: u64,
+    /// Key-material items one user may hold on the server.
+    pub key_items_per_user: u64,
+    /// How many epochs behind the current one an application message may be.
+    pub epoch_window: u64,
+    /// Allowed clock skew of signed requests, seconds.
+    pub clock_skew_secs: u64,
+}
+
+/// The protocol of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoomMode {
+    /// MLS (RFC 9420); the server validates commits against the public group state.
+    Mls,
+    /// Signal-style Sender Keys with an admin-signed membership list.
+    SenderKeys,
+}
+
+impl RoomMode {
+    /// The mode as written in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Mls => "mls",
+            RoomMode::SenderKeys => "sender-keys",
+        }
+    }
+
+    /// Parses `mls` or `sender-keys`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mls" => Some(RoomMode::Mls),
+            "sender-keys" => Some(RoomMode::SenderKeys),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/rooms`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    /// Unique on the server: 1 to 64 characters of `a-z 0-9 - _`, starting with a letter or digit.
+    pub name: String,
+    /// The room's protocol.
+    pub mode: RoomMode,
+    /// Whether the room appears in `GET /v1/rooms`.
+    #[serde(default)]
+    pub public: bool,
+    /// For `mls` rooms: the creator's group at epoch 0 or later, as GroupInfo and ratchet tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mls: Option<MlsGroupState>,
+}
+
+/// The public state of an MLS group, as the creator hands it to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlsGroupState {
+    /// An MLS GroupInfo message (TLS-serialised `MlsMessage`).
+    #[serde(with = "crate::b64")]
+    pub group_info: Vec<u8>,
+    /// The exported ratchet tree.
+    #[serde(with = "crate::b64")]
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// A room as the server describes it to a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub name: String,
+    /// The room's protocol.
+    pub mode: RoomMode,
+    /// Whether the room is listed publicly.
+    pub public: bool,
+    /// The current epoch (MLS) or membership version (sender-keys).
+    pub epoch: u64,
+    /// The sequence number of the last entry (0 when the log is empty).
+    pub head: u64,
+    /// The current members.
+    pub members: Vec<UserId>,
+    /// Sender-keys rooms: the admins of the current membership version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<UserId>,
+    /// The user who created the room.
+    pub created_by: UserId,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// `GET /v1/rooms`: the public rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicRooms {
+    /// Public rooms, by name.
+    pub rooms: Vec<PublicRoom>,
+}
+
+/// One entry of the public room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicRoom {
+    /// The room's name.
+    pub name: String,
+    /// The room's protocol.
+    pub mode: RoomMode,
+    /// How many members it has.
+    pub member_count: u64,
+}
+
+/// What a room-log entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// An MLS commit (PublicMessage); advances the epoch.
+    Commit,
+    /// An MLS proposal (PublicMessage).
+    Proposal,
+    /// An encrypted application message.
+    Application,
+    /// A signed membership update of a sender-keys room; advances the version.
+    Membership,
+}
+
+impl EntryKind {
+    /// The kind as a short string (storage, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Commit => "commit",
+            EntryKind::Proposal => "proposal",
+            EntryKind::Application => "application",
+            EntryKind::Membership => "membership",
+        }
+    }
+
+    /// Inverse of [`EntryKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "commit" => Some(EntryKind::Commit),
+            "proposal" => Some(EntryKind::Proposal),
+            "application" => Some(EntryKind::Application),
+            "membership" => Some(EntryKind::Membership),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/rooms/{room}/log`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendEntry {
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// The epoch the entry was made in (for `membership`: the new version).
+    pub epoch: u64,
+    /// The entry: an MLS message, a sender-keys message, or for `membership` the JSON of a
+    /// [`SignedMembership`].
+    #[serde(with = "crate::b64")]
+    pub body: Vec<u8>,
+}
+
+/// The answer to an accepted append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// Server time of acceptance, Unix milliseconds.
+    pub ts: i64,
+    /// The room's epoch after the entry.
+    pub epoch: u64,
+}
+
+/// One room-log entry as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Per-room sequence number: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// The epoch the entry was made in.
+    pub epoch: u64,
+    /// Who posted it (the request signer).
+    pub sender: UserId,
+    /// Server time of acceptance, Unix milliseconds.
+    pub ts: i64,
+    /// The opaque body.
+    #[serde(with = "crate::b64")]
+    pub body: Vec<u8>,
+}
+
+/// `GET /v1/rooms/{room}/log`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// Entries after the requested sequence number, in order.
+    pub entries: Vec<Entry>,
+    /// The room's head at the time of the read.
+    pub head: u64,
+    /// The room's epoch at the time of the read.
+    pub epoch: u64,
+}
+
+/// `GET /v1/rooms/{room}/tree`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatchetTree {
+    /// The epoch the tree belongs to.
+    pub epoch: u64,
+    /// The exported public ratchet tree.
+    #[serde(with = "crate::b64")]
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// `GET /v1/rooms/{room}/membership` for sender-keys rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipState {
+    /// The current signed membership, absent at version 0 (the creator alone, unsigned).
+    pub current: Option<SignedMembership>,
+    /// The current version.
+    pub version: u64,
+}
+
+/// Kinds of key material in the key directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// An MLS KeyPackage (`MlsMessage`).
+    MlsKeyPackage,
+    /// An Olm one-time key.
+    OlmOneTime,
+    /// An Olm fallback key.
+    OlmFallback,
+}
+
+impl KeyKind {
+    /// The kind as a short string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::MlsKeyPackage => "mls_key_package",
+            KeyKind::OlmOneTime => "olm_one_time",
+            KeyKind::OlmFallback => "olm_fallback",
+        }
+    }
+
+    /// Inverse of [`KeyKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mls_key_package" => Some(KeyKind::MlsKeyPackage),
+            "olm_one_time" => Some(KeyKind::OlmOneTime),
+            "olm_fallback" => Some(KeyKind::OlmFallback),
+            _ => None,
+        }
+    }
+}
+
+/// One item of key material to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyItemUpload {
+    /// What it is.
+    pub kind: KeyKind,
+    /// A last-resort item is handed out when no one-time item is left, and never consumed.
+    /// Publishing a new last-resort item of a kind replaces the old one.
+    #[serde(default)]
+    pub last_resort: bool,
+    /// The opaque key material.
+    #[serde(with = "crate::b64")]
+    pub data: Vec<u8>,
+}
+
+/// `POST /v1/keys`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishKeys {
+    /// Items to add.
+    pub items: Vec<KeyItemUpload>,
+}
+
+/// `GET /v1/keys` and the answer to `POST /v1/keys`: what the caller has on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCounts {
+    /// One row per kind the user has published.
+    pub counts: Vec<KeyCount>,
+}
+
+/// How much key material of one kind a user has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    /// The kind.
+    pub kind: KeyKind,
+    /// One-time items left.
+    pub one_time: u64,
+    /// Whether a last-resort item is present.
+    pub last_resort: bool,
+}
+
+/// `POST /v1/keys/{user}/claim`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimKey {
+    /// The kind wanted.
+    pub kind: KeyKind,
+}
+
+/// A claimed item of key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKey {
+    /// Whose it is.
+    pub user: UserId,
+    /// What it is.
+    pub kind: KeyKind,
+    /// Whether it is the (reusable) last-resort item.
+    pub last_resort: bool,
+    /// The key material.
+    #[serde(with = "crate::b64")]
+    pub data: Vec<u8>,
+}
+
+/// `POST /v1/mailboxes/{user}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    /// The opaque message (a Welcome, an invitation, a pairwise ciphertext).
+    #[serde(with = "crate::b64")]
+    pub body: Vec<u8>,
+}
+
+/// The answer to a deposit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposited {
+    /// The message's sequence number in the recipient's mailbox.
+    pub seq: u64,
+    /// When it expires unless acknowledged, Unix milliseconds.
+    pub expires_at: i64,
+}
+
+/// One mailbox message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxEntry {
+    /// Sequence number in this mailbox, strictly increasing.
+    pub seq: u64,
+    /// Who deposited it.
+    pub sender: UserId,
+    /// Deposit time, Unix milliseconds.
+    pub ts: i64,
+    /// Expiry time, Unix milliseconds.
+    pub expires_at: i64,
+    /// The opaque body.
+    #[serde(with = "crate::b64")]
+    pub body: Vec<u8>,
+}
+
+/// `GET /v1/mailbox`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxPage {
+    /// Messages after the cursor, in order.
+    pub entries: Vec<MailboxEntry>,
+}
+
+/// `POST /v1/mailbox/ack`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// Every message with a sequence number up to and including this one is deleted.
+    pub up_to: u64,
+}
+
+/// The answer to an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acked {
+    /// How many messages were deleted.
+    pub removed: u64,
+}
+
+/// A message a client sends on the push WebSocket (`GET /v1/push`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PushRequest {
+    /// Subscribe to rooms (each from a cursor) and optionally the mailbox. Entries after each
+    /// cursor are sent first, then live ones, in order, with no gap and no duplicate.
+    /// A later `subscribe` adds to (or restarts) subscriptions.
+    Subscribe {
+        /// Rooms and the last sequence number the client has.
+        #[serde(default)]
+        rooms: Vec<RoomCursor>,
+        /// The last mailbox sequence number the client has; absent to not subscribe.
+        #[serde(default)]
+        mailbox_after: Option<u64>,
+    },
+}
+
+/// A room and a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomCursor {
+    /// The room's name.
+    pub room: String,
+    /// The last sequence number the client has (0 for none).
+    pub after: u64,
+}
+
+/// A message the server sends on the push WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PushEvent {
+    /// A room-log entry.
+    Entry {
+        /// The room's name.
+        room: String,
+        /// The entry.
+        entry: Entry,
+    },
+    /// A mailbox message.
+    Mail {
+        /// The message.
+        entry: MailboxEntry,
+    },
+    /// A subscription failed (e.g. not a member); the others continue.
+    Error {
+        /// The room concerned, if any.
+        room: Option<String>,
+        /// Why.
+        error: crate::ApiError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_and_reject_unknown_fields() {
+        let e = AppendEntry { kind: EntryKind::Commit, epoch: 3, body: vec![1, 2, 3] };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"kind":"commit","epoch":3,"body":"AQID"}"#);
+        assert_eq!(serde_json::from_str::<AppendEntry>(&json).unwrap(), e);
+        assert!(serde_json::from_str::<AppendEntry>(r#"{"kind":"commit","epoch":3,"body":"AQID","x":1}"#).is_err());
+        assert!(serde_json::from_str::<AppendEntry>(r#"{"kind":"commit","epoch":3,"body":"!!"}"#).is_err());
+        let mode: RoomMode = serde_json::from_str("\"sender-keys\"").unwrap();
+        assert_eq!(mode, RoomMode::SenderKeys);
+        let sub: PushRequest = serde_json::from_str(r#"{"type":"subscribe","rooms":[{"room":"a","after":2}]}"#).unwrap();
+        assert_eq!(sub, PushRequest::Subscribe { rooms: vec![RoomCursor { room: "a".into(), after: 2 }], mailbox_after: None });
+    }
+}

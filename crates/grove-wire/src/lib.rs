@@ -1,0 +1,20 @@
+//! grove-wire: the types that cross the wire between grove clients and servers.
+//!
+//! This crate is pure data: the JSON bodies of HTTP API v1 ([`api`]), the stable error codes
+//! ([`error`]), the request-signing format ([`auth`]), and the signed membership lists of
+//! sender-keys rooms ([`membership`]). It does no I/O, never reads the clock or the OS RNG:
+//! callers pass in times and keys.
+
+pub mod api;
+pub mod auth;
+pub mod b64;
+pub mod error;
+pub mod membership;
+
+mod user;
+
+pub use error::{ApiError, ErrorCode};
+pub use user::{ParseUserIdError, UserId};
+
+/// The API version prefix of every route.
+pub const API_PREFIX: &str = "/v1";
