@@ -79,7 +79,9 @@ impl fmt::Debug for Identity {
 /// Verifies an Ed25519 signature made by [`Identity::sign`] of `user`. Uses strict verification
 /// (rejects small-order keys and non-canonical signatures).
 pub fn verify(user: &UserId, msg: &[u8], signature: &[u8; 64]) -> Result<(), IdentityError> {
-    let key = user.verifying_key().ok_or(IdentityError::InvalidPublicKey)?;
+    let key = user
+        .verifying_key()
+        .ok_or(IdentityError::InvalidPublicKey)?;
     let sig = Signature::from_bytes(signature);
     key.verify_strict(msg, &sig)
         .map_err(|_| IdentityError::BadSignature)
@@ -106,7 +108,9 @@ mod tests {
 
         let text = id.user_id().to_string();
         assert_eq!(text.len(), 64);
-        assert!(text.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(text
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(text.parse::<UserId>(), Ok(id.user_id()));
     }
 
@@ -114,7 +118,11 @@ mod tests {
     fn debug_does_not_print_the_secret() {
         let id = Identity::from_secret_bytes([0x5a; 32]);
         let dbg = format!("{id:?}");
-        let secret_hex: String = id.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let secret_hex: String = id
+            .secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert!(!dbg.contains(&secret_hex), "{dbg}");
         assert!(!dbg.contains("5a5a5a"), "{dbg}");
         assert!(!dbg.contains("90, 90"), "{dbg}");

@@ -1,1 +1,205 @@
-//! placeholder
+//! grove-server: the grove HTTP server as a library.
+//!
+//! [`router`] builds the axum router over an [`AppState`]; [`run`] serves it on a listener until
+//! a shutdown future resolves, then finishes in-flight requests (so every acknowledged write is
+//! durable) and closes push connections. [`open`] prepares the default state: SQLite in a data
+//! folder and the server's Ed25519 key. The `grove` binary is a thin shell over these.
+//!
+//! The server stores and forwards ciphertext only. For MLS rooms it holds the public group
+//! state (never a group secret) to validate commits; for sender-keys rooms it checks
+//! admin-signed membership lists. It never decides membership on its own.
+//!
+//! Not here: storage engines (grove-store-*), group cryptography (grove-proto), clients.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use ed25519_dalek::SigningKey;
+
+pub mod config;
+mod auth;
+mod error;
+mod hub;
+mod listener;
+mod metrics;
+mod push;
+mod rooms;
+mod routes;
+mod state;
+
+pub use config::Config;
+pub use error::AppError;
+pub use listener::LimitedListener;
+pub use state::{system_clock, AppState, Clock};
+
+/// The OpenAPI 3.1 document of API v1, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The router of API v1 over `state`.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(info))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/keys", post(publish_keys).get(key_counts))
+        .route("/v1/keys/{user}/claim", post(claim_key))
+        .route("/v1/mailboxes/{user}", post(deposit))
+        .route("/v1/mailbox", get(read_mailbox))
+        .route("/v1/mailbox/ack", post(ack_mailbox))
+        .route("/v1/rooms", get(public_rooms).post(create_room))
+        .route("/v1/rooms/{room}", get(room_info))
+        .route("/v1/rooms/{room}/log", get(read_log).post(append))
+        .route("/v1/rooms/{room}/tree", get(ratchet_tree))
+        .route("/v1/rooms/{room}/membership", get(membership))
+        .route("/v1/push", get(push::push))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), track))
+        .layer(from_fn_with_state(state.clone(), auth::ip_rate_limit))
+        // Signed bodies are read with our own limit and error; no other route takes a body.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Counts and logs every answered request by its route template.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.0.metrics.request(&route, method.as_str(), status);
+    tracing::debug!(%method, %route, status, took_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests finish, closes push connections, and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max = state.0.config.server.max_connections;
+    let listener = LimitedListener::new(listener, max).tap_io(|io| {
+        // Small frames matter more than throughput here; failure only costs latency.
+        let _ = io.stream().set_nodelay(true);
+    });
+    let purge = tokio::spawn(purge_expired_mail(state.clone()));
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        st.0.shutdown.send_replace(true);
+    };
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    state.0.shutdown.send_replace(true);
+    let _ = purge.await;
+    served
+}
+
+async fn purge_expired_mail(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match state.0.store.purge_expired(state.now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired mailbox messages purged"),
+                    Err(e) => tracing::warn!(error = %e, "mailbox purge failed"),
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data folder or key file could not be used.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The path concerned.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file is not 32 bytes.
+    #[error("the server key {0} is corrupt (expected 32 bytes); restore it from a backup")]
+    BadKey(std::path::PathBuf),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] grove_store::StoreError),
+}
+
+/// Loads the server key from `dir/server.key`, creating it (mode 0600) on first start.
+pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, OpenError> {
+    let path = dir.join("server.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let secret = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| OpenError::BadKey(path.clone()))?;
+            Ok(SigningKey::from_bytes(&secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            write_private(&path, &key.to_bytes())
+                .map_err(|source| OpenError::Io { context: "cannot write the server key", path: path.clone(), source })?;
+            tracing::info!(path = %path.display(), "created the server key");
+            Ok(key)
+        }
+        Err(source) => Err(OpenError::Io { context: "cannot read the server key", path, source }),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The default state: SQLite at `data_dir/grove.db` (created on first start, WAL) and the
+/// server key at `data_dir/server.key`.
+pub fn open(config: Config) -> Result<AppState, OpenError> {
+    let dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| OpenError::Io { context: "cannot create the data folder", path: dir.clone(), source })?;
+    let key = load_or_create_key(&dir)?;
+    let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
+        .unwrap_or(grove_store_sqlite::Synchronous::Full);
+    let db = dir.join("grove.db");
+    let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
+    tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open");
+    Ok(AppState::new(config, Arc::new(store), key))
+}

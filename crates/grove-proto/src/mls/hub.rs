@@ -325,12 +325,17 @@ impl HubGroup {
             CommitEffect::NewEpoch(e) => e,
             CommitEffect::Removed { new_epoch, .. } => new_epoch,
             CommitEffect::ReInit(_) => {
-                return Err(HubError::Rejected("ReInit commits are not supported".into()))
+                return Err(HubError::Rejected(
+                    "ReInit commits are not supported".into(),
+                ))
             }
         };
-        if new_epoch.epoch != self.epoch() + 1 || next.group_context().epoch() != new_epoch.epoch
+        if self.epoch().checked_add(1) != Some(new_epoch.epoch)
+            || next.group_context().epoch() != new_epoch.epoch
         {
-            return Err(HubError::Internal("the commit did not advance one epoch".into()));
+            return Err(HubError::Internal(
+                "the commit did not advance one epoch".into(),
+            ));
         }
 
         let mut added = Vec::new();

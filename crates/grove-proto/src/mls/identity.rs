@@ -9,9 +9,10 @@
 use mls_rs::crypto::{SignaturePublicKey, SignatureSecretKey};
 use mls_rs::error::IntoAnyError;
 use mls_rs::identity::basic::BasicCredential;
-use mls_rs::identity::{CredentialType, MemberValidationContext, SigningIdentity};
+use mls_rs::identity::{CredentialType, SigningIdentity};
 use mls_rs::time::MlsTime;
 use mls_rs::{ExtensionList, IdentityProvider};
+use mls_rs_core::identity::MemberValidationContext;
 
 use crate::identity::{Identity, UserId};
 
@@ -110,8 +111,109 @@ impl IdentityProvider for GroveIdentityProvider {
 pub fn signing_identity(id: &Identity) -> (SigningIdentity, SignatureSecretKey) {
     let public = id.user_id();
     let credential = BasicCredential::new(public.as_bytes().to_vec()).into_credential();
-    let signing_identity =
-        SigningIdentity::new(credential, SignaturePublicKey::new(public.as_bytes().to_vec()));
+    let signing_identity = SigningIdentity::new(
+        credential,
+        SignaturePublicKey::new(public.as_bytes().to_vec()),
+    );
     let secret = SignatureSecretKey::new(id.signing_key().to_keypair_bytes().to_vec());
     (signing_identity, secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mls_rs::identity::{Credential, CustomCredential};
+    use mls_rs::{CipherSuiteProvider, CryptoProvider};
+
+    fn ext() -> ExtensionList {
+        ExtensionList::default()
+    }
+
+    #[test]
+    fn provider_accepts_only_key_bound_basic_credentials() {
+        let alice = Identity::from_secret_bytes([1; 32]);
+        let carol = Identity::from_secret_bytes([3; 32]);
+        let p = GroveIdentityProvider;
+        let none = MemberValidationContext::None;
+
+        let (good, _) = signing_identity(&alice);
+        assert_eq!(p.validate_member(&good, None, none), Ok(()));
+        assert_eq!(
+            p.identity(&good, &ext()),
+            Ok(alice.user_id().as_bytes().to_vec())
+        );
+        assert_eq!(user_of(&good), Ok(alice.user_id()));
+
+        // Credential names Carol, but the key is Alice's.
+        let claims_carol = SigningIdentity::new(
+            BasicCredential::new(carol.user_id().as_bytes().to_vec()).into_credential(),
+            good.signature_key.clone(),
+        );
+        assert_eq!(
+            p.validate_member(&claims_carol, None, none),
+            Err(CredentialError::KeyMismatch)
+        );
+        assert_eq!(
+            p.validate_external_sender(&claims_carol, None, None),
+            Err(CredentialError::KeyMismatch)
+        );
+
+        let short = SigningIdentity::new(
+            BasicCredential::new(vec![1; 31]).into_credential(),
+            good.signature_key.clone(),
+        );
+        assert_eq!(
+            p.validate_member(&short, None, none),
+            Err(CredentialError::WrongLength(31))
+        );
+
+        let custom = SigningIdentity::new(
+            Credential::Custom(CustomCredential::new(
+                CredentialType::new(0xf000),
+                alice.user_id().as_bytes().to_vec(),
+            )),
+            good.signature_key.clone(),
+        );
+        assert_eq!(
+            p.validate_member(&custom, None, none),
+            Err(CredentialError::NotBasic)
+        );
+
+        let (carol_si, _) = signing_identity(&carol);
+        assert_eq!(p.valid_successor(&good, &good, &ext()), Ok(true));
+        assert_eq!(p.valid_successor(&good, &carol_si, &ext()), Ok(false));
+    }
+
+    #[test]
+    fn secret_key_is_seed_then_public_and_signs_plain_ed25519() {
+        let alice = Identity::from_secret_bytes([9; 32]);
+        let (si, sk) = signing_identity(&alice);
+        let bytes = sk.as_bytes();
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(&bytes[..32], &alice.secret_bytes());
+        assert_eq!(&bytes[32..], alice.user_id().as_bytes());
+
+        let cs = crate::mls::crypto_provider()
+            .cipher_suite_provider(crate::mls::CIPHER_SUITE)
+            .unwrap();
+        assert_eq!(
+            cs.signature_key_derive_public(&sk).unwrap(),
+            si.signature_key
+        );
+
+        let sig = cs.sign(&sk, b"data").unwrap();
+        cs.verify(&si.signature_key, &sig, b"data").unwrap();
+        let sig: [u8; 64] = sig.try_into().unwrap();
+        assert_eq!(
+            crate::identity::verify(&alice.user_id(), b"data", &sig),
+            Ok(())
+        );
+        // Our own signatures verify under the provider too.
+        cs.verify(&si.signature_key, &alice.sign(b"other"), b"other")
+            .unwrap();
+
+        // A bare 32-byte seed is not accepted by the provider.
+        let seed_only = SignatureSecretKey::new(alice.secret_bytes().to_vec());
+        assert!(cs.sign(&seed_only, b"data").is_err());
+    }
 }

@@ -1,0 +1,122 @@
+//! Request authentication: the signed-request extractors and the per-IP rate limit.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use grove_wire::auth::{self, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use grove_wire::{ErrorCode, UserId};
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// A request with no body (GET, WebSocket upgrade) signed by `0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Authed(pub UserId);
+
+/// A signed request whose JSON body parsed as `T`.
+#[derive(Debug)]
+pub struct Signed<T> {
+    /// The signer.
+    pub user: UserId,
+    /// The parsed body.
+    pub body: T,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, AppError> {
+    headers
+        .get(name)
+        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, format!("missing header {name}: sign the request")))?
+        .to_str()
+        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, format!("header {name} is not text")))
+}
+
+/// Checks the four signing headers against the request; answers the signer.
+pub(crate) fn authenticate(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<UserId, AppError> {
+    let user: UserId = header(headers, HEADER_KEY)?
+        .parse()
+        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-key is not a user id (64 hex characters)"))?;
+    let ts: i64 = header(headers, HEADER_TIMESTAMP)?
+        .parse()
+        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-timestamp is not Unix milliseconds"))?;
+    let nonce = header(headers, HEADER_NONCE)?;
+    if !auth::nonce_is_valid(nonce) {
+        return Err(AppError::new(ErrorCode::Unauthenticated, "x-grove-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _"));
+    }
+    let signature = header(headers, HEADER_SIGNATURE)?;
+    let now = state.now();
+    let skew = state.0.config.limits.clock_skew_secs as i64 * 1000;
+    if (now - ts).abs() > skew {
+        return Err(AppError::new(
+            ErrorCode::StaleTimestamp,
+            format!("request time {ts} is more than {}s from server time {now}: check your clock", skew / 1000),
+        ));
+    }
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    auth::verify_request(&user, signature, &state.0.public_key, method.as_str(), pq, ts, nonce, body)
+        .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
+    if let Err(not_until) = state.0.user_limiter.check_key(&user) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        return Err(rate_limited(wait.as_secs() + 1));
+    }
+    if !state.0.nonces.insert(user, nonce, ts, now - skew) {
+        return Err(AppError::new(ErrorCode::NonceReused, "this nonce was already used: sign every request with a fresh one"));
+    }
+    Ok(user)
+}
+
+fn rate_limited(secs: u64) -> AppError {
+    let mut e = AppError::new(ErrorCode::RateLimited, format!("too many requests: retry in {secs}s"));
+    e.0.retry_after = Some(secs);
+    e
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.method, &parts.uri, &parts.headers, b"").map(Authed)
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let limit = state.0.config.limits.max_body_bytes as usize;
+        let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
+        })?;
+        let user = authenticate(state, &parts.method, &parts.uri, &parts.headers, &bytes)?;
+        let body = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::new(ErrorCode::MalformedBody, format!("the body is not the expected JSON: {e}")))?;
+        Ok(Signed { user, body })
+    }
+}
+
+/// Per-IP rate limit, for every request (signed or not).
+pub(crate) async fn ip_rate_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if let Err(not_until) = state.0.ip_limiter.check_key(&addr.ip()) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return rate_limited(wait.as_secs() + 1).into_response();
+        }
+    }
+    next.run(req).await
+}

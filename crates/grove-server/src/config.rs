@@ -1,0 +1,216 @@
+//! Server configuration: a TOML file whose every setting has a default.
+//! `grove serve --print-config` prints [`EXAMPLE_CONFIG`], the commented example.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use grove_wire::api::{Limits, RoomCreationPolicy};
+use grove_wire::UserId;
+use serde::Deserialize;
+
+/// The commented example configuration, listing every setting with its default.
+pub const EXAMPLE_CONFIG: &str = include_str!("../grove.example.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
+    /// `[rooms]`
+    pub rooms: RoomsSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { server: ServerSection::default(), limits: LimitsSection::default(), rooms: RoomsSection::default() }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// The name shown in `/v1/info`.
+    pub name: String,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Folder for the database and the server key.
+    pub data_dir: PathBuf,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// SQLite synchronous mode: `full` (survives power loss; default), `normal` or `off`.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            name: "grove".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./grove-data"),
+            max_connections: 10_000,
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+/// `[limits]`: see [`Limits`] for the meaning of each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct LimitsSection {
+    pub max_body_bytes: u64,
+    pub max_entry_bytes: u64,
+    pub max_page_entries: u32,
+    pub max_wait_secs: u64,
+    pub mailbox_quota: u64,
+    pub mailbox_ttl_secs: u64,
+    pub user_requests_per_sec: u32,
+    pub ip_requests_per_sec: u32,
+    pub rooms_per_user: u64,
+    pub members_per_room: u64,
+    pub key_items_per_user: u64,
+    pub epoch_window: u64,
+    pub clock_skew_secs: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_entry_bytes: 2 * 1024 * 1024,
+            max_page_entries: 1_000,
+            max_wait_secs: 60,
+            mailbox_quota: 10_000,
+            mailbox_ttl_secs: 30 * 24 * 3600,
+            user_requests_per_sec: 500,
+            ip_requests_per_sec: 2_000,
+            rooms_per_user: 100,
+            members_per_room: 10_000,
+            key_items_per_user: 1_000,
+            epoch_window: 3,
+            clock_skew_secs: 300,
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The limits as published in `/v1/info`.
+    pub fn to_wire(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_entry_bytes: self.max_entry_bytes,
+            max_page_entries: self.max_page_entries,
+            max_wait_secs: self.max_wait_secs,
+            mailbox_quota: self.mailbox_quota,
+            mailbox_ttl_secs: self.mailbox_ttl_secs,
+            user_requests_per_sec: self.user_requests_per_sec,
+            ip_requests_per_sec: self.ip_requests_per_sec,
+            rooms_per_user: self.rooms_per_user,
+            members_per_room: self.members_per_room,
+            key_items_per_user: self.key_items_per_user,
+            epoch_window: self.epoch_window,
+            clock_skew_secs: self.clock_skew_secs,
+        }
+    }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsSection {
+    /// `open`, `allowlist` or `closed`.
+    pub creation: RoomCreationPolicy,
+    /// With `allowlist`: the user ids allowed to create rooms.
+    pub allowlist: Vec<UserId>,
+}
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        RoomsSection { creation: RoomCreationPolicy::Open, allowlist: Vec::new() }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, from the TOML parser.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str, path: PathBuf) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path.to_path_buf())
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |s: &str| Err(ConfigError::Invalid(s.to_string()));
+        if l.max_body_bytes < 1024 {
+            return bad("limits.max_body_bytes: at least 1024");
+        }
+        if l.max_entry_bytes == 0 || l.max_entry_bytes > l.max_body_bytes {
+            return bad("limits.max_entry_bytes: between 1 and limits.max_body_bytes");
+        }
+        if l.max_page_entries == 0 || l.user_requests_per_sec == 0 || l.ip_requests_per_sec == 0 {
+            return bad("limits.max_page_entries, user_requests_per_sec and ip_requests_per_sec must be positive");
+        }
+        if !matches!(self.server.sqlite_synchronous.as_str(), "full" | "normal" | "off") {
+            return bad("server.sqlite_synchronous: one of full, normal, off");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let c = Config::from_toml(EXAMPLE_CONFIG, "example".into()).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.data_dir, d.server.data_dir);
+        assert_eq!(c.limits.to_wire(), d.limits.to_wire());
+        assert_eq!(c.rooms.creation, d.rooms.creation);
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_values_are_refused() {
+        assert!(Config::from_toml("[server]\nlisten_on = 1\n", "x".into()).is_err());
+        assert!(Config::from_toml("[limits]\nmax_body_bytes = 5\n", "x".into()).is_err());
+        assert!(Config::from_toml("[rooms]\ncreation = \"maybe\"\n", "x".into()).is_err());
+    }
+}

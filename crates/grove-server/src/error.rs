@@ -1,0 +1,67 @@
+//! The one place where errors become HTTP answers. Internal failures are logged here and
+//! answered with a generic `internal` error: no internal text reaches a client.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grove_wire::{ApiError, ErrorCode};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct AppError(pub ApiError);
+
+impl AppError {
+    /// An error with a code and a human message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError(ApiError::new(code, message))
+    }
+
+    /// `wrong_epoch` with the room's current epoch and head.
+    pub fn wrong_epoch(current_epoch: u64, head: u64, yours: u64) -> Self {
+        let mut e = ApiError::new(
+            ErrorCode::WrongEpoch,
+            format!("the room is at epoch {current_epoch} (head {head}), not {yours}: read the log, apply the entries you miss and retry"),
+        );
+        e.current_epoch = Some(current_epoch);
+        e.head = Some(head);
+        AppError(e)
+    }
+
+    /// A failure of ours: logged with its detail, answered without it.
+    pub fn internal(context: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "{context}");
+        AppError::new(ErrorCode::Internal, "internal server error; the operator's log has the details")
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.0.code
+    }
+}
+
+impl From<grove_store::StoreError> for AppError {
+    fn from(e: grove_store::StoreError) -> Self {
+        match e {
+            grove_store::StoreError::Unavailable(d) => {
+                tracing::warn!(detail = %d, "storage unavailable");
+                AppError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
+            }
+            other => AppError::internal("storage failure", other),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.0.retry_after;
+        let mut resp = (status, Json(self.0)).into_response();
+        if let Some(secs) = retry {
+            resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// Result alias for handlers.
+pub type AppResult<T> = Result<T, AppError>;

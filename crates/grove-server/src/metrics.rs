@@ -1,0 +1,90 @@
+//! Prometheus metrics, owned by the server state (no global registry).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    entries: Family<Labels, Counter>,
+    commits_rejected: Family<Labels, Counter>,
+    push_connections: Gauge,
+    storage_latency: Family<Labels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every grove metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("grove");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        let entries = Family::<Labels, Counter>::default();
+        registry.register("entries_appended", "Room-log entries appended, by kind", entries.clone());
+        let commits_rejected = Family::<Labels, Counter>::default();
+        registry.register("commits_rejected", "Commits and proposals rejected, by error code", commits_rejected.clone());
+        let push_connections = Gauge::default();
+        registry.register("push_connections", "Open push WebSocket connections", push_connections.clone());
+        let storage_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register("storage_seconds", "Storage operation latency, by operation", storage_latency.clone());
+        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, method: &str, status: u16) {
+        self.requests
+            .get_or_create(&vec![("route", route.to_string()), ("method", method.to_string()), ("status", status.to_string())])
+            .inc();
+    }
+
+    /// Counts one appended entry.
+    pub fn entry_appended(&self, kind: &str) {
+        self.entries.get_or_create(&vec![("kind", kind.to_string())]).inc();
+    }
+
+    /// Counts one rejected handshake message.
+    pub fn commit_rejected(&self, code: &str) {
+        self.commits_rejected.get_or_create(&vec![("code", code.to_string())]).inc();
+    }
+
+    /// Tracks open push connections.
+    pub fn push_connections(&self) -> &Gauge {
+        &self.push_connections
+    }
+
+    /// Records a storage operation's latency.
+    pub fn storage(&self, op: &'static str, took: Duration) {
+        self.storage_latency.get_or_create(&vec![("op", op.to_string())]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,196 @@
+//! The push WebSocket: one per client, carrying new entries of any set of the user's rooms
+//! and of their mailbox, in order. A subscription starts from a cursor: the backlog after it
+//! is read from the store first, then live entries follow; entries are numbered, so the
+//! client's cursor makes reconnection exact (no gap, no duplicate).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use grove_wire::api::{PushEvent, PushRequest};
+use grove_wire::{ApiError, ErrorCode, UserId};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+use crate::auth::Authed;
+use crate::rooms::{entry_frame, RoomHandle};
+use crate::state::AppState;
+
+/// `GET /v1/push`: authenticated like any GET, then upgraded.
+pub(crate) async fn push(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return crate::error::AppError::new(ErrorCode::BadRequest, format!("/v1/push is a WebSocket: {}", e.body_text()))
+                .into_response()
+        }
+    };
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| connection(state, user, socket))
+}
+
+fn frame(ev: &PushEvent) -> Utf8Bytes {
+    // Serialising plain data with string keys cannot fail.
+    Utf8Bytes::from(serde_json::to_string(ev).unwrap_or_default())
+}
+
+fn error_frame(room: Option<String>, code: ErrorCode, message: &str) -> Utf8Bytes {
+    frame(&PushEvent::Error { room, error: ApiError::new(code, message) })
+}
+
+async fn connection(state: AppState, user: UserId, socket: WebSocket) {
+    state.0.metrics.push_connections().inc();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(1024);
+    let mut tasks = JoinSet::new();
+    let mut rooms: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    let mut mailbox: Option<tokio::task::AbortHandle> = None;
+    let mut shutdown = state.0.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                match serde_json::from_str::<PushRequest>(text.as_str()) {
+                    Ok(PushRequest::Subscribe { rooms: cursors, mailbox_after }) => {
+                        for c in cursors {
+                            if let Some(old) = rooms.remove(&c.room) {
+                                old.abort();
+                            }
+                            let handle = tasks.spawn(forward_room(state.clone(), user, c.room.clone(), c.after, tx.clone()));
+                            rooms.insert(c.room, handle);
+                        }
+                        if let Some(after) = mailbox_after {
+                            if let Some(old) = mailbox.take() {
+                                old.abort();
+                            }
+                            mailbox = Some(tasks.spawn(forward_mailbox(state.clone(), user, after, tx.clone())));
+                        }
+                    }
+                    Err(e) => {
+                        let f = error_frame(None, ErrorCode::MalformedBody, &format!("not a push request: {e}"));
+                        if sink.send(Message::Text(f)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(f) = rx.recv() => {
+                if sink.send(Message::Text(f)).await.is_err() {
+                    break;
+                }
+            }
+            _ = shutdown.changed() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.shutdown().await;
+    state.0.metrics.push_connections().dec();
+}
+
+/// Sends the backlog of `room` after `*after`, page by page, advancing `*after`.
+async fn catch_up(state: &AppState, room: &RoomHandle, after: &mut u64, tx: &mpsc::Sender<Utf8Bytes>) -> Result<(), ()> {
+    let page = state.0.config.limits.max_page_entries;
+    loop {
+        let entries = state.0.store.read(room.id, *after, page).await.map_err(|e| {
+            tracing::warn!(error = %e, room = %room.name, "push catch-up read failed");
+        })?;
+        let n = entries.len();
+        for e in entries {
+            *after = e.seq;
+            tx.send(entry_frame(&room.name, e)).await.map_err(|_| ())?;
+        }
+        if n < page as usize {
+            return Ok(());
+        }
+    }
+}
+
+async fn forward_room(state: AppState, user: UserId, name: String, mut after: u64, tx: mpsc::Sender<Utf8Bytes>) {
+    let room: Arc<RoomHandle> = match state.0.rooms.get_for_member(&state, &name, &user).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(frame(&PushEvent::Error { room: Some(name), error: e.0 })).await;
+            return;
+        }
+    };
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let mut live = room.subscribe();
+    if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+        return;
+    }
+    loop {
+        match live.recv().await {
+            Ok(p) => {
+                if p.seq <= after {
+                    continue;
+                }
+                if p.seq > after + 1 {
+                    // Only after a lag: the store has everything up to p.seq.
+                    if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if tx.send(p.frame.clone()).await.is_err() {
+                    return;
+                }
+                after = p.seq;
+                if p.handshake && !room.slot.read().await.is_member(&user) {
+                    let _ = tx
+                        .send(error_frame(Some(name.clone()), ErrorCode::NotMember, "you are no longer a member of this room"))
+                        .await;
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn forward_mailbox(state: AppState, user: UserId, mut after: u64, tx: mpsc::Sender<Utf8Bytes>) {
+    let mut watch = state.0.mailboxes.subscribe(user);
+    let page = state.0.config.limits.max_page_entries;
+    loop {
+        watch.borrow_and_update();
+        loop {
+            let entries = match state.0.store.mailbox_read(&user, after, page, state.now()).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push mailbox read failed");
+                    return;
+                }
+            };
+            let n = entries.len();
+            for entry in entries {
+                after = entry.seq;
+                if tx.send(frame(&PushEvent::Mail { entry })).await.is_err() {
+                    return;
+                }
+            }
+            if n < page as usize {
+                break;
+            }
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}

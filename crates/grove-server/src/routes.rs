@@ -1,0 +1,367 @@
+//! HTTP handlers: parse, authenticate, call the services, answer. No storage types here
+//! beyond the store trait's outcomes.
+
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use grove_store::{CreateRoomOutcome, DepositOutcome, NewMail, NewRoom, PublishOutcome};
+use grove_wire::api::{
+    Ack, Acked, AppendEntry, ClaimKey, CreateRoom, Deposit, Deposited, KeyCounts, LogPage, MailboxPage,
+    MembershipState, PublicRoom, PublicRooms, PublishKeys, RatchetTree, RoomCreationPolicy, RoomMode, ServerInfo,
+};
+use grove_wire::membership::SignedMembership;
+use grove_wire::{ErrorCode, UserId};
+use serde::Deserialize;
+
+use crate::auth::{Authed, Signed};
+use crate::error::{AppError, AppResult};
+use crate::hub::Hub;
+use crate::rooms;
+use crate::state::AppState;
+
+/// `Path` with our error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub(crate) struct P<T>(pub T);
+
+/// `Query` with our error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub(crate) struct Q<T>(pub T);
+
+impl From<PathRejection> for AppError {
+    fn from(e: PathRejection) -> Self {
+        AppError::new(ErrorCode::BadRequest, format!("invalid path: {}", e.body_text()))
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(e: QueryRejection) -> Self {
+        AppError::new(ErrorCode::BadRequest, format!("invalid query: {}", e.body_text()))
+    }
+}
+
+fn parse_user(s: &str) -> AppResult<UserId> {
+    s.parse().map_err(|_| AppError::new(ErrorCode::BadRequest, "a user id is 64 hex characters"))
+}
+
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.0.metrics.render(),
+    )
+}
+
+pub(crate) async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], crate::OPENAPI)
+}
+
+pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
+    let c = &state.0.config;
+    Json(ServerInfo {
+        name: c.server.name.clone(),
+        public_key: UserId(state.0.public_key).to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        room_creation: c.rooms.creation,
+        limits: c.limits.to_wire(),
+    })
+}
+
+pub(crate) async fn not_found() -> AppError {
+    AppError::new(ErrorCode::NotFound, "no such route: see /v1/openapi.json")
+}
+
+pub(crate) async fn method_not_allowed() -> AppError {
+    AppError::new(ErrorCode::MethodNotAllowed, "this route does not take that method: see /v1/openapi.json")
+}
+
+// ---------------------------------------------------------------- key directory
+
+pub(crate) async fn publish_keys(State(state): State<AppState>, req: Signed<PublishKeys>) -> AppResult<Json<KeyCounts>> {
+    let limits = &state.0.config.limits;
+    if req.body.items.is_empty() {
+        return Err(AppError::new(ErrorCode::BadRequest, "publish at least one item"));
+    }
+    if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > limits.max_entry_bytes || i.data.is_empty()) {
+        return Err(AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("a key item is 1 to {} bytes, not {}", limits.max_entry_bytes, big.data.len()),
+        ));
+    }
+    match state.0.store.publish_keys(&req.user, req.body.items, limits.key_items_per_user).await? {
+        PublishOutcome::Stored(counts) => Ok(Json(KeyCounts { counts })),
+        PublishOutcome::LimitReached => Err(AppError::new(
+            ErrorCode::KeyLimit,
+            format!("a user keeps at most {} key items on this server", limits.key_items_per_user),
+        )),
+    }
+}
+
+pub(crate) async fn key_counts(State(state): State<AppState>, Authed(user): Authed) -> AppResult<Json<KeyCounts>> {
+    Ok(Json(KeyCounts { counts: state.0.store.key_counts(&user).await? }))
+}
+
+pub(crate) async fn claim_key(
+    State(state): State<AppState>,
+    P(owner): P<String>,
+    req: Signed<ClaimKey>,
+) -> AppResult<impl IntoResponse> {
+    let owner = parse_user(&owner)?;
+    match state.0.store.claim_key(&owner, req.body.kind).await? {
+        Some(k) => Ok(Json(k)),
+        None => Err(AppError::new(
+            ErrorCode::NoKeyMaterial,
+            format!("user {} has no {} available on this server", owner.short(), req.body.kind.as_str()),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- mailboxes
+
+pub(crate) async fn deposit(
+    State(state): State<AppState>,
+    P(owner): P<String>,
+    req: Signed<Deposit>,
+) -> AppResult<(StatusCode, Json<Deposited>)> {
+    let owner = parse_user(&owner)?;
+    let limits = &state.0.config.limits;
+    if req.body.body.len() as u64 > limits.max_entry_bytes {
+        return Err(AppError::new(ErrorCode::PayloadTooLarge, format!("a mailbox message is at most {} bytes", limits.max_entry_bytes)));
+    }
+    let ts = state.now();
+    let expires_at = ts + limits.mailbox_ttl_secs as i64 * 1000;
+    let mail = NewMail { owner, sender: req.user, ts, expires_at, body: req.body.body };
+    match state.0.store.deposit(mail, limits.mailbox_quota).await? {
+        DepositOutcome::Deposited { seq } => {
+            state.0.mailboxes.notify(owner, seq);
+            Ok((StatusCode::CREATED, Json(Deposited { seq, expires_at })))
+        }
+        DepositOutcome::Full => {
+            let mut e = AppError::new(ErrorCode::MailboxFull, "the recipient's mailbox is full; try again later");
+            e.0.retry_after = Some(60);
+            Err(e)
+        }
+    }
+}
+
+/// `after`, `limit` and `wait` of reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+    #[serde(default)]
+    wait: u64,
+}
+
+impl ReadQuery {
+    fn limit(&self, state: &AppState) -> u32 {
+        let max = state.0.config.limits.max_page_entries;
+        self.limit.unwrap_or(max).clamp(1, max)
+    }
+
+    fn wait(&self, state: &AppState) -> Duration {
+        Duration::from_secs(self.wait.min(state.0.config.limits.max_wait_secs))
+    }
+}
+
+pub(crate) async fn read_mailbox(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    Q(q): Q<ReadQuery>,
+) -> AppResult<Json<MailboxPage>> {
+    let limit = q.limit(&state);
+    let deadline = tokio::time::Instant::now() + q.wait(&state);
+    let mut watch = state.0.mailboxes.subscribe(user);
+    loop {
+        watch.borrow_and_update();
+        let entries = state.0.store.mailbox_read(&user, q.after, limit, state.now()).await?;
+        if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(MailboxPage { entries }));
+        }
+        if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
+            return Ok(Json(MailboxPage { entries: Vec::new() }));
+        }
+    }
+}
+
+pub(crate) async fn ack_mailbox(State(state): State<AppState>, req: Signed<Ack>) -> AppResult<Json<Acked>> {
+    let removed = state.0.store.mailbox_ack(&req.user, req.body.up_to).await?;
+    Ok(Json(Acked { removed }))
+}
+
+// ---------------------------------------------------------------- rooms
+
+fn valid_room_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// `after` and `limit` of the public list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    after: String,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn public_rooms(State(state): State<AppState>, Q(q): Q<ListQuery>) -> AppResult<Json<PublicRooms>> {
+    let max = state.0.config.limits.max_page_entries;
+    let rooms = state.0.store.public_rooms(&q.after, q.limit.unwrap_or(max).clamp(1, max)).await?;
+    Ok(Json(PublicRooms {
+        rooms: rooms
+            .into_iter()
+            .map(|r| PublicRoom { name: r.name, mode: r.mode, member_count: r.members.len() as u64 })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn create_room(
+    State(state): State<AppState>,
+    req: Signed<CreateRoom>,
+) -> AppResult<(StatusCode, Json<grove_wire::api::RoomInfo>)> {
+    let c = &state.0.config;
+    let user = req.user;
+    let allowed = match c.rooms.creation {
+        RoomCreationPolicy::Open => true,
+        RoomCreationPolicy::Allowlist => c.rooms.allowlist.contains(&user),
+        RoomCreationPolicy::Closed => false,
+    };
+    if !allowed {
+        return Err(AppError::new(ErrorCode::Forbidden, "this server does not let you create rooms (see room_creation in /v1/info)"));
+    }
+    let CreateRoom { name, mode, public, mls } = req.body;
+    if !valid_room_name(&name) {
+        return Err(AppError::new(
+            ErrorCode::InvalidName,
+            "a room name is 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit",
+        ));
+    }
+    let (epoch, state_bytes, members, admins) = match (mode, mls) {
+        (RoomMode::Mls, Some(g)) => {
+            let hub = Hub::observe(&g.group_info, &g.ratchet_tree).map_err(|e| {
+                AppError::new(ErrorCode::InvalidMessage, format!("the group info and ratchet tree are not a valid MLS group: {e}"))
+            })?;
+            let members = hub.members();
+            if !members.contains(&user) {
+                return Err(AppError::new(ErrorCode::Forbidden, "the group must contain the creator's own leaf"));
+            }
+            let snapshot = hub.snapshot().map_err(|e| AppError::internal("cannot snapshot a new MLS group", e))?;
+            (hub.epoch(), snapshot, members, Vec::new())
+        }
+        (RoomMode::Mls, None) => {
+            return Err(AppError::new(ErrorCode::MalformedBody, "an mls room needs `mls`: the group info and ratchet tree"))
+        }
+        (RoomMode::SenderKeys, Some(_)) => {
+            return Err(AppError::new(ErrorCode::MalformedBody, "a sender-keys room takes no `mls` field"))
+        }
+        (RoomMode::SenderKeys, None) => (0, Vec::new(), vec![user], vec![user]),
+    };
+    if members.len() as u64 > c.limits.members_per_room {
+        return Err(AppError::new(ErrorCode::MemberLimit, format!("a room has at most {} members", c.limits.members_per_room)));
+    }
+    let new = NewRoom { name: name.clone(), mode, public, created_by: user, created_at: state.now(), epoch, state: state_bytes, members, admins };
+    match state.0.store.create_room(new, c.limits.rooms_per_user).await? {
+        CreateRoomOutcome::Created(_) => {
+            tracing::info!(room = %name, mode = mode.as_str(), creator = %user.short(), "room created");
+            let handle = state.0.rooms.get(&state, &name).await?;
+            Ok((StatusCode::CREATED, Json(handle.info().await)))
+        }
+        CreateRoomOutcome::NameTaken => Err(AppError::new(ErrorCode::RoomExists, format!("a room named {name:?} already exists"))),
+        CreateRoomOutcome::LimitReached => Err(AppError::new(
+            ErrorCode::RoomLimit,
+            format!("you created the {} rooms this server allows per user", c.limits.rooms_per_user),
+        )),
+    }
+}
+
+pub(crate) async fn room_info(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+) -> AppResult<Json<grove_wire::api::RoomInfo>> {
+    let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
+    Ok(Json(room.info().await))
+}
+
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    P(name): P<String>,
+    req: Signed<AppendEntry>,
+) -> AppResult<(StatusCode, Json<grove_wire::api::Appended>)> {
+    let room = state.0.rooms.get(&state, &name).await?;
+    let out = rooms::append(&state, &room, req.user, req.body).await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub(crate) async fn read_log(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+    Q(q): Q<ReadQuery>,
+) -> AppResult<Json<LogPage>> {
+    let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
+    let limit = q.limit(&state);
+    let deadline = tokio::time::Instant::now() + q.wait(&state);
+    let mut head = room.watch_head();
+    loop {
+        head.borrow_and_update();
+        let t = std::time::Instant::now();
+        let entries = state.0.store.read(room.id, q.after, limit).await?;
+        state.0.metrics.storage("read", t.elapsed());
+        if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+            let last = entries.last().map(|e| e.seq).unwrap_or(0);
+            let epoch = room.slot.read().await.epoch;
+            return Ok(Json(LogPage { head: room.head().max(last), epoch, entries }));
+        }
+        if tokio::time::timeout_at(deadline, head.changed()).await.is_err() {
+            let epoch = room.slot.read().await.epoch;
+            return Ok(Json(LogPage { head: room.head(), epoch, entries: Vec::new() }));
+        }
+    }
+}
+
+pub(crate) async fn ratchet_tree(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+) -> AppResult<Json<RatchetTree>> {
+    let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
+    let slot = room.slot.read().await;
+    let hub = slot.hub.as_ref().ok_or_else(|| AppError::new(ErrorCode::WrongKind, "only mls rooms have a ratchet tree"))?;
+    let tree = hub.ratchet_tree().map_err(|e| AppError::internal("cannot export a ratchet tree", e))?;
+    Ok(Json(RatchetTree { epoch: slot.epoch, ratchet_tree: tree }))
+}
+
+pub(crate) async fn membership(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+) -> AppResult<Json<MembershipState>> {
+    let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
+    if room.mode != RoomMode::SenderKeys {
+        return Err(AppError::new(ErrorCode::WrongKind, "only sender-keys rooms have a signed membership"));
+    }
+    let rec = state.0.store.room(&name).await?.ok_or_else(|| AppError::new(ErrorCode::NotFound, "the room no longer exists"))?;
+    let current = if rec.state.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_slice::<SignedMembership>(&rec.state)
+                .map_err(|e| AppError::internal("stored membership does not parse", e))?,
+        )
+    };
+    let version = rec.epoch;
+    Ok(Json(MembershipState { current, version }))
+}

@@ -1,0 +1,152 @@
+//! The server's shared state, handed to every handler through axum `State`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::SigningKey;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use grove_store::Store;
+use grove_wire::UserId;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rooms::RoomService;
+
+/// Unix milliseconds; injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("name", &self.0.config.server.name).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub public_key: [u8; 32],
+    pub clock: Clock,
+    pub nonces: NonceCache,
+    pub user_limiter: DefaultKeyedRateLimiter<UserId>,
+    pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub metrics: Metrics,
+    pub rooms: RoomService,
+    pub mailboxes: MailboxWatch,
+    /// Turns true when the server begins shutting down; push connections close on it.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// State over a store, with the server's signing key and the system clock.
+    pub fn new(config: Config, store: Arc<dyn Store>, key: SigningKey) -> Self {
+        Self::with_clock(config, store, key, system_clock())
+    }
+
+    /// Same, with an injected clock.
+    pub fn with_clock(config: Config, store: Arc<dyn Store>, key: SigningKey, clock: Clock) -> Self {
+        let per = |n: u32| {
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            let burst = n.checked_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)).unwrap_or(n);
+            Quota::per_second(n).allow_burst(burst)
+        };
+        let public_key = key.verifying_key().to_bytes();
+        AppState(Arc::new(Shared {
+            user_limiter: RateLimiter::keyed(per(config.limits.user_requests_per_sec)),
+            ip_limiter: RateLimiter::keyed(per(config.limits.ip_requests_per_sec)),
+            nonces: NonceCache::default(),
+            metrics: Metrics::new(),
+            rooms: RoomService::default(),
+            mailboxes: MailboxWatch::default(),
+            shutdown: watch::channel(false).0,
+            config,
+            store,
+            public_key,
+            clock,
+        }))
+    }
+
+    /// The server's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.public_key
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        (self.0.clock)()
+    }
+}
+
+/// Nonces seen within the clock-skew window, per user.
+#[derive(Default)]
+pub(crate) struct NonceCache {
+    seen: Mutex<HashMap<(UserId, String), i64>>,
+}
+
+impl NonceCache {
+    /// Records a nonce; false if it was already seen. Entries older than `horizon` are pruned
+    /// now and then: a request that old is refused by the timestamp check anyway.
+    pub fn insert(&self, user: UserId, nonce: &str, ts: i64, horizon: i64) -> bool {
+        let Ok(mut seen) = self.seen.lock() else { return false };
+        if seen.len() >= 100_000 && seen.len().is_power_of_two() {
+            seen.retain(|_, t| *t >= horizon);
+        }
+        match seen.entry((user, nonce.to_string())) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ts);
+                true
+            }
+        }
+    }
+}
+
+/// Wakes mailbox readers (long-poll and push) when a deposit lands.
+#[derive(Default)]
+pub(crate) struct MailboxWatch {
+    senders: Mutex<HashMap<UserId, watch::Sender<u64>>>,
+}
+
+impl MailboxWatch {
+    pub fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
+        let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(owner).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    pub fn notify(&self, owner: UserId, seq: u64) {
+        let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = m.get(&owner) {
+            tx.send_if_modified(|cur| {
+                if seq > *cur {
+                    *cur = seq;
+                    true
+                } else {
+                    false
+                }
+            });
+            if tx.receiver_count() == 0 {
+                m.remove(&owner);
+            }
+        }
+    }
+}
