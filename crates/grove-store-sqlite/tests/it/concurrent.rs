@@ -72,7 +72,7 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
     store.close().expect("close");
     let store = SqliteStore::open(&path, SqliteOptions::default()).expect("reopen");
     let mut total = 0;
-    for &room in rooms.iter() {
+    for (r, &room) in rooms.iter().enumerate() {
         let log = read_all(&store, room).await;
         let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
         assert_eq!(
@@ -80,17 +80,12 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
             (1..=log.len() as u64).collect::<Vec<_>>(),
             "room {room} has gaps"
         );
-        assert_eq!(
-            store
-                .room(&format!(
-                    "room-{}",
-                    rooms.iter().position(|r| *r == room).unwrap_or(0)
-                ))
-                .await
-                .expect("room")
-                .map(|r| r.head),
-            Some(log.len() as u64)
-        );
+        let head = store
+            .room(&format!("room-{r}"))
+            .await
+            .expect("room")
+            .map(|r| r.head);
+        assert_eq!(head, Some(log.len() as u64));
         for e in &log {
             let i = acked
                 .get(&(room, e.seq))

@@ -1,0 +1,12 @@
+//! grove-server scenarios, through the real router.
+
+mod auth;
+mod errors;
+mod harness;
+mod keys;
+mod mailbox;
+mod mls;
+mod ordering;
+mod push;
+mod restart;
+mod rooms;

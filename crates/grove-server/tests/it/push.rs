@@ -1,0 +1,174 @@
+//! The push WebSocket on a real socket: backlog then live entries, in order; reconnecting
+//! with a cursor resumes with no gap and no duplicate; the mailbox too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use grove_server::AppState;
+use grove_wire::auth::sign_request;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+struct Live {
+    addr: std::net::SocketAddr,
+    state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Live {
+    async fn start() -> Live {
+        let state = AppState::new(
+            test_config(),
+            Arc::new(grove_store::MemoryStore::new()),
+            ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(grove_server::run(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Live { addr, state, stop: Some(tx), task }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    }
+
+    async fn post(&self, user: &User, path: &str, body: Value) -> Value {
+        let body = body.to_string().into_bytes();
+        let h = sign_request(&user.key, &self.state.public_key(), "POST", path, Self::now(), &fresh_nonce(), &body);
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.addr))
+            .header("x-grove-key", h.key)
+            .header("x-grove-timestamp", h.timestamp)
+            .header("x-grove-nonce", h.nonce)
+            .header("x-grove-signature", h.signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    async fn connect(
+        &self,
+        user: &User,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+        let h = sign_request(&user.key, &self.state.public_key(), "GET", "/v1/push", Self::now(), &fresh_nonce(), b"");
+        let mut req = format!("ws://{}/v1/push", self.addr).into_client_request().unwrap();
+        let hs = req.headers_mut();
+        hs.insert("x-grove-key", h.key.parse().unwrap());
+        hs.insert("x-grove-timestamp", h.timestamp.parse().unwrap());
+        hs.insert("x-grove-nonce", h.nonce.parse().unwrap());
+        hs.insert("x-grove-signature", h.signature.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("shut down").unwrap().unwrap();
+    }
+}
+
+async fn next_event<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an event").unwrap().unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+async fn append(live: &Live, user: &User, n: u32) {
+    live.post(user, "/v1/rooms/r/log", json!({"kind": "application", "epoch": 0, "body": b64(&n.to_be_bytes())})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivers_backlog_then_live_and_resumes_without_gap_or_duplicate() {
+    let live = Live::start().await;
+    let alice = User::new(1);
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    for n in 1..=5 {
+        append(&live, &alice, n).await;
+    }
+    let mut ws = live.connect(&alice).await;
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 2}]}).to_string())).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = next_event(&mut ws).await;
+        assert_eq!((ev["type"].clone(), ev["room"].clone()), (json!("entry"), json!("r")));
+        got.push(ev["entry"]["seq"].as_u64().unwrap());
+    }
+    // Live entries follow, while concurrent appends race the subscription.
+    let writer = {
+        let alice = alice.clone();
+        let addr_state = (live.addr, live.state.clone());
+        tokio::spawn(async move {
+            let l = Live { addr: addr_state.0, state: addr_state.1, stop: None, task: tokio::spawn(async { Ok(()) }) };
+            for n in 6..=30 {
+                append(&l, &alice, n).await;
+            }
+        })
+    };
+    while got.len() < 15 {
+        got.push(next_event(&mut ws).await["entry"]["seq"].as_u64().unwrap());
+    }
+    drop(ws); // the client goes away mid-stream
+    writer.await.unwrap();
+    let cursor = *got.last().unwrap();
+    let mut ws = live.connect(&alice).await;
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": cursor}]}).to_string())).await.unwrap();
+    while got.len() < 28 {
+        got.push(next_event(&mut ws).await["entry"]["seq"].as_u64().unwrap());
+    }
+    assert_eq!(got, (3..=30).collect::<Vec<_>>(), "in order, no gap, no duplicate");
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_carries_the_mailbox_and_refuses_rooms_of_others() {
+    let live = Live::start().await;
+    let (alice, bob) = (User::new(1), User::new(2));
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    live.post(&alice, &format!("/v1/mailboxes/{}", bob.id), json!({"body": b64(b"first")})).await;
+    let mut ws = live.connect(&bob).await;
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}], "mailbox_after": 0}).to_string()))
+        .await
+        .unwrap();
+    let mut mail = Vec::new();
+    let mut refused = false;
+    let mut sent_second = false;
+    while mail.len() < 2 || !refused {
+        let ev = next_event(&mut ws).await;
+        match ev["type"].as_str().unwrap() {
+            "mail" => mail.push(grove_wire::b64::decode(ev["entry"]["body"].as_str().unwrap()).unwrap()),
+            "error" => {
+                assert_eq!((ev["room"].clone(), ev["error"]["code"].clone()), (json!("r"), json!("not_member")));
+                refused = true;
+            }
+            other => panic!("unexpected {other}: {ev}"),
+        }
+        if mail.len() == 1 && !sent_second {
+            sent_second = true;
+            live.post(&alice, &format!("/v1/mailboxes/{}", bob.id), json!({"body": b64(b"second")})).await;
+        }
+    }
+    assert_eq!(mail, [b"first".to_vec(), b"second".to_vec()]);
+    ws.send(Message::text("{\"type\": \"dance\"}")).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["error"]["code"], json!("malformed_body"));
+    let metrics = reqwest::get(format!("http://{}/metrics", live.addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("grove_push_connections 1"), "{metrics}");
+    // Shutdown closes push connections instead of waiting for them.
+    live.stop().await;
+}
