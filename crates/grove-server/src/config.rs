@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub const EXAMPLE_CONFIG: &str = include_str!("../grove.example.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[server]`
@@ -21,12 +21,6 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[rooms]`
     pub rooms: RoomsSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { server: ServerSection::default(), limits: LimitsSection::default(), rooms: RoomsSection::default() }
-    }
 }
 
 /// `[server]`

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, watch, RwLock};
 
 use crate::error::{AppError, AppResult};
 use crate::hub::{self, Hub};
+use grove_proto::mls::hub::HubError;
 use crate::state::AppState;
 
 /// The rooms this instance has loaded.
@@ -246,9 +247,15 @@ async fn append_application(state: &AppState, room: &RoomHandle, user: UserId, r
         return Err(not_member(&room.name));
     }
     if let Some(hub) = &slot.hub {
-        let msg_epoch = hub
-            .check_application(&req.body)
-            .map_err(|e| AppError::new(ErrorCode::InvalidMessage, format!("not an MLS application message of this room: {e}")))?;
+        let msg_epoch = match hub.check_application(&req.body) {
+            Ok(epoch) => epoch,
+            Err(HubError::WrongEpoch { message_epoch, current_epoch }) => {
+                return Err(AppError::wrong_epoch(current_epoch, room.head(), message_epoch))
+            }
+            Err(e) => {
+                return Err(AppError::new(ErrorCode::InvalidMessage, format!("not an MLS application message of this room: {e}")))
+            }
+        };
         if msg_epoch != req.epoch {
             return Err(AppError::new(
                 ErrorCode::InvalidMessage,

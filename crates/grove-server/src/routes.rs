@@ -90,10 +90,13 @@ pub(crate) async fn publish_keys(State(state): State<AppState>, req: Signed<Publ
     if req.body.items.is_empty() {
         return Err(AppError::new(ErrorCode::BadRequest, "publish at least one item"));
     }
-    if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > limits.max_entry_bytes || i.data.is_empty()) {
+    if req.body.items.iter().any(|i| i.data.is_empty()) {
+        return Err(AppError::new(ErrorCode::BadRequest, "a key item cannot be empty"));
+    }
+    if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > limits.max_entry_bytes) {
         return Err(AppError::new(
             ErrorCode::PayloadTooLarge,
-            format!("a key item is 1 to {} bytes, not {}", limits.max_entry_bytes, big.data.len()),
+            format!("a key item is at most {} bytes, not {}", limits.max_entry_bytes, big.data.len()),
         ));
     }
     match state.0.store.publish_keys(&req.user, req.body.items, limits.key_items_per_user).await? {

@@ -150,6 +150,16 @@ async fn forged_replayed_stale_and_misattributed_commits_are_rejected() {
     let page = bob.get(&s, "/v1/rooms/r/log?after=1").await;
     bg.process_incoming_message(MlsMessage::from_bytes(&bodies(page.ok())[0]).unwrap()).unwrap();
     assert_eq!(bg.epoch_authenticator().unwrap(), ag.epoch_authenticator().unwrap());
+
+    // A member who applied a commit the server never accepted is ahead: its messages are
+    // refused with the room's epoch, never stored.
+    let _ = ag.commit(vec![]).unwrap();
+    ag.apply_pending_commit().unwrap();
+    let ahead = bytes(&ag.encrypt_application_message(b"from the future", vec![]).unwrap());
+    let r = post_handshake(&s, &alice, "r", "application", 3, &ahead).await;
+    assert_eq!(r.err(409, "wrong_epoch")["current_epoch"], json!(2));
+    let r = post_handshake(&s, &alice, "r", "application", 2, &ahead).await;
+    assert_eq!(r.err(409, "wrong_epoch")["current_epoch"], json!(2));
 }
 
 #[tokio::test]

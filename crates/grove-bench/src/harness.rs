@@ -1,0 +1,345 @@
+//! Shared machinery: runtimes pinned to cores, the in-process server, signed requests,
+//! histograms.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::SigningKey;
+use grove_server::{AppState, Config};
+use grove_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use grove_wire::api::{AppendEntry, EntryKind};
+use grove_wire::auth::{self, SignedHeaders};
+use grove_wire::membership::SignedMembership;
+use grove_wire::UserId;
+use hdrhistogram::Histogram;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::oneshot;
+
+/// Where and how the benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Pin server threads to `server_core` and client threads to `client_core`.
+    pub pin: bool,
+    /// Core of the server runtime, its blocking pool and the SQLite writer thread.
+    pub server_core: usize,
+    /// Core of the client (load generator) runtime and the main thread.
+    pub client_core: usize,
+    /// Worker threads of the server runtime.
+    pub server_threads: usize,
+    /// Worker threads of the client runtime.
+    pub client_threads: usize,
+    /// Parent folder of the temporary data folders (must be on the disk being measured).
+    pub dir: PathBuf,
+    /// The server runtime.
+    pub srv: Handle,
+}
+
+/// Pins the calling thread to `core` with `taskset` (no unsafe code needed); false if that failed.
+pub fn pin_current(core: usize) -> bool {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else { return false };
+    let Some(tid) = link.file_name().map(|s| s.to_os_string()) else { return false };
+    std::process::Command::new("taskset")
+        .arg("-cp")
+        .arg(core.to_string())
+        .arg(tid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A multi-thread runtime whose every thread (workers and blocking pool) is pinned to `core`.
+pub fn runtime(name: &str, threads: usize, core: Option<usize>) -> Result<Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(threads.max(1)).thread_name(name).enable_all();
+    if let Some(c) = core {
+        b.on_thread_start(move || {
+            if !pin_current(c) {
+                eprintln!("warning: could not pin a thread to core {c} (is taskset installed?)");
+            }
+        });
+    }
+    Ok(b.build()?)
+}
+
+/// Nanoseconds since a process-wide origin (monotonic), comparable across threads.
+pub fn now_ns() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A latency histogram in nanoseconds (1 ns to 100 s, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// p50 / p99 / max of a histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lat {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub count: u64,
+}
+
+impl Lat {
+    pub fn of(h: &Histogram<u64>) -> Lat {
+        if h.is_empty() {
+            return Lat::default();
+        }
+        Lat {
+            p50_us: h.value_at_quantile(0.50) as f64 / 1e3,
+            p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+            max_us: h.max() as f64 / 1e3,
+            count: h.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Lat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {} / p99 {} / max {} (n={})", us(self.p50_us), us(self.p99_us), us(self.max_us), self.count)
+    }
+}
+
+/// Formats microseconds as µs or ms.
+pub fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1e3)
+    } else if v >= 1_000.0 {
+        format!("{:.2} ms", v / 1e3)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+/// A user of the benchmark: a key and its id.
+#[derive(Clone)]
+pub struct User {
+    pub key: SigningKey,
+    pub id: UserId,
+}
+
+impl User {
+    pub fn random() -> User {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let id = UserId(key.verifying_key().to_bytes());
+        User { key, id }
+    }
+}
+
+/// A fresh nonce: 32 hex characters.
+pub fn nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Signs a request now with a fresh nonce.
+pub fn sign(user: &User, server_key: &[u8; 32], method: &str, path_and_query: &str, body: &[u8]) -> SignedHeaders {
+    auth::sign_request(&user.key, server_key, method, path_and_query, unix_ms(), &nonce(), body)
+}
+
+/// Adds the four signing headers to a request.
+pub fn with_headers(rb: reqwest::RequestBuilder, h: &SignedHeaders) -> reqwest::RequestBuilder {
+    rb.header(auth::HEADER_KEY, &h.key)
+        .header(auth::HEADER_TIMESTAMP, &h.timestamp)
+        .header(auth::HEADER_NONCE, &h.nonce)
+        .header(auth::HEADER_SIGNATURE, &h.signature)
+}
+
+/// The load generator's HTTP client: keep-alive, no Nagle, a pool large enough for every sender.
+pub fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// A request signed ahead of time: the timed loop only sends it.
+pub struct Prepared {
+    pub url: String,
+    pub headers: SignedHeaders,
+    pub body: Vec<u8>,
+}
+
+/// Signs an application entry for `path` (`/v1/rooms/{room}/log`).
+pub fn prepare_append(base: &str, server_key: &[u8; 32], user: &User, room: &str, epoch: u64, payload: Vec<u8>) -> Prepared {
+    let path = format!("/v1/rooms/{room}/log");
+    let body = serde_json::to_vec(&AppendEntry { kind: EntryKind::Application, epoch, body: payload })
+        .expect("plain data serialises");
+    let headers = sign(user, server_key, "POST", &path, &body);
+    Prepared { url: format!("{base}{path}"), headers, body }
+}
+
+/// Sends a prepared request; answers the status (and the body text for errors), after reading
+/// the body to the end so the connection goes back to the pool.
+pub async fn send(client: &reqwest::Client, p: Prepared) -> Result<(u16, String)> {
+    let resp = with_headers(client.post(&p.url), &p.headers)
+        .header("content-type", "application/json")
+        .body(p.body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await?;
+    let text = if status >= 300 { String::from_utf8_lossy(&body).into_owned() } else { String::new() };
+    Ok((status, text))
+}
+
+/// The in-process grove server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub store: Arc<SqliteStore>,
+    pub server_key: [u8; 32],
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The configuration used by every benchmark: durable commits, limits out of the way.
+pub fn bench_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.data_dir = dir.to_path_buf();
+    c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.server.max_connections = 50_000;
+    c.server.sqlite_synchronous = "full".into();
+    c.limits.user_requests_per_sec = 100_000_000;
+    c.limits.ip_requests_per_sec = 100_000_000;
+    c.limits.rooms_per_user = 100_000;
+    c.limits.members_per_room = 100_000;
+    c
+}
+
+/// Opens a SQLite store (synchronous=FULL) in `dir` from a server-runtime thread, so that the
+/// writer thread it starts inherits the server core.
+pub async fn open_store(env: &Env, dir: PathBuf) -> Result<Arc<SqliteStore>> {
+    let store = env
+        .srv
+        .spawn_blocking(move || SqliteStore::open(&dir.join("grove.db"), SqliteOptions { synchronous: Synchronous::Full }))
+        .await??;
+    Ok(Arc::new(store))
+}
+
+/// Starts the grove server on 127.0.0.1:0, on the server runtime, with a fresh data folder.
+pub async fn start_server(env: &Env) -> Result<Server> {
+    let dir = tempfile::Builder::new().prefix("grove-bench-").tempdir_in(&env.dir)?;
+    let config = bench_config(dir.path());
+    let store = open_store(env, dir.path().to_path_buf()).await?;
+    let key = grove_server::load_or_create_key(dir.path())?;
+    let state = AppState::new(config, store.clone(), key);
+    let server_key = state.public_key();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let st = state.clone();
+    // Bind inside the server runtime so that the listener and every accepted socket are driven
+    // by the server runtime's reactor.
+    let task = env.srv.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let _ = addr_tx.send(listener.local_addr()?);
+        grove_server::run(listener, st, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let addr = addr_rx.await.context("the server did not start")?;
+    Ok(Server {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        store,
+        server_key,
+        stop: Some(stop_tx),
+        task: Some(task),
+        _dir: dir,
+    })
+}
+
+impl Server {
+    /// Stops the server (bounded: 10 s) and closes the store.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+                eprintln!("warning: the server did not stop within 10 s");
+            }
+        }
+    }
+
+    /// Creates a sender-keys room owned by `admin` and, if `members` is not empty, posts
+    /// membership version 1 with `admin` plus `members` (admin only `admin`).
+    pub async fn setup_room(&self, client: &reqwest::Client, admin: &User, name: &str, members: &[UserId]) -> Result<()> {
+        let body = serde_json::to_vec(&serde_json::json!({ "name": name, "mode": "sender-keys" }))?;
+        let h = sign(admin, &self.server_key, "POST", "/v1/rooms", &body);
+        let r = with_headers(client.post(format!("{}/v1/rooms", self.base)), &h)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            bail!("creating room {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut all = vec![admin.id];
+        all.extend_from_slice(members);
+        let m = SignedMembership::sign(&admin.key, name, 1, all, vec![admin.id]);
+        let payload = serde_json::to_vec(&m)?;
+        let path = format!("/v1/rooms/{name}/log");
+        let body = serde_json::to_vec(&AppendEntry { kind: EntryKind::Membership, epoch: 1, body: payload })?;
+        let h = sign(admin, &self.server_key, "POST", &path, &body);
+        let r = with_headers(client.post(format!("{}{path}", self.base)), &h)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            bail!("membership of room {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// 256 bytes of random "ciphertext".
+pub fn random_body(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut v);
+    v
+}
+
+/// The median of some values (NaN-free), 0 for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The soft limit on open files, from /proc/self/limits.
+pub fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}

@@ -1,0 +1,272 @@
+//! Durable ingest: through the real HTTP server, and at the store level (no HTTP).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use grove_store::{NewEntry, NewRoom, Store};
+use grove_wire::api::{EntryKind, RoomMode};
+use tokio::sync::Barrier;
+
+use crate::harness::{self, histogram, Env, Lat, Prepared, User};
+
+/// Size of every message body.
+pub const BODY: usize = 256;
+/// Untimed messages each sender posts first (connections, caches, room handles).
+const WARMUP_PER_SENDER: usize = 20;
+
+/// What an ingest run measured.
+#[derive(Debug, Clone, Default)]
+pub struct IngestResult {
+    pub rooms: usize,
+    pub senders: usize,
+    pub messages: usize,
+    pub secs: f64,
+    pub rate: f64,
+    pub ack: Lat,
+    pub errors: usize,
+    pub transactions: u64,
+    pub mean_batch: f64,
+}
+
+impl std::fmt::Display for IngestResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} msgs in {:.2}s = {:.0} msgs/s ({} rooms, {} senders); ack {}; {} commits, mean group {:.1}; errors {}",
+            self.messages, self.secs, self.rate, self.rooms, self.senders, self.ack, self.transactions, self.mean_batch, self.errors
+        )
+    }
+}
+
+/// `senders` users post `messages` 256-byte application entries round-robin over `rooms`
+/// sender-keys rooms, each sender one request at a time (64 concurrent keep-alive connections).
+/// Requests are signed before the clock starts: the figure is the server's, not the signer's.
+pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> Result<IngestResult> {
+    let server = harness::start_server(env).await?;
+    let client = harness::http_client()?;
+    let admin = User::random();
+    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
+    for n in &names {
+        server.setup_room(&client, &admin, n, &ids).await?;
+    }
+
+    // Sign everything up front, on both cores (nothing else runs yet).
+    let per = messages / senders;
+    let extra = messages % senders;
+    let counts: Vec<usize> = (0..senders).map(|i| per + usize::from(i < extra)).collect();
+    let base = server.base.clone();
+    let key = server.server_key;
+    let plans: Vec<(User, usize, usize)> = users.iter().cloned().zip(counts.iter().copied()).enumerate().map(|(i, (u, n))| (u, n, i)).collect();
+    let env2 = env.clone();
+    let names2 = names.clone();
+    let mut prepared: Vec<(Vec<Prepared>, Vec<Prepared>)> = tokio::task::spawn_blocking(move || {
+        let halves: Vec<Vec<(User, usize, usize)>> = {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for (k, p) in plans.into_iter().enumerate() {
+                if k % 2 == 0 { a.push(p) } else { b.push(p) }
+            }
+            vec![a, b]
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = halves
+                .into_iter()
+                .enumerate()
+                .map(|(core, plan)| {
+                    let (base, names, env) = (&base, &names2, &env2);
+                    s.spawn(move || {
+                        if env.pin {
+                            harness::pin_current(if core == 0 { env.server_core } else { env.client_core });
+                        }
+                        plan.into_iter()
+                            .map(|(u, n, i)| {
+                                let make = |k: usize| {
+                                    let room = &names[(i + k) % names.len()];
+                                    harness::prepare_append(base, &key, &u, room, 1, harness::random_body(BODY))
+                                };
+                                let warm: Vec<Prepared> = (0..WARMUP_PER_SENDER).map(make).collect();
+                                let main: Vec<Prepared> = (WARMUP_PER_SENDER..WARMUP_PER_SENDER + n).map(make).collect();
+                                (i, warm, main)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, Vec<Prepared>, Vec<Prepared>)> =
+                handles.into_iter().flat_map(|h| h.join().expect("signing thread")).collect();
+            all.sort_by_key(|x| x.0);
+            all.into_iter().map(|(_, w, m)| (w, m)).collect()
+        })
+    })
+    .await?;
+
+    let barrier = Arc::new(Barrier::new(senders + 1));
+    let mut tasks = Vec::with_capacity(senders);
+    for (warm, main) in prepared.drain(..) {
+        let client = client.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0usize;
+            let mut first_error = None;
+            for p in warm {
+                if !matches!(harness::send(&client, p).await, Ok((201, _))) {
+                    errors += 1;
+                }
+            }
+            barrier.wait().await;
+            let mut h = histogram();
+            for p in main {
+                let t = Instant::now();
+                match harness::send(&client, p).await {
+                    Ok((201, _)) => {
+                        let _ = h.record(t.elapsed().as_nanos() as u64);
+                    }
+                    Ok((s, text)) => {
+                        errors += 1;
+                        first_error.get_or_insert(format!("{s} {text}"));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            (h, errors, first_error)
+        }));
+    }
+    barrier.wait().await;
+    let before = server.store.stats();
+    let t0 = Instant::now();
+    let mut hist = histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await??;
+        hist.add(&h).ok();
+        errors += e;
+        if first_error.is_none() {
+            first_error = fe;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = server.store.stats();
+    if let Some(e) = first_error {
+        eprintln!("ingest: first error: {e}");
+    }
+    // Every acknowledged entry must be in the store.
+    let mut stored = 0u64;
+    for n in &names {
+        stored += server.store.room(n).await?.map(|r| r.head).unwrap_or(0);
+    }
+    let expected = (rooms + senders * WARMUP_PER_SENDER + messages - errors) as u64;
+    if stored != expected {
+        bail!("ingest: the store holds {stored} entries, expected {expected}");
+    }
+    server.stop().await;
+    let ok = hist.len() as usize;
+    let txns = after.transactions - before.transactions;
+    Ok(IngestResult {
+        rooms,
+        senders,
+        messages: ok,
+        secs,
+        rate: ok as f64 / secs,
+        ack: Lat::of(&hist),
+        errors,
+        transactions: txns,
+        mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
+    })
+}
+
+/// `tasks` tokio tasks on the server runtime call `store.append` directly (no HTTP, no auth):
+/// the storage write path alone (channel, group committer, rusqlite, fsync).
+pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize) -> Result<IngestResult> {
+    let dir = tempfile::Builder::new().prefix("grove-bench-store-").tempdir_in(&env.dir)?;
+    let store = harness::open_store(env, dir.path().to_path_buf()).await?;
+    let user = User::random();
+    let mut ids = Vec::new();
+    for r in 0..rooms {
+        let new = NewRoom {
+            name: format!("store-{r}"),
+            mode: RoomMode::SenderKeys,
+            public: false,
+            created_by: user.id,
+            created_at: harness::unix_ms(),
+            epoch: 0,
+            state: Vec::new(),
+            members: vec![user.id],
+            admins: vec![user.id],
+        };
+        match store.create_room(new, 1_000_000).await? {
+            grove_store::CreateRoomOutcome::Created(rec) => ids.push(rec.id),
+            other => bail!("cannot create a room: {other:?}"),
+        }
+    }
+    let ids = Arc::new(ids);
+    let per = messages / tasks;
+    let barrier = Arc::new(Barrier::new(tasks + 1));
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let (store, ids, barrier) = (store.clone(), ids.clone(), barrier.clone());
+        let sender = user.id;
+        let n = per + usize::from(i < messages % tasks);
+        handles.push(env.srv.spawn(async move {
+            let entry = |k: usize| NewEntry {
+                kind: EntryKind::Application,
+                epoch: 0,
+                sender,
+                ts: harness::unix_ms(),
+                body: harness::random_body(BODY),
+                update: None,
+            };
+            let mut errors = 0usize;
+            for k in 0..WARMUP_PER_SENDER {
+                if store.append(ids[(i + k) % ids.len()], entry(k)).await.is_err() {
+                    errors += 1;
+                }
+            }
+            barrier.wait().await;
+            let mut h = histogram();
+            for k in WARMUP_PER_SENDER..WARMUP_PER_SENDER + n {
+                let e = entry(k);
+                let t = Instant::now();
+                match store.append(ids[(i + k) % ids.len()], e).await {
+                    Ok(grove_store::AppendOutcome::Appended { .. }) => {
+                        let _ = h.record(t.elapsed().as_nanos() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, errors)
+        }));
+    }
+    barrier.wait().await;
+    let before = store.stats();
+    let t0 = Instant::now();
+    let mut hist = histogram();
+    let mut errors = 0;
+    for h in handles {
+        let (h, e) = tokio::time::timeout(Duration::from_secs(600), h).await??;
+        hist.add(&h).ok();
+        errors += e;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = store.stats();
+    let txns = after.transactions - before.transactions;
+    drop(store);
+    let ok = hist.len() as usize;
+    Ok(IngestResult {
+        rooms,
+        senders: tasks,
+        messages: ok,
+        secs,
+        rate: ok as f64 / secs,
+        ack: Lat::of(&hist),
+        errors,
+        transactions: txns,
+        mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
+    })
+}

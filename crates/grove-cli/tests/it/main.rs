@@ -1,0 +1,4 @@
+//! The `grove` binary, run as a user would run it.
+
+mod invariants;
+mod serve;
