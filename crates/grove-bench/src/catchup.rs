@@ -1,6 +1,5 @@
 //! Catch-up: read a long room log over HTTP, page by page.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -118,6 +117,3 @@ pub async fn run(env: &Env, entries: u64, page: u32) -> Result<CatchupResult> {
     server.stop().await;
     Ok(CatchupResult { entries, page, preload_rate, secs, rate: entries as f64 / secs, page_latency: Lat::of(&hist) })
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Arc<()>) {}

@@ -1,1 +1,173 @@
-fn main() {}
+//! grove-bench: load generator and benchmarks for the grove server (loopback only).
+//!
+//! Every benchmark runs an in-process server on 127.0.0.1:0 with a fresh temporary data folder
+//! (SQLite, WAL, synchronous=FULL) on its own tokio runtime, and the load generator on another
+//! runtime. With `--pin split` (the default) every server thread (runtime workers, blocking
+//! pool, the SQLite writer thread) is pinned to `--server-core` and every client thread to
+//! `--client-core`, following the measurement rule of the performance notes. Every run is
+//! bounded in count and time.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod baseline;
+mod catchup;
+mod fanout;
+mod harness;
+mod ingest;
+mod report;
+
+use harness::Env;
+
+#[derive(Parser, Debug)]
+#[command(name = "grove-bench", about = "grove benchmarks (loopback only, bounded)")]
+struct Cli {
+    /// `split`: server threads on --server-core, client threads on --client-core; `none`: no pinning.
+    #[arg(long, value_enum, default_value_t = Pin::Split, global = true)]
+    pin: Pin,
+    /// Core for the server runtime, its blocking pool and the SQLite writer.
+    #[arg(long, default_value_t = 0, global = true)]
+    server_core: usize,
+    /// Core for the load generator.
+    #[arg(long, default_value_t = 1, global = true)]
+    client_core: usize,
+    /// Worker threads of the server runtime.
+    #[arg(long, default_value_t = 1, global = true)]
+    server_threads: usize,
+    /// Worker threads of the client runtime.
+    #[arg(long, default_value_t = 1, global = true)]
+    client_threads: usize,
+    /// Folder for temporary databases (must be on the disk under test) [default: the system temp dir].
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pin {
+    Split,
+    None,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Durable ingest through the HTTP server: 256-byte entries, concurrent senders.
+    Ingest {
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
+    /// Durable ingest at the store level (tokio tasks calling `store.append`, no HTTP).
+    StoreIngest {
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 64)]
+        tasks: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
+    /// Preload a room through the store, then read it all over HTTP in pages.
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 1_000)]
+        page: u32,
+    },
+    /// WebSocket subscribers of one room and a paced publisher.
+    Fanout {
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Raw rusqlite batched inserts (same row shape; WAL; synchronous=FULL).
+    BaselineSqlite {
+        #[arg(long, default_value_t = 200_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        #[arg(long, default_value_t = 10)]
+        rooms: u64,
+    },
+    /// A bare axum POST endpoint hit by the same concurrent client.
+    BaselineAxum {
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// CPU cost of signing and verifying one request.
+    SigCost,
+    /// Everything, `--runs` times, then a markdown table of medians and ratios.
+    All {
+        /// Repetitions of every benchmark (the table reports medians).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Messages per HTTP ingest run.
+        #[arg(long, default_value_t = 60_000)]
+        messages: usize,
+        /// Seconds of the 1,000-subscriber fan-out.
+        #[arg(long, default_value_t = 10)]
+        fanout_seconds: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let pin = cli.pin == Pin::Split;
+    if pin && !harness::pin_current(cli.client_core) {
+        eprintln!("warning: cannot pin with taskset; continuing unpinned");
+    }
+    let server_rt = harness::runtime("grove-srv", cli.server_threads, pin.then_some(cli.server_core))?;
+    let client_rt = harness::runtime("bench-cli", cli.client_threads, pin.then_some(cli.client_core))?;
+    let env = Env {
+        pin,
+        server_core: cli.server_core,
+        client_core: cli.client_core,
+        server_threads: cli.server_threads,
+        client_threads: cli.client_threads,
+        dir: cli.dir.clone().unwrap_or_else(std::env::temp_dir),
+        srv: server_rt.handle().clone(),
+    };
+    let result = client_rt.block_on(async {
+        // Make sure the client runtime's threads exist (and are pinned) before measuring.
+        tokio::task::yield_now().await;
+        match cli.cmd {
+            Cmd::Ingest { rooms, senders, messages } => {
+                println!("ingest: {}", ingest::http(&env, rooms, senders, messages).await?);
+            }
+            Cmd::StoreIngest { rooms, tasks, messages } => {
+                println!("store-ingest: {}", ingest::store_level(&env, rooms, tasks, messages).await?);
+            }
+            Cmd::Catchup { entries, page } => {
+                println!("catchup: {}", catchup::run(&env, entries, page).await?);
+            }
+            Cmd::Fanout { subscribers, rate, seconds } => {
+                println!("fanout: {}", fanout::run(&env, subscribers, rate, seconds).await?);
+            }
+            Cmd::BaselineSqlite { rows, batch, rooms } => {
+                println!("baseline-sqlite: {}", baseline::sqlite(&env, rows, batch, rooms).await?);
+            }
+            Cmd::BaselineAxum { requests, concurrency } => {
+                println!("baseline-axum: {}", baseline::axum(&env, requests, concurrency).await?);
+            }
+            Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
+            Cmd::All { runs, messages, fanout_seconds } => {
+                report::all(&env, runs.clamp(1, 10), messages, fanout_seconds).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    // Bounded shutdown of whatever is left on the runtimes.
+    client_rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    server_rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}

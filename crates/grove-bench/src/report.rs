@@ -1,0 +1,161 @@
+//! `grove-bench all`: every benchmark `runs` times, then one markdown table of medians.
+
+use anyhow::Result;
+
+use crate::baseline::{self, AxumResult, SigCost, SqliteResult};
+use crate::catchup::{self, CatchupResult};
+use crate::fanout::{self, FanoutResult};
+use crate::harness::{median, us, Env};
+use crate::ingest::{self, IngestResult};
+
+/// One repetition of everything.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    raw: SqliteResult,
+    axum: AxumResult,
+    store: IngestResult,
+    http10: IngestResult,
+    http1: IngestResult,
+    catchup: CatchupResult,
+    fanout: FanoutResult,
+    idle: FanoutResult,
+    sig: SigCost,
+}
+
+/// Runs everything and prints the table.
+pub async fn all(env: &Env, runs: usize, messages: usize, fanout_seconds: u32) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut results: Vec<Run> = Vec::new();
+    for i in 1..=runs {
+        eprintln!("== run {i} of {runs} ({:.0}s elapsed)", started.elapsed().as_secs_f64());
+        let mut r = Run::default();
+        r.raw = baseline::sqlite(env, 200_000, 100, 10).await?;
+        eprintln!("  baseline-sqlite: {}", r.raw);
+        r.axum = baseline::axum(env, 100_000, 64).await?;
+        eprintln!("  baseline-axum:   {}", r.axum);
+        r.store = ingest::store_level(env, 10, 64, 100_000).await?;
+        eprintln!("  store-ingest:    {}", r.store);
+        r.http10 = ingest::http(env, 10, 64, messages).await?;
+        eprintln!("  ingest 10 rooms: {}", r.http10);
+        r.http1 = ingest::http(env, 1, 64, messages).await?;
+        eprintln!("  ingest 1 room:   {}", r.http1);
+        r.catchup = catchup::run(env, 100_000, 1_000).await?;
+        eprintln!("  catchup:         {}", r.catchup);
+        r.fanout = fanout::run(env, 1_000, 50, fanout_seconds).await?;
+        eprintln!("  fanout:          {}", r.fanout);
+        r.idle = fanout::run(env, 1, 200, 5).await?;
+        eprintln!("  idle:            {}", r.idle);
+        r.sig = baseline::sig_cost(env).await?;
+        eprintln!("  sig-cost:        {}", r.sig);
+        results.push(r);
+    }
+    print_table(env, &results, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn col(runs: &[Run], f: impl Fn(&Run) -> f64) -> (f64, Vec<f64>) {
+    let v: Vec<f64> = runs.iter().map(&f).collect();
+    (median(v.clone()), v)
+}
+
+fn rate(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+fn each(v: &[f64], fmt: fn(f64) -> String) -> String {
+    v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(" / ")
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn print_table(env: &Env, runs: &[Run], secs: f64) {
+    let n = runs.len();
+    println!();
+    println!(
+        "grove-bench all: {n} run(s) in {secs:.0}s; pinning: {}; server runtime {} worker(s), client runtime {} worker(s); data in {}",
+        if env.pin { format!("server core {}, client core {}", env.server_core, env.client_core) } else { "none".into() },
+        env.server_threads,
+        env.client_threads,
+        env.dir.display()
+    );
+    println!();
+    println!("| Benchmark | Figure | Median | Each run | Target | |");
+    println!("|---|---|---|---|---|---|");
+    let mut row = |bench: &str, figure: &str, f: &dyn Fn(&Run) -> f64, fmt: fn(f64) -> String, target: &str, ok: Option<bool>| {
+        let (m, v) = col(runs, f);
+        let _ = m;
+        println!(
+            "| {bench} | {figure} | {} | {} | {target} | {} |",
+            fmt(m),
+            each(&v, fmt),
+            ok.map(verdict).unwrap_or("")
+        );
+    };
+    let med = |f: &dyn Fn(&Run) -> f64| col(runs, f).0;
+
+    let raw = |r: &Run| r.raw.rate;
+    let ax = |r: &Run| r.axum.rate;
+    let st = |r: &Run| r.store.rate;
+    let h10 = |r: &Run| r.http10.rate;
+    let h1 = |r: &Run| r.http1.rate;
+
+    row("Raw rusqlite insert, 100 rows/txn, 10 rooms, FULL+WAL", "rows/s", &raw, rate, "reference", None);
+    row("Raw rusqlite insert", "commit p99", &|r| r.raw.commit.p99_us, us, "reference", None);
+    row("Bare axum POST 256 B, 64 conns", "req/s", &ax, rate, "reference", None);
+    row("Store-level ingest, 64 tasks, 10 rooms (no HTTP)", "rows/s", &st, rate, "", None);
+    row("Store-level ingest", "mean commit group", &|r| r.store.mean_batch, |v| format!("{v:.1}"), "", None);
+    row("Store-level ingest", "append p50", &|r| r.store.ack.p50_us, us, "", None);
+    row("Store-level ingest", "append p99", &|r| r.store.ack.p99_us, us, "", None);
+    let h10m = med(&h10);
+    row("HTTP ingest, 64 senders, 10 rooms, acked after fsync", "msgs/s", &h10, rate, "≥ 40,000 msgs/s", Some(h10m >= 40_000.0));
+    row("HTTP ingest, 10 rooms", "ack p50", &|r| r.http10.ack.p50_us, us, "", None);
+    row("HTTP ingest, 10 rooms", "ack p99", &|r| r.http10.ack.p99_us, us, "", None);
+    row("HTTP ingest, 10 rooms", "mean commit group", &|r| r.http10.mean_batch, |v| format!("{v:.1}"), "", None);
+    row("HTTP ingest, 64 senders, 1 room", "msgs/s", &h1, rate, "", None);
+    row("HTTP ingest, 1 room", "ack p50", &|r| r.http1.ack.p50_us, us, "", None);
+    row("HTTP ingest, 1 room", "ack p99", &|r| r.http1.ack.p99_us, us, "", None);
+    row("Catch-up read, 100,000 entries, pages of 1,000", "entries/s", &|r| r.catchup.rate, rate, "", None);
+    row("Catch-up read", "total time", &|r| r.catchup.secs * 1e6, us, "", None);
+    row("Catch-up read", "page p99", &|r| r.catchup.page_latency.p99_us, us, "", None);
+    let fan99 = med(&|r: &Run| r.fanout.last.p99_us);
+    row("Fan-out, 1,000 WS subscribers × 50 msgs/s", "publish → last subscriber p50", &|r| r.fanout.last.p50_us, us, "", None);
+    row("Fan-out, 1,000 × 50/s", "publish → last subscriber p99", &|r| r.fanout.last.p99_us, us, "≤ 35 ms", Some(fan99 <= 35_000.0));
+    row("Fan-out, 1,000 × 50/s", "per delivery p50", &|r| r.fanout.delivery.p50_us, us, "", None);
+    row("Fan-out, 1,000 × 50/s", "per delivery p99", &|r| r.fanout.delivery.p99_us, us, "", None);
+    row("Fan-out, 1,000 × 50/s", "missing deliveries", &|r| r.fanout.missing as f64, |v| format!("{v:.0}"), "0", Some(med(&|r: &Run| r.fanout.missing as f64) == 0.0));
+    let idle50 = med(&|r: &Run| r.idle.delivery.p50_us);
+    let idle99 = med(&|r: &Run| r.idle.delivery.p99_us);
+    row("Idle path, 1 subscriber × 200 msgs/s", "publish → deliver p50", &|r| r.idle.delivery.p50_us, us, "≤ 350 µs", Some(idle50 <= 350.0));
+    row("Idle path, 1 × 200/s", "publish → deliver p99", &|r| r.idle.delivery.p99_us, us, "≤ 1 ms", Some(idle99 <= 1_000.0));
+    row("Idle path, 1 × 200/s", "publisher ack p50", &|r| r.idle.ack.p50_us, us, "", None);
+    row("Request signature", "sign (client)", &|r| r.sig.sign_us, |v| format!("{v:.1} µs"), "", None);
+    row("Request signature", "verify (server)", &|r| r.sig.verify_us, |v| format!("{v:.1} µs"), "", None);
+
+    println!();
+    println!("| Ratio (per run, then median) | Median | Each run | Target | |");
+    println!("|---|---|---|---|---|");
+    let mut ratio = |name: &str, f: &dyn Fn(&Run) -> f64, target: Option<f64>| {
+        let (m, v) = col(runs, f);
+        let t = target.map(|t| format!("≥ {}", pct(t))).unwrap_or_default();
+        println!("| {name} | {} | {} | {t} | {} |", pct(m), each(&v, pct), target.map(|t| verdict(m >= t)).unwrap_or(""));
+    };
+    ratio("HTTP ingest (10 rooms) ÷ raw batched insert", &|r| h10(r) / raw(r), Some(0.70));
+    ratio("Store-level ingest ÷ raw batched insert (storage write path)", &|r| st(r) / raw(r), Some(0.70));
+    ratio("HTTP ingest (10 rooms) ÷ bare axum", &|r| h10(r) / ax(r), Some(0.25));
+    ratio("HTTP ingest (10 rooms) ÷ store-level ingest", &|r| h10(r) / st(r), None);
+    ratio("HTTP ingest (1 room) ÷ HTTP ingest (10 rooms)", &|r| h1(r) / h10(r), None);
+}
