@@ -11,7 +11,7 @@ use axum::serve::ListenerExt;
 use rusqlite::params;
 use tokio::sync::Barrier;
 
-use crate::harness::{self, histogram, Env, Lat, User};
+use crate::harness::{self, histogram, Cores, Env, Lat, User};
 use crate::ingest::BODY;
 
 /// Raw rusqlite result.
@@ -23,14 +23,15 @@ pub struct SqliteResult {
     pub secs: f64,
     pub rate: f64,
     pub commit: Lat,
+    pub cores: Cores,
 }
 
 impl std::fmt::Display for SqliteResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} rows, {} per txn, {} rooms, synchronous=FULL, WAL: {:.2}s = {:.0} rows/s; commit {}",
-            self.rows, self.batch, self.rooms, self.secs, self.rate, self.commit
+            "{} rows, {} per txn, {} rooms, synchronous=FULL, WAL: {:.2}s = {:.0} rows/s; commit {}; {}",
+            self.rows, self.batch, self.rooms, self.secs, self.rate, self.commit, self.cores
         )
     }
 }
@@ -41,7 +42,8 @@ impl std::fmt::Display for SqliteResult {
 pub async fn sqlite(env: &Env, rows: u64, batch: u64, rooms: u64) -> Result<SqliteResult> {
     let dir = tempfile::Builder::new().prefix("grove-bench-raw-").tempdir_in(&env.dir)?;
     let path = dir.path().join("raw.db");
-    let r = env
+    let c0 = harness::cpu_snap();
+    let mut r = env
         .srv
         .spawn_blocking(move || -> Result<SqliteResult> {
             let conn = rusqlite::Connection::open(&path)?;
@@ -88,9 +90,10 @@ pub async fn sqlite(env: &Env, rows: u64, batch: u64, rooms: u64) -> Result<Sqli
                 let _ = hist.record(t.elapsed().as_nanos() as u64);
             }
             let secs = t0.elapsed().as_secs_f64();
-            Ok(SqliteResult { rows: n, batch, rooms, secs, rate: n as f64 / secs, commit: Lat::of(&hist) })
+            Ok(SqliteResult { rows: n, batch, rooms, secs, rate: n as f64 / secs, commit: Lat::of(&hist), cores: Cores::default() })
         })
         .await??;
+    r.cores = Cores::between(env, &c0, &harness::cpu_snap());
     drop(dir);
     Ok(r)
 }
@@ -103,14 +106,15 @@ pub struct AxumResult {
     pub secs: f64,
     pub rate: f64,
     pub latency: Lat,
+    pub cores: Cores,
 }
 
 impl std::fmt::Display for AxumResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} POSTs of {BODY} B, {} concurrent: {:.2}s = {:.0} req/s; latency {}",
-            self.requests, self.concurrency, self.secs, self.rate, self.latency
+            "{} POSTs of {BODY} B, {} concurrent: {:.2}s = {:.0} req/s; latency {}; {}",
+            self.requests, self.concurrency, self.secs, self.rate, self.latency, self.cores
         )
     }
 }
@@ -171,6 +175,7 @@ pub async fn axum(env: &Env, requests: usize, concurrency: usize) -> Result<Axum
         }));
     }
     barrier.wait().await;
+    let c0 = harness::cpu_snap();
     let t0 = Instant::now();
     let mut hist = histogram();
     for t in tasks {
@@ -181,10 +186,11 @@ pub async fn axum(env: &Env, requests: usize, concurrency: usize) -> Result<Axum
         hist.add(&h).ok();
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let n = hist.len() as usize;
-    Ok(AxumResult { requests: n, concurrency, secs, rate: n as f64 / secs, latency: Lat::of(&hist) })
+    Ok(AxumResult { requests: n, concurrency, secs, rate: n as f64 / secs, latency: Lat::of(&hist), cores })
 }
 
 /// CPU cost of request signing: sign (client side) and verify (server side, as the server's

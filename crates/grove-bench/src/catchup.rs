@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use grove_store::{NewEntry, Store};
 use grove_wire::api::{EntryKind, LogPage};
 
-use crate::harness::{self, histogram, Env, Lat, User};
+use crate::harness::{self, histogram, Cores, Env, Lat, User};
 use crate::ingest::BODY;
 
 /// What a catch-up run measured.
@@ -18,14 +18,15 @@ pub struct CatchupResult {
     pub secs: f64,
     pub rate: f64,
     pub page_latency: Lat,
+    pub cores: Cores,
 }
 
 impl std::fmt::Display for CatchupResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "read {} entries in pages of {} in {:.3}s = {:.0} entries/s; page {}; (preload through the store: {:.0} rows/s)",
-            self.entries, self.page, self.secs, self.rate, self.page_latency, self.preload_rate
+            "read {} entries in pages of {} in {:.3}s = {:.0} entries/s; page {}; (preload through the store: {:.0} rows/s); {}",
+            self.entries, self.page, self.secs, self.rate, self.page_latency, self.preload_rate, self.cores
         )
     }
 }
@@ -92,6 +93,7 @@ pub async fn run(env: &Env, entries: u64, page: u32) -> Result<CatchupResult> {
     let mut hist = histogram();
     let mut after = 0u64;
     let max_pages = entries / page as u64 + 10;
+    let c0 = harness::cpu_snap();
     let t0 = Instant::now();
     for _ in 0..max_pages {
         if after >= entries {
@@ -111,9 +113,10 @@ pub async fn run(env: &Env, entries: u64, page: u32) -> Result<CatchupResult> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
     if after != entries {
         bail!("catch-up read {after} of {entries} entries");
     }
     server.stop().await;
-    Ok(CatchupResult { entries, page, preload_rate, secs, rate: entries as f64 / secs, page_latency: Lat::of(&hist) })
+    Ok(CatchupResult { entries, page, preload_rate, secs, rate: entries as f64 / secs, page_latency: Lat::of(&hist), cores })
 }

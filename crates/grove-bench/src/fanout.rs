@@ -10,7 +10,7 @@ use grove_wire::auth;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{self, histogram, now_ns, Env, Lat, User};
+use crate::harness::{self, histogram, now_ns, Cores, Env, Lat, User};
 use crate::ingest::BODY;
 
 /// Untimed messages sent first; the measured phase starts once every subscriber got them all.
@@ -32,14 +32,15 @@ pub struct FanoutResult {
     pub missing: u64,
     pub publish_errors: usize,
     pub connect_secs: f64,
+    pub cores: Cores,
 }
 
 impl std::fmt::Display for FanoutResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} subscribers × {}/s, {} msgs: to last subscriber {}; per delivery {}; publisher ack {}; {} deliveries, {} missing, {} publish errors (connect {:.1}s)",
-            self.subscribers, self.rate, self.messages, self.last, self.delivery, self.ack, self.deliveries, self.missing, self.publish_errors, self.connect_secs
+            "{} subscribers × {}/s, {} msgs: to last subscriber {}; per delivery {}; publisher ack {}; {} deliveries, {} missing, {} publish errors (connect {:.1}s); {}",
+            self.subscribers, self.rate, self.messages, self.last, self.delivery, self.ack, self.deliveries, self.missing, self.publish_errors, self.connect_secs, self.cores
         )
     }
 }
@@ -187,11 +188,13 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
 
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let c0 = harness::cpu_snap();
     let mut posts = Vec::with_capacity(total);
     for i in WARMUP..total {
         tick.tick().await;
         posts.push(post(i));
     }
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let mut ack = histogram();
     let mut publish_errors = 0;
     for p in posts {
@@ -244,5 +247,6 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
         missing,
         publish_errors,
         connect_secs,
+        cores,
     })
 }

@@ -202,7 +202,7 @@ pub async fn send(client: &reqwest::Client, p: Prepared) -> Result<(u16, String)
 pub struct Server {
     pub addr: SocketAddr,
     pub base: String,
-    pub state: AppState,
+    _state: AppState,
     pub store: Arc<SqliteStore>,
     pub server_key: [u8; 32],
     stop: Option<oneshot::Sender<()>>,
@@ -259,7 +259,7 @@ pub async fn start_server(env: &Env) -> Result<Server> {
     Ok(Server {
         addr,
         base: format!("http://{addr}"),
-        state,
+        _state: state,
         store,
         server_key,
         stop: Some(stop_tx),
@@ -342,4 +342,64 @@ pub fn open_files_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Per-CPU (busy, total) jiffies from /proc/stat.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnap(Vec<(u64, u64)>);
+
+/// Reads /proc/stat now.
+pub fn cpu_snap() -> CpuSnap {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        if !name.starts_with("cpu") || name == "cpu" {
+            continue;
+        }
+        let f: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
+        if f.len() < 5 {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal …
+        let total: u64 = f.iter().take(8).sum();
+        let idle = f[3] + f[4];
+        v.push((total - idle, total));
+    }
+    CpuSnap(v)
+}
+
+/// Busy fraction of each CPU between two snapshots.
+pub fn cpu_busy(a: &CpuSnap, b: &CpuSnap) -> Vec<f64> {
+    a.0.iter()
+        .zip(b.0.iter())
+        .map(|(x, y)| {
+            let total = y.1.saturating_sub(x.1);
+            if total == 0 { 0.0 } else { y.0.saturating_sub(x.0) as f64 / total as f64 }
+        })
+        .collect()
+}
+
+/// Server-core and client-core busy fractions over a window (with `--pin none`: cpu0, cpu1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cores {
+    pub server: f64,
+    pub client: f64,
+}
+
+impl Cores {
+    pub fn between(env: &Env, a: &CpuSnap, b: &CpuSnap) -> Cores {
+        let busy = cpu_busy(a, b);
+        Cores {
+            server: busy.get(env.server_core).copied().unwrap_or(0.0),
+            client: busy.get(env.client_core).copied().unwrap_or(0.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Cores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "busy: server core {:.0}%, client core {:.0}%", self.server * 100.0, self.client * 100.0)
+    }
 }

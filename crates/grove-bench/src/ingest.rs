@@ -8,7 +8,7 @@ use grove_store::{NewEntry, NewRoom, Store};
 use grove_wire::api::{EntryKind, RoomMode};
 use tokio::sync::Barrier;
 
-use crate::harness::{self, histogram, Env, Lat, Prepared, User};
+use crate::harness::{self, histogram, Cores, Env, Lat, Prepared, User};
 
 /// Size of every message body.
 pub const BODY: usize = 256;
@@ -27,14 +27,15 @@ pub struct IngestResult {
     pub errors: usize,
     pub transactions: u64,
     pub mean_batch: f64,
+    pub cores: Cores,
 }
 
 impl std::fmt::Display for IngestResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} msgs in {:.2}s = {:.0} msgs/s ({} rooms, {} senders); ack {}; {} commits, mean group {:.1}; errors {}",
-            self.messages, self.secs, self.rate, self.rooms, self.senders, self.ack, self.transactions, self.mean_batch, self.errors
+            "{} msgs in {:.2}s = {:.0} msgs/s ({} rooms, {} senders); ack {}; {} commits, mean group {:.1}; errors {}; {}",
+            self.messages, self.secs, self.rate, self.rooms, self.senders, self.ack, self.transactions, self.mean_batch, self.errors, self.cores
         )
     }
 }
@@ -139,6 +140,7 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
     }
     barrier.wait().await;
     let before = server.store.stats();
+    let c0 = harness::cpu_snap();
     let t0 = Instant::now();
     let mut hist = histogram();
     let mut errors = 0;
@@ -152,6 +154,7 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let after = server.store.stats();
     if let Some(e) = first_error {
         eprintln!("ingest: first error: {e}");
@@ -178,6 +181,7 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
         errors,
         transactions: txns,
         mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
+        cores,
     })
 }
 
@@ -214,7 +218,7 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
         let sender = user.id;
         let n = per + usize::from(i < messages % tasks);
         handles.push(env.srv.spawn(async move {
-            let entry = |k: usize| NewEntry {
+            let entry = |_k: usize| NewEntry {
                 kind: EntryKind::Application,
                 epoch: 0,
                 sender,
@@ -245,6 +249,7 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
     }
     barrier.wait().await;
     let before = store.stats();
+    let c0 = harness::cpu_snap();
     let t0 = Instant::now();
     let mut hist = histogram();
     let mut errors = 0;
@@ -254,6 +259,7 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
         errors += e;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let after = store.stats();
     let txns = after.transactions - before.transactions;
     drop(store);
@@ -268,5 +274,6 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
         errors,
         transactions: txns,
         mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
+        cores,
     })
 }

@@ -95,7 +95,7 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     println!();
     println!("| Benchmark | Figure | Median | Each run | Target | |");
     println!("|---|---|---|---|---|---|");
-    let mut row = |bench: &str, figure: &str, f: &dyn Fn(&Run) -> f64, fmt: fn(f64) -> String, target: &str, ok: Option<bool>| {
+    let row = |bench: &str, figure: &str, f: &dyn Fn(&Run) -> f64, fmt: fn(f64) -> String, target: &str, ok: Option<bool>| {
         let (m, v) = col(runs, f);
         let _ = m;
         println!(
@@ -148,7 +148,7 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     println!();
     println!("| Ratio (per run, then median) | Median | Each run | Target | |");
     println!("|---|---|---|---|---|");
-    let mut ratio = |name: &str, f: &dyn Fn(&Run) -> f64, target: Option<f64>| {
+    let ratio = |name: &str, f: &dyn Fn(&Run) -> f64, target: Option<f64>| {
         let (m, v) = col(runs, f);
         let t = target.map(|t| format!("≥ {}", pct(t))).unwrap_or_default();
         println!("| {name} | {} | {} | {t} | {} |", pct(m), each(&v, pct), target.map(|t| verdict(m >= t)).unwrap_or(""));

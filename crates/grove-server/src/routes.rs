@@ -335,16 +335,34 @@ pub(crate) async fn read_log(
     }
 }
 
+/// `epoch` of the tree route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TreeQuery {
+    epoch: Option<u64>,
+}
+
 pub(crate) async fn ratchet_tree(
     State(state): State<AppState>,
     Authed(user): Authed,
     P(name): P<String>,
+    Q(q): Q<TreeQuery>,
 ) -> AppResult<Json<RatchetTree>> {
     let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
     let slot = room.slot.read().await;
     let hub = slot.hub.as_ref().ok_or_else(|| AppError::new(ErrorCode::WrongKind, "only mls rooms have a ratchet tree"))?;
-    let tree = hub.ratchet_tree().map_err(|e| AppError::internal("cannot export a ratchet tree", e))?;
-    Ok(Json(RatchetTree { epoch: slot.epoch, ratchet_tree: tree }))
+    let epoch = q.epoch.unwrap_or(slot.epoch);
+    let tree = if epoch == slot.epoch {
+        hub.ratchet_tree()
+    } else {
+        drop(slot);
+        let old = state.0.store.room_state(room.id, epoch).await?.ok_or_else(|| {
+            AppError::new(ErrorCode::NotFound, format!("the ratchet tree of epoch {epoch} is not kept (any more): ask for a new invitation"))
+        })?;
+        Hub::restore(&old).and_then(|h| h.ratchet_tree())
+    }
+    .map_err(|e| AppError::internal("cannot export a ratchet tree", e))?;
+    Ok(Json(RatchetTree { epoch, ratchet_tree: tree }))
 }
 
 pub(crate) async fn membership(

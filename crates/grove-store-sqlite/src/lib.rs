@@ -79,7 +79,10 @@ use codec::{
 use writer::{Counters, Op, Reply};
 
 /// The schema migrations, in order; migration `i` (0-based) brings `user_version` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_room_states.sql"),
+];
 
 /// How many read-only connections the read pool holds.
 const READ_CONNECTIONS: usize = 4;
@@ -440,6 +443,19 @@ impl Store for SqliteStore {
         self.write(|r| Op::Append(room, entry, r)).await
     }
 
+    async fn room_state(&self, room: RoomId, epoch: u64) -> Result<Option<Vec<u8>>> {
+        self.read_with(move |conn| {
+            conn.prepare_cached("SELECT state FROM room_states WHERE room = ?1 AND epoch = ?2")
+                .and_then(|mut s| {
+                    rusqlite::OptionalExtension::optional(
+                        s.query_row(rusqlite::params![room, codec::u64_to_db(epoch)], |r| r.get(0)),
+                    )
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
     async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>> {
         let Some(after) = cursor_to_db(after) else {
             return Ok(Vec::new());
@@ -570,6 +586,9 @@ mod tests {
         }
         async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
             self.store.append(room, entry).await
+        }
+        async fn room_state(&self, room: RoomId, epoch: u64) -> Result<Option<Vec<u8>>> {
+            self.store.room_state(room, epoch).await
         }
         async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>> {
             self.store.read(room, after, limit).await

@@ -243,8 +243,10 @@ fn create_room(
         ])
     })
     .map_err(db_err)?;
+    let id = conn.last_insert_rowid();
+    record_state(conn, id, room.epoch, &room.state)?;
     Ok(CreateRoomOutcome::Created(RoomRecord {
-        id: conn.last_insert_rowid(),
+        id,
         name: room.name,
         mode: room.mode,
         public: room.public,
@@ -305,12 +307,13 @@ fn append(conn: &Connection, room: RoomId, entry: NewEntry) -> Result<AppendOutc
                     seq_db,
                     u64_to_db(epoch),
                     u64_to_db(state_version.wrapping_add(1)),
-                    update.state,
+                    &update.state,
                     users_to_db(&update.members),
                     users_to_db(&update.admins),
                 ])
             })
             .map_err(db_err)?;
+            record_state(conn, room, epoch, &update.state)?;
         }
         None => {
             conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")
@@ -335,6 +338,19 @@ fn append(conn: &Connection, room: RoomId, entry: NewEntry) -> Result<AppendOutc
     })
     .map_err(db_err)?;
     Ok(AppendOutcome::Appended { seq, epoch })
+}
+
+/// Keeps the room's state as of `epoch`, and forgets epochs older than the history window.
+fn record_state(conn: &Connection, room: RoomId, epoch: u64, state: &[u8]) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO room_states (room, epoch, state) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![room, u64_to_db(epoch), state]))
+        .map_err(db_err)?;
+    if let Some(oldest) = epoch.checked_sub(grove_store::STATE_HISTORY) {
+        conn.prepare_cached("DELETE FROM room_states WHERE room = ?1 AND epoch <= ?2")
+            .and_then(|mut s| s.execute(params![room, u64_to_db(oldest)]))
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 fn deposit(conn: &Connection, mail: NewMail, quota: u64) -> Result<DepositOutcome> {

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             one_time_keys_are_handed_out_once_last_resort_never_consumed,
             concurrent_claims_never_share_a_one_time_key,
             key_publish_respects_the_cap,
+            recent_epochs_states_are_kept,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -326,4 +327,29 @@ pub async fn key_publish_respects_the_cap(store: Arc<dyn Store>) {
     assert_eq!(out, PublishOutcome::LimitReached);
     assert_eq!(store.key_counts(&bob).await.unwrap()[0].one_time, 2);
     assert!(matches!(store.publish_keys(&bob, vec![kp("lr", true)], 3).await.unwrap(), PublishOutcome::Stored(_)));
+}
+
+/// The state of each recent epoch stays readable; a proposal's update replaces its epoch's
+/// state; epochs beyond the history window are forgotten.
+pub async fn recent_epochs_states_are_kept(store: Arc<dyn Store>) {
+    let r = create(&*store, "a").await;
+    assert_eq!(store.room_state(r.id, 0).await.unwrap().unwrap(), b"state-0");
+    assert_eq!(store.room_state(r.id, 1).await.unwrap(), None);
+    store.append(r.id, commit(0, 1, "c1")).await.unwrap();
+    let mut proposal = commit(1, 1, "p1");
+    proposal.kind = EntryKind::Proposal;
+    store.append(r.id, proposal).await.unwrap();
+    assert_eq!(store.room_state(r.id, 0).await.unwrap().unwrap(), b"state-0");
+    assert_eq!(store.room_state(r.id, 1).await.unwrap().unwrap(), b"state after p1");
+    let mut version = 2;
+    for epoch in 2..=(crate::STATE_HISTORY + 2) {
+        store.append(r.id, commit(version, epoch, &format!("c{epoch}"))).await.unwrap();
+        version += 1;
+    }
+    assert_eq!(store.room_state(r.id, 0).await.unwrap(), None, "beyond the window");
+    assert_eq!(store.room_state(r.id, 2).await.unwrap(), None, "beyond the window");
+    let last = crate::STATE_HISTORY + 2;
+    assert_eq!(store.room_state(r.id, 3).await.unwrap().unwrap(), b"state after c3");
+    assert_eq!(store.room_state(r.id, last).await.unwrap().unwrap(), format!("state after c{last}").into_bytes());
+    assert_eq!(store.room_state(9_999, 0).await.unwrap(), None);
 }

@@ -22,6 +22,10 @@ mod memory;
 
 pub use memory::MemoryStore;
 
+/// How many recent epochs of each room's public state a store keeps for
+/// [`Store::room_state`].
+pub const STATE_HISTORY: u64 = 64;
+
 /// A room's storage id.
 pub type RoomId = i64;
 
@@ -212,6 +216,10 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an entry, assigning the next sequence number; with a state update, applies it
     /// only if the state version matches (else writes nothing and answers `Conflict`).
     async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome>;
+
+    /// The room's public state as last written for `epoch` (at creation or by a state update),
+    /// if `epoch` is among the last [`STATE_HISTORY`] epochs.
+    async fn room_state(&self, room: RoomId, epoch: u64) -> Result<Option<Vec<u8>>>;
 
     /// Entries with `seq > after`, in order, at most `limit`.
     async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>>;

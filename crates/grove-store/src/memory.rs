@@ -25,6 +25,7 @@ struct Inner {
     by_name: BTreeMap<String, RoomId>,
     mail: HashMap<UserId, Mailbox>,
     keys: HashMap<UserId, Keys>,
+    states: HashMap<RoomId, BTreeMap<u64, Vec<u8>>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +91,7 @@ impl Store for MemoryStore {
             members: room.members,
             admins: room.admins,
         };
+        g.states.entry(id).or_default().insert(rec.epoch, rec.state.clone());
         g.by_name.insert(room.name, id);
         g.rooms.push((rec.clone(), Vec::new()));
         Ok(CreateRoomOutcome::Created(rec))
@@ -112,7 +114,8 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
-        let mut g = self.lock()?;
+        let mut guard = self.lock()?;
+        let g = &mut *guard;
         let Some((rec, log)) = usize::try_from(room - 1).ok().and_then(|i| g.rooms.get_mut(i)) else {
             return Ok(AppendOutcome::NoSuchRoom);
         };
@@ -126,7 +129,12 @@ impl Store for MemoryStore {
             }
             rec.state_version += 1;
             rec.epoch = update.new_epoch;
-            rec.state = update.state;
+            rec.state = update.state.clone();
+            let states = g.states.entry(room).or_default();
+            states.insert(update.new_epoch, update.state);
+            if let Some(oldest) = update.new_epoch.checked_sub(crate::STATE_HISTORY) {
+                states.retain(|e, _| *e > oldest);
+            }
             rec.members = update.members;
             rec.admins = update.admins;
         }
@@ -140,6 +148,11 @@ impl Store for MemoryStore {
             body: entry.body,
         });
         Ok(AppendOutcome::Appended { seq: rec.head, epoch: rec.epoch })
+    }
+
+    async fn room_state(&self, room: RoomId, epoch: u64) -> Result<Option<Vec<u8>>> {
+        let g = self.lock()?;
+        Ok(g.states.get(&room).and_then(|s| s.get(&epoch)).cloned())
     }
 
     async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>> {

@@ -81,6 +81,7 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     let tree = ExportedTree::from_bytes(&grove_wire::b64::decode(tree.json["ratchet_tree"].as_str().unwrap()).unwrap()).unwrap();
     let (mut bg, _) = bc.join_group(Some(tree), &welcome, None).unwrap();
     assert_eq!(bg.epoch_authenticator().unwrap(), ag.epoch_authenticator().unwrap());
+    let tree_at_1 = bg.export_tree().to_bytes().unwrap();
 
     // They talk through the log; the server only ever sees ciphertext.
     let msg = ag.encrypt_application_message(b"hello bob", vec![]).unwrap();
@@ -101,6 +102,19 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     post_handshake(&s, &bob, "garden", "application", 1, &bytes(&c.commit_message)).await.err(400, "invalid_message");
     // Membership entries belong to sender-keys rooms.
     post_handshake(&s, &bob, "garden", "membership", 2, b"{}").await.err(400, "wrong_kind");
+
+    // After the room moves on, a late joiner can still fetch the tree its Welcome was made for.
+    let update = ag.commit(vec![]).unwrap();
+    post_handshake(&s, &alice, "garden", "commit", 1, &bytes(&update.commit_message)).await.ok();
+    ag.apply_pending_commit().unwrap();
+    let old = bob.get(&s, "/v1/rooms/garden/tree?epoch=1").await;
+    assert_eq!(old.ok()["epoch"], json!(1));
+    assert_eq!(grove_wire::b64::decode(old.json["ratchet_tree"].as_str().unwrap()).unwrap(), tree_at_1);
+    let now = bob.get(&s, "/v1/rooms/garden/tree").await;
+    assert_eq!(now.ok()["epoch"], json!(2));
+    assert_eq!(grove_wire::b64::decode(now.json["ratchet_tree"].as_str().unwrap()).unwrap(), ag.export_tree().to_bytes().unwrap());
+    bob.get(&s, "/v1/rooms/garden/tree?epoch=99").await.err(404, "not_found");
+    bob.get(&s, "/v1/rooms/garden/tree?epoch=x").await.err(400, "bad_request");
 }
 
 #[tokio::test]

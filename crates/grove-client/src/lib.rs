@@ -1,0 +1,7 @@
+//! grove-client: the client library behind the `grove` command.
+//!
+//! A profile is one identity with one SQLite state file. [`transport::Server`] speaks signed
+//! HTTP to a grove server; the local store keeps identity, group state, history and cursors;
+//! the profile ties them to the MLS engine of grove-proto.
+
+pub mod transport;

@@ -1,0 +1,218 @@
+//! Signed HTTP requests to one grove server.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use grove_wire::api::{
+    Ack, Acked, AppendEntry, Appended, ClaimKey, ClaimedKey, CreateRoom, Deposit, Deposited, KeyCounts, KeyItemUpload,
+    KeyKind, LogPage, MailboxPage, PublishKeys, RatchetTree, RoomInfo, ServerInfo,
+};
+use grove_wire::{ApiError, ErrorCode, UserId};
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The server answered with an error body.
+    #[error("{url}: {error}")]
+    Api {
+        /// The server.
+        url: String,
+        /// What it said.
+        error: ApiError,
+    },
+    /// The server could not be reached or answered something that is not grove.
+    #[error("cannot reach the grove server at {url}: {detail}")]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl TransportError {
+    /// The API error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            TransportError::Api { error, .. } => Some(error.code),
+            TransportError::Unreachable { .. } => None,
+        }
+    }
+
+    /// The API error body, if any.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            TransportError::Api { error, .. } => Some(error),
+            TransportError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// One server, spoken to as one user.
+#[derive(Debug, Clone)]
+pub struct Server {
+    base: String,
+    http: reqwest::Client,
+    key: SigningKey,
+    server_key: std::sync::Arc<OnceLock<[u8; 32]>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Server {
+    /// A server at `base` (e.g. `http://127.0.0.1:8080`), acting as the holder of `key`.
+    pub fn new(base: &str, key: SigningKey) -> Server {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Server {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            key,
+            server_key: std::sync::Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> TransportError {
+        TransportError::Unreachable { url: self.base.clone(), detail: e.to_string() }
+    }
+
+    async fn answer<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, TransportError> {
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| self.unreachable(format!("unexpected answer: {e}")));
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(TransportError::Api { url: self.base.clone(), error }),
+            Err(_) => Err(self.unreachable(format!("HTTP {status} without a grove error body"))),
+        }
+    }
+
+    /// `GET /v1/info` (unsigned).
+    pub async fn info(&self) -> Result<ServerInfo, TransportError> {
+        let resp = self.http.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        self.answer(resp).await
+    }
+
+    async fn server_key(&self) -> Result<[u8; 32], TransportError> {
+        if let Some(k) = self.server_key.get() {
+            return Ok(*k);
+        }
+        let info = self.info().await?;
+        let key: UserId = info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
+        let _ = self.server_key.set(key.0);
+        Ok(key.0)
+    }
+
+    async fn signed<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<T, TransportError> {
+        let server_key = self.server_key().await?;
+        let body = body.unwrap_or_default();
+        let h = grove_wire::auth::sign_request(&self.key, &server_key, method.as_str(), path, now_ms(), &nonce(), &body);
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(timeout)
+            .header(grove_wire::auth::HEADER_KEY, h.key)
+            .header(grove_wire::auth::HEADER_TIMESTAMP, h.timestamp)
+            .header(grove_wire::auth::HEADER_NONCE, h.nonce)
+            .header(grove_wire::auth::HEADER_SIGNATURE, h.signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(resp).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TransportError> {
+        self.signed(reqwest::Method::GET, path, None, Duration::from_secs(30)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, TransportError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| self.unreachable(e))?;
+        self.signed(reqwest::Method::POST, path, Some(bytes), Duration::from_secs(30)).await
+    }
+
+    /// Publishes key material.
+    pub async fn publish_keys(&self, items: Vec<KeyItemUpload>) -> Result<KeyCounts, TransportError> {
+        self.post("/v1/keys", &PublishKeys { items }).await
+    }
+
+    /// What the user has on the server.
+    pub async fn key_counts(&self) -> Result<KeyCounts, TransportError> {
+        self.get("/v1/keys").await
+    }
+
+    /// Claims one item of `user`'s key material.
+    pub async fn claim_key(&self, user: &UserId, kind: KeyKind) -> Result<ClaimedKey, TransportError> {
+        self.post(&format!("/v1/keys/{user}/claim"), &ClaimKey { kind }).await
+    }
+
+    /// Deposits into `user`'s mailbox.
+    pub async fn deposit(&self, user: &UserId, body: Vec<u8>) -> Result<Deposited, TransportError> {
+        self.post(&format!("/v1/mailboxes/{user}"), &Deposit { body }).await
+    }
+
+    /// Reads the own mailbox after a cursor, waiting up to `wait` seconds for something new.
+    pub async fn read_mailbox(&self, after: u64, wait: u64) -> Result<MailboxPage, TransportError> {
+        let path = format!("/v1/mailbox?after={after}&wait={wait}");
+        self.signed(reqwest::Method::GET, &path, None, Duration::from_secs(wait + 30)).await
+    }
+
+    /// Acknowledges (deletes) own mailbox messages up to `up_to`.
+    pub async fn ack_mailbox(&self, up_to: u64) -> Result<Acked, TransportError> {
+        self.post("/v1/mailbox/ack", &Ack { up_to }).await
+    }
+
+    /// Creates a room.
+    pub async fn create_room(&self, req: &CreateRoom) -> Result<RoomInfo, TransportError> {
+        self.post("/v1/rooms", req).await
+    }
+
+    /// A room as its member sees it.
+    pub async fn room(&self, name: &str) -> Result<RoomInfo, TransportError> {
+        self.get(&format!("/v1/rooms/{name}")).await
+    }
+
+    /// Appends an entry.
+    pub async fn append(&self, room: &str, entry: &AppendEntry) -> Result<Appended, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/log"), entry).await
+    }
+
+    /// Reads the log after a cursor, waiting up to `wait` seconds for something new.
+    pub async fn read_log(&self, room: &str, after: u64, limit: u32, wait: u64) -> Result<LogPage, TransportError> {
+        let path = format!("/v1/rooms/{room}/log?after={after}&limit={limit}&wait={wait}");
+        self.signed(reqwest::Method::GET, &path, None, Duration::from_secs(wait + 30)).await
+    }
+
+    /// The room's public ratchet tree.
+    pub async fn ratchet_tree(&self, room: &str) -> Result<RatchetTree, TransportError> {
+        self.get(&format!("/v1/rooms/{room}/tree")).await
+    }
+}
