@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use grove_wire::auth;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{self, histogram, now_ns, Cores, Env, Lat, User};
@@ -105,7 +106,12 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
                 hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
                 hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
                 hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
-                let (mut ws, _) = tokio_tungstenite::connect_async(req).await.context("websocket connect")?;
+                // A small read buffer: tungstenite zeroes `read_buffer_size` bytes on every read, and
+                // the 128 KiB default would make the load generator, not the server, the bottleneck.
+                let config = WebSocketConfig::default().read_buffer_size(4096);
+                let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+                    .await
+                    .context("websocket connect")?;
                 ws.send(Message::text(sub_msg)).await?;
                 Ok::<_, anyhow::Error>(ws)
             }

@@ -403,3 +403,19 @@ impl std::fmt::Display for Cores {
         write!(f, "busy: server core {:.0}%, client core {:.0}%", self.server * 100.0, self.client * 100.0)
     }
 }
+
+/// Busy jiffies of all CPUs and of this process (user + system), to tell how much CPU other
+/// processes took during a run.
+pub fn busy_jiffies() -> (u64, u64) {
+    let all: u64 = cpu_snap().0.iter().map(|c| c.0).sum();
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command: state is field 3; utime and stime are fields 14 and 15.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    (all, own)
+}

@@ -3,14 +3,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use grove_server::Config;
+
+mod client;
+mod demo;
+mod serve;
 
 /// grove: user-hosted, end-to-end encrypted group messaging.
 #[derive(Debug, Parser)]
-#[command(name = "grove", version, about)]
+#[command(name = "grove", version, about, propagate_version = true)]
 struct Cli {
+    /// Profile to act as: one identity with its own state (folder $GROVE_HOME/<NAME>).
+    #[arg(long, global = true, default_value = "default", env = "GROVE_PROFILE")]
+    profile: String,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,6 +27,85 @@ struct Cli {
 enum Command {
     /// Run a grove server (SQLite in a data folder by default).
     Serve(ServeArgs),
+    /// Create this profile's identity and publish its keys to a home server.
+    Init {
+        /// The home server, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        home: String,
+    },
+    /// Print this profile's address (give it to people who want to invite you).
+    Whoami,
+    /// Rooms: create, invite, remove, leave, list, members, update.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Send a message to a room.
+    Send {
+        /// The room's link or short name.
+        room: String,
+        /// The message.
+        text: String,
+    },
+    /// Show a room's messages (syncing first).
+    Read {
+        /// The room's link or short name.
+        room: String,
+        /// Keep waiting for new messages.
+        #[arg(long)]
+        follow: bool,
+        /// Only messages after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Fetch invitations and new messages of every room.
+    Sync,
+    /// Start a private server and three profiles, and run a whole conversation.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Create an MLS room on a server; prints the room's link.
+    Create {
+        /// Name, unique on the server: a-z, 0-9, - and _.
+        name: String,
+        /// The server that hosts the room [default: your home server].
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The room's protocol.
+        #[arg(long, default_value = "mls", value_parser = ["mls"])]
+        mode: String,
+    },
+    /// Invite someone by address (USERID@HOST:PORT).
+    Invite {
+        /// The room's link or short name.
+        room: String,
+        /// The invitee's address (their `grove whoami`).
+        address: String,
+    },
+    /// Remove a member.
+    Remove {
+        /// The room's link or short name.
+        room: String,
+        /// The member's user id (64 hex characters) or address.
+        user: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// List this profile's rooms.
+    List,
+    /// List a room's members.
+    Members {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// Refresh your keys in a room (post-compromise security).
+    Update {
+        /// The room's link or short name.
+        room: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,16 +126,19 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Demo => demo::run(),
+        command => client::run(&cli.profile, cli.json, command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -56,58 +146,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("grove: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.print_config {
-        print!("{}", grove_server::config::EXAMPLE_CONFIG);
-        return Ok(());
-    }
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
-    if let Some(data) = args.data {
-        config.server.data_dir = data;
-    }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let listen = config.server.listen;
-        let state = grove_server::open(config)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (is another server running there? use --listen)"))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, public_key = %grove_wire::UserId(state.public_key()), "grove listening on http://{addr}");
-        grove_server::run(listener, state, shutdown_signal()).await?;
-        tracing::info!("grove stopped");
-        Ok(())
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

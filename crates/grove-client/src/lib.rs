@@ -4,4 +4,6 @@
 //! HTTP to a grove server; the local store keeps identity, group state, history and cursors;
 //! the profile ties them to the MLS engine of grove-proto.
 
+pub mod profile;
+pub mod store;
 pub mod transport;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use grove_proto::mls::engine::{Changes, StoredState};
+use grove_proto::mls::engine::{Changes, GroupId, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState};
 use grove_wire::api::RoomMode;
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -134,8 +134,8 @@ pub struct Message {
 /// Everything one step writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Engine state changes.
-    pub changes: Changes,
+    /// Engine state changes, applied in order.
+    pub changes: Vec<Changes>,
     /// Rooms to insert or replace.
     pub rooms: Vec<LocalRoom>,
     /// New history lines (an existing `(room, seq)` is kept: no duplicates).
@@ -184,20 +184,25 @@ impl ClientStore {
     /// Everything the engine persisted.
     pub fn engine_state(&self) -> Result<StoredState, StoreError> {
         let mut state = StoredState::default();
-        let mut q = self.conn.prepare("SELECT group_id, snapshot FROM mls_groups")?;
+        let mut q = self.conn.prepare("SELECT group_id, snapshot FROM mls_groups ORDER BY group_id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, snapshot) = row?;
-            state.groups.insert(id, snapshot);
+            state.groups.push(StoredGroup { group_id: GroupId::new(id), snapshot: snapshot.into(), epochs: Vec::new() });
         }
         let mut q = self.conn.prepare("SELECT group_id, epoch_id, data FROM mls_epochs ORDER BY group_id, epoch_id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))? {
             let (id, epoch, data) = row?;
-            state.epochs.entry(id).or_default().insert(epoch as u64, data);
+            let group = state
+                .groups
+                .iter_mut()
+                .find(|g| g.group_id.as_bytes() == id.as_slice())
+                .ok_or_else(|| StoreError::Corrupt("an epoch record without its group".into()))?;
+            group.epochs.push(StoredEpoch { epoch: epoch as u64, data: data.into() });
         }
-        let mut q = self.conn.prepare("SELECT id, data FROM mls_key_packages")?;
+        let mut q = self.conn.prepare("SELECT id, data FROM mls_key_packages ORDER BY id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, data) = row?;
-            state.key_packages.insert(id, data);
+            state.key_packages.push(StoredKeyPackage { id, data: data.into() });
         }
         Ok(state)
     }
@@ -205,7 +210,9 @@ impl ClientStore {
     /// Writes a batch in one transaction.
     pub fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        apply_changes(&tx, &batch.changes)?;
+        for c in &batch.changes {
+            apply_changes(&tx, c)?;
+        }
         for r in &batch.rooms {
             tx.execute(
                 "INSERT OR REPLACE INTO rooms (link, server, name, mode, group_id, cursor, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -295,6 +302,38 @@ impl ClientStore {
 }
 
 fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreError> {
-    let _ = (tx, changes);
+    for g in &changes.groups {
+        let id = g.group_id.as_bytes();
+        match &g.snapshot {
+            Some(snapshot) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO mls_groups (group_id, snapshot) VALUES (?1, ?2)",
+                    params![id, snapshot.as_slice()],
+                )?;
+            }
+            None => {
+                tx.execute("DELETE FROM mls_groups WHERE group_id = ?1", [id])?;
+                tx.execute("DELETE FROM mls_epochs WHERE group_id = ?1", [id])?;
+            }
+        }
+        for e in &g.epochs {
+            match &e.data {
+                Some(data) => tx.execute(
+                    "INSERT OR REPLACE INTO mls_epochs (group_id, epoch_id, data) VALUES (?1, ?2, ?3)",
+                    params![id, e.epoch as i64, data.as_slice()],
+                )?,
+                None => tx.execute("DELETE FROM mls_epochs WHERE group_id = ?1 AND epoch_id = ?2", params![id, e.epoch as i64])?,
+            };
+        }
+    }
+    for k in &changes.key_packages {
+        match &k.data {
+            Some(data) => tx.execute(
+                "INSERT OR REPLACE INTO mls_key_packages (id, data) VALUES (?1, ?2)",
+                params![k.id, data.as_slice()],
+            )?,
+            None => tx.execute("DELETE FROM mls_key_packages WHERE id = ?1", [&k.id])?,
+        };
+    }
     Ok(())
 }

@@ -215,4 +215,9 @@ impl Server {
     pub async fn ratchet_tree(&self, room: &str) -> Result<RatchetTree, TransportError> {
         self.get(&format!("/v1/rooms/{room}/tree")).await
     }
+
+    /// The room's public ratchet tree as of `epoch`.
+    pub async fn ratchet_tree_at(&self, room: &str, epoch: u64) -> Result<RatchetTree, TransportError> {
+        self.get(&format!("/v1/rooms/{room}/tree?epoch={epoch}")).await
+    }
 }

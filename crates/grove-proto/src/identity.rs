@@ -35,16 +35,12 @@ pub struct Identity {
 impl Identity {
     /// Rebuilds an identity from its 32-byte Ed25519 secret seed (see [`Identity::secret_bytes`]).
     pub fn from_secret_bytes(secret: [u8; 32]) -> Identity {
-        Identity {
-            key: SigningKey::from_bytes(&secret),
-        }
+        Identity { key: SigningKey::from_bytes(&secret) }
     }
 
     /// Generates a fresh identity from the caller's cryptographic RNG.
     pub fn generate(rng: &mut impl CryptoRngCore) -> Identity {
-        Identity {
-            key: SigningKey::generate(rng),
-        }
+        Identity { key: SigningKey::generate(rng) }
     }
 
     /// The user id: this identity's public key.
@@ -70,21 +66,16 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("user_id", &self.user_id())
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("user_id", &self.user_id()).finish_non_exhaustive()
     }
 }
 
 /// Verifies an Ed25519 signature made by [`Identity::sign`] of `user`. Uses strict verification
 /// (rejects small-order keys and non-canonical signatures).
 pub fn verify(user: &UserId, msg: &[u8], signature: &[u8; 64]) -> Result<(), IdentityError> {
-    let key = user
-        .verifying_key()
-        .ok_or(IdentityError::InvalidPublicKey)?;
+    let key = user.verifying_key().ok_or(IdentityError::InvalidPublicKey)?;
     let sig = Signature::from_bytes(signature);
-    key.verify_strict(msg, &sig)
-        .map_err(|_| IdentityError::BadSignature)
+    key.verify_strict(msg, &sig).map_err(|_| IdentityError::BadSignature)
 }
 
 #[cfg(test)]
@@ -101,16 +92,11 @@ mod tests {
 
         let sig = id.sign(b"hello");
         assert_eq!(verify(&id.user_id(), b"hello", &sig), Ok(()));
-        assert_eq!(
-            verify(&id.user_id(), b"hellO", &sig),
-            Err(IdentityError::BadSignature)
-        );
+        assert_eq!(verify(&id.user_id(), b"hellO", &sig), Err(IdentityError::BadSignature));
 
         let text = id.user_id().to_string();
         assert_eq!(text.len(), 64);
-        assert!(text
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(text.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(text.parse::<UserId>(), Ok(id.user_id()));
     }
 
@@ -118,11 +104,7 @@ mod tests {
     fn debug_does_not_print_the_secret() {
         let id = Identity::from_secret_bytes([0x5a; 32]);
         let dbg = format!("{id:?}");
-        let secret_hex: String = id
-            .secret_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let secret_hex: String = id.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
         assert!(!dbg.contains(&secret_hex), "{dbg}");
         assert!(!dbg.contains("5a5a5a"), "{dbg}");
         assert!(!dbg.contains("90, 90"), "{dbg}");

@@ -7,13 +7,15 @@
 //! - [`mls::hub`]: the server-side validator of an MLS group's public state: it orders commits
 //!   (one per epoch), checks commits and proposals against the group before anyone sees them,
 //!   and serves the ratchet tree to joiners. It never holds a group secret.
+//! - [`mls::engine`]: the client side of MLS: one user's groups and KeyPackages, in memory; every
+//!   operation hands back the rows the caller persists in its own transaction.
 //!
 //! What it does not do: no I/O of any kind (no sockets, files, database, async runtime), and it
 //! never reads the clock or the OS RNG itself: callers pass RNGs (and, where needed, times) in.
 //! The one caveat is inside dependencies used by *clients*, not by the hub: mls-rs reads the
 //! clock when it creates a KeyPackage or a commit without an explicit time, and the RustCrypto
-//! provider draws OS randomness when it generates keys (see [`mls::crypto_provider`]).
-//! The client-side MLS and Sender Keys engines are not here yet.
+//! provider draws OS randomness when it generates keys (see [`mls::crypto_provider`], and
+//! [`mls::engine`] for the precise list). The Sender Keys engine is not here yet.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -37,12 +37,8 @@
 use std::fmt;
 
 use mls_rs::error::MlsError;
-use mls_rs::external_client::builder::{
-    ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider,
-};
-use mls_rs::external_client::{
-    ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot,
-};
+use mls_rs::external_client::builder::{ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider};
+use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot};
 use mls_rs::group::proposal::Proposal;
 use mls_rs::group::{CommitEffect, ContentType, ExportedTree, Sender};
 use mls_rs::mls_rs_codec::MlsDecode;
@@ -56,16 +52,11 @@ use crate::mls::identity::{user_of, GroveIdentityProvider};
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
 
-type HubConfig = WithIdentityProvider<
-    GroveIdentityProvider,
-    WithCryptoProvider<RustCryptoProvider, ExternalBaseConfig>,
->;
+type HubConfig =
+    WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<RustCryptoProvider, ExternalBaseConfig>>;
 
 fn hub_client() -> ExternalClient<HubConfig> {
-    ExternalClient::builder()
-        .crypto_provider(crypto_provider())
-        .identity_provider(GroveIdentityProvider)
-        .build()
+    ExternalClient::builder().crypto_provider(crypto_provider()).identity_provider(GroveIdentityProvider).build()
 }
 
 /// Why the hub refused a message or state.
@@ -171,9 +162,7 @@ impl HubGroup {
         }
         let tree = ExportedTree::mls_decode_exhaustive(ratchet_tree)
             .map_err(|e| HubError::Malformed(format!("ratchet tree: {e}")))?;
-        let group = hub_client()
-            .observe_group(info, Some(tree), None)
-            .map_err(rejected)?;
+        let group = hub_client().observe_group(info, Some(tree), None).map_err(rejected)?;
         Ok(HubGroup { group })
     }
 
@@ -191,37 +180,25 @@ impl HubGroup {
     pub fn members(&self) -> Vec<UserId> {
         // Every leaf passed `GroveIdentityProvider` when it entered the tree, so `user_of` cannot
         // fail here; a leaf for which it did would not be a grove member anyway.
-        self.group
-            .roster()
-            .members_iter()
-            .filter_map(|m| user_of(&m.signing_identity).ok())
-            .collect()
+        self.group.roster().members_iter().filter_map(|m| user_of(&m.signing_identity).ok()).collect()
     }
 
     /// Whether `user` currently has a leaf in the group.
     pub fn is_member(&self, user: &UserId) -> bool {
-        self.group
-            .roster()
-            .members_iter()
-            .any(|m| user_of(&m.signing_identity).ok().as_ref() == Some(user))
+        self.group.roster().members_iter().any(|m| user_of(&m.signing_identity).ok().as_ref() == Some(user))
     }
 
     /// The current public ratchet tree, exported (what a joiner needs besides its Welcome).
     pub fn ratchet_tree(&self) -> Result<Vec<u8>, HubError> {
-        self.group
-            .export_tree()
-            .map_err(|e| HubError::Internal(format!("exporting the ratchet tree: {e}")))
+        self.group.export_tree().map_err(|e| HubError::Internal(format!("exporting the ratchet tree: {e}")))
     }
 
     /// Opaque snapshot bytes to persist (a format byte, then the mls-rs `ExternalSnapshot`,
     /// which includes the ratchet tree and the cached proposals); [`HubGroup::restore`] is its
     /// inverse.
     pub fn snapshot(&self) -> Result<Vec<u8>, HubError> {
-        let body = self
-            .group
-            .snapshot()
-            .to_bytes()
-            .map_err(|e| HubError::Internal(format!("encoding the snapshot: {e}")))?;
+        let body =
+            self.group.snapshot().to_bytes().map_err(|e| HubError::Internal(format!("encoding the snapshot: {e}")))?;
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(SNAPSHOT_FORMAT);
         out.extend_from_slice(&body);
@@ -230,36 +207,21 @@ impl HubGroup {
 
     /// Rebuilds a group from [`HubGroup::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<HubGroup, HubError> {
-        let (format, body) = bytes
-            .split_first()
-            .ok_or_else(|| HubError::CorruptSnapshot("empty".into()))?;
+        let (format, body) = bytes.split_first().ok_or_else(|| HubError::CorruptSnapshot("empty".into()))?;
         if *format != SNAPSHOT_FORMAT {
-            return Err(HubError::CorruptSnapshot(format!(
-                "unknown snapshot format {format}"
-            )));
+            return Err(HubError::CorruptSnapshot(format!("unknown snapshot format {format}")));
         }
-        let snapshot = ExternalSnapshot::mls_decode_exhaustive(body)
-            .map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
-        let group = hub_client()
-            .load_group(snapshot)
-            .map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
+        let snapshot =
+            ExternalSnapshot::mls_decode_exhaustive(body).map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
+        let group = hub_client().load_group(snapshot).map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
         Ok(HubGroup { group })
     }
 
     /// Checks the framing every handshake message must have: a PublicMessage of this group, of
     /// content type `expected`, in the current epoch. Returns the sender.
-    fn check_handshake(
-        &self,
-        message: &MlsMessage,
-        expected: ContentType,
-    ) -> Result<Sender, HubError> {
-        let MlsMessageDescription::PublicProtocolMessage {
-            group_id,
-            epoch_id,
-            content_type,
-            sender,
-            ..
-        } = message.description()
+    fn check_handshake(&self, message: &MlsMessage, expected: ContentType) -> Result<Sender, HubError> {
+        let MlsMessageDescription::PublicProtocolMessage { group_id, epoch_id, content_type, sender, .. } =
+            message.description()
         else {
             return Err(HubError::NotPublicMessage);
         };
@@ -270,10 +232,7 @@ impl HubGroup {
             return Err(HubError::WrongContentType);
         }
         if epoch_id != self.epoch() {
-            return Err(HubError::WrongEpoch {
-                message_epoch: epoch_id,
-                current_epoch: self.epoch(),
-            });
+            return Err(HubError::WrongEpoch { message_epoch: epoch_id, current_epoch: self.epoch() });
         }
         Ok(sender)
     }
@@ -286,11 +245,7 @@ impl HubGroup {
         let Sender::Member(index) = sender else {
             return Err(HubError::NotAMember);
         };
-        let member = self
-            .group
-            .roster()
-            .member_with_index(index)
-            .map_err(|_| HubError::NotAMember)?;
+        let member = self.group.roster().member_with_index(index).map_err(|_| HubError::NotAMember)?;
         let user = user_of(&member.signing_identity)
             .map_err(|e| HubError::Internal(format!("member leaf with a bad credential: {e}")))?;
         if &user != claimed {
@@ -312,61 +267,44 @@ impl HubGroup {
         let mut next = self.group.clone();
         let received = next.process_incoming_message(msg).map_err(rejected)?;
         let ExternalReceivedMessage::Commit(desc) = received else {
-            return Err(HubError::Internal(
-                "mls-rs did not process a commit as a commit".into(),
-            ));
+            return Err(HubError::Internal("mls-rs did not process a commit as a commit".into()));
         };
         if desc.is_external || desc.committer != committer {
-            return Err(HubError::Internal(
-                "mls-rs reports a different committer".into(),
-            ));
+            return Err(HubError::Internal("mls-rs reports a different committer".into()));
         }
         let new_epoch = match desc.effect {
             CommitEffect::NewEpoch(e) => e,
             CommitEffect::Removed { new_epoch, .. } => new_epoch,
-            CommitEffect::ReInit(_) => {
-                return Err(HubError::Rejected(
-                    "ReInit commits are not supported".into(),
-                ))
-            }
+            CommitEffect::ReInit(_) => return Err(HubError::Rejected("ReInit commits are not supported".into())),
         };
-        if self.epoch().checked_add(1) != Some(new_epoch.epoch)
-            || next.group_context().epoch() != new_epoch.epoch
-        {
-            return Err(HubError::Internal(
-                "the commit did not advance one epoch".into(),
-            ));
+        if self.epoch().checked_add(1) != Some(new_epoch.epoch) || next.group_context().epoch() != new_epoch.epoch {
+            return Err(HubError::Internal("the commit did not advance one epoch".into()));
         }
 
         let mut added = Vec::new();
         let mut removed = Vec::new();
         for info in &new_epoch.applied_proposals {
             match &info.proposal {
-                Proposal::Add(add) => added.push(user_of(add.signing_identity()).map_err(|e| {
-                    HubError::Internal(format!("mls-rs accepted a bad credential: {e}"))
-                })?),
+                Proposal::Add(add) => added.push(
+                    user_of(add.signing_identity())
+                        .map_err(|e| HubError::Internal(format!("mls-rs accepted a bad credential: {e}")))?,
+                ),
                 Proposal::Remove(remove) => {
                     let member = self
                         .group
                         .roster()
                         .member_with_index(remove.to_remove())
-                        .map_err(|e| {
-                            HubError::Internal(format!("mls-rs removed a blank leaf: {e}"))
-                        })?;
-                    removed.push(user_of(&member.signing_identity).map_err(|e| {
-                        HubError::Internal(format!("member leaf with a bad credential: {e}"))
-                    })?);
+                        .map_err(|e| HubError::Internal(format!("mls-rs removed a blank leaf: {e}")))?;
+                    removed.push(
+                        user_of(&member.signing_identity)
+                            .map_err(|e| HubError::Internal(format!("member leaf with a bad credential: {e}")))?,
+                    );
                 }
                 _ => {}
             }
         }
 
-        Ok(CheckedCommit {
-            new_epoch: new_epoch.epoch,
-            next: HubGroup { group: next },
-            added,
-            removed,
-        })
+        Ok(CheckedCommit { new_epoch: new_epoch.epoch, next: HubGroup { group: next }, added, removed })
     }
 
     /// Validates a PublicMessage proposal (e.g. a member's own Remove when leaving) sent (per the
@@ -375,11 +313,7 @@ impl HubGroup {
     /// Does NOT mutate `self`: the returned next state caches the proposal so that a later commit
     /// that includes it by reference validates. Proposals from external senders or new members
     /// are refused ([`HubError::NotAMember`]).
-    pub fn check_proposal(
-        &self,
-        message: &[u8],
-        sender: &UserId,
-    ) -> Result<CheckedProposal, HubError> {
+    pub fn check_proposal(&self, message: &[u8], sender: &UserId) -> Result<CheckedProposal, HubError> {
         let msg = parse(message)?;
         let from = self.check_handshake(&msg, ContentType::Proposal)?;
         self.check_sender(from, sender)?;
@@ -387,13 +321,9 @@ impl HubGroup {
         let mut next = self.group.clone();
         let received = next.process_incoming_message(msg).map_err(rejected)?;
         let ExternalReceivedMessage::Proposal(_) = received else {
-            return Err(HubError::Internal(
-                "mls-rs did not process a proposal as a proposal".into(),
-            ));
+            return Err(HubError::Internal("mls-rs did not process a proposal as a proposal".into()));
         };
-        Ok(CheckedProposal {
-            next: HubGroup { group: next },
-        })
+        Ok(CheckedProposal { next: HubGroup { group: next } })
     }
 
     /// Checks an application message: it must be a PrivateMessage of this group with content
@@ -404,11 +334,7 @@ impl HubGroup {
     /// signature says who uploaded it, not who wrote it) nor that it decrypts; members do.
     pub fn check_application(&self, message: &[u8]) -> Result<u64, HubError> {
         let msg = parse(message)?;
-        let MlsMessageDescription::PrivateProtocolMessage {
-            group_id,
-            epoch_id,
-            content_type,
-        } = msg.description()
+        let MlsMessageDescription::PrivateProtocolMessage { group_id, epoch_id, content_type } = msg.description()
         else {
             return Err(HubError::NotPrivateMessage);
         };
@@ -419,10 +345,7 @@ impl HubGroup {
             return Err(HubError::WrongContentType);
         }
         if epoch_id > self.epoch() {
-            return Err(HubError::WrongEpoch {
-                message_epoch: epoch_id,
-                current_epoch: self.epoch(),
-            });
+            return Err(HubError::WrongEpoch { message_epoch: epoch_id, current_epoch: self.epoch() });
         }
         Ok(epoch_id)
     }

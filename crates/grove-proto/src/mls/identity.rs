@@ -40,10 +40,7 @@ impl IntoAnyError for CredentialError {
 /// The user a signing identity names, if it is a valid grove credential: Basic, 32 bytes, equal
 /// to the signature key.
 pub fn user_of(signing_identity: &SigningIdentity) -> Result<UserId, CredentialError> {
-    let basic = signing_identity
-        .credential
-        .as_basic()
-        .ok_or(CredentialError::NotBasic)?;
+    let basic = signing_identity.credential.as_basic().ok_or(CredentialError::NotBasic)?;
     let id = basic.identifier();
     let user = UserId::from_slice(id).ok_or(CredentialError::WrongLength(id.len()))?;
     if signing_identity.signature_key.as_bytes() != id {
@@ -111,10 +108,7 @@ impl IdentityProvider for GroveIdentityProvider {
 pub fn signing_identity(id: &Identity) -> (SigningIdentity, SignatureSecretKey) {
     let public = id.user_id();
     let credential = BasicCredential::new(public.as_bytes().to_vec()).into_credential();
-    let signing_identity = SigningIdentity::new(
-        credential,
-        SignaturePublicKey::new(public.as_bytes().to_vec()),
-    );
+    let signing_identity = SigningIdentity::new(credential, SignaturePublicKey::new(public.as_bytes().to_vec()));
     let secret = SignatureSecretKey::new(id.signing_key().to_keypair_bytes().to_vec());
     (signing_identity, secret)
 }
@@ -138,10 +132,7 @@ mod tests {
 
         let (good, _) = signing_identity(&alice);
         assert_eq!(p.validate_member(&good, None, none), Ok(()));
-        assert_eq!(
-            p.identity(&good, &ext()),
-            Ok(alice.user_id().as_bytes().to_vec())
-        );
+        assert_eq!(p.identity(&good, &ext()), Ok(alice.user_id().as_bytes().to_vec()));
         assert_eq!(user_of(&good), Ok(alice.user_id()));
 
         // Credential names Carol, but the key is Alice's.
@@ -149,35 +140,18 @@ mod tests {
             BasicCredential::new(carol.user_id().as_bytes().to_vec()).into_credential(),
             good.signature_key.clone(),
         );
-        assert_eq!(
-            p.validate_member(&claims_carol, None, none),
-            Err(CredentialError::KeyMismatch)
-        );
-        assert_eq!(
-            p.validate_external_sender(&claims_carol, None, None),
-            Err(CredentialError::KeyMismatch)
-        );
+        assert_eq!(p.validate_member(&claims_carol, None, none), Err(CredentialError::KeyMismatch));
+        assert_eq!(p.validate_external_sender(&claims_carol, None, None), Err(CredentialError::KeyMismatch));
 
-        let short = SigningIdentity::new(
-            BasicCredential::new(vec![1; 31]).into_credential(),
-            good.signature_key.clone(),
-        );
-        assert_eq!(
-            p.validate_member(&short, None, none),
-            Err(CredentialError::WrongLength(31))
-        );
+        let short =
+            SigningIdentity::new(BasicCredential::new(vec![1; 31]).into_credential(), good.signature_key.clone());
+        assert_eq!(p.validate_member(&short, None, none), Err(CredentialError::WrongLength(31)));
 
         let custom = SigningIdentity::new(
-            Credential::Custom(CustomCredential::new(
-                CredentialType::new(0xf000),
-                alice.user_id().as_bytes().to_vec(),
-            )),
+            Credential::Custom(CustomCredential::new(CredentialType::new(0xf000), alice.user_id().as_bytes().to_vec())),
             good.signature_key.clone(),
         );
-        assert_eq!(
-            p.validate_member(&custom, None, none),
-            Err(CredentialError::NotBasic)
-        );
+        assert_eq!(p.validate_member(&custom, None, none), Err(CredentialError::NotBasic));
 
         let (carol_si, _) = signing_identity(&carol);
         assert_eq!(p.valid_successor(&good, &good, &ext()), Ok(true));
@@ -193,24 +167,15 @@ mod tests {
         assert_eq!(&bytes[..32], &alice.secret_bytes());
         assert_eq!(&bytes[32..], alice.user_id().as_bytes());
 
-        let cs = crate::mls::crypto_provider()
-            .cipher_suite_provider(crate::mls::CIPHER_SUITE)
-            .unwrap();
-        assert_eq!(
-            cs.signature_key_derive_public(&sk).unwrap(),
-            si.signature_key
-        );
+        let cs = crate::mls::crypto_provider().cipher_suite_provider(crate::mls::CIPHER_SUITE).unwrap();
+        assert_eq!(cs.signature_key_derive_public(&sk).unwrap(), si.signature_key);
 
         let sig = cs.sign(&sk, b"data").unwrap();
         cs.verify(&si.signature_key, &sig, b"data").unwrap();
         let sig: [u8; 64] = sig.try_into().unwrap();
-        assert_eq!(
-            crate::identity::verify(&alice.user_id(), b"data", &sig),
-            Ok(())
-        );
+        assert_eq!(crate::identity::verify(&alice.user_id(), b"data", &sig), Ok(()));
         // Our own signatures verify under the provider too.
-        cs.verify(&si.signature_key, &alice.sign(b"other"), b"other")
-            .unwrap();
+        cs.verify(&si.signature_key, &alice.sign(b"other"), b"other").unwrap();
 
         // A bare 32-byte seed is not accepted by the provider.
         let seed_only = SignatureSecretKey::new(alice.secret_bytes().to_vec());

@@ -1,9 +1,10 @@
-//! MLS (RFC 9420) on top of `mls-rs`: grove's credential scheme ([`identity`]) and the server-side
-//! validator of a group's public state ([`hub`]).
+//! MLS (RFC 9420) on top of `mls-rs`: grove's credential scheme ([`identity`]), the server-side
+//! validator of a group's public state ([`hub`]) and the client-side engine ([`engine`]).
 //!
 //! grove uses one ciphersuite, [`CIPHER_SUITE`] (MLS ciphersuite 1: X25519, AES-128-GCM,
 //! SHA-256, Ed25519), and the pure-Rust `mls-rs-crypto-rustcrypto` provider.
 
+pub mod engine;
 pub mod hub;
 pub mod identity;
 

@@ -1,4 +1,6 @@
-//! Hub scenarios with real mls-rs clients.
+//! Hub scenarios with real mls-rs clients, and client engine scenarios ([`engine`]).
+
+mod engine;
 
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::hub::{HubError, HubGroup};
@@ -13,8 +15,7 @@ use mls_rs::{Client, ExtensionList, Group, MlsMessage};
 
 fn rules() -> DefaultMlsRules {
     // Trees travel out of band: no ratchet-tree extension in Welcome or GroupInfo.
-    DefaultMlsRules::new()
-        .with_commit_options(CommitOptions::new().with_ratchet_tree_extension(false))
+    DefaultMlsRules::new().with_commit_options(CommitOptions::new().with_ratchet_tree_extension(false))
 }
 
 fn user(n: u8) -> Identity {
@@ -34,10 +35,7 @@ fn client(id: &Identity) -> Client<impl MlsConfig> {
 
 /// A client that accepts any basic credential, with an arbitrary signing identity: what a
 /// malicious or buggy client could run.
-fn lax_client(
-    si: SigningIdentity,
-    sk: mls_rs::crypto::SignatureSecretKey,
-) -> Client<impl MlsConfig> {
+fn lax_client(si: SigningIdentity, sk: mls_rs::crypto::SignatureSecretKey) -> Client<impl MlsConfig> {
     Client::builder()
         .identity_provider(BasicIdentityProvider::new())
         .crypto_provider(crypto_provider())
@@ -47,8 +45,7 @@ fn lax_client(
 }
 
 fn key_package<C: MlsConfig>(c: &Client<C>) -> MlsMessage {
-    c.generate_key_package_message(Default::default(), Default::default(), None)
-        .unwrap()
+    c.generate_key_package_message(Default::default(), Default::default(), None).unwrap()
 }
 
 fn observe<C: MlsConfig>(g: &Group<C>) -> HubGroup {
@@ -76,20 +73,11 @@ fn alice_and_bob() -> Two<impl MlsConfig, impl MlsConfig> {
     let alice_client = client(&alice_id);
     let bob_client = client(&bob_id);
 
-    let mut alice = alice_client
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    let mut alice = alice_client.create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let hub = observe(&alice);
 
-    let out = alice
-        .commit_builder()
-        .add_member(key_package(&bob_client))
-        .unwrap()
-        .build()
-        .unwrap();
-    let checked = hub
-        .check_commit(&bytes(&out.commit_message), &alice_id.user_id())
-        .unwrap();
+    let out = alice.commit_builder().add_member(key_package(&bob_client)).unwrap().build().unwrap();
+    let checked = hub.check_commit(&bytes(&out.commit_message), &alice_id.user_id()).unwrap();
     assert_eq!(checked.new_epoch, 1);
     assert_eq!(checked.added, vec![bob_id.user_id()]);
     assert!(checked.removed.is_empty());
@@ -104,21 +92,13 @@ fn alice_and_bob() -> Two<impl MlsConfig, impl MlsConfig> {
     let (bob, _) = bob_client.join_group(Some(tree), welcome, None).unwrap();
     assert_eq!(bob.current_epoch(), 1);
 
-    Two {
-        alice_id,
-        bob_id,
-        alice,
-        bob,
-        hub,
-    }
+    Two { alice_id, bob_id, alice, bob, hub }
 }
 
 #[test]
 fn observe_starts_with_the_creator() {
     let alice_id = user(1);
-    let alice = client(&alice_id)
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    let alice = client(&alice_id).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let info = alice.group_info_message(false).unwrap();
     let tree = alice.export_tree().to_bytes().unwrap();
 
@@ -131,41 +111,21 @@ fn observe_starts_with_the_creator() {
     assert_eq!(hub.ratchet_tree().unwrap(), tree);
 
     // Garbage, a tree that does not match, a message that is not a GroupInfo.
-    assert!(matches!(
-        HubGroup::observe(b"junk", &tree),
-        Err(HubError::Malformed(_))
-    ));
-    assert!(matches!(
-        HubGroup::observe(&bytes(&info), b"junk"),
-        Err(HubError::Malformed(_))
-    ));
-    let other = client(&user(2))
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    assert!(matches!(HubGroup::observe(b"junk", &tree), Err(HubError::Malformed(_))));
+    assert!(matches!(HubGroup::observe(&bytes(&info), b"junk"), Err(HubError::Malformed(_))));
+    let other = client(&user(2)).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let other_tree = other.export_tree().to_bytes().unwrap();
-    assert!(matches!(
-        HubGroup::observe(&bytes(&info), &other_tree),
-        Err(HubError::Rejected(_))
-    ));
+    assert!(matches!(HubGroup::observe(&bytes(&info), &other_tree), Err(HubError::Rejected(_))));
     let kp = bytes(&key_package(&client(&user(3))));
-    assert!(matches!(
-        HubGroup::observe(&kp, &tree),
-        Err(HubError::Malformed(_))
-    ));
+    assert!(matches!(HubGroup::observe(&kp, &tree), Err(HubError::Malformed(_))));
 }
 
 #[test]
 fn add_member_and_join_with_the_hubs_tree() {
     let t = alice_and_bob();
     assert_eq!(t.hub.epoch(), 1);
-    assert_eq!(
-        t.hub.members(),
-        vec![t.alice_id.user_id(), t.bob_id.user_id()]
-    );
-    assert_eq!(
-        t.hub.ratchet_tree().unwrap(),
-        t.bob.export_tree().to_bytes().unwrap()
-    );
+    assert_eq!(t.hub.members(), vec![t.alice_id.user_id(), t.bob_id.user_id()]);
+    assert_eq!(t.hub.ratchet_tree().unwrap(), t.bob.export_tree().to_bytes().unwrap());
 }
 
 #[test]
@@ -180,10 +140,7 @@ fn forged_commit_is_rejected_and_state_unchanged() {
     let mut forged = good.clone();
     let i = forged.len() - tail - 10;
     forged[i] ^= 0x01;
-    let err = t
-        .hub
-        .check_commit(&forged, &t.alice_id.user_id())
-        .unwrap_err();
+    let err = t.hub.check_commit(&forged, &t.alice_id.user_id()).unwrap_err();
     assert!(matches!(err, HubError::Rejected(_)), "{err:?}");
     assert_eq!(t.hub.epoch(), 1);
 
@@ -192,17 +149,9 @@ fn forged_commit_is_rejected_and_state_unchanged() {
         let mut forged = good.clone();
         forged[i] ^= 0x01;
         let res = t.hub.check_commit(&forged, &t.alice_id.user_id());
-        assert!(
-            res.is_err(),
-            "flipping byte {i} of {} went unnoticed",
-            good.len()
-        );
+        assert!(res.is_err(), "flipping byte {i} of {} went unnoticed", good.len());
     }
-    assert!(matches!(
-        t.hub
-            .check_commit(&good[..good.len() - 1], &t.alice_id.user_id()),
-        Err(HubError::Malformed(_))
-    ));
+    assert!(matches!(t.hub.check_commit(&good[..good.len() - 1], &t.alice_id.user_id()), Err(HubError::Malformed(_))));
     assert_eq!(t.hub.epoch(), 1);
 
     // Documented limitation: the confirmation tag and the membership tag need group secrets,
@@ -224,31 +173,19 @@ fn replayed_commit_is_wrong_epoch() {
     let out = t.alice.commit(vec![]).unwrap();
     let commit = bytes(&out.commit_message);
     let hub1 = t.hub.clone();
-    let next = t
-        .hub
-        .check_commit(&commit, &t.alice_id.user_id())
-        .unwrap()
-        .next;
+    let next = t.hub.check_commit(&commit, &t.alice_id.user_id()).unwrap().next;
     assert_eq!(next.epoch(), 2);
     assert_eq!(
-        next.check_commit(&commit, &t.alice_id.user_id())
-            .unwrap_err(),
-        HubError::WrongEpoch {
-            message_epoch: 1,
-            current_epoch: 2
-        }
+        next.check_commit(&commit, &t.alice_id.user_id()).unwrap_err(),
+        HubError::WrongEpoch { message_epoch: 1, current_epoch: 2 }
     );
 
     // A commit from the future is wrong too.
     t.alice.apply_pending_commit().unwrap();
     let later = bytes(&t.alice.commit(vec![]).unwrap().commit_message);
     assert_eq!(
-        hub1.check_commit(&later, &t.alice_id.user_id())
-            .unwrap_err(),
-        HubError::WrongEpoch {
-            message_epoch: 2,
-            current_epoch: 1
-        }
+        hub1.check_commit(&later, &t.alice_id.user_id()).unwrap_err(),
+        HubError::WrongEpoch { message_epoch: 2, current_epoch: 1 }
     );
 }
 
@@ -261,26 +198,16 @@ fn two_commits_for_one_epoch_second_is_wrong_epoch() {
     // Each would be fine on its own...
     t.hub.check_commit(&from_bob, &t.bob_id.user_id()).unwrap();
     // ...but only the first one the hub orders wins.
-    let hub = t
-        .hub
-        .check_commit(&from_alice, &t.alice_id.user_id())
-        .unwrap()
-        .next;
+    let hub = t.hub.check_commit(&from_alice, &t.alice_id.user_id()).unwrap().next;
     assert_eq!(
-        hub.check_commit(&from_bob, &t.bob_id.user_id())
-            .unwrap_err(),
-        HubError::WrongEpoch {
-            message_epoch: 1,
-            current_epoch: 2
-        }
+        hub.check_commit(&from_bob, &t.bob_id.user_id()).unwrap_err(),
+        HubError::WrongEpoch { message_epoch: 1, current_epoch: 2 }
     );
 
     // And the members can follow the accepted one.
     t.alice.apply_pending_commit().unwrap();
     t.bob.clear_pending_commit();
-    t.bob
-        .process_incoming_message(MlsMessage::from_bytes(&from_alice).unwrap())
-        .unwrap();
+    t.bob.process_incoming_message(MlsMessage::from_bytes(&from_alice).unwrap()).unwrap();
     assert_eq!(t.bob.current_epoch(), hub.epoch());
 }
 
@@ -288,17 +215,9 @@ fn two_commits_for_one_epoch_second_is_wrong_epoch() {
 fn commit_submitted_by_another_user_is_sender_mismatch() {
     let mut t = alice_and_bob();
     let commit = bytes(&t.alice.commit(vec![]).unwrap().commit_message);
-    assert_eq!(
-        t.hub
-            .check_commit(&commit, &t.bob_id.user_id())
-            .unwrap_err(),
-        HubError::SenderMismatch
-    );
+    assert_eq!(t.hub.check_commit(&commit, &t.bob_id.user_id()).unwrap_err(), HubError::SenderMismatch);
     // A user who is not in the group at all is also a mismatch for Alice's leaf.
-    assert_eq!(
-        t.hub.check_commit(&commit, &user(9).user_id()).unwrap_err(),
-        HubError::SenderMismatch
-    );
+    assert_eq!(t.hub.check_commit(&commit, &user(9).user_id()).unwrap_err(), HubError::SenderMismatch);
     assert_eq!(t.hub.epoch(), 1);
 }
 
@@ -326,19 +245,10 @@ fn credential_not_bound_to_its_key_is_refused() {
     // A lax client (same Alice key) builds the commit anyway: the hub refuses it.
     let alice_id = user(1);
     let (si, sk) = signing_identity(&alice_id);
-    let mut lax_alice = lax_client(si, sk)
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    let mut lax_alice = lax_client(si, sk).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let hub = observe(&lax_alice);
-    let out = lax_alice
-        .commit_builder()
-        .add_member(kp)
-        .unwrap()
-        .build()
-        .unwrap();
-    let err = hub
-        .check_commit(&bytes(&out.commit_message), &alice_id.user_id())
-        .unwrap_err();
+    let out = lax_alice.commit_builder().add_member(kp).unwrap().build().unwrap();
+    let err = hub.check_commit(&bytes(&out.commit_message), &alice_id.user_id()).unwrap_err();
     assert!(matches!(err, HubError::Rejected(_)), "{err:?}");
     assert_eq!(hub.epoch(), 0);
     assert_eq!(hub.members(), vec![alice_id.user_id()]);
@@ -350,15 +260,11 @@ fn credential_not_bound_to_its_key_is_refused() {
         BasicCredential::new(carol.user_id().as_bytes().to_vec()).into_credential(),
         mallory_si.signature_key,
     );
-    let mallory_group = lax_client(forged, mallory_sk)
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    let mallory_group =
+        lax_client(forged, mallory_sk).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let info = bytes(&mallory_group.group_info_message(false).unwrap());
     let tree = mallory_group.export_tree().to_bytes().unwrap();
-    assert!(matches!(
-        HubGroup::observe(&info, &tree),
-        Err(HubError::Rejected(_))
-    ));
+    assert!(matches!(HubGroup::observe(&info, &tree), Err(HubError::Rejected(_))));
 }
 
 #[test]
@@ -369,39 +275,20 @@ fn leave_by_proposal_then_commit_by_reference() {
     let proposal = bytes(&proposal);
 
     // Framing and sender checks.
-    assert_eq!(
-        t.hub
-            .check_proposal(&proposal, &t.alice_id.user_id())
-            .unwrap_err(),
-        HubError::SenderMismatch
-    );
-    assert_eq!(
-        t.hub
-            .check_commit(&proposal, &t.bob_id.user_id())
-            .unwrap_err(),
-        HubError::WrongContentType
-    );
+    assert_eq!(t.hub.check_proposal(&proposal, &t.alice_id.user_id()).unwrap_err(), HubError::SenderMismatch);
+    assert_eq!(t.hub.check_commit(&proposal, &t.bob_id.user_id()).unwrap_err(), HubError::WrongContentType);
 
-    let with_proposal = t
-        .hub
-        .check_proposal(&proposal, &t.bob_id.user_id())
-        .unwrap()
-        .next;
+    let with_proposal = t.hub.check_proposal(&proposal, &t.bob_id.user_id()).unwrap().next;
     assert_eq!(with_proposal.epoch(), 1);
 
     // Alice sees the proposal and commits it by reference.
-    t.alice
-        .process_incoming_message(MlsMessage::from_bytes(&proposal).unwrap())
-        .unwrap();
+    t.alice.process_incoming_message(MlsMessage::from_bytes(&proposal).unwrap()).unwrap();
     let out = t.alice.commit(vec![]).unwrap();
     assert!(!out.commit_message.proposals_by_reference().is_empty());
     let commit = bytes(&out.commit_message);
 
     // Without the cached proposal the hub cannot resolve the reference.
-    assert!(matches!(
-        t.hub.check_commit(&commit, &t.alice_id.user_id()),
-        Err(HubError::Rejected(_))
-    ));
+    assert!(matches!(t.hub.check_commit(&commit, &t.alice_id.user_id()), Err(HubError::Rejected(_))));
 
     // The cached proposal survives snapshot and restore.
     let restored = HubGroup::restore(&with_proposal.snapshot().unwrap()).unwrap();
@@ -423,56 +310,26 @@ fn snapshot_and_restore() {
     assert_eq!(restored.epoch(), t.hub.epoch());
     assert_eq!(restored.group_id(), t.hub.group_id());
     assert_eq!(restored.members(), t.hub.members());
-    assert_eq!(
-        restored.ratchet_tree().unwrap(),
-        t.hub.ratchet_tree().unwrap()
-    );
+    assert_eq!(restored.ratchet_tree().unwrap(), t.hub.ratchet_tree().unwrap());
     assert_eq!(restored.snapshot().unwrap(), snap);
-    println!(
-        "snapshot of a 2-member group: {} bytes (tree {} bytes)",
-        snap.len(),
-        t.hub.ratchet_tree().unwrap().len()
-    );
+    println!("snapshot of a 2-member group: {} bytes (tree {} bytes)", snap.len(), t.hub.ratchet_tree().unwrap().len());
 
     // The restored hub validates the next commit (an Add).
     let carol_id = user(3);
-    let out = t
-        .alice
-        .commit_builder()
-        .add_member(key_package(&client(&carol_id)))
-        .unwrap()
-        .build()
-        .unwrap();
-    let checked = restored
-        .check_commit(&bytes(&out.commit_message), &t.alice_id.user_id())
-        .unwrap();
+    let out = t.alice.commit_builder().add_member(key_package(&client(&carol_id))).unwrap().build().unwrap();
+    let checked = restored.check_commit(&bytes(&out.commit_message), &t.alice_id.user_id()).unwrap();
     assert_eq!(checked.added, vec![carol_id.user_id()]);
-    assert_eq!(
-        checked.next.members(),
-        vec![t.alice_id.user_id(), t.bob_id.user_id(), carol_id.user_id()]
-    );
+    assert_eq!(checked.next.members(), vec![t.alice_id.user_id(), t.bob_id.user_id(), carol_id.user_id()]);
 
     // Corrupt snapshots are refused.
-    assert!(matches!(
-        HubGroup::restore(&[]),
-        Err(HubError::CorruptSnapshot(_))
-    ));
-    assert!(matches!(
-        HubGroup::restore(b"\x01junk"),
-        Err(HubError::CorruptSnapshot(_))
-    ));
+    assert!(matches!(HubGroup::restore(&[]), Err(HubError::CorruptSnapshot(_))));
+    assert!(matches!(HubGroup::restore(b"\x01junk"), Err(HubError::CorruptSnapshot(_))));
     let mut wrong_format = snap.clone();
     wrong_format[0] = 99;
-    assert!(matches!(
-        HubGroup::restore(&wrong_format),
-        Err(HubError::CorruptSnapshot(_))
-    ));
+    assert!(matches!(HubGroup::restore(&wrong_format), Err(HubError::CorruptSnapshot(_))));
     let mut trailing = snap;
     trailing.push(0);
-    assert!(matches!(
-        HubGroup::restore(&trailing),
-        Err(HubError::CorruptSnapshot(_))
-    ));
+    assert!(matches!(HubGroup::restore(&trailing), Err(HubError::CorruptSnapshot(_))));
 }
 
 #[test]
@@ -482,65 +339,28 @@ fn application_messages() {
     assert_eq!(t.hub.check_application(&bytes(&msg)), Ok(1));
 
     let commit = bytes(&t.alice.commit(vec![]).unwrap().commit_message);
-    assert_eq!(
-        t.hub.check_application(&commit),
-        Err(HubError::NotPrivateMessage)
-    );
-    assert!(matches!(
-        t.hub.check_application(b"garbage"),
-        Err(HubError::Malformed(_))
-    ));
+    assert_eq!(t.hub.check_application(&commit), Err(HubError::NotPrivateMessage));
+    assert!(matches!(t.hub.check_application(b"garbage"), Err(HubError::Malformed(_))));
     // An application message is not a commit or a proposal.
-    assert_eq!(
-        t.hub
-            .check_commit(&bytes(&msg), &t.alice_id.user_id())
-            .unwrap_err(),
-        HubError::NotPublicMessage
-    );
-    assert_eq!(
-        t.hub
-            .check_proposal(&bytes(&msg), &t.alice_id.user_id())
-            .unwrap_err(),
-        HubError::NotPublicMessage
-    );
+    assert_eq!(t.hub.check_commit(&bytes(&msg), &t.alice_id.user_id()).unwrap_err(), HubError::NotPublicMessage);
+    assert_eq!(t.hub.check_proposal(&bytes(&msg), &t.alice_id.user_id()).unwrap_err(), HubError::NotPublicMessage);
 
     // Another group's message is refused; a future epoch is refused.
-    let mut other = client(&user(1))
-        .create_group(ExtensionList::default(), Default::default(), None)
-        .unwrap();
+    let mut other = client(&user(1)).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     let foreign = bytes(&other.encrypt_application_message(b"x", vec![]).unwrap());
     assert_eq!(t.hub.check_application(&foreign), Err(HubError::WrongGroup));
 
     t.alice.apply_pending_commit().unwrap();
-    let at_2 = bytes(
-        &t.alice
-            .encrypt_application_message(b"later", vec![])
-            .unwrap(),
-    );
-    assert_eq!(
-        t.hub.check_application(&at_2),
-        Err(HubError::WrongEpoch {
-            message_epoch: 2,
-            current_epoch: 1
-        })
-    );
+    let at_2 = bytes(&t.alice.encrypt_application_message(b"later", vec![]).unwrap());
+    assert_eq!(t.hub.check_application(&at_2), Err(HubError::WrongEpoch { message_epoch: 2, current_epoch: 1 }));
 }
 
 #[test]
 fn removed_member_and_unknown_leaf_are_refused() {
     let mut t = alice_and_bob();
     let bob_index = t.bob.current_member_index();
-    let out = t
-        .alice
-        .commit_builder()
-        .remove_member(bob_index)
-        .unwrap()
-        .build()
-        .unwrap();
-    let checked = t
-        .hub
-        .check_commit(&bytes(&out.commit_message), &t.alice_id.user_id())
-        .unwrap();
+    let out = t.alice.commit_builder().remove_member(bob_index).unwrap().build().unwrap();
+    let checked = t.hub.check_commit(&bytes(&out.commit_message), &t.alice_id.user_id()).unwrap();
     assert_eq!(checked.removed, vec![t.bob_id.user_id()]);
     let hub = checked.next;
     assert_eq!(hub.members(), vec![t.alice_id.user_id()]);
@@ -548,10 +368,7 @@ fn removed_member_and_unknown_leaf_are_refused() {
 
     // Bob, unaware, keeps committing at epoch 1: wrong epoch.
     let stale = bytes(&t.bob.commit(vec![]).unwrap().commit_message);
-    assert!(matches!(
-        hub.check_commit(&stale, &t.bob_id.user_id()),
-        Err(HubError::WrongEpoch { .. })
-    ));
+    assert!(matches!(hub.check_commit(&stale, &t.bob_id.user_id()), Err(HubError::WrongEpoch { .. })));
 
     // A current-epoch commit whose sender names a leaf that is not a member. Layout:
     // version (2) | wire format (2) | group id (1 + 32) | epoch (8) | sender type (1) | leaf (4).
@@ -561,11 +378,7 @@ fn removed_member_and_unknown_leaf_are_refused() {
     assert_eq!(&commit[46..50], &0u32.to_be_bytes(), "Alice's leaf");
     for leaf in [1u32, 7] {
         commit[46..50].copy_from_slice(&leaf.to_be_bytes());
-        assert_eq!(
-            hub.check_commit(&commit, &t.alice_id.user_id())
-                .unwrap_err(),
-            HubError::NotAMember
-        );
+        assert_eq!(hub.check_commit(&commit, &t.alice_id.user_id()).unwrap_err(), HubError::NotAMember);
     }
     let _: UserId = t.bob_id.user_id();
 }

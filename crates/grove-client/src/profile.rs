@@ -1,0 +1,696 @@
+//! A profile: one identity, its state file, and the operations of the `grove` command.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use grove_proto::identity::Identity;
+use grove_proto::mls::engine::{Changes, EngineError, GroupId, Incoming, MlsEngine, PendingCommit};
+use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, MlsGroupState, RoomMode};
+use grove_wire::{ErrorCode, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Batch, ClientStore, LocalRoom, Message, MessageKind, RoomStatus, StoreError};
+use crate::transport::{Server, TransportError};
+
+/// How many one-time KeyPackages a profile keeps published.
+pub const KEY_PACKAGE_TARGET: usize = 20;
+/// Replenish when fewer than this many are left.
+pub const KEY_PACKAGE_LOW: u64 = 5;
+/// How often a commit is retried after losing the epoch race.
+const COMMIT_ATTEMPTS: usize = 8;
+/// Log entries read per request while syncing.
+const PAGE: u32 = 500;
+
+/// Why an operation failed. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The profile has no identity yet.
+    #[error("no identity in {0}: run `grove init --home URL` first")]
+    NoIdentity(PathBuf),
+    /// `init` on a profile that has one.
+    #[error("this profile already has an identity ({0}); use another --profile for another identity")]
+    AlreadyInitialised(String),
+    /// An address is not `USERID@HOST:PORT`.
+    #[error("{0:?} is not an address: it looks like USERID@HOST:PORT (the user's `grove whoami`)")]
+    BadAddress(String),
+    /// A room is not known to the profile.
+    #[error("no room {0:?} in this profile: see `grove room list`, or use the room's link")]
+    UnknownRoom(String),
+    /// The room cannot be used any more.
+    #[error("you can no longer use room {room:?}: you {why}")]
+    NotActive {
+        /// The room.
+        room: String,
+        /// "left it" or "were removed".
+        why: &'static str,
+    },
+    /// A server refused or could not be reached.
+    #[error(transparent)]
+    Server(#[from] TransportError),
+    /// The group protocol refused.
+    #[error("group protocol: {0}")]
+    Engine(#[from] EngineError),
+    /// The local state failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Others kept committing first.
+    #[error("room {0:?} is busy: others kept changing it first; try again")]
+    Busy(String),
+    /// Something in the profile is inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A user's address: `USERID@HOST:PORT`, the user and their home server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// The user.
+    pub user: UserId,
+    /// The home server, `HOST:PORT`.
+    pub home: String,
+}
+
+impl Address {
+    /// Parses `USERID@HOST:PORT`.
+    pub fn parse(s: &str) -> Result<Address> {
+        let (user, home) = s.split_once('@').ok_or_else(|| ClientError::BadAddress(s.into()))?;
+        let user = user.parse().map_err(|_| ClientError::BadAddress(s.into()))?;
+        if home.is_empty() || home.contains('/') {
+            return Err(ClientError::BadAddress(s.into()));
+        }
+        Ok(Address { user, home: home.to_string() })
+    }
+
+    /// The home server's base URL.
+    pub fn home_url(&self) -> String {
+        format!("http://{}", self.home)
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.user, self.home)
+    }
+}
+
+/// `http://HOST:PORT` → `HOST:PORT`.
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/')
+}
+
+/// A room's link: `<server>/rooms/<name>`.
+pub fn room_link(server: &str, name: &str) -> String {
+    format!("{}/rooms/{name}", server.trim_end_matches('/'))
+}
+
+/// Splits a link into server and name.
+pub fn parse_link(link: &str) -> Option<(String, String)> {
+    let (server, name) = link.rsplit_once("/rooms/")?;
+    if !(server.starts_with("http://") || server.starts_with("https://")) || name.is_empty() {
+        return None;
+    }
+    Some((server.to_string(), name.to_string()))
+}
+
+/// What an inviter leaves in the invitee's mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MailMessage {
+    /// An invitation to an MLS room.
+    Invite {
+        /// The room's link.
+        room: String,
+        /// The epoch the Welcome is for.
+        epoch: u64,
+        /// The sequence number of the commit that added the invitee.
+        seq: u64,
+        /// The MLS Welcome (without the ratchet tree).
+        #[serde(with = "grove_wire::b64")]
+        welcome: Vec<u8>,
+    },
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Rooms joined from invitations.
+    pub joined: Vec<String>,
+    /// New history lines, per room link.
+    pub new_messages: HashMap<String, usize>,
+    /// Rooms this user was removed from.
+    pub removed_from: Vec<String>,
+}
+
+/// One identity with its state.
+pub struct Profile {
+    dir: PathBuf,
+    store: ClientStore,
+    identity: Identity,
+    engine: MlsEngine,
+    home: String,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile").field("dir", &self.dir).field("user", &self.identity.user_id()).finish_non_exhaustive()
+    }
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.db")
+}
+
+impl Profile {
+    /// Creates an identity in `dir`, publishes key material to `home` and answers the profile.
+    pub async fn init(dir: &Path, home: &str) -> Result<Profile> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ClientError::Invalid(format!("cannot create the profile folder {}: {e}", dir.display())))?;
+        let store = ClientStore::open(&state_file(dir))?;
+        if let Some(secret) = store.meta("identity")? {
+            let id = identity_from(&secret)?;
+            let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
+            return Err(ClientError::AlreadyInitialised(format!("{}@{}", id.user_id(), host_port(&home))));
+        }
+        let home = home.trim_end_matches('/').to_string();
+        if !(home.starts_with("http://") || home.starts_with("https://")) {
+            return Err(ClientError::Invalid(format!("--home must be a URL like http://127.0.0.1:8080, not {home:?}")));
+        }
+        // Check the server answers before creating anything.
+        Server::new(&home, ed25519_dalek::SigningKey::from_bytes(&[0; 32])).info().await?;
+        let identity = Identity::generate(&mut rand::rngs::OsRng);
+        store.set_meta("home", home.as_bytes())?;
+        store.set_meta("identity", &identity.secret_bytes())?;
+        let engine = MlsEngine::new(identity.clone());
+        let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home };
+        p.replenish_keys().await?;
+        Ok(p)
+    }
+
+    /// Opens the profile in `dir`.
+    pub fn open(dir: &Path) -> Result<Profile> {
+        let file = state_file(dir);
+        if !file.exists() {
+            return Err(ClientError::NoIdentity(dir.to_path_buf()));
+        }
+        let store = ClientStore::open(&file)?;
+        let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
+        let identity = identity_from(&secret)?;
+        let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
+        let engine = MlsEngine::load(identity.clone(), store.engine_state()?)?;
+        Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home })
+    }
+
+    /// The user's id.
+    pub fn user_id(&self) -> UserId {
+        self.identity.user_id()
+    }
+
+    /// The user's address.
+    pub fn address(&self) -> Address {
+        Address { user: self.user_id(), home: host_port(&self.home).to_string() }
+    }
+
+    /// The home server's URL.
+    pub fn home(&self) -> &str {
+        &self.home
+    }
+
+    fn server(&self, base: &str) -> Server {
+        Server::new(base, self.identity.signing_key().clone())
+    }
+
+    /// Keeps enough one-time KeyPackages and a last-resort one on the home server.
+    pub async fn replenish_keys(&mut self) -> Result<usize> {
+        let home = self.server(&self.home);
+        let counts = home.key_counts().await?;
+        let mls = counts.counts.iter().find(|c| c.kind == KeyKind::MlsKeyPackage);
+        let one_time = mls.map(|c| c.one_time).unwrap_or(0);
+        let has_last_resort = mls.is_some_and(|c| c.last_resort);
+        if one_time >= KEY_PACKAGE_LOW && has_last_resort {
+            return Ok(0);
+        }
+        let n = if one_time >= KEY_PACKAGE_LOW { 0 } else { KEY_PACKAGE_TARGET - one_time as usize };
+        let (one_time, last_resort, changes) = self.engine.key_packages(n, !has_last_resort)?;
+        // The private keys are stored before the public halves leave this machine.
+        self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+        let mut items: Vec<KeyItemUpload> = one_time
+            .into_iter()
+            .map(|data| KeyItemUpload { kind: KeyKind::MlsKeyPackage, last_resort: false, data })
+            .collect();
+        if let Some(data) = last_resort {
+            items.push(KeyItemUpload { kind: KeyKind::MlsKeyPackage, last_resort: true, data });
+        }
+        let published = items.len();
+        home.publish_keys(items).await?;
+        Ok(published)
+    }
+
+    /// Every room of the profile.
+    pub fn rooms(&self) -> Result<Vec<LocalRoom>> {
+        Ok(self.store.rooms()?)
+    }
+
+    /// Finds a room by link or, among the profile's rooms, by name.
+    pub fn room(&self, key: &str) -> Result<LocalRoom> {
+        let rooms = self.store.rooms()?;
+        if let Some(r) = rooms.iter().find(|r| r.link == key) {
+            return Ok(r.clone());
+        }
+        let by_name: Vec<&LocalRoom> = rooms.iter().filter(|r| r.name == key).collect();
+        match by_name.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ClientError::UnknownRoom(key.into())),
+            _ => Err(ClientError::Invalid(format!("several rooms are named {key:?}: use the room's link"))),
+        }
+    }
+
+    fn active_room(&self, key: &str) -> Result<LocalRoom> {
+        let room = self.room(key)?;
+        match room.status {
+            RoomStatus::Active => Ok(room),
+            RoomStatus::Left => Err(ClientError::NotActive { room: room.link, why: "left it" }),
+            RoomStatus::Removed => Err(ClientError::NotActive { room: room.link, why: "were removed from it" }),
+        }
+    }
+
+    /// A room's history after `after`.
+    pub fn messages(&self, key: &str, after: u64) -> Result<Vec<Message>> {
+        let room = self.room(key)?;
+        Ok(self.store.messages(&room.link, after)?)
+    }
+
+    /// The members of a room, as this member's group state says.
+    pub fn members(&self, key: &str) -> Result<Vec<UserId>> {
+        let room = self.active_room(key)?;
+        Ok(self.engine.members(&GroupId::new(room.group_id))?)
+    }
+
+    /// The room's current epoch and epoch authenticator (equal for all members in sync).
+    pub fn epoch(&self, key: &str) -> Result<(u64, Vec<u8>)> {
+        let room = self.active_room(key)?;
+        let g = GroupId::new(room.group_id);
+        Ok((self.engine.epoch(&g)?, self.engine.epoch_authenticator(&g)?))
+    }
+
+    /// Creates an MLS room `name` on `server` with this user alone in it.
+    pub async fn create_room(&mut self, server: &str, name: &str) -> Result<LocalRoom> {
+        let server_url = server.trim_end_matches('/').to_string();
+        let (gid, public, changes) = self.engine.create_group()?;
+        self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+        let req = CreateRoom {
+            name: name.to_string(),
+            mode: RoomMode::Mls,
+            public: false,
+            mls: Some(MlsGroupState { group_info: public.group_info, ratchet_tree: public.ratchet_tree }),
+        };
+        self.server(&server_url).create_room(&req).await?;
+        let room = LocalRoom {
+            link: room_link(&server_url, name),
+            server: server_url,
+            name: name.to_string(),
+            mode: RoomMode::Mls,
+            group_id: gid.into_bytes(),
+            cursor: 0,
+            status: RoomStatus::Active,
+        };
+        self.store.commit(Batch { rooms: vec![room.clone()], ..Batch::default() })?;
+        Ok(room)
+    }
+
+    /// Invites the user at `address` into the room: claims a KeyPackage from their home server,
+    /// commits the add, and leaves the Welcome in their mailbox.
+    pub async fn invite(&mut self, key: &str, address: &str) -> Result<()> {
+        let room = self.active_room(key)?;
+        let addr = Address::parse(address)?;
+        let home = self.server(&addr.home_url());
+        let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await?;
+        let kp = claimed.data;
+        let (seq, pending) = self.commit_change(&room, |e, g| e.commit_add(g, std::slice::from_ref(&kp))).await?;
+        let welcome = pending
+            .welcome
+            .ok_or_else(|| ClientError::Invalid("the add commit produced no Welcome".into()))?;
+        let invite = MailMessage::Invite { room: room.link.clone(), epoch: pending.epoch + 1, seq, welcome };
+        let body = serde_json::to_vec(&invite).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        home.deposit(&addr.user, body).await?;
+        Ok(())
+    }
+
+    /// Removes a member.
+    pub async fn remove(&mut self, key: &str, user: &UserId) -> Result<()> {
+        let room = self.active_room(key)?;
+        let users = [*user];
+        self.commit_change(&room, |e, g| e.commit_remove(g, &users)).await?;
+        Ok(())
+    }
+
+    /// A self-update: fresh leaf keys, so a leaked copy of the old state stops working.
+    pub async fn update(&mut self, key: &str) -> Result<()> {
+        let room = self.active_room(key)?;
+        self.commit_change(&room, |e, g| e.commit_update(g)).await?;
+        Ok(())
+    }
+
+    /// Leaves: proposes the own removal (another member commits it) and stops using the room.
+    pub async fn leave(&mut self, key: &str) -> Result<()> {
+        let room = self.active_room(key)?;
+        let g = GroupId::new(room.group_id.clone());
+        let server = self.server(&room.server);
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sync_room(&room.link).await?;
+            let (proposal, changes) = self.engine.propose_leave(&g)?;
+            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+            let epoch = self.engine.epoch(&g)?;
+            let entry = AppendEntry { kind: EntryKind::Proposal, epoch, body: proposal };
+            match server.append(&room.name, &entry).await {
+                Ok(_) => {
+                    self.store.commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Left)], ..Batch::default() })?;
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClientError::Busy(room.link))
+    }
+
+    /// Sends a text message.
+    pub async fn send(&mut self, key: &str, text: &str) -> Result<u64> {
+        let room = self.active_room(key)?;
+        let g = GroupId::new(room.group_id.clone());
+        let server = self.server(&room.server);
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sync_room(&room.link).await?;
+            self.active_room(key)?;
+            let (body, epoch, changes) = self.engine.encrypt(&g, text.as_bytes())?;
+            // The ratchet has moved: persist before the ciphertext leaves, so a crash can never
+            // make this member encrypt twice under the same key.
+            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+            let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
+            match server.append(&room.name, &entry).await {
+                Ok(a) => {
+                    let msg = Message {
+                        room: room.link.clone(),
+                        seq: a.seq,
+                        kind: MessageKind::Text,
+                        sender: self.user_id(),
+                        ts: a.ts,
+                        body: text.as_bytes().to_vec(),
+                    };
+                    self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
+                    return Ok(a.seq);
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClientError::Busy(room.link))
+    }
+
+    /// Makes a commit with `make`, posts it, and applies it once the server accepted it; on
+    /// `wrong_epoch`, applies the winner and makes the change again. Answers the commit's
+    /// sequence number and the pending commit (for its Welcome).
+    async fn commit_change<F>(&mut self, room: &LocalRoom, make: F) -> Result<(u64, PendingCommit)>
+    where
+        F: Fn(&mut MlsEngine, &GroupId) -> Result<(PendingCommit, Changes), EngineError>,
+    {
+        let g = GroupId::new(room.group_id.clone());
+        let server = self.server(&room.server);
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sync_room(&room.link).await?;
+            self.active_room(&room.link)?;
+            // A commit left pending by an earlier failure was either applied by the sync above
+            // (the server had accepted it) or is dead.
+            if self.engine.has_pending_commit(&g)? {
+                let changes = self.engine.discard_pending(&g)?;
+                self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+            }
+            let (pending, changes) = make(&mut self.engine, &g)?;
+            // The pending commit is saved before it is posted: if the server accepts it and we
+            // crash, the next sync recognises it in the log and applies it.
+            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+            let entry = AppendEntry { kind: EntryKind::Commit, epoch: pending.epoch, body: pending.commit.clone() };
+            match server.append(&room.name, &entry).await {
+                Ok(a) => {
+                    let (applied, changes) = self.engine.apply_pending(&g)?;
+                    let mut events = Vec::new();
+                    describe(&mut events, &room.link, a.seq, a.ts, self.user_id(), &applied.added, &applied.removed);
+                    self.store.commit(Batch { changes: vec![changes], messages: events, ..Batch::default() })?;
+                    return Ok((a.seq, pending));
+                }
+                Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => {
+                    let changes = self.engine.discard_pending(&g)?;
+                    self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+                    continue;
+                }
+                // The outcome is unknown: keep the pending commit; the next sync settles it.
+                Err(e @ TransportError::Unreachable { .. }) => return Err(e.into()),
+                Err(e) => {
+                    let changes = self.engine.discard_pending(&g)?;
+                    self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(ClientError::Busy(room.link.clone()))
+    }
+
+    /// Reads the mailbox (joining rooms from invitations) and every active room.
+    pub async fn sync(&mut self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        self.sync_mailbox(&mut report).await?;
+        for room in self.store.rooms()? {
+            if room.status != RoomStatus::Active {
+                continue;
+            }
+            let before = self.store.messages(&room.link, room.cursor)?.len();
+            let status = self.sync_room(&room.link).await?;
+            let after = self.store.messages(&room.link, room.cursor)?.len();
+            if after > before {
+                report.new_messages.insert(room.link.clone(), after - before);
+            }
+            if status == RoomStatus::Removed {
+                report.removed_from.push(room.link.clone());
+            }
+        }
+        self.replenish_keys().await?;
+        Ok(report)
+    }
+
+    async fn sync_mailbox(&mut self, report: &mut SyncReport) -> Result<()> {
+        let home = self.server(&self.home);
+        let mut after = self.store.mailbox_cursor()?;
+        loop {
+            let page = home.read_mailbox(after, 0).await?;
+            if page.entries.is_empty() {
+                break;
+            }
+            for entry in page.entries {
+                let mut batch = Batch { mailbox_cursor: Some(entry.seq), ..Batch::default() };
+                match serde_json::from_slice::<MailMessage>(&entry.body) {
+                    Ok(MailMessage::Invite { room, epoch, seq, welcome }) => match self.join(&room, epoch, seq, &welcome).await {
+                        Ok((local, changes, event)) => {
+                            report.joined.push(local.link.clone());
+                            batch.changes.push(changes);
+                            batch.rooms.push(local);
+                            batch.messages.push(event);
+                        }
+                        Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
+                    },
+                    Err(e) => tracing::warn!(seq = entry.seq, error = %e, "ignoring a mailbox message that is not a grove invitation"),
+                }
+                after = entry.seq;
+                self.store.commit(batch)?;
+            }
+            home.ack_mailbox(after).await?;
+        }
+        // Tree hygiene: a new member commits an update right away, so the group does not keep
+        // the blank tree nodes that make everyone's commits large.
+        for link in report.joined.clone() {
+            if let Err(e) = self.update(&link).await {
+                tracing::warn!(room = link, error = %e, "post-join update failed; it will be retried by the next `grove room update`");
+            }
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, link: &str, epoch: u64, seq: u64, welcome: &[u8]) -> Result<(LocalRoom, Changes, Message)> {
+        let (server_url, name) = parse_link(link).ok_or_else(|| ClientError::Invalid(format!("bad room link {link:?}")))?;
+        if let Ok(existing) = self.room(link) {
+            if existing.status == RoomStatus::Active {
+                return Err(ClientError::Invalid(format!("already in {link}")));
+            }
+        }
+        let server = self.server(&server_url);
+        let tree = server.ratchet_tree_at(&name, epoch).await?;
+        let (gid, info, changes) = self.engine.join(welcome, &tree.ratchet_tree)?;
+        let room = LocalRoom {
+            link: link.to_string(),
+            server: server_url,
+            name,
+            mode: RoomMode::Mls,
+            group_id: gid.into_bytes(),
+            cursor: seq,
+            status: RoomStatus::Active,
+        };
+        let event = Message {
+            room: link.to_string(),
+            seq,
+            kind: MessageKind::Event,
+            sender: self.user_id(),
+            ts: 0,
+            body: format!("you joined ({} members)", info.members.len()).into_bytes(),
+        };
+        Ok((room, changes, event))
+    }
+
+    /// Applies the room's new log entries, in order, persisting state, history and cursor per
+    /// page in one transaction. Answers the room's status afterwards.
+    pub async fn sync_room(&mut self, link: &str) -> Result<RoomStatus> {
+        let room = self.room(link)?;
+        if room.status != RoomStatus::Active {
+            return Ok(room.status);
+        }
+        let g = GroupId::new(room.group_id.clone());
+        let server = self.server(&room.server);
+        let mut cursor = room.cursor;
+        let mut proposals = false;
+        loop {
+            let page = match server.read_log(&room.name, cursor, PAGE, 0).await {
+                Ok(p) => p,
+                Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    // Removed by a commit we have not seen (the server no longer lets us read it).
+                    self.store.commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Removed)], ..Batch::default() })?;
+                    return Ok(RoomStatus::Removed);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if page.entries.is_empty() {
+                break;
+            }
+            let mut batch = Batch::default();
+            let mut status = RoomStatus::Active;
+            for e in page.entries {
+                cursor = e.seq;
+                match self.engine.process(&g, &e.body) {
+                    Ok((incoming, changes)) => {
+                        batch.changes.push(changes);
+                        match incoming {
+                            Incoming::Application { sender, plaintext } => batch.messages.push(Message {
+                                room: room.link.clone(),
+                                seq: e.seq,
+                                kind: MessageKind::Text,
+                                sender,
+                                ts: e.ts,
+                                body: plaintext,
+                            }),
+                            Incoming::Commit { added, removed, removed_me, .. } => {
+                                describe(&mut batch.messages, &room.link, e.seq, e.ts, e.sender, &added, &removed);
+                                if removed_me {
+                                    status = RoomStatus::Removed;
+                                    break;
+                                }
+                            }
+                            Incoming::Proposal { .. } => proposals = true,
+                            // Own entries were recorded when sent; anything new is ignored.
+                            _ => {}
+                        }
+                    }
+                    Err(err) => {
+                        // A forged or garbled entry: the engine's state is unchanged; record it
+                        // and move on, so one bad entry cannot wedge the room.
+                        tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
+                        batch.messages.push(Message {
+                            room: room.link.clone(),
+                            seq: e.seq,
+                            kind: MessageKind::Undecryptable,
+                            sender: e.sender,
+                            ts: e.ts,
+                            body: err.to_string().into_bytes(),
+                        });
+                    }
+                }
+            }
+            batch.cursors.push((room.link.clone(), cursor));
+            if status != RoomStatus::Active {
+                batch.statuses.push((room.link.clone(), status));
+            }
+            self.store.commit(batch)?;
+            if status != RoomStatus::Active {
+                return Ok(status);
+            }
+        }
+        if proposals {
+            // Someone proposed (e.g. to leave): commit it. Losing the race to another member
+            // who commits it first is fine, and so is finding nothing left to commit.
+            let updated = self.room(link)?;
+            if updated.status == RoomStatus::Active {
+                match Box::pin(self.commit_change(&updated, |e, g| e.commit_pending_proposals(g))).await {
+                    Ok(_) | Err(ClientError::Busy(_)) | Err(ClientError::Engine(EngineError::NothingToCommit)) => {}
+                    Err(ClientError::Engine(EngineError::LeaveProposed)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(RoomStatus::Active)
+    }
+
+    /// The body of one of the room's log entries, as the server holds it.
+    pub async fn raw_entry(&self, key: &str, seq: u64) -> Result<Vec<u8>> {
+        let room = self.room(key)?;
+        let page = self.server(&room.server).read_log(&room.name, seq.saturating_sub(1), 1, 0).await?;
+        page.entries
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.body)
+            .ok_or_else(|| ClientError::Invalid(format!("no entry {seq} in {}", room.link)))
+    }
+
+    /// Tries to decrypt an application message with the profile's current group state, without
+    /// persisting anything.
+    pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let room = self.room(key)?;
+        match self.engine.process(&GroupId::new(room.group_id), body)? {
+            (Incoming::Application { plaintext, .. }, _) => Ok(plaintext),
+            _ => Err(ClientError::Invalid("the entry is not an application message".into())),
+        }
+    }
+
+    /// Waits up to `wait` seconds for something new in the room, then syncs it.
+    pub async fn wait_and_sync(&mut self, key: &str, wait: u64) -> Result<RoomStatus> {
+        let room = self.active_room(key)?;
+        let server = self.server(&room.server);
+        match server.read_log(&room.name, room.cursor, 1, wait).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::NotMember) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.sync_room(&room.link).await
+    }
+}
+
+fn identity_from(secret: &[u8]) -> Result<Identity> {
+    let secret = <[u8; 32]>::try_from(secret).map_err(|_| ClientError::Invalid("the stored identity is corrupt".into()))?;
+    Ok(Identity::from_secret_bytes(secret))
+}
+
+fn describe(out: &mut Vec<Message>, link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) {
+    let mut parts = Vec::new();
+    for a in added {
+        parts.push(format!("{} added {}", by.short(), a.short()));
+    }
+    for r in removed {
+        if *r == by {
+            parts.push(format!("{} left", r.short()));
+        } else {
+            parts.push(format!("{} removed {}", by.short(), r.short()));
+        }
+    }
+    if parts.is_empty() {
+        parts.push(format!("{} updated their keys", by.short()));
+    }
+    out.push(Message { room: link.to_string(), seq, kind: MessageKind::Event, sender: by, ts, body: parts.join(", ").into_bytes() });
+}

@@ -1,0 +1,1370 @@
+//! The client-side MLS engine: one user's groups, KeyPackages and their secrets, sans-IO.
+//!
+//! [`MlsEngine`] wraps an mls-rs `Client` configured as grove does (ciphersuite 1,
+//! [`GroveIdentityProvider`], handshake messages as PublicMessage, no ratchet-tree extension:
+//! the room's server serves the tree). It keeps everything in memory and never touches a disk.
+//!
+//! # State handed back, not stored
+//!
+//! Every operation that changes persistent state returns a [`Changes`]: the rows to upsert or
+//! delete in the caller's own database. The caller writes them in ONE transaction together with
+//! whatever goes with the operation (decrypted messages, its log cursor, an outbox entry), and
+//! rebuilds the engine after a restart with [`MlsEngine::load`] from every row it stored
+//! ([`StoredState`]). A natural schema is three tables:
+//!
+//! - `mls_group(group_id PRIMARY KEY, snapshot)`: [`GroupWrite::snapshot`] `Some` = upsert,
+//!   `None` = delete the group *and all its epoch rows*;
+//! - `mls_epoch(group_id, epoch, data, PRIMARY KEY(group_id, epoch))`: [`EpochWrite::data`]
+//!   `Some` = upsert, `None` = delete;
+//! - `mls_key_package(id PRIMARY KEY, data)`: [`KeyPackageWrite::data`] likewise.
+//!
+//! Rules the caller must follow, or lose security or messages:
+//!
+//! - **Persist before you send.** [`MlsEngine::encrypt`] advances the sender's key ratchet: if
+//!   the ciphertext leaves the device but the [`Changes`] do not reach the database, a restart
+//!   would encrypt the next message with the same key and nonce. Likewise persist the
+//!   [`Changes`] of a `commit_*` (they hold the pending commit) together with the commit and
+//!   Welcome bytes in an outbox *before* posting them.
+//! - **If the transaction fails, rebuild.** The engine's memory is then ahead of the database:
+//!   drop the engine and [`MlsEngine::load`] it again from the database (and retry from the old
+//!   cursor). An operation that returns an error changes nothing (see below) and needs no rebuild.
+//! - **Several operations may share one transaction:** [`Changes::merge`] combines them in order.
+//!
+//! # Failures change nothing
+//!
+//! An operation that fails (garbled, forged, foreign or stale input; misuse) leaves the engine as
+//! it was: nothing is written to the recording store and the next [`Changes`] carries nothing of
+//! it. mls-rs may mutate a group in memory before it notices a problem (for instance it adopts a
+//! commit's new signer before validating the update path), so on any error after mls-rs touched a
+//! group the engine reloads that group from the last written state. Cheap checks (decoding,
+//! group id, epoch) run first, so garbage does not cost a reload.
+//!
+//! # Commits
+//!
+//! One commit per epoch is accepted by the room's hub ([`crate::mls::hub`]). A `commit_*` call
+//! makes a *pending* commit, whose state is part of the returned [`Changes`]. The caller posts
+//! [`PendingCommit::commit`] (with its Welcome) and then:
+//!
+//! - accepted: [`MlsEngine::apply_pending`]; when the commit later comes back from the log,
+//!   [`MlsEngine::process`] reports [`Incoming::Own`];
+//! - refused for a definite reason (`wrong_epoch`, invalid): [`MlsEngine::discard_pending`],
+//!   process the log, and make the change again;
+//! - unknown outcome (timeout, crash): do nothing, process the log. If the log has our commit,
+//!   [`MlsEngine::process`] recognises it (by hash) and applies the pending commit; if it has
+//!   another member's commit for that epoch, mls-rs drops our pending commit while applying it.
+//!
+//! Every commit also carries, by reference, the proposals received in its epoch (for instance a
+//! member's leave proposal): mls-rs always includes them.
+//!
+//! # Own messages
+//!
+//! The log echoes a member's own messages. [`MlsEngine::process`] reports them as
+//! [`Incoming::Own`] without changing anything: a PublicMessage commit or proposal whose sender is
+//! this member's leaf and whose epoch is at or before the current one (except a commit matching
+//! the pending commit, which is applied), and a PrivateMessage that mls-rs decrypts to this
+//! member's leaf. The PublicMessage check reads the unauthenticated sender field; a forgery can
+//! at worst make this member skip a message nobody else could have sent validly, which the
+//! server could do anyway by dropping it.
+//!
+//! # Prior epochs
+//!
+//! A group keeps the records of its [`EPOCH_RETENTION`] previous epochs, so an application
+//! message made just before a commit and delivered after it still decrypts. mls-rs refuses such
+//! a message if its sender has since left or been removed (the sender's leaf no longer holds the
+//! same key). Decrypting one updates that epoch's record (its ratchet moves on).
+//!
+//! # Removal
+//!
+//! When a commit removes this member, [`Incoming::Commit::removed_me`] is set, the group's rows
+//! are deleted in the returned [`Changes`] (snapshot and every epoch record: forward secrecy),
+//! and the group is gone: further operations on it return [`EngineError::NotAMember`] until the
+//! engine is rebuilt, after which they return [`EngineError::NoSuchGroup`].
+//!
+//! # KeyPackages
+//!
+//! One-time KeyPackages' secrets are deleted when a Welcome uses them. A last-resort KeyPackage
+//! carries the MLS last-resort extension (mls-rs feature `last_resort_key_package_ext`), and
+//! mls-rs never deletes its secrets: several inviters may use it. Retire an old one with
+//! [`MlsEngine::forget_key_package`].
+//!
+//! # Clock and randomness
+//!
+//! This module never reads the clock or the OS RNG itself. mls-rs and its RustCrypto provider
+//! do, internally:
+//!
+//! - **Clock** (`MlsTime::now()`, i.e. `SystemTime::now()`): when generating a KeyPackage (its
+//!   lifetime: now .. now + 1 year, mls-rs' default; `client_builder.rs`, `lifetime()`), when
+//!   creating a group (the creator's leaf lifetime, same place), and when building any commit
+//!   (`group/commit.rs`, used to check the lifetimes of KeyPackages being added; an expired
+//!   KeyPackage is refused). Processing incoming messages and joining never read the clock (no
+//!   time is passed, so mls-rs skips lifetime checks of leaves it receives).
+//! - **OS randomness** (`getrandom`, via the provider): KeyPackage init and leaf HPKE keys, the
+//!   random group id and initial epoch secret of a new group, fresh path secrets and leaf keys of
+//!   a commit with an update path, HPKE encryptions (Welcome secrets, update paths), and the
+//!   4-byte reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]).
+//!
+//! # Performance
+//!
+//! mls-rs' `write_to_storage` serialises the whole group (ratchet tree, secret tree, ...) into one
+//! snapshot, so every operation that writes (including each encrypt and each decrypt, which
+//! advance a ratchet) costs O(group size) bytes and time. Each prior-epoch record also holds
+//! every member's signature key. That is acceptable for now; an incremental format would have
+//! to replace mls-rs' snapshot.
+
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use mls_rs::client_builder::{
+    BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo, WithMlsRules,
+};
+use mls_rs::error::MlsError;
+use mls_rs::extension::recommended::LastResortKeyPackageExt;
+use mls_rs::group::proposal::Proposal;
+use mls_rs::group::ProposalSender;
+use mls_rs::group::{
+    CommitEffect, CommitMessageDescription, CommitOutput, ContentType, ExportedTree, ReceivedMessage, Sender,
+};
+use mls_rs::mls_rs_codec::MlsDecode;
+use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules};
+use mls_rs::{Client, CryptoProvider, ExtensionList, Group, MlsMessage, MlsMessageDescription, WireFormat};
+use mls_rs_core::key_package::KeyPackageData;
+use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+use zeroize::Zeroizing;
+
+use crate::identity::{Identity, UserId};
+use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
+use crate::mls::{crypto_provider, CIPHER_SUITE};
+
+use store::RecordingStore;
+pub use store::EPOCH_RETENTION;
+
+type EngineConfig = WithCryptoProvider<
+    RustCryptoProvider,
+    WithMlsRules<
+        DefaultMlsRules,
+        WithIdentityProvider<
+            GroveIdentityProvider,
+            WithGroupStateStorage<RecordingStore, WithKeyPackageRepo<RecordingStore, BaseConfig>>,
+        >,
+    >,
+>;
+
+type EngineGroup = Group<EngineConfig>;
+
+/// One-time KeyPackages and maybe a last-resort one (`MlsMessage` bytes).
+type OneTimeAndLastResort = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+// ---------------------------------------------------------------------------------------------
+// Public data types
+// ---------------------------------------------------------------------------------------------
+
+/// An MLS group id (the raw bytes; 32 random bytes for groups this engine creates). Displayed
+/// and parsed as lowercase hex.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(Vec<u8>);
+
+impl GroupId {
+    /// Wraps raw group id bytes.
+    pub fn new(bytes: Vec<u8>) -> GroupId {
+        GroupId(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The raw bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupId({self})")
+    }
+}
+
+/// Why a string is not a [`GroupId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a group id is an even number of hex digits")]
+pub struct ParseGroupIdError;
+
+impl FromStr for GroupId {
+    type Err = ParseGroupIdError;
+
+    fn from_str(s: &str) -> Result<GroupId, ParseGroupIdError> {
+        if s.len() % 2 != 0 {
+            return Err(ParseGroupIdError);
+        }
+        let digits = s.as_bytes();
+        let mut out = Vec::with_capacity(s.len() / 2);
+        for pair in digits.chunks_exact(2) {
+            let hi = hex_value(pair[0]).ok_or(ParseGroupIdError)?;
+            let lo = hex_value(pair[1]).ok_or(ParseGroupIdError)?;
+            out.push(hi << 4 | lo);
+        }
+        Ok(GroupId(out))
+    }
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// What persistent state an operation changed: write it in one transaction (see the
+/// [module docs](self)). `Debug` prints only lengths, never secret bytes.
+#[derive(Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Group rows to write, one entry per group touched.
+    pub groups: Vec<GroupWrite>,
+    /// KeyPackage secret rows to write.
+    pub key_packages: Vec<KeyPackageWrite>,
+}
+
+/// The writes for one group.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupWrite {
+    /// The group.
+    pub group_id: GroupId,
+    /// `Some`: upsert the group's snapshot (mls-rs' serialised state, secret). `None`: delete
+    /// the group and all its epoch records.
+    pub snapshot: Option<Zeroizing<Vec<u8>>>,
+    /// Prior-epoch records to upsert or delete.
+    pub epochs: Vec<EpochWrite>,
+}
+
+/// The write for one prior-epoch record of a group.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EpochWrite {
+    /// The epoch number.
+    pub epoch: u64,
+    /// `Some`: upsert (secret). `None`: delete.
+    pub data: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// The write for one KeyPackage's secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPackageWrite {
+    /// The KeyPackage reference (RFC 9420 `KeyPackageRef`), the row's key.
+    pub id: Vec<u8>,
+    /// `Some`: upsert (secret). `None`: delete.
+    pub data: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Changes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.key_packages.is_empty()
+    }
+
+    /// Appends `later` (the changes of an operation made after those in `self`), so that both
+    /// can be written in one transaction. Later writes to a row replace earlier ones.
+    pub fn merge(&mut self, later: Changes) {
+        for g in later.groups {
+            match self.groups.iter_mut().find(|w| w.group_id == g.group_id) {
+                None => self.groups.push(g),
+                Some(w) => {
+                    if g.snapshot.is_none() {
+                        // Deleting the group deletes every epoch record, including those written
+                        // earlier in the batch.
+                        *w = g;
+                        continue;
+                    }
+                    w.snapshot = g.snapshot;
+                    for e in g.epochs {
+                        match w.epochs.iter_mut().find(|x| x.epoch == e.epoch) {
+                            Some(x) => *x = e,
+                            None => w.epochs.push(e),
+                        }
+                    }
+                }
+            }
+        }
+        for k in later.key_packages {
+            match self.key_packages.iter_mut().find(|x| x.id == k.id) {
+                Some(x) => *x = k,
+                None => self.key_packages.push(k),
+            }
+        }
+    }
+}
+
+fn len_of(data: &Option<Zeroizing<Vec<u8>>>) -> String {
+    match data {
+        Some(d) => format!("{} bytes", d.len()),
+        None => "delete".into(),
+    }
+}
+
+impl fmt::Debug for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Changes").field("groups", &self.groups).field("key_packages", &self.key_packages).finish()
+    }
+}
+
+impl fmt::Debug for GroupWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupWrite")
+            .field("group_id", &self.group_id)
+            .field("snapshot", &format_args!("{}", len_of(&self.snapshot)))
+            .field("epochs", &self.epochs)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EpochWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch {}: {}", self.epoch, len_of(&self.data))
+    }
+}
+
+impl fmt::Debug for KeyPackageWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key package {}: {}", GroupId(self.id.clone()), len_of(&self.data))
+    }
+}
+
+/// Every row the caller persisted (the sum of all [`Changes`] it applied), to rebuild an engine
+/// with [`MlsEngine::load`]. `Debug` prints only lengths.
+#[derive(Default, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// The groups, each with its prior-epoch records.
+    pub groups: Vec<StoredGroup>,
+    /// KeyPackage secrets.
+    pub key_packages: Vec<StoredKeyPackage>,
+}
+
+/// One group's stored rows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    /// The group.
+    pub group_id: GroupId,
+    /// The snapshot.
+    pub snapshot: Zeroizing<Vec<u8>>,
+    /// The prior-epoch records, in any order.
+    pub epochs: Vec<StoredEpoch>,
+}
+
+/// One stored prior-epoch record.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredEpoch {
+    /// The epoch number.
+    pub epoch: u64,
+    /// The record.
+    pub data: Zeroizing<Vec<u8>>,
+}
+
+/// One stored KeyPackage's secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKeyPackage {
+    /// The KeyPackage reference.
+    pub id: Vec<u8>,
+    /// The secrets.
+    pub data: Zeroizing<Vec<u8>>,
+}
+
+impl StoredState {
+    /// Applies `changes` as a database would (upserts and deletes), e.g. to keep an in-memory
+    /// copy of what was persisted.
+    pub fn apply(&mut self, changes: &Changes) {
+        for w in &changes.groups {
+            let pos = self.groups.iter().position(|g| g.group_id == w.group_id);
+            let Some(snapshot) = &w.snapshot else {
+                if let Some(i) = pos {
+                    self.groups.remove(i);
+                }
+                continue;
+            };
+            let group = match pos {
+                Some(i) => &mut self.groups[i],
+                None => {
+                    self.groups.push(StoredGroup {
+                        group_id: w.group_id.clone(),
+                        snapshot: snapshot.clone(),
+                        epochs: Vec::new(),
+                    });
+                    let last = self.groups.len() - 1;
+                    &mut self.groups[last]
+                }
+            };
+            group.snapshot = snapshot.clone();
+            for e in &w.epochs {
+                let at = group.epochs.iter().position(|x| x.epoch == e.epoch);
+                match (&e.data, at) {
+                    (Some(data), Some(i)) => group.epochs[i].data = data.clone(),
+                    (Some(data), None) => group.epochs.push(StoredEpoch { epoch: e.epoch, data: data.clone() }),
+                    (None, Some(i)) => {
+                        group.epochs.remove(i);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        for k in &changes.key_packages {
+            let at = self.key_packages.iter().position(|x| x.id == k.id);
+            match (&k.data, at) {
+                (Some(data), Some(i)) => self.key_packages[i].data = data.clone(),
+                (Some(data), None) => self.key_packages.push(StoredKeyPackage { id: k.id.clone(), data: data.clone() }),
+                (None, Some(i)) => {
+                    self.key_packages.remove(i);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The same rows in a canonical order (groups by id, epochs by number, KeyPackages by id),
+    /// for comparisons.
+    pub fn sorted(mut self) -> StoredState {
+        self.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        for g in &mut self.groups {
+            g.epochs.sort_by_key(|e| e.epoch);
+        }
+        self.key_packages.sort_by(|a, b| a.id.cmp(&b.id));
+        self
+    }
+}
+
+impl fmt::Debug for StoredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredState").field("groups", &self.groups).field("key_packages", &self.key_packages).finish()
+    }
+}
+
+impl fmt::Debug for StoredGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let epochs: Vec<String> = self.epochs.iter().map(|e| format!("{}: {} bytes", e.epoch, e.data.len())).collect();
+        f.debug_struct("StoredGroup")
+            .field("group_id", &self.group_id)
+            .field("snapshot", &format_args!("{} bytes", self.snapshot.len()))
+            .field("epochs", &epochs)
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoredKeyPackage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key package {}: {} bytes", GroupId(self.id.clone()), self.data.len())
+    }
+}
+
+/// What the room's server needs to create a room for a new group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublicGroupState {
+    /// The signed GroupInfo (an `MlsMessage`), without the ratchet-tree extension.
+    pub group_info: Vec<u8>,
+    /// The exported ratchet tree.
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// The group this member just joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoinInfo {
+    /// The epoch the Welcome starts in.
+    pub epoch: u64,
+    /// The members, in leaf order (this member included).
+    pub members: Vec<UserId>,
+}
+
+/// A commit made locally and not yet applied (see the [module docs](self#commits)).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingCommit {
+    /// The commit (a PublicMessage), to post to the room's server.
+    pub commit: Vec<u8>,
+    /// One Welcome for every member added, if any (without the ratchet tree).
+    pub welcome: Option<Vec<u8>>,
+    /// The epoch the commit was made in (the server accepts it only in that epoch).
+    pub epoch: u64,
+}
+
+impl fmt::Debug for PendingCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCommit")
+            .field("commit", &format_args!("{} bytes", self.commit.len()))
+            .field("welcome", &self.welcome.as_ref().map(|w| w.len()))
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// A pending commit this member applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Applied {
+    /// The new epoch.
+    pub epoch: u64,
+    /// Users added, in proposal order.
+    pub added: Vec<UserId>,
+    /// Users removed, in proposal order.
+    pub removed: Vec<UserId>,
+}
+
+/// The outcome of [`MlsEngine::process`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// An application message from another member, decrypted and authenticated.
+    Application {
+        /// Who wrote it.
+        sender: UserId,
+        /// The plaintext.
+        plaintext: Vec<u8>,
+    },
+    /// A commit, applied: the group is now in `epoch`.
+    Commit {
+        /// The new epoch.
+        epoch: u64,
+        /// Who committed.
+        committer: UserId,
+        /// Users added, in proposal order.
+        added: Vec<UserId>,
+        /// Users removed, in proposal order.
+        removed: Vec<UserId>,
+        /// This member was removed: the group is gone (see the [module docs](self#removal)).
+        removed_me: bool,
+    },
+    /// A proposal from another member, cached for the next commit (see
+    /// [`MlsEngine::commit_pending_proposals`]).
+    Proposal {
+        /// Who proposed.
+        sender: UserId,
+        /// Users the proposal removes (a leave proposal names its sender).
+        removes: Vec<UserId>,
+    },
+    /// A message this member sent itself; nothing changed.
+    Own,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Incoming::Application { sender, plaintext } => f
+                .debug_struct("Application")
+                .field("sender", sender)
+                .field("plaintext", &format_args!("{} bytes", plaintext.len()))
+                .finish(),
+            Incoming::Commit { epoch, committer, added, removed, removed_me } => f
+                .debug_struct("Commit")
+                .field("epoch", epoch)
+                .field("committer", committer)
+                .field("added", added)
+                .field("removed", removed)
+                .field("removed_me", removed_me)
+                .finish(),
+            Incoming::Proposal { sender, removes } => {
+                f.debug_struct("Proposal").field("sender", sender).field("removes", removes).finish()
+            }
+            Incoming::Own => f.write_str("Own"),
+        }
+    }
+}
+
+/// Why an engine operation failed. Nothing changed (see the [module docs](self)).
+///
+/// Three kinds:
+/// - the input is hostile, garbled, foreign or stale: [`Malformed`](Self::Malformed),
+///   [`Rejected`](Self::Rejected), [`WrongGroup`](Self::WrongGroup),
+///   [`WrongEpoch`](Self::WrongEpoch), [`EpochUnavailable`](Self::EpochUnavailable),
+///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost),
+///   [`CorruptState`](Self::CorruptState);
+/// - the caller asked for something the state does not allow: [`NoSuchGroup`](Self::NoSuchGroup),
+///   [`NotAMember`](Self::NotAMember), [`GroupExists`](Self::GroupExists),
+///   [`PendingCommitExists`](Self::PendingCommitExists),
+///   [`NoPendingCommit`](Self::NoPendingCommit), [`CommitRequired`](Self::CommitRequired),
+///   [`NothingToCommit`](Self::NothingToCommit), [`NotInGroup`](Self::NotInGroup),
+///   [`CannotRemoveSelf`](Self::CannotRemoveSelf), [`LeaveProposed`](Self::LeaveProposed);
+/// - a bug on our side: [`Internal`](Self::Internal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The bytes do not decode as the expected MLS structure.
+    #[error("malformed MLS input: {0}")]
+    Malformed(String),
+    /// mls-rs refused the input: bad signature or tag, undecryptable, invalid proposal, a ratchet
+    /// tree that does not match the Welcome's GroupInfo, a KeyPackage that cannot be added, a
+    /// message from a member who has since left, ...
+    #[error("rejected by MLS validation: {0}")]
+    Rejected(String),
+    /// The message belongs to another group.
+    #[error("the message is for another group")]
+    WrongGroup,
+    /// A handshake message not for the current epoch, or any message from a future epoch.
+    #[error("wrong epoch: message is for epoch {message_epoch}, group is at {current_epoch}")]
+    WrongEpoch {
+        /// The epoch in the message's header.
+        message_epoch: u64,
+        /// The group's current epoch.
+        current_epoch: u64,
+    },
+    /// An application message from an epoch whose keys this member no longer (or never) had:
+    /// older than [`EPOCH_RETENTION`] epochs, or from before it joined.
+    #[error("no keys for epoch {message_epoch} (group is at {current_epoch})")]
+    EpochUnavailable {
+        /// The epoch in the message's header.
+        message_epoch: u64,
+        /// The group's current epoch.
+        current_epoch: u64,
+    },
+    /// The Welcome is not for any KeyPackage whose secrets this engine holds (not for us, or
+    /// the one-time KeyPackage was used already).
+    #[error("the Welcome is for none of our KeyPackages")]
+    NoMatchingKeyPackage,
+    /// The log holds a commit by this member, in the current epoch, that is not the pending
+    /// commit (its secrets are lost: a pending commit was discarded although the server accepted
+    /// it). The group cannot follow; the member must be re-added.
+    #[error("an accepted commit of ours is not the pending commit; the group cannot follow")]
+    OwnCommitLost,
+    /// Rows given to [`MlsEngine::load`] are not state this engine wrote for this user.
+    #[error("corrupt stored state: {0}")]
+    CorruptState(String),
+    /// The engine has no such group.
+    #[error("no such group {0}")]
+    NoSuchGroup(GroupId),
+    /// This member was removed from the group (or left).
+    #[error("not a member of group {0} any more")]
+    NotAMember(GroupId),
+    /// A Welcome for a group this member is already in.
+    #[error("already a member of group {0}")]
+    GroupExists(GroupId),
+    /// A commit is pending: apply or discard it first.
+    #[error("a commit is already pending")]
+    PendingCommitExists,
+    /// There is no pending commit to apply.
+    #[error("no commit is pending")]
+    NoPendingCommit,
+    /// Proposals are pending (e.g. a leave): MLS forbids application messages until they are
+    /// committed ([`MlsEngine::commit_pending_proposals`]).
+    #[error("proposals are pending: commit them first")]
+    CommitRequired,
+    /// The commit would be empty (no KeyPackages, no users, no pending proposals).
+    #[error("nothing to commit")]
+    NothingToCommit,
+    /// The user is not a member of the group.
+    #[error("{0} is not a member of the group")]
+    NotInGroup(UserId),
+    /// A member cannot remove itself with a commit: use [`MlsEngine::propose_leave`].
+    #[error("cannot remove oneself: propose to leave instead")]
+    CannotRemoveSelf,
+    /// This member proposed to leave: it cannot commit (mls-rs would drop its own proposal from
+    /// the commit, and the commit would cancel the leave); another member must commit.
+    #[error("this member proposed to leave and cannot commit")]
+    LeaveProposed,
+    /// A bug on our side (an invariant of this module or of mls-rs did not hold).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn internal(what: &str) -> impl FnOnce(MlsError) -> EngineError + '_ {
+    move |e| EngineError::Internal(format!("{what}: {e}"))
+}
+
+/// Maps an mls-rs error raised while processing outside input.
+fn rejected(e: MlsError) -> EngineError {
+    match e {
+        MlsError::SerializationError(_) => EngineError::Malformed(e.to_string()),
+        MlsError::GroupStorageError(_) | MlsError::KeyPackageRepoError(_) => EngineError::Internal(e.to_string()),
+        other => EngineError::Rejected(other.to_string()),
+    }
+}
+
+/// Maps an mls-rs error raised by a local operation on a group (no outside input).
+fn local(what: &'static str) -> impl FnOnce(MlsError) -> EngineError {
+    move |e| match e {
+        MlsError::CommitRequired => EngineError::CommitRequired,
+        other => EngineError::Internal(format!("{what}: {other}")),
+    }
+}
+
+fn encode(m: &MlsMessage) -> Result<Vec<u8>, EngineError> {
+    m.to_bytes().map_err(internal("encoding a message"))
+}
+
+fn parse(bytes: &[u8]) -> Result<MlsMessage, EngineError> {
+    MlsMessage::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))
+}
+
+fn rules() -> DefaultMlsRules {
+    // Trees travel out of band (the room's server serves them): no ratchet-tree extension in
+    // Welcome or GroupInfo. Handshake messages stay PublicMessage (the default) so the hub can
+    // validate them.
+    DefaultMlsRules::new().with_commit_options(CommitOptions::new().with_ratchet_tree_extension(false))
+}
+
+fn build_client(identity: &Identity, store: &RecordingStore) -> Client<EngineConfig> {
+    let (si, sk) = signing_identity(identity);
+    Client::builder()
+        .key_package_repo(store.clone())
+        .group_state_storage(store.clone())
+        .identity_provider(GroveIdentityProvider)
+        .mls_rules(rules())
+        .crypto_provider(crypto_provider())
+        .signing_identity(si, sk, CIPHER_SUITE)
+        .build()
+}
+
+fn members_of(group: &EngineGroup) -> Vec<UserId> {
+    // Every leaf passed GroveIdentityProvider when it entered the tree.
+    group.roster().members_iter().filter_map(|m| user_of(&m.signing_identity).ok()).collect()
+}
+
+fn user_at(group: &EngineGroup, index: u32) -> Result<UserId, EngineError> {
+    let member = group
+        .member_at_index(index)
+        .ok_or_else(|| EngineError::Internal(format!("mls-rs reported a sender at blank leaf {index}")))?;
+    user_of(&member.signing_identity)
+        .map_err(|e| EngineError::Internal(format!("member leaf with a bad credential: {e}")))
+}
+
+struct CommitSummary {
+    epoch: u64,
+    committer: UserId,
+    added: Vec<UserId>,
+    removed: Vec<UserId>,
+    removed_me: bool,
+}
+
+/// Reads a processed or applied commit.
+fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary, EngineError> {
+    let (new_epoch, removed_me) = match &desc.effect {
+        CommitEffect::NewEpoch(e) => (e, false),
+        CommitEffect::Removed { new_epoch, .. } => (new_epoch, true),
+        CommitEffect::ReInit(_) => return Err(EngineError::Rejected("ReInit commits are not supported".into())),
+    };
+    if desc.is_external {
+        return Err(EngineError::Rejected("external commits are not supported".into()));
+    }
+    let prior = new_epoch.prior_state.roster();
+    let bad = |e| EngineError::Internal(format!("a leaf with a bad credential: {e}"));
+    let committer = prior
+        .member_with_index(desc.committer)
+        .map_err(|e| EngineError::Internal(format!("committer not in the prior tree: {e}")))?;
+    let committer = user_of(&committer.signing_identity).map_err(bad)?;
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for info in &new_epoch.applied_proposals {
+        match &info.proposal {
+            Proposal::Add(add) => added.push(user_of(add.signing_identity()).map_err(bad)?),
+            Proposal::Remove(remove) => {
+                let member = prior
+                    .member_with_index(remove.to_remove())
+                    .map_err(|e| EngineError::Internal(format!("mls-rs removed a blank leaf: {e}")))?;
+                removed.push(user_of(&member.signing_identity).map_err(bad)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me })
+}
+
+/// What `process` did to a group, before the engine's bookkeeping.
+enum Processed {
+    Own,
+    Application { sender: UserId, plaintext: Vec<u8> },
+    Commit(CommitSummary),
+    Proposal { sender: UserId, removes: Vec<UserId> },
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------------------------
+
+/// One user's MLS state: groups, KeyPackage secrets. See the [module docs](self).
+pub struct MlsEngine {
+    user: UserId,
+    client: Client<EngineConfig>,
+    store: RecordingStore,
+    groups: BTreeMap<GroupId, EngineGroup>,
+    /// Groups this member was removed from (or left) since the engine was built.
+    departed: BTreeSet<GroupId>,
+}
+
+impl fmt::Debug for MlsEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MlsEngine")
+            .field("user", &self.user)
+            .field("groups", &self.groups.keys().collect::<Vec<_>>())
+            .field("departed", &self.departed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MlsEngine {
+    /// A fresh engine for `identity`, with no groups and no KeyPackages.
+    pub fn new(identity: Identity) -> MlsEngine {
+        let store = RecordingStore::default();
+        MlsEngine {
+            user: identity.user_id(),
+            client: build_client(&identity, &store),
+            store,
+            groups: BTreeMap::new(),
+            departed: BTreeSet::new(),
+        }
+    }
+
+    /// Rebuilds an engine from every row the caller persisted.
+    ///
+    /// Errors with [`EngineError::CorruptState`] if a group appears twice, a row does not decode,
+    /// or a group's state belongs to another user.
+    pub fn load(identity: Identity, state: StoredState) -> Result<MlsEngine, EngineError> {
+        let user = identity.user_id();
+        let mut ids = BTreeSet::new();
+        for g in &state.groups {
+            if !ids.insert(g.group_id.clone()) {
+                return Err(EngineError::CorruptState(format!("group {} appears twice", g.group_id)));
+            }
+            let mut epochs = BTreeSet::new();
+            if !g.epochs.iter().all(|e| epochs.insert(e.epoch)) {
+                return Err(EngineError::CorruptState(format!("group {} has an epoch twice", g.group_id)));
+            }
+        }
+        let mut kp_ids = BTreeSet::new();
+        for kp in &state.key_packages {
+            if !kp_ids.insert(kp.id.clone()) {
+                return Err(EngineError::CorruptState("a key package appears twice".into()));
+            }
+            KeyPackageData::mls_decode_exhaustive(&kp.data)
+                .map_err(|e| EngineError::CorruptState(format!("key package: {e}")))?;
+        }
+
+        let store = RecordingStore::from_state(state);
+        let client = build_client(&identity, &store);
+        let mut groups = BTreeMap::new();
+        for id in ids {
+            let group =
+                client.load_group(id.as_bytes()).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))?;
+            if group.group_id() != id.as_bytes() {
+                return Err(EngineError::CorruptState(format!("group {id}: snapshot of another group")));
+            }
+            let me = group
+                .current_member_signing_identity()
+                .map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))
+                .and_then(|si| user_of(si).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}"))))?;
+            if me != user {
+                return Err(EngineError::CorruptState(format!("group {id}: state of another user")));
+            }
+            groups.insert(id, group);
+        }
+        Ok(MlsEngine { user, client, store, groups, departed: BTreeSet::new() })
+    }
+
+    /// This engine's user.
+    pub fn user_id(&self) -> UserId {
+        self.user
+    }
+
+    /// `n` one-time KeyPackages (`MlsMessage` bytes) and, if `last_resort`, one last-resort
+    /// KeyPackage whose secrets are kept when a Welcome uses it, so that several inviters may
+    /// use it (the key directory hands it out when the one-time ones run out, never consuming
+    /// it). The secrets are in the returned [`Changes`]: persist them before publishing.
+    #[allow(clippy::type_complexity)]
+    pub fn key_packages(
+        &mut self,
+        n: usize,
+        last_resort: bool,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>, Changes), EngineError> {
+        match self.make_key_packages(n, last_resort) {
+            Ok((one_time, last)) => Ok((one_time, last, self.store.drain())),
+            Err(e) => {
+                // Secrets of KeyPackages made but never returned: drop them again.
+                self.store.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn make_key_packages(&mut self, n: usize, last_resort: bool) -> Result<OneTimeAndLastResort, EngineError> {
+        let mut one_time = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kp = self
+                .client
+                .generate_key_package_message(ExtensionList::default(), ExtensionList::default(), None)
+                .map_err(internal("generating a KeyPackage"))?;
+            one_time.push(encode(&kp)?);
+        }
+        let last = if last_resort {
+            let mut ext = ExtensionList::default();
+            ext.set_from(LastResortKeyPackageExt)
+                .map_err(|e| EngineError::Internal(format!("last-resort extension: {e}")))?;
+            let kp = self
+                .client
+                .generate_key_package_message(ext, ExtensionList::default(), None)
+                .map_err(internal("generating a KeyPackage"))?;
+            Some(encode(&kp)?)
+        } else {
+            None
+        };
+        Ok((one_time, last))
+    }
+
+    /// Deletes the secrets of a KeyPackage (`MlsMessage` bytes) this engine made, e.g. an old
+    /// last-resort KeyPackage once a new one is published and the old one had time to be used.
+    /// Unknown KeyPackages are ignored.
+    pub fn forget_key_package(&mut self, key_package: &[u8]) -> Result<Changes, EngineError> {
+        let msg = parse(key_package)?;
+        let cs = crypto_provider()
+            .cipher_suite_provider(CIPHER_SUITE)
+            .ok_or_else(|| EngineError::Internal("ciphersuite not supported by the provider".into()))?;
+        let reference = msg
+            .key_package_reference(&cs)
+            .map_err(rejected)?
+            .ok_or_else(|| EngineError::Malformed("expected a KeyPackage".into()))?;
+        let id: &[u8] = &reference;
+        if self.store.has_key_package(id) {
+            self.store.delete_key_package(id);
+        }
+        Ok(self.store.drain())
+    }
+
+    /// Creates a group with this user alone (epoch 0). Returns its id, what the room's server
+    /// needs to create the room, and the changes.
+    pub fn create_group(&mut self) -> Result<(GroupId, PublicGroupState, Changes), EngineError> {
+        let mut group = self
+            .client
+            .create_group(ExtensionList::default(), ExtensionList::default(), None)
+            .map_err(internal("creating a group"))?;
+        let id = GroupId(group.group_id().to_vec());
+        if self.groups.contains_key(&id) || self.store.has_group(id.as_bytes()) {
+            return Err(EngineError::Internal(format!("random group id {id} collides")));
+        }
+        let group_info = encode(&group.group_info_message(false).map_err(internal("signing the GroupInfo"))?)?;
+        let ratchet_tree = group.export_tree().to_bytes().map_err(internal("exporting the tree"))?;
+        if let Err(e) = group.write_to_storage() {
+            self.store.rollback();
+            return Err(EngineError::Internal(format!("writing the group: {e}")));
+        }
+        self.departed.remove(&id);
+        self.groups.insert(id.clone(), group);
+        Ok((id, PublicGroupState { group_info, ratchet_tree }, self.store.drain()))
+    }
+
+    /// Joins a group from a Welcome (`MlsMessage` bytes) and the ratchet tree fetched from the
+    /// room's server. mls-rs checks the tree against the tree hash in the Welcome's (signed and
+    /// confirmed) GroupInfo, so a wrong tree is refused ([`EngineError::Rejected`]).
+    ///
+    /// A one-time KeyPackage's secrets are deleted (in the returned [`Changes`]); a last-resort
+    /// KeyPackage's are kept. Joining a group this member departed from is allowed (old rows of
+    /// it are deleted); joining one it is in is [`EngineError::GroupExists`]. A Welcome seen
+    /// before (a redelivery) is [`EngineError::NoMatchingKeyPackage`] if its KeyPackage was a
+    /// one-time one (the secrets are gone, so the group cannot even be identified), else
+    /// [`EngineError::GroupExists`].
+    pub fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<(GroupId, JoinInfo, Changes), EngineError> {
+        let welcome = parse(welcome)?;
+        if welcome.wire_format() != WireFormat::Welcome {
+            return Err(EngineError::Malformed("expected a Welcome".into()));
+        }
+        let tree = ExportedTree::mls_decode_exhaustive(ratchet_tree)
+            .map_err(|e| EngineError::Malformed(format!("ratchet tree: {e}")))?;
+        let (mut group, _) = self.client.join_group(Some(tree), &welcome, None).map_err(|e| match e {
+            MlsError::WelcomeKeyPackageNotFound => EngineError::NoMatchingKeyPackage,
+            other => rejected(other),
+        })?;
+        let id = GroupId(group.group_id().to_vec());
+        if self.groups.contains_key(&id) {
+            return Err(EngineError::GroupExists(id));
+        }
+        // Rows of an earlier membership (prior epochs in particular) must not mix with this one.
+        self.store.purge_group(id.as_bytes());
+        if let Err(e) = group.write_to_storage() {
+            self.store.rollback();
+            return Err(EngineError::Internal(format!("writing the group: {e}")));
+        }
+        let info = JoinInfo { epoch: group.current_epoch(), members: members_of(&group) };
+        self.departed.remove(&id);
+        self.groups.insert(id.clone(), group);
+        Ok((id, info, self.store.drain()))
+    }
+
+    /// The groups this member is in.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().cloned().collect()
+    }
+
+    fn group(&self, g: &GroupId) -> Result<&EngineGroup, EngineError> {
+        match self.groups.get(g) {
+            Some(group) => Ok(group),
+            None if self.departed.contains(g) => Err(EngineError::NotAMember(g.clone())),
+            None => Err(EngineError::NoSuchGroup(g.clone())),
+        }
+    }
+
+    /// Runs `f` on the group; on error, reloads the group from the last written state, so that
+    /// a failure changes nothing (mls-rs may have mutated the group in memory).
+    fn with_group<T>(
+        &mut self,
+        g: &GroupId,
+        f: impl FnOnce(&mut EngineGroup) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.group(g)?;
+        let Some(group) = self.groups.get_mut(g) else {
+            return Err(EngineError::NoSuchGroup(g.clone()));
+        };
+        let result = f(group);
+        if result.is_err() {
+            // Nothing the failed operation did may reach the caller or the store.
+            self.store.rollback();
+            match self.client.load_group(g.as_bytes()) {
+                Ok(fresh) => {
+                    self.groups.insert(g.clone(), fresh);
+                }
+                Err(e) => {
+                    // Cannot happen: the store holds the last written state of every group.
+                    self.groups.remove(g);
+                    return Err(EngineError::Internal(format!("reloading group {g} after an error: {e}")));
+                }
+            }
+        }
+        result
+    }
+
+    /// The group's current epoch.
+    pub fn epoch(&self, g: &GroupId) -> Result<u64, EngineError> {
+        Ok(self.group(g)?.current_epoch())
+    }
+
+    /// The group's members, in leaf order (this member included).
+    pub fn members(&self, g: &GroupId) -> Result<Vec<UserId>, EngineError> {
+        Ok(members_of(self.group(g)?))
+    }
+
+    /// The current epoch's authenticator (RFC 9420 §8.7): equal for all members in the same
+    /// state; compare out of band to detect a split view.
+    pub fn epoch_authenticator(&self, g: &GroupId) -> Result<Vec<u8>, EngineError> {
+        let secret = self.group(g)?.epoch_authenticator().map_err(internal("epoch authenticator"))?;
+        Ok(secret.as_bytes().to_vec())
+    }
+
+    /// Whether a commit of this member is pending in the group.
+    pub fn has_pending_commit(&self, g: &GroupId) -> Result<bool, EngineError> {
+        Ok(self.group(g)?.has_pending_commit())
+    }
+
+    /// Encrypts an application message (a PrivateMessage) in the current epoch. Returns it with
+    /// the epoch. Persist the [`Changes`] before sending (see the [module docs](self)).
+    pub fn encrypt(&mut self, g: &GroupId, plaintext: &[u8]) -> Result<(Vec<u8>, u64, Changes), EngineError> {
+        let (message, epoch) = self.with_group(g, |group| {
+            let msg = group.encrypt_application_message(plaintext, Vec::new()).map_err(local("encrypting"))?;
+            let bytes = encode(&msg)?;
+            group.write_to_storage().map_err(internal("writing the group"))?;
+            Ok((bytes, group.current_epoch()))
+        })?;
+        Ok((message, epoch, self.store.drain()))
+    }
+
+    fn commit_with(
+        &mut self,
+        g: &GroupId,
+        build: impl FnOnce(&mut EngineGroup) -> Result<CommitOutput, EngineError>,
+    ) -> Result<(PendingCommit, Changes), EngineError> {
+        let group = self.group(g)?;
+        if group.has_pending_commit() {
+            return Err(EngineError::PendingCommitExists);
+        }
+        let me = group.current_member_index();
+        if group
+            .get_cached_proposals()
+            .iter()
+            .any(|p| matches!(p.proposal(), Proposal::Remove(r) if r.to_remove() == me))
+        {
+            return Err(EngineError::LeaveProposed);
+        }
+        let pending = self.with_group(g, |group| {
+            let epoch = group.current_epoch();
+            let out = build(group)?;
+            let commit = encode(&out.commit_message)?;
+            let welcome = match out.welcome_messages.as_slice() {
+                [] => None,
+                [one] => Some(encode(one)?),
+                _ => return Err(EngineError::Internal("more than one Welcome".into())),
+            };
+            group.write_to_storage().map_err(internal("writing the group"))?;
+            Ok(PendingCommit { commit, welcome, epoch })
+        })?;
+        Ok((pending, self.store.drain()))
+    }
+
+    /// Makes a pending commit adding the users of these KeyPackages (`MlsMessage` bytes), with
+    /// one Welcome for all of them. Errors with [`EngineError::Rejected`] if a KeyPackage is
+    /// invalid, expired, of an unsupported ciphersuite, or of a user already in the group.
+    pub fn commit_add(
+        &mut self,
+        g: &GroupId,
+        key_packages: &[Vec<u8>],
+    ) -> Result<(PendingCommit, Changes), EngineError> {
+        let kps = key_packages
+            .iter()
+            .map(|kp| {
+                let m = parse(kp)?;
+                if m.wire_format() != WireFormat::KeyPackage {
+                    return Err(EngineError::Malformed("expected a KeyPackage".into()));
+                }
+                Ok(m)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if kps.is_empty() {
+            self.group(g)?;
+            return Err(EngineError::NothingToCommit);
+        }
+        self.commit_with(g, |group| {
+            let mut builder = group.commit_builder();
+            for kp in kps {
+                builder = builder.add_member(kp).map_err(rejected)?;
+            }
+            builder.build().map_err(rejected)
+        })
+    }
+
+    /// Makes a pending commit removing these users.
+    pub fn commit_remove(&mut self, g: &GroupId, users: &[UserId]) -> Result<(PendingCommit, Changes), EngineError> {
+        let group = self.group(g)?;
+        let mut indexes = Vec::new();
+        for user in users {
+            if *user == self.user {
+                return Err(EngineError::CannotRemoveSelf);
+            }
+            let index = group
+                .roster()
+                .members_iter()
+                .find(|m| user_of(&m.signing_identity).ok().as_ref() == Some(user))
+                .map(|m| m.index)
+                .ok_or(EngineError::NotInGroup(*user))?;
+            if !indexes.contains(&index) {
+                indexes.push(index);
+            }
+        }
+        if indexes.is_empty() {
+            return Err(EngineError::NothingToCommit);
+        }
+        self.commit_with(g, |group| {
+            let mut builder = group.commit_builder();
+            for index in indexes {
+                builder = builder.remove_member(index).map_err(local("removing a member"))?;
+            }
+            builder.build().map_err(local("building a commit"))
+        })
+    }
+
+    /// Makes a pending self-update commit: a fresh leaf key and update path, so that a copy of
+    /// this member's earlier state cannot follow the group (post-compromise security).
+    pub fn commit_update(&mut self, g: &GroupId) -> Result<(PendingCommit, Changes), EngineError> {
+        self.commit_with(g, |group| {
+            let out = group.commit(Vec::new()).map_err(local("building a commit"))?;
+            if !out.contains_update_path {
+                return Err(EngineError::Internal("a self-update commit without an update path".into()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Makes a pending commit of the proposals received in this epoch (e.g. a member's leave),
+    /// by reference. [`EngineError::NothingToCommit`] if there are none.
+    pub fn commit_pending_proposals(&mut self, g: &GroupId) -> Result<(PendingCommit, Changes), EngineError> {
+        let group = self.group(g)?;
+        if !group.commit_required() {
+            return Err(EngineError::NothingToCommit);
+        }
+        self.commit_with(g, |group| group.commit(Vec::new()).map_err(local("building a commit")))
+    }
+
+    /// Applies the pending commit, once the room's server accepted it.
+    pub fn apply_pending(&mut self, g: &GroupId) -> Result<(Applied, Changes), EngineError> {
+        if !self.group(g)?.has_pending_commit() {
+            return Err(EngineError::NoPendingCommit);
+        }
+        let applied = self.with_group(g, |group| {
+            let desc = group.apply_pending_commit().map_err(internal("applying the pending commit"))?;
+            let s = summarize(&desc)?;
+            group.write_to_storage().map_err(internal("writing the group"))?;
+            Ok(Applied { epoch: s.epoch, added: s.added, removed: s.removed })
+        })?;
+        Ok((applied, self.store.drain()))
+    }
+
+    /// Drops the pending commit (the server refused it). Nothing to do if there is none.
+    pub fn discard_pending(&mut self, g: &GroupId) -> Result<Changes, EngineError> {
+        if !self.group(g)?.has_pending_commit() {
+            return Ok(Changes::default());
+        }
+        self.with_group(g, |group| {
+            group.clear_pending_commit();
+            group.write_to_storage().map_err(internal("writing the group"))
+        })?;
+        Ok(self.store.drain())
+    }
+
+    /// Proposes to remove this member (a PublicMessage proposal for the room's server); another
+    /// member commits it ([`MlsEngine::commit_pending_proposals`]). Until then this member stays
+    /// in the group, but cannot send application messages ([`EngineError::CommitRequired`]).
+    pub fn propose_leave(&mut self, g: &GroupId) -> Result<(Vec<u8>, Changes), EngineError> {
+        let proposal = self.with_group(g, |group| {
+            let msg = group.propose_remove(group.current_member_index(), Vec::new()).map_err(local("proposing"))?;
+            let bytes = encode(&msg)?;
+            group.write_to_storage().map_err(internal("writing the group"))?;
+            Ok(bytes)
+        })?;
+        Ok((proposal, self.store.drain()))
+    }
+
+    /// Deletes the group's local state (e.g. the user deleted the room). Returns the deletes.
+    pub fn forget_group(&mut self, g: &GroupId) -> Result<Changes, EngineError> {
+        if self.groups.remove(g).is_none() && !self.departed.remove(g) {
+            return Err(EngineError::NoSuchGroup(g.clone()));
+        }
+        self.departed.remove(g);
+        if self.store.has_group(g.as_bytes()) {
+            self.store.purge_group(g.as_bytes());
+        }
+        Ok(self.store.drain())
+    }
+
+    /// Processes one message of the group's log, in server order: decrypts an application
+    /// message, applies a commit, caches a proposal; recognises this member's own messages
+    /// ([`Incoming::Own`], see the [module docs](self#own-messages)).
+    ///
+    /// On error nothing changed: garbled ([`EngineError::Malformed`]), forged or otherwise
+    /// invalid ([`EngineError::Rejected`]), foreign ([`EngineError::WrongGroup`]), stale or
+    /// future ([`EngineError::WrongEpoch`]), too old to decrypt
+    /// ([`EngineError::EpochUnavailable`]). The caller should record the failure and go on with
+    /// the next message.
+    pub fn process(&mut self, g: &GroupId, message: &[u8]) -> Result<(Incoming, Changes), EngineError> {
+        let msg = parse(message)?;
+        let group = self.group(g)?;
+        let current = group.current_epoch();
+        let me = group.current_member_index();
+        let wrong_epoch = |message_epoch| EngineError::WrongEpoch { message_epoch, current_epoch: current };
+
+        let own_commit_at_current = match msg.description() {
+            MlsMessageDescription::PublicProtocolMessage { group_id, epoch_id, content_type, sender, .. } => {
+                if group_id != g.as_bytes() {
+                    return Err(EngineError::WrongGroup);
+                }
+                if epoch_id > current {
+                    return Err(wrong_epoch(epoch_id));
+                }
+                let own = sender == Sender::Member(me);
+                match content_type {
+                    // Our own handshake message echoed by the log (our commit was applied with
+                    // `apply_pending`, or our proposal is cached since we made it).
+                    ContentType::Commit | ContentType::Proposal if own && epoch_id < current => {
+                        return Ok((Incoming::Own, Changes::default()))
+                    }
+                    ContentType::Proposal if own => return Ok((Incoming::Own, Changes::default())),
+                    ContentType::Commit | ContentType::Proposal if epoch_id < current => {
+                        return Err(wrong_epoch(epoch_id))
+                    }
+                    ContentType::Commit | ContentType::Proposal => own,
+                    ContentType::Application => {
+                        return Err(EngineError::Rejected("an application message must be a PrivateMessage".into()))
+                    }
+                }
+            }
+            MlsMessageDescription::PrivateProtocolMessage { group_id, epoch_id, content_type } => {
+                if group_id != g.as_bytes() {
+                    return Err(EngineError::WrongGroup);
+                }
+                if epoch_id > current {
+                    return Err(wrong_epoch(epoch_id));
+                }
+                if content_type != ContentType::Application {
+                    // grove sends handshakes as PublicMessage, so the hub can validate them.
+                    return Err(EngineError::Rejected("a handshake message must be a PublicMessage".into()));
+                }
+                false
+            }
+            _ => return Err(EngineError::Malformed("expected a PublicMessage or PrivateMessage".into())),
+        };
+        let message_epoch = msg.epoch().unwrap_or(current);
+
+        let processed = self.with_group(g, |group| {
+            let received = match group.process_incoming_message(msg) {
+                Ok(r) => r,
+                Err(MlsError::CantProcessMessageFromSelf) if own_commit_at_current => {
+                    return Err(EngineError::OwnCommitLost)
+                }
+                Err(MlsError::CantProcessMessageFromSelf) => return Ok(Processed::Own),
+                Err(MlsError::EpochNotFound) => {
+                    return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current })
+                }
+                Err(MlsError::InvalidEpoch) => return Err(wrong_epoch(message_epoch)),
+                Err(e) => return Err(rejected(e)),
+            };
+            let processed = match received {
+                ReceivedMessage::ApplicationMessage(desc) => {
+                    let sender = user_at(group, desc.sender_index)?;
+                    Processed::Application { sender, plaintext: desc.data().to_vec() }
+                }
+                ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
+                ReceivedMessage::Proposal(desc) => {
+                    let ProposalSender::Member(index) = desc.sender else {
+                        return Err(EngineError::Rejected("proposals from non-members are not supported".into()));
+                    };
+                    let sender = user_at(group, index)?;
+                    let removes = match &desc.proposal {
+                        Proposal::Remove(r) => vec![user_at(group, r.to_remove())?],
+                        _ => Vec::new(),
+                    };
+                    Processed::Proposal { sender, removes }
+                }
+                _ => return Err(EngineError::Internal("mls-rs returned a non-group message".into())),
+            };
+            let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
+            if !matches!(processed, Processed::Own) && !removed_me {
+                group.write_to_storage().map_err(internal("writing the group"))?;
+            }
+            Ok(processed)
+        })?;
+
+        let incoming = match processed {
+            Processed::Own => Incoming::Own,
+            Processed::Application { sender, plaintext } => Incoming::Application { sender, plaintext },
+            Processed::Proposal { sender, removes } => Incoming::Proposal { sender, removes },
+            Processed::Commit(s) => {
+                if s.removed_me {
+                    // The group is dead to us: drop it and every secret of it.
+                    self.groups.remove(g);
+                    self.store.purge_group(g.as_bytes());
+                    self.departed.insert(g.clone());
+                }
+                Incoming::Commit {
+                    epoch: s.epoch,
+                    committer: s.committer,
+                    added: s.added,
+                    removed: s.removed,
+                    removed_me: s.removed_me,
+                }
+            }
+        };
+        Ok((incoming, self.store.drain()))
+    }
+
+    /// Every row as the caller's database should hold it now, after writing each group's
+    /// in-memory state to the store. For tests and backups: if the in-memory state ever differed
+    /// from what was reported (a bug), the difference is in the next [`Changes`].
+    pub fn export_state(&mut self) -> Result<StoredState, EngineError> {
+        for group in self.groups.values_mut() {
+            group.write_to_storage().map_err(internal("writing a group"))?;
+        }
+        Ok(self.store.rows().sorted())
+    }
+}
