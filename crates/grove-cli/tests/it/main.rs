@@ -1,4 +1,5 @@
 //! The `grove` binary, run as a user would run it.
 
+mod client;
 mod invariants;
 mod serve;

@@ -10,18 +10,19 @@ use ed25519_dalek::SigningKey;
 use grove_wire::auth::sign_request;
 use serde_json::{json, Value};
 
-const GROVE: &str = env!("CARGO_BIN_EXE_grove");
+pub const GROVE: &str = env!("CARGO_BIN_EXE_grove");
 
-struct Running {
-    child: Child,
-    base: String,
+pub struct Running {
+    pub child: Child,
+    pub base: String,
     server_key: [u8; 32],
-    log: Arc<Mutex<String>>,
+    pub log: Arc<Mutex<String>>,
 }
 
 /// Starts `grove serve` on a free port and waits until it says where it listens.
-fn start(data: &Path) -> Running {
+pub fn start(data: &Path) -> Running {
     // Load tests send far more than a person would: lift the per-user rate limit.
+    std::fs::create_dir_all(data).unwrap();
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n").unwrap();
     let mut child = Command::new(GROVE)

@@ -1,0 +1,163 @@
+//! The client commands as a person runs them: several profiles on one machine, one server.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::serve::{start, GROVE};
+
+fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
+    Command::new(GROVE)
+        .env("GROVE_HOME", home)
+        .args(["--profile", profile])
+        .args(args)
+        .output()
+        .expect("grove runs")
+}
+
+#[track_caller]
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "grove failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn texts(json_lines: &str) -> Vec<(u64, String)> {
+    json_lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "text")
+        .map(|v| (v["seq"].as_u64().unwrap(), v["text"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn three_people_chat_through_the_cli_and_carol_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    let url = server.base.clone();
+
+    // No identity yet: the error says what to do.
+    let out = grove(&home, "alice", &["whoami"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grove init --home URL"));
+
+    let mut addr = std::collections::HashMap::new();
+    for name in ["alice", "bob", "carol"] {
+        let a = ok(grove(&home, name, &["init", "--home", &url])).trim().to_string();
+        assert!(a.contains('@') && a.ends_with(url.trim_start_matches("http://")), "{a}");
+        assert_eq!(ok(grove(&home, name, &["whoami"])).trim(), a);
+        addr.insert(name, a);
+    }
+    let link = ok(grove(&home, "alice", &["room", "create", "garden", "--server", &url])).trim().to_string();
+    assert_eq!(link, format!("{url}/rooms/garden"));
+    ok(grove(&home, "alice", &["room", "invite", "garden", &addr["bob"]]));
+    ok(grove(&home, "alice", &["room", "invite", &link, &addr["carol"]]));
+    assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    assert!(ok(grove(&home, "carol", &["sync"])).contains("joined"));
+
+    ok(grove(&home, "alice", &["send", "garden", "hello from alice"]));
+    ok(grove(&home, "bob", &["send", "garden", "hello from bob"]));
+    ok(grove(&home, "carol", &["send", "garden", "hello from carol"]));
+    let want = ["hello from alice", "hello from bob", "hello from carol"];
+    for name in ["alice", "bob", "carol"] {
+        let got: Vec<String> = texts(&ok(grove(&home, name, &["read", "garden", "--json"]))).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    let members = ok(grove(&home, "bob", &["room", "members", "garden", "--json"]));
+    assert_eq!(serde_json::from_str::<Value>(&members).unwrap().as_array().unwrap().len(), 3);
+    assert!(ok(grove(&home, "carol", &["room", "list"])).contains(&link));
+
+    let carol_id = addr["carol"].split('@').next().unwrap().to_string();
+    ok(grove(&home, "alice", &["room", "remove", "garden", &carol_id]));
+    ok(grove(&home, "alice", &["send", "garden", "not for carol"]));
+    let bob_sees = texts(&ok(grove(&home, "bob", &["read", "garden", "--json"])));
+    assert_eq!(bob_sees.last().unwrap().1, "not for carol");
+    let carol_sees = ok(grove(&home, "carol", &["read", "garden", "--json"]));
+    assert!(!carol_sees.contains("not for carol"));
+    let out = grove(&home, "carol", &["send", "garden", "let me in"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ok(grove(&home, "carol", &["room", "list"])).contains("(removed)"));
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // Neither the server's files nor its log hold any plaintext.
+    let log = server.log.lock().unwrap().clone();
+    for text in want.iter().chain(["not for carol"].iter()) {
+        assert!(!log.contains(text));
+        for e in std::fs::read_dir(dir.path().join("server")).unwrap() {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            assert!(!data.windows(text.len()).any(|w| w == text.as_bytes()), "{text} on the server");
+        }
+    }
+}
+
+#[test]
+fn a_sync_killed_at_any_moment_resumes_with_no_loss_and_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    let url = server.base.clone();
+    let alice = ok(grove(&home, "alice", &["init", "--home", &url])).trim().to_string();
+    let bob = ok(grove(&home, "bob", &["init", "--home", &url])).trim().to_string();
+    let _ = alice;
+    ok(grove(&home, "alice", &["room", "create", "r"]));
+    ok(grove(&home, "alice", &["room", "invite", "r", &bob]));
+    ok(grove(&home, "bob", &["sync"]));
+
+    // Alice writes 300 messages (through the library: 300 processes would be slow).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut p = grove_client::profile::Profile::open(&home.join("alice")).unwrap();
+        for n in 0..300 {
+            p.send("r", &format!("message {n}")).await.unwrap();
+        }
+    });
+
+    // Bob's sync is killed again and again, each time a little later.
+    let mut delay = Duration::from_millis(20);
+    let started = Instant::now();
+    let mut kills = 0;
+    loop {
+        let mut child = Command::new(GROVE)
+            .env("GROVE_HOME", &home)
+            .args(["--profile", "bob", "sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        delay += Duration::from_millis(15);
+        assert!(started.elapsed() < Duration::from_secs(120), "sync never completed");
+    }
+    assert!(kills >= 2, "the sync finished before it could be interrupted ({kills} kills)");
+    let got = texts(&ok(grove(&home, "bob", &["read", "r", "--json"])));
+    let bodies: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(bodies, (0..300).map(|n| format!("message {n}")).collect::<Vec<_>>(), "after {kills} kills");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn the_demo_runs_the_whole_story() {
+    let out = Command::new(GROVE).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["alice creates the MLS room", "carol cannot post", "none of the messages is there in plaintext", "demo complete"] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}

@@ -1,0 +1,73 @@
+//! Clients and a real server (in-process, on 127.0.0.1, SQLite in a temporary folder).
+
+#![allow(missing_docs)]
+
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+
+use grove_client::profile::Profile;
+use grove_client::store::MessageKind;
+
+/// A server and a folder for profiles.
+pub struct World {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl World {
+    pub async fn start() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = grove_server::Config::default();
+        config.server.data_dir = dir.path().join("server");
+        config.limits.user_requests_per_sec = 100_000;
+        config.limits.ip_requests_per_sec = 100_000;
+        let state = grove_server::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(grove_server::run(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        World { url, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn profile_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("profiles").join(name)
+    }
+
+    pub async fn user(&self, name: &str) -> Profile {
+        Profile::init(&self.profile_dir(name), &self.url).await.unwrap()
+    }
+
+    /// Stops the server and answers its files' bytes.
+    pub async fn stop(&mut self) -> Vec<(PathBuf, Vec<u8>)> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.dir.path().join("server")).unwrap() {
+            let p = e.unwrap().path();
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+        out
+    }
+}
+
+pub fn texts(p: &Profile, room: &str) -> Vec<String> {
+    p.messages(room, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::Text)
+        .map(|m| String::from_utf8(m.body).unwrap())
+        .collect()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
