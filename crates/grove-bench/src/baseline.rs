@@ -203,7 +203,11 @@ pub struct SigCost {
 
 impl std::fmt::Display for SigCost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sign_request {:.1} µs (client core), verify_request {:.1} µs (server core)", self.sign_us, self.verify_us)
+        write!(
+            f,
+            "sign_request {:.1} µs (client core), verify_request {:.1} µs (server core)",
+            self.sign_us, self.verify_us
+        )
     }
 }
 
@@ -233,7 +237,17 @@ pub async fn sig_cost(env: &Env) -> Result<SigCost> {
             let mut ok = 0u32;
             for _ in 0..N {
                 ok += u32::from(
-                    grove_wire::auth::verify_request(&user.id, &h.signature, &server_key, "POST", path, ts, &h.nonce, &body).is_ok(),
+                    grove_wire::auth::verify_request(
+                        &user.id,
+                        &h.signature,
+                        &server_key,
+                        "POST",
+                        path,
+                        ts,
+                        &h.nonce,
+                        &body,
+                    )
+                    .is_ok(),
                 );
             }
             let us = t.elapsed().as_secs_f64() * 1e6 / N as f64;

@@ -107,7 +107,12 @@ pub async fn run(env: &Env, entries: u64, page: u32) -> Result<CatchupResult> {
         }
         for e in &p.entries {
             if e.seq != after + 1 || e.body.len() != BODY {
-                bail!("catch-up: expected seq {} with a {BODY}-byte body, got seq {} ({} bytes)", after + 1, e.seq, e.body.len());
+                bail!(
+                    "catch-up: expected seq {} with a {BODY}-byte body, got seq {} ({} bytes)",
+                    after + 1,
+                    e.seq,
+                    e.body.len()
+                );
             }
             after = e.seq;
         }
@@ -118,5 +123,13 @@ pub async fn run(env: &Env, entries: u64, page: u32) -> Result<CatchupResult> {
         bail!("catch-up read {after} of {entries} entries");
     }
     server.stop().await;
-    Ok(CatchupResult { entries, page, preload_rate, secs, rate: entries as f64 / secs, page_latency: Lat::of(&hist), cores })
+    Ok(CatchupResult {
+        entries,
+        page,
+        preload_rate,
+        secs,
+        rate: entries as f64 / secs,
+        page_latency: Lat::of(&hist),
+        cores,
+    })
 }

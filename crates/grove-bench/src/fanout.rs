@@ -158,7 +158,8 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
 
     // The publisher: paced, each POST in its own task so a slow ack never delays the next one.
     let post = |i: usize| {
-        let (client, shared, base, publisher) = (client.clone(), shared.clone(), server.base.clone(), publisher.clone());
+        let (client, shared, base, publisher) =
+            (client.clone(), shared.clone(), server.base.clone(), publisher.clone());
         tokio::spawn(async move {
             let mut body = harness::random_body(BODY);
             body[..8].copy_from_slice(&(i as u64).to_le_bytes());

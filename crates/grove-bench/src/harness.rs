@@ -74,10 +74,7 @@ pub fn now_ns() -> u64 {
 
 /// Unix milliseconds.
 pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A latency histogram in nanoseconds (1 ns to 100 s, 3 significant digits).
@@ -176,7 +173,14 @@ pub struct Prepared {
 }
 
 /// Signs an application entry for `path` (`/v1/rooms/{room}/log`).
-pub fn prepare_append(base: &str, server_key: &[u8; 32], user: &User, room: &str, epoch: u64, payload: Vec<u8>) -> Prepared {
+pub fn prepare_append(
+    base: &str,
+    server_key: &[u8; 32],
+    user: &User,
+    room: &str,
+    epoch: u64,
+    payload: Vec<u8>,
+) -> Prepared {
     let path = format!("/v1/rooms/{room}/log");
     let body = serde_json::to_vec(&AppendEntry { kind: EntryKind::Application, epoch, body: payload })
         .expect("plain data serialises");
@@ -229,7 +233,9 @@ pub fn bench_config(dir: &std::path::Path) -> Config {
 pub async fn open_store(env: &Env, dir: PathBuf) -> Result<Arc<SqliteStore>> {
     let store = env
         .srv
-        .spawn_blocking(move || SqliteStore::open(&dir.join("grove.db"), SqliteOptions { synchronous: Synchronous::Full }))
+        .spawn_blocking(move || {
+            SqliteStore::open(&dir.join("grove.db"), SqliteOptions { synchronous: Synchronous::Full })
+        })
         .await??;
     Ok(Arc::new(store))
 }
@@ -283,7 +289,13 @@ impl Server {
 
     /// Creates a sender-keys room owned by `admin` and, if `members` is not empty, posts
     /// membership version 1 with `admin` plus `members` (admin only `admin`).
-    pub async fn setup_room(&self, client: &reqwest::Client, admin: &User, name: &str, members: &[UserId]) -> Result<()> {
+    pub async fn setup_room(
+        &self,
+        client: &reqwest::Client,
+        admin: &User,
+        name: &str,
+        members: &[UserId],
+    ) -> Result<()> {
         let body = serde_json::to_vec(&serde_json::json!({ "name": name, "mode": "sender-keys" }))?;
         let h = sign(admin, &self.server_key, "POST", "/v1/rooms", &body);
         let r = with_headers(client.post(format!("{}/v1/rooms", self.base)), &h)
@@ -376,7 +388,11 @@ pub fn cpu_busy(a: &CpuSnap, b: &CpuSnap) -> Vec<f64> {
         .zip(b.0.iter())
         .map(|(x, y)| {
             let total = y.1.saturating_sub(x.1);
-            if total == 0 { 0.0 } else { y.0.saturating_sub(x.0) as f64 / total as f64 }
+            if total == 0 {
+                0.0
+            } else {
+                y.0.saturating_sub(x.0) as f64 / total as f64
+            }
         })
         .collect()
 }

@@ -60,7 +60,8 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
     let counts: Vec<usize> = (0..senders).map(|i| per + usize::from(i < extra)).collect();
     let base = server.base.clone();
     let key = server.server_key;
-    let plans: Vec<(User, usize, usize)> = users.iter().cloned().zip(counts.iter().copied()).enumerate().map(|(i, (u, n))| (u, n, i)).collect();
+    let plans: Vec<(User, usize, usize)> =
+        users.iter().cloned().zip(counts.iter().copied()).enumerate().map(|(i, (u, n))| (u, n, i)).collect();
     let env2 = env.clone();
     let names2 = names.clone();
     let mut prepared: Vec<(Vec<Prepared>, Vec<Prepared>)> = tokio::task::spawn_blocking(move || {
@@ -68,7 +69,11 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
             let mut a = Vec::new();
             let mut b = Vec::new();
             for (k, p) in plans.into_iter().enumerate() {
-                if k % 2 == 0 { a.push(p) } else { b.push(p) }
+                if k % 2 == 0 {
+                    a.push(p)
+                } else {
+                    b.push(p)
+                }
             }
             vec![a, b]
         };
@@ -89,7 +94,8 @@ pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> R
                                     harness::prepare_append(base, &key, &u, room, 1, harness::random_body(BODY))
                                 };
                                 let warm: Vec<Prepared> = (0..WARMUP_PER_SENDER).map(make).collect();
-                                let main: Vec<Prepared> = (WARMUP_PER_SENDER..WARMUP_PER_SENDER + n).map(make).collect();
+                                let main: Vec<Prepared> =
+                                    (WARMUP_PER_SENDER..WARMUP_PER_SENDER + n).map(make).collect();
                                 (i, warm, main)
                             })
                             .collect::<Vec<_>>()

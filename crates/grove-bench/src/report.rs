@@ -30,8 +30,7 @@ pub async fn all(env: &Env, runs: usize, messages: usize, fanout_seconds: u32) -
     let mut results: Vec<Run> = Vec::new();
     for i in 1..=runs {
         eprintln!("== run {i} of {runs} ({:.0}s elapsed)", started.elapsed().as_secs_f64());
-        let mut r = Run::default();
-        r.raw = baseline::sqlite(env, 200_000, 100, 10).await?;
+        let mut r = Run { raw: baseline::sqlite(env, 200_000, 100, 10).await?, ..Run::default() };
         eprintln!("  baseline-sqlite: {}", r.raw);
         r.raw1 = baseline::sqlite(env, 3_000, 1, 10).await?;
         eprintln!("  baseline-sqlite, 1 row/txn: {}", r.raw1);
@@ -108,16 +107,17 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     println!();
     println!("| Benchmark | Figure | Median | Each run | Target | |");
     println!("|---|---|---|---|---|---|");
-    let row = |bench: &str, figure: &str, f: &dyn Fn(&Run) -> f64, fmt: fn(f64) -> String, target: &str, ok: Option<bool>| {
-        let (m, v) = col(runs, f);
-        let _ = m;
-        println!(
-            "| {bench} | {figure} | {} | {} | {target} | {} |",
-            fmt(m),
-            each(&v, fmt),
-            ok.map(verdict).unwrap_or("")
-        );
-    };
+    let row =
+        |bench: &str, figure: &str, f: &dyn Fn(&Run) -> f64, fmt: fn(f64) -> String, target: &str, ok: Option<bool>| {
+            let (m, v) = col(runs, f);
+            let _ = m;
+            println!(
+                "| {bench} | {figure} | {} | {} | {target} | {} |",
+                fmt(m),
+                each(&v, fmt),
+                ok.map(verdict).unwrap_or("")
+            );
+        };
     let med = |f: &dyn Fn(&Run) -> f64| col(runs, f).0;
 
     let raw = |r: &Run| r.raw.rate;
@@ -138,12 +138,33 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     row("Store-level ingest", "append p50", &|r| r.store.ack.p50_us, us, "", None);
     row("Store-level ingest", "append p99", &|r| r.store.ack.p99_us, us, "", None);
     let h10m = med(&h10);
-    row("HTTP ingest, 64 senders, 10 rooms, acked after fsync", "msgs/s", &h10, rate, "≥ 40,000 msgs/s", Some(h10m >= 40_000.0));
+    row(
+        "HTTP ingest, 64 senders, 10 rooms, acked after fsync",
+        "msgs/s",
+        &h10,
+        rate,
+        "≥ 40,000 msgs/s",
+        Some(h10m >= 40_000.0),
+    );
     row("HTTP ingest, 10 rooms", "ack p50", &|r| r.http10.ack.p50_us, us, "", None);
     row("HTTP ingest, 10 rooms", "ack p99", &|r| r.http10.ack.p99_us, us, "", None);
     row("HTTP ingest, 10 rooms", "mean commit group", &|r| r.http10.mean_batch, |v| format!("{v:.1}"), "", None);
-    row("HTTP ingest, 10 rooms", "server core busy", &|r| r.http10.cores.server * 100.0, |v| format!("{v:.0}%"), "", None);
-    row("HTTP ingest, 10 rooms", "client core busy", &|r| r.http10.cores.client * 100.0, |v| format!("{v:.0}%"), "", None);
+    row(
+        "HTTP ingest, 10 rooms",
+        "server core busy",
+        &|r| r.http10.cores.server * 100.0,
+        |v| format!("{v:.0}%"),
+        "",
+        None,
+    );
+    row(
+        "HTTP ingest, 10 rooms",
+        "client core busy",
+        &|r| r.http10.cores.client * 100.0,
+        |v| format!("{v:.0}%"),
+        "",
+        None,
+    );
     row("HTTP ingest, 64 senders, 1 room", "msgs/s", &h1, rate, "", None);
     row("HTTP ingest, 1 room", "ack p50", &|r| r.http1.ack.p50_us, us, "", None);
     row("HTTP ingest, 1 room", "ack p99", &|r| r.http1.ack.p99_us, us, "", None);
@@ -151,18 +172,67 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     row("Catch-up read", "total time", &|r| r.catchup.secs * 1e6, us, "", None);
     row("Catch-up read", "page p99", &|r| r.catchup.page_latency.p99_us, us, "", None);
     let fan99 = med(&|r: &Run| r.fanout.last.p99_us);
-    row("Fan-out, 1,000 WS subscribers × 50 msgs/s", "publish → last subscriber p50", &|r| r.fanout.last.p50_us, us, "", None);
-    row("Fan-out, 1,000 × 50/s", "publish → last subscriber p99", &|r| r.fanout.last.p99_us, us, "≤ 35 ms", Some(fan99 <= 35_000.0));
+    row(
+        "Fan-out, 1,000 WS subscribers × 50 msgs/s",
+        "publish → last subscriber p50",
+        &|r| r.fanout.last.p50_us,
+        us,
+        "",
+        None,
+    );
+    row(
+        "Fan-out, 1,000 × 50/s",
+        "publish → last subscriber p99",
+        &|r| r.fanout.last.p99_us,
+        us,
+        "≤ 35 ms",
+        Some(fan99 <= 35_000.0),
+    );
     row("Fan-out, 1,000 × 50/s", "per delivery p50", &|r| r.fanout.delivery.p50_us, us, "", None);
     row("Fan-out, 1,000 × 50/s", "per delivery p99", &|r| r.fanout.delivery.p99_us, us, "", None);
-    row("Fan-out, 1,000 × 50/s", "missing deliveries", &|r| r.fanout.missing as f64, |v| format!("{v:.0}"), "0", Some(med(&|r: &Run| r.fanout.missing as f64) == 0.0));
+    row(
+        "Fan-out, 1,000 × 50/s",
+        "missing deliveries",
+        &|r| r.fanout.missing as f64,
+        |v| format!("{v:.0}"),
+        "0",
+        Some(med(&|r: &Run| r.fanout.missing as f64) == 0.0),
+    );
     row("Fan-out, 1,000 × 50/s", "publisher ack p50", &|r| r.fanout.ack.p50_us, us, "", None);
-    row("Fan-out, 1,000 × 50/s", "server core busy", &|r| r.fanout.cores.server * 100.0, |v| format!("{v:.0}%"), "", None);
-    row("Fan-out, 1,000 × 50/s", "client core busy", &|r| r.fanout.cores.client * 100.0, |v| format!("{v:.0}%"), "", None);
+    row(
+        "Fan-out, 1,000 × 50/s",
+        "server core busy",
+        &|r| r.fanout.cores.server * 100.0,
+        |v| format!("{v:.0}%"),
+        "",
+        None,
+    );
+    row(
+        "Fan-out, 1,000 × 50/s",
+        "client core busy",
+        &|r| r.fanout.cores.client * 100.0,
+        |v| format!("{v:.0}%"),
+        "",
+        None,
+    );
     let idle50 = med(&|r: &Run| r.idle.delivery.p50_us);
     let idle99 = med(&|r: &Run| r.idle.delivery.p99_us);
-    row("Idle path, 1 subscriber × 200 msgs/s", "publish → deliver p50", &|r| r.idle.delivery.p50_us, us, "≤ 350 µs", Some(idle50 <= 350.0));
-    row("Idle path, 1 × 200/s", "publish → deliver p99", &|r| r.idle.delivery.p99_us, us, "≤ 1 ms", Some(idle99 <= 1_000.0));
+    row(
+        "Idle path, 1 subscriber × 200 msgs/s",
+        "publish → deliver p50",
+        &|r| r.idle.delivery.p50_us,
+        us,
+        "≤ 350 µs",
+        Some(idle50 <= 350.0),
+    );
+    row(
+        "Idle path, 1 × 200/s",
+        "publish → deliver p99",
+        &|r| r.idle.delivery.p99_us,
+        us,
+        "≤ 1 ms",
+        Some(idle99 <= 1_000.0),
+    );
     row("Idle path, 1 × 200/s", "publisher ack p50", &|r| r.idle.ack.p50_us, us, "", None);
     row("Request signature", "sign (client)", &|r| r.sig.sign_us, |v| format!("{v:.1} µs"), "", None);
     row("Request signature", "verify (server)", &|r| r.sig.verify_us, |v| format!("{v:.1} µs"), "", None);
@@ -173,7 +243,12 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     let ratio = |name: &str, f: &dyn Fn(&Run) -> f64, target: Option<f64>| {
         let (m, v) = col(runs, f);
         let t = target.map(|t| format!("≥ {}", pct(t))).unwrap_or_default();
-        println!("| {name} | {} | {} | {t} | {} |", pct(m), each(&v, pct), target.map(|t| verdict(m >= t)).unwrap_or(""));
+        println!(
+            "| {name} | {} | {} | {t} | {} |",
+            pct(m),
+            each(&v, pct),
+            target.map(|t| verdict(m >= t)).unwrap_or("")
+        );
     };
     ratio("HTTP ingest (10 rooms) ÷ raw batched insert", &|r| h10(r) / raw(r), Some(0.70));
     ratio("Store-level ingest ÷ raw batched insert (storage write path)", &|r| st(r) / raw(r), Some(0.70));

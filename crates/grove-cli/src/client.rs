@@ -116,7 +116,9 @@ async fn room(dir: &std::path::Path, json_out: bool, rc: RoomCommand) -> anyhow:
         RoomCommand::Remove { room, user } => {
             let user: UserId = match Address::parse(&user) {
                 Ok(a) => a.user,
-                Err(_) => user.parse().map_err(|_| anyhow!("{user:?} is neither a user id nor an address: see `grove room members {room}`"))?,
+                Err(_) => user.parse().map_err(|_| {
+                    anyhow!("{user:?} is neither a user id nor an address: see `grove room members {room}`")
+                })?,
             };
             p.remove(&room, &user).await?;
         }

@@ -13,7 +13,7 @@ mod serve;
 #[derive(Debug, Parser)]
 #[command(name = "grove", version, about, propagate_version = true)]
 struct Cli {
-    /// Profile to act as: one identity with its own state (folder $GROVE_HOME/<NAME>).
+    /// Profile to act as: one identity with its own state (folder $GROVE_HOME/NAME).
     #[arg(long, global = true, default_value = "default", env = "GROVE_PROFILE")]
     profile: String,
     /// Print results as JSON.

@@ -156,7 +156,10 @@ pub struct Profile {
 
 impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile").field("dir", &self.dir).field("user", &self.identity.user_id()).finish_non_exhaustive()
+        f.debug_struct("Profile")
+            .field("dir", &self.dir)
+            .field("user", &self.identity.user_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -330,9 +333,8 @@ impl Profile {
         let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await?;
         let kp = claimed.data;
         let (seq, pending) = self.commit_change(&room, |e, g| e.commit_add(g, std::slice::from_ref(&kp))).await?;
-        let welcome = pending
-            .welcome
-            .ok_or_else(|| ClientError::Invalid("the add commit produced no Welcome".into()))?;
+        let welcome =
+            pending.welcome.ok_or_else(|| ClientError::Invalid("the add commit produced no Welcome".into()))?;
         let invite = MailMessage::Invite { room: room.link.clone(), epoch: pending.epoch + 1, seq, welcome };
         let body = serde_json::to_vec(&invite).map_err(|e| ClientError::Invalid(e.to_string()))?;
         home.deposit(&addr.user, body).await?;
@@ -367,7 +369,8 @@ impl Profile {
             let entry = AppendEntry { kind: EntryKind::Proposal, epoch, body: proposal };
             match server.append(&room.name, &entry).await {
                 Ok(_) => {
-                    self.store.commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Left)], ..Batch::default() })?;
+                    self.store
+                        .commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Left)], ..Batch::default() })?;
                     return Ok(());
                 }
                 Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => continue,
@@ -491,16 +494,20 @@ impl Profile {
             for entry in page.entries {
                 let mut batch = Batch { mailbox_cursor: Some(entry.seq), ..Batch::default() };
                 match serde_json::from_slice::<MailMessage>(&entry.body) {
-                    Ok(MailMessage::Invite { room, epoch, seq, welcome }) => match self.join(&room, epoch, seq, &welcome).await {
-                        Ok((local, changes, event)) => {
-                            report.joined.push(local.link.clone());
-                            batch.changes.push(changes);
-                            batch.rooms.push(local);
-                            batch.messages.push(event);
+                    Ok(MailMessage::Invite { room, epoch, seq, welcome }) => {
+                        match self.join(&room, epoch, seq, &welcome).await {
+                            Ok((local, changes, event)) => {
+                                report.joined.push(local.link.clone());
+                                batch.changes.push(changes);
+                                batch.rooms.push(local);
+                                batch.messages.push(event);
+                            }
+                            Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
                         }
-                        Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
-                    },
-                    Err(e) => tracing::warn!(seq = entry.seq, error = %e, "ignoring a mailbox message that is not a grove invitation"),
+                    }
+                    Err(e) => {
+                        tracing::warn!(seq = entry.seq, error = %e, "ignoring a mailbox message that is not a grove invitation")
+                    }
                 }
                 after = entry.seq;
                 self.store.commit(batch)?;
@@ -517,8 +524,15 @@ impl Profile {
         Ok(())
     }
 
-    async fn join(&mut self, link: &str, epoch: u64, seq: u64, welcome: &[u8]) -> Result<(LocalRoom, Changes, Message)> {
-        let (server_url, name) = parse_link(link).ok_or_else(|| ClientError::Invalid(format!("bad room link {link:?}")))?;
+    async fn join(
+        &mut self,
+        link: &str,
+        epoch: u64,
+        seq: u64,
+        welcome: &[u8],
+    ) -> Result<(LocalRoom, Changes, Message)> {
+        let (server_url, name) =
+            parse_link(link).ok_or_else(|| ClientError::Invalid(format!("bad room link {link:?}")))?;
         if let Ok(existing) = self.room(link) {
             if existing.status == RoomStatus::Active {
                 return Err(ClientError::Invalid(format!("already in {link}")));
@@ -563,7 +577,10 @@ impl Profile {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     // Removed by a commit we have not seen (the server no longer lets us read it).
-                    self.store.commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Removed)], ..Batch::default() })?;
+                    self.store.commit(Batch {
+                        statuses: vec![(room.link.clone(), RoomStatus::Removed)],
+                        ..Batch::default()
+                    })?;
                     return Ok(RoomStatus::Removed);
                 }
                 Err(e) => return Err(e.into()),
@@ -673,7 +690,8 @@ impl Profile {
 }
 
 fn identity_from(secret: &[u8]) -> Result<Identity> {
-    let secret = <[u8; 32]>::try_from(secret).map_err(|_| ClientError::Invalid("the stored identity is corrupt".into()))?;
+    let secret =
+        <[u8; 32]>::try_from(secret).map_err(|_| ClientError::Invalid("the stored identity is corrupt".into()))?;
     Ok(Identity::from_secret_bytes(secret))
 }
 
@@ -692,5 +710,12 @@ fn describe(out: &mut Vec<Message>, link: &str, seq: u64, ts: i64, by: UserId, a
     if parts.is_empty() {
         parts.push(format!("{} updated their keys", by.short()));
     }
-    out.push(Message { room: link.to_string(), seq, kind: MessageKind::Event, sender: by, ts, body: parts.join(", ").into_bytes() });
+    out.push(Message {
+        room: link.to_string(),
+        seq,
+        kind: MessageKind::Event,
+        sender: by,
+        ts,
+        body: parts.join(", ").into_bytes(),
+    });
 }

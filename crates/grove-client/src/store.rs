@@ -187,7 +187,11 @@ impl ClientStore {
         let mut q = self.conn.prepare("SELECT group_id, snapshot FROM mls_groups ORDER BY group_id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, snapshot) = row?;
-            state.groups.push(StoredGroup { group_id: GroupId::new(id), snapshot: snapshot.into(), epochs: Vec::new() });
+            state.groups.push(StoredGroup {
+                group_id: GroupId::new(id),
+                snapshot: snapshot.into(),
+                epochs: Vec::new(),
+            });
         }
         let mut q = self.conn.prepare("SELECT group_id, epoch_id, data FROM mls_epochs ORDER BY group_id, epoch_id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))? {
@@ -232,7 +236,10 @@ impl ClientStore {
             tx.execute("UPDATE rooms SET status = ?2 WHERE link = ?1", params![link, status.as_str()])?;
         }
         if let Some(c) = batch.mailbox_cursor {
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)", [c.to_be_bytes().to_vec()])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)",
+                [c.to_be_bytes().to_vec()],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -249,7 +256,9 @@ impl ClientStore {
 
     /// Every room, by link.
     pub fn rooms(&self) -> Result<Vec<LocalRoom>, StoreError> {
-        let mut q = self.conn.prepare("SELECT link, server, name, mode, group_id, cursor, status FROM rooms ORDER BY name, link")?;
+        let mut q = self
+            .conn
+            .prepare("SELECT link, server, name, mode, group_id, cursor, status FROM rooms ORDER BY name, link")?;
         let rows = q.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -266,7 +275,8 @@ impl ClientStore {
             let (link, server, name, mode, group_id, cursor, status) = row?;
             out.push(LocalRoom {
                 mode: RoomMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("room mode {mode:?}")))?,
-                status: RoomStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("room status {status:?}")))?,
+                status: RoomStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("room status {status:?}")))?,
                 link,
                 server,
                 name,
@@ -279,11 +289,17 @@ impl ClientStore {
 
     /// A room's history after `after`, in order.
     pub fn messages(&self, link: &str, after: u64) -> Result<Vec<Message>, StoreError> {
-        let mut q = self.conn.prepare(
-            "SELECT seq, kind, sender, ts, body FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
+        let mut q = self
+            .conn
+            .prepare("SELECT seq, kind, sender, ts, body FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq")?;
         let rows = q.query_map(params![link, after as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?, r.get::<_, Vec<u8>>(4)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -322,7 +338,10 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
                     "INSERT OR REPLACE INTO mls_epochs (group_id, epoch_id, data) VALUES (?1, ?2, ?3)",
                     params![id, e.epoch as i64, data.as_slice()],
                 )?,
-                None => tx.execute("DELETE FROM mls_epochs WHERE group_id = ?1 AND epoch_id = ?2", params![id, e.epoch as i64])?,
+                None => tx.execute(
+                    "DELETE FROM mls_epochs WHERE group_id = ?1 AND epoch_id = ?2",
+                    params![id, e.epoch as i64],
+                )?,
             };
         }
     }

@@ -119,7 +119,8 @@ impl Server {
             return Ok(*k);
         }
         let info = self.info().await?;
-        let key: UserId = info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
+        let key: UserId =
+            info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
         let _ = self.server_key.set(key.0);
         Ok(key.0)
     }
@@ -133,7 +134,8 @@ impl Server {
     ) -> Result<T, TransportError> {
         let server_key = self.server_key().await?;
         let body = body.unwrap_or_default();
-        let h = grove_wire::auth::sign_request(&self.key, &server_key, method.as_str(), path, now_ms(), &nonce(), &body);
+        let h =
+            grove_wire::auth::sign_request(&self.key, &server_key, method.as_str(), path, now_ms(), &nonce(), &body);
         let resp = self
             .http
             .request(method, format!("{}{path}", self.base))

@@ -52,7 +52,10 @@ pub(crate) fn authenticate(
         .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-timestamp is not Unix milliseconds"))?;
     let nonce = header(headers, HEADER_NONCE)?;
     if !auth::nonce_is_valid(nonce) {
-        return Err(AppError::new(ErrorCode::Unauthenticated, "x-grove-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _"));
+        return Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "x-grove-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _",
+        ));
     }
     let signature = header(headers, HEADER_SIGNATURE)?;
     let now = state.now();
@@ -71,7 +74,10 @@ pub(crate) fn authenticate(
         return Err(rate_limited(wait.as_secs() + 1));
     }
     if !state.0.nonces.insert(user, nonce, ts, now - skew) {
-        return Err(AppError::new(ErrorCode::NonceReused, "this nonce was already used: sign every request with a fresh one"));
+        return Err(AppError::new(
+            ErrorCode::NonceReused,
+            "this nonce was already used: sign every request with a fresh one",
+        ));
     }
     Ok(user)
 }
@@ -96,9 +102,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let limit = state.0.config.limits.max_body_bytes as usize;
-        let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
-        })?;
+        let bytes: Bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes")))?;
         let user = authenticate(state, &parts.method, &parts.uri, &parts.headers, &bytes)?;
         let body = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::new(ErrorCode::MalformedBody, format!("the body is not the expected JSON: {e}")))?;

@@ -54,12 +54,16 @@ pub(crate) fn commit_error(e: HubError, head: u64, is_commit: bool) -> AppError 
     let invalid = if is_commit { ErrorCode::InvalidCommit } else { ErrorCode::InvalidProposal };
     let what = if is_commit { "commit" } else { "proposal" };
     match e {
-        HubError::WrongEpoch { message_epoch, current_epoch } => AppError::wrong_epoch(current_epoch, head, message_epoch),
+        HubError::WrongEpoch { message_epoch, current_epoch } => {
+            AppError::wrong_epoch(current_epoch, head, message_epoch)
+        }
         HubError::SenderMismatch => AppError::new(
             ErrorCode::SenderMismatch,
             format!("the {what} is signed by another member's leaf than the request's signer"),
         ),
-        HubError::NotAMember => AppError::new(ErrorCode::NotMember, format!("the {what}'s sender is not a member leaf")),
+        HubError::NotAMember => {
+            AppError::new(ErrorCode::NotMember, format!("the {what}'s sender is not a member leaf"))
+        }
         HubError::Internal(d) => AppError::internal("MLS hub failure", d),
         HubError::NotPublicMessage => AppError::new(invalid, format!("a {what} must be sent as an MLS PublicMessage")),
         other => AppError::new(invalid, format!("the {what} failed validation: {other}")),

@@ -24,8 +24,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use ed25519_dalek::SigningKey;
 
-pub mod config;
 mod auth;
+pub mod config;
 mod error;
 mod hub;
 mod listener;
@@ -166,8 +166,11 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, OpenError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            write_private(&path, &key.to_bytes())
-                .map_err(|source| OpenError::Io { context: "cannot write the server key", path: path.clone(), source })?;
+            write_private(&path, &key.to_bytes()).map_err(|source| OpenError::Io {
+                context: "cannot write the server key",
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(path = %path.display(), "created the server key");
             Ok(key)
         }
@@ -193,8 +196,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// server key at `data_dir/server.key`.
 pub fn open(config: Config) -> Result<AppState, OpenError> {
     let dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .map_err(|source| OpenError::Io { context: "cannot create the data folder", path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| OpenError::Io {
+        context: "cannot create the data folder",
+        path: dir.clone(),
+        source,
+    })?;
     let key = load_or_create_key(&dir)?;
     let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
         .unwrap_or(grove_store_sqlite::Synchronous::Full);

@@ -42,7 +42,11 @@ impl Metrics {
         let entries = Family::<Labels, Counter>::default();
         registry.register("entries_appended", "Room-log entries appended, by kind", entries.clone());
         let commits_rejected = Family::<Labels, Counter>::default();
-        registry.register("commits_rejected", "Commits and proposals rejected, by error code", commits_rejected.clone());
+        registry.register(
+            "commits_rejected",
+            "Commits and proposals rejected, by error code",
+            commits_rejected.clone(),
+        );
         let push_connections = Gauge::default();
         registry.register("push_connections", "Open push WebSocket connections", push_connections.clone());
         let storage_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
@@ -55,7 +59,11 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, route: &str, method: &str, status: u16) {
         self.requests
-            .get_or_create(&vec![("route", route.to_string()), ("method", method.to_string()), ("status", status.to_string())])
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ])
             .inc();
     }
 

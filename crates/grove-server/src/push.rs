@@ -28,8 +28,11 @@ pub(crate) async fn push(
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
-            return crate::error::AppError::new(ErrorCode::BadRequest, format!("/v1/push is a WebSocket: {}", e.body_text()))
-                .into_response()
+            return crate::error::AppError::new(
+                ErrorCode::BadRequest,
+                format!("/v1/push is a WebSocket: {}", e.body_text()),
+            )
+            .into_response()
         }
     };
     // A small read buffer: tungstenite clears the whole buffer on every read poll, and the
@@ -103,7 +106,12 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
 }
 
 /// Sends the backlog of `room` after `*after`, page by page, advancing `*after`.
-async fn catch_up(state: &AppState, room: &RoomHandle, after: &mut u64, tx: &mpsc::Sender<Utf8Bytes>) -> Result<(), ()> {
+async fn catch_up(
+    state: &AppState,
+    room: &RoomHandle,
+    after: &mut u64,
+    tx: &mpsc::Sender<Utf8Bytes>,
+) -> Result<(), ()> {
     let page = state.0.config.limits.max_page_entries;
     loop {
         let entries = state.0.store.read(room.id, *after, page).await.map_err(|e| {
@@ -152,7 +160,11 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
                 after = p.seq;
                 if p.handshake && !room.slot.read().await.is_member(&user) {
                     let _ = tx
-                        .send(error_frame(Some(name.clone()), ErrorCode::NotMember, "you are no longer a member of this room"))
+                        .send(error_frame(
+                            Some(name.clone()),
+                            ErrorCode::NotMember,
+                            "you are no longer a member of this room",
+                        ))
                         .await;
                     return;
                 }

@@ -11,17 +11,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use grove_store::{AppendOutcome, NewEntry, RoomId, RoomRecord, StateUpdate};
 use grove_wire::api::{AppendEntry, Appended, Entry, EntryKind, RoomInfo, RoomMode};
 use grove_wire::membership::SignedMembership;
 use grove_wire::{ErrorCode, UserId};
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{broadcast, watch, RwLock};
 
 use crate::error::{AppError, AppResult};
 use crate::hub::{self, Hub};
-use grove_proto::mls::hub::HubError;
 use crate::state::AppState;
+use grove_proto::mls::hub::HubError;
 
 /// The rooms this instance has loaded.
 #[derive(Default)]
@@ -77,10 +77,9 @@ struct Publisher {
 impl Slot {
     fn from_record(rec: &RoomRecord) -> AppResult<Slot> {
         let hub = match rec.mode {
-            RoomMode::Mls => Some(
-                Hub::restore(&rec.state)
-                    .map_err(|e| AppError::internal("cannot restore a room's MLS state", format!("room {}: {e}", rec.name)))?,
-            ),
+            RoomMode::Mls => Some(Hub::restore(&rec.state).map_err(|e| {
+                AppError::internal("cannot restore a room's MLS state", format!("room {}: {e}", rec.name))
+            })?),
             RoomMode::SenderKeys => None,
         };
         Ok(Slot {
@@ -241,7 +240,12 @@ async fn store_append(state: &AppState, room: &RoomHandle, entry: NewEntry) -> A
     Ok(out?)
 }
 
-async fn append_application(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
+async fn append_application(
+    state: &AppState,
+    room: &RoomHandle,
+    user: UserId,
+    req: AppendEntry,
+) -> AppResult<Appended> {
     let slot = room.slot.read().await;
     if !slot.is_member(&user) {
         return Err(not_member(&room.name));
@@ -253,7 +257,10 @@ async fn append_application(state: &AppState, room: &RoomHandle, user: UserId, r
                 return Err(AppError::wrong_epoch(current_epoch, room.head(), message_epoch))
             }
             Err(e) => {
-                return Err(AppError::new(ErrorCode::InvalidMessage, format!("not an MLS application message of this room: {e}")))
+                return Err(AppError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("not an MLS application message of this room: {e}"),
+                ))
             }
         };
         if msg_epoch != req.epoch {
@@ -270,7 +277,10 @@ async fn append_application(state: &AppState, room: &RoomHandle, user: UserId, r
     if req.epoch + window < slot.epoch {
         let mut e = AppError::new(
             ErrorCode::EpochTooOld,
-            format!("epoch {} is more than {window} epochs behind the room's epoch {}: sync and re-encrypt", req.epoch, slot.epoch),
+            format!(
+                "epoch {} is more than {window} epochs behind the room's epoch {}: sync and re-encrypt",
+                req.epoch, slot.epoch
+            ),
         );
         e.0.current_epoch = Some(slot.epoch);
         return Err(e);
@@ -329,7 +339,10 @@ async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req
     };
     let limit = state.0.config.limits.members_per_room;
     if change.members.len() as u64 > limit {
-        return Err(AppError::new(ErrorCode::MemberLimit, format!("a room on this server has at most {limit} members")));
+        return Err(AppError::new(
+            ErrorCode::MemberLimit,
+            format!("a room on this server has at most {limit} members"),
+        ));
     }
     let ts = state.now();
     let entry = NewEntry {
@@ -373,8 +386,8 @@ async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req
 
 fn check_membership(state: &AppState, room: &RoomHandle, slot: &Slot, req: &AppendEntry) -> AppResult<Change> {
     let bad = |m: &str| AppError::new(ErrorCode::BadMembership, m.to_string());
-    let m: SignedMembership = serde_json::from_slice(&req.body)
-        .map_err(|_| bad("the body is not a signed membership (JSON)"))?;
+    let m: SignedMembership =
+        serde_json::from_slice(&req.body).map_err(|_| bad("the body is not a signed membership (JSON)"))?;
     if !m.verify() {
         return Err(bad("the membership signature or shape is invalid"));
     }
@@ -384,7 +397,11 @@ fn check_membership(state: &AppState, room: &RoomHandle, slot: &Slot, req: &Appe
     if m.version != slot.epoch + 1 || req.epoch != m.version {
         let mut e = AppError::new(
             ErrorCode::MembershipVersion,
-            format!("the room is at membership version {}; the next update must be version {}", slot.epoch, slot.epoch + 1),
+            format!(
+                "the room is at membership version {}; the next update must be version {}",
+                slot.epoch,
+                slot.epoch + 1
+            ),
         );
         e.0.current_epoch = Some(slot.epoch);
         return Err(e);

@@ -85,7 +85,10 @@ pub(crate) async fn method_not_allowed() -> AppError {
 
 // ---------------------------------------------------------------- key directory
 
-pub(crate) async fn publish_keys(State(state): State<AppState>, req: Signed<PublishKeys>) -> AppResult<Json<KeyCounts>> {
+pub(crate) async fn publish_keys(
+    State(state): State<AppState>,
+    req: Signed<PublishKeys>,
+) -> AppResult<Json<KeyCounts>> {
     let limits = &state.0.config.limits;
     if req.body.items.is_empty() {
         return Err(AppError::new(ErrorCode::BadRequest, "publish at least one item"));
@@ -137,7 +140,10 @@ pub(crate) async fn deposit(
     let owner = parse_user(&owner)?;
     let limits = &state.0.config.limits;
     if req.body.body.len() as u64 > limits.max_entry_bytes {
-        return Err(AppError::new(ErrorCode::PayloadTooLarge, format!("a mailbox message is at most {} bytes", limits.max_entry_bytes)));
+        return Err(AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("a mailbox message is at most {} bytes", limits.max_entry_bytes),
+        ));
     }
     let ts = state.now();
     let expires_at = ts + limits.mailbox_ttl_secs as i64 * 1000;
@@ -242,7 +248,10 @@ pub(crate) async fn create_room(
         RoomCreationPolicy::Closed => false,
     };
     if !allowed {
-        return Err(AppError::new(ErrorCode::Forbidden, "this server does not let you create rooms (see room_creation in /v1/info)"));
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "this server does not let you create rooms (see room_creation in /v1/info)",
+        ));
     }
     let CreateRoom { name, mode, public, mls } = req.body;
     if !valid_room_name(&name) {
@@ -254,7 +263,10 @@ pub(crate) async fn create_room(
     let (epoch, state_bytes, members, admins) = match (mode, mls) {
         (RoomMode::Mls, Some(g)) => {
             let hub = Hub::observe(&g.group_info, &g.ratchet_tree).map_err(|e| {
-                AppError::new(ErrorCode::InvalidMessage, format!("the group info and ratchet tree are not a valid MLS group: {e}"))
+                AppError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("the group info and ratchet tree are not a valid MLS group: {e}"),
+                )
             })?;
             let members = hub.members();
             if !members.contains(&user) {
@@ -264,7 +276,10 @@ pub(crate) async fn create_room(
             (hub.epoch(), snapshot, members, Vec::new())
         }
         (RoomMode::Mls, None) => {
-            return Err(AppError::new(ErrorCode::MalformedBody, "an mls room needs `mls`: the group info and ratchet tree"))
+            return Err(AppError::new(
+                ErrorCode::MalformedBody,
+                "an mls room needs `mls`: the group info and ratchet tree",
+            ))
         }
         (RoomMode::SenderKeys, Some(_)) => {
             return Err(AppError::new(ErrorCode::MalformedBody, "a sender-keys room takes no `mls` field"))
@@ -272,16 +287,31 @@ pub(crate) async fn create_room(
         (RoomMode::SenderKeys, None) => (0, Vec::new(), vec![user], vec![user]),
     };
     if members.len() as u64 > c.limits.members_per_room {
-        return Err(AppError::new(ErrorCode::MemberLimit, format!("a room has at most {} members", c.limits.members_per_room)));
+        return Err(AppError::new(
+            ErrorCode::MemberLimit,
+            format!("a room has at most {} members", c.limits.members_per_room),
+        ));
     }
-    let new = NewRoom { name: name.clone(), mode, public, created_by: user, created_at: state.now(), epoch, state: state_bytes, members, admins };
+    let new = NewRoom {
+        name: name.clone(),
+        mode,
+        public,
+        created_by: user,
+        created_at: state.now(),
+        epoch,
+        state: state_bytes,
+        members,
+        admins,
+    };
     match state.0.store.create_room(new, c.limits.rooms_per_user).await? {
         CreateRoomOutcome::Created(_) => {
             tracing::info!(room = %name, mode = mode.as_str(), creator = %user.short(), "room created");
             let handle = state.0.rooms.get(&state, &name).await?;
             Ok((StatusCode::CREATED, Json(handle.info().await)))
         }
-        CreateRoomOutcome::NameTaken => Err(AppError::new(ErrorCode::RoomExists, format!("a room named {name:?} already exists"))),
+        CreateRoomOutcome::NameTaken => {
+            Err(AppError::new(ErrorCode::RoomExists, format!("a room named {name:?} already exists")))
+        }
         CreateRoomOutcome::LimitReached => Err(AppError::new(
             ErrorCode::RoomLimit,
             format!("you created the {} rooms this server allows per user", c.limits.rooms_per_user),
@@ -350,14 +380,18 @@ pub(crate) async fn ratchet_tree(
 ) -> AppResult<Json<RatchetTree>> {
     let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
     let slot = room.slot.read().await;
-    let hub = slot.hub.as_ref().ok_or_else(|| AppError::new(ErrorCode::WrongKind, "only mls rooms have a ratchet tree"))?;
+    let hub =
+        slot.hub.as_ref().ok_or_else(|| AppError::new(ErrorCode::WrongKind, "only mls rooms have a ratchet tree"))?;
     let epoch = q.epoch.unwrap_or(slot.epoch);
     let tree = if epoch == slot.epoch {
         hub.ratchet_tree()
     } else {
         drop(slot);
         let old = state.0.store.room_state(room.id, epoch).await?.ok_or_else(|| {
-            AppError::new(ErrorCode::NotFound, format!("the ratchet tree of epoch {epoch} is not kept (any more): ask for a new invitation"))
+            AppError::new(
+                ErrorCode::NotFound,
+                format!("the ratchet tree of epoch {epoch} is not kept (any more): ask for a new invitation"),
+            )
         })?;
         Hub::restore(&old).and_then(|h| h.ratchet_tree())
     }
@@ -374,7 +408,12 @@ pub(crate) async fn membership(
     if room.mode != RoomMode::SenderKeys {
         return Err(AppError::new(ErrorCode::WrongKind, "only sender-keys rooms have a signed membership"));
     }
-    let rec = state.0.store.room(&name).await?.ok_or_else(|| AppError::new(ErrorCode::NotFound, "the room no longer exists"))?;
+    let rec = state
+        .0
+        .store
+        .room(&name)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::NotFound, "the room no longer exists"))?;
     let current = if rec.state.is_empty() {
         None
     } else {

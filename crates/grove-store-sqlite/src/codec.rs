@@ -14,9 +14,7 @@ pub(crate) fn db_err(e: Error) -> StoreError {
         | Error::FromSqlConversionFailure(..)
         | Error::IntegralValueOutOfRange(..)
         | Error::Utf8Error(..) => StoreError::Corrupt(e.to_string()),
-        Error::SqliteFailure(f, _)
-            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
-        {
+        Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             StoreError::Corrupt(e.to_string())
         }
         _ => StoreError::Backend(e.to_string()),
@@ -54,9 +52,8 @@ pub(crate) fn limit_to_db(limit: u32) -> i64 {
 }
 
 pub(crate) fn user_from_db(bytes: &[u8], what: &str) -> Result<UserId, StoreError> {
-    UserId::from_slice(bytes).ok_or_else(|| {
-        StoreError::Corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len()))
-    })
+    UserId::from_slice(bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len())))
 }
 
 pub(crate) fn users_to_db(users: &[UserId]) -> Vec<u8> {
@@ -69,15 +66,9 @@ pub(crate) fn users_to_db(users: &[UserId]) -> Vec<u8> {
 
 pub(crate) fn users_from_db(bytes: &[u8], what: &str) -> Result<Vec<UserId>, StoreError> {
     if bytes.len() % 32 != 0 {
-        return Err(StoreError::Corrupt(format!(
-            "{what}: {} bytes, not a multiple of 32",
-            bytes.len()
-        )));
+        return Err(StoreError::Corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
     }
-    bytes
-        .chunks_exact(32)
-        .map(|c| user_from_db(c, what))
-        .collect()
+    bytes.chunks_exact(32).map(|c| user_from_db(c, what)).collect()
 }
 
 pub(crate) fn mode_from_db(s: &str) -> Result<RoomMode, StoreError> {
@@ -152,10 +143,7 @@ pub(crate) fn mail_from_row(row: &Row<'_>) -> Result<MailboxEntry, StoreError> {
 }
 
 /// The owner's key counts, in the order of [`KeyKind`], only kinds the owner has.
-pub(crate) fn key_counts(
-    conn: &rusqlite::Connection,
-    owner: &UserId,
-) -> Result<Vec<KeyCount>, StoreError> {
+pub(crate) fn key_counts(conn: &rusqlite::Connection, owner: &UserId) -> Result<Vec<KeyCount>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT kind, last_resort, COUNT(*) FROM key_items WHERE owner = ?1 \
@@ -163,22 +151,16 @@ pub(crate) fn key_counts(
         )
         .map_err(db_err)?;
     let mut rows = stmt.query([owner.as_bytes().as_slice()]).map_err(db_err)?;
-    let kinds = [
-        KeyKind::MlsKeyPackage,
-        KeyKind::OlmOneTime,
-        KeyKind::OlmFallback,
-    ];
+    let kinds = [KeyKind::MlsKeyPackage, KeyKind::OlmOneTime, KeyKind::OlmFallback];
     let mut one_time = [0u64; 3];
     let mut last_resort = [false; 3];
     while let Some(row) = rows.next().map_err(db_err)? {
         let kind: String = row.get(0).map_err(db_err)?;
         let kind = key_kind_from_db(&kind)?;
-        let i = kinds.iter().position(|k| *k == kind).ok_or_else(|| {
-            StoreError::Backend(format!(
-                "key kind {} missing from the count table",
-                kind.as_str()
-            ))
-        })?;
+        let i = kinds
+            .iter()
+            .position(|k| *k == kind)
+            .ok_or_else(|| StoreError::Backend(format!("key kind {} missing from the count table", kind.as_str())))?;
         let lr = bool_from_db(row.get(1).map_err(db_err)?, "key_items.last_resort")?;
         let n: i64 = row.get(2).map_err(db_err)?;
         if lr {
@@ -191,10 +173,6 @@ pub(crate) fn key_counts(
         .iter()
         .enumerate()
         .filter(|(i, _)| one_time[*i] > 0 || last_resort[*i])
-        .map(|(i, kind)| KeyCount {
-            kind: *kind,
-            one_time: one_time[i],
-            last_resort: last_resort[i],
-        })
+        .map(|(i, kind)| KeyCount { kind: *kind, one_time: one_time[i], last_resort: last_resort[i] })
         .collect())
 }

@@ -61,8 +61,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
-    Result, RoomId, RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
+    RoomRecord, Store, StoreError,
 };
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
 use grove_wire::UserId;
@@ -73,16 +73,13 @@ mod codec;
 mod writer;
 
 use codec::{
-    cursor_to_db, db_err, entry_from_row, key_counts, limit_to_db, mail_from_row, room_from_row,
-    ROOM_COLUMNS,
+    cursor_to_db, db_err, entry_from_row, key_counts, limit_to_db, mail_from_row, room_from_row, ROOM_COLUMNS,
 };
 use writer::{Counters, Op, Reply};
 
 /// The schema migrations, in order; migration `i` (0-based) brings `user_version` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_init.sql"),
-    include_str!("../migrations/0002_room_states.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_room_states.sql")];
 
 /// How many read-only connections the read pool holds.
 const READ_CONNECTIONS: usize = 4;
@@ -157,10 +154,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.path).field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -168,12 +162,10 @@ impl SqliteStore {
     /// Opens (creating the file and its parent folder if missing) the database at `path`,
     /// applies pending migrations and starts the writer thread.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
-        };
+        let unavailable =
+            |what: &str, e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{what} {}: {e}", path.display()));
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| unavailable("cannot create the folder of", &e))?;
+            std::fs::create_dir_all(parent).map_err(|e| unavailable("cannot create the folder of", &e))?;
         }
         let mut conn = Connection::open(path).map_err(|e| unavailable("cannot open", &e))?;
         configure_writer(&conn, options)?;
@@ -184,9 +176,7 @@ impl SqliteStore {
         for _ in 0..READ_CONNECTIONS {
             let r = Connection::open_with_flags(
                 path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
             )
             .map_err(|e| unavailable("cannot open a reader of", &e))?;
             r.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
@@ -206,10 +196,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             tx: Some(tx),
             writer: Some(writer),
-            readers: Arc::new(ReadPool {
-                conns: Mutex::new(readers),
-                available: Condvar::new(),
-            }),
+            readers: Arc::new(ReadPool { conns: Mutex::new(readers), available: Condvar::new() }),
             counters,
         })
     }
@@ -237,9 +224,7 @@ impl SqliteStore {
         // Closing the channel makes the writer exit once the queue is empty.
         drop(self.tx.take());
         match self.writer.take() {
-            Some(handle) => handle
-                .join()
-                .map_err(|_| StoreError::Backend("the sqlite writer thread panicked".into())),
+            Some(handle) => handle.join().map_err(|_| StoreError::Backend("the sqlite writer thread panicked".into())),
             None => Ok(()),
         }
     }
@@ -280,23 +265,16 @@ impl Drop for SqliteStore {
 fn configure_writer(conn: &Connection, options: SqliteOptions) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(db_err)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unavailable(format!(
-            "cannot use WAL mode (journal_mode is {mode})"
-        )));
+        return Err(StoreError::Unavailable(format!("cannot use WAL mode (journal_mode is {mode})")));
     }
-    conn.pragma_update(None, "synchronous", options.synchronous.as_str())
-        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", options.synchronous.as_str()).map_err(db_err)?;
     // On macOS a plain fsync does not flush the drive's cache; F_FULLFSYNC does. No-op elsewhere.
     let full = options.synchronous == Synchronous::Full;
-    conn.pragma_update(None, "fullfsync", full)
-        .map_err(db_err)?;
+    conn.pragma_update(None, "fullfsync", full).map_err(db_err)?;
     // Savepoint sub-journals and temporary indexes stay in memory.
-    conn.pragma_update(None, "temp_store", "MEMORY")
-        .map_err(db_err)?;
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
     Ok(())
 }
 
@@ -304,27 +282,19 @@ fn configure_writer(conn: &Connection, options: SqliteOptions) -> Result<()> {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let latest = MIGRATIONS.len() as i64;
     loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         // Read inside the write transaction: another process may be migrating the same file.
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db_err)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
         if version == latest {
             return tx.commit().map_err(db_err);
         }
-        let next = usize::try_from(version)
-            .ok()
-            .and_then(|v| MIGRATIONS.get(v))
-            .ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "database schema version {version} is not one this build knows (0..={latest})"
-                ))
-            })?;
+        let next = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "database schema version {version} is not one this build knows (0..={latest})"
+            ))
+        })?;
         tx.execute_batch(next).map_err(db_err)?;
-        tx.pragma_update(None, "user_version", version + 1)
-            .map_err(db_err)?;
+        tx.pragma_update(None, "user_version", version + 1).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         tracing::info!("sqlite schema migrated to version {}", version + 1);
     }
@@ -363,10 +333,7 @@ impl ReadPool {
         let mut conns = self.conns.lock().map_err(|_| poisoned())?;
         loop {
             if let Some(conn) = conns.pop() {
-                return Ok(Lease {
-                    pool: self,
-                    conn: Some(conn),
-                });
+                return Ok(Lease { pool: self, conn: Some(conn) });
             }
             conns = self.available.wait(conns).map_err(|_| poisoned())?;
         }
@@ -375,9 +342,7 @@ impl ReadPool {
 
 impl Lease<'_> {
     fn conn(&self) -> Result<&Connection> {
-        self.conn
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("sqlite read connection already returned".into()))
+        self.conn.as_ref().ok_or_else(|| StoreError::Backend("sqlite read connection already returned".into()))
     }
 }
 
@@ -396,16 +361,14 @@ impl Drop for Lease<'_> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome> {
-        self.write(|r| Op::CreateRoom(room, max_per_creator, r))
-            .await
+        self.write(|r| Op::CreateRoom(room, max_per_creator, r)).await
     }
 
     async fn room(&self, name: &str) -> Result<Option<RoomRecord>> {
         let name = name.to_owned();
         self.read_with(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"))
-                .map_err(db_err)?;
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1")).map_err(db_err)?;
             let mut rows = stmt.query([&name]).map_err(db_err)?;
             match rows.next().map_err(db_err)? {
                 Some(row) => room_from_row(row).map(Some),
@@ -424,9 +387,7 @@ impl Store for SqliteStore {
                      ORDER BY name LIMIT ?2"
                 ))
                 .map_err(db_err)?;
-            let mut rows = stmt
-                .query(rusqlite::params![after, limit_to_db(limit)])
-                .map_err(db_err)?;
+            let mut rows = stmt.query(rusqlite::params![after, limit_to_db(limit)]).map_err(db_err)?;
             let mut out = Vec::new();
             while out.len() < limit as usize {
                 let Some(row) = rows.next().map_err(db_err)? else {
@@ -467,9 +428,7 @@ impl Store for SqliteStore {
                      WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(db_err)?;
-            let mut rows = stmt
-                .query(rusqlite::params![room, after, limit_to_db(limit)])
-                .map_err(db_err)?;
+            let mut rows = stmt.query(rusqlite::params![room, after, limit_to_db(limit)]).map_err(db_err)?;
             let mut out = Vec::with_capacity((limit as usize).min(1_024));
             while out.len() < limit as usize {
                 let Some(row) = rows.next().map_err(db_err)? else {
@@ -486,13 +445,7 @@ impl Store for SqliteStore {
         self.write(|r| Op::Deposit(mail, quota, r)).await
     }
 
-    async fn mailbox_read(
-        &self,
-        owner: &UserId,
-        after: u64,
-        limit: u32,
-        now: i64,
-    ) -> Result<Vec<MailboxEntry>> {
+    async fn mailbox_read(&self, owner: &UserId, after: u64, limit: u32, now: i64) -> Result<Vec<MailboxEntry>> {
         let Some(after) = cursor_to_db(after) else {
             return Ok(Vec::new());
         };
@@ -505,12 +458,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_err)?;
             let mut rows = stmt
-                .query(rusqlite::params![
-                    owner.as_bytes().as_slice(),
-                    after,
-                    now,
-                    limit_to_db(limit)
-                ])
+                .query(rusqlite::params![owner.as_bytes().as_slice(), after, now, limit_to_db(limit)])
                 .map_err(db_err)?;
             let mut out = Vec::with_capacity((limit as usize).min(1_024));
             while out.len() < limit as usize {
@@ -533,12 +481,7 @@ impl Store for SqliteStore {
         self.write(|r| Op::PurgeExpired(now, r)).await
     }
 
-    async fn publish_keys(
-        &self,
-        owner: &UserId,
-        items: Vec<KeyItemUpload>,
-        cap: u64,
-    ) -> Result<PublishOutcome> {
+    async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome> {
         let owner = *owner;
         self.write(|r| Op::PublishKeys(owner, items, cap, r)).await
     }
@@ -567,8 +510,7 @@ mod tests {
     impl TempStore {
         fn new() -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = SqliteStore::open(&dir.path().join("grove.db"), SqliteOptions::default())
-                .expect("open");
+            let store = SqliteStore::open(&dir.path().join("grove.db"), SqliteOptions::default()).expect("open");
             TempStore { store, _dir: dir }
         }
     }
@@ -596,13 +538,7 @@ mod tests {
         async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
             self.store.deposit(mail, quota).await
         }
-        async fn mailbox_read(
-            &self,
-            owner: &UserId,
-            after: u64,
-            limit: u32,
-            now: i64,
-        ) -> Result<Vec<MailboxEntry>> {
+        async fn mailbox_read(&self, owner: &UserId, after: u64, limit: u32, now: i64) -> Result<Vec<MailboxEntry>> {
             self.store.mailbox_read(owner, after, limit, now).await
         }
         async fn mailbox_ack(&self, owner: &UserId, up_to: u64) -> Result<u64> {
@@ -611,12 +547,7 @@ mod tests {
         async fn purge_expired(&self, now: i64) -> Result<u64> {
             self.store.purge_expired(now).await
         }
-        async fn publish_keys(
-            &self,
-            owner: &UserId,
-            items: Vec<KeyItemUpload>,
-            cap: u64,
-        ) -> Result<PublishOutcome> {
+        async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome> {
             self.store.publish_keys(owner, items, cap).await
         }
         async fn claim_key(&self, owner: &UserId, kind: KeyKind) -> Result<Option<ClaimedKey>> {
@@ -655,8 +586,7 @@ mod tests {
             members: vec![creator],
             admins: vec![],
         };
-        let CreateRoomOutcome::Created(rec) = store.create_room(room, 10).await.expect("create")
-        else {
+        let CreateRoomOutcome::Created(rec) = store.create_room(room, 10).await.expect("create") else {
             panic!("not created")
         };
         let entry = NewEntry {
@@ -671,11 +601,7 @@ mod tests {
         store
             .publish_keys(
                 &creator,
-                vec![KeyItemUpload {
-                    kind: KeyKind::OlmOneTime,
-                    last_resort: false,
-                    data: vec![1],
-                }],
+                vec![KeyItemUpload { kind: KeyKind::OlmOneTime, last_resort: false, data: vec![1] }],
                 10,
             )
             .await
@@ -691,28 +617,15 @@ mod tests {
             .expect("corrupt");
         }
         assert!(matches!(store.room("r").await, Err(StoreError::Corrupt(_))));
-        assert!(matches!(
-            store.public_rooms("", 10).await,
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            store.read(rec.id, 0, 10).await,
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            store.key_counts(&creator).await,
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(store.public_rooms("", 10).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.read(rec.id, 0, 10).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.key_counts(&creator).await, Err(StoreError::Corrupt(_))));
         // A failed write does not stop the writer: the next one succeeds.
         assert!(matches!(
             store
                 .publish_keys(
                     &creator,
-                    vec![KeyItemUpload {
-                        kind: KeyKind::OlmOneTime,
-                        last_resort: false,
-                        data: vec![2]
-                    }],
+                    vec![KeyItemUpload { kind: KeyKind::OlmOneTime, last_resort: false, data: vec![2] }],
                     10
                 )
                 .await,
@@ -726,26 +639,15 @@ mod tests {
     async fn reopening_keeps_the_schema_and_refuses_newer_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nested").join("grove.db");
-        SqliteStore::open(&path, SqliteOptions::default())
-            .expect("open")
+        SqliteStore::open(&path, SqliteOptions::default()).expect("open").close().expect("close");
+        SqliteStore::open(&path, SqliteOptions { synchronous: Synchronous::Normal })
+            .expect("reopen")
             .close()
             .expect("close");
-        SqliteStore::open(
-            &path,
-            SqliteOptions {
-                synchronous: Synchronous::Normal,
-            },
-        )
-        .expect("reopen")
-        .close()
-        .expect("close");
         {
             let conn = Connection::open(&path).expect("open raw");
             conn.pragma_update(None, "user_version", 99).expect("bump");
         }
-        assert!(matches!(
-            SqliteStore::open(&path, SqliteOptions::default()),
-            Err(StoreError::Unavailable(_))
-        ));
+        assert!(matches!(SqliteStore::open(&path, SqliteOptions::default()), Err(StoreError::Unavailable(_))));
     }
 }

@@ -12,18 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
-    Result, RoomId, RoomRecord, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
+    RoomRecord, StoreError,
 };
 use grove_wire::api::{ClaimedKey, KeyItemUpload, KeyKind};
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{
-    db_err, key_counts, key_kind_from_db, seq_from_db, seq_to_db, u64_from_db, u64_to_db,
-    users_to_db,
-};
+use crate::codec::{db_err, key_counts, key_kind_from_db, seq_from_db, seq_to_db, u64_from_db, u64_to_db, users_to_db};
 
 /// The most ops committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 1_000;
@@ -90,9 +87,7 @@ impl Op {
             Op::Deposit(mail, quota, reply) => pending(reply, deposit(conn, mail, quota)),
             Op::MailboxAck(owner, up_to, reply) => pending(reply, mailbox_ack(conn, &owner, up_to)),
             Op::PurgeExpired(now, reply) => pending(reply, purge_expired(conn, now)),
-            Op::PublishKeys(owner, items, cap, reply) => {
-                pending(reply, publish_keys(conn, &owner, items, cap))
-            }
+            Op::PublishKeys(owner, items, cap, reply) => pending(reply, publish_keys(conn, &owner, items, cap)),
             Op::ClaimKey(owner, kind, reply) => pending(reply, claim_key(conn, &owner, kind)),
         }
     }
@@ -132,10 +127,7 @@ pub(crate) fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, counters: Arc<Co
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute([]))
-        .map(drop)
-        .map_err(db_err)
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(db_err)
 }
 
 fn rollback(conn: &Connection) {
@@ -206,11 +198,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     }
 }
 
-fn create_room(
-    conn: &Connection,
-    room: NewRoom,
-    max_per_creator: u64,
-) -> Result<CreateRoomOutcome> {
+fn create_room(conn: &Connection, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome> {
     let taken = conn
         .prepare_cached("SELECT 1 FROM rooms WHERE name = ?1")
         .and_then(|mut s| s.exists([&room.name]))
@@ -265,36 +253,19 @@ fn append(conn: &Connection, room: RoomId, entry: NewEntry) -> Result<AppendOutc
     let current = conn
         .prepare_cached("SELECT epoch, head, state_version FROM rooms WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([room], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()
+            s.query_row([room], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
         })
         .map_err(db_err)?;
     let Some((epoch, head, state_version)) = current else {
         return Ok(AppendOutcome::NoSuchRoom);
     };
-    let (mut epoch, head, state_version) = (
-        u64_from_db(epoch),
-        seq_from_db(head)?,
-        u64_from_db(state_version),
-    );
-    let seq = head
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
+    let (mut epoch, head, state_version) = (u64_from_db(epoch), seq_from_db(head)?, u64_from_db(state_version));
+    let seq = head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
     let seq_db = seq_to_db(seq)?;
     match entry.update {
         Some(update) => {
             if update.expected_state_version != state_version {
-                return Ok(AppendOutcome::Conflict {
-                    epoch,
-                    head,
-                    state_version,
-                });
+                return Ok(AppendOutcome::Conflict { epoch, head, state_version });
             }
             epoch = update.new_epoch;
             conn.prepare_cached(
@@ -381,14 +352,7 @@ fn deposit(conn: &Connection, mail: NewMail, quota: u64) -> Result<DepositOutcom
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
-        s.execute(params![
-            owner,
-            seq_db,
-            mail.sender.as_bytes().as_slice(),
-            mail.ts,
-            mail.expires_at,
-            mail.body,
-        ])
+        s.execute(params![owner, seq_db, mail.sender.as_bytes().as_slice(), mail.ts, mail.expires_at, mail.body,])
     })
     .map_err(db_err)?;
     Ok(DepositOutcome::Deposited { seq })
@@ -411,12 +375,7 @@ fn purge_expired(conn: &Connection, now: i64) -> Result<u64> {
     Ok(n as u64)
 }
 
-fn publish_keys(
-    conn: &Connection,
-    owner: &UserId,
-    items: Vec<KeyItemUpload>,
-    cap: u64,
-) -> Result<PublishOutcome> {
+fn publish_keys(conn: &Connection, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome> {
     let owner_b = owner.as_bytes().as_slice();
     let one_time: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM key_items WHERE owner = ?1 AND last_resort = 0")
@@ -426,9 +385,7 @@ fn publish_keys(
     let mut lr_kinds: Vec<KeyKind> = Vec::new();
     {
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT DISTINCT kind FROM key_items WHERE owner = ?1 AND last_resort = 1",
-            )
+            .prepare_cached("SELECT DISTINCT kind FROM key_items WHERE owner = ?1 AND last_resort = 1")
             .map_err(db_err)?;
         let mut rows = stmt.query([owner_b]).map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
@@ -450,17 +407,13 @@ fn publish_keys(
     }
     for it in items {
         if it.last_resort {
-            conn.prepare_cached(
-                "DELETE FROM key_items WHERE owner = ?1 AND kind = ?2 AND last_resort = 1",
-            )
-            .and_then(|mut s| s.execute(params![owner_b, it.kind.as_str()]))
-            .map_err(db_err)?;
+            conn.prepare_cached("DELETE FROM key_items WHERE owner = ?1 AND kind = ?2 AND last_resort = 1")
+                .and_then(|mut s| s.execute(params![owner_b, it.kind.as_str()]))
+                .map_err(db_err)?;
         }
-        conn.prepare_cached(
-            "INSERT INTO key_items (owner, kind, last_resort, data) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut s| s.execute(params![owner_b, it.kind.as_str(), it.last_resort, it.data]))
-        .map_err(db_err)?;
+        conn.prepare_cached("INSERT INTO key_items (owner, kind, last_resort, data) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![owner_b, it.kind.as_str(), it.last_resort, it.data]))
+            .map_err(db_err)?;
     }
     Ok(PublishOutcome::Stored(key_counts(conn, owner)?))
 }
@@ -472,38 +425,18 @@ fn claim_key(conn: &Connection, owner: &UserId, kind: KeyKind) -> Result<Option<
             "SELECT id, data FROM key_items WHERE owner = ?1 AND kind = ?2 AND last_resort = 0 \
              ORDER BY id LIMIT 1",
         )
-        .and_then(|mut s| {
-            s.query_row(params![owner_b, kind.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
+        .and_then(|mut s| s.query_row(params![owner_b, kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_err)?;
     if let Some((id, data)) = one_time {
-        conn.prepare_cached("DELETE FROM key_items WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
-            .map_err(db_err)?;
-        return Ok(Some(ClaimedKey {
-            user: *owner,
-            kind,
-            last_resort: false,
-            data,
-        }));
+        conn.prepare_cached("DELETE FROM key_items WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(db_err)?;
+        return Ok(Some(ClaimedKey { user: *owner, kind, last_resort: false, data }));
     }
     let last_resort: Option<Vec<u8>> = conn
         .prepare_cached(
             "SELECT data FROM key_items WHERE owner = ?1 AND kind = ?2 AND last_resort = 1 \
              ORDER BY id DESC LIMIT 1",
         )
-        .and_then(|mut s| {
-            s.query_row(params![owner_b, kind.as_str()], |r| r.get(0))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row(params![owner_b, kind.as_str()], |r| r.get(0)).optional())
         .map_err(db_err)?;
-    Ok(last_resort.map(|data| ClaimedKey {
-        user: *owner,
-        kind,
-        last_resort: true,
-        data,
-    }))
+    Ok(last_resort.map(|data| ClaimedKey { user: *owner, kind, last_resort: true, data }))
 }

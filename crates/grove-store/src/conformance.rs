@@ -10,8 +10,8 @@ use grove_wire::api::{EntryKind, KeyItemUpload, KeyKind, RoomMode};
 use grove_wire::UserId;
 
 use crate::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
-    RoomRecord, StateUpdate, Store,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, RoomRecord,
+    StateUpdate, Store,
 };
 
 /// Generates one `#[tokio::test]` per conformance scenario for a backend.
@@ -111,10 +111,7 @@ pub async fn rooms_have_unique_names_and_a_per_creator_limit(store: Arc<dyn Stor
         store.create_room(new_room("lyon", user(1), false), 2).await.unwrap(),
         CreateRoomOutcome::Created(_)
     ));
-    assert_eq!(
-        store.create_room(new_room("nice", user(1), false), 2).await.unwrap(),
-        CreateRoomOutcome::LimitReached
-    );
+    assert_eq!(store.create_room(new_room("nice", user(1), false), 2).await.unwrap(), CreateRoomOutcome::LimitReached);
     assert_eq!(store.room("paris").await.unwrap(), Some(r));
     assert_eq!(store.room("nowhere").await.unwrap(), None);
 }
@@ -167,10 +164,7 @@ pub async fn reads_page_after_a_cursor(store: Arc<dyn Store>) {
 pub async fn a_state_update_applies_only_at_the_expected_version(store: Arc<dyn Store>) {
     let r = create(&*store, "a").await;
     store.append(r.id, app(1)).await.unwrap();
-    assert_eq!(
-        store.append(r.id, commit(0, 1, "c1")).await.unwrap(),
-        AppendOutcome::Appended { seq: 2, epoch: 1 }
-    );
+    assert_eq!(store.append(r.id, commit(0, 1, "c1")).await.unwrap(), AppendOutcome::Appended { seq: 2, epoch: 1 });
     let stale = store.append(r.id, commit(0, 1, "c1-rival")).await.unwrap();
     assert_eq!(stale, AppendOutcome::Conflict { epoch: 1, head: 2, state_version: 1 });
     let now = store.room("a").await.unwrap().unwrap();
@@ -229,10 +223,7 @@ fn mail(owner: UserId, n: i64, expires_at: i64) -> NewMail {
 pub async fn mailbox_deposit_read_ack(store: Arc<dyn Store>) {
     let bob = user(2);
     for n in 1..=3 {
-        assert_eq!(
-            store.deposit(mail(bob, n, 10_000), 10).await.unwrap(),
-            DepositOutcome::Deposited { seq: n as u64 }
-        );
+        assert_eq!(store.deposit(mail(bob, n, 10_000), 10).await.unwrap(), DepositOutcome::Deposited { seq: n as u64 });
     }
     let got = store.mailbox_read(&bob, 0, 10, 5).await.unwrap();
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -259,10 +250,7 @@ pub async fn mailbox_quota_and_ttl(store: Arc<dyn Store>) {
     assert_eq!(store.deposit(mail(bob, 3, 10_000), 2).await.unwrap(), DepositOutcome::Full);
     // At t=200 the first message has expired: it is invisible and frees its slot.
     assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 1);
-    assert!(matches!(
-        store.deposit(mail(bob, 200, 10_000), 2).await.unwrap(),
-        DepositOutcome::Deposited { .. }
-    ));
+    assert!(matches!(store.deposit(mail(bob, 200, 10_000), 2).await.unwrap(), DepositOutcome::Deposited { .. }));
     assert_eq!(store.purge_expired(200).await.unwrap(), 1);
     assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 2);
 }
@@ -341,10 +329,9 @@ pub async fn recent_epochs_states_are_kept(store: Arc<dyn Store>) {
     store.append(r.id, proposal).await.unwrap();
     assert_eq!(store.room_state(r.id, 0).await.unwrap().unwrap(), b"state-0");
     assert_eq!(store.room_state(r.id, 1).await.unwrap().unwrap(), b"state after p1");
-    let mut version = 2;
     for epoch in 2..=(crate::STATE_HISTORY + 2) {
-        store.append(r.id, commit(version, epoch, &format!("c{epoch}"))).await.unwrap();
-        version += 1;
+        // State version n takes the room from epoch n to n + 1 (the proposal used version 1).
+        store.append(r.id, commit(epoch, epoch, &format!("c{epoch}"))).await.unwrap();
     }
     assert_eq!(store.room_state(r.id, 0).await.unwrap(), None, "beyond the window");
     assert_eq!(store.room_state(r.id, 2).await.unwrap(), None, "beyond the window");

@@ -12,9 +12,7 @@
 //! server's job. An `Ok` from a write means the write is durable.
 
 use async_trait::async_trait;
-use grove_wire::api::{
-    ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode,
-};
+use grove_wire::api::{ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode};
 use grove_wire::UserId;
 
 pub mod conformance;
@@ -228,13 +226,7 @@ pub trait Store: Send + Sync + 'static {
     async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome>;
 
     /// Unexpired messages with `seq > after`, in order, at most `limit`.
-    async fn mailbox_read(
-        &self,
-        owner: &UserId,
-        after: u64,
-        limit: u32,
-        now: i64,
-    ) -> Result<Vec<MailboxEntry>>;
+    async fn mailbox_read(&self, owner: &UserId, after: u64, limit: u32, now: i64) -> Result<Vec<MailboxEntry>>;
 
     /// Deletes the owner's messages with `seq <= up_to`; answers how many.
     async fn mailbox_ack(&self, owner: &UserId, up_to: u64) -> Result<u64>;
@@ -244,12 +236,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds key material, all or nothing, if the owner stays within `cap` items. A last-resort
     /// item replaces the owner's previous last-resort item of the same kind.
-    async fn publish_keys(
-        &self,
-        owner: &UserId,
-        items: Vec<KeyItemUpload>,
-        cap: u64,
-    ) -> Result<PublishOutcome>;
+    async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome>;
 
     /// Hands out one item of `kind`: a one-time item (removed, never handed out again), or else
     /// the last-resort item (kept).

@@ -9,8 +9,8 @@ use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, Mailb
 use grove_wire::UserId;
 
 use crate::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome,
-    Result, RoomId, RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
+    RoomRecord, Store, StoreError,
 };
 
 /// An in-memory store.
@@ -47,9 +47,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
     }
 }
 
@@ -181,13 +179,7 @@ impl Store for MemoryStore {
         Ok(DepositOutcome::Deposited { seq })
     }
 
-    async fn mailbox_read(
-        &self,
-        owner: &UserId,
-        after: u64,
-        limit: u32,
-        now: i64,
-    ) -> Result<Vec<MailboxEntry>> {
+    async fn mailbox_read(&self, owner: &UserId, after: u64, limit: u32, now: i64) -> Result<Vec<MailboxEntry>> {
         let g = self.lock()?;
         Ok(g.mail
             .get(owner)
@@ -223,12 +215,7 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
-    async fn publish_keys(
-        &self,
-        owner: &UserId,
-        items: Vec<KeyItemUpload>,
-        cap: u64,
-    ) -> Result<PublishOutcome> {
+    async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome> {
         let mut g = self.lock()?;
         let keys = g.keys.entry(*owner).or_default();
         let mut one_time = keys.one_time.len() as u64;
@@ -262,10 +249,12 @@ impl Store for MemoryStore {
             let (_, data) = keys.one_time.remove(pos);
             return Ok(Some(ClaimedKey { user: *owner, kind, last_resort: false, data }));
         }
-        Ok(keys
-            .last_resort
-            .get(kind.as_str())
-            .map(|(_, data)| ClaimedKey { user: *owner, kind, last_resort: true, data: data.clone() }))
+        Ok(keys.last_resort.get(kind.as_str()).map(|(_, data)| ClaimedKey {
+            user: *owner,
+            kind,
+            last_resort: true,
+            data: data.clone(),
+        }))
     }
 
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>> {

@@ -490,7 +490,11 @@ mod tests {
         assert!(serde_json::from_str::<AppendEntry>(r#"{"kind":"commit","epoch":3,"body":"!!"}"#).is_err());
         let mode: RoomMode = serde_json::from_str("\"sender-keys\"").unwrap();
         assert_eq!(mode, RoomMode::SenderKeys);
-        let sub: PushRequest = serde_json::from_str(r#"{"type":"subscribe","rooms":[{"room":"a","after":2}]}"#).unwrap();
-        assert_eq!(sub, PushRequest::Subscribe { rooms: vec![RoomCursor { room: "a".into(), after: 2 }], mailbox_after: None });
+        let sub: PushRequest =
+            serde_json::from_str(r#"{"type":"subscribe","rooms":[{"room":"a","after":2}]}"#).unwrap();
+        assert_eq!(
+            sub,
+            PushRequest::Subscribe { rooms: vec![RoomCursor { room: "a".into(), after: 2 }], mailbox_after: None }
+        );
     }
 }

@@ -46,10 +46,7 @@ pub fn signing_bytes(
 
 /// Whether a nonce has an acceptable shape.
 pub fn nonce_is_valid(nonce: &str) -> bool {
-    (16..=64).contains(&nonce.len())
-        && nonce
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (16..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The four header values of a signed request.
@@ -118,9 +115,7 @@ pub fn verify_request(
     let sig = <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| VerifyError::BadEncoding)?;
     let sig = Signature::from_bytes(&sig);
     let msg = signing_bytes(server_key, method, path_and_query, timestamp_ms, nonce, body);
-    vk.verify_strict(&msg, &sig)
-        .or_else(|_| vk.verify(&msg, &sig))
-        .map_err(|_| VerifyError::Mismatch)
+    vk.verify_strict(&msg, &sig).or_else(|_| vk.verify(&msg, &sig)).map_err(|_| VerifyError::Mismatch)
 }
 
 #[cfg(test)]

@@ -75,8 +75,8 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedBody | BadRequest | InvalidName | InvalidCommit | InvalidProposal
-            | InvalidMessage | WrongKind | BadMembership => 400,
+            MalformedBody | BadRequest | InvalidName | InvalidCommit | InvalidProposal | InvalidMessage | WrongKind
+            | BadMembership => 400,
             Unauthenticated | BadSignature | StaleTimestamp | NonceReused => 401,
             Forbidden | NotMember | SenderMismatch | RoomLimit | MemberLimit | KeyLimit => 403,
             NotFound | NoKeyMaterial => 404,
@@ -148,13 +148,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with just a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            current_epoch: None,
-            head: None,
-            retry_after: None,
-        }
+        ApiError { code, message: message.into(), current_epoch: None, head: None, retry_after: None }
     }
 }
 

@@ -22,19 +22,14 @@ pub struct SignedMembership {
     pub admins: Vec<UserId>,
     /// The admin who signed this version.
     pub signer: UserId,
-    /// Ed25519 signature, base64, over [`SignedMembership::signing_bytes`].
+    /// Ed25519 signature, base64, over `grove-membership-v1`, the room, the version, and the
+    /// sorted members and admins (see the module docs).
     pub signature: String,
 }
 
 impl SignedMembership {
     /// Builds and signs a membership version.
-    pub fn sign(
-        key: &SigningKey,
-        room: &str,
-        version: u64,
-        mut members: Vec<UserId>,
-        mut admins: Vec<UserId>,
-    ) -> Self {
+    pub fn sign(key: &SigningKey, room: &str, version: u64, mut members: Vec<UserId>, mut admins: Vec<UserId>) -> Self {
         members.sort();
         members.dedup();
         admins.sort();

@@ -9,12 +9,7 @@ use serde_json::Value;
 use crate::serve::{start, GROVE};
 
 fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
-    Command::new(GROVE)
-        .env("GROVE_HOME", home)
-        .args(["--profile", profile])
-        .args(args)
-        .output()
-        .expect("grove runs")
+    Command::new(GROVE).env("GROVE_HOME", home).args(["--profile", profile]).args(args).output().expect("grove runs")
 }
 
 #[track_caller]
@@ -68,7 +63,8 @@ fn three_people_chat_through_the_cli_and_carol_is_removed() {
     ok(grove(&home, "carol", &["send", "garden", "hello from carol"]));
     let want = ["hello from alice", "hello from bob", "hello from carol"];
     for name in ["alice", "bob", "carol"] {
-        let got: Vec<String> = texts(&ok(grove(&home, name, &["read", "garden", "--json"]))).into_iter().map(|(_, t)| t).collect();
+        let got: Vec<String> =
+            texts(&ok(grove(&home, name, &["read", "garden", "--json"]))).into_iter().map(|(_, t)| t).collect();
         assert_eq!(got, want, "{name}");
     }
     let members = ok(grove(&home, "bob", &["room", "members", "garden", "--json"]));
@@ -157,7 +153,12 @@ fn the_demo_runs_the_whole_story() {
     let out = Command::new(GROVE).arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["alice creates the MLS room", "carol cannot post", "none of the messages is there in plaintext", "demo complete"] {
+    for line in [
+        "alice creates the MLS room",
+        "carol cannot post",
+        "none of the messages is there in plaintext",
+        "demo complete",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
 }

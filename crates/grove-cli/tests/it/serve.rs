@@ -64,9 +64,9 @@ mod reqwest {
 
     /// A tiny synchronous GET for setup, on a throwaway runtime.
     pub fn blocking_get(url: &str) -> serde_json::Value {
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            ::reqwest::get(url).await.unwrap().json().await.unwrap()
-        })
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
     }
 }
 
@@ -105,7 +105,8 @@ async fn read_all(client: &reqwest::Client, r: &Running, key: &SigningKey) -> Ve
     let mut out = Vec::new();
     loop {
         let after = out.last().map(|(s, _)| *s).unwrap_or(0);
-        let (status, page) = signed(client, r, key, "GET", &format!("/v1/rooms/load/log?after={after}"), None).await.unwrap();
+        let (status, page) =
+            signed(client, r, key, "GET", &format!("/v1/rooms/load/log?after={after}"), None).await.unwrap();
         assert_eq!(status, 200, "{page}");
         let entries = page["entries"].as_array().unwrap();
         if entries.is_empty() {
@@ -126,11 +127,17 @@ fn acknowledged_entries_survive_kill_9_mid_load() {
     let client = reqwest::Client::new();
     let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     rt.block_on(async {
-        let (status, _) = signed(&client, &server, &alice, "POST", "/v1/rooms", Some(json!({"name": "load", "mode": "sender-keys"})))
-            .await
-            .unwrap();
+        let (status, _) =
+            signed(&client, &server, &alice, "POST", "/v1/rooms", Some(json!({"name": "load", "mode": "sender-keys"})))
+                .await
+                .unwrap();
         assert_eq!(status, 201);
-        let server_ref = Arc::new(Running { child: Command::new("true").spawn().unwrap(), base: server.base.clone(), server_key: server.server_key, log: server.log.clone() });
+        let server_ref = Arc::new(Running {
+            child: Command::new("true").spawn().unwrap(),
+            base: server.base.clone(),
+            server_key: server.server_key,
+            log: server.log.clone(),
+        });
         let mut tasks = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         for t in 0..16u32 {
@@ -174,7 +181,14 @@ fn acknowledged_entries_survive_kill_9_mid_load() {
     }
     // The restarted server takes new entries right after the last one.
     let (status, v) = rt
-        .block_on(signed(&client, &server, &alice, "POST", "/v1/rooms/load/log", Some(json!({"kind": "application", "epoch": 0, "body": ""}))))
+        .block_on(signed(
+            &client,
+            &server,
+            &alice,
+            "POST",
+            "/v1/rooms/load/log",
+            Some(json!({"kind": "application", "epoch": 0, "body": ""})),
+        ))
         .unwrap();
     assert_eq!((status, v["seq"].as_u64().unwrap()), (201, stored.len() as u64 + 1));
     server.child.kill().unwrap();
@@ -189,7 +203,9 @@ fn sigterm_shuts_down_gracefully_and_keeps_the_data() {
     let alice = SigningKey::from_bytes(&[1; 32]);
     let client = reqwest::Client::new();
     rt.block_on(async {
-        signed(&client, &server, &alice, "POST", "/v1/rooms", Some(json!({"name": "load", "mode": "sender-keys"}))).await.unwrap();
+        signed(&client, &server, &alice, "POST", "/v1/rooms", Some(json!({"name": "load", "mode": "sender-keys"})))
+            .await
+            .unwrap();
         for _ in 0..10 {
             let req = json!({"kind": "application", "epoch": 0, "body": "AAAA"});
             assert_eq!(signed(&client, &server, &alice, "POST", "/v1/rooms/load/log", Some(req)).await.unwrap().0, 201);

@@ -160,7 +160,10 @@ async fn a_garbled_entry_is_recorded_as_unreadable_and_changes_nothing() {
     let server = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
     let epoch = alice.epoch("garden").unwrap().0;
     server
-        .append("garden", &grove_wire::api::AppendEntry { kind: grove_wire::api::EntryKind::Application, epoch, body: garbled })
+        .append(
+            "garden",
+            &grove_wire::api::AppendEntry { kind: grove_wire::api::EntryKind::Application, epoch, body: garbled },
+        )
         .await
         .unwrap();
     alice.send("garden", "after the garbage").await.unwrap();

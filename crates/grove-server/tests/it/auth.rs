@@ -1,7 +1,7 @@
 //! Every user request is signed; each way a signature can be wrong has its own code.
 
-use axum::http::Method;
 use crate::harness::*;
+use axum::http::Method;
 
 #[tokio::test]
 async fn an_unsigned_request_is_unauthenticated() {
@@ -24,15 +24,8 @@ async fn a_request_signed_for_another_server_is_rejected() {
     let s = Server::new();
     let alice = User::new(1);
     let other_server_key = ed25519_dalek::SigningKey::from_bytes(&[99; 32]).verifying_key().to_bytes();
-    let h = grove_wire::auth::sign_request(
-        &alice.key,
-        &other_server_key,
-        "GET",
-        "/v1/keys",
-        s.now(),
-        &fresh_nonce(),
-        b"",
-    );
+    let h =
+        grove_wire::auth::sign_request(&alice.key, &other_server_key, "GET", "/v1/keys", s.now(), &fresh_nonce(), b"");
     let req = axum::http::Request::get("/v1/keys")
         .header("x-grove-key", h.key)
         .header("x-grove-timestamp", h.timestamp)
@@ -72,7 +65,9 @@ async fn a_reused_nonce_is_rejected_even_on_another_route() {
     let nonce = fresh_nonce();
     s.call(alice.request_at(&s, s.now(), &nonce, Method::GET, "/v1/keys", Vec::new())).await.ok();
     s.call(alice.request_at(&s, s.now(), &nonce, Method::GET, "/v1/keys", Vec::new())).await.err(401, "nonce_reused");
-    s.call(alice.request_at(&s, s.now(), &nonce, Method::GET, "/v1/mailbox", Vec::new())).await.err(401, "nonce_reused");
+    s.call(alice.request_at(&s, s.now(), &nonce, Method::GET, "/v1/mailbox", Vec::new()))
+        .await
+        .err(401, "nonce_reused");
     // Another user may use the same nonce.
     let bob = User::new(2);
     s.call(bob.request_at(&s, s.now(), &nonce, Method::GET, "/v1/keys", Vec::new())).await.ok();
@@ -82,11 +77,9 @@ async fn a_reused_nonce_is_rejected_even_on_another_route() {
 async fn malformed_auth_headers_are_unauthenticated() {
     let s = Server::new();
     let alice = User::new(1);
-    for (header, value) in [
-        ("x-grove-key", "not-a-key"),
-        ("x-grove-timestamp", "yesterday"),
-        ("x-grove-nonce", "short"),
-    ] {
+    for (header, value) in
+        [("x-grove-key", "not-a-key"), ("x-grove-timestamp", "yesterday"), ("x-grove-nonce", "short")]
+    {
         let mut req = alice.request(&s, Method::GET, "/v1/keys", Vec::new());
         req.headers_mut().insert(header, value.parse().unwrap());
         s.call(req).await.err(401, "unauthenticated");

@@ -6,14 +6,8 @@ use serde_json::json;
 
 use crate::harness::*;
 
-const POST_ROUTES: &[&str] = &[
-    "/v1/keys",
-    "/v1/keys/USER/claim",
-    "/v1/mailboxes/USER",
-    "/v1/mailbox/ack",
-    "/v1/rooms",
-    "/v1/rooms/r/log",
-];
+const POST_ROUTES: &[&str] =
+    &["/v1/keys", "/v1/keys/USER/claim", "/v1/mailboxes/USER", "/v1/mailbox/ack", "/v1/rooms", "/v1/rooms/r/log"];
 
 #[tokio::test]
 async fn malformed_bodies_on_every_route_get_malformed_body() {

@@ -15,7 +15,8 @@ fn item(data: &str, last_resort: bool) -> serde_json::Value {
 async fn bob_publishes_and_alice_claims_each_one_time_key_once_then_the_last_resort() {
     let s = Server::new();
     let (alice, bob) = (User::new(1), User::new(2));
-    let r = bob.post(&s, "/v1/keys", json!({"items": [item("kp1", false), item("kp2", false), item("lr", true)]})).await;
+    let r =
+        bob.post(&s, "/v1/keys", json!({"items": [item("kp1", false), item("kp2", false), item("lr", true)]})).await;
     assert_eq!(r.ok()["counts"], json!([{"kind": "mls_key_package", "one_time": 2, "last_resort": true}]));
     let path = format!("/v1/keys/{}/claim", bob.id);
     let mut got = BTreeSet::new();

@@ -69,7 +69,11 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     assert_eq!((r.status.as_u16(), r.json["seq"].clone(), r.json["epoch"].clone()), (201, json!(1), json!(1)));
     ag.apply_pending_commit().unwrap();
     let members = alice.get(&s, "/v1/rooms/garden").await.json["members"].clone();
-    assert_eq!(members, json!([alice.id.to_string(), bob.id.to_string()]), "the server derived membership from the commit");
+    assert_eq!(
+        members,
+        json!([alice.id.to_string(), bob.id.to_string()]),
+        "the server derived membership from the commit"
+    );
 
     // The Welcome travels through Bob's mailbox, without the tree; Bob fetches the tree.
     let welcome = bytes(&out.welcome_messages[0]);
@@ -78,7 +82,8 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     let welcome = MlsMessage::from_bytes(&bodies(mail.ok())[0]).unwrap();
     let tree = bob.get(&s, "/v1/rooms/garden/tree").await;
     assert_eq!(tree.ok()["epoch"], json!(1));
-    let tree = ExportedTree::from_bytes(&grove_wire::b64::decode(tree.json["ratchet_tree"].as_str().unwrap()).unwrap()).unwrap();
+    let tree = ExportedTree::from_bytes(&grove_wire::b64::decode(tree.json["ratchet_tree"].as_str().unwrap()).unwrap())
+        .unwrap();
     let (mut bg, _) = bc.join_group(Some(tree), &welcome, None).unwrap();
     assert_eq!(bg.epoch_authenticator().unwrap(), ag.epoch_authenticator().unwrap());
     let tree_at_1 = bg.export_tree().to_bytes().unwrap();
@@ -112,7 +117,10 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     assert_eq!(grove_wire::b64::decode(old.json["ratchet_tree"].as_str().unwrap()).unwrap(), tree_at_1);
     let now = bob.get(&s, "/v1/rooms/garden/tree").await;
     assert_eq!(now.ok()["epoch"], json!(2));
-    assert_eq!(grove_wire::b64::decode(now.json["ratchet_tree"].as_str().unwrap()).unwrap(), ag.export_tree().to_bytes().unwrap());
+    assert_eq!(
+        grove_wire::b64::decode(now.json["ratchet_tree"].as_str().unwrap()).unwrap(),
+        ag.export_tree().to_bytes().unwrap()
+    );
     bob.get(&s, "/v1/rooms/garden/tree?epoch=99").await.err(404, "not_found");
     bob.get(&s, "/v1/rooms/garden/tree?epoch=x").await.err(400, "bad_request");
 }
@@ -128,7 +136,8 @@ async fn forged_replayed_stale_and_misattributed_commits_are_rejected() {
     post_handshake(&s, &alice, "r", "commit", 0, &bytes(&add.commit_message)).await.ok();
     ag.apply_pending_commit().unwrap();
     let tree = ag.export_tree().to_bytes().unwrap();
-    let (mut bg, _) = bc.join_group(Some(ExportedTree::from_bytes(&tree).unwrap()), &add.welcome_messages[0], None).unwrap();
+    let (mut bg, _) =
+        bc.join_group(Some(ExportedTree::from_bytes(&tree).unwrap()), &add.welcome_messages[0], None).unwrap();
 
     // Forged: a flipped byte inside Alice's signature.
     let update = ag.commit(vec![]).unwrap();
@@ -143,7 +152,11 @@ async fn forged_replayed_stale_and_misattributed_commits_are_rejected() {
     // An outsider cannot submit anything.
     post_handshake(&s, &User::new(9), "r", "commit", 1, &good).await.err(403, "not_member");
     let info = alice.get(&s, "/v1/rooms/r").await;
-    assert_eq!((info.ok()["epoch"].clone(), info.json["head"].clone()), (json!(1), json!(1)), "nothing above changed the room");
+    assert_eq!(
+        (info.ok()["epoch"].clone(), info.json["head"].clone()),
+        (json!(1), json!(1)),
+        "nothing above changed the room"
+    );
 
     // Stale: Bob commits in epoch 1 too, but Alice's commit lands first.
     let bobs = bg.commit(vec![]).unwrap();
@@ -221,7 +234,13 @@ async fn a_room_must_be_a_valid_group_containing_its_creator() {
     let mut mismatched = state.clone();
     let mine = client(&alice).create_group(ExtensionList::default(), Default::default(), None).unwrap();
     mismatched["group_info"] = json!(b64(&bytes(&mine.group_info_message(false).unwrap())));
-    alice.post(&s, "/v1/rooms", json!({"name": "r", "mode": "mls", "mls": mismatched})).await.err(400, "invalid_message");
-    alice.post(&s, "/v1/rooms", json!({"name": "r", "mode": "sender-keys", "mls": state})).await.err(400, "malformed_body");
+    alice
+        .post(&s, "/v1/rooms", json!({"name": "r", "mode": "mls", "mls": mismatched}))
+        .await
+        .err(400, "invalid_message");
+    alice
+        .post(&s, "/v1/rooms", json!({"name": "r", "mode": "sender-keys", "mls": state}))
+        .await
+        .err(400, "malformed_body");
     alice.get(&s, "/v1/rooms/r").await.err(404, "not_found");
 }

@@ -103,7 +103,9 @@ async fn push_delivers_backlog_then_live_and_resumes_without_gap_or_duplicate() 
         append(&live, &alice, n).await;
     }
     let mut ws = live.connect(&alice).await;
-    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 2}]}).to_string())).await.unwrap();
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 2}]}).to_string()))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
         let ev = next_event(&mut ws).await;
@@ -128,7 +130,9 @@ async fn push_delivers_backlog_then_live_and_resumes_without_gap_or_duplicate() 
     writer.await.unwrap();
     let cursor = *got.last().unwrap();
     let mut ws = live.connect(&alice).await;
-    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": cursor}]}).to_string())).await.unwrap();
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": cursor}]}).to_string()))
+        .await
+        .unwrap();
     while got.len() < 28 {
         got.push(next_event(&mut ws).await["entry"]["seq"].as_u64().unwrap());
     }
@@ -143,9 +147,11 @@ async fn push_carries_the_mailbox_and_refuses_rooms_of_others() {
     live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
     live.post(&alice, &format!("/v1/mailboxes/{}", bob.id), json!({"body": b64(b"first")})).await;
     let mut ws = live.connect(&bob).await;
-    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}], "mailbox_after": 0}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}], "mailbox_after": 0}).to_string(),
+    ))
+    .await
+    .unwrap();
     let mut mail = Vec::new();
     let mut refused = false;
     let mut sent_second = false;

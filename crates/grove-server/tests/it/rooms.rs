@@ -88,11 +88,13 @@ async fn membership_updates_must_be_signed_by_an_admin_with_the_next_version() {
     sk_room(&s, &alice, "r").await;
     post_membership(&s, &alice, &alice, "r", 2, &[&alice, &bob], &[&alice]).await.err(409, "membership_version");
     post_membership(&s, &alice, &mallory, "r", 1, &[&alice, &mallory], &[&mallory]).await.err(400, "bad_membership");
-    let elsewhere = grove_wire::membership::SignedMembership::sign(&alice.key, "other-room", 1, vec![alice.id], vec![alice.id]);
+    let elsewhere =
+        grove_wire::membership::SignedMembership::sign(&alice.key, "other-room", 1, vec![alice.id], vec![alice.id]);
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&elsewhere).unwrap())});
     alice.post(&s, "/v1/rooms/r/log", body).await.err(400, "bad_membership");
     // A forged signature.
-    let mut m = grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, mallory.id], vec![alice.id]);
+    let mut m =
+        grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, mallory.id], vec![alice.id]);
     m.members = vec![alice.id, bob.id];
     m.members.sort();
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&m).unwrap())});
@@ -102,7 +104,10 @@ async fn membership_updates_must_be_signed_by_an_admin_with_the_next_version() {
     // Only members may post one, even a validly signed one.
     post_membership(&s, &bob, &alice, "r", 1, &[&alice, &bob], &[&alice]).await.err(403, "not_member");
     // Commits have no place in a sender-keys room.
-    alice.post(&s, "/v1/rooms/r/log", json!({"kind": "commit", "epoch": 0, "body": b64(b"x")})).await.err(400, "wrong_kind");
+    alice
+        .post(&s, "/v1/rooms/r/log", json!({"kind": "commit", "epoch": 0, "body": b64(b"x")}))
+        .await
+        .err(400, "wrong_kind");
     let info = alice.get(&s, "/v1/rooms/r").await;
     assert_eq!((info.ok()["epoch"].clone(), info.json["head"].clone()), (json!(0), json!(0)), "state unchanged");
     // A new admin can be named, and then signs the next version.

@@ -33,11 +33,7 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
             let mut acked = Vec::new();
             for i in (t..APPENDS).step_by(TASKS) {
                 let room = rooms[i % ROOMS];
-                match store
-                    .append(room, entry(format!("item {i}")))
-                    .await
-                    .expect("append")
-                {
+                match store.append(room, entry(format!("item {i}"))).await.expect("append") {
                     AppendOutcome::Appended { seq, .. } => acked.push((room, seq, i)),
                     other => panic!("append {i}: {other:?}"),
                 }
@@ -48,10 +44,7 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
     let mut acked: BTreeMap<(i64, u64), usize> = BTreeMap::new();
     for t in tasks {
         for (room, seq, i) in t.await.expect("task") {
-            assert!(
-                acked.insert((room, seq), i).is_none(),
-                "room {room} seq {seq} acknowledged twice"
-            );
+            assert!(acked.insert((room, seq), i).is_none(), "room {room} seq {seq} acknowledged twice");
         }
     }
     assert_eq!(acked.len(), APPENDS);
@@ -62,10 +55,7 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
     let ratio = ops as f64 / transactions as f64;
     eprintln!("group commit: {ops} ops in {transactions} transactions, {ratio:.1} ops/transaction");
     assert_eq!(ops, APPENDS as u64);
-    assert!(
-        ratio > 1.0,
-        "the writer did not batch: {ops} ops in {transactions} transactions"
-    );
+    assert!(ratio > 1.0, "the writer did not batch: {ops} ops in {transactions} transactions");
 
     // Close (the writer finishes and exits), then reopen the same file.
     let store = Arc::try_unwrap(store).expect("no other handle");
@@ -75,21 +65,11 @@ async fn concurrent_appends_are_batched_and_survive_reopen() {
     for (r, &room) in rooms.iter().enumerate() {
         let log = read_all(&store, room).await;
         let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-        assert_eq!(
-            seqs,
-            (1..=log.len() as u64).collect::<Vec<_>>(),
-            "room {room} has gaps"
-        );
-        let head = store
-            .room(&format!("room-{r}"))
-            .await
-            .expect("room")
-            .map(|r| r.head);
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "room {room} has gaps");
+        let head = store.room(&format!("room-{r}")).await.expect("room").map(|r| r.head);
         assert_eq!(head, Some(log.len() as u64));
         for e in &log {
-            let i = acked
-                .get(&(room, e.seq))
-                .expect("an entry nobody was acknowledged for");
+            let i = acked.get(&(room, e.seq)).expect("an entry nobody was acknowledged for");
             assert_eq!(e.body, format!("item {i}").into_bytes());
         }
         total += log.len();

@@ -31,14 +31,8 @@ async fn child_writer() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let store =
-        Arc::new(SqliteStore::open(Path::new(&path), SqliteOptions::default()).expect("open"));
-    let room = store
-        .room(ROOM)
-        .await
-        .expect("room")
-        .expect("the parent created the room")
-        .id;
+    let store = Arc::new(SqliteStore::open(Path::new(&path), SqliteOptions::default()).expect("open"));
+    let room = store.room(ROOM).await.expect("room").expect("the parent created the room").id;
     let out = Arc::new(Mutex::new(std::io::stdout()));
     {
         let mut o = out.lock().expect("stdout");
@@ -55,13 +49,8 @@ async fn child_writer() {
                 if Instant::now() > deadline {
                     break;
                 }
-                let outcome = store
-                    .append(room, entry(format!("task {t} n {n}")))
-                    .await
-                    .expect("append");
-                let AppendOutcome::Appended { seq, .. } = outcome else {
-                    panic!("{outcome:?}")
-                };
+                let outcome = store.append(room, entry(format!("task {t} n {n}"))).await.expect("append");
+                let AppendOutcome::Appended { seq, .. } = outcome else { panic!("{outcome:?}") };
                 let mut o = out.lock().expect("stdout");
                 writeln!(o, "{MARK}{seq} {t} {n}").expect("stdout");
                 o.flush().expect("stdout");
@@ -78,11 +67,7 @@ fn acknowledged_appends_survive_kill_9() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("grove.db");
     let room = rt.block_on(async {
@@ -93,12 +78,7 @@ fn acknowledged_appends_survive_kill_9() {
     });
 
     let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .args([
-            "--exact",
-            "durability::child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "durability::child_writer", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -137,49 +117,22 @@ fn acknowledged_appends_survive_kill_9() {
     let first = first.expect("the child acknowledged nothing within 60 s");
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     for (seq, body) in std::iter::once(first).chain(rx.try_iter()) {
-        assert!(
-            acked.insert(seq, body).is_none(),
-            "seq {seq} acknowledged twice"
-        );
+        assert!(acked.insert(seq, body).is_none(), "seq {seq} acknowledged twice");
     }
-    eprintln!(
-        "child killed ({status}) after {} acknowledged appends",
-        acked.len()
-    );
-    assert!(
-        !status.success(),
-        "the child finished instead of being killed; raise its bounds"
-    );
-    assert!(
-        acked.len() >= 10,
-        "too few acknowledged appends ({}) to mean anything",
-        acked.len()
-    );
+    eprintln!("child killed ({status}) after {} acknowledged appends", acked.len());
+    assert!(!status.success(), "the child finished instead of being killed; raise its bounds");
+    assert!(acked.len() >= 10, "too few acknowledged appends ({}) to mean anything", acked.len());
 
     rt.block_on(async {
-        let store =
-            SqliteStore::open(&path, SqliteOptions::default()).expect("reopen after kill -9");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).expect("reopen after kill -9");
         let log = read_all(&store, room).await;
         let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
-        assert_eq!(
-            seqs,
-            (1..=log.len() as u64).collect::<Vec<_>>(),
-            "sequence numbers have gaps"
-        );
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "sequence numbers have gaps");
         let stored: BTreeMap<u64, Vec<u8>> = log.into_iter().map(|e| (e.seq, e.body)).collect();
         for (seq, body) in &acked {
-            assert_eq!(
-                stored.get(seq),
-                Some(&body.clone().into_bytes()),
-                "acknowledged seq {seq} lost"
-            );
+            assert_eq!(stored.get(seq), Some(&body.clone().into_bytes()), "acknowledged seq {seq} lost");
         }
-        let head = store
-            .room(ROOM)
-            .await
-            .expect("room")
-            .expect("room exists")
-            .head;
+        let head = store.room(ROOM).await.expect("room").expect("room exists").head;
         assert_eq!(head, stored.len() as u64);
         store.close().expect("close");
     });

@@ -34,14 +34,7 @@ pub async fn create_room(store: &dyn Store, name: &str) -> RoomId {
 
 /// An application entry with this body.
 pub fn entry(body: String) -> NewEntry {
-    NewEntry {
-        kind: EntryKind::Application,
-        epoch: 0,
-        sender: user(1),
-        ts: 2,
-        body: body.into_bytes(),
-        update: None,
-    }
+    NewEntry { kind: EntryKind::Application, epoch: 0, sender: user(1), ts: 2, body: body.into_bytes(), update: None }
 }
 
 /// Every entry of a room, paging through the log (bounded).
