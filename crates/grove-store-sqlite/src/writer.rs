@@ -1,13 +1,19 @@
 //! The writer thread: the only connection that writes, committing queued ops in groups.
 //!
 //! The thread blocks for one op, drains whatever else is queued (up to [`MAX_BATCH`]), runs them
-//! all inside one `BEGIN IMMEDIATE … COMMIT`, each under its own `SAVEPOINT`, and answers the
-//! callers only after `COMMIT` returned. An op's semantic outcome (conflict, name taken, full,
+//! all inside one `BEGIN IMMEDIATE … COMMIT`, each under its own `SAVEPOINT` (except plain
+//! appends, see below), and answers the callers only after `COMMIT` returned.
+//!
+//! Plain appends (no state update) are the hot path: they run one `INSERT` each, with no
+//! savepoint — they cannot fail semantically, and a failing statement is undone by SQLite's
+//! statement journal — and take their sequence numbers from a per-batch cache of room heads,
+//! written back with one `UPDATE` per room just before `COMMIT`. An op's semantic outcome (conflict, name taken, full,
 //! limit reached) is decided by reading inside the transaction before writing; an op that fails
 //! with an error is rolled back to its savepoint without touching the rest of the batch. If the
 //! transaction as a whole cannot commit, every op of the batch is answered with
 //! [`StoreError::Backend`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -78,12 +84,67 @@ fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Box<dyn Fin
     Box::new(Pending { reply, result })
 }
 
+/// A room's counters as the open transaction sees them.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    epoch: u64,
+    head: u64,
+    state_version: u64,
+    /// `head` moved past what the rooms table says; written back before COMMIT.
+    dirty: bool,
+}
+
+/// Per-transaction cache of room heads. Valid only inside one transaction: the writer is the
+/// only writer, so nothing else moves them meanwhile.
+#[derive(Debug, Default)]
+struct Heads(HashMap<RoomId, Head>);
+
+impl Heads {
+    fn get(&mut self, conn: &Connection, room: RoomId) -> Result<Option<Head>> {
+        if let Some(h) = self.0.get(&room) {
+            return Ok(Some(*h));
+        }
+        let row = conn
+            .prepare_cached("SELECT epoch, head, state_version FROM rooms WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([room], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
+            })
+            .map_err(db_err)?;
+        let Some((epoch, head, state_version)) = row else { return Ok(None) };
+        let h = Head {
+            epoch: u64_from_db(epoch),
+            head: seq_from_db(head)?,
+            state_version: u64_from_db(state_version),
+            dirty: false,
+        };
+        self.0.insert(room, h);
+        Ok(Some(h))
+    }
+
+    /// Writes back every head that moved.
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        for (room, h) in self.0.iter_mut().filter(|(_, h)| h.dirty) {
+            let head = seq_to_db(h.head)?;
+            conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![room, head]))
+                .map_err(db_err)?;
+            h.dirty = false;
+        }
+        Ok(())
+    }
+}
+
 impl Op {
+    /// Whether the op runs without its own savepoint.
+    fn is_plain_append(&self) -> bool {
+        matches!(self, Op::Append(_, entry, _) if entry.update.is_none())
+    }
+
     /// Runs the op on the writer connection, inside the open transaction.
-    fn run(self, conn: &Connection) -> Box<dyn Finish> {
+    fn run(self, conn: &Connection, heads: &mut Heads) -> Box<dyn Finish> {
         match self {
             Op::CreateRoom(room, max, reply) => pending(reply, create_room(conn, room, max)),
-            Op::Append(room, entry, reply) => pending(reply, append(conn, room, entry)),
+            Op::Append(room, entry, reply) => pending(reply, append(conn, heads, room, entry)),
             Op::Deposit(mail, quota, reply) => pending(reply, deposit(conn, mail, quota)),
             Op::MailboxAck(owner, up_to, reply) => pending(reply, mailbox_ack(conn, &owner, up_to)),
             Op::PurgeExpired(now, reply) => pending(reply, purge_expired(conn, now)),
@@ -151,15 +212,28 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     }
     let mut done: Vec<Box<dyn Finish>> = Vec::with_capacity(batch.len());
     let mut abort: Option<StoreError> = None;
+    let mut heads = Heads::default();
     let mut ops = batch.drain(..);
     for op in ops.by_ref() {
+        if op.is_plain_append() {
+            let d = op.run(conn, &mut heads);
+            let failed = d.failed();
+            done.push(d);
+            // Some errors (I/O, disk full) end the whole transaction, not just the statement.
+            if failed && conn.is_autocommit() {
+                abort = Some(StoreError::Backend("the transaction ended after a failed append".into()));
+                break;
+            }
+            continue;
+        }
         if let Err(e) = exec(conn, "SAVEPOINT op") {
             op.fail(&e);
             abort = Some(e);
             break;
         }
-        let d = op.run(conn);
+        let d = op.run(conn, &mut heads);
         let end = if d.failed() {
+            // The cache needs no repair: an op moves it only after all its statements succeeded.
             exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
         } else {
             exec(conn, "RELEASE op")
@@ -168,6 +242,11 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
         if let Err(e) = end {
             abort = Some(e);
             break;
+        }
+    }
+    if abort.is_none() {
+        if let Err(e) = heads.flush(conn) {
+            abort = Some(e);
         }
     }
     if let Some(e) = abort {
@@ -249,48 +328,41 @@ fn create_room(conn: &Connection, room: NewRoom, max_per_creator: u64) -> Result
     }))
 }
 
-fn append(conn: &Connection, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
-    let current = conn
-        .prepare_cached("SELECT epoch, head, state_version FROM rooms WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([room], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
-        })
-        .map_err(db_err)?;
-    let Some((epoch, head, state_version)) = current else {
+fn append(conn: &Connection, heads: &mut Heads, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
+    let Some(current) = heads.get(conn, room)? else {
         return Ok(AppendOutcome::NoSuchRoom);
     };
-    let (mut epoch, head, state_version) = (u64_from_db(epoch), seq_from_db(head)?, u64_from_db(state_version));
-    let seq = head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
+    let seq = current.head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
     let seq_db = seq_to_db(seq)?;
-    match entry.update {
-        Some(update) => {
-            if update.expected_state_version != state_version {
-                return Ok(AppendOutcome::Conflict { epoch, head, state_version });
-            }
-            epoch = update.new_epoch;
-            conn.prepare_cached(
-                "UPDATE rooms SET head = ?2, epoch = ?3, state_version = ?4, state = ?5, \
-                 members = ?6, admins = ?7 WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    room,
-                    seq_db,
-                    u64_to_db(epoch),
-                    u64_to_db(state_version.wrapping_add(1)),
-                    &update.state,
-                    users_to_db(&update.members),
-                    users_to_db(&update.admins),
-                ])
-            })
-            .map_err(db_err)?;
-            record_state(conn, room, epoch, &update.state)?;
+    let mut next = Head { head: seq, dirty: true, ..current };
+    if let Some(update) = &entry.update {
+        if update.expected_state_version != current.state_version {
+            return Ok(AppendOutcome::Conflict {
+                epoch: current.epoch,
+                head: current.head,
+                state_version: current.state_version,
+            });
         }
-        None => {
-            conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![room, seq_db]))
-                .map_err(db_err)?;
-        }
+        next.epoch = update.new_epoch;
+        next.state_version = current.state_version.wrapping_add(1);
+        conn.prepare_cached(
+            "UPDATE rooms SET head = ?2, epoch = ?3, state_version = ?4, state = ?5, \
+             members = ?6, admins = ?7 WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                room,
+                seq_db,
+                u64_to_db(next.epoch),
+                u64_to_db(next.state_version),
+                &update.state,
+                users_to_db(&update.members),
+                users_to_db(&update.admins),
+            ])
+        })
+        .map_err(db_err)?;
+        record_state(conn, room, next.epoch, &update.state)?;
+        next.dirty = false;
     }
     conn.prepare_cached(
         "INSERT INTO entries (room, seq, kind, epoch, sender, ts, body) \
@@ -308,7 +380,9 @@ fn append(conn: &Connection, room: RoomId, entry: NewEntry) -> Result<AppendOutc
         ])
     })
     .map_err(db_err)?;
-    Ok(AppendOutcome::Appended { seq, epoch })
+    // Only now, with every statement done, does the cache move on.
+    heads.0.insert(room, next);
+    Ok(AppendOutcome::Appended { seq, epoch: next.epoch })
 }
 
 /// Keeps the room's state as of `epoch`, and forgets epochs older than the history window.
