@@ -17,6 +17,7 @@ mod catchup;
 mod fanout;
 mod harness;
 mod ingest;
+mod mls;
 mod report;
 
 use harness::Env;
@@ -106,6 +107,29 @@ enum Cmd {
     },
     /// CPU cost of signing and verifying one request.
     SigCost,
+    /// MLS room costs with grove's engine vs mls-rs and openmls (issue 3): create, add, remove,
+    /// update, process, join, messages, at N members; bare and steady state. CPU only, no server
+    /// (runs unpinned: mls-rs uses rayon on both cores).
+    Mls {
+        /// Group sizes (members).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+        sizes: Vec<usize>,
+        /// Only 10, 100 and 1,000.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of each committed operation (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Seconds allowed for the steady-state fill (members updating in turn) of one group.
+        #[arg(long, default_value_t = 600)]
+        fill_budget: u64,
+        /// Skip the openmls baseline.
+        #[arg(long)]
+        no_openmls: bool,
+        /// Skip the mls-rs baseline.
+        #[arg(long)]
+        no_mlsrs: bool,
+    },
     /// Everything, `--runs` times, then a markdown table of medians and ratios.
     All {
         /// Repetitions of every benchmark (the table reports medians).
@@ -122,6 +146,17 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Mls { sizes, quick, reps, fill_budget, no_openmls, no_mlsrs } = &cli.cmd {
+        // CPU-only and single-process: no server runtime, no pinning.
+        let sizes = if *quick { vec![10, 100, 1000] } else { sizes.clone() };
+        return mls::run(mls::Opts {
+            sizes,
+            reps: (*reps).clamp(1, 20),
+            fill_budget: std::time::Duration::from_secs(*fill_budget),
+            no_openmls: *no_openmls,
+            no_mlsrs: *no_mlsrs,
+        });
+    }
     let pin = cli.pin == Pin::Split;
     if pin && !harness::pin_current(cli.client_core) {
         eprintln!("warning: cannot pin with taskset; continuing unpinned");
@@ -160,6 +195,7 @@ fn main() -> Result<()> {
                 println!("baseline-axum: {}", baseline::axum(&env, requests, concurrency).await?);
             }
             Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
+            Cmd::Mls { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {
                 report::all(&env, runs.clamp(1, 10), messages, fanout_seconds).await?;
             }

@@ -187,7 +187,7 @@ impl Profile {
         let identity = Identity::generate(&mut rand::rngs::OsRng);
         store.set_meta("home", home.as_bytes())?;
         store.set_meta("identity", &identity.secret_bytes())?;
-        let engine = MlsEngine::new(identity.clone());
+        let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng);
         let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home };
         p.replenish_keys().await?;
         Ok(p)
@@ -203,7 +203,7 @@ impl Profile {
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
-        let engine = MlsEngine::load(identity.clone(), store.engine_state()?)?;
+        let engine = MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?;
         Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home })
     }
 

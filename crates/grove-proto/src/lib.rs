@@ -9,13 +9,17 @@
 //!   and serves the ratchet tree to joiners. It never holds a group secret.
 //! - [`mls::engine`]: the client side of MLS: one user's groups and KeyPackages, in memory; every
 //!   operation hands back the rows the caller persists in its own transaction.
+//! - [`mls::crypto`]: the MLS crypto provider (ciphersuite 1, RustCrypto primitives) drawing
+//!   its randomness from an injected RNG.
 //!
 //! What it does not do: no I/O of any kind (no sockets, files, database, async runtime), and it
 //! never reads the clock or the OS RNG itself: callers pass RNGs (and, where needed, times) in.
-//! The one caveat is inside dependencies used by *clients*, not by the hub: mls-rs reads the
-//! clock when it creates a KeyPackage or a commit without an explicit time, and the RustCrypto
-//! provider draws OS randomness when it generates keys (see [`mls::crypto_provider`], and
-//! [`mls::engine`] for the precise list). The Sender Keys engine is not here yet.
+//! MLS randomness goes through [`mls::crypto::GroveCryptoProvider`], which draws from the
+//! caller's RNG ([`mls::engine::MlsEngine::with_rng`]; the hub draws none). The caveats: mls-rs
+//! reads the clock when a *client* creates a KeyPackage, a group or a commit (see
+//! [`mls::engine`] for the precise list), and the transitional `MlsEngine::new` / `load` still
+//! draw OS randomness until their callers move to `with_rng` / `load_with_rng`. The Sender Keys
+//! engine is not here yet.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

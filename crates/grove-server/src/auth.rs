@@ -67,7 +67,12 @@ pub(crate) fn authenticate(
         ));
     }
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    auth::verify_request(&user, signature, &state.0.public_key, method.as_str(), pq, ts, nonce, body)
+    let key = state
+        .0
+        .keys
+        .get(&user)
+        .ok_or_else(|| AppError::new(ErrorCode::BadSignature, "x-grove-key is not a valid Ed25519 public key"))?;
+    auth::verify_request_key(&key, signature, &state.0.public_key, method.as_str(), pq, ts, nonce, body)
         .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
     if let Err(not_until) = state.0.user_limiter.check_key(&user) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));

@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     pub public_key: [u8; 32],
     pub clock: Clock,
     pub nonces: NonceCache,
+    pub keys: KeyCache,
     pub user_limiter: DefaultKeyedRateLimiter<UserId>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub metrics: Metrics,
@@ -68,6 +69,7 @@ impl AppState {
             user_limiter: RateLimiter::keyed(per(config.limits.user_requests_per_sec)),
             ip_limiter: RateLimiter::keyed(per(config.limits.ip_requests_per_sec)),
             nonces: NonceCache::default(),
+            keys: KeyCache::default(),
             metrics: Metrics::new(),
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
@@ -115,6 +117,31 @@ impl NonceCache {
                 true
             }
         }
+    }
+}
+
+/// Decoded Ed25519 keys of recent signers: decoding a point costs about as much as a fifth of
+/// a verification. Bounded: cleared when full.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    keys: Mutex<HashMap<UserId, ed25519_dalek::VerifyingKey>>,
+}
+
+impl KeyCache {
+    const MAX: usize = 100_000;
+
+    /// The user's decoded key, or `None` if the bytes are not a valid point.
+    pub fn get(&self, user: &UserId) -> Option<ed25519_dalek::VerifyingKey> {
+        if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            return Some(*k);
+        }
+        let key = user.verifying_key()?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= Self::MAX {
+            keys.clear();
+        }
+        keys.insert(*user, key);
+        Some(key)
     }
 }
 

@@ -235,3 +235,21 @@ async fn errors_say_what_to_do_next() {
     let e = Profile::init(&w.profile_dir("x"), "http://127.0.0.1:1").await.unwrap_err().to_string();
     assert!(e.contains("cannot reach"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_packages_are_replenished_when_they_run_low() {
+    let w = World::start().await;
+    let mut bob = w.user("bob").await;
+    let alice = w.user("alice").await;
+    let home = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
+    let counts = |c: grove_wire::api::KeyCounts| (c.counts[0].one_time, c.counts[0].last_resort);
+    let bobs = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "bob"));
+    assert_eq!(counts(bobs.key_counts().await.unwrap()), (20, true));
+    for _ in 0..17 {
+        home.claim_key(&bob.user_id(), grove_wire::api::KeyKind::MlsKeyPackage).await.unwrap();
+    }
+    assert_eq!(counts(bobs.key_counts().await.unwrap()), (3, true));
+    bob.sync().await.unwrap();
+    assert_eq!(counts(bobs.key_counts().await.unwrap()), (20, true));
+    let _ = alice;
+}

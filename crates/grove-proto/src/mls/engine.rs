@@ -1,15 +1,17 @@
 //! The client-side MLS engine: one user's groups, KeyPackages and their secrets, sans-IO.
 //!
-//! [`MlsEngine`] wraps an mls-rs `Client` configured as grove does (ciphersuite 1,
-//! [`GroveIdentityProvider`], handshake messages as PublicMessage, no ratchet-tree extension:
-//! the room's server serves the tree). It keeps everything in memory and never touches a disk.
+//! [`MlsEngine`] wraps an mls-rs `Client` configured as grove does (ciphersuite 1 through
+//! [`GroveCryptoProvider`], [`GroveIdentityProvider`], handshake messages as PublicMessage, no
+//! ratchet-tree extension: the room's server serves the tree). It keeps everything in memory and
+//! never touches a disk. Build it with [`MlsEngine::with_rng`] (or rebuild it with
+//! [`MlsEngine::load_with_rng`]), passing the RNG it draws all its randomness from.
 //!
 //! # State handed back, not stored
 //!
 //! Every operation that changes persistent state returns a [`Changes`]: the rows to upsert or
 //! delete in the caller's own database. The caller writes them in ONE transaction together with
 //! whatever goes with the operation (decrypted messages, its log cursor, an outbox entry), and
-//! rebuilds the engine after a restart with [`MlsEngine::load`] from every row it stored
+//! rebuilds the engine after a restart with [`MlsEngine::load_with_rng`] from every row it stored
 //! ([`StoredState`]). A natural schema is three tables:
 //!
 //! - `mls_group(group_id PRIMARY KEY, snapshot)`: [`GroupWrite::snapshot`] `Some` = upsert,
@@ -26,7 +28,7 @@
 //!   [`Changes`] of a `commit_*` (they hold the pending commit) together with the commit and
 //!   Welcome bytes in an outbox *before* posting them.
 //! - **If the transaction fails, rebuild.** The engine's memory is then ahead of the database:
-//!   drop the engine and [`MlsEngine::load`] it again from the database (and retry from the old
+//!   drop the engine and [`MlsEngine::load_with_rng`] it again from the database (and retry from the old
 //!   cursor). An operation that returns an error changes nothing (see below) and needs no rebuild.
 //! - **Several operations may share one transaction:** [`Changes::merge`] combines them in order.
 //!
@@ -89,19 +91,28 @@
 //!
 //! # Clock and randomness
 //!
-//! This module never reads the clock or the OS RNG itself. mls-rs and its RustCrypto provider
-//! do, internally:
+//! This module never reads the clock or the OS RNG itself.
 //!
-//! - **Clock** (`MlsTime::now()`, i.e. `SystemTime::now()`): when generating a KeyPackage (its
-//!   lifetime: now .. now + 1 year, mls-rs' default; `client_builder.rs`, `lifetime()`), when
-//!   creating a group (the creator's leaf lifetime, same place), and when building any commit
-//!   (`group/commit.rs`, used to check the lifetimes of KeyPackages being added; an expired
-//!   KeyPackage is refused). Processing incoming messages and joining never read the clock (no
-//!   time is passed, so mls-rs skips lifetime checks of leaves it receives).
-//! - **OS randomness** (`getrandom`, via the provider): KeyPackage init and leaf HPKE keys, the
-//!   random group id and initial epoch secret of a new group, fresh path secrets and leaf keys of
-//!   a commit with an update path, HPKE encryptions (Welcome secrets, update paths), and the
-//!   4-byte reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]).
+//! - **Randomness is injected.** An engine built with [`MlsEngine::with_rng`] or
+//!   [`MlsEngine::load_with_rng`] draws every random byte from the RNG passed in, through
+//!   [`GroveCryptoProvider`]: KeyPackage init and leaf HPKE keys, the random group id and initial
+//!   epoch secret of a new group, fresh path secrets and leaf keys of a commit with an update
+//!   path, the ephemeral keys of HPKE encryptions (Welcome secrets, update paths), and the 4-byte
+//!   reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]). Two engines with the same
+//!   identity, the same RNG seed and the same sequence of operations produce the same group ids
+//!   and the same commits and messages (a test checks this). Caveats: (1) KeyPackages and a new
+//!   group's leaf also carry the clock (below); (2) with several *by-reference* proposals
+//!   cached, mls-rs orders them in a commit by iterating a std `HashMap`, whose hash keys std
+//!   seeds per process, so such commits may list them in a different order from run to run;
+//!   (3) the transitional [`MlsEngine::new`] and [`MlsEngine::load`] still draw from the OS RNG
+//!   (through the RustCrypto provider), as before; they are to be removed.
+//! - **The clock is read inside mls-rs** (`MlsTime::now()`, i.e. `SystemTime::now()`), because
+//!   the engine passes no time: when generating a KeyPackage (its lifetime: now .. now + 1 year,
+//!   mls-rs' default; `client_builder.rs`, `lifetime()`), when creating a group (the creator's
+//!   leaf lifetime, same place), and when building any commit (`group/commit.rs`, used to check
+//!   the lifetimes of KeyPackages being added; an expired KeyPackage is refused; the time is not
+//!   written into the commit). Processing incoming messages and joining never read the clock
+//!   (no time is passed, so mls-rs skips lifetime checks of leaves it receives).
 //!
 //! # Performance
 //!
@@ -131,18 +142,19 @@ use mls_rs::mls_rs_codec::MlsDecode;
 use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules};
 use mls_rs::{Client, CryptoProvider, ExtensionList, Group, MlsMessage, MlsMessageDescription, WireFormat};
 use mls_rs_core::key_package::KeyPackageData;
-use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::identity::{Identity, UserId};
+use crate::mls::crypto::GroveCryptoProvider;
 use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
-use crate::mls::{crypto_provider, CIPHER_SUITE};
+use crate::mls::CIPHER_SUITE;
 
 use store::RecordingStore;
 pub use store::EPOCH_RETENTION;
 
 type EngineConfig = WithCryptoProvider<
-    RustCryptoProvider,
+    GroveCryptoProvider,
     WithMlsRules<
         DefaultMlsRules,
         WithIdentityProvider<
@@ -344,7 +356,7 @@ impl fmt::Debug for KeyPackageWrite {
 }
 
 /// Every row the caller persisted (the sum of all [`Changes`] it applied), to rebuild an engine
-/// with [`MlsEngine::load`]. `Debug` prints only lengths.
+/// with [`MlsEngine::load_with_rng`]. `Debug` prints only lengths.
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct StoredState {
     /// The groups, each with its prior-epoch records.
@@ -636,7 +648,7 @@ pub enum EngineError {
     /// it). The group cannot follow; the member must be re-added.
     #[error("an accepted commit of ours is not the pending commit; the group cannot follow")]
     OwnCommitLost,
-    /// Rows given to [`MlsEngine::load`] are not state this engine wrote for this user.
+    /// Rows given to [`MlsEngine::load_with_rng`] are not state this engine wrote for this user.
     #[error("corrupt stored state: {0}")]
     CorruptState(String),
     /// The engine has no such group.
@@ -712,14 +724,14 @@ fn rules() -> DefaultMlsRules {
     DefaultMlsRules::new().with_commit_options(CommitOptions::new().with_ratchet_tree_extension(false))
 }
 
-fn build_client(identity: &Identity, store: &RecordingStore) -> Client<EngineConfig> {
+fn build_client(identity: &Identity, store: &RecordingStore, crypto: GroveCryptoProvider) -> Client<EngineConfig> {
     let (si, sk) = signing_identity(identity);
     Client::builder()
         .key_package_repo(store.clone())
         .group_state_storage(store.clone())
         .identity_provider(GroveIdentityProvider)
         .mls_rules(rules())
-        .crypto_provider(crypto_provider())
+        .crypto_provider(crypto)
         .signing_identity(si, sk, CIPHER_SUITE)
         .build()
 }
@@ -811,23 +823,59 @@ impl fmt::Debug for MlsEngine {
 }
 
 impl MlsEngine {
-    /// A fresh engine for `identity`, with no groups and no KeyPackages.
+    /// A fresh engine for `identity`, with no groups and no KeyPackages, drawing all its
+    /// randomness from `rng` (see the [module docs](self#clock-and-randomness)). `rng` must be
+    /// a cryptographically secure RNG, seeded by the caller (from the platform's entropy source
+    /// in production, from a fixed seed in tests).
+    ///
+    /// Never give two engines, or an engine rebuilt after a restart, an RNG in the same state:
+    /// they would draw the same "fresh" secrets, leaf keys and reuse guards.
+    pub fn with_rng(identity: Identity, rng: impl RngCore + CryptoRng + Send + 'static) -> MlsEngine {
+        MlsEngine::fresh(identity, GroveCryptoProvider::new(rng))
+    }
+
+    /// Rebuilds an engine from every row the caller persisted, drawing all its randomness from
+    /// `rng` from now on (as [`MlsEngine::with_rng`]). Seed `rng` afresh: replaying the RNG of
+    /// the engine that wrote the state would repeat the secrets it drew.
+    ///
+    /// Errors with [`EngineError::CorruptState`] if a group appears twice, a row does not decode,
+    /// or a group's state belongs to another user.
+    pub fn load_with_rng(
+        identity: Identity,
+        state: StoredState,
+        rng: impl RngCore + CryptoRng + Send + 'static,
+    ) -> Result<MlsEngine, EngineError> {
+        MlsEngine::restore(identity, state, GroveCryptoProvider::new(rng))
+    }
+
+    /// Like [`MlsEngine::with_rng`], but drawing randomness from the OS RNG (through the
+    /// RustCrypto provider), as the engine did before randomness was injected.
+    ///
+    /// To be removed: callers move to [`MlsEngine::with_rng`].
     pub fn new(identity: Identity) -> MlsEngine {
+        MlsEngine::fresh(identity, GroveCryptoProvider::os_randomness())
+    }
+
+    /// Like [`MlsEngine::load_with_rng`], but drawing randomness from the OS RNG (through the
+    /// RustCrypto provider), as the engine did before randomness was injected.
+    ///
+    /// To be removed: callers move to [`MlsEngine::load_with_rng`].
+    pub fn load(identity: Identity, state: StoredState) -> Result<MlsEngine, EngineError> {
+        MlsEngine::restore(identity, state, GroveCryptoProvider::os_randomness())
+    }
+
+    fn fresh(identity: Identity, crypto: GroveCryptoProvider) -> MlsEngine {
         let store = RecordingStore::default();
         MlsEngine {
             user: identity.user_id(),
-            client: build_client(&identity, &store),
+            client: build_client(&identity, &store, crypto),
             store,
             groups: BTreeMap::new(),
             departed: BTreeSet::new(),
         }
     }
 
-    /// Rebuilds an engine from every row the caller persisted.
-    ///
-    /// Errors with [`EngineError::CorruptState`] if a group appears twice, a row does not decode,
-    /// or a group's state belongs to another user.
-    pub fn load(identity: Identity, state: StoredState) -> Result<MlsEngine, EngineError> {
+    fn restore(identity: Identity, state: StoredState, crypto: GroveCryptoProvider) -> Result<MlsEngine, EngineError> {
         let user = identity.user_id();
         let mut ids = BTreeSet::new();
         for g in &state.groups {
@@ -849,7 +897,7 @@ impl MlsEngine {
         }
 
         let store = RecordingStore::from_state(state);
-        let client = build_client(&identity, &store);
+        let client = build_client(&identity, &store, crypto);
         let mut groups = BTreeMap::new();
         for id in ids {
             let group =
@@ -923,7 +971,8 @@ impl MlsEngine {
     /// Unknown KeyPackages are ignored.
     pub fn forget_key_package(&mut self, key_package: &[u8]) -> Result<Changes, EngineError> {
         let msg = parse(key_package)?;
-        let cs = crypto_provider()
+        // Hashing only: no randomness needed.
+        let cs = GroveCryptoProvider::verify_only()
             .cipher_suite_provider(CIPHER_SUITE)
             .ok_or_else(|| EngineError::Internal("ciphersuite not supported by the provider".into()))?;
         let reference = msg

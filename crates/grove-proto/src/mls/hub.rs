@@ -33,6 +33,12 @@
 //! [`HubGroup::check_commit`] and [`HubGroup::check_proposal`] take `&self` and return the next
 //! state (a clone of the `ExternalGroup`, advanced). The caller installs it only once its durable
 //! write succeeded; on any error, nothing changed.
+//!
+//! # Clock and randomness
+//!
+//! The hub reads neither. Its crypto provider is [`GroveCryptoProvider::verify_only`], which
+//! has no RNG: the hub's paths only hash, verify signatures and check public keys, and a draw of
+//! randomness would fail rather than reach the OS. For the clock, see KeyPackage lifetimes above.
 
 use std::fmt;
 
@@ -43,20 +49,23 @@ use mls_rs::group::proposal::Proposal;
 use mls_rs::group::{CommitEffect, ContentType, ExportedTree, Sender};
 use mls_rs::mls_rs_codec::MlsDecode;
 use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
-use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 
 use crate::identity::UserId;
-use crate::mls::crypto_provider;
+use crate::mls::crypto::GroveCryptoProvider;
 use crate::mls::identity::{user_of, GroveIdentityProvider};
 
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
 
 type HubConfig =
-    WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<RustCryptoProvider, ExternalBaseConfig>>;
+    WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<GroveCryptoProvider, ExternalBaseConfig>>;
 
+/// The hub verifies and generates nothing: its provider has no RNG (any draw would fail).
 fn hub_client() -> ExternalClient<HubConfig> {
-    ExternalClient::builder().crypto_provider(crypto_provider()).identity_provider(GroveIdentityProvider).build()
+    ExternalClient::builder()
+        .crypto_provider(GroveCryptoProvider::verify_only())
+        .identity_provider(GroveIdentityProvider)
+        .build()
 }
 
 /// Why the hub refused a message or state.

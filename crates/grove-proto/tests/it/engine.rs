@@ -7,9 +7,17 @@ use grove_proto::mls::engine::{
     Changes, EngineError, GroupId, Incoming, MlsEngine, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState,
 };
 use grove_proto::mls::hub::{HubError, HubGroup};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 fn user(n: u8) -> Identity {
     Identity::from_secret_bytes([n; 32])
+}
+
+/// A seeded RNG. Every engine of these tests gets its own seed: reusing one would replay
+/// "fresh" secrets.
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
 }
 
 /// What a client's database holds: three tables, written only by applying [`Changes`].
@@ -113,12 +121,15 @@ struct Member {
     engine: MlsEngine,
     db: Db,
     cursor: usize,
+    /// The RNG seed of the current engine: the member number, then 1000 more per restart.
+    seed: u64,
 }
 
 impl Member {
     fn new(n: u8) -> Member {
         let id = user(n);
-        Member { engine: MlsEngine::new(id.clone()), id, db: Db::default(), cursor: 0 }
+        let seed = u64::from(n);
+        Member { engine: MlsEngine::with_rng(id.clone(), rng(seed)), id, db: Db::default(), cursor: 0, seed }
     }
 
     fn uid(&self) -> UserId {
@@ -133,7 +144,8 @@ impl Member {
 
     /// A restart: a new engine from the database.
     fn restart(&mut self) {
-        self.engine = MlsEngine::load(self.id.clone(), self.db.state()).unwrap();
+        self.seed += 1000;
+        self.engine = MlsEngine::load_with_rng(self.id.clone(), self.db.state(), rng(self.seed)).unwrap();
     }
 
     fn key_package(&mut self) -> Vec<u8> {
@@ -354,7 +366,7 @@ fn removed_member_cannot_read_later_messages() {
     assert_eq!(carol.engine.process(&room.id, &secret).unwrap_err(), EngineError::NoSuchGroup(room.id.clone()));
 
     // A copy of Carol's state from before the removal cannot read the later message either:
-    let mut old = MlsEngine::load(user(3), carol_before.clone()).unwrap();
+    let mut old = MlsEngine::load_with_rng(user(3), carol_before.clone(), rng(103)).unwrap();
     let err = old.process(&room.id, &secret).unwrap_err();
     assert!(matches!(err, EngineError::WrongEpoch { message_epoch: 2, current_epoch: 1 }), "{err:?}");
     // not even with the epoch in the header rewritten to one it has keys for,
@@ -389,7 +401,7 @@ fn self_update_heals_a_compromise() {
     assert_eq!(texts_from(&bob.sync(&room)), vec![(alice.uid(), "after bob's update".to_string())]);
 
     // The stolen copy cannot follow the update (it lacks the new path secrets)...
-    let mut thief = MlsEngine::load(user(2), bob_stolen).unwrap();
+    let mut thief = MlsEngine::load_with_rng(user(2), bob_stolen, rng(102)).unwrap();
     let update = room.log[room.log.len() - 2].clone();
     assert_eq!(thief.process(&room.id, &update).unwrap_err(), EngineError::OwnCommitLost);
     // ...nor read what was sent after it.
@@ -744,14 +756,14 @@ fn load_refuses_foreign_or_corrupt_state() {
     let (_room, alice, _bob, _carol) = three();
     let state = alice.db.state();
     // Alice's rows are not Bob's.
-    assert!(matches!(MlsEngine::load(user(2), state.clone()), Err(EngineError::CorruptState(_))));
+    assert!(matches!(MlsEngine::load_with_rng(user(2), state.clone(), rng(202)), Err(EngineError::CorruptState(_))));
     let mut twice = state.clone();
     twice.groups.push(twice.groups[0].clone());
-    assert!(matches!(MlsEngine::load(user(1), twice), Err(EngineError::CorruptState(_))));
+    assert!(matches!(MlsEngine::load_with_rng(user(1), twice, rng(201)), Err(EngineError::CorruptState(_))));
     let mut garbled = state.clone();
     garbled.groups[0].snapshot = b"junk".to_vec().into();
-    assert!(matches!(MlsEngine::load(user(1), garbled), Err(EngineError::CorruptState(_))));
-    assert!(MlsEngine::load(user(1), state).is_ok());
+    assert!(matches!(MlsEngine::load_with_rng(user(1), garbled, rng(301)), Err(EngineError::CorruptState(_))));
+    assert!(MlsEngine::load_with_rng(user(1), state, rng(401)).is_ok());
 }
 
 #[test]

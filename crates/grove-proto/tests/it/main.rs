@@ -1,5 +1,7 @@
-//! Hub scenarios with real mls-rs clients, and client engine scenarios ([`engine`]).
+//! Hub scenarios with real mls-rs clients, client engine scenarios ([`engine`]), and the
+//! engine's determinism under an injected RNG and its interop with plain mls-rs ([`determinism`]).
 
+mod determinism;
 mod engine;
 
 use grove_proto::identity::{Identity, UserId};

@@ -22,8 +22,12 @@ struct Live {
 
 impl Live {
     async fn start() -> Live {
+        Self::start_with(test_config()).await
+    }
+
+    async fn start_with(config: grove_server::Config) -> Live {
         let state = AppState::new(
-            test_config(),
+            config,
             Arc::new(grove_store::MemoryStore::new()),
             ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
         );
@@ -176,5 +180,21 @@ async fn push_carries_the_mailbox_and_refuses_rooms_of_others() {
     let metrics = reqwest::get(format!("http://{}/metrics", live.addr)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("grove_push_connections 1"), "{metrics}");
     // Shutdown closes push connections instead of waiting for them.
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_is_rate_limited_even_without_signing() {
+    let mut c = test_config();
+    c.limits.ip_requests_per_sec = 2; // burst of 4
+    let live = Live::start_with(c).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = client.get(format!("http://{}/v1/info", live.addr)).send().await.unwrap();
+        statuses.push((r.status().as_u16(), r.headers().get("retry-after").is_some()));
+    }
+    assert!(statuses[..4].iter().all(|s| s.0 == 200), "{statuses:?}");
+    assert!(statuses[4..].iter().any(|s| *s == (429, true)), "{statuses:?}");
     live.stop().await;
 }

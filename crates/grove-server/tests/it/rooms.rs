@@ -168,3 +168,15 @@ async fn a_long_poll_on_the_log_wakes_on_a_new_entry() {
     assert_eq!(seqs(empty.ok()), Vec::<u64>::new());
     assert_eq!(empty.json["head"], json!(2));
 }
+
+#[tokio::test]
+async fn a_room_cannot_grow_past_the_member_limit() {
+    let mut c = test_config();
+    c.limits.members_per_room = 2;
+    let s = Server::with_config(c);
+    let (alice, bob, carol) = (User::new(1), User::new(2), User::new(3));
+    sk_room(&s, &alice, "r").await;
+    post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice]).await.ok();
+    post_membership(&s, &alice, &alice, "r", 2, &[&alice, &bob, &carol], &[&alice]).await.err(403, "member_limit");
+    assert_eq!(alice.get(&s, "/v1/rooms/r").await.ok()["members"].as_array().unwrap().len(), 2);
+}
