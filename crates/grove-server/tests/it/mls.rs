@@ -49,6 +49,24 @@ pub async fn post_handshake(s: &Server, user: &User, room: &str, kind: &str, epo
     user.post(s, &format!("/v1/rooms/{room}/log"), json!({"kind": kind, "epoch": epoch, "body": b64(msg)})).await
 }
 
+/// Alice adds the holder of `bc` to `room` (commit accepted by the server, applied) and the
+/// newcomer joins with the room's tree: the newcomer's group.
+pub async fn add_member<A: MlsConfig, B: MlsConfig>(
+    s: &Server,
+    alice: &User,
+    ag: &mut Group<A>,
+    bc: &Client<B>,
+    room: &str,
+) -> Group<B> {
+    let epoch = ag.current_epoch();
+    let kp = bc.generate_key_package_message(Default::default(), Default::default(), None).unwrap();
+    let add = ag.commit_builder().add_member(kp).unwrap().build().unwrap();
+    post_handshake(s, alice, room, "commit", epoch, &bytes(&add.commit_message)).await.ok();
+    ag.apply_pending_commit().unwrap();
+    let tree = ExportedTree::from_bytes(&ag.export_tree().to_bytes().unwrap()).unwrap();
+    bc.join_group(Some(tree), &add.welcome_messages[0], None).unwrap().0
+}
+
 #[tokio::test]
 async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     let s = Server::new();
@@ -131,13 +149,7 @@ async fn forged_replayed_stale_and_misattributed_commits_are_rejected() {
     let (alice, bob) = (User::new(1), User::new(2));
     let (ac, bc) = (client(&alice), client(&bob));
     let mut ag = mls_room(&s, &alice, &ac, "r").await;
-    let kp = bc.generate_key_package_message(Default::default(), Default::default(), None).unwrap();
-    let add = ag.commit_builder().add_member(kp).unwrap().build().unwrap();
-    post_handshake(&s, &alice, "r", "commit", 0, &bytes(&add.commit_message)).await.ok();
-    ag.apply_pending_commit().unwrap();
-    let tree = ag.export_tree().to_bytes().unwrap();
-    let (mut bg, _) =
-        bc.join_group(Some(ExportedTree::from_bytes(&tree).unwrap()), &add.welcome_messages[0], None).unwrap();
+    let mut bg = add_member(&s, &alice, &mut ag, &bc, "r").await;
 
     // Forged: a flipped byte inside Alice's signature.
     let update = ag.commit(vec![]).unwrap();
@@ -195,12 +207,7 @@ async fn bob_leaves_by_proposal_alice_commits_it_and_bob_is_out() {
     let (alice, bob) = (User::new(1), User::new(2));
     let (ac, bc) = (client(&alice), client(&bob));
     let mut ag = mls_room(&s, &alice, &ac, "r").await;
-    let kp = bc.generate_key_package_message(Default::default(), Default::default(), None).unwrap();
-    let add = ag.commit_builder().add_member(kp).unwrap().build().unwrap();
-    post_handshake(&s, &alice, "r", "commit", 0, &bytes(&add.commit_message)).await.ok();
-    ag.apply_pending_commit().unwrap();
-    let tree = ExportedTree::from_bytes(&ag.export_tree().to_bytes().unwrap()).unwrap();
-    let (mut bg, _) = bc.join_group(Some(tree), &add.welcome_messages[0], None).unwrap();
+    let mut bg = add_member(&s, &alice, &mut ag, &bc, "r").await;
 
     let late = bytes(&bg.encrypt_application_message(b"am I still here", vec![]).unwrap());
     let leave = bg.propose_remove(bg.current_member_index(), vec![]).unwrap();
