@@ -187,7 +187,7 @@ impl Profile {
         let identity = Identity::generate(&mut rand::rngs::OsRng);
         store.set_meta("home", home.as_bytes())?;
         store.set_meta("identity", &identity.secret_bytes())?;
-        let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng);
+        let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng).with_clock(unix_seconds);
         let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home };
         p.replenish_keys().await?;
         Ok(p)
@@ -203,7 +203,8 @@ impl Profile {
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
-        let engine = MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?;
+        let engine = MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?
+            .with_clock(unix_seconds);
         Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home })
     }
 
@@ -687,6 +688,11 @@ impl Profile {
         }
         self.sync_room(&room.link).await
     }
+}
+
+/// The engine's clock: the client is where the system clock is read.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn identity_from(secret: &[u8]) -> Result<Identity> {

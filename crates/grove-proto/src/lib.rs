@@ -13,13 +13,14 @@
 //!   its randomness from an injected RNG.
 //!
 //! What it does not do: no I/O of any kind (no sockets, files, database, async runtime), and it
-//! never reads the clock or the OS RNG itself: callers pass RNGs (and, where needed, times) in.
-//! MLS randomness goes through [`mls::crypto::GroveCryptoProvider`], which draws from the
-//! caller's RNG ([`mls::engine::MlsEngine::with_rng`]; the hub draws none). The caveats: mls-rs
-//! reads the clock when a *client* creates a KeyPackage, a group or a commit (see
-//! [`mls::engine`] for the precise list), and the transitional `MlsEngine::new` / `load` still
-//! draw OS randomness until their callers move to `with_rng` / `load_with_rng`. The Sender Keys
-//! engine is not here yet.
+//! never reads the clock or the OS RNG itself: callers pass RNGs and clocks in. MLS randomness
+//! goes through [`mls::crypto::GroveCryptoProvider`], which draws from the caller's RNG
+//! ([`mls::engine::MlsEngine::with_rng`]; the hub draws none), and the engine passes the time of
+//! an injected clock ([`mls::engine::MlsEngine::with_clock`]) to mls-rs when it creates a
+//! KeyPackage, a group or a commit. The caveats: an engine given no clock lets mls-rs read the
+//! system clock at those points (see [`mls::engine`] for the precise list), and the transitional
+//! `MlsEngine::new` / `load` still draw OS randomness until their callers move to `with_rng` /
+//! `load_with_rng`. The Sender Keys engine is not here yet.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -4,7 +4,8 @@
 //! [`GroveCryptoProvider`], [`GroveIdentityProvider`], handshake messages as PublicMessage, no
 //! ratchet-tree extension: the room's server serves the tree). It keeps everything in memory and
 //! never touches a disk. Build it with [`MlsEngine::with_rng`] (or rebuild it with
-//! [`MlsEngine::load_with_rng`]), passing the RNG it draws all its randomness from.
+//! [`MlsEngine::load_with_rng`]), passing the RNG it draws all its randomness from, and give it
+//! a clock with [`MlsEngine::with_clock`] (see [Clock and randomness](self#clock-and-randomness)).
 //!
 //! # State handed back, not stored
 //!
@@ -98,21 +99,44 @@
 //!   [`GroveCryptoProvider`]: KeyPackage init and leaf HPKE keys, the random group id and initial
 //!   epoch secret of a new group, fresh path secrets and leaf keys of a commit with an update
 //!   path, the ephemeral keys of HPKE encryptions (Welcome secrets, update paths), and the 4-byte
-//!   reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]). Two engines with the same
-//!   identity, the same RNG seed and the same sequence of operations produce the same group ids
-//!   and the same commits and messages (a test checks this). Caveats: (1) KeyPackages and a new
-//!   group's leaf also carry the clock (below); (2) with several *by-reference* proposals
-//!   cached, mls-rs orders them in a commit by iterating a std `HashMap`, whose hash keys std
-//!   seeds per process, so such commits may list them in a different order from run to run;
-//!   (3) the transitional [`MlsEngine::new`] and [`MlsEngine::load`] still draw from the OS RNG
-//!   (through the RustCrypto provider), as before; they are to be removed.
-//! - **The clock is read inside mls-rs** (`MlsTime::now()`, i.e. `SystemTime::now()`), because
-//!   the engine passes no time: when generating a KeyPackage (its lifetime: now .. now + 1 year,
-//!   mls-rs' default; `client_builder.rs`, `lifetime()`), when creating a group (the creator's
-//!   leaf lifetime, same place), and when building any commit (`group/commit.rs`, used to check
-//!   the lifetimes of KeyPackages being added; an expired KeyPackage is refused; the time is not
-//!   written into the commit). Processing incoming messages and joining never read the clock
-//!   (no time is passed, so mls-rs skips lifetime checks of leaves it receives).
+//!   reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]). Caveats: (1) with several
+//!   *by-reference* proposals cached, mls-rs orders them in a commit by iterating a std
+//!   `HashMap`, whose hash keys std seeds per process, so such commits may list them in a
+//!   different order from run to run; (2) the transitional [`MlsEngine::new`] and
+//!   [`MlsEngine::load`] still draw from the OS RNG (through the RustCrypto provider), as
+//!   before; they are to be removed.
+//! - **The clock is injected if the caller asks**: [`MlsEngine::with_clock`] (Unix seconds).
+//!   The engine needs the time in exactly three places, and passes `MlsTime::from(clock())` to
+//!   mls-rs in each (one reading per operation):
+//!   - generating KeyPackages ([`MlsEngine::key_packages`]; `generate_key_package_message(..,
+//!     Some(t))`): the KeyPackage's lifetime is `t .. t + 365 days` (mls-rs' default,
+//!     `client_builder.rs`, `lifetime()`);
+//!   - creating a group ([`MlsEngine::create_group`]; `create_group(.., Some(t))`, i.e.
+//!     `GroupBuilder::with_now_time`): the creator's leaf lifetime, likewise;
+//!   - building any commit (`commit_*`; `CommitBuilder::commit_time(t)`, self-updates and
+//!     commits of pending proposals included): the time against which mls-rs checks the
+//!     lifetimes of KeyPackages being added, so a KeyPackage expired (or not yet valid) at `t`
+//!     is refused with [`EngineError::Rejected`]. The time is not written into the commit.
+//!
+//!   mls-rs still calls `MlsTime::now()` in those functions even when given a time, but then
+//!   discards the reading: the output depends only on the injected time. **Without
+//!   `with_clock`** the engine passes no time and mls-rs uses its own reading of
+//!   `SystemTime::now()` at those three places, so KeyPackages and a new group's GroupInfo and
+//!   tree depend on the second they were made in. Callers that want the engine's output to
+//!   depend only on its inputs must inject a clock; grove-client does.
+//! - **Never timed:** processing incoming messages and joining. The engine calls mls-rs'
+//!   `process_incoming_message` and `join_group(.., None)`, which read no clock and skip the
+//!   lifetime checks of the leaves they receive (KeyPackages added by others' commits, the
+//!   joined tree's leaves). This is deliberate: a receiver cannot refuse a commit the room's
+//!   hub accepted without falling out of the group, and members' clocks differ, so checking
+//!   received lifetimes against the local clock (`process_incoming_message_with_time`, or a
+//!   time passed to `join_group`, which would check every KeyPackage-sourced leaf of the tree,
+//!   including members who have not updated for a year) could split the group. Lifetimes are
+//!   checked once, by the committer, against its clock.
+//!
+//! With the same identity, the same RNG seed, the same injected clock readings and the same
+//! sequence of operations, two engines produce the same KeyPackages, group ids, GroupInfos,
+//! trees, commits, Welcomes and messages (tests check this), subject to caveat (1) above.
 //!
 //! # Performance
 //!
@@ -127,6 +151,7 @@ mod store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use mls_rs::client_builder::{
     BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo, WithMlsRules,
@@ -136,10 +161,12 @@ use mls_rs::extension::recommended::LastResortKeyPackageExt;
 use mls_rs::group::proposal::Proposal;
 use mls_rs::group::ProposalSender;
 use mls_rs::group::{
-    CommitEffect, CommitMessageDescription, CommitOutput, ContentType, ExportedTree, ReceivedMessage, Sender,
+    CommitBuilder, CommitEffect, CommitMessageDescription, CommitOutput, ContentType, ExportedTree, ReceivedMessage,
+    Sender,
 };
 use mls_rs::mls_rs_codec::MlsDecode;
 use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules};
+use mls_rs::time::MlsTime;
 use mls_rs::{Client, CryptoProvider, ExtensionList, Group, MlsMessage, MlsMessageDescription, WireFormat};
 use mls_rs_core::key_package::KeyPackageData;
 use rand_core::{CryptoRng, RngCore};
@@ -168,6 +195,27 @@ type EngineGroup = Group<EngineConfig>;
 
 /// One-time KeyPackages and maybe a last-resort one (`MlsMessage` bytes).
 type OneTimeAndLastResort = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+/// The lifetime mls-rs gives KeyPackages and a new group's leaf (its default, which the engine
+/// keeps): 365 days, in seconds.
+const LEAF_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+
+/// The latest time the engine passes to mls-rs: later clock readings are clamped to it, so that
+/// mls-rs' `now + lifetime` (unchecked `u64` addition) cannot overflow.
+const MAX_TIME: u64 = u64::MAX - LEAF_LIFETIME_SECS;
+
+/// An injected clock (Unix seconds). Behind a mutex only so that the engine stays `Sync` without
+/// asking the caller's closure to be.
+struct Clock(Mutex<Box<dyn Fn() -> u64 + Send>>);
+
+impl Clock {
+    fn now(&self) -> MlsTime {
+        // A poisoned lock only means an earlier call of the closure panicked; the closure itself
+        // holds no state of ours.
+        let f = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        MlsTime::from(f().min(MAX_TIME))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Public data types
@@ -810,6 +858,8 @@ pub struct MlsEngine {
     groups: BTreeMap<GroupId, EngineGroup>,
     /// Groups this member was removed from (or left) since the engine was built.
     departed: BTreeSet<GroupId>,
+    /// `None`: mls-rs reads the system clock itself.
+    clock: Option<Clock>,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -818,6 +868,7 @@ impl fmt::Debug for MlsEngine {
             .field("user", &self.user)
             .field("groups", &self.groups.keys().collect::<Vec<_>>())
             .field("departed", &self.departed)
+            .field("clock", &if self.clock.is_some() { "injected" } else { "system (read by mls-rs)" })
             .finish_non_exhaustive()
     }
 }
@@ -872,6 +923,7 @@ impl MlsEngine {
             store,
             groups: BTreeMap::new(),
             departed: BTreeSet::new(),
+            clock: None,
         }
     }
 
@@ -914,7 +966,32 @@ impl MlsEngine {
             }
             groups.insert(id, group);
         }
-        Ok(MlsEngine { user, client, store, groups, departed: BTreeSet::new() })
+        Ok(MlsEngine { user, client, store, groups, departed: BTreeSet::new(), clock: None })
+    }
+
+    /// Makes the engine take the current time from `clock` (Unix seconds) instead of letting
+    /// mls-rs read the system clock: for every KeyPackage it makes (its lifetime starts at
+    /// `clock()`), for a group it creates (the creator's leaf lifetime, likewise), and for every
+    /// commit it builds (the time against which the lifetimes of KeyPackages being added are
+    /// checked). `clock` is called once per such operation. Readings above `u64::MAX` minus one
+    /// year are clamped (mls-rs adds a year to them).
+    ///
+    /// Without it the engine passes no time and mls-rs reads `SystemTime::now()` at those
+    /// points, so KeyPackages and new groups depend on the second they were made in. Callers
+    /// that want the engine's output to depend only on its inputs must inject a clock (and an
+    /// RNG, [`MlsEngine::with_rng`]); grove-client does. See the
+    /// [module docs](self#clock-and-randomness).
+    ///
+    /// Call it right after [`MlsEngine::with_rng`] or [`MlsEngine::load_with_rng`] (the clock
+    /// is not part of the stored state: pass it again after a restart).
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + 'static) -> Self {
+        self.clock = Some(Clock(Mutex::new(Box::new(clock))));
+        self
+    }
+
+    /// The injected time, or `None` (mls-rs then reads the system clock).
+    fn now(&self) -> Option<MlsTime> {
+        self.clock.as_ref().map(Clock::now)
     }
 
     /// This engine's user.
@@ -943,11 +1020,13 @@ impl MlsEngine {
     }
 
     fn make_key_packages(&mut self, n: usize, last_resort: bool) -> Result<OneTimeAndLastResort, EngineError> {
+        // One reading for the whole batch: all its KeyPackages get the same lifetime.
+        let now = self.now();
         let mut one_time = Vec::with_capacity(n);
         for _ in 0..n {
             let kp = self
                 .client
-                .generate_key_package_message(ExtensionList::default(), ExtensionList::default(), None)
+                .generate_key_package_message(ExtensionList::default(), ExtensionList::default(), now)
                 .map_err(internal("generating a KeyPackage"))?;
             one_time.push(encode(&kp)?);
         }
@@ -957,7 +1036,7 @@ impl MlsEngine {
                 .map_err(|e| EngineError::Internal(format!("last-resort extension: {e}")))?;
             let kp = self
                 .client
-                .generate_key_package_message(ext, ExtensionList::default(), None)
+                .generate_key_package_message(ext, ExtensionList::default(), now)
                 .map_err(internal("generating a KeyPackage"))?;
             Some(encode(&kp)?)
         } else {
@@ -991,7 +1070,7 @@ impl MlsEngine {
     pub fn create_group(&mut self) -> Result<(GroupId, PublicGroupState, Changes), EngineError> {
         let mut group = self
             .client
-            .create_group(ExtensionList::default(), ExtensionList::default(), None)
+            .create_group(ExtensionList::default(), ExtensionList::default(), self.now())
             .map_err(internal("creating a group"))?;
         let id = GroupId(group.group_id().to_vec());
         if self.groups.contains_key(&id) || self.store.has_group(id.as_bytes()) {
@@ -1121,10 +1200,12 @@ impl MlsEngine {
         Ok((message, epoch, self.store.drain()))
     }
 
+    /// Builds a pending commit with `build`, which gets a commit builder carrying the injected
+    /// time, if any.
     fn commit_with(
         &mut self,
         g: &GroupId,
-        build: impl FnOnce(&mut EngineGroup) -> Result<CommitOutput, EngineError>,
+        build: impl FnOnce(CommitBuilder<'_, EngineConfig>) -> Result<CommitOutput, EngineError>,
     ) -> Result<(PendingCommit, Changes), EngineError> {
         let group = self.group(g)?;
         if group.has_pending_commit() {
@@ -1138,9 +1219,14 @@ impl MlsEngine {
         {
             return Err(EngineError::LeaveProposed);
         }
+        let now = self.now();
         let pending = self.with_group(g, |group| {
             let epoch = group.current_epoch();
-            let out = build(group)?;
+            let builder = match now {
+                Some(t) => group.commit_builder().commit_time(t),
+                None => group.commit_builder(),
+            };
+            let out = build(builder)?;
             let commit = encode(&out.commit_message)?;
             let welcome = match out.welcome_messages.as_slice() {
                 [] => None,
@@ -1175,8 +1261,7 @@ impl MlsEngine {
             self.group(g)?;
             return Err(EngineError::NothingToCommit);
         }
-        self.commit_with(g, |group| {
-            let mut builder = group.commit_builder();
+        self.commit_with(g, |mut builder| {
             for kp in kps {
                 builder = builder.add_member(kp).map_err(rejected)?;
             }
@@ -1205,8 +1290,7 @@ impl MlsEngine {
         if indexes.is_empty() {
             return Err(EngineError::NothingToCommit);
         }
-        self.commit_with(g, |group| {
-            let mut builder = group.commit_builder();
+        self.commit_with(g, |mut builder| {
             for index in indexes {
                 builder = builder.remove_member(index).map_err(local("removing a member"))?;
             }
@@ -1217,8 +1301,9 @@ impl MlsEngine {
     /// Makes a pending self-update commit: a fresh leaf key and update path, so that a copy of
     /// this member's earlier state cannot follow the group (post-compromise security).
     pub fn commit_update(&mut self, g: &GroupId) -> Result<(PendingCommit, Changes), EngineError> {
-        self.commit_with(g, |group| {
-            let out = group.commit(Vec::new()).map_err(local("building a commit"))?;
+        self.commit_with(g, |builder| {
+            // No proposals by value: the same as mls-rs' `Group::commit(Vec::new())`.
+            let out = builder.build().map_err(local("building a commit"))?;
             if !out.contains_update_path {
                 return Err(EngineError::Internal("a self-update commit without an update path".into()));
             }
@@ -1233,7 +1318,7 @@ impl MlsEngine {
         if !group.commit_required() {
             return Err(EngineError::NothingToCommit);
         }
-        self.commit_with(g, |group| group.commit(Vec::new()).map_err(local("building a commit")))
+        self.commit_with(g, |builder| builder.build().map_err(local("building a commit")))
     }
 
     /// Applies the pending commit, once the room's server accepted it.

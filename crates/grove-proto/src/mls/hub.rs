@@ -21,9 +21,10 @@
 //! - The membership tag of PublicMessages (it needs the membership key).
 //! - KeyPackage lifetimes: the hub never passes a time to mls-rs, and mls-rs then skips the
 //!   lifetime check (`ValidationContext::Add(None)`). Nothing on the hub's paths reads the
-//!   clock: mls-rs only calls `MlsTime::now()` when *creating* KeyPackages (`Lifetime::seconds`),
-//!   when a client commits (`group/commit.rs`), and in `validate_key_package` for standalone
-//!   KeyPackage messages; the hub refuses KeyPackage messages before mls-rs sees them.
+//!   clock: mls-rs only calls `MlsTime::now()` when a client creates a KeyPackage or a group
+//!   (`client_builder.rs`, `lifetime()`), when a client commits (`group/commit.rs`), and in
+//!   `validate_key_package` for standalone KeyPackage messages; the hub refuses KeyPackage
+//!   messages before mls-rs sees them.
 //! - External commits are refused ([`HubError::NotAMember`]) for now.
 //! - ReInit commits are refused ([`HubError::Rejected`]): the hub cannot follow a group into its
 //!   successor.

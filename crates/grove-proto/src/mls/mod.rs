@@ -14,9 +14,14 @@
 //!   randomness, and would fail rather than fall back to the OS. (Transitional exception: the
 //!   engine's `MlsEngine::new` / `MlsEngine::load` still draw from the OS RNG; they are to be
 //!   removed.)
-//! - **The clock is still read inside mls-rs**: `MlsTime::now()` (`SystemTime::now()`) when a
-//!   client generates a KeyPackage, creates a group, or builds a commit. See
-//!   [`engine`](engine#clock-and-randomness) for the precise list. The hub never reads it.
+//! - **The clock is injected too, if the caller asks**: an engine given a clock with
+//!   [`engine::MlsEngine::with_clock`] passes its reading to mls-rs whenever it generates a
+//!   KeyPackage, creates a group, or builds a commit (the only times a client needs one: lifetimes
+//!   of new leaves, and the check of added KeyPackages' lifetimes), and mls-rs discards its own
+//!   `MlsTime::now()` reading. Without one, mls-rs reads `SystemTime::now()` at those points.
+//!   Processing messages and joining use no time (mls-rs then skips lifetime checks of received
+//!   leaves). See [`engine`](engine#clock-and-randomness) for the precise list. The hub never
+//!   reads the clock.
 //!
 //! [`crypto_provider`] is the plain RustCrypto provider (OS randomness), kept for tests and
 //! interop checks that build bare mls-rs clients; grove-proto's own code does not use it.
