@@ -11,6 +11,9 @@
 //!   operation hands back the rows the caller persists in its own transaction.
 //! - [`mls::crypto`]: the MLS crypto provider (ciphersuite 1, RustCrypto primitives) drawing
 //!   its randomness from an injected RNG.
+//! - [`senderkeys`]: Signal-style Sender Keys (per-sender HMAC chain ratchet, AES-256-GCM per
+//!   message, Ed25519 signature per chain): sender and receiver chains, the receiver store, and
+//!   their persisted states. Randomness and time come from the caller.
 //!
 //! What it does not do: no I/O of any kind (no sockets, files, database, async runtime), and it
 //! never reads the clock or the OS RNG itself: callers pass RNGs and clocks in. MLS randomness
@@ -20,10 +23,12 @@
 //! KeyPackage, a group or a commit. The caveats: an engine given no clock lets mls-rs read the
 //! system clock at those points (see [`mls::engine`] for the precise list), and the transitional
 //! `MlsEngine::new` / `load` still draw OS randomness until their callers move to `with_rng` /
-//! `load_with_rng`. The Sender Keys engine is not here yet.
+//! `load_with_rng`. The Sender Keys engine (distribution over Olm, membership) is not here yet;
+//! its cipher is ([`senderkeys`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod identity;
 pub mod mls;
+pub mod senderkeys;

@@ -1,8 +1,10 @@
 //! Hub scenarios with real mls-rs clients, client engine scenarios ([`engine`]), and the
-//! engine's determinism under an injected RNG and its interop with plain mls-rs ([`determinism`]).
+//! engine's determinism under an injected RNG and its interop with plain mls-rs ([`determinism`]),
+//! and the Sender Keys cipher's scenarios ([`senderkeys`]).
 
 mod determinism;
 mod engine;
+mod senderkeys;
 
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::hub::{HubError, HubGroup};

@@ -1,0 +1,173 @@
+//! Conversions between domain values and stored columns, and error mapping.
+//!
+//! Anything read back that does not decode is [`StoreError::Corrupt`], never a panic.
+
+use grove_store::{RoomRecord, StoreError};
+use grove_wire::api::{Entry, EntryKind, KeyCount, KeyKind, MailboxEntry, RoomMode};
+use grove_wire::UserId;
+use tokio_postgres::Row;
+
+/// Maps a driver error: a server-side error is `Backend` (with its SQLSTATE), a lost or
+/// unusable connection is `Unavailable`.
+pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+        None if e.is_closed() => StoreError::Unavailable(format!("postgres connection closed: {e}")),
+        None => StoreError::Unavailable(format!("postgres: {e}")),
+    }
+}
+
+/// A column that does not have the schema's type.
+pub(crate) fn decode_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(format!("undecodable column: {e}"))
+}
+
+/// A typed column of a row, `Corrupt` if it does not decode.
+pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(decode_err)
+}
+
+/// A sequence number or head for storage; the store assigns them, so they fit easily.
+pub(crate) fn seq_to_db(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("sequence number {v} out of range")))
+}
+
+/// A stored sequence number, head or count; negative is corrupt.
+pub(crate) fn seq_from_db(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative sequence number {v}")))
+}
+
+/// A cursor (`seq > after`) as a SQL bound; `None` when no stored seq can be greater.
+pub(crate) fn cursor_to_db(after: u64) -> Option<i64> {
+    i64::try_from(after).ok()
+}
+
+/// Epochs and state versions are opaque u64 counters, stored bit-for-bit.
+pub(crate) fn u64_to_db(v: u64) -> i64 {
+    v as i64
+}
+
+/// Inverse of [`u64_to_db`].
+pub(crate) fn u64_from_db(v: i64) -> u64 {
+    v as u64
+}
+
+/// A limit for SQL `LIMIT`.
+pub(crate) fn limit_to_db(limit: u32) -> i64 {
+    i64::from(limit)
+}
+
+/// The prefix of a text argument before its first NUL. PostgreSQL `text` cannot hold NUL and
+/// no stored name contains one, so for lookups and `>` bounds the prefix is equivalent.
+pub(crate) fn text_prefix(s: &str) -> (&str, bool) {
+    match s.find('\0') {
+        Some(i) => (&s[..i], true),
+        None => (s, false),
+    }
+}
+
+pub(crate) fn user_from_db(bytes: &[u8], what: &str) -> Result<UserId, StoreError> {
+    UserId::from_slice(bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len())))
+}
+
+pub(crate) fn users_to_db(users: &[UserId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(users.len() * 32);
+    for u in users {
+        out.extend_from_slice(u.as_bytes());
+    }
+    out
+}
+
+pub(crate) fn users_from_db(bytes: &[u8], what: &str) -> Result<Vec<UserId>, StoreError> {
+    if bytes.len() % 32 != 0 {
+        return Err(StoreError::Corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
+    }
+    bytes.chunks_exact(32).map(|c| user_from_db(c, what)).collect()
+}
+
+pub(crate) fn key_kind_from_db(s: &str) -> Result<KeyKind, StoreError> {
+    KeyKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {s:?}")))
+}
+
+/// The columns [`room_from_row`] expects, in order.
+pub(crate) const ROOM_COLUMNS: &str = "id, name, mode, public, created_by, created_at, epoch, \
+     head, state_version, state, members, admins";
+
+pub(crate) fn room_from_row(row: &Row) -> Result<RoomRecord, StoreError> {
+    let mode: &str = col(row, 2)?;
+    let created_by: &[u8] = col(row, 4)?;
+    let members: &[u8] = col(row, 10)?;
+    let admins: &[u8] = col(row, 11)?;
+    Ok(RoomRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        mode: RoomMode::parse(mode).ok_or_else(|| StoreError::Corrupt(format!("unknown room mode {mode:?}")))?,
+        public: col(row, 3)?,
+        created_by: user_from_db(created_by, "rooms.created_by")?,
+        created_at: col(row, 5)?,
+        epoch: u64_from_db(col(row, 6)?),
+        head: seq_from_db(col(row, 7)?)?,
+        state_version: u64_from_db(col(row, 8)?),
+        state: col(row, 9)?,
+        members: users_from_db(members, "rooms.members")?,
+        admins: users_from_db(admins, "rooms.admins")?,
+    })
+}
+
+/// Columns: seq, kind, epoch, sender, ts, body.
+pub(crate) fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
+    let kind: &str = col(row, 1)?;
+    let sender: &[u8] = col(row, 3)?;
+    Ok(Entry {
+        seq: seq_from_db(col(row, 0)?)?,
+        kind: EntryKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("unknown entry kind {kind:?}")))?,
+        epoch: u64_from_db(col(row, 2)?),
+        sender: user_from_db(sender, "entries.sender")?,
+        ts: col(row, 4)?,
+        body: col(row, 5)?,
+    })
+}
+
+/// Columns: seq, sender, ts, expires_at, body.
+pub(crate) fn mail_from_row(row: &Row) -> Result<MailboxEntry, StoreError> {
+    let sender: &[u8] = col(row, 1)?;
+    Ok(MailboxEntry {
+        seq: seq_from_db(col(row, 0)?)?,
+        sender: user_from_db(sender, "mailbox.sender")?,
+        ts: col(row, 2)?,
+        expires_at: col(row, 3)?,
+        body: col(row, 4)?,
+    })
+}
+
+/// The query whose rows [`key_counts_from_rows`] folds: `$1` is the owner.
+pub(crate) const KEY_COUNTS_SQL: &str =
+    "SELECT kind, last_resort, count(*) FROM key_items WHERE owner = $1 GROUP BY kind, last_resort";
+
+/// The owner's key counts, in the order of [`KeyKind`], only kinds the owner has.
+pub(crate) fn key_counts_from_rows(rows: &[Row]) -> Result<Vec<KeyCount>, StoreError> {
+    let kinds = [KeyKind::MlsKeyPackage, KeyKind::OlmOneTime, KeyKind::OlmFallback];
+    let mut one_time = [0u64; 3];
+    let mut last_resort = [false; 3];
+    for row in rows {
+        let kind = key_kind_from_db(col(row, 0)?)?;
+        let i = kinds
+            .iter()
+            .position(|k| *k == kind)
+            .ok_or_else(|| StoreError::Backend(format!("key kind {} missing from the count table", kind.as_str())))?;
+        let lr: bool = col(row, 1)?;
+        let n: i64 = col(row, 2)?;
+        if lr {
+            last_resort[i] = true;
+        } else {
+            one_time[i] = seq_from_db(n)?;
+        }
+    }
+    Ok(kinds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| one_time[*i] > 0 || last_resort[*i])
+        .map(|(i, kind)| KeyCount { kind: *kind, one_time: one_time[i], last_resort: last_resort[i] })
+        .collect())
+}

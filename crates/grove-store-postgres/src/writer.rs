@@ -1,0 +1,869 @@
+//! The writer task: one connection that commits queued writes in groups.
+//!
+//! The task waits for one op, drains whatever else is queued (up to [`MAX_BATCH`]) and runs the
+//! whole group in one transaction, answering the callers only after `COMMIT` returned. Every op
+//! of a group was submitted before any of them was answered, so the ops are concurrent and any
+//! order of them is a valid one: the writer runs them **by kind**, set-wise, in a fixed order
+//! (appends, room creations, deposits, acks and purges, key publications, claims) and takes its
+//! locks in a canonical order within each kind, which keeps lock waits between instances short
+//! and deadlock-free in the common cases:
+//!
+//! - **Appends**: one `SELECT … ORDER BY id FOR UPDATE` locks every room of the group and reads
+//!   its head, epoch and state version; sequence numbers and compare-and-set outcomes are then
+//!   decided in memory under those locks, and the group is written with one multi-row
+//!   `INSERT … SELECT FROM unnest(…)` of entries and one `UPDATE … FROM unnest(…)` of the rooms
+//!   (one head bump per room), plus an upsert and a prune of `room_states` per state update.
+//! - **Room creations**: per creator, an advisory transaction lock serialises the count against
+//!   `max_per_creator`; the name is unique by index (`ON CONFLICT DO NOTHING`).
+//! - **Deposits**: the owners' `mailbox_heads` rows are created if missing and locked in owner
+//!   order, the live counts read in one query, and the group written with one `INSERT` and one
+//!   `UPDATE`.
+//! - **Acks, purges, claims**: one statement each, pipelined. A claim is one
+//!   `DELETE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING` that falls back to
+//!   the last-resort item.
+//! - **Key publications**: per owner, an advisory lock, a count, a delete and an insert.
+//!
+//! Independent statements are pipelined (sent together, executed in order by the server), so
+//! a group costs a handful of round trips whatever its size. When the group's transaction has
+//! appended to rooms, it ends with **one** `NOTIFY grove_entries` listing them.
+//!
+//! No op needs a savepoint: every semantic outcome (conflict, name taken, full, limit reached)
+//! is decided by reading under a lock before writing, never by catching an error. If the group
+//! fails anyway, it is rolled back (nothing of it was answered) and:
+//! - a deadlock or serialisation failure (another instance took locks in another order, which
+//!   the canonical order makes rare: a purge against acks, or the same new room name from two
+//!   creators) runs the whole group again, up to three times, after a short pause;
+//! - a lost connection answers every op with [`StoreError::Unavailable`]; the next group
+//!   reconnects;
+//! - any other failure (an op that trips a constraint, data that does not decode) reruns the
+//!   ops one per transaction, so the bad op fails alone.
+//!
+//! A `COMMIT` whose outcome is unknown (the connection broke while it was in flight) is never
+//! retried: its ops get [`StoreError::Backend`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use grove_store::{
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
+    RoomRecord, StoreError,
+};
+use grove_wire::api::{ClaimedKey, KeyItemUpload, KeyKind};
+use grove_wire::UserId;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::codec::{
+    col, db_err, key_counts_from_rows, seq_from_db, seq_to_db, u64_from_db, u64_to_db, users_to_db, KEY_COUNTS_SQL,
+};
+
+/// The most ops committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 1_000;
+
+/// How often an op that failed with a deadlock or serialisation failure is tried alone.
+const ATTEMPTS: usize = 3;
+
+use crate::NOTIFY_CHANNEL;
+
+/// The longest room list a notification carries (PostgreSQL's payload limit is 8,000 bytes).
+const NOTIFY_PAYLOAD_MAX: usize = 7_900;
+
+/// Advisory lock namespaces (the first key of `pg_advisory_xact_lock(int4, int4)`).
+const LOCK_CREATOR: i32 = 0x6772_0001;
+const LOCK_KEY_OWNER: i32 = 0x6772_0002;
+
+/// A caller's reply slot.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A write, as the writer runs it.
+pub(crate) enum Request {
+    CreateRoom(NewRoom, u64),
+    Append(RoomId, NewEntry),
+    Deposit(NewMail, u64),
+    MailboxAck(UserId, u64),
+    PurgeExpired(i64),
+    PublishKeys(UserId, Vec<KeyItemUpload>, u64),
+    ClaimKey(UserId, KeyKind),
+}
+
+/// A write's result before it is sent.
+pub(crate) enum Outcome {
+    CreateRoom(CreateRoomOutcome),
+    Append(AppendOutcome),
+    Deposit(DepositOutcome),
+    Count(u64),
+    Publish(PublishOutcome),
+    Claim(Option<ClaimedKey>),
+}
+
+/// Where a write's result goes.
+pub(crate) enum ReplyTo {
+    CreateRoom(Reply<CreateRoomOutcome>),
+    Append(Reply<AppendOutcome>),
+    Deposit(Reply<DepositOutcome>),
+    Count(Reply<u64>),
+    Publish(Reply<PublishOutcome>),
+    Claim(Reply<Option<ClaimedKey>>),
+}
+
+/// A queued write.
+pub(crate) struct Op {
+    pub(crate) req: Request,
+    pub(crate) reply: ReplyTo,
+}
+
+fn send<T>(tx: Reply<T>, r: Result<Outcome>, pick: impl FnOnce(Outcome) -> Option<T>) {
+    let r = r.and_then(|o| pick(o).ok_or_else(|| StoreError::Backend("internal: mismatched write outcome".into())));
+    // The caller may have gone away (its future dropped); the write stands regardless.
+    let _ = tx.send(r);
+}
+
+impl ReplyTo {
+    fn send(self, r: Result<Outcome>) {
+        match self {
+            ReplyTo::CreateRoom(tx) => send(tx, r, |o| if let Outcome::CreateRoom(v) = o { Some(v) } else { None }),
+            ReplyTo::Append(tx) => send(tx, r, |o| if let Outcome::Append(v) = o { Some(v) } else { None }),
+            ReplyTo::Deposit(tx) => send(tx, r, |o| if let Outcome::Deposit(v) = o { Some(v) } else { None }),
+            ReplyTo::Count(tx) => send(tx, r, |o| if let Outcome::Count(v) = o { Some(v) } else { None }),
+            ReplyTo::Publish(tx) => send(tx, r, |o| if let Outcome::Publish(v) = o { Some(v) } else { None }),
+            ReplyTo::Claim(tx) => send(tx, r, |o| if let Outcome::Claim(v) = o { Some(v) } else { None }),
+        }
+    }
+}
+
+/// Counters shared between the writer task and the store handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) ops: AtomicU64,
+    pub(crate) max_batch: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
+}
+
+/// Why a group's transaction did not get to `COMMIT`.
+enum Fail {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl Fail {
+    fn into_store(self) -> StoreError {
+        match self {
+            Fail::Db(e) => db_err(e),
+            Fail::Store(e) => e,
+        }
+    }
+
+    /// A deadlock or serialisation failure: trying again may well succeed.
+    fn retryable(&self) -> bool {
+        matches!(self, Fail::Db(e) if e.code().is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE))
+    }
+}
+
+type BoxFut<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// The writer's statements, prepared once per connection.
+struct Stmts {
+    begin: Statement,
+    commit: Statement,
+    rollback: Statement,
+    lock_rooms: Statement,
+    insert_entries: Statement,
+    update_rooms: Statement,
+    upsert_state: Statement,
+    prune_states: Statement,
+    notify: Statement,
+    advisory_lock: Statement,
+    create_check: Statement,
+    create_insert: Statement,
+    heads_ensure: Statement,
+    heads_lock: Statement,
+    mail_live: Statement,
+    mail_insert: Statement,
+    heads_set: Statement,
+    mail_ack: Statement,
+    mail_purge: Statement,
+    key_counts: Statement,
+    key_delete_lr: Statement,
+    key_insert: Statement,
+    claim: Statement,
+}
+
+impl Stmts {
+    async fn prepare(c: &Client) -> Result<Stmts, tokio_postgres::Error> {
+        let sql = [
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "SELECT id, epoch, head, state_version FROM rooms WHERE id = ANY($1::int8[]) ORDER BY id FOR UPDATE",
+            "INSERT INTO entries (room, seq, kind, epoch, sender, ts, body) \
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::bytea[], $6::int8[], \
+             $7::bytea[])",
+            "UPDATE rooms AS r SET head = u.head, epoch = u.epoch, state_version = u.state_version, \
+             state = COALESCE(u.state, r.state), members = COALESCE(u.members, r.members), \
+             admins = COALESCE(u.admins, r.admins) \
+             FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::bytea[], $6::bytea[], $7::bytea[]) \
+             AS u(id, head, epoch, state_version, state, members, admins) WHERE r.id = u.id",
+            "INSERT INTO room_states (room, epoch, state) VALUES ($1, $2, $3) \
+             ON CONFLICT (room, epoch) DO UPDATE SET state = EXCLUDED.state",
+            "DELETE FROM room_states WHERE room = $1 AND epoch <= $2",
+            "SELECT pg_notify($1, $2)",
+            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
+            "SELECT EXISTS (SELECT 1 FROM rooms WHERE name = $1), (SELECT count(*) FROM rooms WHERE created_by = $2)",
+            "WITH r AS (INSERT INTO rooms (name, mode, public, created_by, created_at, epoch, head, state_version, \
+             state, members, admins) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, $9) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, epoch, state) \
+             INSERT INTO room_states (room, epoch, state) SELECT id, epoch, state FROM r RETURNING room",
+            "INSERT INTO mailbox_heads (owner, last_seq) SELECT o, 0 FROM unnest($1::bytea[]) AS o \
+             ON CONFLICT (owner) DO NOTHING",
+            "SELECT owner, last_seq FROM mailbox_heads WHERE owner = ANY($1::bytea[]) ORDER BY owner FOR UPDATE",
+            "SELECT (SELECT count(*) FROM mailbox m WHERE m.owner = d.owner AND m.expires_at > d.ts) \
+             FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS d(owner, ts, i) ORDER BY d.i",
+            "INSERT INTO mailbox (owner, seq, sender, ts, expires_at, body) \
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[], $6::bytea[])",
+            "UPDATE mailbox_heads AS h SET last_seq = u.last_seq \
+             FROM unnest($1::bytea[], $2::int8[]) AS u(owner, last_seq) WHERE h.owner = u.owner",
+            "DELETE FROM mailbox WHERE owner = $1 AND seq <= $2",
+            "DELETE FROM mailbox WHERE expires_at <= $1",
+            KEY_COUNTS_SQL,
+            "DELETE FROM key_items WHERE owner = $1 AND last_resort AND kind = ANY($2::text[])",
+            "INSERT INTO key_items (owner, kind, last_resort, data) \
+             SELECT $1::bytea, k, lr, d FROM unnest($2::text[], $3::bool[], $4::bytea[]) AS u(k, lr, d)",
+            "WITH one AS (DELETE FROM key_items WHERE id = (SELECT id FROM key_items \
+             WHERE owner = $1 AND kind = $2 AND NOT last_resort ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING data) \
+             SELECT data, false FROM one \
+             UNION ALL SELECT data, true FROM key_items WHERE owner = $1 AND kind = $2 AND last_resort \
+             AND NOT EXISTS (SELECT 1 FROM one)",
+        ];
+        let mut s = try_join_all(sql.iter().map(|q| c.prepare(q))).await?.into_iter();
+        let mut next = || s.next().expect("one statement per SQL text");
+        Ok(Stmts {
+            begin: next(),
+            commit: next(),
+            rollback: next(),
+            lock_rooms: next(),
+            insert_entries: next(),
+            update_rooms: next(),
+            upsert_state: next(),
+            prune_states: next(),
+            notify: next(),
+            advisory_lock: next(),
+            create_check: next(),
+            create_insert: next(),
+            heads_ensure: next(),
+            heads_lock: next(),
+            mail_live: next(),
+            mail_insert: next(),
+            heads_set: next(),
+            mail_ack: next(),
+            mail_purge: next(),
+            key_counts: next(),
+            key_delete_lr: next(),
+            key_insert: next(),
+            claim: next(),
+        })
+    }
+}
+
+/// The writer's connection and its statements.
+struct Conn {
+    client: Client,
+    st: Stmts,
+}
+
+/// Opens a connection and drives it on a task of its own.
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db_err)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres writer connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    config: tokio_postgres::Config,
+    conn: Option<Conn>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub(crate) async fn new(config: tokio_postgres::Config, client: Client, counters: Arc<Counters>) -> Result<Writer> {
+        let st = Stmts::prepare(&client).await.map_err(db_err)?;
+        Ok(Writer { config, conn: Some(Conn { client, st }), counters })
+    }
+
+    /// Runs until every sender is gone and the queue is empty.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+        // `recv` yields every op still queued before it reports the closed channel, so whatever
+        // was sent before the store was dropped is executed and answered.
+        while let Some(op) = rx.recv().await {
+            batch.push(op);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch).await;
+        }
+        tracing::debug!("postgres writer task exiting");
+    }
+
+    /// The connection, reconnecting if it was lost.
+    async fn conn(&mut self) -> Result<&Conn> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = connect(&self.config).await?;
+            let st = Stmts::prepare(&client).await.map_err(db_err)?;
+            tracing::info!("postgres writer reconnected");
+            self.conn = Some(Conn { client, st });
+        }
+        self.conn.as_ref().ok_or_else(|| StoreError::Unavailable("no postgres connection".into()))
+    }
+
+    /// Whether the writer has no usable connection (it was lost, or could not be opened).
+    fn connection_lost(&self) -> bool {
+        self.conn.as_ref().is_none_or(|c| c.client.is_closed())
+    }
+
+    async fn run_batch(&mut self, batch: &mut Vec<Op>) {
+        let n = batch.len();
+        let (reqs, replies): (Vec<Request>, Vec<ReplyTo>) = batch.drain(..).map(|op| (op.req, op.reply)).unzip();
+        let all: Vec<&Request> = reqs.iter().collect();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self.transaction(&all).await {
+                // A deadlock with another instance: the whole group again, after a pause.
+                Err(f) if f.retryable() && attempt < ATTEMPTS => backoff(attempt).await,
+                r => break r,
+            }
+        };
+        match result {
+            Ok(Committed::Yes(outcomes)) => {
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                self.counters.ops.fetch_add(n as u64, Ordering::Relaxed);
+                self.counters.max_batch.fetch_max(n as u64, Ordering::Relaxed);
+                for (reply, o) in replies.into_iter().zip(outcomes) {
+                    reply.send(Ok(o));
+                }
+            }
+            Ok(Committed::Unknown(e)) => {
+                for reply in replies {
+                    reply.send(Err(e.clone()));
+                }
+            }
+            // Nothing to isolate, or no database to isolate it on: every op gets the error.
+            Err(fail) if n == 1 || self.connection_lost() => {
+                let e = fail.into_store();
+                tracing::warn!("postgres write of {n} ops failed: {e}");
+                for reply in replies {
+                    reply.send(Err(e.clone()));
+                }
+            }
+            Err(fail) => {
+                // Rolled back: run every op alone, so that one bad op fails alone.
+                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("postgres group of {n} failed ({}); retrying its ops one by one", fail.into_store());
+                for (req, reply) in reqs.iter().zip(replies) {
+                    let r = self.alone(req).await;
+                    reply.send(r);
+                }
+            }
+        }
+    }
+
+    /// Runs one op in its own transaction, retrying deadlocks and serialisation failures.
+    async fn alone(&mut self, req: &Request) -> Result<Outcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.transaction(&[req]).await {
+                Ok(Committed::Yes(mut o)) => {
+                    self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                    self.counters.ops.fetch_add(1, Ordering::Relaxed);
+                    return o.pop().ok_or_else(|| StoreError::Backend("internal: no outcome".into()));
+                }
+                Ok(Committed::Unknown(e)) => return Err(e),
+                Err(f) if f.retryable() && attempt < ATTEMPTS => backoff(attempt).await,
+                Err(f) => return Err(f.into_store()),
+            }
+        }
+    }
+
+    /// Runs `reqs` in one transaction: `Err` means it was rolled back (or never began).
+    async fn transaction(&mut self, reqs: &[&Request]) -> Result<Committed, Fail> {
+        let c = self.conn().await?;
+        let outcome = async {
+            c.client.execute(&c.st.begin, &[]).await?;
+            run_group(c, reqs).await
+        }
+        .await;
+        let outcomes = match outcome {
+            Ok(o) => o,
+            Err(f) => {
+                if !c.client.is_closed() {
+                    if let Err(e) = c.client.execute(&c.st.rollback, &[]).await {
+                        tracing::error!("postgres rollback failed: {e}");
+                    }
+                }
+                return Err(f);
+            }
+        };
+        match c.client.execute(&c.st.commit, &[]).await {
+            Ok(_) => Ok(Committed::Yes(outcomes)),
+            // The server answered with an error: the transaction was rolled back.
+            Err(e) if e.as_db_error().is_some() => Err(Fail::Db(e)),
+            Err(e) => {
+                tracing::error!("postgres commit outcome unknown: {e}");
+                Ok(Committed::Unknown(StoreError::Backend(format!("commit outcome unknown: {e}"))))
+            }
+        }
+    }
+}
+
+/// A short, growing pause before trying a deadlocked transaction again.
+async fn backoff(attempt: usize) {
+    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+}
+
+/// How a transaction ended that reached `COMMIT`.
+enum Committed {
+    /// Committed; the outcomes in op order.
+    Yes(Vec<Outcome>),
+    /// The connection failed during `COMMIT`: it may or may not have committed.
+    Unknown(StoreError),
+}
+
+/// Runs a group of ops inside the open transaction; the outcomes in op order.
+async fn run_group(c: &Conn, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
+    let mut out: Vec<Option<Outcome>> = reqs.iter().map(|_| None).collect();
+    appends(c, reqs, &mut out).await?;
+    creates(c, reqs, &mut out).await?;
+    deposits(c, reqs, &mut out).await?;
+    acks_and_purges(c, reqs, &mut out).await?;
+    publishes(c, reqs, &mut out).await?;
+    claims(c, reqs, &mut out).await?;
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| Fail::Store(StoreError::Backend("internal: an op was not run".into()))))
+        .collect()
+}
+
+/// A room as the open transaction sees it, under its row lock.
+struct Head<'a> {
+    epoch: u64,
+    head: u64,
+    state_version: u64,
+    moved: bool,
+    state: Option<(&'a [u8], Vec<u8>, Vec<u8>)>,
+}
+
+async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let ops: Vec<(usize, RoomId, &NewEntry)> = reqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Request::Append(room, entry) => Some((i, *room, entry)),
+            _ => None,
+        })
+        .collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<i64> = ops.iter().map(|(_, room, _)| *room).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = c.client.query(&c.st.lock_rooms, &[&ids]).await?;
+    let mut heads: BTreeMap<RoomId, Head<'_>> = BTreeMap::new();
+    for row in &rows {
+        heads.insert(
+            col(row, 0)?,
+            Head {
+                epoch: u64_from_db(col(row, 1)?),
+                head: seq_from_db(col(row, 2)?)?,
+                state_version: u64_from_db(col(row, 3)?),
+                moved: false,
+                state: None,
+            },
+        );
+    }
+
+    let n = ops.len();
+    let (mut e_room, mut e_seq, mut e_kind, mut e_epoch) = (
+        Vec::<i64>::with_capacity(n),
+        Vec::<i64>::with_capacity(n),
+        Vec::<&str>::with_capacity(n),
+        Vec::<i64>::with_capacity(n),
+    );
+    let (mut e_sender, mut e_ts, mut e_body) =
+        (Vec::<&[u8]>::with_capacity(n), Vec::<i64>::with_capacity(n), Vec::<&[u8]>::with_capacity(n));
+    // Each state update's (room, epoch, state, prune bound), in order.
+    let mut history: Vec<(i64, i64, &[u8], Option<i64>)> = Vec::new();
+    for (i, room, entry) in ops {
+        let Some(h) = heads.get_mut(&room) else {
+            out[i] = Some(Outcome::Append(AppendOutcome::NoSuchRoom));
+            continue;
+        };
+        if let Some(u) = &entry.update {
+            if u.expected_state_version != h.state_version {
+                out[i] = Some(Outcome::Append(AppendOutcome::Conflict {
+                    epoch: h.epoch,
+                    head: h.head,
+                    state_version: h.state_version,
+                }));
+                continue;
+            }
+        }
+        let seq = h.head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
+        let seq_db = seq_to_db(seq)?;
+        if let Some(u) = &entry.update {
+            h.epoch = u.new_epoch;
+            h.state_version = h.state_version.wrapping_add(1);
+            h.state = Some((&u.state, users_to_db(&u.members), users_to_db(&u.admins)));
+            let prune = u.new_epoch.checked_sub(grove_store::STATE_HISTORY).map(u64_to_db);
+            history.push((room, u64_to_db(u.new_epoch), &u.state, prune));
+        }
+        h.head = seq;
+        h.moved = true;
+        e_room.push(room);
+        e_seq.push(seq_db);
+        e_kind.push(entry.kind.as_str());
+        e_epoch.push(u64_to_db(entry.epoch));
+        e_sender.push(entry.sender.as_bytes().as_slice());
+        e_ts.push(entry.ts);
+        e_body.push(&entry.body);
+        out[i] = Some(Outcome::Append(AppendOutcome::Appended { seq, epoch: h.epoch }));
+    }
+    if e_room.is_empty() {
+        return Ok(());
+    }
+
+    let moved: Vec<(&RoomId, &Head<'_>)> = heads.iter().filter(|(_, h)| h.moved).collect();
+    let u_id: Vec<i64> = moved.iter().map(|(id, _)| **id).collect();
+    let u_head: Vec<i64> = moved.iter().map(|(_, h)| seq_to_db(h.head)).collect::<Result<_>>()?;
+    let u_epoch: Vec<i64> = moved.iter().map(|(_, h)| u64_to_db(h.epoch)).collect();
+    let u_version: Vec<i64> = moved.iter().map(|(_, h)| u64_to_db(h.state_version)).collect();
+    let u_state: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.0)).collect();
+    let u_members: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.1.as_slice())).collect();
+    let u_admins: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.2.as_slice())).collect();
+    let rooms_list = u_id.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+
+    // NOTIFY payloads are limited to 8,000 bytes: a group touching very many rooms says "*".
+    let rooms_list = if rooms_list.len() > NOTIFY_PAYLOAD_MAX { "*".to_string() } else { rooms_list };
+
+    let insert_p: [Param<'_>; 7] = [&e_room, &e_seq, &e_kind, &e_epoch, &e_sender, &e_ts, &e_body];
+    let update_p: [Param<'_>; 7] = [&u_id, &u_head, &u_epoch, &u_version, &u_state, &u_members, &u_admins];
+    let history_p: Vec<([Param<'_>; 3], Option<[Param<'_>; 2]>)> = history
+        .iter()
+        .map(|(r, e, s, prune)| ([r as Param<'_>, e, s], prune.as_ref().map(|p| [r as Param<'_>, p])))
+        .collect();
+    let notify_p: [Param<'_>; 2] = [&NOTIFY_CHANNEL, &rooms_list];
+    // Pipelined: sent together, run in this order. Each state update upserts its epoch's state
+    // and then prunes, in the order of the updates, as `MemoryStore` does them one at a time.
+    let mut futs: Vec<BoxFut<'_>> = vec![
+        Box::pin(c.client.execute(&c.st.insert_entries, &insert_p)),
+        Box::pin(c.client.execute(&c.st.update_rooms, &update_p)),
+    ];
+    for (upsert, prune) in &history_p {
+        futs.push(Box::pin(c.client.execute(&c.st.upsert_state, upsert)));
+        if let Some(prune) = prune {
+            futs.push(Box::pin(c.client.execute(&c.st.prune_states, prune)));
+        }
+    }
+    futs.push(Box::pin(c.client.execute(&c.st.notify, &notify_p)));
+    try_join_all(futs).await?;
+    Ok(())
+}
+
+/// The second key of an advisory lock for a user: the first four bytes of the id.
+fn user_lock_key(u: &UserId) -> i32 {
+    let b = u.as_bytes();
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+async fn creates(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let mut ops: Vec<(usize, &NewRoom, u64)> = reqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Request::CreateRoom(room, max) => Some((i, room, *max)),
+            _ => None,
+        })
+        .collect();
+    // Advisory locks in key order, the same order in every instance.
+    ops.sort_by_key(|(i, room, _)| (user_lock_key(&room.created_by), *i));
+    for (i, room, max) in ops {
+        let creator = room.created_by.as_bytes().as_slice();
+        let key = user_lock_key(&room.created_by);
+        let lock_p: [Param<'_>; 2] = [&LOCK_CREATOR, &key];
+        let check_p: [Param<'_>; 2] = [&room.name, &creator];
+        // Pipelined; the check's snapshot is taken after the lock is held, so it sees every
+        // room that another instance committed for this creator.
+        let (_, check) = futures_util::future::try_join(
+            c.client.execute(&c.st.advisory_lock, &lock_p),
+            c.client.query_one(&c.st.create_check, &check_p),
+        )
+        .await?;
+        let taken: bool = col(&check, 0)?;
+        let owned = seq_from_db(col(&check, 1)?)?;
+        if taken {
+            out[i] = Some(Outcome::CreateRoom(CreateRoomOutcome::NameTaken));
+            continue;
+        }
+        if owned >= max {
+            out[i] = Some(Outcome::CreateRoom(CreateRoomOutcome::LimitReached));
+            continue;
+        }
+        let (epoch, members, admins) = (u64_to_db(room.epoch), users_to_db(&room.members), users_to_db(&room.admins));
+        let insert_p: [Param<'_>; 9] = [
+            &room.name,
+            &room.mode.as_str(),
+            &room.public,
+            &creator,
+            &room.created_at,
+            &epoch,
+            &room.state,
+            &members,
+            &admins,
+        ];
+        let row = c.client.query_opt(&c.st.create_insert, &insert_p).await?;
+        out[i] = Some(Outcome::CreateRoom(match row {
+            // Another instance took the name after our check.
+            None => CreateRoomOutcome::NameTaken,
+            Some(row) => CreateRoomOutcome::Created(RoomRecord {
+                id: col(&row, 0)?,
+                name: room.name.clone(),
+                mode: room.mode,
+                public: room.public,
+                created_by: room.created_by,
+                created_at: room.created_at,
+                epoch: room.epoch,
+                head: 0,
+                state_version: 0,
+                state: room.state.clone(),
+                members: room.members.clone(),
+                admins: room.admins.clone(),
+            }),
+        }));
+    }
+    Ok(())
+}
+
+async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let mut ops: Vec<(usize, &NewMail, u64)> = reqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Request::Deposit(mail, quota) => Some((i, mail, *quota)),
+            _ => None,
+        })
+        .collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    ops.sort_by_key(|(i, mail, _)| (mail.owner.0, *i));
+    let mut owners: Vec<&[u8]> = ops.iter().map(|(_, m, _)| m.owner.as_bytes().as_slice()).collect();
+    owners.dedup();
+    let d_owner: Vec<&[u8]> = ops.iter().map(|(_, m, _)| m.owner.as_bytes().as_slice()).collect();
+    let d_ts: Vec<i64> = ops.iter().map(|(_, m, _)| m.ts).collect();
+    let owners_p: [Param<'_>; 1] = [&owners];
+    let live_p: [Param<'_>; 2] = [&d_owner, &d_ts];
+    // Pipelined: create missing heads, lock them in owner order, then count (after the locks).
+    let (_, heads, live) = futures_util::future::try_join3(
+        c.client.execute(&c.st.heads_ensure, &owners_p),
+        c.client.query(&c.st.heads_lock, &owners_p),
+        c.client.query(&c.st.mail_live, &live_p),
+    )
+    .await?;
+    let mut last: HashMap<&[u8], u64> = HashMap::with_capacity(heads.len());
+    for row in &heads {
+        last.insert(col(row, 0)?, seq_from_db(col(row, 1)?)?);
+    }
+    if live.len() != ops.len() {
+        return Err(StoreError::Backend("mailbox count query returned the wrong number of rows".into()).into());
+    }
+    let (mut m_owner, mut m_seq, mut m_sender) = (Vec::new(), Vec::new(), Vec::<&[u8]>::new());
+    let (mut m_ts, mut m_exp, mut m_body) = (Vec::new(), Vec::new(), Vec::<&[u8]>::new());
+    for ((i, mail, quota), row) in ops.iter().zip(&live) {
+        let owner = mail.owner.as_bytes().as_slice();
+        let stored = seq_from_db(col(row, 0)?)?;
+        // Deposits accepted earlier in this group count too.
+        let earlier = m_owner.iter().zip(&m_exp).filter(|(o, e)| **o == owner && **e > mail.ts).count() as u64;
+        if stored + earlier >= *quota {
+            out[*i] = Some(Outcome::Deposit(DepositOutcome::Full));
+            continue;
+        }
+        let head =
+            last.get_mut(owner).ok_or_else(|| StoreError::Backend("mailbox head row missing under its lock".into()))?;
+        let seq = head.checked_add(1).ok_or_else(|| StoreError::Backend("mailbox sequence exhausted".into()))?;
+        *head = seq;
+        m_owner.push(owner);
+        m_seq.push(seq_to_db(seq)?);
+        m_sender.push(mail.sender.as_bytes().as_slice());
+        m_ts.push(mail.ts);
+        m_exp.push(mail.expires_at);
+        m_body.push(&mail.body);
+        out[*i] = Some(Outcome::Deposit(DepositOutcome::Deposited { seq }));
+    }
+    if m_owner.is_empty() {
+        return Ok(());
+    }
+    let h_owner: Vec<&[u8]> = last.keys().copied().collect();
+    let h_seq: Vec<i64> = last.values().map(|s| seq_to_db(*s)).collect::<Result<_>>()?;
+    let insert_p: [Param<'_>; 6] = [&m_owner, &m_seq, &m_sender, &m_ts, &m_exp, &m_body];
+    let heads_p: [Param<'_>; 2] = [&h_owner, &h_seq];
+    futures_util::future::try_join(
+        c.client.execute(&c.st.mail_insert, &insert_p),
+        c.client.execute(&c.st.heads_set, &heads_p),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn acks_and_purges(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let mut bounds: Vec<(usize, &[u8], i64)> = Vec::new();
+    let mut purges: Vec<(usize, i64)> = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        match r {
+            Request::MailboxAck(owner, up_to) => {
+                bounds.push((i, owner.as_bytes().as_slice(), i64::try_from(*up_to).unwrap_or(i64::MAX)))
+            }
+            Request::PurgeExpired(now) => purges.push((i, *now)),
+            _ => {}
+        }
+    }
+    if bounds.is_empty() && purges.is_empty() {
+        return Ok(());
+    }
+    bounds.sort_by_key(|(i, owner, _)| (*owner, *i));
+    let mut ops: Vec<(usize, Vec<Param<'_>>, bool)> = Vec::with_capacity(bounds.len() + purges.len());
+    for (i, owner, up_to) in &bounds {
+        ops.push((*i, vec![owner as Param<'_>, up_to], true));
+    }
+    for (i, now) in &purges {
+        ops.push((*i, vec![now as Param<'_>], false));
+    }
+    let futs = ops.iter().map(|(_, p, ack)| {
+        let st = if *ack { &c.st.mail_ack } else { &c.st.mail_purge };
+        c.client.execute(st, p)
+    });
+    let counts = try_join_all(futs).await?;
+    for ((i, _, _), n) in ops.iter().zip(counts) {
+        out[*i] = Some(Outcome::Count(n));
+    }
+    Ok(())
+}
+
+async fn publishes(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let mut ops: Vec<(usize, &UserId, &Vec<KeyItemUpload>, u64)> = reqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Request::PublishKeys(owner, items, cap) => Some((i, owner, items, *cap)),
+            _ => None,
+        })
+        .collect();
+    ops.sort_by_key(|(i, owner, _, _)| (user_lock_key(owner), *i));
+    for (i, owner, items, cap) in ops {
+        let owner_b = owner.as_bytes().as_slice();
+        let key = user_lock_key(owner);
+        let lock_p: [Param<'_>; 2] = [&LOCK_KEY_OWNER, &key];
+        let owner_p: [Param<'_>; 1] = [&owner_b];
+        let (_, rows) = futures_util::future::try_join(
+            c.client.execute(&c.st.advisory_lock, &lock_p),
+            c.client.query(&c.st.key_counts, &owner_p),
+        )
+        .await?;
+        let counts = key_counts_from_rows(&rows)?;
+        let mut one_time: u64 = counts.iter().map(|k| k.one_time).sum();
+        let mut lr_kinds: Vec<KeyKind> = counts.iter().filter(|k| k.last_resort).map(|k| k.kind).collect();
+        for it in items {
+            if it.last_resort {
+                if !lr_kinds.contains(&it.kind) {
+                    lr_kinds.push(it.kind);
+                }
+            } else {
+                one_time += 1;
+            }
+        }
+        if one_time.saturating_add(lr_kinds.len() as u64) > cap {
+            out[i] = Some(Outcome::Publish(PublishOutcome::LimitReached));
+            continue;
+        }
+        // A later last-resort item of a kind replaces an earlier one of the same upload.
+        let keep = |j: usize, it: &KeyItemUpload| {
+            !it.last_resort || !items[j + 1..].iter().any(|later| later.last_resort && later.kind == it.kind)
+        };
+        let kept: Vec<&KeyItemUpload> =
+            items.iter().enumerate().filter(|(j, it)| keep(*j, it)).map(|(_, it)| it).collect();
+        let replaced: Vec<&str> = kept.iter().filter(|it| it.last_resort).map(|it| it.kind.as_str()).collect();
+        let k_kind: Vec<&str> = kept.iter().map(|it| it.kind.as_str()).collect();
+        let k_lr: Vec<bool> = kept.iter().map(|it| it.last_resort).collect();
+        let k_data: Vec<&[u8]> = kept.iter().map(|it| it.data.as_slice()).collect();
+        let delete_p: [Param<'_>; 2] = [&owner_b, &replaced];
+        let insert_p: [Param<'_>; 4] = [&owner_b, &k_kind, &k_lr, &k_data];
+        let (_, _, rows) = futures_util::future::try_join3(
+            c.client.execute(&c.st.key_delete_lr, &delete_p),
+            c.client.execute(&c.st.key_insert, &insert_p),
+            c.client.query(&c.st.key_counts, &owner_p),
+        )
+        .await?;
+        out[i] = Some(Outcome::Publish(PublishOutcome::Stored(key_counts_from_rows(&rows)?)));
+    }
+    Ok(())
+}
+
+async fn claims(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
+    let ops: Vec<(usize, &UserId, KeyKind, &[u8], &str)> = reqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Request::ClaimKey(owner, kind) => Some((i, owner, *kind, owner.as_bytes().as_slice(), kind.as_str())),
+            _ => None,
+        })
+        .collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let params: Vec<[Param<'_>; 2]> = ops.iter().map(|(_, _, _, o, k)| [o as Param<'_>, k]).collect();
+    let rows = try_join_all(params.iter().map(|p| c.client.query_opt(&c.st.claim, p))).await?;
+    for ((i, owner, kind, _, _), row) in ops.iter().zip(rows) {
+        let claimed = match row {
+            None => None,
+            Some(row) => {
+                Some(ClaimedKey { user: **owner, kind: *kind, last_resort: col(&row, 1)?, data: col(&row, 0)? })
+            }
+        };
+        out[*i] = Some(Outcome::Claim(claimed));
+    }
+    Ok(())
+}
