@@ -20,7 +20,7 @@ fn say(line: &str) {
 async fn story(tmp: &Path) -> anyhow::Result<()> {
     let mut config = grove_server::Config::default();
     config.server.data_dir = tmp.join("server");
-    let state = grove_server::open(config)?;
+    let state = grove_server::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -116,6 +116,9 @@ struct ServeArgs {
     /// Data folder for the database and server key [default: ./grove-data].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Database: `sqlite` (default, in the data folder) or a postgres:// URL.
+    #[arg(long, value_name = "URL", env = "GROVE_DATABASE")]
+    database: Option<String>,
     /// Configuration file (TOML); see `grove serve --print-config`.
     #[arg(long, value_name = "FILE", env = "GROVE_CONFIG")]
     config: Option<PathBuf>,

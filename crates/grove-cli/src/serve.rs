@@ -20,10 +20,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(data) = args.data {
         config.server.data_dir = data;
     }
+    if let Some(db) = args.database {
+        config.server.database = db;
+        config.validate()?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listen = config.server.listen;
-        let state = grove_server::open(config)?;
+        let state = grove_server::open(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there? use --listen)"))?;

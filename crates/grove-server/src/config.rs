@@ -37,6 +37,8 @@ pub struct ServerSection {
     pub max_connections: usize,
     /// SQLite synchronous mode: `full` (survives power loss; default), `normal` or `off`.
     pub sqlite_synchronous: String,
+    /// `sqlite` (the default: `data_dir/grove.db`) or a `postgres://` URL.
+    pub database: String,
 }
 
 impl Default for ServerSection {
@@ -47,6 +49,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./grove-data"),
             max_connections: 10_000,
             sqlite_synchronous: "full".into(),
+            database: "sqlite".into(),
         }
     }
 }
@@ -180,6 +183,10 @@ impl Config {
         }
         if l.max_page_entries == 0 || l.user_requests_per_sec == 0 || l.ip_requests_per_sec == 0 {
             return bad("limits.max_page_entries, user_requests_per_sec and ip_requests_per_sec must be positive");
+        }
+        let db = &self.server.database;
+        if db != "sqlite" && !db.starts_with("postgres://") && !db.starts_with("postgresql://") {
+            return bad("server.database: \"sqlite\" or a postgres:// URL");
         }
         if !matches!(self.server.sqlite_synchronous.as_str(), "full" | "normal" | "off") {
             return bad("server.sqlite_synchronous: one of full, normal, off");

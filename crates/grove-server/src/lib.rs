@@ -192,9 +192,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The default state: SQLite at `data_dir/grove.db` (created on first start, WAL) and the
-/// server key at `data_dir/server.key`.
-pub fn open(config: Config) -> Result<AppState, OpenError> {
+/// The default state: the server key at `data_dir/server.key`, and the database the
+/// configuration names — SQLite at `data_dir/grove.db` (created on first start, WAL) unless
+/// `server.database` is a `postgres://` URL.
+pub async fn open(config: Config) -> Result<AppState, OpenError> {
     let dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| OpenError::Io {
         context: "cannot create the data folder",
@@ -202,10 +203,17 @@ pub fn open(config: Config) -> Result<AppState, OpenError> {
         source,
     })?;
     let key = load_or_create_key(&dir)?;
-    let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
-        .unwrap_or(grove_store_sqlite::Synchronous::Full);
-    let db = dir.join("grove.db");
-    let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
-    tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open");
-    Ok(AppState::new(config, Arc::new(store), key))
+    let store: Arc<dyn grove_store::Store> = if config.server.database == "sqlite" {
+        let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
+            .unwrap_or(grove_store_sqlite::Synchronous::Full);
+        let db = dir.join("grove.db");
+        let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
+        tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
+        Arc::new(store)
+    } else {
+        let store = grove_store_postgres::PostgresStore::connect(&config.server.database).await?;
+        tracing::info!("database open (PostgreSQL)");
+        Arc::new(store)
+    };
+    Ok(AppState::new(config, store, key))
 }

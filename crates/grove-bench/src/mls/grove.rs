@@ -50,9 +50,16 @@ fn persist(store: &mut ClientStore, ch: Changes) -> Result<(Duration, usize)> {
 }
 
 /// A fresh member with one KeyPackage: (engine, secret, KeyPackage bytes, leaf HPKE secret, changes).
-fn new_member(rng: &mut StdRng) -> Result<(MlsEngine, [u8; 32], Vec<u8>, Vec<u8>, Changes)> {
+type NewMember = (MlsEngine, [u8; 32], Vec<u8>, Vec<u8>, Changes);
+
+/// An engine drawing from its own seeded RNG (grove-proto reads no OS randomness).
+fn engine(secret: [u8; 32], rng: &mut StdRng) -> MlsEngine {
+    MlsEngine::with_rng(Identity::from_secret_bytes(secret), StdRng::seed_from_u64(rng.gen()))
+}
+
+fn new_member(rng: &mut StdRng) -> Result<NewMember> {
     let secret: [u8; 32] = rng.gen();
-    let mut eng = MlsEngine::new(Identity::from_secret_bytes(secret));
+    let mut eng = engine(secret, rng);
     let (mut kps, _, ch) = eng.key_packages(1, false)?;
     let data = ch.key_packages.first().and_then(|k| k.data.as_ref()).context("no KeyPackage secret written")?;
     let kpd = KeyPackageData::mls_decode(&mut &data[..]).map_err(|e| anyhow!("KeyPackageData: {e}"))?;
@@ -228,7 +235,11 @@ impl Room {
             groups: vec![StoredGroup { group_id: self.g.clone(), snapshot: snap.into(), epochs: Vec::new() }],
             key_packages: Vec::new(),
         };
-        let mut ghost = MlsEngine::load(Identity::from_secret_bytes(m.secret), state)?;
+        let mut ghost = MlsEngine::load_with_rng(
+            Identity::from_secret_bytes(m.secret),
+            state,
+            StdRng::seed_from_u64(self.rng.gen()),
+        )?;
         let (pending, _) = ghost.commit_update(&self.g)?;
         drop(ghost);
         self.hub = self.hub.check_commit(&pending.commit, &user(m.secret))?.next;
@@ -311,7 +322,7 @@ pub fn run(n: usize, opts: &Opts, res: &mut Results, notes: &mut Vec<String>) ->
     let sc = "grove bare";
 
     let creator_secret: [u8; 32] = rng.gen();
-    let mut creator = MlsEngine::new(Identity::from_secret_bytes(creator_secret));
+    let mut creator = engine(creator_secret, &mut rng);
     let mut cstore = ClientStore::open(&dir.path().join("creator.db")).map_err(|e| anyhow!("client store: {e}"))?;
     let (g, pgs, ch) = creator.create_group()?;
     persist(&mut cstore, ch)?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::serve::{start, GROVE};
+use crate::serve::{start, start_with, GROVE};
 
 fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
     Command::new(GROVE).env("GROVE_HOME", home).args(["--profile", profile]).args(args).output().expect("grove runs")
@@ -160,5 +160,44 @@ fn the_demo_runs_the_whole_story() {
         "demo complete",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
+
+/// Runs SQL through psql against the admin URL CI provides.
+fn psql(admin: &str, sql: &str) {
+    let out =
+        Command::new("psql").arg(admin).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("psql runs");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn grove_serve_on_postgresql_carries_a_conversation() {
+    let admin = std::env::var("GROVE_TEST_POSTGRES")
+        .expect("set GROVE_TEST_POSTGRES to a PostgreSQL admin URL, e.g. postgres://postgres@127.0.0.1:5432/postgres");
+    let db = format!("grove_cli_test_{}", std::process::id());
+    psql(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(&admin, &format!("CREATE DATABASE {db}"));
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let url = format!("{base}/{db}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_with(&dir.path().join("server"), &["--database", &url]);
+    let home = dir.path().join("home");
+    let result = std::panic::catch_unwind(|| {
+        let bob = ok(grove(&home, "bob", &["init", "--home", &server.base])).trim().to_string();
+        ok(grove(&home, "alice", &["init", "--home", &server.base]));
+        ok(grove(&home, "alice", &["room", "create", "pg"]));
+        ok(grove(&home, "alice", &["room", "invite", "pg", &bob]));
+        ok(grove(&home, "bob", &["sync"]));
+        ok(grove(&home, "bob", &["send", "pg", "stored in postgres"]));
+        let got = texts(&ok(grove(&home, "alice", &["read", "pg", "--json"])));
+        assert_eq!(got.last().unwrap().1, "stored in postgres");
+    });
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = server.log.lock().unwrap().clone();
+    psql(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    assert!(log.contains("database open (PostgreSQL)"), "{log}");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
     }
 }

@@ -21,6 +21,11 @@ pub struct Running {
 
 /// Starts `grove serve` on a free port and waits until it says where it listens.
 pub fn start(data: &Path) -> Running {
+    start_with(data, &[])
+}
+
+/// Starts `grove serve` with extra arguments.
+pub fn start_with(data: &Path, extra: &[&str]) -> Running {
     // Load tests send far more than a person would: lift the per-user rate limit.
     std::fs::create_dir_all(data).unwrap();
     let cfg = data.with_extension("toml");
@@ -30,6 +35,7 @@ pub fn start(data: &Path) -> Running {
         .arg(&cfg)
         .arg("--data")
         .arg(data)
+        .args(extra)
         .env("GROVE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

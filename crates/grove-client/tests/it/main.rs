@@ -24,7 +24,7 @@ impl World {
         config.server.data_dir = dir.path().join("server");
         config.limits.user_requests_per_sec = 100_000;
         config.limits.ip_requests_per_sec = 100_000;
-        let state = grove_server::open(config).unwrap();
+        let state = grove_server::open(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
