@@ -19,6 +19,7 @@ mod harness;
 mod ingest;
 mod mls;
 mod report;
+mod senderkeys;
 
 use harness::Env;
 
@@ -130,6 +131,15 @@ enum Cmd {
         #[arg(long)]
         no_mlsrs: bool,
     },
+    /// Sender Keys per-message cost: encrypt + sign, verify + decrypt (CPU only, unpinned).
+    Senderkeys {
+        /// Messages to time.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Plaintext bytes per message.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
     /// Everything, `--runs` times, then a markdown table of medians and ratios.
     All {
         /// Repetitions of every benchmark (the table reports medians).
@@ -156,6 +166,9 @@ fn main() -> Result<()> {
             no_openmls: *no_openmls,
             no_mlsrs: *no_mlsrs,
         });
+    }
+    if let Cmd::Senderkeys { messages, size } = &cli.cmd {
+        return senderkeys::run((*messages).max(1), *size);
     }
     let pin = cli.pin == Pin::Split;
     if pin && !harness::pin_current(cli.client_core) {
@@ -195,7 +208,7 @@ fn main() -> Result<()> {
                 println!("baseline-axum: {}", baseline::axum(&env, requests, concurrency).await?);
             }
             Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
-            Cmd::Mls { .. } => unreachable!("handled before the runtimes start"),
+            Cmd::Mls { .. } | Cmd::Senderkeys { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {
                 report::all(&env, runs.clamp(1, 10), messages, fanout_seconds).await?;
             }
