@@ -214,9 +214,13 @@ impl ClientStore {
     /// Writes a batch in one transaction.
     pub fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        for c in &batch.changes {
-            apply_changes(&tx, c)?;
+        // One write per row: a page of entries changes a group's snapshot once per entry, and
+        // only the last one matters (the snapshot is the whole group: O(members) bytes).
+        let mut merged = Changes::default();
+        for c in batch.changes {
+            merged.merge(c);
         }
+        apply_changes(&tx, &merged)?;
         for r in &batch.rooms {
             tx.execute(
                 "INSERT OR REPLACE INTO rooms (link, server, name, mode, group_id, cursor, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
