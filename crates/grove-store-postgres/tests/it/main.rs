@@ -21,14 +21,16 @@ use tokio_postgres::NoTls;
 /// The variable that names the admin URL of the test server.
 pub const ENV: &str = "GROVE_TEST_POSTGRES";
 
-/// The admin URL, or a failure that says how to provide it.
+/// Where the tests look when the variable is unset: the local server of this project's
+/// machines (user postgres, trust auth).
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The admin URL: the variable, or the local default. If the server is not there, the first
+/// connection fails with a message that says what to set.
 pub fn admin_url() -> String {
     match std::env::var(ENV) {
         Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "{ENV} is not set: these tests need a PostgreSQL server. Set {ENV} to an admin URL, e.g. \
-             {ENV}=postgres://postgres@127.0.0.1:5432/postgres (CI sets it; .ci/run starts the server)"
-        ),
+        _ => DEFAULT_URL.to_string(),
     }
 }
 
@@ -47,9 +49,12 @@ impl TestDb {
         let admin = admin_url();
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let name = format!("grove_test_{}_{}_{nanos:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {ENV}={admin}: {e}"));
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls).await.unwrap_or_else(|e| {
+            panic!(
+                "these tests need PostgreSQL: cannot connect to {admin} ({e}). Start it, or set {ENV} to an \
+                     admin URL of a server where databases may be created and dropped"
+            )
+        });
         let conn = tokio::spawn(conn);
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
         drop(client);
