@@ -21,9 +21,7 @@
 //! ([`mls::engine::MlsEngine::with_rng`]; the hub draws none), and the engine passes the time of
 //! an injected clock ([`mls::engine::MlsEngine::with_clock`]) to mls-rs when it creates a
 //! KeyPackage, a group or a commit. The caveats: an engine given no clock lets mls-rs read the
-//! system clock at those points (see [`mls::engine`] for the precise list), and the transitional
-//! `MlsEngine::new` / `load` still draw OS randomness until their callers move to `with_rng` /
-//! `load_with_rng`. The Sender Keys engine (distribution over Olm, membership) is not here yet;
+//! system clock at those points (see [`mls::engine`] for the precise list). The Sender Keys engine (distribution over Olm, membership) is not here yet;
 //! its cipher is ([`senderkeys`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -47,7 +47,7 @@ use mls_rs_crypto_hpke::dhkem::DhKem;
 use mls_rs_crypto_rustcrypto::aead::Aead;
 use mls_rs_crypto_rustcrypto::ecdh::{Ecdh, EcdhKemError};
 use mls_rs_crypto_rustcrypto::kdf::Kdf;
-use mls_rs_crypto_rustcrypto::{RustCryptoCipherSuite, RustCryptoError, RustCryptoProvider};
+use mls_rs_crypto_rustcrypto::{RustCryptoCipherSuite, RustCryptoError};
 use mls_rs_crypto_traits::{Curve, DhType, KemId, SamplingMethod};
 use rand_core::{CryptoRng, CryptoRngCore, RngCore};
 use zeroize::Zeroizing;
@@ -67,9 +67,6 @@ enum Randomness {
     Injected(SharedRng),
     /// None: generating anything fails.
     Absent,
-    /// The OS RNG, through the RustCrypto provider. Only for the transitional
-    /// `MlsEngine::new` / `MlsEngine::load`, to be removed with them.
-    Os,
 }
 
 impl Randomness {
@@ -82,11 +79,6 @@ impl Randomness {
                 rng.try_fill_bytes(out).map_err(GroveCryptoError::Rng)
             }
             Randomness::Absent => Err(GroveCryptoError::NoRandomness),
-            Randomness::Os => RustCryptoProvider::with_enabled_cipher_suites(vec![CIPHER_SUITE])
-                .cipher_suite_provider(CIPHER_SUITE)
-                .ok_or(GroveCryptoError::UnsupportedCipherSuite(CIPHER_SUITE))?
-                .random_bytes(out)
-                .map_err(GroveCryptoError::Provider),
         }
     }
 
@@ -94,7 +86,6 @@ impl Randomness {
         match self {
             Randomness::Injected(_) => "injected",
             Randomness::Absent => "none",
-            Randomness::Os => "os",
         }
     }
 }
@@ -150,12 +141,6 @@ impl GroveCryptoProvider {
     pub fn verify_only() -> GroveCryptoProvider {
         GroveCryptoProvider { randomness: Randomness::Absent }
     }
-
-    /// A provider drawing from the OS RNG, as the plain RustCrypto provider does. Only for the
-    /// transitional `MlsEngine::new` / `MlsEngine::load`; goes away with them.
-    pub(crate) fn os_randomness() -> GroveCryptoProvider {
-        GroveCryptoProvider { randomness: Randomness::Os }
-    }
 }
 
 impl fmt::Debug for GroveCryptoProvider {
@@ -205,9 +190,6 @@ impl DhType for SeededEcdh {
     }
 
     fn generate(&self) -> Result<(HpkeSecretKey, HpkePublicKey), GroveCryptoError> {
-        if let Randomness::Os = self.randomness {
-            return Ok(self.ecdh.generate()?);
-        }
         // Any 32 bytes are an X25519 secret key (clamped when used), exactly what
         // `x25519_dalek::StaticSecret::random_from_rng` makes in the RustCrypto provider, which
         // stores the unclamped bytes too.
@@ -435,7 +417,7 @@ mod tests {
     }
 
     fn rustcrypto() -> impl CipherSuiteProvider {
-        RustCryptoProvider::new().cipher_suite_provider(CIPHER_SUITE).unwrap()
+        mls_rs_crypto_rustcrypto::RustCryptoProvider::new().cipher_suite_provider(CIPHER_SUITE).unwrap()
     }
 
     #[test]
@@ -515,14 +497,5 @@ mod tests {
         let (_, their_pk) = theirs.kem_generate().unwrap();
         assert!(cs.hpke_seal(&their_pk, b"info", None, b"pt").is_err());
         assert!(cs.hpke_setup_s(&their_pk, b"info").is_err());
-    }
-
-    #[test]
-    fn os_randomness_generates() {
-        let cs = GroveCryptoProvider::os_randomness().cipher_suite_provider(CIPHER_SUITE).unwrap();
-        assert_ne!(cs.random_bytes_vec(32).unwrap(), cs.random_bytes_vec(32).unwrap());
-        let (_, pk) = cs.kem_generate().unwrap();
-        cs.hpke_seal(&pk, b"info", None, b"pt").unwrap();
-        cs.signature_key_generate().unwrap();
     }
 }

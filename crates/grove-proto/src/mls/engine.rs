@@ -99,12 +99,10 @@
 //!   [`GroveCryptoProvider`]: KeyPackage init and leaf HPKE keys, the random group id and initial
 //!   epoch secret of a new group, fresh path secrets and leaf keys of a commit with an update
 //!   path, the ephemeral keys of HPKE encryptions (Welcome secrets, update paths), and the 4-byte
-//!   reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]). Caveats: (1) with several
+//!   reuse guard of every PrivateMessage ([`MlsEngine::encrypt`]). Caveat: with several
 //!   *by-reference* proposals cached, mls-rs orders them in a commit by iterating a std
 //!   `HashMap`, whose hash keys std seeds per process, so such commits may list them in a
-//!   different order from run to run; (2) the transitional [`MlsEngine::new`] and
-//!   [`MlsEngine::load`] still draw from the OS RNG (through the RustCrypto provider), as
-//!   before; they are to be removed.
+//!   different order from run to run.
 //! - **The clock is injected if the caller asks**: [`MlsEngine::with_clock`] (Unix seconds).
 //!   The engine needs the time in exactly three places, and passes `MlsTime::from(clock())` to
 //!   mls-rs in each (one reading per operation):
@@ -897,22 +895,6 @@ impl MlsEngine {
         rng: impl RngCore + CryptoRng + Send + 'static,
     ) -> Result<MlsEngine, EngineError> {
         MlsEngine::restore(identity, state, GroveCryptoProvider::new(rng))
-    }
-
-    /// Like [`MlsEngine::with_rng`], but drawing randomness from the OS RNG (through the
-    /// RustCrypto provider), as the engine did before randomness was injected.
-    ///
-    /// To be removed: callers move to [`MlsEngine::with_rng`].
-    pub fn new(identity: Identity) -> MlsEngine {
-        MlsEngine::fresh(identity, GroveCryptoProvider::os_randomness())
-    }
-
-    /// Like [`MlsEngine::load_with_rng`], but drawing randomness from the OS RNG (through the
-    /// RustCrypto provider), as the engine did before randomness was injected.
-    ///
-    /// To be removed: callers move to [`MlsEngine::load_with_rng`].
-    pub fn load(identity: Identity, state: StoredState) -> Result<MlsEngine, EngineError> {
-        MlsEngine::restore(identity, state, GroveCryptoProvider::os_randomness())
     }
 
     fn fresh(identity: Identity, crypto: GroveCryptoProvider) -> MlsEngine {

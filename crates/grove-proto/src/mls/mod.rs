@@ -11,9 +11,7 @@
 //!   ciphersuite and draws every random byte (keys, group ids, secrets, HPKE ephemeral keys,
 //!   reuse guards) from an RNG the caller passes in ([`engine::MlsEngine::with_rng`]). The hub
 //!   uses [`crypto::GroveCryptoProvider::verify_only`], which has no RNG: it draws no
-//!   randomness, and would fail rather than fall back to the OS. (Transitional exception: the
-//!   engine's `MlsEngine::new` / `MlsEngine::load` still draw from the OS RNG; they are to be
-//!   removed.)
+//!   randomness, and would fail rather than fall back to the OS.
 //! - **The clock is injected too, if the caller asks**: an engine given a clock with
 //!   [`engine::MlsEngine::with_clock`] passes its reading to mls-rs whenever it generates a
 //!   KeyPackage, creates a group, or builds a commit (the only times a client needs one: lifetimes

@@ -353,28 +353,3 @@ fn interop_with_the_plain_rustcrypto_provider() {
     let (m, _, _) = alice.encrypt(&g2, b"thanks").unwrap();
     assert_eq!(read(&mut bobs, &m), b"thanks");
 }
-
-#[test]
-fn transitional_new_and_load_still_work() {
-    // `new` / `load` draw from the OS RNG; their engines talk to `with_rng` ones.
-    let mut alice = MlsEngine::with_rng(user(1), rng(1));
-    let mut carol = MlsEngine::new(user(3));
-    let (g, public, _) = alice.create_group().unwrap();
-    let hub = HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap();
-    let (kps, _, _) = carol.key_packages(1, false).unwrap();
-    let (add, _) = alice.commit_add(&g, &kps).unwrap();
-    let hub = post(&hub, &add, 1);
-    alice.apply_pending(&g).unwrap();
-    carol.join(add.welcome.as_ref().unwrap(), &hub.ratchet_tree().unwrap()).unwrap();
-
-    let mut carol = MlsEngine::load(user(3), carol.export_state().unwrap()).unwrap();
-    let (m, _, _) = carol.encrypt(&g, b"from the OS RNG").unwrap();
-    let (incoming, _) = alice.process(&g, &m).unwrap();
-    assert_eq!(incoming, Incoming::Application { sender: user(3).user_id(), plaintext: b"from the OS RNG".to_vec() });
-    let (update, _) = carol.commit_update(&g).unwrap();
-    post(&hub, &update, 3);
-    carol.apply_pending(&g).unwrap();
-    let (incoming, _) = alice.process(&g, &update.commit).unwrap();
-    assert!(matches!(incoming, Incoming::Commit { epoch: 2, .. }), "{incoming:?}");
-    assert_eq!(alice.epoch_authenticator(&g).unwrap(), carol.epoch_authenticator(&g).unwrap());
-}
