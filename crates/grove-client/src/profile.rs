@@ -591,11 +591,18 @@ impl Profile {
             }
             let mut batch = Batch::default();
             let mut status = RoomStatus::Active;
-            for e in page.entries {
+            // One engine call per page: the group's state is written once, not per entry. Each
+            // entry's outcome is what `process` would have given for it, in order; after a
+            // commit removing us the rest fail, and the loop below stops at that commit.
+            let mut entries = page.entries;
+            let bodies: Vec<Vec<u8>> = entries.iter_mut().map(|e| std::mem::take(&mut e.body)).collect();
+            let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
+            drop(bodies);
+            batch.changes.push(changes);
+            for (e, outcome) in entries.into_iter().zip(outcomes) {
                 cursor = e.seq;
-                match self.engine.process(&g, &e.body) {
-                    Ok((incoming, changes)) => {
-                        batch.changes.push(changes);
+                match outcome {
+                    Ok(incoming) => {
                         match incoming {
                             Incoming::Application { sender, plaintext } => batch.messages.push(Message {
                                 room: room.link.clone(),

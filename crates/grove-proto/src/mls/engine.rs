@@ -142,7 +142,8 @@
 //! snapshot, so every operation that writes (including each encrypt and each decrypt, which
 //! advance a ratchet) costs O(group size) bytes and time. Each prior-epoch record also holds
 //! every member's signature key. That is acceptable for now; an incremental format would have
-//! to replace mls-rs' snapshot.
+//! to replace mls-rs' snapshot. To sync a page of the log, use [`MlsEngine::process_many`], which
+//! writes the group once per page instead of once per message.
 
 mod store;
 
@@ -844,6 +845,55 @@ enum Processed {
     Proposal { sender: UserId, removes: Vec<UserId> },
 }
 
+/// What [`MlsEngine::check`] found out about a message mls-rs is to process.
+struct Check {
+    /// A commit of this member at the current epoch (it must match the pending commit).
+    own_commit_at_current: bool,
+    current: u64,
+    message_epoch: u64,
+}
+
+enum Checked {
+    /// This member's own handshake message, echoed by the log: nothing to do.
+    Own,
+    Process(Box<MlsMessage>, Check),
+}
+
+/// Has mls-rs process a checked message, in memory only (the caller writes the group, or
+/// reloads it on error).
+fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) -> Result<Processed, EngineError> {
+    let Check { own_commit_at_current, current, message_epoch } = *check;
+    let received = match group.process_incoming_message(msg) {
+        Ok(r) => r,
+        Err(MlsError::CantProcessMessageFromSelf) if own_commit_at_current => return Err(EngineError::OwnCommitLost),
+        Err(MlsError::CantProcessMessageFromSelf) => return Ok(Processed::Own),
+        Err(MlsError::EpochNotFound) => {
+            return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current })
+        }
+        Err(MlsError::InvalidEpoch) => return Err(EngineError::WrongEpoch { message_epoch, current_epoch: current }),
+        Err(e) => return Err(rejected(e)),
+    };
+    Ok(match received {
+        ReceivedMessage::ApplicationMessage(desc) => {
+            let sender = user_at(group, desc.sender_index)?;
+            Processed::Application { sender, plaintext: desc.data().to_vec() }
+        }
+        ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
+        ReceivedMessage::Proposal(desc) => {
+            let ProposalSender::Member(index) = desc.sender else {
+                return Err(EngineError::Rejected("proposals from non-members are not supported".into()));
+            };
+            let sender = user_at(group, index)?;
+            let removes = match &desc.proposal {
+                Proposal::Remove(r) => vec![user_at(group, r.to_remove())?],
+                _ => Vec::new(),
+            };
+            Processed::Proposal { sender, removes }
+        }
+        _ => return Err(EngineError::Internal("mls-rs returned a non-group message".into())),
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The engine
 // ---------------------------------------------------------------------------------------------
@@ -1364,6 +1414,168 @@ impl MlsEngine {
     /// ([`EngineError::EpochUnavailable`]). The caller should record the failure and go on with
     /// the next message.
     pub fn process(&mut self, g: &GroupId, message: &[u8]) -> Result<(Incoming, Changes), EngineError> {
+        let (msg, check) = match self.check(g, message)? {
+            Checked::Own => return Ok((Incoming::Own, Changes::default())),
+            Checked::Process(msg, check) => (msg, check),
+        };
+        let processed = self.with_group(g, |group| {
+            let processed = process_in_memory(group, *msg, &check)?;
+            let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
+            if !matches!(processed, Processed::Own) && !removed_me {
+                group.write_to_storage().map_err(internal("writing the group"))?;
+            }
+            Ok(processed)
+        })?;
+        Ok((self.finish(g, processed), self.store.drain()))
+    }
+
+    /// Processes a page of the group's log, in order, with the same outcome for each message as
+    /// [`MlsEngine::process`] called on each in turn (and the same state afterwards), but writes
+    /// the group's state once, at the end: the returned [`Changes`] hold one snapshot (or the
+    /// group's deletion, if a commit removed this member). Persist them with every message's
+    /// result in one transaction.
+    ///
+    /// A failed message changes nothing, as with `process`: if mls-rs had touched the group,
+    /// the engine reloads it from the last written state and processes again the messages of
+    /// this call that succeeded before it (processing application messages, proposals and
+    /// commits is deterministic: it draws no randomness and reads no clock). Before a message of
+    /// an earlier epoch that follows a commit of this call, the engine writes the state first, so
+    /// that the prior-epoch records it can use are those `process` would have kept (mls-rs trims
+    /// them only when writing). After a commit that removes this member, the remaining messages
+    /// fail as `process` would fail then ([`EngineError::NotAMember`], or
+    /// [`EngineError::Malformed`] for garbage).
+    ///
+    /// The outer error (an internal failure, which should not happen) means nothing changed,
+    /// as with any operation.
+    pub fn process_many(
+        &mut self,
+        g: &GroupId,
+        messages: &[Vec<u8>],
+    ) -> Result<(Vec<Result<Incoming, EngineError>>, Changes), EngineError> {
+        let was_departed = self.departed.contains(g);
+        match self.process_many_inner(g, messages) {
+            Ok(outcomes) => Ok((outcomes, self.store.drain())),
+            Err(e) => {
+                // Back to the state before the call: everything written since is undone.
+                self.store.rollback();
+                if self.store.has_group(g.as_bytes()) {
+                    match self.client.load_group(g.as_bytes()) {
+                        Ok(fresh) => {
+                            self.groups.insert(g.clone(), fresh);
+                        }
+                        Err(load) => {
+                            self.groups.remove(g);
+                            return Err(EngineError::Internal(format!("reloading group {g} after an error: {load}")));
+                        }
+                    }
+                    if !was_departed {
+                        self.departed.remove(g);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn process_many_inner(
+        &mut self,
+        g: &GroupId,
+        messages: &[Vec<u8>],
+    ) -> Result<Vec<Result<Incoming, EngineError>>, EngineError> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        // Messages of this call that mls-rs processed since the group was last written.
+        let mut unwritten: Vec<usize> = Vec::new();
+        // Whether one of them is a commit.
+        let mut unwritten_commit = false;
+        for (i, message) in messages.iter().enumerate() {
+            let (msg, check) = match self.check(g, message) {
+                Ok(Checked::Own) => {
+                    outcomes.push(Ok(Incoming::Own));
+                    continue;
+                }
+                Ok(Checked::Process(msg, check)) => (msg, check),
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            let Some(group) = self.groups.get_mut(g) else {
+                return Err(EngineError::Internal(format!("group {g} vanished")));
+            };
+            if unwritten_commit && check.message_epoch < check.current {
+                // `process` would have written (and trimmed) the prior epochs by now.
+                group.write_to_storage().map_err(internal("writing the group"))?;
+                unwritten.clear();
+                unwritten_commit = false;
+            }
+            match process_in_memory(group, *msg, &check) {
+                Ok(processed) => {
+                    unwritten.push(i);
+                    unwritten_commit |= matches!(processed, Processed::Commit(_));
+                    let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
+                    outcomes.push(Ok(self.finish(g, processed)));
+                    if removed_me {
+                        unwritten.clear();
+                    }
+                }
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    self.reload_and_replay(g, messages, &unwritten)?;
+                    if !unwritten.is_empty() {
+                        // A checkpoint, so the next failure replays only what follows: a page of
+                        // forged entries costs linear work (at most one write per failure,
+                        // as `process` pays for every message), not quadratic.
+                        if let Some(group) = self.groups.get_mut(g) {
+                            group.write_to_storage().map_err(internal("writing the group"))?;
+                        }
+                        unwritten.clear();
+                        unwritten_commit = false;
+                    }
+                }
+            }
+        }
+        if !unwritten.is_empty() {
+            if let Some(group) = self.groups.get_mut(g) {
+                group.write_to_storage().map_err(internal("writing the group"))?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Reloads the group from the last written state and processes `replay` (indexes into
+    /// `messages`, which all succeeded since that write) again.
+    fn reload_and_replay(&mut self, g: &GroupId, messages: &[Vec<u8>], replay: &[usize]) -> Result<(), EngineError> {
+        let fresh = self
+            .client
+            .load_group(g.as_bytes())
+            .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
+        self.groups.insert(g.clone(), fresh);
+        for &i in replay {
+            let again = match self.check(g, &messages[i]) {
+                Ok(Checked::Process(msg, check)) => {
+                    let Some(group) = self.groups.get_mut(g) else {
+                        return Err(EngineError::Internal(format!("group {g} vanished")));
+                    };
+                    process_in_memory(group, *msg, &check)
+                }
+                Ok(Checked::Own) => Ok(Processed::Own),
+                Err(e) => Err(e),
+            };
+            match again {
+                // A removal is never replayed: it ends the call.
+                Ok(Processed::Commit(s)) if s.removed_me => {
+                    return Err(EngineError::Internal("replaying a message removed this member".into()))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(EngineError::Internal(format!("replaying a processed message failed: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The cheap checks of [`MlsEngine::process`], before mls-rs sees the message: decoding,
+    /// group, epoch, content type; recognises this member's own handshake messages.
+    fn check(&self, g: &GroupId, message: &[u8]) -> Result<Checked, EngineError> {
         let msg = parse(message)?;
         let group = self.group(g)?;
         let current = group.current_epoch();
@@ -1383,9 +1595,9 @@ impl MlsEngine {
                     // Our own handshake message echoed by the log (our commit was applied with
                     // `apply_pending`, or our proposal is cached since we made it).
                     ContentType::Commit | ContentType::Proposal if own && epoch_id < current => {
-                        return Ok((Incoming::Own, Changes::default()))
+                        return Ok(Checked::Own)
                     }
-                    ContentType::Proposal if own => return Ok((Incoming::Own, Changes::default())),
+                    ContentType::Proposal if own => return Ok(Checked::Own),
                     ContentType::Commit | ContentType::Proposal if epoch_id < current => {
                         return Err(wrong_epoch(epoch_id))
                     }
@@ -1411,47 +1623,13 @@ impl MlsEngine {
             _ => return Err(EngineError::Malformed("expected a PublicMessage or PrivateMessage".into())),
         };
         let message_epoch = msg.epoch().unwrap_or(current);
+        Ok(Checked::Process(Box::new(msg), Check { own_commit_at_current, current, message_epoch }))
+    }
 
-        let processed = self.with_group(g, |group| {
-            let received = match group.process_incoming_message(msg) {
-                Ok(r) => r,
-                Err(MlsError::CantProcessMessageFromSelf) if own_commit_at_current => {
-                    return Err(EngineError::OwnCommitLost)
-                }
-                Err(MlsError::CantProcessMessageFromSelf) => return Ok(Processed::Own),
-                Err(MlsError::EpochNotFound) => {
-                    return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current })
-                }
-                Err(MlsError::InvalidEpoch) => return Err(wrong_epoch(message_epoch)),
-                Err(e) => return Err(rejected(e)),
-            };
-            let processed = match received {
-                ReceivedMessage::ApplicationMessage(desc) => {
-                    let sender = user_at(group, desc.sender_index)?;
-                    Processed::Application { sender, plaintext: desc.data().to_vec() }
-                }
-                ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
-                ReceivedMessage::Proposal(desc) => {
-                    let ProposalSender::Member(index) = desc.sender else {
-                        return Err(EngineError::Rejected("proposals from non-members are not supported".into()));
-                    };
-                    let sender = user_at(group, index)?;
-                    let removes = match &desc.proposal {
-                        Proposal::Remove(r) => vec![user_at(group, r.to_remove())?],
-                        _ => Vec::new(),
-                    };
-                    Processed::Proposal { sender, removes }
-                }
-                _ => return Err(EngineError::Internal("mls-rs returned a non-group message".into())),
-            };
-            let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
-            if !matches!(processed, Processed::Own) && !removed_me {
-                group.write_to_storage().map_err(internal("writing the group"))?;
-            }
-            Ok(processed)
-        })?;
-
-        let incoming = match processed {
+    /// Turns a processed message into its [`Incoming`]; drops the group if this member was
+    /// removed.
+    fn finish(&mut self, g: &GroupId, processed: Processed) -> Incoming {
+        match processed {
             Processed::Own => Incoming::Own,
             Processed::Application { sender, plaintext } => Incoming::Application { sender, plaintext },
             Processed::Proposal { sender, removes } => Incoming::Proposal { sender, removes },
@@ -1470,8 +1648,7 @@ impl MlsEngine {
                     removed_me: s.removed_me,
                 }
             }
-        };
-        Ok((incoming, self.store.drain()))
+        }
     }
 
     /// Every row as the caller's database should hold it now, after writing each group's

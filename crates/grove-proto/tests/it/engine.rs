@@ -804,3 +804,157 @@ fn engine_is_send_and_sync() {
     check::<Changes>();
     check::<EngineError>();
 }
+
+/// Processes `page` from `member`'s database once with `process` per message and once with one
+/// `process_many`, on two engines loaded from that database; checks the outcomes, the databases
+/// after applying the changes and the engines' states are the same, and that the batch wrote
+/// the group at most once. Returns the outcomes and the batch's changes.
+fn batch_equals_sequential(
+    member: &Member,
+    room: &Room,
+    page: &[Vec<u8>],
+) -> (Vec<Result<Incoming, EngineError>>, Changes) {
+    let mut one_by_one =
+        MlsEngine::load_with_rng(member.id.clone(), member.db.state(), rng(member.seed + 500)).unwrap();
+    let mut db_one = member.db.clone();
+    let mut expected = Vec::new();
+    for m in page {
+        match one_by_one.process(&room.id, m) {
+            Ok((incoming, changes)) => {
+                db_one.apply(&changes);
+                expected.push(Ok(incoming));
+            }
+            Err(e) => expected.push(Err(e)),
+        }
+    }
+
+    let mut batched = MlsEngine::load_with_rng(member.id.clone(), member.db.state(), rng(member.seed + 600)).unwrap();
+    let mut db_batch = member.db.clone();
+    let (outcomes, changes) = batched.process_many(&room.id, page).unwrap();
+    db_batch.apply(&changes);
+
+    assert_eq!(outcomes, expected);
+    assert!(changes.key_packages.is_empty());
+    assert!(changes.groups.len() <= 1 && changes.groups.iter().all(|w| w.group_id == room.id), "{changes:?}");
+    assert_eq!(db_batch.state().sorted(), db_one.state().sorted());
+    assert_eq!(batched.export_state().unwrap(), one_by_one.export_state().unwrap());
+    assert_eq!(batched.export_state().unwrap(), db_batch.state().sorted());
+    assert_eq!(batched.group_ids(), one_by_one.group_ids());
+    (outcomes, changes)
+}
+
+#[test]
+fn process_many_equals_sequential_process() {
+    let (mut room, mut alice, mut bob, mut carol) = three();
+    // A message made in epoch 1 and delivered after the commit.
+    let (late, _, changes) = carol.engine.encrypt(&room.id, b"late").unwrap();
+    carol.persist(changes);
+    alice.send(&mut room, "a1");
+    carol.send(&mut room, "c1");
+    let c1 = room.log.last().unwrap().clone();
+    bob.send(&mut room, "b1");
+    alice.commit(&mut room, |e, g| e.commit_update(g));
+    alice.send(&mut room, "a2");
+    let a2 = room.log.last().unwrap().clone();
+    alice.send(&mut room, "a3");
+
+    // The page as a (misbehaving) server serves it: garbage, a garbled copy of a2 (it fails in
+    // mls-rs, after the cheap checks), a duplicate of c1 (after the commit: a prior-epoch
+    // message whose key is gone), and the late message of epoch 1.
+    let mut garbled = a2.clone();
+    let n = garbled.len();
+    garbled[n - 5] ^= 0x01;
+    let mut page: Vec<Vec<u8>> = room.log[alice.cursor..].to_vec();
+    assert_eq!(page.len(), 6);
+    page.insert(1, b"garbage".to_vec());
+    page.insert(5, garbled.clone()); // just after the commit
+    page.insert(6, c1.clone());
+    page.insert(8, late.clone());
+    page.push(garbled);
+
+    for m in [&alice, &bob, &carol] {
+        let (outcomes, changes) = batch_equals_sequential(m, &room, &page);
+        assert_eq!(outcomes.len(), page.len());
+        assert_eq!(changes.groups.len(), 1);
+        assert!(changes.groups[0].snapshot.is_some());
+        assert!(matches!(outcomes[1], Err(EngineError::Malformed(_))));
+        // (Alice's own garbled message: mls-rs reads the sender before the content.)
+        assert!(matches!(outcomes[5], Err(EngineError::Rejected(_)) | Ok(Incoming::Own)), "{:?}", outcomes[5]);
+        assert!(matches!(outcomes[4], Ok(Incoming::Commit { epoch: 2, .. }) | Ok(Incoming::Own)));
+    }
+    // Bob's view, in detail.
+    let (outcomes, _) = batch_equals_sequential(&bob, &room, &page);
+    let ok: Vec<Incoming> = outcomes.iter().filter_map(|o| o.as_ref().ok().cloned()).collect();
+    assert_eq!(
+        texts_from(&ok),
+        vec![
+            (alice.uid(), "a1".to_string()),
+            (carol.uid(), "c1".to_string()),
+            (alice.uid(), "a2".to_string()),
+            (carol.uid(), "late".to_string()),
+            (alice.uid(), "a3".to_string()),
+        ]
+    );
+    assert!(matches!(outcomes[6], Err(EngineError::Rejected(_))), "duplicate: {:?}", outcomes[6]);
+    assert!(matches!(outcomes[10], Err(EngineError::Rejected(_))));
+
+    // An empty page changes nothing; a page of failures writes nothing.
+    let mut fresh = MlsEngine::load_with_rng(bob.id.clone(), bob.db.state(), rng(bob.seed + 700)).unwrap();
+    let (outcomes, changes) = fresh.process_many(&room.id, &[]).unwrap();
+    assert!(outcomes.is_empty() && changes.is_empty());
+    let (_, changes) = batch_equals_sequential(&bob, &room, &[b"garbage".to_vec(), page[5].clone()]);
+    assert!(changes.is_empty());
+    // Unknown group.
+    let other = GroupId::new(vec![7; 32]);
+    let (outcomes, _) = fresh.process_many(&other, &page[..1]).unwrap();
+    assert_eq!(outcomes, vec![Err(EngineError::NoSuchGroup(other))]);
+}
+
+#[test]
+fn process_many_stops_at_removal() {
+    let (mut room, mut alice, _bob, carol) = three();
+    alice.send(&mut room, "before");
+    alice.commit(&mut room, |e, g| e.commit_remove(g, &[user(3).user_id()]));
+    alice.send(&mut room, "after");
+    let mut page = room.log[carol.cursor..].to_vec();
+    page.push(b"garbage".to_vec());
+
+    let (outcomes, changes) = batch_equals_sequential(&carol, &room, &page);
+    assert_eq!(outcomes[0], Ok(Incoming::Application { sender: alice.uid(), plaintext: b"before".to_vec() }));
+    assert!(matches!(outcomes[1], Ok(Incoming::Commit { removed_me: true, .. })), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2], Err(EngineError::NotAMember(room.id.clone())));
+    assert!(matches!(outcomes[3], Err(EngineError::Malformed(_))));
+    assert_eq!(changes.groups.len(), 1);
+    assert!(changes.groups[0].snapshot.is_none());
+}
+
+#[test]
+fn process_many_expires_old_epochs_like_process() {
+    let (mut room, mut alice, bob, _carol) = three();
+    let (slow, _, changes) = alice.engine.encrypt(&room.id, b"slow").unwrap();
+    alice.persist(changes);
+    let mut ok_late = None;
+    for i in 0..=grove_proto::mls::engine::EPOCH_RETENTION {
+        alice.commit(&mut room, |e, g| e.commit_update(g));
+        if i == 0 {
+            let (m, _, changes) = alice.engine.encrypt(&room.id, b"one epoch late").unwrap();
+            alice.persist(changes);
+            ok_late = Some(m);
+        }
+    }
+    let mut page = room.log[bob.cursor..].to_vec();
+    page.push(ok_late.unwrap());
+    page.push(slow);
+    let (outcomes, changes) = batch_equals_sequential(&bob, &room, &page);
+    let n = page.len();
+    assert_eq!(
+        outcomes[n - 2],
+        Ok(Incoming::Application { sender: alice.uid(), plaintext: b"one epoch late".to_vec() })
+    );
+    assert!(
+        matches!(outcomes[n - 1], Err(EngineError::EpochUnavailable { message_epoch: 1, .. })),
+        "{:?}",
+        outcomes[n - 1]
+    );
+    assert_eq!(changes.groups.len(), 1);
+}
