@@ -2,9 +2,12 @@
 //!
 //! Anything read back that does not decode is [`StoreError::Corrupt`], never a panic.
 
+pub(crate) use grove_store::columns::{
+    cursor_to_db, key_kind_from_db, limit_to_db, seq_from_db, seq_to_db, u64_from_db, u64_to_db, user_from_db,
+    users_from_db, users_to_db,
+};
 use grove_store::{RoomRecord, StoreError};
 use grove_wire::api::{Entry, EntryKind, KeyCount, KeyKind, MailboxEntry, RoomMode};
-use grove_wire::UserId;
 use tokio_postgres::Row;
 
 /// Maps a driver error: a server-side error is `Backend` (with its SQLSTATE), a lost or
@@ -27,36 +30,6 @@ pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: 
     row.try_get(idx).map_err(decode_err)
 }
 
-/// A sequence number or head for storage; the store assigns them, so they fit easily.
-pub(crate) fn seq_to_db(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Backend(format!("sequence number {v} out of range")))
-}
-
-/// A stored sequence number, head or count; negative is corrupt.
-pub(crate) fn seq_from_db(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative sequence number {v}")))
-}
-
-/// A cursor (`seq > after`) as a SQL bound; `None` when no stored seq can be greater.
-pub(crate) fn cursor_to_db(after: u64) -> Option<i64> {
-    i64::try_from(after).ok()
-}
-
-/// Epochs and state versions are opaque u64 counters, stored bit-for-bit.
-pub(crate) fn u64_to_db(v: u64) -> i64 {
-    v as i64
-}
-
-/// Inverse of [`u64_to_db`].
-pub(crate) fn u64_from_db(v: i64) -> u64 {
-    v as u64
-}
-
-/// A limit for SQL `LIMIT`.
-pub(crate) fn limit_to_db(limit: u32) -> i64 {
-    i64::from(limit)
-}
-
 /// The prefix of a text argument before its first NUL. PostgreSQL `text` cannot hold NUL and
 /// no stored name contains one, so for lookups and `>` bounds the prefix is equivalent.
 pub(crate) fn text_prefix(s: &str) -> (&str, bool) {
@@ -64,30 +37,6 @@ pub(crate) fn text_prefix(s: &str) -> (&str, bool) {
         Some(i) => (&s[..i], true),
         None => (s, false),
     }
-}
-
-pub(crate) fn user_from_db(bytes: &[u8], what: &str) -> Result<UserId, StoreError> {
-    UserId::from_slice(bytes)
-        .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len())))
-}
-
-pub(crate) fn users_to_db(users: &[UserId]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(users.len() * 32);
-    for u in users {
-        out.extend_from_slice(u.as_bytes());
-    }
-    out
-}
-
-pub(crate) fn users_from_db(bytes: &[u8], what: &str) -> Result<Vec<UserId>, StoreError> {
-    if bytes.len() % 32 != 0 {
-        return Err(StoreError::Corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
-    }
-    bytes.chunks_exact(32).map(|c| user_from_db(c, what)).collect()
-}
-
-pub(crate) fn key_kind_from_db(s: &str) -> Result<KeyKind, StoreError> {
-    KeyKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {s:?}")))
 }
 
 /// The columns [`room_from_row`] expects, in order.

@@ -47,6 +47,70 @@ macro_rules! conformance_tests {
     };
 }
 
+/// A store with something that must live as long as it (a temporary folder, a test database):
+/// what a backend's conformance factory returns when the store alone would not keep its
+/// resources alive.
+pub struct Guarded<S, G> {
+    store: S,
+    _guard: G,
+}
+
+impl<S: Store, G: Send + Sync + 'static> Guarded<S, G> {
+    /// Keeps `guard` alive as long as `store`.
+    pub fn new(store: S, guard: G) -> Self {
+        Guarded { store, _guard: guard }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
+    async fn create_room(&self, room: NewRoom, max: u64) -> crate::Result<CreateRoomOutcome> {
+        self.store.create_room(room, max).await
+    }
+    async fn room(&self, name: &str) -> crate::Result<Option<RoomRecord>> {
+        self.store.room(name).await
+    }
+    async fn public_rooms(&self, after: &str, limit: u32) -> crate::Result<Vec<RoomRecord>> {
+        self.store.public_rooms(after, limit).await
+    }
+    async fn append(&self, room: crate::RoomId, entry: NewEntry) -> crate::Result<AppendOutcome> {
+        self.store.append(room, entry).await
+    }
+    async fn room_state(&self, room: crate::RoomId, epoch: u64) -> crate::Result<Option<Vec<u8>>> {
+        self.store.room_state(room, epoch).await
+    }
+    async fn read(&self, room: crate::RoomId, after: u64, limit: u32) -> crate::Result<Vec<grove_wire::api::Entry>> {
+        self.store.read(room, after, limit).await
+    }
+    async fn deposit(&self, mail: NewMail, quota: u64) -> crate::Result<DepositOutcome> {
+        self.store.deposit(mail, quota).await
+    }
+    async fn mailbox_read(
+        &self,
+        owner: &UserId,
+        after: u64,
+        limit: u32,
+        now: i64,
+    ) -> crate::Result<Vec<grove_wire::api::MailboxEntry>> {
+        self.store.mailbox_read(owner, after, limit, now).await
+    }
+    async fn mailbox_ack(&self, owner: &UserId, up_to: u64) -> crate::Result<u64> {
+        self.store.mailbox_ack(owner, up_to).await
+    }
+    async fn purge_expired(&self, now: i64) -> crate::Result<u64> {
+        self.store.purge_expired(now).await
+    }
+    async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> crate::Result<PublishOutcome> {
+        self.store.publish_keys(owner, items, cap).await
+    }
+    async fn claim_key(&self, owner: &UserId, kind: KeyKind) -> crate::Result<Option<grove_wire::api::ClaimedKey>> {
+        self.store.claim_key(owner, kind).await
+    }
+    async fn key_counts(&self, owner: &UserId) -> crate::Result<Vec<grove_wire::api::KeyCount>> {
+        self.store.key_counts(owner).await
+    }
+}
+
 fn user(n: u8) -> UserId {
     UserId([n; 32])
 }

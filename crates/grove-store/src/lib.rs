@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use grove_wire::api::{ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode};
 use grove_wire::UserId;
 
+pub mod columns;
 pub mod conformance;
 mod memory;
 
