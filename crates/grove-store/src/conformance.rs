@@ -111,8 +111,19 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
 }
 
-fn user(n: u8) -> UserId {
+/// The user with 32 bytes of `n`.
+pub fn user(n: u8) -> UserId {
     UserId([n; 32])
+}
+
+/// Creates a private room owned by `user(1)` (for backends' own tests).
+pub async fn create_room(store: &dyn Store, name: &str) -> crate::RoomId {
+    create(store, name).await.id
+}
+
+/// An application entry from `user(1)` with this body (for backends' own tests).
+pub fn entry(body: String) -> NewEntry {
+    NewEntry { kind: EntryKind::Application, epoch: 0, sender: user(1), ts: 2, body: body.into_bytes(), update: None }
 }
 
 fn new_room(name: &str, creator: UserId, public: bool) -> NewRoom {

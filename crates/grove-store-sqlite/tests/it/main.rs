@@ -4,38 +4,9 @@
 mod concurrent;
 mod durability;
 
-use grove_store::{CreateRoomOutcome, NewEntry, NewRoom, RoomId, Store};
-use grove_wire::api::{EntryKind, RoomMode};
-use grove_wire::UserId;
+use grove_store::{RoomId, Store};
 
-/// The user with 32 bytes of `n`.
-pub fn user(n: u8) -> UserId {
-    UserId([n; 32])
-}
-
-/// Creates a private room owned by `user(1)`.
-pub async fn create_room(store: &dyn Store, name: &str) -> RoomId {
-    let room = NewRoom {
-        name: name.to_string(),
-        mode: RoomMode::Mls,
-        public: false,
-        created_by: user(1),
-        created_at: 1,
-        epoch: 0,
-        state: b"state".to_vec(),
-        members: vec![user(1)],
-        admins: vec![],
-    };
-    match store.create_room(room, 1_000).await.expect("create_room") {
-        CreateRoomOutcome::Created(r) => r.id,
-        other => panic!("room {name} not created: {other:?}"),
-    }
-}
-
-/// An application entry with this body.
-pub fn entry(body: String) -> NewEntry {
-    NewEntry { kind: EntryKind::Application, epoch: 0, sender: user(1), ts: 2, body: body.into_bytes(), update: None }
-}
+pub use grove_store::conformance::{create_room, entry, user};
 
 /// Every entry of a room, paging through the log (bounded).
 pub async fn read_all(store: &dyn Store, room: RoomId) -> Vec<grove_wire::api::Entry> {
