@@ -89,7 +89,8 @@ fn main() -> Result<()> {
     let settings = Settings { ns: sizes, messages, seed, ..Settings::default() };
     let results = run(&costs, &settings).map_err(|e| anyhow!(e))?;
     let simulated = start.elapsed() - measured;
-    let profile = if cfg!(debug_assertions) { "a debug build (CPU figures are not representative)" } else { "a release build" };
+    let profile =
+        if cfg!(debug_assertions) { "a debug build (CPU figures are not representative)" } else { "a release build" };
     let mls: Vec<String> = mls_sizes.iter().map(|n| n.to_string()).collect();
     let notes = Notes {
         provenance: vec![

@@ -372,21 +372,26 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
     };
     for _ in 0..opts.reps.max(1) {
         let gg = g.clone();
-        let (p, t) =
-            commit(&mut |e: &mut MlsEngine| Ok(e.commit_update(&gg)?.0), &mut creator, &mut recv, &mut hub)?;
+        let (p, t) = commit(&mut |e: &mut MlsEngine| Ok(e.commit_update(&gg)?.0), &mut creator, &mut recv, &mut hub)?;
         update.push(t);
         update_b.push(p.commit.len() as f64);
 
         let candidates: Vec<usize> = (2..leaves.len()).filter(|&i| leaves[i].is_some()).collect();
         let x = *candidates.choose(&mut rng).context("nobody to remove")?;
         let victim = user(leaves[x].as_ref().context("no member")?.secret);
-        let (p, t) = commit(&mut |e: &mut MlsEngine| Ok(e.commit_remove(&gg, &[victim])?.0), &mut creator, &mut recv, &mut hub)?;
+        let (p, t) =
+            commit(&mut |e: &mut MlsEngine| Ok(e.commit_remove(&gg, &[victim])?.0), &mut creator, &mut recv, &mut hub)?;
         remove.push(t);
         remove_b.push(p.commit.len() as f64);
         leaves[x] = None;
 
         let (mut joiner, js, kp, jleaf) = new_member(&mut rng)?;
-        let (p, t) = commit(&mut |e: &mut MlsEngine| Ok(e.commit_add(&gg, &[kp.clone()])?.0), &mut creator, &mut recv, &mut hub)?;
+        let (p, t) = commit(
+            &mut |e: &mut MlsEngine| Ok(e.commit_add(&gg, &[kp.clone()])?.0),
+            &mut creator,
+            &mut recv,
+            &mut hub,
+        )?;
         add.push(t);
         add_b.push(p.commit.len() as f64);
         let welcome = p.welcome.context("no Welcome")?;

@@ -36,6 +36,8 @@ pub fn fmt_bytes(b: f64) -> String {
 pub fn fmt_us(us: f64) -> String {
     if us >= 3_600e6 {
         format!("{:.1} h", us / 3_600e6)
+    } else if us >= 100e6 {
+        format!("{:.1} min", us / 60e6)
     } else if us >= 1e6 {
         format!("{:.2} s", us / 1e6)
     } else if us >= 1e3 {
@@ -46,7 +48,11 @@ pub fn fmt_us(us: f64) -> String {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.0} %", x * 100.0)
+    if x > 0.0 && x < 0.1 {
+        format!("{:.1} %", x * 100.0)
+    } else {
+        format!("{:.0} %", x * 100.0)
+    }
 }
 
 fn n_label(n: u64) -> String {
@@ -150,8 +156,20 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
     let ol = &costs.olm;
     let sk = &costs.sender_keys;
     o.push_str("| Olm (vodozemac 0.11), independent of N | size | CPU |\n|---|---:|---:|\n");
-    let _ = writeln!(o, "| 100-byte message (normal message): encrypt / decrypt | {} | {} / {} |", fmt_bytes(ol.message_bytes as f64), fmt_us(ol.encrypt_us), fmt_us(ol.decrypt_us));
-    let _ = writeln!(o, "| open a session: outbound + pre-key message / inbound | {} | {} / {} |", fmt_bytes(ol.prekey_bytes as f64), fmt_us(ol.session_out_us), fmt_us(ol.session_in_us));
+    let _ = writeln!(
+        o,
+        "| 100-byte message (normal message): encrypt / decrypt | {} | {} / {} |",
+        fmt_bytes(ol.message_bytes as f64),
+        fmt_us(ol.encrypt_us),
+        fmt_us(ol.decrypt_us)
+    );
+    let _ = writeln!(
+        o,
+        "| open a session: outbound + pre-key message / inbound | {} | {} / {} |",
+        fmt_bytes(ol.prekey_bytes as f64),
+        fmt_us(ol.session_out_us),
+        fmt_us(ol.session_in_us)
+    );
     let _ = writeln!(o, "| a Sender Keys distribution inside Olm | {} | |\n", fmt_bytes(ol.distribution_bytes as f64));
     o.push_str(
         "vodozemac derives its ratchet public key from the secret (an X25519 base-point \
@@ -159,18 +177,34 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
          is symmetric crypto only.\n\n",
     );
     o.push_str("| Sender Keys (grove-proto), independent of N | size | CPU |\n|---|---:|---:|\n");
-    let _ = writeln!(o, "| 100-byte message: encrypt + sign / verify + decrypt | {} | {} / {} |", fmt_bytes(sk.message_bytes as f64), fmt_us(sk.encrypt_us), fmt_us(sk.decrypt_us));
-    let _ = writeln!(o, "| new chain + distribution / install a distribution | {} | {} / {} |\n", fmt_bytes(sk.distribution_bytes as f64), fmt_us(sk.new_chain_us), fmt_us(sk.install_us));
+    let _ = writeln!(
+        o,
+        "| 100-byte message: encrypt + sign / verify + decrypt | {} | {} / {} |",
+        fmt_bytes(sk.message_bytes as f64),
+        fmt_us(sk.encrypt_us),
+        fmt_us(sk.decrypt_us)
+    );
+    let _ = writeln!(
+        o,
+        "| new chain + distribution / install a distribution | {} | {} / {} |\n",
+        fmt_bytes(sk.distribution_bytes as f64),
+        fmt_us(sk.new_chain_us),
+        fmt_us(sk.install_us)
+    );
     let mut rows = Vec::new();
     type Cell = fn(&crate::costs::MlsPoint) -> String;
     let mls_rows: [(&str, Cell); 8] = [
         ("100-byte message: size", |m| fmt_bytes(m.message_bytes as f64)),
         ("message: encrypt / decrypt", |m| format!("{} / {}", fmt_us(m.encrypt_us), fmt_us(m.decrypt_us))),
-        ("update commit (heal): size / CPU", |m| format!("{} / {}", fmt_bytes(m.update_bytes as f64), fmt_us(m.update_us))),
+        ("update commit (heal): size / CPU", |m| {
+            format!("{} / {}", fmt_bytes(m.update_bytes as f64), fmt_us(m.update_us))
+        }),
         ("remove commit: size / CPU", |m| format!("{} / {}", fmt_bytes(m.remove_bytes as f64), fmt_us(m.remove_us))),
         ("add commit: size / CPU", |m| format!("{} / {}", fmt_bytes(m.add_bytes as f64), fmt_us(m.add_us))),
         ("process a commit (each receiver)", |m| fmt_us(m.process_us)),
-        ("Welcome / ratchet tree", |m| format!("{} / {}", fmt_bytes(m.welcome_bytes as f64), fmt_bytes(m.tree_bytes as f64))),
+        ("Welcome / ratchet tree", |m| {
+            format!("{} / {}", fmt_bytes(m.welcome_bytes as f64), fmt_bytes(m.tree_bytes as f64))
+        }),
         ("join (Welcome + tree)", |m| fmt_us(m.join_us)),
     ];
     for (label, f) in mls_rows {
@@ -211,7 +245,12 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
                 .iter()
                 .map(|&n| {
                     let s = &r.schemes[&(e, n)];
-                    format!("{} + {} each{}", fmt_us(s.message_sender_us), fmt_us(s.message_receiver_us), dagger(r, e, n))
+                    format!(
+                        "{} + {} each{}",
+                        fmt_us(s.message_sender_us),
+                        fmt_us(s.message_receiver_us),
+                        dagger(r, e, n)
+                    )
                 })
                 .collect();
             (format!("{}: sender + each receiver", e.name()), cells)
@@ -278,9 +317,15 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
     }
 
     o.push_str("## What the numbers say about the note's claims\n\n");
+    for &n in ns {
+        if n == ns[ns.len() - 1] || n == 1_000 {
+            o.push_str(&ratios(r, n));
+        }
+    }
     o.push_str(&claims(r));
     o.push_str("\n## Plots\n\n");
-    for (file, title) in PLOTS {
+    o.push_str("Log-log; colour = hosting scheme, marker = encryption (● pairwise, ▲ Sender Keys, ✕ MLS).\n\n");
+    for (file, title, _) in PLOTS {
         let _ = writeln!(o, "![{title}]({file})\n");
     }
     o
@@ -375,12 +420,12 @@ pub fn claims(r: &Results) -> String {
     let sw = m(Hosting::Swarm, mls, hi);
     let _ = writeln!(
         o,
-        "- *Swarms cost the network.* {} in storage: a swarm stores {} copies of each message ({} \
+        "- *Swarms cost the network.* {} for storage: a swarm stores {} copies of each message ({} \
          against the grove server's {}). Hardly in traffic: the k−1 replications add {:.1} % to \
          the {} a message moves at N={}, where the fan-out to the members dominates either way. \
          The replicas are what removes the single point of failure the note saw in *one* node; a \
          grove server is such a single point for its rooms (failures are not modelled).",
-        verdict(sw.stored > server.stored),
+        if sw.stored > server.stored { "**Confirmed**" } else { "**Not confirmed**" },
         r.settings.net.swarm_k,
         fmt_bytes(sw.stored as f64),
         fmt_bytes(server.stored as f64),
@@ -392,13 +437,18 @@ pub fn claims(r: &Results) -> String {
     let _ = writeln!(
         o,
         "- *Pairwise encryption costs O(N) ciphertexts per message.* {} Through the grove server \
-         at N={} a pairwise message uploads {} (MLS: {}, Sender Keys: {}) and puts {} on the network.",
+         at N={} a pairwise message uploads {} (MLS: {}, Sender Keys: {}), puts {} on the network \
+         and costs its sender {} of CPU. What the note left out: pairwise is the cheapest scheme to \
+         *remove* a member ({} through the server, no rekey: the removed member simply gets no \
+         further ciphertext) and heals after a leak with ordinary traffic.",
         verdict(pw.upload as f64 > 10.0 * server.upload as f64),
         n_label(hi),
         fmt_bytes(pw.upload as f64),
         fmt_bytes(server.upload as f64),
         fmt_bytes(m(Hosting::Server, Encryption::SenderKeys, hi).upload as f64),
         fmt_bytes(pw.total as f64),
+        fmt_us(r.schemes[&(Encryption::Pairwise, hi)].message_sender_us),
+        fmt_bytes(op(Hosting::Server, Encryption::Pairwise, hi, OpKind::Remove)),
     );
     let sk_hi = op(Hosting::Server, Encryption::SenderKeys, hi, OpKind::Remove);
     let sk_lo = op(Hosting::Server, Encryption::SenderKeys, lo, OpKind::Remove);
@@ -513,16 +563,52 @@ pub fn summary(r: &Results, notes: &Notes) -> String {
         }
     }
     o.push('\n');
+    o.push_str(&ratios(r, hi));
     o.push_str(&claims(r));
     o
 }
 
-/// The plots: (file name, title).
-pub const PLOTS: [(&str, &str); 4] = [
-    ("message-network-bytes.svg", "Bytes on the network per message"),
-    ("message-sender-upload.svg", "Bytes the sender uploads per message"),
-    ("remove-network-bytes.svg", "Bytes on the network to remove a member"),
-    ("message-last-member.svg", "Time until the last member has a message (s)"),
+/// Every pair against grove server × MLS at `n`, from the same run.
+pub fn ratios(r: &Results, n: u64) -> String {
+    let base_m = &r.message[&(Hosting::Server, Encryption::Mls, n)];
+    let base_rm = r.ops[&(Hosting::Server, Encryption::Mls, n, OpKind::Remove)].total as f64;
+    let base_cpu = r.schemes[&(Encryption::Mls, n)].remove.cpu_us;
+    let x = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "–".into() };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "Ratios to **grove server × MLS** at N = {} (same run; > 1 costs more){}:\n",
+        n_label(n),
+        if r.extrapolated(Encryption::Mls, n) { ", MLS figures †" } else { "" }
+    );
+    o.push_str("| hosting × encryption | sender upload | network per message | stored | last member reached | network to remove | CPU to remove |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    for h in Hosting::ALL {
+        for e in Encryption::ALL {
+            let m = &r.message[&(h, e, n)];
+            let _ = writeln!(
+                o,
+                "| {} × {} | {} | {} | {} | {} | {} | {} |",
+                h.name(),
+                e.name(),
+                x(m.upload as f64, base_m.upload as f64),
+                x(m.total as f64, base_m.total as f64),
+                x(m.stored as f64, base_m.stored as f64),
+                x(m.last_arrival_us as f64, base_m.last_arrival_us as f64),
+                x(r.ops[&(h, e, n, OpKind::Remove)].total as f64, base_rm),
+                x(r.schemes[&(e, n)].remove.cpu_us, base_cpu),
+            );
+        }
+    }
+    o.push('\n');
+    o
+}
+
+/// The plots: (file name, title, unit of the y axis).
+pub const PLOTS: [(&str, &str, &str); 4] = [
+    ("message-network-bytes.svg", "Bytes on the network per message", "bytes"),
+    ("message-sender-upload.svg", "Bytes the sender uploads per message", "bytes"),
+    ("remove-network-bytes.svg", "Bytes on the network to remove a member", "bytes"),
+    ("message-last-member.svg", "Time until the last member has a message", "seconds"),
 ];
 
 /// Writes the SVG plots into `dir`.
@@ -535,14 +621,20 @@ pub fn plots(r: &Results, dir: &Path) -> Result<()> {
             _ => r.message[&(h, e, n)].last_arrival_us as f64 / 1e6,
         }
     };
-    for (i, (file, title)) in PLOTS.iter().enumerate() {
+    for (i, (file, title, unit)) in PLOTS.iter().enumerate() {
         let path = dir.join(file);
-        plot(r, &path, title, |h, e, n| value(i, h, e, n)).with_context(|| format!("plot {}", path.display()))?;
+        plot(r, &path, title, unit, |h, e, n| value(i, h, e, n)).with_context(|| format!("plot {}", path.display()))?;
     }
     Ok(())
 }
 
-fn plot(r: &Results, path: &Path, title: &str, value: impl Fn(Hosting, Encryption, u64) -> f64) -> Result<()> {
+fn plot(
+    r: &Results,
+    path: &Path,
+    title: &str,
+    unit: &str,
+    value: impl Fn(Hosting, Encryption, u64) -> f64,
+) -> Result<()> {
     let ns = &r.settings.ns;
     let mut ys: Vec<f64> = Vec::new();
     for h in Hosting::ALL {
@@ -565,6 +657,7 @@ fn plot(r: &Results, path: &Path, title: &str, value: impl Fn(Hosting, Encryptio
     chart
         .configure_mesh()
         .x_desc("members (N)")
+        .y_desc(unit)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()
@@ -573,25 +666,31 @@ fn plot(r: &Results, path: &Path, title: &str, value: impl Fn(Hosting, Encryptio
     for (hi_, h) in Hosting::ALL.iter().enumerate() {
         let colour = colours[hi_];
         for e in Encryption::ALL {
-            let pts: Vec<(f64, f64)> =
-                ns.iter().map(|&n| (n as f64, value(*h, e, n))).filter(|p| p.1 > 0.0).collect();
+            let pts: Vec<(f64, f64)> = ns.iter().map(|&n| (n as f64, value(*h, e, n))).filter(|p| p.1 > 0.0).collect();
             if pts.is_empty() {
                 continue;
             }
-            let style = colour.stroke_width(2);
             chart
-                .draw_series(LineSeries::new(pts.clone(), style))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .label(format!("{} × {}", h.name(), e.name()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let label = format!("{} × {}", h.name(), e.name());
             match e {
-                Encryption::Pairwise => chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, colour.filled()))),
-                Encryption::SenderKeys => {
-                    chart.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, 6, colour.filled())))
-                }
-                Encryption::Mls => chart.draw_series(pts.iter().map(|&p| Cross::new(p, 6, colour.stroke_width(2)))),
-            }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Encryption::Pairwise => chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 5, colour.filled())))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .label(label)
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled())),
+                Encryption::SenderKeys => chart
+                    .draw_series(pts.iter().map(|&p| TriangleMarker::new(p, 6, colour.filled())))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .label(label)
+                    .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, colour.filled())),
+                Encryption::Mls => chart
+                    .draw_series(pts.iter().map(|&p| Cross::new(p, 6, colour.stroke_width(2))))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .label(label)
+                    .legend(move |(x, y)| Cross::new((x + 10, y), 6, colour.stroke_width(2))),
+            };
         }
     }
     chart
@@ -612,7 +711,9 @@ pub fn splice_benchmarks(doc: &str, section: &str) -> String {
     const END: &str = "<!-- grove-sim report: end -->";
     let block = format!("{BEGIN}\n## Hosting × encryption (grove-sim, issue 6)\n\n{section}{END}\n");
     match (doc.find(BEGIN), doc.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &doc[..a], block, &doc[b + END.len()..].trim_start_matches('\n')),
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{}{}", &doc[..a], block, &doc[b + END.len()..].trim_start_matches('\n'))
+        }
         _ => format!("{}\n\n{}", doc.trim_end(), block),
     }
 }

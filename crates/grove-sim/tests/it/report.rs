@@ -42,7 +42,12 @@ fn the_report_command_writes_the_report_the_plots_and_the_benchmarks_section() {
     let md = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(md.contains("| grove server × MLS |") && md.contains("N=12"));
     assert!(md.contains(" †"), "N=12 is beyond the measured MLS size");
-    for f in ["message-network-bytes.svg", "message-sender-upload.svg", "remove-network-bytes.svg", "message-last-member.svg"] {
+    for f in [
+        "message-network-bytes.svg",
+        "message-sender-upload.svg",
+        "remove-network-bytes.svg",
+        "message-last-member.svg",
+    ] {
         let svg = std::fs::read_to_string(out.join(f)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("grove server"), "{f}");
     }
