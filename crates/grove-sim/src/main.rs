@@ -64,6 +64,12 @@ fn utc(secs: u64) -> String {
     format!("{y}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
 }
 
+/// The 1-minute load average (Linux), to say how busy the machine was.
+fn load_average() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next().map(str::to_owned)
+}
+
 fn main() -> Result<()> {
     let Command::Report { out, benchmarks, sizes, mls_sizes, reps, iterations, messages, seed } = Cli::parse().command;
     if let Some(n) = sizes.iter().find(|&&n| n < 3) {
@@ -79,12 +85,14 @@ fn main() -> Result<()> {
     let doc = std::fs::read_to_string(&benchmarks).with_context(|| {
         format!("cannot read {} (run from the repository root, or pass --benchmarks)", benchmarks.display())
     })?;
+    let load_before = load_average();
     let start = Instant::now();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let progress = |s: String| eprintln!("[+{:>6.1}s] {s}", start.elapsed().as_secs_f64());
     let opts = MeasureOpts { mls_sizes: mls_sizes.clone(), reps, iterations, seed };
     let costs = measure(&opts, progress).context("measuring the per-operation costs")?;
     let measured = start.elapsed();
+    let load_after = load_average();
     eprintln!("[+{:>6.1}s] simulating", start.elapsed().as_secs_f64());
     let settings = Settings { ns: sizes, messages, seed, ..Settings::default() };
     let results = run(&costs, &settings).map_err(|e| anyhow!(e))?;
@@ -102,7 +110,13 @@ fn main() -> Result<()> {
                 mls.join(", "),
                 simulated.as_secs_f64()
             ),
-            "Machine: the project's 2-vCPU test machine, shared with other builds; CPU figures are noisy (±25 % between runs is usual here).".into(),
+            format!(
+                "Machine: the project's 2-vCPU test machine, shared with other builds; 1-minute load average {} \
+                 at the start and {} at the end of the measurement. CPU figures are noisy: compare schemes \
+                 within the run, not across runs.",
+                load_before.as_deref().unwrap_or("unknown"),
+                load_after.as_deref().unwrap_or("unknown"),
+            ),
         ],
     };
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

@@ -206,7 +206,9 @@ fn engine(secret: [u8; 32], rng: &mut StdRng) -> MlsEngine {
 }
 
 /// A fresh member with one KeyPackage: (engine, secret, KeyPackage, leaf HPKE secret).
-fn new_member(rng: &mut StdRng) -> Result<(MlsEngine, [u8; 32], Vec<u8>, Vec<u8>)> {
+type NewMember = (MlsEngine, [u8; 32], Vec<u8>, Vec<u8>);
+
+fn new_member(rng: &mut StdRng) -> Result<NewMember> {
     let secret: [u8; 32] = rng.gen();
     let mut eng = engine(secret, rng);
     let (mut kps, _, ch) = eng.key_packages(1, false)?;
@@ -387,7 +389,7 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
 
         let (mut joiner, js, kp, jleaf) = new_member(&mut rng)?;
         let (p, t) = commit(
-            &mut |e: &mut MlsEngine| Ok(e.commit_add(&gg, &[kp.clone()])?.0),
+            &mut |e: &mut MlsEngine| Ok(e.commit_add(&gg, std::slice::from_ref(&kp))?.0),
             &mut creator,
             &mut recv,
             &mut hub,

@@ -302,6 +302,10 @@ pub fn simulate(hosting: Hosting, p: &NetParams, group: &Group, sender: usize, s
     out
 }
 
+/// A transmission arriving on the ring: (time µs, sequence number, ring position, direction
+/// (1 clockwise, 0 counter-clockwise), hops so far, ciphertexts left in a pairwise bundle).
+type RingEvent = (u64, u64, usize, u8, u64, u64);
+
 /// One ring send: event-driven on the virtual clock. `ring` lists the members in ring order
 /// (for a stale ring it includes offline members, who drop what they get).
 fn ring_send(
@@ -319,8 +323,7 @@ fn ring_send(
     if m < 2 {
         return;
     }
-    // Event: (time, seq, ring position, direction +1/−1 as 1/0, hops, ciphertexts left in bundle).
-    let mut q: BinaryHeap<Reverse<(u64, u64, usize, u8, u64, u64)>> = BinaryHeap::new();
+    let mut q: BinaryHeap<Reverse<RingEvent>> = BinaryHeap::new();
     let mut seq = 0;
     let mut got = vec![false; m];
     got[pos] = true;

@@ -128,8 +128,9 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
          (grove-proto has no Olm module yet); Sender Keys is `grove_proto::senderkeys`; MLS is \
          `grove_proto::mls::engine::MlsEngine` in a steady-state tree (every member committed an \
          update, in random order) at every N up to the largest measured one. CPU is wall-clock \
-         around single calls (MLS: median of the repetitions; Olm and Sender Keys: mean over \
-         many), one core, no pinning.\n\
+         around single calls (MLS: median of the repetitions; Olm messages and every Sender \
+         Keys operation: mean over the iterations; Olm session set-up: median of up to 500), \
+         one thread, no pinning, while other work may share the machine.\n\
          - **Extrapolated** (marked †): MLS costs beyond the largest measured N, from a \
          least-squares fit of the measured points: commit, message and Welcome sizes as \
          `a + b·log2 N`, the ratchet tree and every CPU time as `a + b·N` (never below the last \

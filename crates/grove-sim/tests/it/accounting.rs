@@ -53,8 +53,12 @@ fn a_message_in_a_group_of_three_costs_what_the_hand_count_says() {
 
 #[test]
 fn a_message_in_a_group_of_four_costs_what_the_hand_count_says() {
-    let (mls, pw) = (Send::Shared(300), Send::PerMember(150));
+    let (mls, sk, pw) = (Send::Shared(300), Send::Shared(200), Send::PerMember(150));
     check(Hosting::Mesh, 4, mls, (900, 900, 0, 3, 1, 1900));
+    check(Hosting::Mesh, 4, sk, (600, 600, 0, 3, 1, 1600));
+    check(Hosting::Ring, 4, sk, (400, 1000, 0, 3, 2, 2400));
+    check(Hosting::Server, 4, sk, (200, 800, 200, 3, 2, 2260));
+    check(Hosting::Swarm, 4, sk, (200, 1000, 400, 3, 2, 3260));
     check(Hosting::Mesh, 4, pw, (450, 450, 0, 3, 1, 1450));
     // Ring 0-1-2-3: 0→1, 0→3, 1→2 (first, at 2600 µs), 3→2 (duplicate), 2→3 (duplicate).
     check(Hosting::Ring, 4, mls, (600, 1500, 0, 3, 2, 2600));
@@ -128,4 +132,25 @@ fn the_ring_relay_costs_the_same_as_the_mesh_for_one_to_one_deliveries() {
     check(Hosting::Ring, 4, s, (600, 600, 0, 2, 1, 1600));
     check(Hosting::Mesh, 4, s, (600, 600, 0, 2, 1, 1600));
     check(Hosting::Server, 4, s, (600, 1200, 600, 2, 2, 2660));
+}
+
+#[test]
+fn membership_changes_over_the_ring_relay_cost_what_the_hand_count_says() {
+    let ring = |e, n, k: OpKind| {
+        let s = scheme_costs(&fixed_costs(), e, n).unwrap();
+        op_traffic(Hosting::Ring, &params(), k.of(&s), 1).total
+    };
+    // A shared message costs 4 transmissions on a ring of 3 and 5 on a ring of 4 (duplicates
+    // included); a pairwise bundle one per recipient; one-to-one deliveries go direct.
+    assert_eq!(ring(Encryption::Mls, 3, OpKind::Remove), 4 * 900);
+    assert_eq!(ring(Encryption::Mls, 3, OpKind::Add), 4 * 500 + 1060);
+    assert_eq!(ring(Encryption::Mls, 4, OpKind::Remove), 5 * 900);
+    assert_eq!(ring(Encryption::Mls, 4, OpKind::Add), 5 * 500 + 1260);
+    assert_eq!(ring(Encryption::SenderKeys, 3, OpKind::Remove), 2 * 300);
+    assert_eq!(ring(Encryption::SenderKeys, 3, OpKind::Add), 4 * 200 + 3 * 400 + 3 * 300);
+    assert_eq!(ring(Encryption::SenderKeys, 4, OpKind::Heal), 4 * 3 * 300);
+    // Removing from 3 leaves a ring of 2: the notice crosses the one link once.
+    assert_eq!(ring(Encryption::Pairwise, 3, OpKind::Remove), 150);
+    assert_eq!(ring(Encryption::Pairwise, 4, OpKind::Remove), 2 * 150);
+    assert_eq!(ring(Encryption::Pairwise, 4, OpKind::Add), 4 * 150 + 4 * 250);
 }
