@@ -78,6 +78,9 @@ fn main() -> Result<()> {
     if let Some(n) = mls_sizes.iter().find(|&&n| n < 6) {
         return Err(anyhow!("--mls-sizes: {n} is too small, MLS is measured from N = 6"));
     }
+    if messages == 0 || iterations == 0 || reps == 0 {
+        return Err(anyhow!("--messages, --iterations and --reps must be at least 1"));
+    }
     if mls_sizes.is_empty() || sizes.is_empty() {
         return Err(anyhow!("--sizes and --mls-sizes need at least one group size each"));
     }

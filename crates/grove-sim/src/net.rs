@@ -187,8 +187,13 @@ impl Group {
 
 /// Simulates one group send (`Shared` or `PerMember`) from `sender` to every other member of
 /// `group`, or a `Direct` send to the `count` members following `sender` in index order.
+///
+/// A sender who is not a member sends nothing (an empty outcome).
 pub fn simulate(hosting: Hosting, p: &NetParams, group: &Group, sender: usize, send: Send) -> Outcome {
     let n = group.len();
+    if sender >= n {
+        return Outcome::default();
+    }
     let k = p.swarm_k.max(1) as usize;
     // Nodes: members 0..n, then the server (n) or the service nodes (n .. n + swarms·k).
     let infra = match hosting {

@@ -126,7 +126,12 @@ pub fn op_traffic(hosting: Hosting, p: &NetParams, op: &Op, seed: u64) -> OpTraf
 }
 
 /// Delivery of `messages` group messages from random senders with `offline` members offline.
+/// Groups of fewer than 2 members, or 0 messages, deliver nothing (an all-zero figure).
 pub fn delivery(hosting: Hosting, p: &NetParams, n: u64, offline_percent: u64, messages: usize, seed: u64) -> Delivery {
+    if n < 2 || messages == 0 {
+        return Delivery::default();
+    }
+    let offline_percent = offline_percent.min(100);
     let mut rng = StdRng::seed_from_u64(seed ^ n.rotate_left(17) ^ offline_percent.rotate_left(40));
     let mut group = Group::new(n as usize, rng.gen());
     let offline = ((n - 1) * offline_percent + 50) / 100;
@@ -155,6 +160,9 @@ pub fn run(table: &CostTable, settings: &Settings) -> Result<Results, String> {
     for &n in &settings.ns {
         if n < 3 {
             return Err(format!("group size {n}: the model needs at least 3 members"));
+        }
+        if settings.messages == 0 {
+            return Err("delivery figures need at least 1 message".into());
         }
         for e in Encryption::ALL {
             let s = scheme_costs(table, e, n).ok_or("no MLS costs measured")?;

@@ -56,3 +56,13 @@ fn with_half_the_group_offline_only_store_and_forward_reaches_everyone_in_the_en
     let d = delivery(Hosting::StaleRing, &p, 100, 50, 10, 3);
     assert!(d.at_send < 0.1, "a stale ring with half its members gone reaches almost nobody: {}", d.at_send);
 }
+
+#[test]
+fn a_sender_outside_the_group_or_no_message_at_all_gives_empty_figures_not_a_crash() {
+    let group = Group::new(4, 1);
+    for h in [Hosting::Ring, Hosting::StaleRing, Hosting::Mesh, Hosting::Swarm, Hosting::Server] {
+        assert_eq!(simulate(h, &params(), &group, 9, Send::Shared(10)).total, 0, "{h:?}");
+        assert_eq!(delivery(h, &params(), 10, 10, 0, 1).after_return, 0.0);
+        assert_eq!(delivery(h, &params(), 1, 10, 5, 1).after_return, 0.0);
+    }
+}
