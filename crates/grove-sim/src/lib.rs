@@ -9,8 +9,8 @@
 //! - [`measure`] runs the real cryptography once — grove-proto's MLS engine and Sender Keys,
 //!   and vodozemac 0.11's Olm for pairwise (grove-proto has no Olm module yet) — and records
 //!   exact byte sizes of real messages and CPU times in a [`costs::CostTable`]. MLS is measured
-//!   at every N up to 1,000 in a steady-state tree (every member has committed an update, in a
-//!   seeded random order); beyond, its costs are extrapolated from a fit of the measured points
+//!   at every N up to 1,000 in a steady-state tree (every member but the creator and one receiver
+//!   has committed an update, in a seeded random order); beyond, its costs are extrapolated from a fit of the measured points
 //!   and every cell that uses them is marked.
 //! - [`model`] says what each encryption scheme sends and spends for a message and for adding,
 //!   removing and healing a member (see its table). Those are model choices, not measurements.

@@ -121,16 +121,18 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
     o.push('\n');
 
     o.push_str("## How the numbers are made\n\n");
-    o.push_str(
+    let _ = write!(
+        o,
         "Three kinds of figure, kept apart:\n\n\
          - **Measured** (per operation): exact byte sizes of real messages and CPU times of real \
          operations, in this run, on this machine (table below). Pairwise is vodozemac 0.11's Olm \
          (grove-proto has no Olm module yet); Sender Keys is `grove_proto::senderkeys`; MLS is \
-         `grove_proto::mls::engine::MlsEngine` in a steady-state tree (every member committed an \
-         update, in random order) at every N up to the largest measured one. CPU is wall-clock \
-         around single calls (MLS: median of the repetitions; Olm messages and every Sender \
-         Keys operation: mean over the iterations; Olm session set-up: median of up to 500), \
-         one thread, no pinning, while other work may share the machine.\n\
+         `grove_proto::mls::engine::MlsEngine` in a steady-state tree (every member but the \
+         creator and one receiver committed an update, in random order) at every N up to the largest measured \
+         one, its engine times including the engine's whole-state snapshot but no SQLite. CPU is \
+         the {} around single calls (MLS: median of the repetitions; Olm messages and every \
+         Sender Keys operation: mean over the iterations; Olm session set-up: median of up to \
+         500), no pinning.\n\
          - **Extrapolated** (marked †): MLS costs beyond the largest measured N, from a \
          least-squares fit of the measured points: commit, message and Welcome sizes as \
          `a + b·log2 N`, the ratchet tree and every CPU time as `a + b·N` (never below the last \
@@ -138,6 +140,7 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
          - **Modelled and simulated**: what each scheme sends for each operation (rules below) \
          and how each hosting scheme carries it, simulated deterministically on a virtual clock. \
          Every network figure is of this kind, computed from the measured per-operation costs.\n\n",
+        crate::measure::CPU_CLOCK
     );
     let _ = writeln!(
         o,
