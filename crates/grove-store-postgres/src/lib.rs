@@ -28,15 +28,28 @@
 //! module source for how each kind of write is run and how a failing group degrades to one
 //! transaction per op. [`PostgresStore::stats`] reports the groups committed.
 //!
-//! # Notifications
+//! # Notifications: following the other instances
 //!
-//! Each committed group that appended entries sends **one** `NOTIFY` on [`NOTIFY_CHANNEL`]
-//! (`grove_entries`), whose payload is the comma-separated ids of the rooms it appended to
-//! (`"*"` if that list would pass PostgreSQL's 8,000-byte payload limit). It is issued inside the
-//! transaction, so it is delivered only if the group commits. One notification per group, not
-//! per message, matters: PostgreSQL serialises committing transactions that notified, and per
-//! message that costs 2–3× of the commit rate. Nothing listens yet; another instance serving
-//! the same rooms can `LISTEN grove_entries` to wake its long-polls and WebSockets.
+//! Each committed group that appended entries or deposited mail sends **one** `NOTIFY` on
+//! [`NOTIFY_CHANNEL`] (`grove_entries`), inside its transaction (so it is delivered only if the
+//! group commits), with the payload `ORIGIN;ROOMS;MAILBOXES`: this store's name, the room ids
+//! and the mailbox owners (hex) it wrote to, a list being `*` if it would not fit PostgreSQL's
+//! 8,000-byte payload. One per group, not per message, matters: PostgreSQL serialises committing
+//! transactions that notified, and per message that costs 2–3× of the commit rate.
+//!
+//! Each store also keeps one connection (`application_name` `grove-listener`) that `LISTEN`s
+//! and turns the *other* stores' notifications into [`ForeignWrites`], offered through
+//! [`Store::foreign_writes`]; the server uses them to wake its subscribers and refresh its
+//! cached room state. After every reconnection (and a ping every 5 s finds dead connections)
+//! it announces [`ForeignWrites::everything`], so whatever was committed while it was not
+//! listening is re-read: a missed notification delays entries, never loses them.
+//!
+//! # Timeouts
+//!
+//! The writer's session sets `lock_timeout` (5 s), `statement_timeout` (30 s) and
+//! `idle_in_transaction_session_timeout` (15 s) unless the URL's `options` set them: a group
+//! that waits longer for another instance's lock fails with [`StoreError::Unavailable`], and a
+//! hung instance's open transaction is ended by the server, releasing its locks.
 //!
 //! # Reads
 //!
