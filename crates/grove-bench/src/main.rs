@@ -18,6 +18,7 @@ mod fanout;
 mod harness;
 mod ingest;
 mod mls;
+mod pg;
 mod report;
 mod senderkeys;
 
@@ -140,6 +141,29 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         size: usize,
     },
+    /// grove on PostgreSQL, one and two instances: pgbench single-row insert baseline, durable
+    /// HTTP ingest, push fan-out and cross-instance wake-up latency (scratch databases).
+    Pg {
+        /// Admin URL of the PostgreSQL server (scratch databases are created and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres", env = "GROVE_TEST_POSTGRES")]
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        #[arg(long, default_value_t = 60_000)]
+        messages: usize,
+        /// Push subscribers of the fan-out / wake-up part.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Messages per second of the paced publisher.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        #[arg(long, default_value_t = 10)]
+        pgbench_seconds: u32,
+    },
     /// Everything, `--runs` times, then a markdown table of medians and ratios.
     All {
         /// Repetitions of every benchmark (the table reports medians).
@@ -208,6 +232,19 @@ fn main() -> Result<()> {
                 println!("baseline-axum: {}", baseline::axum(&env, requests, concurrency).await?);
             }
             Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
+            Cmd::Pg { url, rooms, senders, messages, subscribers, rate, seconds, pgbench_seconds } => {
+                let o = pg::Opts {
+                    url,
+                    rooms: rooms.max(1),
+                    senders: senders.max(1),
+                    messages,
+                    subscribers: subscribers.max(1),
+                    rate: rate.max(1),
+                    seconds: seconds.max(1),
+                    pgbench_seconds: pgbench_seconds.max(1),
+                };
+                pg::run(&env, &o).await?;
+            }
             Cmd::Mls { .. } | Cmd::Senderkeys { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {
                 report::all(&env, runs.clamp(1, 10), messages, fanout_seconds).await?;

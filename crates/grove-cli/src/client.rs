@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use grove_client::profile::{Address, Profile};
+use grove_client::profile::{Address, ConnectTo, Profile};
 use grove_client::store::{Message, MessageKind, RoomStatus};
 use grove_wire::UserId;
 use serde_json::json;
@@ -24,13 +24,30 @@ pub fn profile_dir(profile: &str) -> anyhow::Result<PathBuf> {
     Ok(home.join(profile))
 }
 
-pub fn run(profile: &str, json_out: bool, command: Command) -> anyhow::Result<()> {
+/// The `--connect-to PUBLIC=ACTUAL` rules.
+pub fn connect_to(rules: &[String]) -> anyhow::Result<ConnectTo> {
+    let mut c = ConnectTo::none();
+    for rule in rules {
+        let (public, actual) = ConnectTo::parse_rule(rule)?;
+        c.add(&public, &actual);
+    }
+    Ok(c)
+}
+
+/// Opens the profile in `dir`, with the `--connect-to` rules.
+fn open(dir: &std::path::Path, connect: &ConnectTo) -> anyhow::Result<Profile> {
+    let mut p = Profile::open(dir)?;
+    p.set_connect_to(connect.clone());
+    Ok(p)
+}
+
+pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command) -> anyhow::Result<()> {
     let dir = profile_dir(profile)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         match command {
             Command::Init { home } => {
-                let p = Profile::init(&dir, &home).await?;
+                let p = Profile::init_with(&dir, &home, connect.clone()).await?;
                 if json_out {
                     println!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string()}));
                 } else {
@@ -39,23 +56,23 @@ pub fn run(profile: &str, json_out: bool, command: Command) -> anyhow::Result<()
                 }
             }
             Command::Whoami => {
-                let p = Profile::open(&dir)?;
+                let p = open(&dir, connect)?;
                 if json_out {
                     println!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "home": p.home()}));
                 } else {
                     println!("{}", p.address());
                 }
             }
-            Command::Room(rc) => room(&dir, json_out, rc).await?,
+            Command::Room(rc) => room(&dir, json_out, connect, rc).await?,
             Command::Send { room, text } => {
-                let mut p = Profile::open(&dir)?;
+                let mut p = open(&dir, connect)?;
                 let seq = p.send(&room, &text).await?;
                 if json_out {
                     println!("{}", json!({"seq": seq}));
                 }
             }
             Command::Read { room, follow, after } => {
-                let mut p = Profile::open(&dir)?;
+                let mut p = open(&dir, connect)?;
                 let mut status = p.sync_room(&p.room(&room)?.link).await?;
                 let mut shown = after;
                 loop {
@@ -73,7 +90,7 @@ pub fn run(profile: &str, json_out: bool, command: Command) -> anyhow::Result<()
                 }
             }
             Command::Sync => {
-                let mut p = Profile::open(&dir)?;
+                let mut p = open(&dir, connect)?;
                 let r = p.sync().await?;
                 if json_out {
                     println!("{}", json!({"joined": r.joined, "new_messages": r.new_messages, "removed_from": r.removed_from}));
@@ -95,8 +112,8 @@ pub fn run(profile: &str, json_out: bool, command: Command) -> anyhow::Result<()
     })
 }
 
-async fn room(dir: &std::path::Path, json_out: bool, rc: RoomCommand) -> anyhow::Result<()> {
-    let mut p = Profile::open(dir)?;
+async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: RoomCommand) -> anyhow::Result<()> {
+    let mut p = open(dir, connect)?;
     match rc {
         RoomCommand::Create { name, server, mode: _ } => {
             let server = server.unwrap_or_else(|| p.home().to_string());

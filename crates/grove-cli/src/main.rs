@@ -19,6 +19,11 @@ struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Send the requests meant for server PUBLIC_URL to ACTUAL_URL instead (like curl's
+    /// --connect-to): pins this client to one instance of a server run as several behind one
+    /// public URL. Repeatable; in the environment, comma-separated.
+    #[arg(long, global = true, value_name = "PUBLIC_URL=ACTUAL_URL", env = "GROVE_CONNECT_TO", value_delimiter = ',')]
+    connect_to: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -141,7 +146,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo => demo::run(),
-        command => client::run(&cli.profile, cli.json, command),
+        command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -152,6 +152,48 @@ pub struct Profile {
     identity: Identity,
     engine: MlsEngine,
     home: String,
+    connect_to: ConnectTo,
+}
+
+/// Where to send the requests meant for a server URL, when that is not the URL itself — like
+/// curl's `--connect-to`. Rooms and addresses name a server by its public URL (in links and
+/// addresses); several instances behind a load balancer share that URL, and a client (or a
+/// test, which has no load balancer) can pin its requests to one instance. URLs are compared
+/// without a trailing `/`; an unlisted URL is used as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectTo(Vec<(String, String)>);
+
+impl ConnectTo {
+    /// No override.
+    pub fn none() -> ConnectTo {
+        ConnectTo::default()
+    }
+
+    /// Parses `PUBLIC=ACTUAL` (both `http://` or `https://` URLs).
+    pub fn parse_rule(rule: &str) -> Result<(String, String)> {
+        let bad = || {
+            ClientError::Invalid(format!(
+                "--connect-to takes PUBLIC_URL=ACTUAL_URL, e.g. https://chat.example=http://10.0.0.5:8080 (got {rule:?})"
+            ))
+        };
+        let (public, actual) = rule.split_once('=').ok_or_else(bad)?;
+        let url = |u: &str| (u.starts_with("http://") || u.starts_with("https://")) && u.len() > "https://".len();
+        if !url(public) || !url(actual) {
+            return Err(bad());
+        }
+        Ok((public.trim_end_matches('/').to_string(), actual.trim_end_matches('/').to_string()))
+    }
+
+    /// Adds a rule: requests for `public` go to `actual`.
+    pub fn add(&mut self, public: &str, actual: &str) {
+        self.0.push((public.trim_end_matches('/').to_string(), actual.trim_end_matches('/').to_string()));
+    }
+
+    /// Where requests for `url` go.
+    pub fn resolve<'a>(&'a self, url: &'a str) -> &'a str {
+        let url = url.trim_end_matches('/');
+        self.0.iter().find(|(p, _)| p == url).map_or(url, |(_, a)| a.as_str())
+    }
 }
 
 impl std::fmt::Debug for Profile {
@@ -170,6 +212,11 @@ fn state_file(dir: &Path) -> PathBuf {
 impl Profile {
     /// Creates an identity in `dir`, publishes key material to `home` and answers the profile.
     pub async fn init(dir: &Path, home: &str) -> Result<Profile> {
+        Self::init_with(dir, home, ConnectTo::none()).await
+    }
+
+    /// [`Profile::init`], sending the requests for the servers `connect_to` lists elsewhere.
+    pub async fn init_with(dir: &Path, home: &str, connect_to: ConnectTo) -> Result<Profile> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ClientError::Invalid(format!("cannot create the profile folder {}: {e}", dir.display())))?;
         let store = ClientStore::open(&state_file(dir))?;
@@ -183,12 +230,12 @@ impl Profile {
             return Err(ClientError::Invalid(format!("--home must be a URL like http://127.0.0.1:8080, not {home:?}")));
         }
         // Check the server answers before creating anything.
-        Server::new(&home, ed25519_dalek::SigningKey::from_bytes(&[0; 32])).info().await?;
+        Server::new(connect_to.resolve(&home), ed25519_dalek::SigningKey::from_bytes(&[0; 32])).info().await?;
         let identity = Identity::generate(&mut rand::rngs::OsRng);
         store.set_meta("home", home.as_bytes())?;
         store.set_meta("identity", &identity.secret_bytes())?;
         let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng).with_clock(unix_seconds);
-        let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home };
+        let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to };
         p.replenish_keys().await?;
         Ok(p)
     }
@@ -205,7 +252,7 @@ impl Profile {
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
         let engine = MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?
             .with_clock(unix_seconds);
-        Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home })
+        Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to: ConnectTo::none() })
     }
 
     /// The user's id.
@@ -223,8 +270,13 @@ impl Profile {
         &self.home
     }
 
+    /// Sends the requests for the servers `connect_to` lists elsewhere from now on.
+    pub fn set_connect_to(&mut self, connect_to: ConnectTo) {
+        self.connect_to = connect_to;
+    }
+
     fn server(&self, base: &str) -> Server {
-        Server::new(base, self.identity.signing_key().clone())
+        Server::new(self.connect_to.resolve(base), self.identity.signing_key().clone())
     }
 
     /// Keeps enough one-time KeyPackages and a last-resort one on the home server.

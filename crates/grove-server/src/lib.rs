@@ -27,6 +27,7 @@ use ed25519_dalek::SigningKey;
 mod auth;
 pub mod config;
 mod error;
+mod follow;
 mod hub;
 mod listener;
 mod metrics;

@@ -9,6 +9,7 @@
 //! instances sharing a database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
@@ -27,6 +28,8 @@ use grove_proto::mls::hub::HubError;
 #[derive(Default)]
 pub(crate) struct RoomService {
     rooms: Mutex<HashMap<String, Arc<RoomHandle>>>,
+    /// The same rooms by storage id, for announcements of other instances' appends.
+    by_id: Mutex<HashMap<RoomId, Arc<RoomHandle>>>,
 }
 
 /// One loaded room.
@@ -41,6 +44,10 @@ pub(crate) struct RoomHandle {
     publisher: Mutex<Publisher>,
     head: watch::Sender<u64>,
     entries: broadcast::Sender<Arc<Published>>,
+    /// Another instance appended: the log must be re-read after the head.
+    stale: AtomicBool,
+    /// A catch-up task is running for this room.
+    catching_up: AtomicBool,
 }
 
 /// An entry handed to push subscribers, serialised once for all of them.
@@ -115,7 +122,83 @@ impl RoomHandle {
             publisher: Mutex::new(Publisher { head: rec.head, pending: BTreeMap::new() }),
             head: watch::channel(rec.head).0,
             entries: broadcast::channel(4096).0,
+            stale: AtomicBool::new(false),
+            catching_up: AtomicBool::new(false),
         })
+    }
+
+    /// Another instance sharing the store appended to this room (or may have): re-read the
+    /// log after the head and hand the new entries to subscribers, in order. Announcements
+    /// coalesce: at most one catch-up runs per room, and one more follows if another
+    /// announcement came in meanwhile.
+    pub fn kick(self: &Arc<Self>, state: &AppState) {
+        self.stale.store(true, Ordering::SeqCst);
+        if self.catching_up.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let room = self.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut failures = 0u64;
+                while room.stale.swap(false, Ordering::SeqCst) {
+                    if let Err(e) = room.catch_up(&state).await {
+                        failures += 1;
+                        tracing::warn!(room = %room.name, error = %e.0.message, "catching up with another instance failed");
+                        if failures >= 5 {
+                            // The next announcement (the listener announces everything after
+                            // it reconnects) tries again.
+                            break;
+                        }
+                        room.stale.store(true, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * failures)).await;
+                    }
+                }
+                room.catching_up.store(false, Ordering::SeqCst);
+                // An announcement that came after the last read but saw the flag still set.
+                if !room.stale.load(Ordering::SeqCst) || room.catching_up.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads the entries after the head from the store and publishes them; reloads the public
+    /// state first if any of them is a handshake entry, so that forwarders re-checking
+    /// membership see the change.
+    async fn catch_up(&self, state: &AppState) -> AppResult<()> {
+        let page = state.0.config.limits.max_page_entries.max(1);
+        loop {
+            let entries = state.0.store.read(self.id, self.head(), page).await?;
+            let n = entries.len();
+            if entries.iter().any(|e| e.kind != EntryKind::Application) {
+                self.refresh(state).await?;
+            }
+            for e in entries {
+                self.publish(e);
+            }
+            if n < page as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reloads the room's public state from the store if another instance moved it on;
+    /// answers whether it did.
+    pub async fn refresh(&self, state: &AppState) -> AppResult<bool> {
+        let mut slot = self.slot.write().await;
+        self.refresh_locked(state, &mut slot).await
+    }
+
+    /// `refresh` for a caller holding the write lock.
+    async fn refresh_locked(&self, state: &AppState, slot: &mut Slot) -> AppResult<bool> {
+        let Some(rec) = state.0.store.room(&self.name).await? else { return Ok(false) };
+        if rec.state_version <= slot.state_version {
+            return Ok(false);
+        }
+        tracing::debug!(room = %self.name, from = slot.epoch, to = rec.epoch, "room state reloaded from the store");
+        *slot = Slot::from_record(&rec)?;
+        Ok(true)
     }
 
     /// The last sequence number handed to subscribers (every entry up to it is durable).
@@ -193,17 +276,44 @@ impl RoomService {
             .await?
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no room named {name:?} on this server")))?;
         let handle = Arc::new(RoomHandle::new(&rec)?);
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(rooms.entry(name.to_string()).or_insert(handle).clone())
+        let (handle, fresh) = {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            match rooms.get(name) {
+                Some(h) => (h.clone(), false),
+                None => {
+                    rooms.insert(name.to_string(), handle.clone());
+                    self.by_id.lock().unwrap_or_else(|e| e.into_inner()).insert(handle.id, handle.clone());
+                    (handle, true)
+                }
+            }
+        };
+        if fresh && state.0.shared_store {
+            // An append announced between our read of the record and now found no loaded room.
+            handle.kick(state);
+        }
+        Ok(handle)
     }
 
     /// Like `get`, but answers `not_member` unless `user` is a current member.
     pub async fn get_for_member(&self, state: &AppState, name: &str, user: &UserId) -> AppResult<Arc<RoomHandle>> {
         let h = self.get(state, name).await?;
         if !h.slot.read().await.is_member(user) {
-            return Err(not_member(name));
+            // Another instance may have added them a moment ago.
+            if !(state.0.shared_store && h.refresh(state).await? && h.slot.read().await.is_member(user)) {
+                return Err(not_member(name));
+            }
         }
         Ok(h)
+    }
+
+    /// The loaded room with this storage id, if any.
+    pub fn loaded_by_id(&self, id: RoomId) -> Option<Arc<RoomHandle>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    /// Every loaded room.
+    pub fn loaded(&self) -> Vec<Arc<RoomHandle>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }
 
@@ -246,7 +356,41 @@ async fn append_application(
     user: UserId,
     req: AppendEntry,
 ) -> AppResult<Appended> {
-    let slot = room.slot.read().await;
+    let mut slot = room.slot.read().await;
+    if let Err(e) = check_application(state, room, &slot, user, &req) {
+        // With a shared store our view may be behind another instance's: reload and re-check
+        // once before refusing (a new member's first message, a message of the next epoch).
+        drop(slot);
+        if !(state.0.shared_store && room.refresh(state).await?) {
+            return Err(e);
+        }
+        slot = room.slot.read().await;
+        check_application(state, room, &slot, user, &req)?;
+    }
+    let ts = state.now();
+    let entry = NewEntry { kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body, update: None };
+    let body = entry.body.clone();
+    match store_append(state, room, entry).await? {
+        AppendOutcome::Appended { seq, epoch } => {
+            drop(slot);
+            state.0.metrics.entry_appended(req.kind.as_str());
+            room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body });
+            Ok(Appended { seq, ts, epoch })
+        }
+        AppendOutcome::Conflict { .. } | AppendOutcome::NoSuchRoom => {
+            Err(AppError::internal("append without update conflicted", &room.name))
+        }
+    }
+}
+
+/// Checks an application message against the room's public state as this instance knows it.
+fn check_application(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &Slot,
+    user: UserId,
+    req: &AppendEntry,
+) -> AppResult<()> {
     if !slot.is_member(&user) {
         return Err(not_member(&room.name));
     }
@@ -285,20 +429,7 @@ async fn append_application(
         e.0.current_epoch = Some(slot.epoch);
         return Err(e);
     }
-    let ts = state.now();
-    let entry = NewEntry { kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body, update: None };
-    let body = entry.body.clone();
-    match store_append(state, room, entry).await? {
-        AppendOutcome::Appended { seq, epoch } => {
-            drop(slot);
-            state.0.metrics.entry_appended(req.kind.as_str());
-            room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body });
-            Ok(Appended { seq, ts, epoch })
-        }
-        AppendOutcome::Conflict { .. } | AppendOutcome::NoSuchRoom => {
-            Err(AppError::internal("append without update conflicted", &room.name))
-        }
-    }
+    Ok(())
 }
 
 /// What a validated handshake entry changes.
@@ -310,23 +441,80 @@ struct Change {
     hub: Option<Hub>,
 }
 
+/// How often a handshake entry is re-validated after the store's compare-and-set found that
+/// another instance had moved the room on.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Why one attempt at a handshake entry failed.
+enum Attempt {
+    /// Refused by validation against the state this instance knows.
+    Refused(AppError),
+    /// The store's compare-and-set failed: the slot has been reloaded; validate again.
+    Conflict { epoch: u64, head: u64 },
+}
+
 async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
     let mut slot = room.slot.write().await;
+    // Only a shared store can hold a newer state than ours.
+    let mut refreshed = !state.0.shared_store;
+    let mut conflicts = 0;
+    loop {
+        match try_handshake(state, room, &mut slot, user, &req).await? {
+            Ok(appended) => {
+                drop(slot);
+                state.0.metrics.entry_appended(req.kind.as_str());
+                let (seq, ts) = (appended.seq, appended.ts);
+                room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body });
+                return Ok(appended);
+            }
+            // Our view may be behind another instance's: reload once, and judge again if it was.
+            Err(Attempt::Refused(e)) => {
+                if refreshed || !room.refresh_locked(state, &mut slot).await? {
+                    return Err(e);
+                }
+                refreshed = true;
+            }
+            Err(Attempt::Conflict { epoch, head }) => {
+                conflicts += 1;
+                refreshed = true;
+                if conflicts > CONFLICT_RETRIES {
+                    return Err(AppError::wrong_epoch(epoch, head, req.epoch));
+                }
+            }
+        }
+    }
+}
+
+/// Validates a handshake entry against `slot` and appends it with its state change.
+async fn try_handshake(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &mut Slot,
+    user: UserId,
+    req: &AppendEntry,
+) -> AppResult<Result<Appended, Attempt>> {
     if !slot.is_member(&user) {
-        return Err(not_member(&room.name));
+        return Ok(Err(Attempt::Refused(not_member(&room.name))));
     }
     let change = match req.kind {
-        EntryKind::Membership => check_membership(state, room, &slot, &req)?,
+        EntryKind::Membership => match check_membership(state, room, slot, req) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(Attempt::Refused(e))),
+        },
         _ => {
             if req.epoch != slot.epoch {
-                return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
+                return Ok(Err(Attempt::Refused(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch))));
             }
             let hub = slot.hub.as_ref().ok_or_else(|| AppError::internal("MLS room without hub state", &room.name))?;
             let head = room.head();
-            let next = if req.kind == EntryKind::Commit {
-                hub.check_commit(&req.body, &user).map_err(|e| hub::commit_error(e, head, true))?
+            let checked = if req.kind == EntryKind::Commit {
+                hub.check_commit(&req.body, &user).map_err(|e| hub::commit_error(e, head, true))
             } else {
-                hub.check_proposal(&req.body, &user).map_err(|e| hub::commit_error(e, head, false))?
+                hub.check_proposal(&req.body, &user).map_err(|e| hub::commit_error(e, head, false))
+            };
+            let next = match checked {
+                Ok(next) => next,
+                Err(e) => return Ok(Err(Attempt::Refused(e))),
             };
             Change {
                 new_epoch: next.epoch(),
@@ -368,17 +556,14 @@ async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req
             if change.hub.is_some() {
                 slot.hub = change.hub;
             }
-            drop(slot);
-            state.0.metrics.entry_appended(req.kind.as_str());
-            room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body });
-            Ok(Appended { seq, ts, epoch })
+            Ok(Ok(Appended { seq, ts, epoch }))
         }
         AppendOutcome::Conflict { epoch, head, .. } => {
             // Another instance moved the room on: reload our view from the store.
             if let Some(rec) = state.0.store.room(&room.name).await? {
                 *slot = Slot::from_record(&rec)?;
             }
-            Err(AppError::wrong_epoch(epoch, head, req.epoch))
+            Ok(Err(Attempt::Conflict { epoch, head }))
         }
         AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::NotFound, "the room no longer exists")),
     }

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub mailboxes: MailboxWatch,
     /// Turns true when the server begins shutting down; push connections close on it.
     pub shutdown: watch::Sender<bool>,
+    /// Other processes write to the store too (several instances on one PostgreSQL): cached
+    /// room state may be behind, and their writes are followed (see `follow`).
+    pub shared_store: bool,
 }
 
 impl AppState {
@@ -65,7 +68,8 @@ impl AppState {
             Quota::per_second(n).allow_burst(burst)
         };
         let public_key = key.verifying_key().to_bytes();
-        AppState(Arc::new(Shared {
+        let foreign = store.foreign_writes();
+        let state = AppState(Arc::new(Shared {
             user_limiter: RateLimiter::keyed(per(config.limits.user_requests_per_sec)),
             ip_limiter: RateLimiter::keyed(per(config.limits.ip_requests_per_sec)),
             nonces: NonceCache::default(),
@@ -74,11 +78,16 @@ impl AppState {
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
             shutdown: watch::channel(false).0,
+            shared_store: foreign.is_some(),
             config,
             store,
             public_key,
             clock,
-        }))
+        }));
+        if let Some(rx) = foreign {
+            crate::follow::spawn(&state, rx);
+        }
+        state
     }
 
     /// The server's public key.
@@ -155,6 +164,22 @@ impl MailboxWatch {
     pub fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
         let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(owner).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Wakes the owner's readers, if any, to re-read (another instance deposited).
+    pub fn poke(&self, owner: &UserId) {
+        let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = m.get(owner) {
+            tx.send_modify(|_| {});
+        }
+    }
+
+    /// Wakes every mailbox reader to re-read.
+    pub fn poke_all(&self) {
+        let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in m.values() {
+            tx.send_modify(|_| {});
+        }
     }
 
     pub fn notify(&self, owner: UserId, seq: u64) {

@@ -28,15 +28,28 @@
 //! module source for how each kind of write is run and how a failing group degrades to one
 //! transaction per op. [`PostgresStore::stats`] reports the groups committed.
 //!
-//! # Notifications
+//! # Notifications: following the other instances
 //!
-//! Each committed group that appended entries sends **one** `NOTIFY` on [`NOTIFY_CHANNEL`]
-//! (`grove_entries`), whose payload is the comma-separated ids of the rooms it appended to
-//! (`"*"` if that list would pass PostgreSQL's 8,000-byte payload limit). It is issued inside the
-//! transaction, so it is delivered only if the group commits. One notification per group, not
-//! per message, matters: PostgreSQL serialises committing transactions that notified, and per
-//! message that costs 2–3× of the commit rate. Nothing listens yet; another instance serving
-//! the same rooms can `LISTEN grove_entries` to wake its long-polls and WebSockets.
+//! Each committed group that appended entries or deposited mail sends **one** `NOTIFY` on
+//! [`NOTIFY_CHANNEL`] (`grove_entries`), inside its transaction (so it is delivered only if the
+//! group commits), with the payload `ORIGIN;ROOMS;MAILBOXES`: this store's name, the room ids
+//! and the mailbox owners (hex) it wrote to, a list being `*` if it would not fit PostgreSQL's
+//! 8,000-byte payload. One per group, not per message, matters: PostgreSQL serialises committing
+//! transactions that notified, and per message that costs 2–3× of the commit rate.
+//!
+//! Each store also keeps one connection (`application_name` `grove-listener`) that `LISTEN`s
+//! and turns the *other* stores' notifications into [`ForeignWrites`], offered through
+//! [`Store::foreign_writes`]; the server uses them to wake its subscribers and refresh its
+//! cached room state. After every reconnection (and a ping every 5 s finds dead connections)
+//! it announces [`ForeignWrites::everything`], so whatever was committed while it was not
+//! listening is re-read: a missed notification delays entries, never loses them.
+//!
+//! # Timeouts
+//!
+//! The writer's session sets `lock_timeout` (5 s), `statement_timeout` (30 s) and
+//! `idle_in_transaction_session_timeout` (15 s) unless the URL's `options` set them: a group
+//! that waits longer for another instance's lock fails with [`StoreError::Unavailable`], and a
+//! hung instance's open transaction is ended by the server, releasing its locks.
 //!
 //! # Reads
 //!
@@ -66,17 +79,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
-    RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, ForeignWrites, NewEntry, NewMail, NewRoom, PublishOutcome,
+    Result, RoomId, RoomRecord, Store, StoreError,
 };
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
 use grove_wire::UserId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
 mod codec;
+mod listener;
 mod writer;
 
 use codec::{
@@ -104,6 +118,10 @@ const QUEUE_CAPACITY: usize = 8 * writer::MAX_BATCH;
 /// How long opening a connection may take, unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many announcements of other instances' writes may wait for a slow server before it
+/// lags (and then re-checks everything).
+const FOREIGN_CAPACITY: usize = 1024;
+
 /// How long a read waits for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
@@ -124,6 +142,8 @@ pub struct WriterStats {
 pub struct PostgresStore {
     tx: Option<mpsc::Sender<Op>>,
     writer: Option<JoinHandle<()>>,
+    listener: JoinHandle<()>,
+    foreign: broadcast::Sender<ForeignWrites>,
     pool: Pool,
     counters: Arc<Counters>,
 }
@@ -151,8 +171,20 @@ impl PostgresStore {
         let mut client = writer::connect(&config).await?;
         migrate(&mut client).await?;
 
+        let origin = origin();
+        // Listening before the first write: from here on no other instance's group is missed.
+        let first = listener::listen(&config).await?;
+        let (foreign, _) = broadcast::channel(FOREIGN_CAPACITY);
+        let listener = tokio::spawn(listener::run(config.clone(), origin.clone(), first, foreign.clone()));
+
         let counters = Arc::new(Counters::default());
-        let task = writer::Writer::new(config.clone(), client, counters.clone()).await?;
+        let task = match writer::Writer::new(config.clone(), client, counters.clone(), origin).await {
+            Ok(t) => t,
+            Err(e) => {
+                listener.abort();
+                return Err(e);
+            }
+        };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = tokio::spawn(task.run(rx));
 
@@ -165,7 +197,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the read pool: {e}")))?;
 
-        Ok(PostgresStore { tx: Some(tx), writer: Some(writer), pool, counters })
+        Ok(PostgresStore { tx: Some(tx), writer: Some(writer), listener, foreign, pool, counters })
     }
 
     /// What the writer has committed so far.
@@ -183,6 +215,7 @@ impl PostgresStore {
     /// waiting.
     pub async fn close(mut self) -> Result<(), StoreError> {
         drop(self.tx.take());
+        self.listener.abort();
         self.pool.close();
         match self.writer.take() {
             Some(handle) => handle.await.map_err(|e| StoreError::Backend(format!("the postgres writer failed: {e}"))),
@@ -248,6 +281,7 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closing the channel makes the writer exit once the queue is empty.
         drop(self.tx.take());
+        self.listener.abort();
     }
 }
 
@@ -344,4 +378,16 @@ impl Store for PostgresStore {
         let rows = self.query(KEY_COUNTS_SQL, &[&owner.as_bytes().as_slice()]).await?;
         key_counts_from_rows(&rows)
     }
+
+    fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {
+        Some(self.foreign.subscribe())
+    }
+}
+
+/// A name for this store among all that share the database: process id, start time and a
+/// counter (several stores may live in one process, as in tests).
+fn origin() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}.{nanos:x}.{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }

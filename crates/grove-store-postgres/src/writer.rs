@@ -25,7 +25,14 @@
 //!
 //! Independent statements are pipelined (sent together, executed in order by the server), so
 //! a group costs a handful of round trips whatever its size. When the group's transaction has
-//! appended to rooms, it ends with **one** `NOTIFY grove_entries` listing them.
+//! appended to rooms or deposited mail, it ends with **one** `NOTIFY grove_entries` naming
+//! them (see the `listener` module for the payload).
+//!
+//! The writer's session runs with `lock_timeout` 5 s, `statement_timeout` 30 s and
+//! `idle_in_transaction_session_timeout` 15 s (unless the URL's `options` set them): a group
+//! that waits longer for a lock another instance holds fails with
+//! [`StoreError::Unavailable`] (all its ops; they are not retried one by one, which would only
+//! wait again), and an instance that hangs inside a transaction loses it and its locks.
 //!
 //! No op needs a savepoint: every semantic outcome (conflict, name taken, full, limit reached)
 //! is decided by reading under a lock before writing, never by catching an error. If the group
@@ -72,8 +79,18 @@ const ATTEMPTS: usize = 3;
 
 use crate::NOTIFY_CHANNEL;
 
-/// The longest room list a notification carries (PostgreSQL's payload limit is 8,000 bytes).
-const NOTIFY_PAYLOAD_MAX: usize = 7_900;
+/// How long the writer waits for a row or advisory lock before giving up on its group
+/// (`lock_timeout`), unless the connection's options set it: a hung instance that holds locks
+/// must not stall the others forever.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// How long one of the writer's statements may run (`statement_timeout`), unless set.
+const STATEMENT_TIMEOUT: &str = "30s";
+
+/// How long the writer's session may sit idle inside a transaction before PostgreSQL ends it
+/// and releases its locks (`idle_in_transaction_session_timeout`), unless set: if this
+/// instance hangs mid-transaction, the others get the rows back.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "15s";
 
 /// Advisory lock namespaces (the first key of `pg_advisory_xact_lock(int4, int4)`).
 const LOCK_CREATOR: i32 = 0x6772_0001;
@@ -171,6 +188,14 @@ impl Fail {
             Fail::Db(e) => db_err(e),
             Fail::Store(e) => e,
         }
+    }
+
+    /// A lock wait or statement ran out of time (`lock_timeout`, `statement_timeout`): the
+    /// database or another instance is stuck, and running the ops one by one would only wait
+    /// again for each.
+    fn timed_out(&self) -> bool {
+        matches!(self, Fail::Db(e) if e.code().is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE
+            || *c == SqlState::QUERY_CANCELED))
     }
 
     /// A deadlock or serialisation failure: trying again may well succeed.
@@ -305,17 +330,42 @@ pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
     Ok(client)
 }
 
+/// Sets the writer session's lock, statement and idle-in-transaction timeouts, except those
+/// the connection's `options` already set (`-c lock_timeout=…`).
+async fn set_timeouts(config: &tokio_postgres::Config, client: &Client) -> Result<()> {
+    let options = config.get_options().unwrap_or("");
+    let mut sql = String::new();
+    for (name, value) in [
+        ("lock_timeout", LOCK_TIMEOUT),
+        ("statement_timeout", STATEMENT_TIMEOUT),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+    ] {
+        if !options.contains(name) {
+            sql.push_str(&format!("SET {name} = '{value}';"));
+        }
+    }
+    client.batch_execute(&sql).await.map_err(db_err)
+}
+
 /// The writer task's state.
 pub(crate) struct Writer {
     config: tokio_postgres::Config,
     conn: Option<Conn>,
     counters: Arc<Counters>,
+    /// This store's name in notifications.
+    origin: Arc<String>,
 }
 
 impl Writer {
-    pub(crate) async fn new(config: tokio_postgres::Config, client: Client, counters: Arc<Counters>) -> Result<Writer> {
+    pub(crate) async fn new(
+        config: tokio_postgres::Config,
+        client: Client,
+        counters: Arc<Counters>,
+        origin: String,
+    ) -> Result<Writer> {
+        set_timeouts(&config, &client).await?;
         let st = Stmts::prepare(&client).await.map_err(db_err)?;
-        Ok(Writer { config, conn: Some(Conn { client, st }), counters })
+        Ok(Writer { config, conn: Some(Conn { client, st }), counters, origin: Arc::new(origin) })
     }
 
     /// Runs until every sender is gone and the queue is empty.
@@ -343,6 +393,7 @@ impl Writer {
         }
         if self.conn.is_none() {
             let client = connect(&self.config).await?;
+            set_timeouts(&self.config, &client).await?;
             let st = Stmts::prepare(&client).await.map_err(db_err)?;
             tracing::info!("postgres writer reconnected");
             self.conn = Some(Conn { client, st });
@@ -383,6 +434,16 @@ impl Writer {
                 }
             }
             // Nothing to isolate, or no database to isolate it on: every op gets the error.
+            Err(fail) if fail.timed_out() => {
+                let e = StoreError::Unavailable(format!(
+                    "the database did not answer in time (a lock held elsewhere, or an overloaded server): {}",
+                    fail.into_store()
+                ));
+                tracing::warn!("postgres write of {n} ops timed out: {e}");
+                for reply in replies {
+                    reply.send(Err(e.clone()));
+                }
+            }
             Err(fail) if n == 1 || self.connection_lost() => {
                 let e = fail.into_store();
                 tracing::warn!("postgres write of {n} ops failed: {e}");
@@ -422,10 +483,12 @@ impl Writer {
 
     /// Runs `reqs` in one transaction: `Err` means it was rolled back (or never began).
     async fn transaction(&mut self, reqs: &[&Request]) -> Result<Committed, Fail> {
+        let origin = self.origin.clone();
+        let origin = origin.as_str();
         let c = self.conn().await?;
         let outcome = async {
             c.client.execute(&c.st.begin, &[]).await?;
-            run_group(c, reqs).await
+            run_group(c, origin, reqs).await
         }
         .await;
         let outcomes = match outcome {
@@ -465,7 +528,7 @@ enum Committed {
 }
 
 /// Runs a group of ops inside the open transaction; the outcomes in op order.
-async fn run_group(c: &Conn, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
+async fn run_group(c: &Conn, origin: &str, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
     let mut out: Vec<Option<Outcome>> = reqs.iter().map(|_| None).collect();
     appends(c, reqs, &mut out).await?;
     creates(c, reqs, &mut out).await?;
@@ -473,9 +536,36 @@ async fn run_group(c: &Conn, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
     acks_and_purges(c, reqs, &mut out).await?;
     publishes(c, reqs, &mut out).await?;
     claims(c, reqs, &mut out).await?;
+    notify(c, origin, reqs, &out).await?;
     out.into_iter()
         .map(|o| o.ok_or_else(|| Fail::Store(StoreError::Backend("internal: an op was not run".into()))))
         .collect()
+}
+
+/// One `NOTIFY` for the group, inside its transaction (so it is delivered only if the group
+/// commits), naming the rooms appended to and the mailboxes deposited to; none if neither.
+async fn notify(c: &Conn, origin: &str, reqs: &[&Request], out: &[Option<Outcome>]) -> Result<(), Fail> {
+    let mut rooms: Vec<RoomId> = Vec::new();
+    let mut owners: Vec<UserId> = Vec::new();
+    for (r, o) in reqs.iter().zip(out) {
+        match (r, o) {
+            (Request::Append(room, _), Some(Outcome::Append(AppendOutcome::Appended { .. }))) => rooms.push(*room),
+            (Request::Deposit(mail, _), Some(Outcome::Deposit(DepositOutcome::Deposited { .. }))) => {
+                owners.push(mail.owner)
+            }
+            _ => {}
+        }
+    }
+    if rooms.is_empty() && owners.is_empty() {
+        return Ok(());
+    }
+    rooms.sort_unstable();
+    rooms.dedup();
+    owners.sort_unstable_by_key(|u| u.0);
+    owners.dedup();
+    let payload = crate::listener::payload(origin, &rooms, &owners);
+    c.client.execute(&c.st.notify, &[&NOTIFY_CHANNEL, &payload]).await?;
+    Ok(())
 }
 
 /// A room as the open transaction sees it, under its row lock.
@@ -575,18 +665,12 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
     let u_state: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.0)).collect();
     let u_members: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.1.as_slice())).collect();
     let u_admins: Vec<Option<&[u8]>> = moved.iter().map(|(_, h)| h.state.as_ref().map(|s| s.2.as_slice())).collect();
-    let rooms_list = u_id.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-
-    // NOTIFY payloads are limited to 8,000 bytes: a group touching very many rooms says "*".
-    let rooms_list = if rooms_list.len() > NOTIFY_PAYLOAD_MAX { "*".to_string() } else { rooms_list };
-
     let insert_p: [Param<'_>; 7] = [&e_room, &e_seq, &e_kind, &e_epoch, &e_sender, &e_ts, &e_body];
     let update_p: [Param<'_>; 7] = [&u_id, &u_head, &u_epoch, &u_version, &u_state, &u_members, &u_admins];
     let history_p: Vec<([Param<'_>; 3], Option<[Param<'_>; 2]>)> = history
         .iter()
         .map(|(r, e, s, prune)| ([r as Param<'_>, e, s], prune.as_ref().map(|p| [r as Param<'_>, p])))
         .collect();
-    let notify_p: [Param<'_>; 2] = [&NOTIFY_CHANNEL, &rooms_list];
     // Pipelined: sent together, run in this order. Each state update upserts its epoch's state
     // and then prunes, in the order of the updates, as `MemoryStore` does them one at a time.
     let mut futs: Vec<BoxFut<'_>> = vec![
@@ -599,7 +683,6 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
             futs.push(Box::pin(c.client.execute(&c.st.prune_states, prune)));
         }
     }
-    futs.push(Box::pin(c.client.execute(&c.st.notify, &notify_p)));
     try_join_all(futs).await?;
     Ok(())
 }

@@ -200,6 +200,28 @@ pub enum StoreError {
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Writes that *other* processes committed to a shared store, as announced to this one (see
+/// [`Store::foreign_writes`]). An announcement may be late, duplicated or coalesced, never
+/// wrong about what it names: a reader re-reads the store from what it knows, so a duplicate
+/// costs a read and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignWrites {
+    /// Rooms whose logs grew (and whose public state may have changed with them).
+    pub rooms: Vec<RoomId>,
+    /// Users whose mailboxes received messages.
+    pub mailboxes: Vec<UserId>,
+    /// Announcements may have been missed (the listener reconnected, or this receiver lagged):
+    /// anything may have changed, re-check every room and mailbox of interest.
+    pub everything: bool,
+}
+
+impl ForeignWrites {
+    /// "Re-check everything".
+    pub fn everything() -> ForeignWrites {
+        ForeignWrites { everything: true, ..ForeignWrites::default() }
+    }
+}
+
 /// The storage seam of a grove server. Every `Ok` write is durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -245,4 +267,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the owner has, per kind.
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>>;
+
+    /// For a store that several processes share (PostgreSQL): a feed of the writes the others
+    /// commit, so that a server instance can wake its subscribers and refresh its cached room
+    /// state. `None` (the default) for a store only this process writes to (memory, SQLite):
+    /// then every write goes through this process, which sees it directly. Each call answers a
+    /// new receiver; a receiver that lags gets `RecvError::Lagged` and should treat it as
+    /// [`ForeignWrites::everything`].
+    fn foreign_writes(&self) -> Option<tokio::sync::broadcast::Receiver<ForeignWrites>> {
+        None
+    }
 }

@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use crate::serve::{start, start_with, GROVE};
 
-fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
+pub fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
     Command::new(GROVE).env("GROVE_HOME", home).args(["--profile", profile]).args(args).output().expect("grove runs")
 }
 
 #[track_caller]
-fn ok(out: Output) -> String {
+pub fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "grove failed: {}\n{}",
@@ -23,7 +23,7 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn texts(json_lines: &str) -> Vec<(u64, String)> {
+pub fn texts(json_lines: &str) -> Vec<(u64, String)> {
     json_lines
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -164,7 +164,7 @@ fn the_demo_runs_the_whole_story() {
 }
 
 /// Runs SQL through psql against the admin URL CI provides.
-fn psql(admin: &str, sql: &str) {
+pub fn psql(admin: &str, sql: &str) {
     let out =
         Command::new("psql").arg(admin).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("psql runs");
     assert!(

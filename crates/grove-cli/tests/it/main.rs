@@ -2,4 +2,5 @@
 
 mod client;
 mod invariants;
+mod multi_instance;
 mod serve;

@@ -15,7 +15,7 @@ pub const GROVE: &str = env!("CARGO_BIN_EXE_grove");
 pub struct Running {
     pub child: Child,
     pub base: String,
-    server_key: [u8; 32],
+    pub server_key: [u8; 32],
     pub log: Arc<Mutex<String>>,
 }
 
@@ -65,7 +65,7 @@ pub fn start_with(data: &Path, extra: &[&str]) -> Running {
     Running { child, base, server_key: server_key.0, log }
 }
 
-mod reqwest {
+pub mod reqwest {
     pub use ::reqwest::*;
 
     /// A tiny synchronous GET for setup, on a throwaway runtime.
@@ -82,7 +82,7 @@ fn now() -> i64 {
 
 static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn signed(
+pub async fn signed(
     client: &reqwest::Client,
     r: &Running,
     key: &SigningKey,
@@ -107,7 +107,7 @@ async fn signed(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-async fn read_all(client: &reqwest::Client, r: &Running, key: &SigningKey) -> Vec<(u64, String)> {
+pub async fn read_all(client: &reqwest::Client, r: &Running, key: &SigningKey) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     loop {
         let after = out.last().map(|(s, _)| *s).unwrap_or(0);

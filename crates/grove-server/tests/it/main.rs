@@ -6,6 +6,7 @@ mod harness;
 mod keys;
 mod mailbox;
 mod mls;
+mod multi_instance;
 mod ordering;
 mod push;
 mod restart;

@@ -167,7 +167,8 @@ async fn concurrent_startups_migrate_once() {
     assert!(matches!(PostgresStore::connect("not a url ::").await, Err(StoreError::Unavailable(_))));
 }
 
-/// Each committed group of appends sends one `NOTIFY grove_entries` naming its rooms.
+/// Each committed group of appends sends one `NOTIFY grove_entries` naming its rooms
+/// (`ORIGIN;ROOMS;MAILBOXES`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_notification_per_committed_group() {
     let db = TestDb::create().await;
@@ -204,8 +205,11 @@ async fn one_notification_per_committed_group() {
     eprintln!("200 appends: {groups} groups, {} notifications", payloads.len());
     assert!(!payloads.is_empty(), "no notification");
     assert_eq!(payloads.len() as u64, groups, "one notification per committed group");
-    let named: BTreeSet<i64> =
-        payloads.iter().flat_map(|p| p.split(',').map(|id| id.parse::<i64>().expect("room id"))).collect();
+    let named: BTreeSet<i64> = payloads
+        .iter()
+        .flat_map(|p| p.split(';').nth(1).expect("ORIGIN;ROOMS;MAILBOXES").split(','))
+        .map(|id| id.parse::<i64>().expect("room id"))
+        .collect();
     assert_eq!(named, rooms.into_iter().collect());
 }
 
@@ -336,4 +340,35 @@ async fn the_writer_reconnects_after_losing_its_connection() {
         other => panic!("the writer did not reconnect: {other:?}"),
     }
     assert_eq!(store.read(room, 0, 10).await.expect("read after the pool lost its connections").len(), 2);
+}
+
+/// An instance that holds a room's row lock and hangs (here: a session that locked the row in
+/// an open transaction) stalls another instance's appends to that room only for `lock_timeout`:
+/// they fail with `Unavailable`, nothing is written, and once the lock is gone appends work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_lock_holder_stalls_others_only_for_the_lock_timeout() {
+    let db = TestDb::create().await;
+    let url = format!("{} options='-c lock_timeout=300ms'", db.url());
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    let room = create_room(&store, "held").await;
+    assert!(matches!(store.append(room, entry("before".into())).await, Ok(AppendOutcome::Appended { seq: 1, .. })));
+
+    let (hung, conn) = tokio_postgres::connect(db.url(), NoTls).await.expect("connect the hung session");
+    let conn = tokio::spawn(conn);
+    hung.batch_execute(&format!("BEGIN; SELECT head FROM rooms WHERE id = {room} FOR UPDATE")).await.expect("lock");
+
+    let started = std::time::Instant::now();
+    match store.append(room, entry("while held".into())).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("did not answer in time"), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "waited {took:?} for the lock");
+
+    hung.batch_execute("ROLLBACK").await.expect("release");
+    drop(hung);
+    let _ = conn.await;
+    assert!(matches!(store.append(room, entry("after".into())).await, Ok(AppendOutcome::Appended { seq: 2, .. })));
+    let bodies: Vec<Vec<u8>> = store.read(room, 0, 10).await.expect("read").into_iter().map(|e| e.body).collect();
+    assert_eq!(bodies, vec![b"before".to_vec(), b"after".to_vec()]);
 }
