@@ -1023,6 +1023,10 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
     })
 }
 
+/// In [`MlsEngine::process_many`], a failed message whose reload replayed a journal this long
+/// writes a snapshot, so that the next failure of the page does not replay it all again.
+const REPLAY_AFTER_FAILURE: usize = 32;
+
 /// Loads a group from the store: its snapshot, then its journal replayed.
 fn load_group(client: &Client<EngineConfig>, store: &RecordingStore, g: &GroupId) -> Result<EngineGroup, String> {
     let mut group = client.load_group(g.as_bytes()).map_err(|e| e.to_string())?;
@@ -1634,12 +1638,13 @@ impl MlsEngine {
     /// the engine reloads it from the last written state (snapshot and journal) and processes
     /// again the messages of this call that succeeded before it and are not in the journal
     /// (processing application messages, proposals and commits is deterministic: it draws no
-    /// randomness and reads no clock). Before a message of
-    /// an earlier epoch that follows a commit of this call, the engine writes the state first, so
-    /// that the prior-epoch records it can use are those `process` would have kept (mls-rs trims
-    /// them only when writing). After a commit that removes this member, the remaining messages
-    /// fail as `process` would fail then ([`EngineError::NotAMember`], or
-    /// [`EngineError::Malformed`] for garbage).
+    /// randomness and reads no clock). If there were such messages, or the journal is long, it
+    /// then writes a snapshot, so that further failures in the page do not redo that work.
+    /// Before a message of an earlier epoch that follows a commit of this call, the engine
+    /// writes the state first, so that the prior-epoch records it can use are those `process`
+    /// would have kept (mls-rs trims them only when writing). After a commit that removes this
+    /// member, the remaining messages fail as `process` would fail then
+    /// ([`EngineError::NotAMember`], or [`EngineError::Malformed`] for garbage).
     ///
     /// The outer error (an internal failure, which should not happen) means nothing changed,
     /// as with any operation.
@@ -1727,10 +1732,11 @@ impl MlsEngine {
                 Err(e) => {
                     outcomes.push(Err(e));
                     self.reload_and_replay(g, messages, &unwritten)?;
-                    if !unwritten.is_empty() {
+                    let long_journal = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE;
+                    if !unwritten.is_empty() || long_journal {
                         // A checkpoint, so the next failure replays only what follows: a page of
-                        // forged entries costs linear work (at most one write per failure,
-                        // as `process` pays for every message), not quadratic.
+                        // forged entries costs linear work (at most one write per failure, as
+                        // `process` paid for every message before the journal), not quadratic.
                         if let Some(group) = self.groups.get_mut(g) {
                             group.write_to_storage().map_err(internal("writing the group"))?;
                         }

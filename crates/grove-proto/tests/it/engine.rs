@@ -855,7 +855,7 @@ fn engine_is_send_and_sync() {
 /// `process_many`, on two engines loaded from that database; checks the outcomes, the databases
 /// after applying the changes and the engines' states are the same, and that the batch wrote
 /// the group at most once. Returns the outcomes and the batch's changes.
-fn batch_equals_sequential(
+pub(crate) fn batch_equals_sequential(
     member: &Member,
     room: &Room,
     page: &[Vec<u8>],

@@ -4,7 +4,9 @@ use grove_proto::mls::engine::{
     Changes, EngineError, Incoming, MlsEngine, SnapshotWrite, StoredState, DEFAULT_JOURNAL_BOUND,
 };
 
-use crate::engine::{canonical, rng, set_private_message_epoch, texts_from, three, user, Member, Room};
+use crate::engine::{
+    batch_equals_sequential, canonical, rng, set_private_message_epoch, texts_from, three, user, Member, Room,
+};
 
 /// What `changes` write for the room's group: (snapshot write, number of journal rows).
 fn shape(changes: &Changes, room: &Room) -> (SnapshotWrite, usize) {
@@ -328,4 +330,24 @@ fn load_refuses_a_broken_journal() {
     let mut dup = good.clone();
     dup.groups[0].journal[1].entry = dup.groups[0].journal[0].entry.clone();
     corrupt(dup);
+}
+
+#[test]
+fn a_failure_after_many_journaled_messages_in_a_page_is_like_process() {
+    let (mut room, mut alice, bob, _carol) = three();
+    for i in 0..40 {
+        alice.send(&mut room, &format!("m{i}"));
+    }
+    let mut garbled = room.log.last().unwrap().clone();
+    let n = garbled.len();
+    garbled[n - 5] ^= 0x01;
+    alice.send(&mut room, "after");
+    let mut page = room.log[bob.cursor..].to_vec();
+    page.insert(40, garbled.clone());
+    page.push(garbled);
+    // The first failure replays 40 rows and then writes a snapshot; the second replays none.
+    let (outcomes, changes) = batch_equals_sequential(&bob, &room, &page);
+    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 2);
+    assert_eq!(texts_from(&outcomes.into_iter().filter_map(Result::ok).collect::<Vec<_>>()).len(), 41);
+    assert!(matches!(shape(&changes, &room), (SnapshotWrite::Checkpoint(_), 1)), "{changes:?}");
 }

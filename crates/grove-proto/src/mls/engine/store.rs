@@ -312,7 +312,12 @@ impl RecordingStore {
 
 /// The rows of `journal` from index `from` on, numbered by their index.
 fn journal_rows(journal: &[Zeroizing<Vec<u8>>], from: usize) -> Vec<JournalRow> {
-    journal.iter().enumerate().skip(from).map(|(seq, entry)| JournalRow { seq: seq as u64, entry: entry.clone() }).collect()
+    journal
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(seq, entry)| JournalRow { seq: seq as u64, entry: entry.clone() })
+        .collect()
 }
 
 impl GroupStateStorage for RecordingStore {
