@@ -250,8 +250,7 @@ impl Profile {
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
-        let engine = MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?
-            .with_clock(unix_seconds);
+        let engine = load_engine(&store, &identity)?;
         Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to: ConnectTo::none() })
     }
 
@@ -727,10 +726,13 @@ impl Profile {
     }
 
     /// Tries to decrypt an application message with the profile's current group state, without
-    /// persisting anything.
+    /// persisting anything: afterwards the engine is rebuilt from the state file, so it and the
+    /// file agree again (the engine's journal must not run ahead of the file's).
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
         let room = self.room(key)?;
-        match self.engine.process(&GroupId::new(room.group_id), body)? {
+        let outcome = self.engine.process(&GroupId::new(room.group_id), body);
+        self.engine = load_engine(&self.store, &self.identity)?;
+        match outcome? {
             (Incoming::Application { plaintext, .. }, _) => Ok(plaintext),
             _ => Err(ClientError::Invalid("the entry is not an application message".into())),
         }
@@ -747,6 +749,11 @@ impl Profile {
         }
         self.sync_room(&room.link).await
     }
+}
+
+/// The engine as the state file holds it.
+fn load_engine(store: &ClientStore, identity: &Identity) -> Result<MlsEngine> {
+    Ok(MlsEngine::load_with_rng(identity.clone(), store.engine_state()?, rand::rngs::OsRng)?.with_clock(unix_seconds))
 }
 
 /// The engine's clock: the client is where the system clock is read.

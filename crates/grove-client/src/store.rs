@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use grove_proto::mls::engine::{Changes, GroupId, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState};
+use grove_proto::mls::engine::{
+    Changes, GroupId, JournalRow, SnapshotWrite, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState,
+};
 use grove_wire::api::RoomMode;
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -21,12 +23,17 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The layout. Every statement is `IF NOT EXISTS`, so opening a file of an earlier layout adds
+/// what it lacks: `mls_journal` (the engine's journal) came after the first release, and an
+/// older file simply has no journal rows.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mls_groups (group_id BLOB PRIMARY KEY, snapshot BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mls_epochs (group_id BLOB NOT NULL, epoch_id INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (group_id, epoch_id));
 CREATE TABLE IF NOT EXISTS mls_key_packages (id BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS mls_journal (group_id BLOB NOT NULL, seq INTEGER NOT NULL, entry BLOB NOT NULL,
+    PRIMARY KEY (group_id, seq));
 CREATE TABLE IF NOT EXISTS rooms (
     link TEXT PRIMARY KEY, server TEXT NOT NULL, name TEXT NOT NULL, mode TEXT NOT NULL,
     group_id BLOB NOT NULL, cursor INTEGER NOT NULL, status TEXT NOT NULL);
@@ -191,6 +198,7 @@ impl ClientStore {
                 group_id: GroupId::new(id),
                 snapshot: snapshot.into(),
                 epochs: Vec::new(),
+                journal: Vec::new(),
             });
         }
         let mut q = self.conn.prepare("SELECT group_id, epoch_id, data FROM mls_epochs ORDER BY group_id, epoch_id")?;
@@ -203,6 +211,16 @@ impl ClientStore {
                 .ok_or_else(|| StoreError::Corrupt("an epoch record without its group".into()))?;
             group.epochs.push(StoredEpoch { epoch: epoch as u64, data: data.into() });
         }
+        let mut q = self.conn.prepare("SELECT group_id, seq, entry FROM mls_journal ORDER BY group_id, seq")?;
+        for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))? {
+            let (id, seq, entry) = row?;
+            let group = state
+                .groups
+                .iter_mut()
+                .find(|g| g.group_id.as_bytes() == id.as_slice())
+                .ok_or_else(|| StoreError::Corrupt("a journal row without its group".into()))?;
+            group.journal.push(JournalRow { seq: seq as u64, entry: entry.into() });
+        }
         let mut q = self.conn.prepare("SELECT id, data FROM mls_key_packages ORDER BY id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, data) = row?;
@@ -214,8 +232,9 @@ impl ClientStore {
     /// Writes a batch in one transaction.
     pub fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        // One write per row: a page of entries changes a group's snapshot once per entry, and
-        // only the last one matters (the snapshot is the whole group: O(members) bytes).
+        // One write per row: if several changes in the batch write a group's snapshot, only the
+        // last one matters (the snapshot is the whole group: O(members) bytes), and journal rows
+        // before it are moot.
         let mut merged = Changes::default();
         for c in batch.changes {
             merged.merge(c);
@@ -325,15 +344,18 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
     for g in &changes.groups {
         let id = g.group_id.as_bytes();
         match &g.snapshot {
-            Some(snapshot) => {
+            SnapshotWrite::Unchanged => {}
+            SnapshotWrite::Checkpoint(snapshot) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO mls_groups (group_id, snapshot) VALUES (?1, ?2)",
                     params![id, snapshot.as_slice()],
                 )?;
+                tx.execute("DELETE FROM mls_journal WHERE group_id = ?1", [id])?;
             }
-            None => {
+            SnapshotWrite::Delete => {
                 tx.execute("DELETE FROM mls_groups WHERE group_id = ?1", [id])?;
                 tx.execute("DELETE FROM mls_epochs WHERE group_id = ?1", [id])?;
+                tx.execute("DELETE FROM mls_journal WHERE group_id = ?1", [id])?;
             }
         }
         for e in &g.epochs {
@@ -347,6 +369,12 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
                     params![id, e.epoch as i64],
                 )?,
             };
+        }
+        // A plain INSERT: a row already there would mean the journal went wrong, and the
+        // transaction fails rather than overwrite it.
+        let mut insert = tx.prepare_cached("INSERT INTO mls_journal (group_id, seq, entry) VALUES (?1, ?2, ?3)")?;
+        for r in &g.journal {
+            insert.execute(params![id, r.seq as i64, r.entry.as_slice()])?;
         }
     }
     for k in &changes.key_packages {

@@ -259,7 +259,7 @@ fn signer(secret: [u8; 32]) -> Vec<u8> {
 }
 
 fn snapshot_of(ch: &Changes, g: &GroupId) -> Option<Vec<u8>> {
-    ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.as_ref()).map(|s| s.to_vec())
+    ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.bytes()).map(|s| s.to_vec())
 }
 
 fn varint(n: usize) -> Vec<u8> {
@@ -369,7 +369,7 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
         let m = leaves[leaf].as_ref().context("no member")?;
         let snap = splice(&recv_snapshot, 1, &recv_leaf_sk, &recv_signer, leaf as u32, &m.leaf_sk, &signer(m.secret))?;
         let state = StoredState {
-            groups: vec![StoredGroup { group_id: g.clone(), snapshot: snap.into(), epochs: Vec::new() }],
+            groups: vec![StoredGroup { group_id: g.clone(), snapshot: snap.into(), epochs: Vec::new(), journal: Vec::new() }],
             key_packages: Vec::new(),
         };
         let mut ghost =

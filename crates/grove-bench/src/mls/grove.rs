@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use grove_client::store::{Batch, ClientStore};
 use grove_proto::identity::{Identity, UserId};
-use grove_proto::mls::engine::{Changes, GroupId, MlsEngine, PendingCommit, StoredGroup, StoredState};
+use grove_proto::mls::engine::{
+    Changes, GroupId, MlsEngine, PendingCommit, StoredGroup, StoredState, DEFAULT_JOURNAL_BOUND,
+};
 use grove_proto::mls::hub::HubGroup;
 use grove_proto::mls::identity::signing_identity;
 use mls_rs::mls_rs_codec::MlsDecode;
@@ -31,15 +33,16 @@ fn changes_bytes(ch: &Changes) -> usize {
         .groups
         .iter()
         .map(|w| {
-            w.snapshot.as_ref().map_or(0, |s| s.len())
+            w.snapshot.bytes().map_or(0, |s| s.len())
                 + w.epochs.iter().map(|e| e.data.as_ref().map_or(0, |d| d.len())).sum::<usize>()
+                + w.journal.iter().map(|r| r.entry.len()).sum::<usize>()
         })
         .sum();
     g + ch.key_packages.iter().map(|k| k.data.as_ref().map_or(0, |d| d.len())).sum::<usize>()
 }
 
 fn snapshot_of(ch: &Changes, g: &GroupId) -> Option<Vec<u8>> {
-    ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.as_ref()).map(|s| s.to_vec())
+    ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.bytes()).map(|s| s.to_vec())
 }
 
 fn persist(store: &mut ClientStore, ch: Changes) -> Result<(Duration, usize)> {
@@ -232,7 +235,12 @@ impl Room {
             &signer(m.secret),
         )?;
         let state = StoredState {
-            groups: vec![StoredGroup { group_id: self.g.clone(), snapshot: snap.into(), epochs: Vec::new() }],
+            groups: vec![StoredGroup {
+                group_id: self.g.clone(),
+                snapshot: snap.into(),
+                epochs: Vec::new(),
+                journal: Vec::new(),
+            }],
             key_packages: Vec::new(),
         };
         let mut ghost = MlsEngine::load_with_rng(
@@ -305,6 +313,50 @@ impl Room {
             res.t(sc, "msg 100 B: encrypt + decrypt", n, te + td);
             res.tb(sc, "msg 100 B: persist sender", n, tw, b);
             res.tb(sc, "msg 100 B: persist receiver", n, tr, br);
+        }
+        // The journal: what a load replays, and what a checkpoint (every `DEFAULT_JOURNAL_BOUND`
+        // messages, or on request) costs.
+        let rows = self.recv.journal_len(&self.g)?;
+        let id = Identity::from_secret_bytes(self.recv_secret);
+        let state = self.rstore.engine_state().map_err(|e| anyhow!("client store: {e}"))?;
+        let (r, t) = timed(|| MlsEngine::load_with_rng(id.clone(), state, StdRng::seed_from_u64(self.rng.gen())));
+        r?;
+        if rows != msgs {
+            bail!("the receiver's journal holds {rows} rows after {msgs} messages");
+        }
+        res.t(sc, "load receiver: snapshot + journal (a row per message above)", n, t);
+        for (who, eng, store) in
+            [("sender", &mut self.creator, &mut self.cstore), ("receiver", &mut self.recv, &mut self.rstore)]
+        {
+            let (r, t) = timed(|| eng.checkpoint(&self.g));
+            let ch = r?;
+            res.tb(sc, &format!("checkpoint {who}: engine"), n, t, changes_bytes(&ch));
+            let (t, _) = persist(store, ch)?;
+            res.t(sc, &format!("checkpoint {who}: persist"), n, t);
+        }
+        let state = self.rstore.engine_state().map_err(|e| anyhow!("client store: {e}"))?;
+        let (r, t) = timed(|| MlsEngine::load_with_rng(id, state, StdRng::seed_from_u64(self.rng.gen())));
+        r?;
+        res.t(sc, "load receiver: snapshot, empty journal", n, t);
+        // A message's share of the checkpoints: each side writes one per `bound` messages.
+        let bound = DEFAULT_JOURNAL_BOUND as f64;
+        let share = |res: &Results, what: &str| {
+            ["sender", "receiver"]
+                .iter()
+                .map(|who| res.ms(sc, &format!("checkpoint {who}: {what}"), n))
+                .sum::<Option<f64>>()
+        };
+        if let (Some(m), Some(c)) = (res.ms(sc, "msg 100 B: encrypt + decrypt", n), share(res, "engine")) {
+            let t = m + c / bound;
+            res.t(sc, "msg 100 B: encrypt + decrypt, incl. checkpoint share", n, Duration::from_secs_f64(t / 1e3));
+        }
+        if let (Some(ws), Some(wr), Some(c)) = (
+            res.ms(sc, "msg 100 B: persist sender", n),
+            res.ms(sc, "msg 100 B: persist receiver", n),
+            share(res, "persist"),
+        ) {
+            let t = ws + wr + c / bound;
+            res.t(sc, "msg 100 B: persist both, incl. checkpoint share", n, Duration::from_secs_f64(t / 1e3));
         }
         let (s, t) = timed(|| self.hub.snapshot());
         res.tb(sc, "hub snapshot", n, t, s?.len());

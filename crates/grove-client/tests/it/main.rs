@@ -2,6 +2,7 @@
 
 #![allow(missing_docs)]
 
+mod journal;
 mod scenarios;
 
 use std::path::{Path, PathBuf};

@@ -13,19 +13,24 @@
 //! delete in the caller's own database. The caller writes them in ONE transaction together with
 //! whatever goes with the operation (decrypted messages, its log cursor, an outbox entry), and
 //! rebuilds the engine after a restart with [`MlsEngine::load_with_rng`] from every row it stored
-//! ([`StoredState`]). A natural schema is three tables:
+//! ([`StoredState`]). A natural schema is four tables:
 //!
-//! - `mls_group(group_id PRIMARY KEY, snapshot)`: [`GroupWrite::snapshot`] `Some` = upsert,
-//!   `None` = delete the group *and all its epoch rows*;
+//! - `mls_group(group_id PRIMARY KEY, snapshot)`: [`GroupWrite::snapshot`] is
+//!   [`SnapshotWrite::Checkpoint`] = upsert *and delete the group's journal rows*,
+//!   [`SnapshotWrite::Delete`] = delete the group *and all its epoch and journal rows*,
+//!   [`SnapshotWrite::Unchanged`] = nothing;
 //! - `mls_epoch(group_id, epoch, data, PRIMARY KEY(group_id, epoch))`: [`EpochWrite::data`]
 //!   `Some` = upsert, `None` = delete;
+//! - `mls_journal(group_id, seq, entry, PRIMARY KEY(group_id, seq))`: [`GroupWrite::journal`]
+//!   rows to insert, after the snapshot write (see [The journal](self#the-journal));
 //! - `mls_key_package(id PRIMARY KEY, data)`: [`KeyPackageWrite::data`] likewise.
 //!
 //! Rules the caller must follow, or lose security or messages:
 //!
 //! - **Persist before you send.** [`MlsEngine::encrypt`] advances the sender's key ratchet: if
-//!   the ciphertext leaves the device but the [`Changes`] do not reach the database, a restart
-//!   would encrypt the next message with the same key and nonce. Likewise persist the
+//!   the ciphertext leaves the device but the [`Changes`] (its "sent" journal row) do not reach
+//!   the database, a restart would encrypt the next message with the same key and nonce.
+//!   Likewise persist the
 //!   [`Changes`] of a `commit_*` (they hold the pending commit) together with the commit and
 //!   Welcome bytes in an outbox *before* posting them.
 //! - **If the transaction fails, rebuild.** The engine's memory is then ahead of the database:
@@ -39,8 +44,53 @@
 //! it was: nothing is written to the recording store and the next [`Changes`] carries nothing of
 //! it. mls-rs may mutate a group in memory before it notices a problem (for instance it adopts a
 //! commit's new signer before validating the update path), so on any error after mls-rs touched a
-//! group the engine reloads that group from the last written state. Cheap checks (decoding,
-//! group id, epoch) run first, so garbage does not cost a reload.
+//! group the engine reloads that group from the last written state: its snapshot, with its
+//! journal replayed. Cheap checks (decoding, group id, epoch) run first, so garbage does not
+//! cost a reload.
+//!
+//! # The journal
+//!
+//! mls-rs can only write a group whole (`write_to_storage` serialises the ratchet tree, the
+//! secret tree and the rest: about 4 MB at 10,000 members), so writing it after every
+//! application message made each message O(group size). Instead, a group's state is its last
+//! **snapshot** plus a **journal** of what happened since:
+//!
+//! - [`MlsEngine::encrypt`] adds a row *sent* (one byte: "this member's ratchet moved on by one
+//!   generation"), and processing an application message ([`MlsEngine::process`],
+//!   [`MlsEngine::process_many`]) adds a row *received* holding the message. The [`Changes`] of
+//!   such an operation carry that row and no snapshot: O(message), not O(group).
+//! - Loading ([`MlsEngine::load_with_rng`], and the reload after a failed operation) reads the
+//!   snapshot and **replays** the journal in order: a *sent* row encrypts a throw-away message
+//!   (the ratchet moves exactly one generation, as it did; the ciphertext is dropped), a
+//!   *received* row processes its message again (deterministic: no randomness, no clock). The
+//!   replayed group is the group as it was: the same epoch authenticator, the same next
+//!   generation for each sender (tests compare the snapshots byte for byte).
+//! - A **checkpoint** writes the snapshot and empties the journal, in the same [`Changes`]. It
+//!   happens on every handshake (creating, joining, making, applying or discarding a commit,
+//!   processing a commit or proposal, proposing to leave), when an operation would make the
+//!   journal reach its bound ([`DEFAULT_JOURNAL_BOUND`] rows, [`MlsEngine::with_journal_bound`]),
+//!   and when the caller asks ([`MlsEngine::checkpoint`]). So the journal never spans an epoch
+//!   change, and a load replays fewer than `bound` rows per group (about 0.08 ms each,
+//!   `grove-bench mls`).
+//!
+//! **Keys are never reused.** A replayed *sent* row draws the key of a generation the original
+//! message used; the next real message uses the next generation, exactly as without a restart.
+//! Because the *sent* row is in the same transaction as whatever the caller does before sending
+//! (the rule "persist before you send"), a message that left the device always has its row: a
+//! crash between `encrypt` and the transaction loses the row *and* the unsent message, and the
+//! next message reuses the generation of a ciphertext nobody saw (tests check both).
+//!
+//! **Forward secrecy of the stored state is per checkpoint, not per message.** Without the
+//! journal, the stored snapshot never held the key of a message already decrypted (mls-rs
+//! deletes each key after use). Now, until the next checkpoint, the stored snapshot still holds
+//! the ratchet secrets from which the keys of every journaled message derive, and the *received*
+//! rows hold those messages' ciphertexts: someone who steals the state file can read the (fewer
+//! than `bound`) messages of each group since its last checkpoint, and forge nothing (signature
+//! keys are not in the journal). grove-client keeps the plaintext of every message in its history
+//! table anyway, so the exposure that is new is of messages deleted from that history since the
+//! last checkpoint; a caller that deletes history should call [`MlsEngine::checkpoint`]. The
+//! exposure ends at the next checkpoint, which every commit forces; a smaller bound shortens it
+//! at the cost of more snapshot writes.
 //!
 //! # Commits
 //!
@@ -139,12 +189,13 @@
 //! # Performance
 //!
 //! mls-rs' `write_to_storage` serialises the whole group (ratchet tree, secret tree, ...) into one
-//! snapshot, so every operation that writes (including each encrypt and each decrypt, which
-//! advance a ratchet) costs O(group size) bytes and time. Each prior-epoch record also holds
-//! every member's signature key. That is acceptable for now; an incremental format would have
-//! to replace mls-rs' snapshot. To sync a page of the log, use [`MlsEngine::process_many`], which
-//! writes the group once per page instead of once per message.
+//! snapshot, so every checkpoint costs O(group size) bytes and time; each prior-epoch record
+//! also holds every member's signature key. Application messages write only a journal row
+//! (above); one in `bound` of them pays for a checkpoint. Handshakes still write the whole
+//! group. To sync a page of the log, use [`MlsEngine::process_many`], which writes the group at
+//! most once per page.
 
+mod journal;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -178,6 +229,10 @@ use crate::mls::CIPHER_SUITE;
 
 use store::RecordingStore;
 pub use store::EPOCH_RETENTION;
+
+/// The default journal bound ([`MlsEngine::with_journal_bound`]): a group's journal holds at most
+/// this many rows minus one; the operation that would add the 256th writes a snapshot instead.
+pub const DEFAULT_JOURNAL_BOUND: usize = 256;
 
 type EngineConfig = WithCryptoProvider<
     GroveCryptoProvider,
@@ -299,16 +354,53 @@ pub struct Changes {
     pub key_packages: Vec<KeyPackageWrite>,
 }
 
-/// The writes for one group.
+/// The writes for one group, to apply in this order: the snapshot (with what it implies for the
+/// journal), the epoch records, then the new journal rows.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GroupWrite {
     /// The group.
     pub group_id: GroupId,
-    /// `Some`: upsert the group's snapshot (mls-rs' serialised state, secret). `None`: delete
-    /// the group and all its epoch records.
-    pub snapshot: Option<Zeroizing<Vec<u8>>>,
+    /// What to do with the group's snapshot row.
+    pub snapshot: SnapshotWrite,
     /// Prior-epoch records to upsert or delete.
     pub epochs: Vec<EpochWrite>,
+    /// Journal rows to insert, in order (see the [module docs](self#the-journal)). Their
+    /// sequence numbers continue the group's journal: after a [`SnapshotWrite::Checkpoint`]
+    /// they start at 0, otherwise they follow the rows already stored.
+    pub journal: Vec<JournalRow>,
+}
+
+/// What a [`GroupWrite`] does to the group's snapshot row.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SnapshotWrite {
+    /// Leave the snapshot and the journal rows stored so far as they are (the write only adds
+    /// journal rows).
+    Unchanged,
+    /// A checkpoint: upsert the snapshot (mls-rs' serialised state, secret) and delete every
+    /// journal row of the group.
+    Checkpoint(Zeroizing<Vec<u8>>),
+    /// Delete the group with all its epoch records and journal rows.
+    Delete,
+}
+
+impl SnapshotWrite {
+    /// The snapshot a [`SnapshotWrite::Checkpoint`] writes.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            SnapshotWrite::Checkpoint(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One row of a group's journal: what happened to the group since its snapshot, in the
+/// engine's own encoding (opaque to the caller). The key is `(group, seq)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// The row's position in the journal: 0, 1, 2, … since the last checkpoint.
+    pub seq: u64,
+    /// The entry (it may hold a received message's ciphertext).
+    pub entry: Zeroizing<Vec<u8>>,
 }
 
 /// The write for one prior-epoch record of a group.
@@ -342,13 +434,20 @@ impl Changes {
             match self.groups.iter_mut().find(|w| w.group_id == g.group_id) {
                 None => self.groups.push(g),
                 Some(w) => {
-                    if g.snapshot.is_none() {
-                        // Deleting the group deletes every epoch record, including those written
-                        // earlier in the batch.
-                        *w = g;
-                        continue;
+                    match g.snapshot {
+                        // Deleting the group deletes every epoch record and journal row,
+                        // including those written earlier in the batch.
+                        SnapshotWrite::Delete => {
+                            *w = g;
+                            continue;
+                        }
+                        // A checkpoint deletes the journal rows written earlier in the batch.
+                        SnapshotWrite::Checkpoint(snapshot) => {
+                            w.snapshot = SnapshotWrite::Checkpoint(snapshot);
+                            w.journal = g.journal;
+                        }
+                        SnapshotWrite::Unchanged => w.journal.extend(g.journal),
                     }
-                    w.snapshot = g.snapshot;
                     for e in g.epochs {
                         match w.epochs.iter_mut().find(|x| x.epoch == e.epoch) {
                             Some(x) => *x = e,
@@ -364,6 +463,22 @@ impl Changes {
                 None => self.key_packages.push(k),
             }
         }
+    }
+}
+
+impl fmt::Debug for SnapshotWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotWrite::Unchanged => f.write_str("unchanged"),
+            SnapshotWrite::Checkpoint(s) => write!(f, "checkpoint: {} bytes", s.len()),
+            SnapshotWrite::Delete => f.write_str("delete"),
+        }
+    }
+}
+
+impl fmt::Debug for JournalRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "journal {}: {} bytes", self.seq, self.entry.len())
     }
 }
 
@@ -384,8 +499,9 @@ impl fmt::Debug for GroupWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupWrite")
             .field("group_id", &self.group_id)
-            .field("snapshot", &format_args!("{}", len_of(&self.snapshot)))
+            .field("snapshot", &self.snapshot)
             .field("epochs", &self.epochs)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -421,6 +537,9 @@ pub struct StoredGroup {
     pub snapshot: Zeroizing<Vec<u8>>,
     /// The prior-epoch records, in any order.
     pub epochs: Vec<StoredEpoch>,
+    /// The journal since the snapshot, in any order (the engine replays it by `seq`, which must
+    /// run 0, 1, 2, … without a gap).
+    pub journal: Vec<JournalRow>,
 }
 
 /// One stored prior-epoch record.
@@ -447,25 +566,34 @@ impl StoredState {
     pub fn apply(&mut self, changes: &Changes) {
         for w in &changes.groups {
             let pos = self.groups.iter().position(|g| g.group_id == w.group_id);
-            let Some(snapshot) = &w.snapshot else {
-                if let Some(i) = pos {
+            let group = match (&w.snapshot, pos) {
+                (SnapshotWrite::Delete, Some(i)) => {
                     self.groups.remove(i);
+                    continue;
                 }
-                continue;
-            };
-            let group = match pos {
-                Some(i) => &mut self.groups[i],
-                None => {
+                (SnapshotWrite::Delete, None) => continue,
+                (SnapshotWrite::Checkpoint(snapshot), Some(i)) => {
+                    let group = &mut self.groups[i];
+                    group.snapshot = snapshot.clone();
+                    group.journal.clear();
+                    group
+                }
+                (SnapshotWrite::Checkpoint(snapshot), None) => {
                     self.groups.push(StoredGroup {
                         group_id: w.group_id.clone(),
                         snapshot: snapshot.clone(),
                         epochs: Vec::new(),
+                        journal: Vec::new(),
                     });
                     let last = self.groups.len() - 1;
                     &mut self.groups[last]
                 }
+                (SnapshotWrite::Unchanged, Some(i)) => &mut self.groups[i],
+                // Journal rows of a group that has no snapshot: a database would keep them
+                // (and the engine refuse to load them); there is no group here to add them to.
+                (SnapshotWrite::Unchanged, None) => continue,
             };
-            group.snapshot = snapshot.clone();
+            group.journal.extend(w.journal.iter().cloned());
             for e in &w.epochs {
                 let at = group.epochs.iter().position(|x| x.epoch == e.epoch);
                 match (&e.data, at) {
@@ -497,6 +625,7 @@ impl StoredState {
         self.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         for g in &mut self.groups {
             g.epochs.sort_by_key(|e| e.epoch);
+            g.journal.sort_by_key(|r| r.seq);
         }
         self.key_packages.sort_by(|a, b| a.id.cmp(&b.id));
         self
@@ -516,6 +645,7 @@ impl fmt::Debug for StoredGroup {
             .field("group_id", &self.group_id)
             .field("snapshot", &format_args!("{} bytes", self.snapshot.len()))
             .field("epochs", &epochs)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -894,6 +1024,32 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
     })
 }
 
+/// In [`MlsEngine::process_many`], a failed message whose reload replayed a journal this long
+/// writes a snapshot, so that the next failure of the page does not replay it all again.
+const REPLAY_AFTER_FAILURE: usize = 32;
+
+/// Loads a group from the store: its snapshot, then its journal replayed.
+fn load_group(client: &Client<EngineConfig>, store: &RecordingStore, g: &GroupId) -> Result<EngineGroup, String> {
+    let mut group = client.load_group(g.as_bytes()).map_err(|e| e.to_string())?;
+    journal::replay(&mut group, &store.journal(g.as_bytes()))?;
+    Ok(group)
+}
+
+/// Records `entry` in the group's journal; when the journal reaches `bound` rows, writes the
+/// group's snapshot instead (a checkpoint, which empties the journal).
+fn record(
+    group: &mut EngineGroup,
+    store: &RecordingStore,
+    g: &GroupId,
+    entry: Vec<u8>,
+    bound: usize,
+) -> Result<(), EngineError> {
+    if store.append_journal(g.as_bytes(), entry) >= bound {
+        group.write_to_storage().map_err(internal("writing the group"))?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The engine
 // ---------------------------------------------------------------------------------------------
@@ -908,6 +1064,8 @@ pub struct MlsEngine {
     departed: BTreeSet<GroupId>,
     /// `None`: mls-rs reads the system clock itself.
     clock: Option<Clock>,
+    /// A group's journal is checkpointed when it reaches this many rows.
+    journal_bound: usize,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -917,6 +1075,7 @@ impl fmt::Debug for MlsEngine {
             .field("groups", &self.groups.keys().collect::<Vec<_>>())
             .field("departed", &self.departed)
             .field("clock", &if self.clock.is_some() { "injected" } else { "system (read by mls-rs)" })
+            .field("journal_bound", &self.journal_bound)
             .finish_non_exhaustive()
     }
 }
@@ -956,6 +1115,7 @@ impl MlsEngine {
             groups: BTreeMap::new(),
             departed: BTreeSet::new(),
             clock: None,
+            journal_bound: DEFAULT_JOURNAL_BOUND,
         }
     }
 
@@ -969,6 +1129,14 @@ impl MlsEngine {
             let mut epochs = BTreeSet::new();
             if !g.epochs.iter().all(|e| epochs.insert(e.epoch)) {
                 return Err(EngineError::CorruptState(format!("group {} has an epoch twice", g.group_id)));
+            }
+            let mut seqs: Vec<u64> = g.journal.iter().map(|r| r.seq).collect();
+            seqs.sort_unstable();
+            if seqs.iter().enumerate().any(|(i, seq)| *seq != i as u64) {
+                return Err(EngineError::CorruptState(format!(
+                    "group {}: the journal is not numbered 0, 1, 2, … (a row is missing or twice)",
+                    g.group_id
+                )));
             }
         }
         let mut kp_ids = BTreeSet::new();
@@ -985,7 +1153,7 @@ impl MlsEngine {
         let mut groups = BTreeMap::new();
         for id in ids {
             let group =
-                client.load_group(id.as_bytes()).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))?;
+                load_group(&client, &store, &id).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))?;
             if group.group_id() != id.as_bytes() {
                 return Err(EngineError::CorruptState(format!("group {id}: snapshot of another group")));
             }
@@ -998,7 +1166,25 @@ impl MlsEngine {
             }
             groups.insert(id, group);
         }
-        Ok(MlsEngine { user, client, store, groups, departed: BTreeSet::new(), clock: None })
+        Ok(MlsEngine {
+            user,
+            client,
+            store,
+            groups,
+            departed: BTreeSet::new(),
+            clock: None,
+            journal_bound: DEFAULT_JOURNAL_BOUND,
+        })
+    }
+
+    /// Sets the journal bound (default [`DEFAULT_JOURNAL_BOUND`]; values below 1 count as 1): an
+    /// operation that would make a group's journal this long writes a snapshot (a checkpoint)
+    /// instead. 1 writes a snapshot after every operation (no journal at all). See the
+    /// [module docs](self#the-journal) for what the bound trades: load time and forward
+    /// secrecy of the stored state against the cost of writing the whole group.
+    pub fn with_journal_bound(mut self, bound: usize) -> Self {
+        self.journal_bound = bound.max(1);
+        self
     }
 
     /// Makes the engine take the current time from `clock` (Unix seconds) instead of letting
@@ -1184,7 +1370,7 @@ impl MlsEngine {
         if result.is_err() {
             // Nothing the failed operation did may reach the caller or the store.
             self.store.rollback();
-            match self.client.load_group(g.as_bytes()) {
+            match load_group(&self.client, &self.store, g) {
                 Ok(fresh) => {
                     self.groups.insert(g.clone(), fresh);
                 }
@@ -1222,11 +1408,16 @@ impl MlsEngine {
 
     /// Encrypts an application message (a PrivateMessage) in the current epoch. Returns it with
     /// the epoch. Persist the [`Changes`] before sending (see the [module docs](self)).
+    ///
+    /// The [`Changes`] hold one journal row ("sent one message"), or a checkpoint if the journal
+    /// reached its bound: not the whole group (see the [module docs](self#the-journal)).
     pub fn encrypt(&mut self, g: &GroupId, plaintext: &[u8]) -> Result<(Vec<u8>, u64, Changes), EngineError> {
+        let store = self.store.clone();
+        let bound = self.journal_bound;
         let (message, epoch) = self.with_group(g, |group| {
             let msg = group.encrypt_application_message(plaintext, Vec::new()).map_err(local("encrypting"))?;
             let bytes = encode(&msg)?;
-            group.write_to_storage().map_err(internal("writing the group"))?;
+            record(group, &store, g, journal::sent(), bound)?;
             Ok((bytes, group.current_epoch()))
         })?;
         Ok((message, epoch, self.store.drain()))
@@ -1418,11 +1609,19 @@ impl MlsEngine {
             Checked::Own => return Ok((Incoming::Own, Changes::default())),
             Checked::Process(msg, check) => (msg, check),
         };
+        let store = self.store.clone();
+        let bound = self.journal_bound;
         let processed = self.with_group(g, |group| {
             let processed = process_in_memory(group, *msg, &check)?;
-            let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
-            if !matches!(processed, Processed::Own) && !removed_me {
-                group.write_to_storage().map_err(internal("writing the group"))?;
+            match &processed {
+                // Nothing changed; a removal deletes the group (in `finish`).
+                Processed::Own => {}
+                Processed::Commit(s) if s.removed_me => {}
+                Processed::Application { .. } => record(group, &store, g, journal::received(message), bound)?,
+                // A handshake: a checkpoint.
+                Processed::Commit(_) | Processed::Proposal { .. } => {
+                    group.write_to_storage().map_err(internal("writing the group"))?
+                }
             }
             Ok(processed)
         })?;
@@ -1431,19 +1630,22 @@ impl MlsEngine {
 
     /// Processes a page of the group's log, in order, with the same outcome for each message as
     /// [`MlsEngine::process`] called on each in turn (and the same state afterwards), but writes
-    /// the group's state once, at the end: the returned [`Changes`] hold one snapshot (or the
-    /// group's deletion, if a commit removed this member). Persist them with every message's
-    /// result in one transaction.
+    /// the group's snapshot at most once, at the end, and only if the page held a commit or a
+    /// proposal (or the journal reached its bound): the returned [`Changes`] hold one snapshot,
+    /// or only journal rows for the page's application messages, or the group's deletion if a
+    /// commit removed this member. Persist them with every message's result in one transaction.
     ///
     /// A failed message changes nothing, as with `process`: if mls-rs had touched the group,
-    /// the engine reloads it from the last written state and processes again the messages of
-    /// this call that succeeded before it (processing application messages, proposals and
-    /// commits is deterministic: it draws no randomness and reads no clock). Before a message of
-    /// an earlier epoch that follows a commit of this call, the engine writes the state first, so
-    /// that the prior-epoch records it can use are those `process` would have kept (mls-rs trims
-    /// them only when writing). After a commit that removes this member, the remaining messages
-    /// fail as `process` would fail then ([`EngineError::NotAMember`], or
-    /// [`EngineError::Malformed`] for garbage).
+    /// the engine reloads it from the last written state (snapshot and journal) and processes
+    /// again the messages of this call that succeeded before it and are not in the journal
+    /// (processing application messages, proposals and commits is deterministic: it draws no
+    /// randomness and reads no clock). If there were such messages, or the journal is long, it
+    /// then writes a snapshot, so that further failures in the page do not redo that work.
+    /// Before a message of an earlier epoch that follows a commit of this call, the engine
+    /// writes the state first, so that the prior-epoch records it can use are those `process`
+    /// would have kept (mls-rs trims them only when writing). After a commit that removes this
+    /// member, the remaining messages fail as `process` would fail then
+    /// ([`EngineError::NotAMember`], or [`EngineError::Malformed`] for garbage).
     ///
     /// The outer error (an internal failure, which should not happen) means nothing changed,
     /// as with any operation.
@@ -1459,7 +1661,7 @@ impl MlsEngine {
                 // Back to the state before the call: everything written since is undone.
                 self.store.rollback();
                 if self.store.has_group(g.as_bytes()) {
-                    match self.client.load_group(g.as_bytes()) {
+                    match load_group(&self.client, &self.store, g) {
                         Ok(fresh) => {
                             self.groups.insert(g.clone(), fresh);
                         }
@@ -1483,7 +1685,10 @@ impl MlsEngine {
         messages: &[Vec<u8>],
     ) -> Result<Vec<Result<Incoming, EngineError>>, EngineError> {
         let mut outcomes = Vec::with_capacity(messages.len());
-        // Messages of this call that mls-rs processed since the group was last written.
+        // Messages of this call that mls-rs processed since the group was last written and that
+        // are not in its journal: the first is a commit or a proposal, after which the written
+        // snapshot is stale and the journal cannot follow it (the rest are replayed, or covered
+        // by the next snapshot).
         let mut unwritten: Vec<usize> = Vec::new();
         // Whether one of them is a commit.
         let mut unwritten_commit = false;
@@ -1510,7 +1715,14 @@ impl MlsEngine {
             }
             match process_in_memory(group, *msg, &check) {
                 Ok(processed) => {
-                    unwritten.push(i);
+                    match &processed {
+                        Processed::Own => {}
+                        Processed::Application { .. } if unwritten.is_empty() => {
+                            // As `process` would (no bound check yet: that is once, at the end).
+                            self.store.append_journal(g.as_bytes(), journal::received(message));
+                        }
+                        _ => unwritten.push(i),
+                    }
                     unwritten_commit |= matches!(processed, Processed::Commit(_));
                     let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
                     outcomes.push(Ok(self.finish(g, processed)));
@@ -1521,10 +1733,11 @@ impl MlsEngine {
                 Err(e) => {
                     outcomes.push(Err(e));
                     self.reload_and_replay(g, messages, &unwritten)?;
-                    if !unwritten.is_empty() {
+                    let long_journal = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE;
+                    if !unwritten.is_empty() || long_journal {
                         // A checkpoint, so the next failure replays only what follows: a page of
-                        // forged entries costs linear work (at most one write per failure,
-                        // as `process` pays for every message), not quadratic.
+                        // forged entries costs linear work (at most one write per failure, as
+                        // `process` paid for every message before the journal), not quadratic.
                         if let Some(group) = self.groups.get_mut(g) {
                             group.write_to_storage().map_err(internal("writing the group"))?;
                         }
@@ -1534,7 +1747,8 @@ impl MlsEngine {
                 }
             }
         }
-        if !unwritten.is_empty() {
+        let journal_full = self.store.journal_len(g.as_bytes()) >= self.journal_bound;
+        if !unwritten.is_empty() || journal_full {
             if let Some(group) = self.groups.get_mut(g) {
                 group.write_to_storage().map_err(internal("writing the group"))?;
             }
@@ -1542,12 +1756,10 @@ impl MlsEngine {
         Ok(outcomes)
     }
 
-    /// Reloads the group from the last written state and processes `replay` (indexes into
-    /// `messages`, which all succeeded since that write) again.
+    /// Reloads the group from the last written state (snapshot and journal) and processes
+    /// `replay` (indexes into `messages`, which all succeeded since that state) again.
     fn reload_and_replay(&mut self, g: &GroupId, messages: &[Vec<u8>], replay: &[usize]) -> Result<(), EngineError> {
-        let fresh = self
-            .client
-            .load_group(g.as_bytes())
+        let fresh = load_group(&self.client, &self.store, g)
             .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
         self.groups.insert(g.clone(), fresh);
         for &i in replay {
@@ -1651,13 +1863,29 @@ impl MlsEngine {
         }
     }
 
-    /// Every row as the caller's database should hold it now, after writing each group's
-    /// in-memory state to the store. For tests and backups: if the in-memory state ever differed
-    /// from what was reported (a bug), the difference is in the next [`Changes`].
-    pub fn export_state(&mut self) -> Result<StoredState, EngineError> {
-        for group in self.groups.values_mut() {
-            group.write_to_storage().map_err(internal("writing a group"))?;
-        }
+    /// Every row as the caller's database should hold it now (the sum of every [`Changes`]
+    /// returned so far), for tests and backups. It writes nothing: a group's state is its
+    /// snapshot plus its journal, as [`MlsEngine::load_with_rng`] rebuilds it.
+    pub fn export_state(&self) -> Result<StoredState, EngineError> {
         Ok(self.store.rows().sorted())
+    }
+
+    /// How many rows the group's journal holds (operations since its last snapshot).
+    pub fn journal_len(&self, g: &GroupId) -> Result<usize, EngineError> {
+        self.group(g)?;
+        Ok(self.store.journal_len(g.as_bytes()))
+    }
+
+    /// Writes the group's snapshot now and empties its journal (a checkpoint), if the journal
+    /// holds anything; otherwise there is nothing to write and the [`Changes`] are empty. Call it
+    /// when the group is idle, to bound what a stolen state file reveals of messages already
+    /// read (see the [module docs](self#the-journal)) and how much a load replays.
+    pub fn checkpoint(&mut self, g: &GroupId) -> Result<Changes, EngineError> {
+        self.group(g)?;
+        if self.store.journal_len(g.as_bytes()) == 0 {
+            return Ok(Changes::default());
+        }
+        self.with_group(g, |group| group.write_to_storage().map_err(internal("writing the group")))?;
+        Ok(self.store.drain())
     }
 }

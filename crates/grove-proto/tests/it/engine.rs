@@ -4,41 +4,50 @@ use std::collections::BTreeMap;
 
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::engine::{
-    Changes, EngineError, GroupId, Incoming, MlsEngine, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState,
+    Changes, EngineError, GroupId, Incoming, JournalRow, MlsEngine, SnapshotWrite, StoredEpoch, StoredGroup,
+    StoredKeyPackage, StoredState,
 };
 use grove_proto::mls::hub::{HubError, HubGroup};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-fn user(n: u8) -> Identity {
+pub(crate) fn user(n: u8) -> Identity {
     Identity::from_secret_bytes([n; 32])
 }
 
 /// A seeded RNG. Every engine of these tests gets its own seed: reusing one would replay
 /// "fresh" secrets.
-fn rng(seed: u64) -> StdRng {
+pub(crate) fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
-/// What a client's database holds: three tables, written only by applying [`Changes`].
+/// What a client's database holds: four tables, written only by applying [`Changes`].
 #[derive(Default, Clone)]
-struct Db {
-    groups: BTreeMap<GroupId, Vec<u8>>,
-    epochs: BTreeMap<(GroupId, u64), Vec<u8>>,
-    key_packages: BTreeMap<Vec<u8>, Vec<u8>>,
+pub(crate) struct Db {
+    pub(crate) groups: BTreeMap<GroupId, Vec<u8>>,
+    pub(crate) epochs: BTreeMap<(GroupId, u64), Vec<u8>>,
+    pub(crate) journal: BTreeMap<(GroupId, u64), Vec<u8>>,
+    pub(crate) key_packages: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Db {
-    fn apply(&mut self, changes: &Changes) {
+    pub(crate) fn apply(&mut self, changes: &Changes) {
         for g in &changes.groups {
             match &g.snapshot {
-                Some(s) => {
+                SnapshotWrite::Unchanged => {}
+                SnapshotWrite::Checkpoint(s) => {
                     self.groups.insert(g.group_id.clone(), s.to_vec());
+                    self.journal.retain(|(id, _), _| id != &g.group_id);
                 }
-                None => {
+                SnapshotWrite::Delete => {
                     self.groups.remove(&g.group_id);
                     self.epochs.retain(|(id, _), _| id != &g.group_id);
+                    self.journal.retain(|(id, _), _| id != &g.group_id);
                 }
+            }
+            for r in &g.journal {
+                let old = self.journal.insert((g.group_id.clone(), r.seq), r.entry.to_vec());
+                assert!(old.is_none(), "journal row {} written twice", r.seq);
             }
             for e in &g.epochs {
                 let key = (g.group_id.clone(), e.epoch);
@@ -64,7 +73,7 @@ impl Db {
         }
     }
 
-    fn state(&self) -> StoredState {
+    pub(crate) fn state(&self) -> StoredState {
         StoredState {
             groups: self
                 .groups
@@ -78,6 +87,12 @@ impl Db {
                         .filter(|((g, _), _)| g == id)
                         .map(|((_, epoch), data)| StoredEpoch { epoch: *epoch, data: data.clone().into() })
                         .collect(),
+                    journal: self
+                        .journal
+                        .iter()
+                        .filter(|((g, _), _)| g == id)
+                        .map(|((_, seq), entry)| JournalRow { seq: *seq, entry: entry.clone().into() })
+                        .collect(),
                 })
                 .collect(),
             key_packages: self
@@ -90,14 +105,14 @@ impl Db {
 }
 
 /// The room's server: the hub's view of the group and the ordered log.
-struct Room {
-    id: GroupId,
-    hub: HubGroup,
-    log: Vec<Vec<u8>>,
+pub(crate) struct Room {
+    pub(crate) id: GroupId,
+    pub(crate) hub: HubGroup,
+    pub(crate) log: Vec<Vec<u8>>,
 }
 
 impl Room {
-    fn post_commit(&mut self, from: UserId, commit: &[u8]) -> Result<(), HubError> {
+    pub(crate) fn post_commit(&mut self, from: UserId, commit: &[u8]) -> Result<(), HubError> {
         let checked = self.hub.check_commit(commit, &from)?;
         self.hub = checked.next;
         self.log.push(commit.to_vec());
@@ -109,46 +124,46 @@ impl Room {
         self.log.push(proposal.to_vec());
     }
 
-    fn post_application(&mut self, message: &[u8]) {
+    pub(crate) fn post_application(&mut self, message: &[u8]) {
         self.hub.check_application(message).unwrap();
         self.log.push(message.to_vec());
     }
 }
 
 /// A client: identity, engine, database, and its cursor in the room's log.
-struct Member {
-    id: Identity,
-    engine: MlsEngine,
-    db: Db,
-    cursor: usize,
+pub(crate) struct Member {
+    pub(crate) id: Identity,
+    pub(crate) engine: MlsEngine,
+    pub(crate) db: Db,
+    pub(crate) cursor: usize,
     /// The RNG seed of the current engine: the member number, then 1000 more per restart.
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl Member {
-    fn new(n: u8) -> Member {
+    pub(crate) fn new(n: u8) -> Member {
         let id = user(n);
         let seed = u64::from(n);
         Member { engine: MlsEngine::with_rng(id.clone(), rng(seed)), id, db: Db::default(), cursor: 0, seed }
     }
 
-    fn uid(&self) -> UserId {
+    pub(crate) fn uid(&self) -> UserId {
         self.id.user_id()
     }
 
     /// Writes the changes, then checks the database matches the engine's state exactly.
-    fn persist(&mut self, changes: Changes) {
+    pub(crate) fn persist(&mut self, changes: Changes) {
         self.db.apply(&changes);
         assert_eq!(self.db.state().sorted(), self.engine.export_state().unwrap(), "db out of sync");
     }
 
     /// A restart: a new engine from the database.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.seed += 1000;
         self.engine = MlsEngine::load_with_rng(self.id.clone(), self.db.state(), rng(self.seed)).unwrap();
     }
 
-    fn key_package(&mut self) -> Vec<u8> {
+    pub(crate) fn key_package(&mut self) -> Vec<u8> {
         let (mut kps, last, changes) = self.engine.key_packages(1, false).unwrap();
         assert!(last.is_none());
         assert_eq!(changes.key_packages.len(), 1);
@@ -166,7 +181,7 @@ impl Member {
         self.cursor = room.log.len();
     }
 
-    fn send(&mut self, room: &mut Room, text: &str) {
+    pub(crate) fn send(&mut self, room: &mut Room, text: &str) {
         let (msg, epoch, changes) = self.engine.encrypt(&room.id, text.as_bytes()).unwrap();
         assert_eq!(epoch, room.hub.epoch());
         self.persist(changes);
@@ -174,7 +189,7 @@ impl Member {
     }
 
     /// Processes the log from the cursor, persisting each result with the cursor.
-    fn sync(&mut self, room: &Room) -> Vec<Incoming> {
+    pub(crate) fn sync(&mut self, room: &Room) -> Vec<Incoming> {
         let mut out = Vec::new();
         while self.cursor < room.log.len() {
             let (incoming, changes) = self.engine.process(&room.id, &room.log[self.cursor]).unwrap();
@@ -186,7 +201,7 @@ impl Member {
     }
 
     /// Makes a change as a pending commit, posts it, applies it.
-    fn commit(
+    pub(crate) fn commit(
         &mut self,
         room: &mut Room,
         make: impl FnOnce(
@@ -204,12 +219,12 @@ impl Member {
         pending.welcome
     }
 
-    fn epoch_authenticator(&self, room: &Room) -> Vec<u8> {
+    pub(crate) fn epoch_authenticator(&self, room: &Room) -> Vec<u8> {
         self.engine.epoch_authenticator(&room.id).unwrap()
     }
 }
 
-fn texts_from(incoming: &[Incoming]) -> Vec<(UserId, String)> {
+pub(crate) fn texts_from(incoming: &[Incoming]) -> Vec<(UserId, String)> {
     incoming
         .iter()
         .filter_map(|i| match i {
@@ -232,7 +247,7 @@ fn create_room(creator: &mut Member) -> Room {
 }
 
 /// Alice creates a room and adds Bob and Carol in one commit; both join with the hub's tree.
-fn three() -> (Room, Member, Member, Member) {
+pub(crate) fn three() -> (Room, Member, Member, Member) {
     let mut alice = Member::new(1);
     let mut bob = Member::new(2);
     let mut carol = Member::new(3);
@@ -352,9 +367,9 @@ fn removed_member_cannot_read_later_messages() {
     let (incoming, changes) = carol.engine.process(&room.id, &room.log[carol.cursor]).unwrap();
     carol.cursor += 1;
     assert!(matches!(incoming, Incoming::Commit { removed_me: true, epoch: 2, .. }), "{incoming:?}");
-    assert!(changes.groups.iter().any(|g| g.group_id == room.id && g.snapshot.is_none()));
+    assert!(changes.groups.iter().any(|g| g.group_id == room.id && g.snapshot == SnapshotWrite::Delete));
     carol.persist(changes);
-    assert!(carol.db.groups.is_empty() && carol.db.epochs.is_empty());
+    assert!(carol.db.groups.is_empty() && carol.db.epochs.is_empty() && carol.db.journal.is_empty());
     assert_eq!(carol.engine.group_ids(), Vec::<GroupId>::new());
     // Her engine cannot read, send or commit any more.
     let gone = EngineError::NotAMember(room.id.clone());
@@ -382,7 +397,7 @@ fn removed_member_cannot_read_later_messages() {
 
 /// Rewrites the epoch in a PrivateMessage header: version (2) | wire format (2) | group id
 /// (1 + 32) | epoch (8).
-fn set_private_message_epoch(message: &mut [u8], epoch: u64) {
+pub(crate) fn set_private_message_epoch(message: &mut [u8], epoch: u64) {
     assert_eq!(&message[2..4], &2u16.to_be_bytes(), "PrivateMessage");
     assert_eq!(message[4], 32, "group id length");
     message[37..45].copy_from_slice(&epoch.to_be_bytes());
@@ -736,8 +751,9 @@ fn misuse_is_reported() {
     assert!("zz".parse::<GroupId>().is_err());
 
     // Debug output never shows secret bytes.
-    let (_, changes) = alice.engine.encrypt(&room.id, b"x").map(|(m, _, c)| (m, c)).unwrap();
-    let snapshot = changes.groups[0].snapshot.clone().unwrap();
+    let (_, mut changes) = alice.engine.encrypt(&room.id, b"x").map(|(m, _, c)| (m, c)).unwrap();
+    changes.merge(alice.engine.checkpoint(&room.id).unwrap());
+    let snapshot = changes.groups[0].snapshot.bytes().unwrap().to_vec();
     let hex: String = snapshot[snapshot.len() - 16..].iter().map(|b| format!("{b:02x}")).collect();
     let dbg = format!("{changes:?} {:?}", alice.db.state());
     assert!(!dbg.contains(&hex), "{dbg}");
@@ -746,7 +762,7 @@ fn misuse_is_reported() {
 
     // A forgotten group is deleted.
     let changes = alice.engine.forget_group(&room.id).unwrap();
-    assert!(changes.groups.iter().all(|g| g.snapshot.is_none()));
+    assert!(changes.groups.iter().all(|g| g.snapshot == SnapshotWrite::Delete));
     alice.persist(changes);
     assert!(alice.db.groups.is_empty());
 }
@@ -797,6 +813,36 @@ fn old_epochs_expire() {
     assert_eq!(bob.engine.export_state().unwrap(), bob.db.state().sorted());
 }
 
+/// The state the rows hold, in one canonical form: each group's snapshot as a checkpoint of the
+/// engine loaded from them writes it (its journal replayed), and its prior-epoch records.
+pub(crate) fn canonical(id: &Identity, state: StoredState) -> StoredState {
+    let mut db = Db::default();
+    let changes = Changes {
+        groups: state
+            .groups
+            .iter()
+            .map(|g| grove_proto::mls::engine::GroupWrite {
+                group_id: g.group_id.clone(),
+                snapshot: SnapshotWrite::Checkpoint(g.snapshot.clone()),
+                epochs: g
+                    .epochs
+                    .iter()
+                    .map(|e| grove_proto::mls::engine::EpochWrite { epoch: e.epoch, data: Some(e.data.clone()) })
+                    .collect(),
+                journal: g.journal.clone(),
+            })
+            .collect(),
+        key_packages: Vec::new(),
+    };
+    db.apply(&changes);
+    let mut engine = MlsEngine::load_with_rng(id.clone(), state, rng(4242)).unwrap();
+    for g in engine.group_ids() {
+        db.apply(&engine.checkpoint(&g).unwrap());
+    }
+    assert!(db.journal.is_empty());
+    db.state().sorted()
+}
+
 #[test]
 fn engine_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
@@ -809,7 +855,7 @@ fn engine_is_send_and_sync() {
 /// `process_many`, on two engines loaded from that database; checks the outcomes, the databases
 /// after applying the changes and the engines' states are the same, and that the batch wrote
 /// the group at most once. Returns the outcomes and the batch's changes.
-fn batch_equals_sequential(
+pub(crate) fn batch_equals_sequential(
     member: &Member,
     room: &Room,
     page: &[Vec<u8>],
@@ -836,9 +882,11 @@ fn batch_equals_sequential(
     assert_eq!(outcomes, expected);
     assert!(changes.key_packages.is_empty());
     assert!(changes.groups.len() <= 1 && changes.groups.iter().all(|w| w.group_id == room.id), "{changes:?}");
-    assert_eq!(db_batch.state().sorted(), db_one.state().sorted());
-    assert_eq!(batched.export_state().unwrap(), one_by_one.export_state().unwrap());
+    // The rows may differ (the batch writes a snapshot where `process` wrote one and then
+    // journaled more), but they hold the same state.
+    assert_eq!(canonical(&member.id, db_batch.state()), canonical(&member.id, db_one.state()));
     assert_eq!(batched.export_state().unwrap(), db_batch.state().sorted());
+    assert_eq!(one_by_one.export_state().unwrap(), db_one.state().sorted());
     assert_eq!(batched.group_ids(), one_by_one.group_ids());
     (outcomes, changes)
 }
@@ -876,7 +924,14 @@ fn process_many_equals_sequential_process() {
         let (outcomes, changes) = batch_equals_sequential(m, &room, &page);
         assert_eq!(outcomes.len(), page.len());
         assert_eq!(changes.groups.len(), 1);
-        assert!(changes.groups[0].snapshot.is_some());
+        // Bob and Carol process a commit: a snapshot. Alice's own commit is applied already:
+        // she only journals the messages.
+        if m.uid() == alice.uid() {
+            assert_eq!(changes.groups[0].snapshot, SnapshotWrite::Unchanged);
+            assert!(!changes.groups[0].journal.is_empty());
+        } else {
+            assert!(matches!(changes.groups[0].snapshot, SnapshotWrite::Checkpoint(_)));
+        }
         assert!(matches!(outcomes[1], Err(EngineError::Malformed(_))));
         // (Alice's own garbled message: mls-rs reads the sender before the content.)
         assert!(matches!(outcomes[5], Err(EngineError::Rejected(_)) | Ok(Incoming::Own)), "{:?}", outcomes[5]);
@@ -925,7 +980,7 @@ fn process_many_stops_at_removal() {
     assert_eq!(outcomes[2], Err(EngineError::NotAMember(room.id.clone())));
     assert!(matches!(outcomes[3], Err(EngineError::Malformed(_))));
     assert_eq!(changes.groups.len(), 1);
-    assert!(changes.groups[0].snapshot.is_none());
+    assert_eq!(changes.groups[0].snapshot, SnapshotWrite::Delete);
 }
 
 #[test]

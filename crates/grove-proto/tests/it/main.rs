@@ -4,6 +4,7 @@
 
 mod determinism;
 mod engine;
+mod journal;
 mod senderkeys;
 
 use grove_proto::identity::{Identity, UserId};

@@ -4,6 +4,10 @@
 //! or uses a KeyPackage. [`RecordingStore`] keeps every row in memory (so mls-rs can read them
 //! back: prior epochs, KeyPackages) and remembers which rows changed since the last
 //! [`RecordingStore::drain`], which turns them into a [`Changes`] for the caller's database.
+//!
+//! Besides mls-rs' rows it keeps each group's *journal* (see the engine's
+//! [module docs](super#the-journal)): rows the engine appends after operations it does not
+//! write a snapshot for. Every snapshot mls-rs writes is a checkpoint: it empties the journal.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +19,8 @@ use mls_rs_core::key_package::{KeyPackageData, KeyPackageStorage};
 use zeroize::Zeroizing;
 
 use super::{
-    Changes, EpochWrite, GroupId, GroupWrite, KeyPackageWrite, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState,
+    Changes, EpochWrite, GroupId, GroupWrite, JournalRow, KeyPackageWrite, SnapshotWrite, StoredEpoch, StoredGroup,
+    StoredKeyPackage, StoredState,
 };
 
 /// How many prior epochs a group keeps (the mls-rs default). Their records let a member decrypt
@@ -36,14 +41,54 @@ impl IntoAnyError for StoreError {
 struct GroupRows {
     snapshot: Zeroizing<Vec<u8>>,
     epochs: BTreeMap<u64, Zeroizing<Vec<u8>>>,
+    /// The journal since the snapshot, in order (row `i` has sequence number `i`).
+    journal: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl GroupRows {
+    fn empty() -> GroupRows {
+        GroupRows { snapshot: Zeroizing::default(), epochs: BTreeMap::new(), journal: Vec::new() }
+    }
 }
 
 /// The values a group's rows had before the first change since the last drain.
 struct GroupUndo {
-    /// `None`: the group had no row.
+    /// Whether the group had rows.
+    existed: bool,
+    /// The earlier snapshot, once the snapshot was replaced or deleted since (moved here).
     snapshot: Option<Zeroizing<Vec<u8>>>,
+    /// The earlier journal.
+    journal: JournalUndo,
     /// Epoch id → its earlier record (`None`: there was none). Only epochs touched since.
     epochs: BTreeMap<u64, Option<Zeroizing<Vec<u8>>>>,
+}
+
+/// What a group's journal was before the first change since the last drain.
+enum JournalUndo {
+    /// It had this many rows; any beyond were appended since.
+    Len(usize),
+    /// It was emptied (by a checkpoint or a deletion) since; these were its rows.
+    Rows(Vec<Zeroizing<Vec<u8>>>),
+}
+
+impl GroupUndo {
+    fn before(rows: Option<&GroupRows>) -> GroupUndo {
+        GroupUndo {
+            existed: rows.is_some(),
+            snapshot: None,
+            journal: JournalUndo::Len(rows.map_or(0, |r| r.journal.len())),
+            epochs: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the journal `old` (just taken out of the rows), unless an earlier one is kept.
+    fn journal_replaced(&mut self, old: Vec<Zeroizing<Vec<u8>>>) {
+        if let JournalUndo::Len(n) = self.journal {
+            let mut old = old;
+            old.truncate(n);
+            self.journal = JournalUndo::Rows(old);
+        }
+    }
 }
 
 /// Every row changed since the last drain, with its earlier value: the drain reports the
@@ -84,7 +129,10 @@ impl RecordingStore {
         let mut inner = Inner::default();
         for g in state.groups {
             let epochs = g.epochs.into_iter().map(|e| (e.epoch, e.data)).collect();
-            inner.groups.insert(g.group_id.0, GroupRows { snapshot: g.snapshot, epochs });
+            let mut journal = g.journal;
+            journal.sort_by_key(|r| r.seq);
+            let journal = journal.into_iter().map(|r| r.entry).collect();
+            inner.groups.insert(g.group_id.0, GroupRows { snapshot: g.snapshot, epochs, journal });
         }
         for kp in state.key_packages {
             inner.key_packages.insert(kp.id, kp.data);
@@ -113,6 +161,7 @@ impl RecordingStore {
                         .iter()
                         .map(|(epoch, data)| StoredEpoch { epoch: *epoch, data: data.clone() })
                         .collect(),
+                    journal: journal_rows(&rows.journal, 0),
                 })
                 .collect(),
             key_packages: inner
@@ -132,20 +181,40 @@ impl RecordingStore {
     pub(crate) fn purge_group(&self, group_id: &[u8]) {
         let mut inner = self.lock();
         let Inner { groups, undo, .. } = &mut *inner;
-        let first = !undo.groups.contains_key(group_id);
-        let rows = groups.remove(group_id);
-        let u = undo
-            .groups
-            .entry(group_id.to_vec())
-            .or_insert_with(|| GroupUndo { snapshot: None, epochs: BTreeMap::new() });
-        if let Some(rows) = rows {
-            if first {
+        let u = undo.groups.entry(group_id.to_vec()).or_insert_with(|| GroupUndo::before(groups.get(group_id)));
+        if let Some(rows) = groups.remove(group_id) {
+            if u.snapshot.is_none() {
                 u.snapshot = Some(rows.snapshot);
             }
+            u.journal_replaced(rows.journal);
             for (epoch, data) in rows.epochs {
                 u.epochs.entry(epoch).or_insert(Some(data));
             }
         }
+    }
+
+    /// Appends a row to the group's journal. Answers the journal's length afterwards.
+    pub(crate) fn append_journal(&self, group_id: &[u8], entry: Vec<u8>) -> usize {
+        let mut inner = self.lock();
+        let Inner { groups, undo, .. } = &mut *inner;
+        let Some(rows) = groups.get_mut(group_id) else {
+            // The engine journals only groups it wrote (every group is written when it is
+            // created or joined); there is nothing to replay this row on.
+            return 0;
+        };
+        undo.groups.entry(group_id.to_vec()).or_insert_with(|| GroupUndo::before(Some(rows)));
+        rows.journal.push(Zeroizing::new(entry));
+        rows.journal.len()
+    }
+
+    /// The group's journal, in order.
+    pub(crate) fn journal(&self, group_id: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+        self.lock().groups.get(group_id).map(|rows| rows.journal.clone()).unwrap_or_default()
+    }
+
+    /// The length of the group's journal.
+    pub(crate) fn journal_len(&self, group_id: &[u8]) -> usize {
+        self.lock().groups.get(group_id).map_or(0, |rows| rows.journal.len())
     }
 
     /// Deletes a KeyPackage's secrets.
@@ -165,16 +234,20 @@ impl RecordingStore {
         let mut inner = self.lock();
         let undo = std::mem::take(&mut inner.undo);
         for (id, u) in undo.groups {
-            let Some(snapshot) = u.snapshot else {
+            if !u.existed {
                 inner.groups.remove(&id);
                 continue;
-            };
-            // A purged group lost every epoch record, and each of them is in `u.epochs`.
-            let rows = inner
-                .groups
-                .entry(id)
-                .or_insert_with(|| GroupRows { snapshot: Zeroizing::default(), epochs: BTreeMap::new() });
-            rows.snapshot = snapshot;
+            }
+            // A purged group lost every epoch record, and each of them is in `u.epochs`; its
+            // snapshot and journal are in `u` too.
+            let rows = inner.groups.entry(id).or_insert_with(GroupRows::empty);
+            if let Some(snapshot) = u.snapshot {
+                rows.snapshot = snapshot;
+            }
+            match u.journal {
+                JournalUndo::Len(n) => rows.journal.truncate(n),
+                JournalUndo::Rows(old) => rows.journal = old,
+            }
             for (epoch, old) in u.epochs {
                 match old {
                     Some(data) => rows.epochs.insert(epoch, data),
@@ -197,21 +270,36 @@ impl RecordingStore {
         let mut changes = Changes::default();
         for (id, u) in undo.groups {
             let write = match inner.groups.get(&id) {
-                Some(rows) => GroupWrite {
-                    group_id: GroupId(id),
-                    snapshot: Some(rows.snapshot.clone()),
-                    epochs: u
-                        .epochs
-                        .into_keys()
-                        .map(|epoch| EpochWrite { epoch, data: rows.epochs.get(&epoch).cloned() })
-                        .collect(),
-                },
+                Some(rows) => {
+                    // A new or rewritten snapshot empties the journal: every row after it is new.
+                    let (snapshot, journal) = match u.journal {
+                        JournalUndo::Len(n) if u.existed && u.snapshot.is_none() => {
+                            (SnapshotWrite::Unchanged, journal_rows(&rows.journal, n))
+                        }
+                        _ => (SnapshotWrite::Checkpoint(rows.snapshot.clone()), journal_rows(&rows.journal, 0)),
+                    };
+                    GroupWrite {
+                        group_id: GroupId(id),
+                        snapshot,
+                        epochs: u
+                            .epochs
+                            .into_keys()
+                            .map(|epoch| EpochWrite { epoch, data: rows.epochs.get(&epoch).cloned() })
+                            .collect(),
+                        journal,
+                    }
+                }
                 None => GroupWrite {
                     group_id: GroupId(id),
-                    snapshot: None,
+                    snapshot: SnapshotWrite::Delete,
                     epochs: u.epochs.into_keys().map(|epoch| EpochWrite { epoch, data: None }).collect(),
+                    journal: Vec::new(),
                 },
             };
+            if write.snapshot == SnapshotWrite::Unchanged && write.journal.is_empty() && write.epochs.is_empty() {
+                // Touched and put back (e.g. appended rows rolled back): nothing to write.
+                continue;
+            }
             changes.groups.push(write);
         }
         for id in undo.key_packages.into_keys() {
@@ -220,6 +308,16 @@ impl RecordingStore {
         }
         changes
     }
+}
+
+/// The rows of `journal` from index `from` on, numbered by their index.
+fn journal_rows(journal: &[Zeroizing<Vec<u8>>], from: usize) -> Vec<JournalRow> {
+    journal
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(seq, entry)| JournalRow { seq: seq as u64, entry: entry.clone() })
+        .collect()
 }
 
 impl GroupStateStorage for RecordingStore {
@@ -241,16 +339,14 @@ impl GroupStateStorage for RecordingStore {
     ) -> Result<(), Self::Error> {
         let mut inner = self.lock();
         let Inner { groups, undo, .. } = &mut *inner;
-        let first = !undo.groups.contains_key(&state.id);
-        let existed = groups.contains_key(&state.id);
-        let rows = groups
-            .entry(state.id.clone())
-            .or_insert_with(|| GroupRows { snapshot: Zeroizing::default(), epochs: BTreeMap::new() });
+        let u = undo.groups.entry(state.id.clone()).or_insert_with(|| GroupUndo::before(groups.get(&state.id)));
+        let rows = groups.entry(state.id).or_insert_with(GroupRows::empty);
         let old = std::mem::replace(&mut rows.snapshot, state.data);
-        let u = undo.groups.entry(state.id).or_insert_with(|| GroupUndo { snapshot: None, epochs: BTreeMap::new() });
-        if first && existed {
+        if u.snapshot.is_none() {
             u.snapshot = Some(old);
         }
+        // The snapshot holds everything the journal recorded: a checkpoint.
+        u.journal_replaced(std::mem::take(&mut rows.journal));
         for e in epoch_inserts {
             let old = rows.epochs.insert(e.id, e.data);
             u.epochs.entry(e.id).or_insert(old);

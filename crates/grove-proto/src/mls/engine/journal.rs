@@ -1,0 +1,67 @@
+//! Journal entries: what an operation that wrote no snapshot did to a group, and how to do it
+//! again on a group loaded from its snapshot (see the engine's [module docs](super#the-journal)).
+//!
+//! An entry is one tag byte, then its data:
+//!
+//! - `0x01` **sent**: this member encrypted one application message (its own ratchet moved on by
+//!   one generation). No data: the message itself is not needed to replay it.
+//! - `0x02` **received**: this member processed an application message; the data is the
+//!   message (`MlsMessage` bytes) as it came from the log.
+//!
+//! Replaying is deterministic where it matters: processing a message draws no randomness and
+//! reads no clock; encrypting draws a fresh reuse guard, but the ratchet moves exactly as it did
+//! (one generation), and the replayed ciphertext is thrown away.
+
+use mls_rs::group::ReceivedMessage;
+use mls_rs::MlsMessage;
+use zeroize::Zeroizing;
+
+use super::EngineGroup;
+
+const SENT: u8 = 0x01;
+const RECEIVED: u8 = 0x02;
+
+/// The entry for one encrypted application message.
+pub(super) fn sent() -> Vec<u8> {
+    vec![SENT]
+}
+
+/// The entry for one processed application message.
+pub(super) fn received(message: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(1 + message.len());
+    entry.push(RECEIVED);
+    entry.extend_from_slice(message);
+    entry
+}
+
+/// Replays `journal` on `group`, freshly loaded from the snapshot the journal follows. The
+/// error says which row failed and why (the rows are not what this engine wrote after that
+/// snapshot).
+pub(super) fn replay(group: &mut EngineGroup, journal: &[Zeroizing<Vec<u8>>]) -> Result<(), String> {
+    for (seq, entry) in journal.iter().enumerate() {
+        replay_one(group, entry).map_err(|e| format!("journal row {seq}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn replay_one(group: &mut EngineGroup, entry: &[u8]) -> Result<(), String> {
+    match entry.split_first() {
+        Some((&SENT, [])) => {
+            // Moves this member's application ratchet on by one, as the original encryption
+            // did. The throw-away ciphertext is never seen: its key is the one the original
+            // message used, and the original left already.
+            group.encrypt_application_message(&[], Vec::new()).map_err(|e| format!("re-encrypting: {e}"))?;
+            Ok(())
+        }
+        Some((&RECEIVED, message)) => {
+            let msg = MlsMessage::from_bytes(message).map_err(|e| format!("decoding the message: {e}"))?;
+            match group.process_incoming_message(msg) {
+                Ok(ReceivedMessage::ApplicationMessage(_)) => Ok(()),
+                Ok(_) => Err("the message is not an application message".into()),
+                Err(e) => Err(format!("processing the message again: {e}")),
+            }
+        }
+        Some((tag, _)) => Err(format!("unknown entry (tag {tag:#04x}, {} bytes)", entry.len())),
+        None => Err("empty entry".into()),
+    }
+}
