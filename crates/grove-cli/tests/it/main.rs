@@ -2,4 +2,5 @@
 
 mod client;
 mod invariants;
+mod senderkeys;
 mod serve;
