@@ -89,7 +89,7 @@ pub fn run(profile: &str, json_out: bool, command: Command) -> anyhow::Result<()
                     }
                 }
             }
-            Command::Serve(_) | Command::Demo => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Demo { .. } => unreachable!("handled in main"),
         }
         Ok(())
     })
