@@ -67,7 +67,8 @@ fn sk_removal(n: usize, rng: &mut StdRng) -> Result<SkFigures> {
     let (rotation, _) = engine.rotate(ROOM, &mut StdRng::seed_from_u64(rng.gen()), 1_800_000_000)?;
     let mut bodies = Vec::with_capacity(rotation.distributions.len());
     for (user, dist) in &rotation.distributions {
-        let payload = serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(dist)}))?;
+        let payload =
+            serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(dist)}))?;
         let envelope = my_device.encrypt(user, &payload).map_err(|e| anyhow!("{e}"))?;
         bodies.push(serde_json::to_vec(&MailMessage::Pairwise { envelope })?);
     }
@@ -82,7 +83,8 @@ fn sk_removal(n: usize, rng: &mut StdRng) -> Result<SkFigures> {
         let _ = their.join_room(ROOM, &me.user_id(), &m)?;
         let (rot, _) = their.rotate(ROOM, &mut StdRng::seed_from_u64(rng.gen()), 1_800_000_000)?;
         let dist = &rot.distributions.iter().find(|(u, _)| *u == me.user_id()).context("no distribution for me")?.1;
-        let payload = serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(dist)}))?;
+        let payload =
+            serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(dist)}))?;
         let envelope = dev.encrypt(&me.user_id(), &payload).map_err(|e| anyhow!("{e}"))?;
         incoming.push((p.user_id(), serde_json::to_vec(&MailMessage::Pairwise { envelope })?));
     }

@@ -121,7 +121,11 @@ impl OlmDevice {
     }
 
     /// Loads the account from its records (`olm/` stripped), or makes a new one if there is none.
-    pub fn load(identity: Identity, home: &str, records: &[(String, Zeroizing<Vec<u8>>)]) -> Result<OlmDevice, OlmError> {
+    pub fn load(
+        identity: Identity,
+        home: &str,
+        records: &[(String, Zeroizing<Vec<u8>>)],
+    ) -> Result<OlmDevice, OlmError> {
         let key = pickle_key(&identity);
         let corrupt = |w: &str| OlmError::Corrupt(w.to_string());
         let Some((_, account)) = records.iter().find(|(k, _)| k == "account") else {
@@ -161,9 +165,10 @@ impl OlmDevice {
             out.push(Record { key: "olm/account".into(), value: Some(Zeroizing::new(p.into_bytes())) });
         }
         for user in std::mem::take(&mut self.dirty_peers) {
-            let list = self.sessions.get(&user).map(|l| {
-                l.iter().map(|s| s.pickle().encrypt(&self.pickle_key)).collect::<Vec<_>>().join("\n")
-            });
+            let list = self
+                .sessions
+                .get(&user)
+                .map(|l| l.iter().map(|s| s.pickle().encrypt(&self.pickle_key)).collect::<Vec<_>>().join("\n"));
             out.push(Record { key: format!("olm/s/{user}"), value: list.map(|t| Zeroizing::new(t.into_bytes())) });
         }
         out

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use grove_proto::mls::engine::{Changes, GroupId, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState};
-use grove_wire::api::RoomMode;
 use grove_proto::senderkeys::room::Record;
+use grove_wire::api::RoomMode;
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use zeroize::Zeroizing;
@@ -266,7 +266,8 @@ impl ClientStore {
 
     /// Every record whose key starts with `prefix` (the prefix stripped), in key order.
     pub fn records(&self, prefix: &str) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
-        let mut q = self.conn.prepare("SELECT key, value FROM sk_records WHERE substr(key, 1, ?2) = ?1 ORDER BY key")?;
+        let mut q =
+            self.conn.prepare("SELECT key, value FROM sk_records WHERE substr(key, 1, ?2) = ?1 ORDER BY key")?;
         let rows = q.query_map(params![prefix, prefix.len() as i64], |r| {
             Ok((r.get::<_, String>(0)?, Zeroizing::new(r.get::<_, Vec<u8>>(1)?)))
         })?;

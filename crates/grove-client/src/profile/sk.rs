@@ -297,14 +297,13 @@ impl Profile {
 
     async fn send_pairwise(&mut self, user: &UserId, home_url: &str, payload: &Pairwise) -> Result<()> {
         self.ensure_session(user, home_url).await?;
-        let plaintext =
-            Zeroizing::new(serde_json::to_vec(payload).map_err(|e| ClientError::Invalid(e.to_string()))?);
+        let plaintext = Zeroizing::new(serde_json::to_vec(payload).map_err(|e| ClientError::Invalid(e.to_string()))?);
         let mut device = self.olm_device()?;
         let envelope = device.encrypt(user, &plaintext)?;
         // The session has moved: stored before the message leaves.
         self.store.commit(Batch { records: device.take_changes(), ..Batch::default() })?;
-        let body = serde_json::to_vec(&MailMessage::Pairwise { envelope })
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&MailMessage::Pairwise { envelope }).map_err(|e| ClientError::Invalid(e.to_string()))?;
         self.server(home_url).deposit(user, body).await?;
         Ok(())
     }
