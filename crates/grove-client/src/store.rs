@@ -154,6 +154,9 @@ pub struct Batch {
     pub records: Vec<Record>,
 }
 
+/// One stored record: key (prefix stripped) and value (secret: wiped on drop).
+pub type RecordRow = (String, Zeroizing<Vec<u8>>);
+
 /// The profile's state file.
 pub struct ClientStore {
     conn: Connection,
@@ -265,7 +268,7 @@ impl ClientStore {
     }
 
     /// Every record whose key starts with `prefix` (the prefix stripped), in key order.
-    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
+    pub fn records(&self, prefix: &str) -> Result<Vec<RecordRow>, StoreError> {
         let mut q =
             self.conn.prepare("SELECT key, value FROM sk_records WHERE substr(key, 1, ?2) = ?1 ORDER BY key")?;
         let rows = q.query_map(params![prefix, prefix.len() as i64], |r| {

@@ -23,7 +23,7 @@
 //! - [`SkEngine::encrypt`] refuses to send on a stale view (the caller passes the version the
 //!   server reported) and on a chain that must be rotated first.
 //!
-//! Every operation that changes state returns [`Changes`]: the records for the caller to
+//! Every operation that changes state returns [`RoomChanges`]: the records for the caller to
 //! persist in one transaction; [`SkEngine::load`] rebuilds the engine from them. A failed
 //! operation changes nothing.
 
