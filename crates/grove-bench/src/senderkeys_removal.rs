@@ -21,7 +21,7 @@ use grove_client::profile::MailMessage;
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::engine::MlsEngine;
 use grove_proto::senderkeys::room::SkEngine;
-use grove_proto::senderkeys::RotationPolicy;
+use grove_proto::senderkeys::{RotationPolicy, SenderChain};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -78,13 +78,11 @@ fn sk_removal(n: usize, rng: &mut StdRng) -> Result<SkFigures> {
     // Receiver side: every other remaining member's distribution reaches `me`.
     let mut incoming = Vec::with_capacity(peers.len());
     for (p, dev) in peers.iter().zip(peer_devices.iter_mut()) {
-        let mut their = SkEngine::new(p.user_id(), RotationPolicy::default());
-        // A peer's own view of the room: joined from the current membership.
-        let _ = their.join_room(ROOM, &me.user_id(), &m)?;
-        let (rot, _) = their.rotate(ROOM, &mut StdRng::seed_from_u64(rng.gen()), 1_800_000_000)?;
-        let dist = &rot.distributions.iter().find(|(u, _)| *u == me.user_id()).context("no distribution for me")?.1;
+        // The peer's fresh chain at the new version (its rotation minus the other N−3 copies).
+        let chain = SenderChain::new(&mut StdRng::seed_from_u64(rng.gen()), ROOM, m.version, p.user_id(), 1_800_000_000)?;
+        let dist = chain.distribution().to_bytes();
         let payload =
-            serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(dist)}))?;
+            serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(&dist)}))?;
         let envelope = dev.encrypt(&me.user_id(), &payload).map_err(|e| anyhow!("{e}"))?;
         incoming.push((p.user_id(), serde_json::to_vec(&MailMessage::Pairwise { envelope })?));
     }
