@@ -79,7 +79,8 @@ fn sk_removal(n: usize, rng: &mut StdRng) -> Result<SkFigures> {
     let mut incoming = Vec::with_capacity(peers.len());
     for (p, dev) in peers.iter().zip(peer_devices.iter_mut()) {
         // The peer's fresh chain at the new version (its rotation minus the other N−3 copies).
-        let chain = SenderChain::new(&mut StdRng::seed_from_u64(rng.gen()), ROOM, m.version, p.user_id(), 1_800_000_000)?;
+        let chain =
+            SenderChain::new(&mut StdRng::seed_from_u64(rng.gen()), ROOM, m.version, p.user_id(), 1_800_000_000)?;
         let dist = chain.distribution().to_bytes();
         let payload =
             serde_json::to_vec(&serde_json::json!({"type": "sender_key", "dist": grove_wire::b64::encode(&dist)}))?;
