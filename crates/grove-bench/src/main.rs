@@ -21,6 +21,7 @@ mod mls;
 mod pg;
 mod report;
 mod senderkeys;
+mod senderkeys_removal;
 
 use harness::Env;
 
@@ -140,6 +141,12 @@ enum Cmd {
         /// Plaintext bytes per message.
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Group sizes for the cost of a removal (empty: skip).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+        removal_sizes: Vec<usize>,
+        /// Do not measure the MLS remove commit beside it.
+        #[arg(long)]
+        no_mls: bool,
     },
     /// grove on PostgreSQL, one and two instances: pgbench single-row insert baseline, durable
     /// HTTP ingest, push fan-out and cross-instance wake-up latency (scratch databases).
@@ -191,8 +198,9 @@ fn main() -> Result<()> {
             no_mlsrs: *no_mlsrs,
         });
     }
-    if let Cmd::Senderkeys { messages, size } = &cli.cmd {
-        return senderkeys::run((*messages).max(1), *size);
+    if let Cmd::Senderkeys { messages, size, removal_sizes, no_mls } = &cli.cmd {
+        senderkeys::run((*messages).max(1), *size)?;
+        return senderkeys_removal::run(removal_sizes, !*no_mls);
     }
     let pin = cli.pin == Pin::Split;
     if pin && !harness::pin_current(cli.client_core) {

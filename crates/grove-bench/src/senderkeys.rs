@@ -33,10 +33,22 @@ pub fn run(n: usize, size: usize) -> Result<()> {
         receiver = receiver.decrypt(m).map_err(|e| anyhow!("{e}"))?.1;
     }
     let recv = t.elapsed() / n as u32;
+    // Baseline, same run: one bare Ed25519 signature over a message of the same length.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let t = Instant::now();
+    for m in &messages {
+        std::hint::black_box(ed25519_dalek::Signer::sign(&key, std::hint::black_box(&m[..m.len() - 64])));
+    }
+    let sign = t.elapsed() / n as u32;
     println!("| Sender Keys, {size}-byte message, {n} messages | per message |");
     println!("|---|---|");
     println!("| encrypt + sign (sender) | {:.1} µs |", send.as_secs_f64() * 1e6);
     println!("| verify + decrypt (receiver, state returned, not persisted) | {:.1} µs |", recv.as_secs_f64() * 1e6);
+    println!(
+        "| baseline: bare Ed25519 sign of the same bytes | {:.1} µs (send = {:.2}× it) |",
+        sign.as_secs_f64() * 1e6,
+        send.as_secs_f64() / sign.as_secs_f64()
+    );
     println!("| message size on the wire | {} B |", messages[0].len());
     println!(
         "| target: send ≤ 25 µs whatever N | {} |",

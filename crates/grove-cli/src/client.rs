@@ -106,7 +106,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     }
                 }
             }
-            Command::Serve(_) | Command::Demo => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Demo { .. } => unreachable!("handled in main"),
         }
         Ok(())
     })
@@ -115,9 +115,11 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
 async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: RoomCommand) -> anyhow::Result<()> {
     let mut p = open(dir, connect)?;
     match rc {
-        RoomCommand::Create { name, server, mode: _ } => {
+        RoomCommand::Create { name, server, mode } => {
             let server = server.unwrap_or_else(|| p.home().to_string());
-            let room = p.create_room(&server, &name).await?;
+            let mode = grove_wire::api::RoomMode::parse(&mode)
+                .ok_or_else(|| anyhow::anyhow!("--mode must be mls or sender-keys, not {mode:?}"))?;
+            let room = p.create_room_with_mode(&server, &name, mode).await?;
             if json_out {
                 println!("{}", json!({"link": room.link, "name": room.name, "mode": room.mode.as_str()}));
             } else {

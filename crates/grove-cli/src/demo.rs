@@ -6,18 +6,20 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context};
 use grove_client::profile::Profile;
 use grove_client::store::{MessageKind, RoomStatus};
+use grove_wire::api::RoomMode;
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(mode: &str) -> anyhow::Result<()> {
+    let mode = RoomMode::parse(mode).ok_or_else(|| anyhow!("--mode must be mls or sender-keys, not {mode:?}"))?;
     let tmp = tempfile::tempdir().context("cannot create a temporary folder")?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(story(tmp.path()))
+    rt.block_on(story(tmp.path(), mode))
 }
 
 fn say(line: &str) {
     println!("{line}");
 }
 
-async fn story(tmp: &Path) -> anyhow::Result<()> {
+async fn story(tmp: &Path, mode: RoomMode) -> anyhow::Result<()> {
     let mut config = grove_server::Config::default();
     config.server.data_dir = tmp.join("server");
     let state = grove_server::open(config).await?;
@@ -37,8 +39,9 @@ async fn story(tmp: &Path) -> anyhow::Result<()> {
         say(&format!("{name:>5} is {}", p.address()));
     }
 
-    let room = alice.create_room(&url, "garden").await?;
-    say(&format!("\n== alice creates the MLS room {}", room.link));
+    let room = alice.create_room_with_mode(&url, "garden", mode).await?;
+    let kind = if mode == RoomMode::Mls { "MLS" } else { "Sender Keys" };
+    say(&format!("\n== alice creates the {kind} room {}", room.link));
     alice.invite("garden", &bob.address().to_string()).await?;
     alice.invite("garden", &carol.address().to_string()).await?;
     bob.sync().await?;

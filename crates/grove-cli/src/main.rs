@@ -64,12 +64,16 @@ enum Command {
     /// Fetch invitations and new messages of every room.
     Sync,
     /// Start a private server and three profiles, and run a whole conversation.
-    Demo,
+    Demo {
+        /// The rooms' protocol: mls or sender-keys.
+        #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
+        mode: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum RoomCommand {
-    /// Create an MLS room on a server; prints the room's link.
+    /// Create a room (MLS or Sender Keys) on a server; prints the room's link.
     Create {
         /// Name, unique on the server: a-z, 0-9, - and _.
         name: String,
@@ -77,7 +81,7 @@ enum RoomCommand {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
         /// The room's protocol.
-        #[arg(long, default_value = "mls", value_parser = ["mls"])]
+        #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
         mode: String,
     },
     /// Invite someone by address (USERID@HOST:PORT).
@@ -145,7 +149,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
-        Command::Demo => demo::run(),
+        Command::Demo { mode } => demo::run(&mode),
         command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {

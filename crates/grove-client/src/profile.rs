@@ -9,6 +9,11 @@ use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
+mod sk;
+
+pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
+
+use crate::olm::Envelope;
 use crate::store::{Batch, ClientStore, LocalRoom, Message, MessageKind, RoomStatus, StoreError};
 use crate::transport::{Server, TransportError};
 
@@ -132,6 +137,11 @@ pub enum MailMessage {
         #[serde(with = "grove_wire::b64")]
         welcome: Vec<u8>,
     },
+    /// A pairwise Olm message (sender-keys rooms: a sender key, an invitation, a leave).
+    Pairwise {
+        /// The Olm message and the sender's signed Olm identity.
+        envelope: Envelope,
+    },
 }
 
 /// What a sync did.
@@ -237,6 +247,7 @@ impl Profile {
         let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng).with_clock(unix_seconds);
         let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to };
         p.replenish_keys().await?;
+        p.replenish_olm_keys().await?;
         Ok(p)
     }
 
@@ -341,12 +352,18 @@ impl Profile {
     /// The members of a room, as this member's group state says.
     pub fn members(&self, key: &str) -> Result<Vec<UserId>> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_members(&room);
+        }
         Ok(self.engine.members(&GroupId::new(room.group_id))?)
     }
 
     /// The room's current epoch and epoch authenticator (equal for all members in sync).
     pub fn epoch(&self, key: &str) -> Result<(u64, Vec<u8>)> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_epoch(&room);
+        }
         let g = GroupId::new(room.group_id);
         Ok((self.engine.epoch(&g)?, self.engine.epoch_authenticator(&g)?))
     }
@@ -381,6 +398,9 @@ impl Profile {
     pub async fn invite(&mut self, key: &str, address: &str) -> Result<()> {
         let room = self.active_room(key)?;
         let addr = Address::parse(address)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_invite(&room, &addr).await;
+        }
         let home = self.server(&addr.home_url());
         let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await?;
         let kp = claimed.data;
@@ -396,6 +416,9 @@ impl Profile {
     /// Removes a member.
     pub async fn remove(&mut self, key: &str, user: &UserId) -> Result<()> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_remove(&room, user).await;
+        }
         let users = [*user];
         self.commit_change(&room, |e, g| e.commit_remove(g, &users)).await?;
         Ok(())
@@ -404,6 +427,9 @@ impl Profile {
     /// A self-update: fresh leaf keys, so a leaked copy of the old state stops working.
     pub async fn update(&mut self, key: &str) -> Result<()> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_rotate(&room).await;
+        }
         self.commit_change(&room, |e, g| e.commit_update(g)).await?;
         Ok(())
     }
@@ -411,6 +437,9 @@ impl Profile {
     /// Leaves: proposes the own removal (another member commits it) and stops using the room.
     pub async fn leave(&mut self, key: &str) -> Result<()> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_leave(&room).await;
+        }
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
@@ -435,6 +464,9 @@ impl Profile {
     /// Sends a text message.
     pub async fn send(&mut self, key: &str, text: &str) -> Result<u64> {
         let room = self.active_room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_send(&room, text).await;
+        }
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
@@ -532,12 +564,14 @@ impl Profile {
             }
         }
         self.replenish_keys().await?;
+        self.replenish_olm_keys().await?;
         Ok(report)
     }
 
     async fn sync_mailbox(&mut self, report: &mut SyncReport) -> Result<()> {
         let home = self.server(&self.home);
         let mut after = self.store.mailbox_cursor()?;
+        let mut leaves = Vec::new();
         loop {
             let page = home.read_mailbox(after, 0).await?;
             if page.entries.is_empty() {
@@ -557,6 +591,11 @@ impl Profile {
                             Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
                         }
                     }
+                    Ok(MailMessage::Pairwise { envelope }) => {
+                        if let Some(leave) = self.sk_receive(entry.sender, entry.seq, &envelope, &mut batch, report)? {
+                            leaves.push(leave);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(seq = entry.seq, error = %e, "ignoring a mailbox message that is not a grove invitation")
                     }
@@ -573,6 +612,7 @@ impl Profile {
                 tracing::warn!(room = link, error = %e, "post-join update failed; it will be retried by the next `grove room update`");
             }
         }
+        self.sk_handle_leaves(leaves).await;
         Ok(())
     }
 
@@ -619,6 +659,9 @@ impl Profile {
         let room = self.room(link)?;
         if room.status != RoomStatus::Active {
             return Ok(room.status);
+        }
+        if room.mode == RoomMode::SenderKeys {
+            return Ok(Box::pin(self.sk_sync_room(link)).await?.0);
         }
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
@@ -730,6 +773,9 @@ impl Profile {
     /// file agree again (the engine's journal must not run ahead of the file's).
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
         let room = self.room(key)?;
+        if room.mode == RoomMode::SenderKeys {
+            return self.sk_decrypt_entry(&room, body);
+        }
         let outcome = self.engine.process(&GroupId::new(room.group_id), body);
         self.engine = load_engine(&self.store, &self.identity)?;
         match outcome? {

@@ -7,9 +7,11 @@ use std::path::Path;
 use grove_proto::mls::engine::{
     Changes, GroupId, JournalRow, SnapshotWrite, StoredEpoch, StoredGroup, StoredKeyPackage, StoredState,
 };
+use grove_proto::senderkeys::room::Record;
 use grove_wire::api::RoomMode;
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use zeroize::Zeroizing;
 
 /// Why the local state could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS rooms (
 CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, sender BLOB NOT NULL, ts INTEGER NOT NULL,
     body BLOB NOT NULL, PRIMARY KEY (room, seq));
+CREATE TABLE IF NOT EXISTS sk_records (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 ";
 
 /// Whether the profile can still use a room.
@@ -153,7 +156,13 @@ pub struct Batch {
     pub statuses: Vec<(String, RoomStatus)>,
     /// A new mailbox cursor.
     pub mailbox_cursor: Option<u64>,
+    /// Sender-keys rooms, Olm sessions and the address book: records to upsert or delete
+    /// (see [`ClientStore::records`]).
+    pub records: Vec<Record>,
 }
+
+/// One stored record: key (prefix stripped) and value (secret: wiped on drop).
+pub type RecordRow = (String, Zeroizing<Vec<u8>>);
 
 /// The profile's state file.
 pub struct ClientStore {
@@ -258,6 +267,15 @@ impl ClientStore {
         for (link, status) in &batch.statuses {
             tx.execute("UPDATE rooms SET status = ?2 WHERE link = ?1", params![link, status.as_str()])?;
         }
+        for r in &batch.records {
+            match &r.value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO sk_records (key, value) VALUES (?1, ?2)",
+                    params![r.key, v.as_slice()],
+                )?,
+                None => tx.execute("DELETE FROM sk_records WHERE key = ?1", [&r.key])?,
+            };
+        }
         if let Some(c) = batch.mailbox_cursor {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)",
@@ -266,6 +284,21 @@ impl ClientStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every record whose key starts with `prefix` (the prefix stripped), in key order.
+    pub fn records(&self, prefix: &str) -> Result<Vec<RecordRow>, StoreError> {
+        let mut q =
+            self.conn.prepare("SELECT key, value FROM sk_records WHERE substr(key, 1, ?2) = ?1 ORDER BY key")?;
+        let rows = q.query_map(params![prefix, prefix.len() as i64], |r| {
+            Ok((r.get::<_, String>(0)?, Zeroizing::new(r.get::<_, Vec<u8>>(1)?)))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, v) = row?;
+            out.push((k[prefix.len()..].to_string(), v));
+        }
+        Ok(out)
     }
 
     /// The mailbox cursor.

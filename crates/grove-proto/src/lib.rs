@@ -21,8 +21,9 @@
 //! ([`mls::engine::MlsEngine::with_rng`]; the hub draws none), and the engine passes the time of
 //! an injected clock ([`mls::engine::MlsEngine::with_clock`]) to mls-rs when it creates a
 //! KeyPackage, a group or a commit. The caveats: an engine given no clock lets mls-rs read the
-//! system clock at those points (see [`mls::engine`] for the precise list). The Sender Keys engine (distribution over Olm, membership) is not here yet;
-//! its cipher is ([`senderkeys`]).
+//! system clock at those points (see [`mls::engine`] for the precise list). The Sender Keys room engine
+//! ([`senderkeys::room`]) takes its randomness and time from the caller too; its pairwise Olm
+//! transport lives in grove-client, because vodozemac draws OS randomness itself.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

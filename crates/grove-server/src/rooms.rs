@@ -414,6 +414,9 @@ fn check_application(
             ));
         }
     }
+    if room.mode == RoomMode::SenderKeys {
+        check_sender_keys_version(&slot, &req, room.head())?;
+    }
     if req.epoch > slot.epoch {
         return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
     }
@@ -567,6 +570,17 @@ async fn try_handshake(
         }
         AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::NotFound, "the room no longer exists")),
     }
+}
+
+/// A sender-keys message is accepted only at the current membership version: one made on an
+/// older view may be readable by a member removed since (Signal-Android issue 7103), so a sender
+/// whose view is stale must sync, rotate and re-encrypt. (MLS rooms keep the epoch window: an
+/// MLS message of an older epoch is not readable by members removed since.)
+fn check_sender_keys_version(slot: &Slot, req: &AppendEntry, head: u64) -> AppResult<()> {
+    if req.epoch != slot.epoch {
+        return Err(AppError::wrong_epoch(slot.epoch, head, req.epoch));
+    }
+    Ok(())
 }
 
 fn check_membership(state: &AppState, room: &RoomHandle, slot: &Slot, req: &AppendEntry) -> AppResult<Change> {

@@ -3,4 +3,5 @@
 mod client;
 mod invariants;
 mod multi_instance;
+mod senderkeys;
 mod serve;

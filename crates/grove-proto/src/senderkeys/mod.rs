@@ -65,6 +65,7 @@ mod codec;
 mod crypto;
 mod message;
 mod receiver;
+pub mod room;
 mod sender;
 mod store;
 
@@ -293,5 +294,7 @@ fn check_room(room: &str) -> Result<(), SenderKeyError> {
     Ok(())
 }
 
+#[cfg(test)]
+mod room_tests;
 #[cfg(test)]
 mod tests;

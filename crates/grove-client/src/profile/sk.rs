@@ -1,0 +1,583 @@
+//! The profile's sender-keys rooms: the same commands as MLS rooms, on grove-proto's
+//! [`SkEngine`] with distributions and invitations carried by pairwise Olm sessions
+//! ([`crate::olm`]) through the users' mailboxes.
+//!
+//! - create: the room at version 0 (the creator alone, admin).
+//! - invite: the next membership version, signed, posted as a `membership` entry; then an
+//!   invitation (the signed membership and the members' home servers) over Olm to the invitee.
+//! - remove: the next version without the member; then a fresh own chain for the others.
+//!   Every other member rotates as soon as its sync applies the removal.
+//! - leave: an admin posts the version without itself; a member asks the admins over Olm and
+//!   stops using the room; the first admin to sync removes it.
+//! - update: a fresh own chain, distributed.
+//! - send: sync first (the view must be the server's version); rotate if the chain is due
+//!   (version changed, age, count); encrypt; persist; post.
+//! - sync: mailbox (distributions, invitations), then the log in order (memberships, messages).
+
+use std::collections::BTreeMap;
+
+use grove_proto::senderkeys::room::{MembershipChange, Record, RoomChanges, RoomError, SkEngine};
+use grove_proto::senderkeys::{RotationPolicy, SenderKeyError};
+use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, RoomMode};
+use grove_wire::membership::SignedMembership;
+use grove_wire::{ErrorCode, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{
+    describe, host_port, room_link, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport,
+    COMMIT_ATTEMPTS, PAGE,
+};
+use crate::olm::{Envelope, OlmDevice, OlmError};
+use crate::store::{Batch, LocalRoom, Message, MessageKind, RoomStatus};
+
+/// One-time Olm keys kept published.
+pub const OLM_KEY_TARGET: usize = 20;
+/// Replenish below this many.
+pub const OLM_KEY_LOW: u64 = 5;
+
+/// What travels inside a pairwise Olm message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Pairwise {
+    /// A sender chain's distribution (`SenderKeyDistribution::to_bytes`).
+    SenderKey {
+        #[serde(with = "grove_wire::b64")]
+        dist: Vec<u8>,
+    },
+    /// An invitation into a sender-keys room.
+    Invite {
+        room: String,
+        /// The sequence number of the membership entry that added the invitee.
+        seq: u64,
+        membership: SignedMembership,
+        /// Members' home servers, `HOST:PORT`.
+        homes: Vec<(UserId, String)>,
+    },
+    /// The sender leaves the room and asks an admin to remove it.
+    Leave { room: String },
+}
+
+impl From<RoomError> for ClientError {
+    fn from(e: RoomError) -> Self {
+        ClientError::Invalid(format!("sender keys: {e}"))
+    }
+}
+
+impl From<OlmError> for ClientError {
+    fn from(e: OlmError) -> Self {
+        ClientError::Invalid(format!("pairwise session: {e}"))
+    }
+}
+
+fn sk_records(c: RoomChanges) -> Vec<Record> {
+    c.records.into_iter().map(|r| Record { key: format!("sk/{}", r.key), value: r.value }).collect()
+}
+
+fn home_record(user: &UserId, home: &str) -> Record {
+    Record { key: format!("home/{user}"), value: Some(Zeroizing::new(home.as_bytes().to_vec())) }
+}
+
+impl Profile {
+    fn sk_engine(&self) -> Result<SkEngine> {
+        let records = self.store.records("sk/")?;
+        Ok(SkEngine::load(self.user_id(), RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?)
+    }
+
+    fn olm_device(&self) -> Result<OlmDevice> {
+        let records = self.store.records("olm/")?;
+        Ok(OlmDevice::load(self.identity.clone(), host_port(&self.home), &records)?)
+    }
+
+    fn homes(&self) -> Result<BTreeMap<UserId, String>> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.store.records("home/")? {
+            if let Ok(u) = k.parse::<UserId>() {
+                out.insert(u, String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A member's home server URL: from the address book, else the room's server.
+    fn home_of(&self, user: &UserId, room: &LocalRoom) -> Result<String> {
+        if *user == self.user_id() {
+            return Ok(self.home.clone());
+        }
+        Ok(match self.homes()?.get(user) {
+            Some(h) => format!("http://{h}"),
+            None => room.server.clone(),
+        })
+    }
+
+    /// Keeps enough one-time Olm keys and a fallback key on the home server.
+    pub async fn replenish_olm_keys(&mut self) -> Result<usize> {
+        let home = self.server(&self.home);
+        let counts = home.key_counts().await?;
+        let one_time = counts.counts.iter().find(|c| c.kind == KeyKind::OlmOneTime).map(|c| c.one_time).unwrap_or(0);
+        let has_fallback = counts.counts.iter().any(|c| c.kind == KeyKind::OlmFallback && c.last_resort);
+        if one_time >= OLM_KEY_LOW && has_fallback {
+            return Ok(0);
+        }
+        let n = if one_time >= OLM_KEY_LOW { 0 } else { OLM_KEY_TARGET - one_time as usize };
+        let mut device = self.olm_device()?;
+        let (one_time, fallback) = device.new_keys(n, !has_fallback);
+        // The private halves are stored before the public halves leave this machine.
+        self.store.commit(Batch { records: device.take_changes(), ..Batch::default() })?;
+        let mut items: Vec<KeyItemUpload> = one_time
+            .into_iter()
+            .map(|data| KeyItemUpload { kind: KeyKind::OlmOneTime, last_resort: false, data })
+            .collect();
+        if let Some(data) = fallback {
+            items.push(KeyItemUpload { kind: KeyKind::OlmFallback, last_resort: true, data });
+        }
+        let n = items.len();
+        if n > 0 {
+            home.publish_keys(items).await?;
+        }
+        Ok(n)
+    }
+
+    /// Creates a room of `mode` named `name` on `server` with this user alone in it.
+    pub async fn create_room_with_mode(&mut self, server: &str, name: &str, mode: RoomMode) -> Result<LocalRoom> {
+        if mode == RoomMode::Mls {
+            return self.create_room(server, name).await;
+        }
+        let server_url = server.trim_end_matches('/').to_string();
+        let link = room_link(&server_url, name);
+        let mut engine = self.sk_engine()?;
+        let changes = engine.create_room(&link, name)?;
+        let req = CreateRoom { name: name.to_string(), mode: RoomMode::SenderKeys, public: false, mls: None };
+        self.server(&server_url).create_room(&req).await?;
+        let room = LocalRoom {
+            link,
+            server: server_url,
+            name: name.to_string(),
+            mode: RoomMode::SenderKeys,
+            group_id: Vec::new(),
+            cursor: 0,
+            status: RoomStatus::Active,
+        };
+        self.store.commit(Batch { rooms: vec![room.clone()], records: sk_records(changes), ..Batch::default() })?;
+        self.replenish_olm_keys().await?;
+        Ok(room)
+    }
+
+    pub(super) fn sk_members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {
+        Ok(self.sk_engine()?.view(&room.link)?.members.clone())
+    }
+
+    /// The membership version and a digest of the signed membership (equal for members in sync).
+    pub(super) fn sk_epoch(&self, room: &LocalRoom) -> Result<(u64, Vec<u8>)> {
+        let engine = self.sk_engine()?;
+        let view = engine.view(&room.link)?;
+        let digest = Sha256::digest(serde_json::to_vec(&view.signed).unwrap_or_default()).to_vec();
+        Ok((view.version, digest))
+    }
+
+    /// Signs and posts the next membership version (syncing and re-signing if another admin
+    /// got there first), applies it, and answers it with its sequence number and what changed.
+    async fn sk_change_membership(
+        &mut self,
+        room: &LocalRoom,
+        added: &[UserId],
+        removed: &[UserId],
+    ) -> Result<(SignedMembership, u64, MembershipChange)> {
+        let server = self.server(&room.server);
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sk_sync_room(&room.link).await?;
+            self.active_room(&room.link)?;
+            let mut engine = self.sk_engine()?;
+            let m = engine.next_membership(&room.link, self.identity.signing_key(), added, removed)?;
+            let body = serde_json::to_vec(&m).map_err(|e| ClientError::Invalid(e.to_string()))?;
+            let entry = AppendEntry { kind: EntryKind::Membership, epoch: m.version, body };
+            match server.append(&room.name, &entry).await {
+                Ok(a) => {
+                    let (change, changes) = engine.apply_membership(&room.link, &m)?;
+                    let mut events = Vec::new();
+                    describe(&mut events, &room.link, a.seq, a.ts, self.user_id(), &change.added, &change.removed);
+                    let mut batch = Batch { records: sk_records(changes), messages: events, ..Batch::default() };
+                    if change.removed_me {
+                        batch.statuses.push((room.link.clone(), RoomStatus::Left));
+                    }
+                    self.store.commit(batch)?;
+                    return Ok((m, a.seq, change));
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::MembershipVersion | ErrorCode::WrongEpoch)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClientError::Busy(room.link.clone()))
+    }
+
+    pub(super) async fn sk_invite(&mut self, room: &LocalRoom, addr: &Address) -> Result<()> {
+        // A session first: an invitee without published Olm keys is refused before the
+        // membership changes.
+        self.ensure_session(&addr.user, &addr.home_url()).await?;
+        self.store.commit(Batch { records: vec![home_record(&addr.user, &addr.home)], ..Batch::default() })?;
+        let (m, seq, _) = self.sk_change_membership(room, &[addr.user], &[]).await?;
+        let homes = self.homes()?;
+        let mut list: Vec<(UserId, String)> =
+            m.members.iter().filter_map(|u| homes.get(u).map(|h| (*u, h.clone()))).collect();
+        list.push((self.user_id(), host_port(&self.home).to_string()));
+        let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: m, homes: list };
+        self.send_pairwise(&addr.user, &addr.home_url(), &invite).await?;
+        Ok(())
+    }
+
+    pub(super) async fn sk_remove(&mut self, room: &LocalRoom, user: &UserId) -> Result<()> {
+        self.sk_change_membership(room, &[], &[*user]).await?;
+        // Everyone rotates on a removal; this member right away.
+        self.sk_rotate(room).await
+    }
+
+    pub(super) async fn sk_leave(&mut self, room: &LocalRoom) -> Result<()> {
+        let engine = self.sk_engine()?;
+        let view = engine.view(&room.link)?.clone();
+        if view.admins.contains(&self.user_id()) {
+            self.sk_change_membership(room, &[], &[self.user_id()]).await?;
+        } else {
+            for admin in &view.admins {
+                let home = self.home_of(admin, room)?;
+                let leave = Pairwise::Leave { room: room.link.clone() };
+                if let Err(e) = self.send_pairwise(admin, &home, &leave).await {
+                    tracing::warn!(admin = %admin.short(), error = %e, "could not ask an admin to remove us");
+                }
+            }
+        }
+        let mut engine = self.sk_engine()?;
+        let changes = engine.forget_room(&room.link);
+        self.store.commit(Batch {
+            records: sk_records(changes),
+            statuses: vec![(room.link.clone(), RoomStatus::Left)],
+            ..Batch::default()
+        })?;
+        Ok(())
+    }
+
+    /// A fresh own chain, distributed to every other current member.
+    pub(super) async fn sk_rotate(&mut self, room: &LocalRoom) -> Result<()> {
+        let mut engine = self.sk_engine()?;
+        let (rotation, changes) = engine.rotate(&room.link, &mut rand::rngs::OsRng, unix_seconds())?;
+        // The chain is stored before any distribution leaves.
+        self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
+        for (user, dist) in &rotation.distributions {
+            let home = self.home_of(user, room)?;
+            self.send_pairwise(user, &home, &Pairwise::SenderKey { dist: dist.to_vec() }).await?;
+        }
+        let changes = engine.mark_distributed(&room.link)?;
+        self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
+        Ok(())
+    }
+
+    async fn ensure_session(&mut self, user: &UserId, home_url: &str) -> Result<()> {
+        let mut device = self.olm_device()?;
+        if device.has_session(user) {
+            return Ok(());
+        }
+        let home = self.server(home_url);
+        let claimed = match home.claim_key(user, KeyKind::OlmOneTime).await {
+            Ok(k) => k,
+            Err(e) if e.code() == Some(ErrorCode::NoKeyMaterial) => {
+                home.claim_key(user, KeyKind::OlmFallback).await.map_err(|e| match e.code() {
+                    Some(ErrorCode::NoKeyMaterial) => ClientError::Invalid(format!(
+                        "{} has published no Olm keys on {home_url}: they must run `grove sync` once",
+                        user.short()
+                    )),
+                    _ => e.into(),
+                })?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        device.start_session(user, &claimed.data)?;
+        self.store.commit(Batch { records: device.take_changes(), ..Batch::default() })?;
+        Ok(())
+    }
+
+    async fn send_pairwise(&mut self, user: &UserId, home_url: &str, payload: &Pairwise) -> Result<()> {
+        self.ensure_session(user, home_url).await?;
+        let plaintext = Zeroizing::new(serde_json::to_vec(payload).map_err(|e| ClientError::Invalid(e.to_string()))?);
+        let mut device = self.olm_device()?;
+        let envelope = device.encrypt(user, &plaintext)?;
+        // The session has moved: stored before the message leaves.
+        self.store.commit(Batch { records: device.take_changes(), ..Batch::default() })?;
+        let body =
+            serde_json::to_vec(&MailMessage::Pairwise { envelope }).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.server(home_url).deposit(user, body).await?;
+        Ok(())
+    }
+
+    /// Handles one pairwise mailbox message the server says `from` deposited, adding what it
+    /// changed to `batch`. Hostile or stale input is logged and dropped. Answers a room and
+    /// user whose removal was asked of us (a member leaving).
+    pub(super) fn sk_receive(
+        &mut self,
+        from: UserId,
+        seq: u64,
+        envelope: &Envelope,
+        batch: &mut Batch,
+        report: &mut SyncReport,
+    ) -> Result<Option<(String, UserId)>> {
+        let mut device = self.olm_device()?;
+        let plaintext = match device.decrypt(&from, envelope) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(seq, from = %from.short(), error = %e, "dropping a pairwise message");
+                return Ok(None);
+            }
+        };
+        batch.records.extend(device.take_changes());
+        batch.records.push(home_record(&from, &envelope.home));
+        let payload: Pairwise = match serde_json::from_slice(&plaintext) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "a pairwise message that is not a grove payload");
+                return Ok(None);
+            }
+        };
+        let mut engine = self.sk_engine()?;
+        match payload {
+            Pairwise::SenderKey { dist } => match engine.receive_distribution(&from, &dist) {
+                Ok((_, changes)) => batch.records.extend(sk_records(changes)),
+                Err(e) => tracing::warn!(seq, from = %from.short(), error = %e, "refused a sender key"),
+            },
+            Pairwise::Invite { room, seq: at, membership, homes } => {
+                let Some((server, name)) = super::parse_link(&room) else {
+                    tracing::warn!(room, "an invitation with a bad room link");
+                    return Ok(None);
+                };
+                if let Ok(existing) = self.room(&room) {
+                    if existing.status == RoomStatus::Active {
+                        return Ok(None);
+                    }
+                    // Rejoining a room left earlier: start afresh.
+                    batch.records.extend(sk_records(engine.forget_room(&room)));
+                }
+                match engine.join_room(&room, &from, &membership) {
+                    Ok(changes) => {
+                        batch.records.extend(sk_records(changes));
+                        for (u, h) in homes {
+                            if u != self.user_id() {
+                                batch.records.push(home_record(&u, &h));
+                            }
+                        }
+                        batch.rooms.push(LocalRoom {
+                            link: room.clone(),
+                            server,
+                            name,
+                            mode: RoomMode::SenderKeys,
+                            group_id: Vec::new(),
+                            cursor: at,
+                            status: RoomStatus::Active,
+                        });
+                        batch.messages.push(Message {
+                            room: room.clone(),
+                            seq: at,
+                            kind: MessageKind::Event,
+                            sender: self.user_id(),
+                            ts: 0,
+                            body: format!("you joined ({} members)", membership.members.len()).into_bytes(),
+                        });
+                        report.joined.push(room);
+                    }
+                    Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
+                }
+            }
+            Pairwise::Leave { room } => return Ok(Some((room, from))),
+        }
+        Ok(None)
+    }
+
+    /// Removes the members who asked to leave, where this user is an admin.
+    pub(super) async fn sk_handle_leaves(&mut self, leaves: Vec<(String, UserId)>) {
+        for (link, user) in leaves {
+            let Ok(room) = self.active_room(&link) else { continue };
+            let Ok(engine) = self.sk_engine() else { continue };
+            let Ok(view) = engine.view(&link) else { continue };
+            if !view.admins.contains(&self.user_id()) || !view.members.contains(&user) {
+                continue;
+            }
+            if let Err(e) = self.sk_remove(&room, &user).await {
+                tracing::warn!(room = link, error = %e, "could not remove a member who left");
+            }
+        }
+    }
+
+    /// Sends a text message to a sender-keys room. Answers its sequence number.
+    pub(super) async fn sk_send(&mut self, room: &LocalRoom, text: &str) -> Result<u64> {
+        let server = self.server(&room.server);
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (status, version) = self.sk_sync_room(&room.link).await?;
+            if status != RoomStatus::Active {
+                self.active_room(&room.link)?;
+            }
+            let mut engine = self.sk_engine()?;
+            if engine.needs_rotation(&room.link, unix_seconds())? {
+                self.sk_rotate(room).await?;
+                engine = self.sk_engine()?;
+            }
+            let (body, epoch, changes) = match engine.encrypt(&room.link, text.as_bytes(), version, unix_seconds()) {
+                Ok(x) => x,
+                Err(RoomError::StaleView { .. } | RoomError::NeedsRotation) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // The chain has moved: persist before the ciphertext leaves.
+            self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
+            let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
+            match server.append(&room.name, &entry).await {
+                Ok(a) => {
+                    let msg = Message {
+                        room: room.link.clone(),
+                        seq: a.seq,
+                        kind: MessageKind::Text,
+                        sender: self.user_id(),
+                        ts: a.ts,
+                        body: text.as_bytes().to_vec(),
+                    };
+                    self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
+                    return Ok(a.seq);
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClientError::Busy(room.link.clone()))
+    }
+
+    /// Applies the room's new log entries in order; answers the room's status and the
+    /// membership version the server reported.
+    pub(super) async fn sk_sync_room(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
+        let room = self.room(link)?;
+        if room.status != RoomStatus::Active {
+            return Ok((room.status, 0));
+        }
+        let server = self.server(&room.server);
+        let mut cursor = room.cursor;
+        let mut mailbox_read = false;
+        let mut rotate = false;
+        let me = self.user_id();
+        let version = loop {
+            let page = match server.read_log(&room.name, cursor, PAGE, 0).await {
+                Ok(p) => p,
+                Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    // Removed by a version we have not seen (the server no longer lets us read).
+                    let changes = self.sk_engine()?.forget_room(link);
+                    self.store.commit(Batch {
+                        records: sk_records(changes),
+                        statuses: vec![(room.link.clone(), RoomStatus::Removed)],
+                        ..Batch::default()
+                    })?;
+                    return Ok((RoomStatus::Removed, 0));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if page.entries.is_empty() {
+                break page.epoch;
+            }
+            let mut engine = self.sk_engine()?;
+            let mut batch = Batch::default();
+            let mut status = RoomStatus::Active;
+            let mut need_mailbox = false;
+            for e in &page.entries {
+                match e.kind {
+                    EntryKind::Membership => {
+                        let applied = serde_json::from_slice::<SignedMembership>(&e.body)
+                            .map_err(|_| RoomError::BadMembership("not JSON"))
+                            .and_then(|m| engine.apply_membership(link, &m));
+                        match applied {
+                            Ok((change, changes)) => {
+                                batch.records.extend(sk_records(changes));
+                                if !change.already_applied {
+                                    describe(
+                                        &mut batch.messages,
+                                        link,
+                                        e.seq,
+                                        e.ts,
+                                        e.sender,
+                                        &change.added,
+                                        &change.removed,
+                                    );
+                                }
+                                if change.removed_me {
+                                    status = RoomStatus::Removed;
+                                } else if !change.removed.is_empty() {
+                                    rotate = true;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(room = link, seq = e.seq, error = %err, "refused a membership entry");
+                                batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
+                            }
+                        }
+                    }
+                    EntryKind::Application if e.sender == me => {}
+                    EntryKind::Application => match engine.decrypt(link, &e.body) {
+                        Ok((d, changes)) => {
+                            batch.records.extend(sk_records(changes));
+                            batch.messages.push(Message {
+                                room: link.to_string(),
+                                seq: e.seq,
+                                kind: MessageKind::Text,
+                                sender: d.sender,
+                                ts: e.ts,
+                                body: d.plaintext,
+                            });
+                        }
+                        Err(RoomError::Cipher(SenderKeyError::UnknownChain | SenderKeyError::WrongRoom))
+                            if !mailbox_read =>
+                        {
+                            // The sender's distribution may be in the mailbox: read it, then
+                            // come back to this entry.
+                            need_mailbox = true;
+                        }
+                        Err(err) => {
+                            tracing::warn!(room = link, seq = e.seq, error = %err, "undecryptable entry");
+                            batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
+                        }
+                    },
+                    _ => {
+                        batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, "not a sender-keys entry"));
+                    }
+                }
+                if need_mailbox {
+                    break;
+                }
+                cursor = e.seq;
+                if status != RoomStatus::Active {
+                    break;
+                }
+            }
+            batch.cursors.push((link.to_string(), cursor));
+            if status != RoomStatus::Active {
+                batch.statuses.push((link.to_string(), status));
+            }
+            self.store.commit(batch)?;
+            if status != RoomStatus::Active {
+                return Ok((status, 0));
+            }
+            if need_mailbox {
+                mailbox_read = true;
+                let mut report = SyncReport::default();
+                Box::pin(self.sync_mailbox(&mut report)).await?;
+            }
+        };
+        if rotate {
+            let room = self.room(link)?;
+            if let Err(e) = self.sk_rotate(&room).await {
+                tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
+            }
+        }
+        Ok((RoomStatus::Active, version))
+    }
+
+    /// Tries to decrypt a room entry with the profile's current state, persisting nothing.
+    pub(super) fn sk_decrypt_entry(&self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>> {
+        let mut engine = self.sk_engine()?;
+        Ok(engine.decrypt(&room.link, body).map(|(d, _)| d.plaintext)?)
+    }
+}
+
+fn undecryptable(link: &str, seq: u64, sender: UserId, ts: i64, why: &str) -> Message {
+    Message { room: link.to_string(), seq, kind: MessageKind::Undecryptable, sender, ts, body: why.as_bytes().to_vec() }
+}
