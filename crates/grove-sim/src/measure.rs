@@ -369,7 +369,12 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
         let m = leaves[leaf].as_ref().context("no member")?;
         let snap = splice(&recv_snapshot, 1, &recv_leaf_sk, &recv_signer, leaf as u32, &m.leaf_sk, &signer(m.secret))?;
         let state = StoredState {
-            groups: vec![StoredGroup { group_id: g.clone(), snapshot: snap.into(), epochs: Vec::new(), journal: Vec::new() }],
+            groups: vec![StoredGroup {
+                group_id: g.clone(),
+                snapshot: snap.into(),
+                epochs: Vec::new(),
+                journal: Vec::new(),
+            }],
             key_packages: Vec::new(),
         };
         let mut ghost =
