@@ -415,7 +415,7 @@ fn check_application(
         }
     }
     if room.mode == RoomMode::SenderKeys {
-        check_sender_keys_version(&slot, &req, room.head())?;
+        check_sender_keys_version(slot, req, room.head())?;
     }
     if req.epoch > slot.epoch {
         return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));

@@ -288,10 +288,14 @@ fn byte_vec(b: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Member `index`'s snapshot built from a template member's mls-rs snapshot: the group's public
-/// and shared parts, with the private tree replaced by `index`'s leaf secret and the signer by
-/// `index`'s (mls-rs 0.57 `group/snapshot.rs` layout; the same technique as grove-bench's
-/// `mls::grove::splice`). Enough to make one valid commit as that member.
+/// Builds member `index`'s snapshot from a template member's current mls-rs snapshot: every
+/// public and shared part (group context, ratchet tree, transcript, epoch secrets, key
+/// schedule) is the group's, the private tree is replaced by `index`'s (its leaf secret only,
+/// as right after joining) and the signer by `index`'s. Enough to make a valid commit as that
+/// member; mls-rs' snapshot layout is `version, RawGroupState, TreeKemPrivate{self_index u32,
+/// secret_keys: Vec<Option<HpkeSecretKey>>}, EpochSecrets, KeySchedule, pending updates,
+/// pending commit, signer` (mls-rs 0.57 `group/snapshot.rs`). The private tree is found by
+/// the template's own leaf secret, the signer at the end; both are checked. grove-bench's MLS benchmark uses it too.
 pub fn splice(
     t: &[u8],
     t_index: u32,

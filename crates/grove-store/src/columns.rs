@@ -53,7 +53,7 @@ pub fn users_to_db(users: &[UserId]) -> Vec<u8> {
 
 /// Inverse of [`users_to_db`].
 pub fn users_from_db(bytes: &[u8], what: &str) -> Result<Vec<UserId>, StoreError> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(StoreError::Corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
     }
     bytes.chunks_exact(32).map(|c| user_from_db(c, what)).collect()

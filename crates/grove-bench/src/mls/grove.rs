@@ -17,6 +17,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+pub use grove_sim::measure::splice;
+
 use super::{fmt_b, fmt_ms, progress, timed, Opts, Results};
 
 /// A member simulated by its secrets only: identity and current leaf HPKE secret.
@@ -77,85 +79,6 @@ fn user(secret: [u8; 32]) -> UserId {
 
 fn signer(secret: [u8; 32]) -> Vec<u8> {
     signing_identity(&Identity::from_secret_bytes(secret)).1.as_bytes().to_vec()
-}
-
-fn varint(n: usize) -> Vec<u8> {
-    if n < 1 << 6 {
-        vec![n as u8]
-    } else if n < 1 << 14 {
-        vec![0x40 | (n >> 8) as u8, n as u8]
-    } else {
-        let v = (n as u32) | 0x8000_0000;
-        v.to_be_bytes().to_vec()
-    }
-}
-
-/// Decodes an RFC 9420 varint at the start of `b`: (value, encoded length).
-fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
-    let first = *b.first()?;
-    match first >> 6 {
-        0 => Some((first as usize, 1)),
-        1 => Some((((first as usize & 0x3f) << 8) | *b.get(1)? as usize, 2)),
-        2 => {
-            let v = u32::from_be_bytes([first & 0x3f, *b.get(1)?, *b.get(2)?, *b.get(3)?]);
-            Some((v as usize, 4))
-        }
-        _ => None,
-    }
-}
-
-fn byte_vec(b: &[u8]) -> Vec<u8> {
-    let mut v = varint(b.len());
-    v.extend_from_slice(b);
-    v
-}
-
-/// Builds member `index`'s snapshot from a template member's current mls-rs snapshot: every
-/// public and shared part (group context, ratchet tree, transcript, epoch secrets, key
-/// schedule) is the group's, the private tree is replaced by `index`'s (its leaf secret only,
-/// as right after joining) and the signer by `index`'s. Enough to make a valid commit as that
-/// member; mls-rs' snapshot layout is `version, RawGroupState, TreeKemPrivate{self_index u32,
-/// secret_keys: Vec<Option<HpkeSecretKey>>}, EpochSecrets, KeySchedule, pending updates,
-/// pending commit, signer` (mls-rs 0.57 `group/snapshot.rs`). The private tree is found by
-/// the template's own leaf secret, the signer at the end; both are checked.
-pub fn splice(
-    t: &[u8],
-    t_index: u32,
-    t_leaf_sk: &[u8],
-    t_signer: &[u8],
-    index: u32,
-    leaf_sk: &[u8],
-    signer: &[u8],
-) -> Result<Vec<u8>> {
-    let mut pat = vec![1u8];
-    pat.extend(byte_vec(t_leaf_sk));
-    let pos = t.windows(pat.len()).position(|w| w == pat.as_slice()).context("template leaf secret not found")?;
-    let mut span = None;
-    for vlen in [1usize, 2, 4] {
-        if pos < vlen + 4 {
-            continue;
-        }
-        let Some((len, l)) = read_varint(&t[pos - vlen..pos]) else { continue };
-        if l != vlen || t[pos - vlen - 4..pos - vlen] != t_index.to_be_bytes() || pos + len > t.len() {
-            continue;
-        }
-        span = Some((pos - vlen - 4, pos + len));
-        break;
-    }
-    let (start, end) = span.context("template private tree not found")?;
-    let tail = byte_vec(t_signer);
-    if !t.ends_with(&tail) || end > t.len() - tail.len() {
-        bail!("template snapshot does not end with its signer");
-    }
-    let mut entry = vec![1u8];
-    entry.extend(byte_vec(leaf_sk));
-    let mut out = Vec::with_capacity(t.len() + 64);
-    out.extend_from_slice(&t[..start]);
-    out.extend_from_slice(&index.to_be_bytes());
-    out.extend(byte_vec(&entry));
-    out.extend_from_slice(&t[end..t.len() - tail.len()]);
-    out.extend(byte_vec(signer));
-    Ok(out)
 }
 
 struct Room {
@@ -484,7 +407,7 @@ pub fn run(n: usize, opts: &Opts, res: &mut Results, notes: &mut Vec<String>) ->
         }
         room.ghost_update(leaf)?;
         done = k + 1;
-        if done % 200 == 0 || (done < 200 && done % 50 == 0) {
+        if done.is_multiple_of(200) || (done < 200 && done.is_multiple_of(50)) {
             progress(format!("  N={n}: {done}/{total} members updated ({:.0} s)", started.elapsed().as_secs_f64()));
         }
         if let Some((_, label)) = checkpoints.iter().find(|(c, _)| *c == done && *c > 0 && *c < total) {

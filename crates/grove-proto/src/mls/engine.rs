@@ -321,7 +321,7 @@ impl FromStr for GroupId {
     type Err = ParseGroupIdError;
 
     fn from_str(s: &str) -> Result<GroupId, ParseGroupIdError> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(ParseGroupIdError);
         }
         let digits = s.as_bytes();
