@@ -461,6 +461,35 @@ impl Profile {
         Err(ClientError::Busy(room.link))
     }
 
+    /// Posts an encrypted text message (its state change already persisted) and records it in
+    /// the history. `None`: the room moved on (`wrong_epoch`, `epoch_too_old`): sync and retry.
+    pub(super) async fn post_text(
+        &mut self,
+        server: &Server,
+        room: &LocalRoom,
+        epoch: u64,
+        body: Vec<u8>,
+        text: &str,
+    ) -> Result<Option<u64>> {
+        let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
+        match server.append(&room.name, &entry).await {
+            Ok(a) => {
+                let msg = Message {
+                    room: room.link.clone(),
+                    seq: a.seq,
+                    kind: MessageKind::Text,
+                    sender: self.user_id(),
+                    ts: a.ts,
+                    body: text.as_bytes().to_vec(),
+                };
+                self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
+                Ok(Some(a.seq))
+            }
+            Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Sends a text message.
     pub async fn send(&mut self, key: &str, text: &str) -> Result<u64> {
         let room = self.active_room(key)?;
@@ -476,22 +505,8 @@ impl Profile {
             // The ratchet has moved: persist before the ciphertext leaves, so a crash can never
             // make this member encrypt twice under the same key.
             self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
-            match server.append(&room.name, &entry).await {
-                Ok(a) => {
-                    let msg = Message {
-                        room: room.link.clone(),
-                        seq: a.seq,
-                        kind: MessageKind::Text,
-                        sender: self.user_id(),
-                        ts: a.ts,
-                        body: text.as_bytes().to_vec(),
-                    };
-                    self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
-                    return Ok(a.seq);
-                }
-                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(seq) = self.post_text(&server, &room, epoch, body, text).await? {
+                return Ok(seq);
             }
         }
         Err(ClientError::Busy(room.link))

@@ -424,22 +424,8 @@ impl Profile {
             };
             // The chain has moved: persist before the ciphertext leaves.
             self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
-            let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
-            match server.append(&room.name, &entry).await {
-                Ok(a) => {
-                    let msg = Message {
-                        room: room.link.clone(),
-                        seq: a.seq,
-                        kind: MessageKind::Text,
-                        sender: self.user_id(),
-                        ts: a.ts,
-                        body: text.as_bytes().to_vec(),
-                    };
-                    self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
-                    return Ok(a.seq);
-                }
-                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(seq) = self.post_text(&server, room, epoch, body, text).await? {
+                return Ok(seq);
             }
         }
         Err(ClientError::Busy(room.link.clone()))
