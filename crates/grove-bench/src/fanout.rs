@@ -4,11 +4,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
-use grove_wire::auth;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use anyhow::{bail, Result};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{self, histogram, now_ns, Cores, Env, Lat, User};
@@ -98,23 +95,7 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
     let sockets: Vec<_> = futures_util::stream::iter(subs.iter().cloned())
         .map(|u| {
             let (url, sub_msg) = (url.clone(), sub_msg.clone());
-            async move {
-                let h = harness::sign(&u, &key, "GET", "/v1/push", b"");
-                let mut req = url.as_str().into_client_request()?;
-                let hs = req.headers_mut();
-                hs.insert(auth::HEADER_KEY, h.key.parse()?);
-                hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
-                hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
-                hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
-                // A small read buffer: tungstenite zeroes `read_buffer_size` bytes on every read, and
-                // the 128 KiB default would make the load generator, not the server, the bottleneck.
-                let config = WebSocketConfig::default().read_buffer_size(4096);
-                let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-                    .await
-                    .context("websocket connect")?;
-                ws.send(Message::text(sub_msg)).await?;
-                Ok::<_, anyhow::Error>(ws)
-            }
+            async move { harness::push_subscribe(&url, &u, &key, sub_msg).await }
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()

@@ -248,20 +248,7 @@ pub async fn start_server(env: &Env) -> Result<Server> {
     let key = grove_server::load_or_create_key(dir.path())?;
     let state = AppState::new(config, store.clone(), key);
     let server_key = state.public_key();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-    let st = state.clone();
-    // Bind inside the server runtime so that the listener and every accepted socket are driven
-    // by the server runtime's reactor.
-    let task = env.srv.spawn(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let _ = addr_tx.send(listener.local_addr()?);
-        grove_server::run(listener, st, async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
-    let addr = addr_rx.await.context("the server did not start")?;
+    let (addr, stop_tx, task) = serve_on(env, state.clone()).await?;
     Ok(Server {
         addr,
         base: format!("http://{addr}"),
@@ -272,6 +259,51 @@ pub async fn start_server(env: &Env) -> Result<Server> {
         task: Some(task),
         _dir: dir,
     })
+}
+
+/// A push WebSocket of the load generator.
+pub type PushSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `user`'s signed push WebSocket at `url` (`ws://…/v1/push`) and sends `subscribe`.
+pub async fn push_subscribe(url: &str, user: &User, server_key: &[u8; 32], subscribe: String) -> Result<PushSocket> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let h = sign(user, server_key, "GET", "/v1/push", b"");
+    let mut req = url.into_client_request()?;
+    let hs = req.headers_mut();
+    hs.insert(auth::HEADER_KEY, h.key.parse()?);
+    hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
+    hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
+    hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
+    // A small read buffer: tungstenite zeroes `read_buffer_size` bytes on every read, and the
+    // 128 KiB default would make the load generator, not the server, the bottleneck.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(config), true).await.context("websocket connect")?;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await?;
+    Ok(ws)
+}
+
+/// A running server task: its address, the sender that stops it, and the task.
+pub type Serving = (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+/// Starts `grove_server::run` for `state` on 127.0.0.1 (a free port), bound inside the server
+/// runtime so that the listener and every accepted socket are driven by its reactor.
+pub async fn serve_on(env: &Env, state: AppState) -> Result<Serving> {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let task = env.srv.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let _ = addr_tx.send(listener.local_addr()?);
+        grove_server::run(listener, state, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let addr = addr_rx.await.context("the server did not start")?;
+    Ok((addr, stop_tx, task))
 }
 
 impl Server {

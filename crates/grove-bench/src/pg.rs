@@ -21,14 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use grove_server::AppState;
 use grove_store_postgres::PostgresStore;
-use grove_wire::auth;
 use tokio::sync::{oneshot, Barrier};
 use tokio_postgres::NoTls;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{self, histogram, now_ns, Env, Lat, Prepared, User};
@@ -65,18 +62,7 @@ impl Instance {
         // Connect on the server runtime: the writer and listener tasks live there.
         let store = Arc::new(env.srv.spawn(async move { PostgresStore::connect(&url2).await }).await??);
         let state = AppState::new(config, store.clone(), key.clone());
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-        let st = state.clone();
-        let task = env.srv.spawn(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-            let _ = addr_tx.send(listener.local_addr()?);
-            grove_server::run(listener, st, async move {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
-        let addr = addr_rx.await.context("the server did not start")?;
+        let (addr, stop_tx, task) = harness::serve_on(env, state.clone()).await?;
         Ok(Instance { addr, base: format!("http://{addr}"), store, stop: Some(stop_tx), task, _state: state })
     }
 
@@ -358,16 +344,7 @@ async fn wake(env: &Env, o: &Opts, instances: usize) -> Result<Wake> {
     let sub_msg = serde_json::json!({ "type": "subscribe", "rooms": [{ "room": room, "after": 1 }] }).to_string();
     let mut readers = Vec::new();
     for u in &subs {
-        let h = harness::sign(u, &server_key, "GET", "/v1/push", b"");
-        let mut req = url.as_str().into_client_request()?;
-        let hs = req.headers_mut();
-        hs.insert(auth::HEADER_KEY, h.key.parse()?);
-        hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
-        hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
-        hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
-        let config = WebSocketConfig::default().read_buffer_size(4096);
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
-        ws.send(Message::text(sub_msg.clone())).await?;
+        let mut ws = harness::push_subscribe(&url, u, &server_key, sub_msg.clone()).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(o.seconds as u64 + 60);
         readers.push(tokio::spawn(async move {
             let mut got: Vec<(usize, u64)> = Vec::with_capacity(total);
