@@ -368,6 +368,20 @@ impl Profile {
         Ok((self.engine.epoch(&g)?, self.engine.epoch_authenticator(&g)?))
     }
 
+    /// Writes every MLS group's full state and empties its journal (see grove-proto's engine
+    /// docs, "The journal"): afterwards the state file holds no key from which a message already
+    /// read could be decrypted again, and the next start-up replays nothing. The engine does
+    /// this by itself every few hundred messages or few commits; call it after deleting history
+    /// or before copying the state file.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let mut changes = Vec::new();
+        for g in self.engine.group_ids() {
+            changes.push(self.engine.checkpoint(&g)?);
+        }
+        self.store.commit(Batch { changes, ..Batch::default() })?;
+        Ok(())
+    }
+
     /// Creates an MLS room `name` on `server` with this user alone in it.
     pub async fn create_room(&mut self, server: &str, name: &str) -> Result<LocalRoom> {
         let server_url = server.trim_end_matches('/').to_string();

@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use grove_client::store::{Batch, ClientStore};
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::engine::{
-    Changes, GroupId, MlsEngine, PendingCommit, StoredGroup, StoredState, DEFAULT_JOURNAL_BOUND,
+    Changes, GroupId, MlsEngine, PendingCommit, StoredGroup, StoredState, DEFAULT_HANDSHAKE_BOUND,
+    DEFAULT_JOURNAL_BOUND,
 };
 use grove_proto::mls::hub::HubGroup;
 use grove_proto::mls::identity::signing_identity;
@@ -148,6 +149,10 @@ impl Room {
         if !m.spliceable {
             bail!("leaf {leaf} already committed");
         }
+        // The receiver journals commits: write its current state (a checkpoint) to splice from.
+        let ch = self.recv.checkpoint(&self.g)?;
+        self.set_recv_snapshot(&ch);
+        persist(&mut self.rstore, ch)?;
         let snap = splice(
             &self.recv_snapshot,
             1,
@@ -174,9 +179,11 @@ impl Room {
         let (pending, _) = ghost.commit_update(&self.g)?;
         drop(ghost);
         self.hub = self.hub.check_commit(&pending.commit, &user(m.secret))?.next;
-        self.creator.process(&self.g, &pending.commit)?;
+        let (_, ch) = self.creator.process(&self.g, &pending.commit)?;
+        persist(&mut self.cstore, ch)?;
         let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
         self.set_recv_snapshot(&ch);
+        persist(&mut self.rstore, ch)?;
         if let Some(m) = self.leaves[leaf].as_mut() {
             m.spliceable = false;
         }
@@ -239,15 +246,18 @@ impl Room {
         }
         // The journal: what a load replays, and what a checkpoint (every `DEFAULT_JOURNAL_BOUND`
         // messages, or on request) costs.
+        // (It holds the messages and the commits above since the receiver's last checkpoint.)
         let rows = self.recv.journal_len(&self.g)?;
         let id = Identity::from_secret_bytes(self.recv_secret);
         let state = self.rstore.engine_state().map_err(|e| anyhow!("client store: {e}"))?;
+        let handshakes = state.groups.iter().flat_map(|g| &g.journal).filter(|r| r.entry.first() == Some(&3)).count();
+        if state.groups.iter().map(|g| g.journal.len()).sum::<usize>() != rows {
+            bail!("the receiver's database and engine disagree on its journal");
+        }
         let (r, t) = timed(|| MlsEngine::load_with_rng(id.clone(), state, StdRng::seed_from_u64(self.rng.gen())));
         r?;
-        if rows != msgs {
-            bail!("the receiver's journal holds {rows} rows after {msgs} messages");
-        }
-        res.t(sc, "load receiver: snapshot + journal (a row per message above)", n, t);
+        res.t(sc, "load receiver: snapshot + journal (rows of the ops above)", n, t);
+        progress(format!("  {sc} N={n}: that load replayed {rows} journal rows, {handshakes} of them commits"));
         for (who, eng, store) in
             [("sender", &mut self.creator, &mut self.cstore), ("receiver", &mut self.recv, &mut self.rstore)]
         {
@@ -280,6 +290,24 @@ impl Room {
         ) {
             let t = ws + wr + c / bound;
             res.t(sc, "msg 100 B: persist both, incl. checkpoint share", n, Duration::from_secs_f64(t / 1e3));
+        }
+        // A commit's share of the checkpoints: the receiver writes one per
+        // `DEFAULT_HANDSHAKE_BOUND` handshakes it journals.
+        let per = DEFAULT_HANDSHAKE_BOUND as f64;
+        if let (Some(ce), Some(cp)) =
+            (res.ms(sc, "checkpoint receiver: engine", n), res.ms(sc, "checkpoint receiver: persist", n))
+        {
+            for op in ["update", "remove", "add 1"] {
+                if let Some(m) = res.ms(sc, &format!("{op}: receiver process + persist"), n) {
+                    let t = m + (ce + cp) / per;
+                    res.t(
+                        sc,
+                        &format!("{op}: receiver process + persist, incl. checkpoint share"),
+                        n,
+                        Duration::from_secs_f64(t / 1e3),
+                    );
+                }
+            }
         }
         let (s, t) = timed(|| self.hub.snapshot());
         res.tb(sc, "hub snapshot", n, t, s?.len());

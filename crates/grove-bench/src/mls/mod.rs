@@ -187,15 +187,18 @@ const GROVE_OPS: &[(&str, &str)] = &[
     ("update: receiver process", "t"),
     ("update: receiver persist", "x"),
     ("update: receiver process + persist", "t"),
+    ("update: receiver process + persist, incl. checkpoint share", "t"),
     ("remove: commit (sender)", "x"),
     ("remove: hub check_commit", "t"),
     ("remove: receiver process", "t"),
     ("remove: receiver persist", "x"),
     ("remove: receiver process + persist", "t"),
+    ("remove: receiver process + persist, incl. checkpoint share", "t"),
     ("add 1: commit (sender)", "x"),
     ("add 1: Welcome", "b"),
     ("add 1: hub check_commit", "t"),
     ("add 1: receiver process + persist", "t"),
+    ("add 1: receiver process + persist, incl. checkpoint share", "t"),
     ("join: engine (Welcome + tree from hub)", "x"),
     ("join: persist", "x"),
     ("msg 100 B: encrypt", "x"),
@@ -209,7 +212,7 @@ const GROVE_OPS: &[(&str, &str)] = &[
     ("checkpoint receiver: persist", "t"),
     ("msg 100 B: encrypt + decrypt, incl. checkpoint share", "t"),
     ("msg 100 B: persist both, incl. checkpoint share", "t"),
-    ("load receiver: snapshot + journal (a row per message above)", "t"),
+    ("load receiver: snapshot + journal (rows of the ops above)", "t"),
     ("load receiver: snapshot, empty journal", "t"),
     ("hub snapshot", "x"),
     ("ratchet tree (hub export)", "x"),
@@ -403,21 +406,25 @@ fn print_report(opts: &Opts, res: &Results, notes: &[String], took: Duration) {
                 base_t(op, sn).map(|s| format!("{s} (bare)")),
             );
         }
-        let t = res.ms("grove steady", "update: receiver process + persist", sn);
+        for op in ["update: receiver process + persist", "update: receiver process + persist, incl. checkpoint share"] {
+            let t = res.ms("grove steady", op, sn);
+            target(
+                &format!("process a commit incl. persistence ≤ 30 ms (steady, N={sn}; {op})"),
+                t.map(|t| (t, fmt_ms(t))),
+                30.0,
+                base_t("update: receiver process", sn).map(|s| format!("{s} (bare, no persistence)")),
+            );
+        }
+    }
+    for op in ["update: receiver process + persist", "update: receiver process + persist, incl. checkpoint share"] {
+        let t = res.ms("grove bare", op, big);
         target(
-            &format!("process a commit incl. persistence ≤ 30 ms (steady, N={sn})"),
+            &format!("process a commit incl. persistence ≤ 30 ms (bare, N={big}; {op})"),
             t.map(|t| (t, fmt_ms(t))),
             30.0,
-            base_t("update: receiver process", sn).map(|s| format!("{s} (bare, no persistence)")),
+            base_t("update: receiver process", big).map(|s| format!("{s} (no persistence)")),
         );
     }
-    let t = res.ms("grove bare", "update: receiver process + persist", big);
-    target(
-        &format!("process a commit incl. persistence ≤ 30 ms (bare, N={big})"),
-        t.map(|t| (t, fmt_ms(t))),
-        30.0,
-        base_t("update: receiver process", big).map(|s| format!("{s} (no persistence)")),
-    );
     let join_sc = if steady_n == Some(big) { "grove steady" } else { "grove bare" };
     let t = res.ms(join_sc, "join: engine (Welcome + tree from hub)", big);
     target(

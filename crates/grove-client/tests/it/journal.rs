@@ -40,8 +40,12 @@ async fn messages_add_journal_rows_that_survive_a_restart() {
     let w = World::start().await;
     let (mut alice, mut bob, mut carol) = garden(&w).await;
     let (alice_snapshot, alice_rows) = group_rows(&w, "alice");
-    let (bob_snapshot, _) = group_rows(&w, "bob");
-    assert_eq!(alice_rows, 0, "the joins' commits checkpointed");
+    let (bob_snapshot, bob_rows) = group_rows(&w, "bob");
+    // Journal rows are handshakes so far: Alice's holds her second invitation's commit applied
+    // (0x04), then the self-updates Bob and Carol commit after joining (0x03 each); Bob's, his
+    // own update applied and Carol's.
+    let tags = |name: &str| engine_rows(&w, name).groups[0].journal.iter().map(|r| r.entry[0]).collect::<Vec<_>>();
+    assert_eq!((tags("alice"), tags("bob")), (vec![4, 3, 3], vec![4, 3]));
 
     let mut expected = Vec::new();
     for i in 0..10 {
@@ -51,8 +55,8 @@ async fn messages_add_journal_rows_that_survive_a_restart() {
     }
     bob.sync().await.unwrap();
     // Ten sends: ten rows, and the snapshot untouched; Bob's page of ten: ten rows.
-    assert_eq!(group_rows(&w, "alice"), (alice_snapshot.clone(), 10));
-    assert_eq!(group_rows(&w, "bob"), (bob_snapshot, 10));
+    assert_eq!(group_rows(&w, "alice"), (alice_snapshot.clone(), alice_rows + 10));
+    assert_eq!(group_rows(&w, "bob"), (bob_snapshot.clone(), bob_rows + 10));
 
     // Both restart from their files (snapshot + journal replayed) and go on.
     drop(alice);
@@ -71,12 +75,26 @@ async fn messages_add_journal_rows_that_survive_a_restart() {
     assert_eq!(bob.epoch("garden").unwrap(), auth);
     assert_eq!(carol.epoch("garden").unwrap(), auth);
 
-    // A commit checkpoints: the journal is gone, the snapshot new.
+    // Bob's own commit writes his snapshot (it holds fresh secrets) and journals its
+    // application; Alice journals the commit: one row more, the snapshot untouched.
+    let (_, alice_rows) = group_rows(&w, "alice");
     bob.update("garden").await.unwrap();
+    let (snapshot, rows) = group_rows(&w, "bob");
+    assert_ne!(snapshot, bob_snapshot);
+    assert_eq!(rows, 1);
     alice.sync().await.unwrap();
+    assert_eq!(group_rows(&w, "alice"), (alice_snapshot.clone(), alice_rows + 1));
+    // Restarted, Alice replays the commit and is in Bob's epoch; a checkpoint empties her journal.
+    drop(alice);
+    let mut alice = Profile::open(&w.profile_dir("alice")).unwrap();
+    assert_eq!(alice.epoch("garden").unwrap(), bob.epoch("garden").unwrap());
+    alice.checkpoint().unwrap();
     let (snapshot, rows) = group_rows(&w, "alice");
     assert_eq!(rows, 0);
     assert_ne!(snapshot, alice_snapshot);
+    bob.send("garden", "after the checkpoint").await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(texts(&alice, "garden").last().unwrap(), "after the checkpoint");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +102,7 @@ async fn a_long_conversation_checkpoints_at_the_journal_bound() {
     let w = World::start().await;
     let (mut alice, mut bob, _carol) = garden(&w).await;
     let n = DEFAULT_JOURNAL_BOUND + 44;
+    let (_, alice_rows) = group_rows(&w, "alice");
     let mut max_rows = 0;
     for i in 0..n {
         alice.send("garden", &format!("m{i}")).await.unwrap();
@@ -96,7 +115,7 @@ async fn a_long_conversation_checkpoints_at_the_journal_bound() {
     bob.sync().await.unwrap();
     assert!(max_rows < DEFAULT_JOURNAL_BOUND, "{max_rows} rows");
     // Alice's sends: one checkpoint at the bound, then the rest as rows.
-    assert_eq!(group_rows(&w, "alice").1, n - DEFAULT_JOURNAL_BOUND);
+    assert_eq!(group_rows(&w, "alice").1, alice_rows + n - DEFAULT_JOURNAL_BOUND);
     assert!(group_rows(&w, "bob").1 < DEFAULT_JOURNAL_BOUND);
     assert_eq!(texts(&bob, "garden").len(), n);
     // Restarted, Bob reads on.
@@ -115,6 +134,7 @@ async fn a_state_file_from_before_the_journal_opens() {
     // Bob's file as the previous release wrote it: every table but the journal (its rows are
     // folded into the snapshot, as that release wrote after every message).
     bob.update("garden").await.unwrap();
+    bob.checkpoint().unwrap();
     assert_eq!(group_rows(&w, "bob").1, 0);
     drop(bob);
     let conn = rusqlite::Connection::open(w.profile_dir("bob").join("state.db")).unwrap();

@@ -52,26 +52,33 @@
 //!
 //! mls-rs can only write a group whole (`write_to_storage` serialises the ratchet tree, the
 //! secret tree and the rest: about 4 MB at 10,000 members), so writing it after every
-//! application message made each message O(group size). Instead, a group's state is its last
-//! **snapshot** plus a **journal** of what happened since:
+//! message or commit made each of them O(group size) in bytes written, and its serialisation
+//! and SQLite transaction cost as much as mls-rs' own processing of a commit at 10,000 members.
+//! Instead, a group's state is its last **snapshot** plus a **journal** of what happened since
+//! (a write-ahead log in all but name):
 //!
 //! - [`MlsEngine::encrypt`] adds a row *sent* (one byte: "this member's ratchet moved on by one
 //!   generation"), and processing an application message ([`MlsEngine::process`],
 //!   [`MlsEngine::process_many`]) adds a row *received* holding the message. The [`Changes`] of
 //!   such an operation carry that row and no snapshot: O(message), not O(group).
+//! - Processing another member's commit or proposal adds a row *handshake* holding it (a few
+//!   KB at most); applying or dropping this member's pending commit ([`MlsEngine::apply_pending`],
+//!   [`MlsEngine::discard_pending`], or its commit coming back from the log) adds a one-byte row.
 //! - Loading ([`MlsEngine::load_with_rng`], and the reload after a failed operation) reads the
 //!   snapshot and **replays** the journal in order: a *sent* row encrypts a throw-away message
 //!   (the ratchet moves exactly one generation, as it did; the ciphertext is dropped), a
-//!   *received* row processes its message again (deterministic: no randomness, no clock). The
-//!   replayed group is the group as it was: the same epoch authenticator, the same next
+//!   *received* or *handshake* row processes its message again, the others apply or drop the
+//!   pending commit the snapshot holds (deterministic: no randomness, no clock). The replayed
+//!   group is the group as it was: the same epoch, epoch authenticator and tree, the same next
 //!   generation for each sender (tests compare the snapshots byte for byte).
 //! - A **checkpoint** writes the snapshot and empties the journal, in the same [`Changes`]. It
-//!   happens on every handshake (creating, joining, making, applying or discarding a commit,
-//!   processing a commit or proposal, proposing to leave), when an operation would make the
-//!   journal reach its bound ([`DEFAULT_JOURNAL_BOUND`] rows, [`MlsEngine::with_journal_bound`]),
-//!   and when the caller asks ([`MlsEngine::checkpoint`]). So the journal never spans an epoch
-//!   change, and a load replays fewer than `bound` rows per group (about 0.08 ms each,
-//!   `grove-bench mls`).
+//!   happens on every operation that draws randomness that matters (creating or joining a group,
+//!   making a commit, proposing to leave), when an operation would make the journal reach one of
+//!   its bounds ([`DEFAULT_JOURNAL_BOUND`] rows, [`MlsEngine::with_journal_bound`];
+//!   [`DEFAULT_HANDSHAKE_BOUND`] handshake rows, [`MlsEngine::with_handshake_bound`]), and when
+//!   the caller asks ([`MlsEngine::checkpoint`]). A load replays fewer than `bound` rows per
+//!   group: an application row costs about 0.08 ms, a handshake row about what processing it
+//!   cost (O(group size), tens of ms at 10,000 members; `grove-bench mls`).
 //!
 //! **Keys are never reused.** A replayed *sent* row draws the key of a generation the original
 //! message used; the next real message uses the next generation, exactly as without a restart.
@@ -80,17 +87,20 @@
 //! crash between `encrypt` and the transaction loses the row *and* the unsent message, and the
 //! next message reuses the generation of a ciphertext nobody saw (tests check both).
 //!
-//! **Forward secrecy of the stored state is per checkpoint, not per message.** Without the
-//! journal, the stored snapshot never held the key of a message already decrypted (mls-rs
-//! deletes each key after use). Now, until the next checkpoint, the stored snapshot still holds
-//! the ratchet secrets from which the keys of every journaled message derive, and the *received*
-//! rows hold those messages' ciphertexts: someone who steals the state file can read the (fewer
-//! than `bound`) messages of each group since its last checkpoint, and forge nothing (signature
-//! keys are not in the journal). grove-client keeps the plaintext of every message in its history
-//! table anyway, so the exposure that is new is of messages deleted from that history since the
-//! last checkpoint; a caller that deletes history should call [`MlsEngine::checkpoint`]. The
-//! exposure ends at the next checkpoint, which every commit forces; a smaller bound shortens it
-//! at the cost of more snapshot writes.
+//! **Forward secrecy of the stored state is per checkpoint, not per message or epoch.** Without
+//! the journal, the stored snapshot never held the key of a message already decrypted (mls-rs
+//! deletes each key after use) nor the secrets of an epoch older than the retained ones. Now,
+//! until the next checkpoint, the stored snapshot still holds the ratchet secrets from which the
+//! keys of every journaled message derive, and the journal rows hold those messages'
+//! ciphertexts: someone who steals the state file can read the (fewer than `bound`) messages of
+//! each group since its last checkpoint, in up to [`DEFAULT_HANDSHAKE_BOUND`] − 1 epochs, and
+//! forge nothing (signature keys are not in the journal). grove-client keeps the plaintext of
+//! every message in its history table anyway, so the exposure that is new is of messages deleted
+//! from that history since the last checkpoint; a caller that deletes history should call
+//! [`MlsEngine::checkpoint`]. This member's own commits always checkpoint (they hold fresh path
+//! secrets), so post-compromise security is unchanged: a copy of the state taken before this
+//! member's update reads nothing after it. Smaller bounds shorten the exposure at the cost of
+//! more snapshot writes.
 //!
 //! # Commits
 //!
@@ -124,7 +134,10 @@
 //! A group keeps the records of its [`EPOCH_RETENTION`] previous epochs, so an application
 //! message made just before a commit and delivered after it still decrypts. mls-rs refuses such
 //! a message if its sender has since left or been removed (the sender's leaf no longer holds the
-//! same key). Decrypting one updates that epoch's record (its ratchet moves on).
+//! same key). Decrypting one updates that epoch's record (its ratchet moves on). mls-rs trims
+//! older records only when it writes the group (at a checkpoint); the engine refuses messages
+//! of epochs older than the retained ones itself ([`EngineError::EpochUnavailable`]), so the
+//! answer does not depend on when the last checkpoint was.
 //!
 //! # Removal
 //!
@@ -190,10 +203,11 @@
 //!
 //! mls-rs' `write_to_storage` serialises the whole group (ratchet tree, secret tree, ...) into one
 //! snapshot, so every checkpoint costs O(group size) bytes and time; each prior-epoch record
-//! also holds every member's signature key. Application messages write only a journal row
-//! (above); one in `bound` of them pays for a checkpoint. Handshakes still write the whole
-//! group. To sync a page of the log, use [`MlsEngine::process_many`], which writes the group at
-//! most once per page.
+//! also holds every member's signature key. Messages and other members' commits write only a
+//! journal row (above); one in `bound` of them pays for a checkpoint. This member's own commits
+//! write the whole group (with the pending commit, which holds a second copy of the tree). To
+//! sync a page of the log, use [`MlsEngine::process_many`], which checks the bounds once per
+//! page.
 
 mod journal;
 mod store;
@@ -233,6 +247,10 @@ pub use store::EPOCH_RETENTION;
 /// The default journal bound ([`MlsEngine::with_journal_bound`]): a group's journal holds at most
 /// this many rows minus one; the operation that would add the 256th writes a snapshot instead.
 pub const DEFAULT_JOURNAL_BOUND: usize = 256;
+
+/// The default handshake bound ([`MlsEngine::with_handshake_bound`]): a group's journal holds
+/// at most this many handshakes minus one; the one that would be the 16th writes a snapshot.
+pub const DEFAULT_HANDSHAKE_BOUND: usize = 16;
 
 type EngineConfig = WithCryptoProvider<
     GroveCryptoProvider,
@@ -1024,6 +1042,17 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
     })
 }
 
+/// The journal row for a message mls-rs processed: none for this member's own message (nothing
+/// changed) or for a commit removing this member (the group is deleted, in `finish`).
+fn journal_entry(processed: &Processed, message: &[u8]) -> Option<Vec<u8>> {
+    match processed {
+        Processed::Own => None,
+        Processed::Commit(s) if s.removed_me => None,
+        Processed::Application { .. } => Some(journal::received(message)),
+        Processed::Commit(_) | Processed::Proposal { .. } => Some(journal::handshake(message)),
+    }
+}
+
 /// In [`MlsEngine::process_many`], a failed message whose reload replayed a journal this long
 /// writes a snapshot, so that the next failure of the page does not replay it all again.
 const REPLAY_AFTER_FAILURE: usize = 32;
@@ -1035,16 +1064,34 @@ fn load_group(client: &Client<EngineConfig>, store: &RecordingStore, g: &GroupId
     Ok(group)
 }
 
-/// Records `entry` in the group's journal; when the journal reaches `bound` rows, writes the
-/// group's snapshot instead (a checkpoint, which empties the journal).
+/// When a group's journal is checkpointed (see [`MlsEngine::with_journal_bound`] and
+/// [`MlsEngine::with_handshake_bound`]).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// A journal reaching this many rows is checkpointed.
+    rows: usize,
+    /// A journal holding this many handshake rows is checkpointed.
+    handshakes: usize,
+}
+
+impl Bounds {
+    /// Whether the group's journal reached a bound.
+    fn reached(&self, store: &RecordingStore, g: &GroupId) -> bool {
+        store.journal_len(g.as_bytes()) >= self.rows || store.journal_handshakes(g.as_bytes()) >= self.handshakes
+    }
+}
+
+/// Records `entry` in the group's journal; when the journal reaches a bound, writes the group's
+/// snapshot instead (a checkpoint, which empties the journal).
 fn record(
     group: &mut EngineGroup,
     store: &RecordingStore,
     g: &GroupId,
     entry: Vec<u8>,
-    bound: usize,
+    bounds: Bounds,
 ) -> Result<(), EngineError> {
-    if store.append_journal(g.as_bytes(), entry) >= bound {
+    store.append_journal(g.as_bytes(), entry);
+    if bounds.reached(store, g) {
         group.write_to_storage().map_err(internal("writing the group"))?;
     }
     Ok(())
@@ -1064,8 +1111,8 @@ pub struct MlsEngine {
     departed: BTreeSet<GroupId>,
     /// `None`: mls-rs reads the system clock itself.
     clock: Option<Clock>,
-    /// A group's journal is checkpointed when it reaches this many rows.
-    journal_bound: usize,
+    /// When a group's journal is checkpointed.
+    bounds: Bounds,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -1075,7 +1122,7 @@ impl fmt::Debug for MlsEngine {
             .field("groups", &self.groups.keys().collect::<Vec<_>>())
             .field("departed", &self.departed)
             .field("clock", &if self.clock.is_some() { "injected" } else { "system (read by mls-rs)" })
-            .field("journal_bound", &self.journal_bound)
+            .field("bounds", &self.bounds)
             .finish_non_exhaustive()
     }
 }
@@ -1115,7 +1162,7 @@ impl MlsEngine {
             groups: BTreeMap::new(),
             departed: BTreeSet::new(),
             clock: None,
-            journal_bound: DEFAULT_JOURNAL_BOUND,
+            bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
         }
     }
 
@@ -1173,7 +1220,7 @@ impl MlsEngine {
             groups,
             departed: BTreeSet::new(),
             clock: None,
-            journal_bound: DEFAULT_JOURNAL_BOUND,
+            bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
         })
     }
 
@@ -1183,7 +1230,19 @@ impl MlsEngine {
     /// [module docs](self#the-journal) for what the bound trades: load time and forward
     /// secrecy of the stored state against the cost of writing the whole group.
     pub fn with_journal_bound(mut self, bound: usize) -> Self {
-        self.journal_bound = bound.max(1);
+        self.bounds.rows = bound.max(1);
+        self
+    }
+
+    /// Sets the handshake bound (default [`DEFAULT_HANDSHAKE_BOUND`]; values below 1 count as
+    /// 1): an operation that would put this many handshakes (commits processed or applied,
+    /// proposals processed, pending commits dropped) in a group's journal writes a snapshot
+    /// instead. Replaying a commit costs about as much as processing it did (O(group size): tens
+    /// of ms at 10,000 members), so this bounds what a load replays; 1 writes a snapshot after
+    /// every handshake, as before the journal held handshakes. See the
+    /// [module docs](self#the-journal).
+    pub fn with_handshake_bound(mut self, bound: usize) -> Self {
+        self.bounds.handshakes = bound.max(1);
         self
     }
 
@@ -1413,11 +1472,11 @@ impl MlsEngine {
     /// reached its bound: not the whole group (see the [module docs](self#the-journal)).
     pub fn encrypt(&mut self, g: &GroupId, plaintext: &[u8]) -> Result<(Vec<u8>, u64, Changes), EngineError> {
         let store = self.store.clone();
-        let bound = self.journal_bound;
+        let bounds = self.bounds;
         let (message, epoch) = self.with_group(g, |group| {
             let msg = group.encrypt_application_message(plaintext, Vec::new()).map_err(local("encrypting"))?;
             let bytes = encode(&msg)?;
-            record(group, &store, g, journal::sent(), bound)?;
+            record(group, &store, g, journal::sent(), bounds)?;
             Ok((bytes, group.current_epoch()))
         })?;
         Ok((message, epoch, self.store.drain()))
@@ -1549,10 +1608,12 @@ impl MlsEngine {
         if !self.group(g)?.has_pending_commit() {
             return Err(EngineError::NoPendingCommit);
         }
+        let store = self.store.clone();
+        let bounds = self.bounds;
         let applied = self.with_group(g, |group| {
             let desc = group.apply_pending_commit().map_err(internal("applying the pending commit"))?;
             let s = summarize(&desc)?;
-            group.write_to_storage().map_err(internal("writing the group"))?;
+            record(group, &store, g, journal::applied(), bounds)?;
             Ok(Applied { epoch: s.epoch, added: s.added, removed: s.removed })
         })?;
         Ok((applied, self.store.drain()))
@@ -1563,9 +1624,11 @@ impl MlsEngine {
         if !self.group(g)?.has_pending_commit() {
             return Ok(Changes::default());
         }
+        let store = self.store.clone();
+        let bounds = self.bounds;
         self.with_group(g, |group| {
             group.clear_pending_commit();
-            group.write_to_storage().map_err(internal("writing the group"))
+            record(group, &store, g, journal::discarded(), bounds)
         })?;
         Ok(self.store.drain())
     }
@@ -1610,18 +1673,11 @@ impl MlsEngine {
             Checked::Process(msg, check) => (msg, check),
         };
         let store = self.store.clone();
-        let bound = self.journal_bound;
+        let bounds = self.bounds;
         let processed = self.with_group(g, |group| {
             let processed = process_in_memory(group, *msg, &check)?;
-            match &processed {
-                // Nothing changed; a removal deletes the group (in `finish`).
-                Processed::Own => {}
-                Processed::Commit(s) if s.removed_me => {}
-                Processed::Application { .. } => record(group, &store, g, journal::received(message), bound)?,
-                // A handshake: a checkpoint.
-                Processed::Commit(_) | Processed::Proposal { .. } => {
-                    group.write_to_storage().map_err(internal("writing the group"))?
-                }
+            if let Some(entry) = journal_entry(&processed, message) {
+                record(group, &store, g, entry, bounds)?;
             }
             Ok(processed)
         })?;
@@ -1629,23 +1685,17 @@ impl MlsEngine {
     }
 
     /// Processes a page of the group's log, in order, with the same outcome for each message as
-    /// [`MlsEngine::process`] called on each in turn (and the same state afterwards), but writes
-    /// the group's snapshot at most once, at the end, and only if the page held a commit or a
-    /// proposal (or the journal reached its bound): the returned [`Changes`] hold one snapshot,
-    /// or only journal rows for the page's application messages, or the group's deletion if a
-    /// commit removed this member. Persist them with every message's result in one transaction.
+    /// [`MlsEngine::process`] called on each in turn (and the same state afterwards), but checks
+    /// the journal's bounds once, at the end: the returned [`Changes`] hold the page's journal
+    /// rows, or one snapshot if a bound was reached, or the group's deletion if a commit removed
+    /// this member. Persist them with every message's result in one transaction.
     ///
-    /// A failed message changes nothing, as with `process`: if mls-rs had touched the group,
-    /// the engine reloads it from the last written state (snapshot and journal) and processes
-    /// again the messages of this call that succeeded before it and are not in the journal
-    /// (processing application messages, proposals and commits is deterministic: it draws no
-    /// randomness and reads no clock). If there were such messages, or the journal is long, it
-    /// then writes a snapshot, so that further failures in the page do not redo that work.
-    /// Before a message of an earlier epoch that follows a commit of this call, the engine
-    /// writes the state first, so that the prior-epoch records it can use are those `process`
-    /// would have kept (mls-rs trims them only when writing). After a commit that removes this
-    /// member, the remaining messages fail as `process` would fail then
-    /// ([`EngineError::NotAMember`], or [`EngineError::Malformed`] for garbage).
+    /// A failed message changes nothing, as with `process`: if mls-rs had touched the group, the
+    /// engine reloads it from the last written state (the snapshot and the journal, which holds
+    /// every message of this call that succeeded before). If that replayed a handshake or a long
+    /// journal, it then writes a snapshot, so that further failures in the page do not redo that
+    /// work. After a commit that removes this member, the remaining messages fail as `process`
+    /// would fail then ([`EngineError::NotAMember`], or [`EngineError::Malformed`] for garbage).
     ///
     /// The outer error (an internal failure, which should not happen) means nothing changed,
     /// as with any operation.
@@ -1685,14 +1735,7 @@ impl MlsEngine {
         messages: &[Vec<u8>],
     ) -> Result<Vec<Result<Incoming, EngineError>>, EngineError> {
         let mut outcomes = Vec::with_capacity(messages.len());
-        // Messages of this call that mls-rs processed since the group was last written and that
-        // are not in its journal: the first is a commit or a proposal, after which the written
-        // snapshot is stale and the journal cannot follow it (the rest are replayed, or covered
-        // by the next snapshot).
-        let mut unwritten: Vec<usize> = Vec::new();
-        // Whether one of them is a commit.
-        let mut unwritten_commit = false;
-        for (i, message) in messages.iter().enumerate() {
+        for message in messages {
             let (msg, check) = match self.check(g, message) {
                 Ok(Checked::Own) => {
                     outcomes.push(Ok(Incoming::Own));
@@ -1707,82 +1750,38 @@ impl MlsEngine {
             let Some(group) = self.groups.get_mut(g) else {
                 return Err(EngineError::Internal(format!("group {g} vanished")));
             };
-            if unwritten_commit && check.message_epoch < check.current {
-                // `process` would have written (and trimmed) the prior epochs by now.
-                group.write_to_storage().map_err(internal("writing the group"))?;
-                unwritten.clear();
-                unwritten_commit = false;
-            }
             match process_in_memory(group, *msg, &check) {
                 Ok(processed) => {
-                    match &processed {
-                        Processed::Own => {}
-                        Processed::Application { .. } if unwritten.is_empty() => {
-                            // As `process` would (no bound check yet: that is once, at the end).
-                            self.store.append_journal(g.as_bytes(), journal::received(message));
-                        }
-                        _ => unwritten.push(i),
+                    // As `process` would (no bound check yet: that is once, at the end).
+                    if let Some(entry) = journal_entry(&processed, message) {
+                        self.store.append_journal(g.as_bytes(), entry);
                     }
-                    unwritten_commit |= matches!(processed, Processed::Commit(_));
-                    let removed_me = matches!(&processed, Processed::Commit(s) if s.removed_me);
                     outcomes.push(Ok(self.finish(g, processed)));
-                    if removed_me {
-                        unwritten.clear();
-                    }
                 }
                 Err(e) => {
                     outcomes.push(Err(e));
-                    self.reload_and_replay(g, messages, &unwritten)?;
-                    let long_journal = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE;
-                    if !unwritten.is_empty() || long_journal {
+                    // Back to the last written state: the snapshot and the journal, which holds
+                    // every message of this call that succeeded.
+                    let fresh = load_group(&self.client, &self.store, g)
+                        .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
+                    let costly = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE
+                        || self.store.journal_handshakes(g.as_bytes()) > 0;
+                    let group = self.groups.entry(g.clone()).insert_entry(fresh).into_mut();
+                    if costly {
                         // A checkpoint, so the next failure replays only what follows: a page of
-                        // forged entries costs linear work (at most one write per failure, as
-                        // `process` paid for every message before the journal), not quadratic.
-                        if let Some(group) = self.groups.get_mut(g) {
-                            group.write_to_storage().map_err(internal("writing the group"))?;
-                        }
-                        unwritten.clear();
-                        unwritten_commit = false;
+                        // forged entries costs linear work (at most one write per failure), not
+                        // quadratic.
+                        group.write_to_storage().map_err(internal("writing the group"))?;
                     }
                 }
             }
         }
-        let journal_full = self.store.journal_len(g.as_bytes()) >= self.journal_bound;
-        if !unwritten.is_empty() || journal_full {
+        if self.groups.contains_key(g) && self.bounds.reached(&self.store, g) {
             if let Some(group) = self.groups.get_mut(g) {
                 group.write_to_storage().map_err(internal("writing the group"))?;
             }
         }
         Ok(outcomes)
-    }
-
-    /// Reloads the group from the last written state (snapshot and journal) and processes
-    /// `replay` (indexes into `messages`, which all succeeded since that state) again.
-    fn reload_and_replay(&mut self, g: &GroupId, messages: &[Vec<u8>], replay: &[usize]) -> Result<(), EngineError> {
-        let fresh = load_group(&self.client, &self.store, g)
-            .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
-        self.groups.insert(g.clone(), fresh);
-        for &i in replay {
-            let again = match self.check(g, &messages[i]) {
-                Ok(Checked::Process(msg, check)) => {
-                    let Some(group) = self.groups.get_mut(g) else {
-                        return Err(EngineError::Internal(format!("group {g} vanished")));
-                    };
-                    process_in_memory(group, *msg, &check)
-                }
-                Ok(Checked::Own) => Ok(Processed::Own),
-                Err(e) => Err(e),
-            };
-            match again {
-                // A removal is never replayed: it ends the call.
-                Ok(Processed::Commit(s)) if s.removed_me => {
-                    return Err(EngineError::Internal("replaying a message removed this member".into()))
-                }
-                Ok(_) => {}
-                Err(e) => return Err(EngineError::Internal(format!("replaying a processed message failed: {e}"))),
-            }
-        }
-        Ok(())
     }
 
     /// The cheap checks of [`MlsEngine::process`], before mls-rs sees the message: decoding,
@@ -1835,6 +1834,12 @@ impl MlsEngine {
             _ => return Err(EngineError::Malformed("expected a PublicMessage or PrivateMessage".into())),
         };
         let message_epoch = msg.epoch().unwrap_or(current);
+        if message_epoch + (EPOCH_RETENTION as u64) < current {
+            // mls-rs keeps the records of older epochs until the next checkpoint (it trims them
+            // when it writes the group); refusing here makes the answer independent of when that
+            // was (see "Prior epochs" in the module docs).
+            return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current });
+        }
         Ok(Checked::Process(Box::new(msg), Check { own_commit_at_current, current, message_epoch }))
     }
 

@@ -45,7 +45,7 @@ fn messages_write_a_journal_row_and_a_reload_replays_it() {
         let (snapshot, rows) = shape(&changes, &room);
         assert_eq!((snapshot, rows), (SnapshotWrite::Unchanged, 1));
         assert_eq!(changes.groups[0].journal[0].entry.len(), 1);
-        assert_eq!(changes.groups[0].journal[0].seq, i);
+        assert_eq!(changes.groups[0].journal[0].seq, 1 + i, "after the row of her applied commit");
         alice.persist(changes);
         room.post_application(&msg);
     }
@@ -173,6 +173,9 @@ fn the_journal_bound_triggers_a_checkpoint() {
     assert_eq!(DEFAULT_JOURNAL_BOUND, 256);
     alice.engine = MlsEngine::load_with_rng(alice.id.clone(), alice.db.state(), rng(11)).unwrap().with_journal_bound(4);
     bob.engine = MlsEngine::load_with_rng(bob.id.clone(), bob.db.state(), rng(12)).unwrap().with_journal_bound(4);
+    // (Alice's journal holds the row of her applied commit: start from an empty one.)
+    let changes = alice.engine.checkpoint(&room.id).unwrap();
+    alice.persist(changes);
 
     // Sender: three rows, then the fourth operation writes a snapshot instead.
     for i in 0..3 {
@@ -221,39 +224,59 @@ fn the_journal_bound_triggers_a_checkpoint() {
 }
 
 #[test]
-fn handshakes_checkpoint_and_end_the_journal() {
+fn other_members_commits_are_journaled_and_own_commits_checkpoint() {
     let (mut room, mut alice, mut bob, mut carol) = three();
     alice.send(&mut room, "one");
     bob.sync(&room);
     carol.sync(&room);
+    assert_eq!(alice.sync(&room), vec![Incoming::Own]);
     assert_eq!(journal_rows(&bob, &room), 1);
     // Carol makes a message in epoch 1 that arrives only after the commit below.
     let (late, _, changes) = carol.engine.encrypt(&room.id, b"late").unwrap();
     carol.persist(changes);
-    // Bob's own commit (pending, then applied) and Alice's processing of it are checkpoints.
+    // Bob's own commit writes a snapshot (it holds the fresh path secrets of the pending
+    // commit); applying it, once the server took it, is a one-byte row.
     let (pending, changes) = bob.engine.commit_update(&room.id).unwrap();
     assert!(matches!(shape(&changes, &room), (SnapshotWrite::Checkpoint(_), 0)));
     bob.persist(changes);
     assert_eq!(journal_rows(&bob, &room), 0);
     room.post_commit(bob.uid(), &pending.commit).unwrap();
     let (_, changes) = bob.engine.apply_pending(&room.id).unwrap();
+    assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 1));
+    assert_eq!(changes.groups[0].journal[0].entry.len(), 1);
     bob.persist(changes);
-    assert_eq!(journal_rows(&alice, &room), 1);
+    // Alice processes Bob's commit: one row holding the commit, not the group.
+    assert_eq!(journal_rows(&alice, &room), 2, "her applied commit and her message");
     let (incoming, changes) = alice.engine.process(&room.id, room.log.last().unwrap()).unwrap();
     assert!(matches!(incoming, Incoming::Commit { epoch: 2, .. }));
-    assert!(matches!(shape(&changes, &room), (SnapshotWrite::Checkpoint(_), 0)));
+    assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 1));
+    assert_eq!(changes.groups[0].journal[0].entry.len(), 1 + pending.commit.len());
     alice.persist(changes);
     alice.cursor += 1;
-    assert_eq!(journal_rows(&alice, &room), 0);
-    // A page holding a commit and a message writes one snapshot, and no rows after it.
+    // A page holding the commit and a message: two rows.
     alice.send(&mut room, "two");
     let (outcomes, changes) = carol.engine.process_many(&room.id, &room.log[carol.cursor..]).unwrap();
     assert_eq!(outcomes.len(), 2);
-    assert!(matches!(shape(&changes, &room), (SnapshotWrite::Checkpoint(_), 0)));
+    assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 2));
     carol.persist(changes);
     carol.cursor = room.log.len();
-    // The message of the old epoch, delivered after the commit, is journaled and survives a
-    // reload (it is decrypted with the retained epoch record, which it updates).
+
+    // Everyone restarts from rows whose snapshot is of epoch 1 (Bob's: his pending commit) and
+    // whose journal crosses into epoch 2: all rebuild epoch 2 with the same authenticator, and
+    // each running engine holds exactly what its rows rebuild.
+    let auth = bob.epoch_authenticator(&room);
+    for m in [&mut alice, &mut bob, &mut carol] {
+        m.restart();
+        assert_eq!(m.engine.epoch(&room.id).unwrap(), 2);
+        assert_eq!(m.epoch_authenticator(&room), auth);
+        assert_memory_matches_rows(m);
+    }
+    // After the replayed commit, messages of epoch 2 flow both ways.
+    bob.send(&mut room, "after the restart");
+    assert_eq!(texts_from(&alice.sync(&room)).last().unwrap(), &(bob.uid(), "after the restart".to_string()));
+
+    // The message of the old epoch, delivered after the commit, decrypts with the retained
+    // epoch record (which it updates), is journaled, and survives a reload: once.
     let (incoming, changes) = alice.engine.process(&room.id, &late).unwrap();
     assert_eq!(incoming, Incoming::Application { sender: carol.uid(), plaintext: b"late".to_vec() });
     assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 1));
@@ -261,6 +284,87 @@ fn handshakes_checkpoint_and_end_the_journal() {
     alice.restart();
     assert!(matches!(alice.engine.process(&room.id, &late), Err(EngineError::Rejected(_))), "decrypted once");
     assert_memory_matches_rows(&mut alice);
+}
+
+#[test]
+fn the_handshake_bound_checkpoints_and_a_reload_replays_the_commits_before_it() {
+    let (mut room, mut alice, mut bob, mut carol) = three();
+    bob.engine = MlsEngine::load_with_rng(bob.id.clone(), bob.db.state(), rng(21)).unwrap().with_handshake_bound(4);
+    // Three commits (updates by Alice and by Carol, then Alice adds Dave), each
+    // followed by a message: Bob journals 3 handshakes and 3 messages, no snapshot.
+    alice.commit(&mut room, |e, g| e.commit_update(g));
+    alice.send(&mut room, "a1");
+    carol.sync(&room);
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    carol.send(&mut room, "c1");
+    alice.sync(&room);
+    let mut dave = Member::new(4);
+    let kp = dave.key_package();
+    alice.commit(&mut room, |e, g| e.commit_add(g, &[kp]));
+    alice.send(&mut room, "a2");
+    let snapshot_before = bob.db.groups[&room.id].clone();
+    let texts = texts_from(&bob.sync(&room));
+    assert_eq!(texts.len(), 3);
+    assert_eq!(bob.db.groups[&room.id], snapshot_before, "no snapshot was written");
+    assert_eq!(journal_rows(&bob, &room), 6);
+    assert_eq!(bob.engine.epoch(&room.id).unwrap(), 4);
+
+    // A restart replays the three commits: the same group as Alice's, byte for byte.
+    bob.restart();
+    bob.engine = MlsEngine::load_with_rng(bob.id.clone(), bob.db.state(), rng(22)).unwrap().with_handshake_bound(4);
+    assert_eq!(bob.engine.epoch(&room.id).unwrap(), 4);
+    assert_eq!(bob.engine.members(&room.id).unwrap(), room.hub.members());
+    assert_eq!(bob.epoch_authenticator(&room), alice.epoch_authenticator(&room));
+
+    // The fourth handshake reaches the bound: a checkpoint, the journal emptied.
+    carol.sync(&room);
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    carol.send(&mut room, "c2");
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    let (_, changes) = bob.engine.process(&room.id, &room.log[bob.cursor]).unwrap();
+    bob.persist(changes);
+    bob.cursor += 1;
+    assert_eq!(journal_rows(&bob, &room), 0, "checkpointed at the 4th handshake of its journal");
+    let (_, changes) = bob.engine.process_many(&room.id, &room.log[bob.cursor..]).unwrap();
+    assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 4), "a message and three commits");
+    bob.persist(changes);
+    bob.cursor = room.log.len();
+    bob.restart();
+    assert_eq!(bob.engine.epoch(&room.id).unwrap(), room.hub.epoch());
+    assert_eq!(bob.epoch_authenticator(&room), carol.epoch_authenticator(&room));
+    alice.sync(&room);
+    alice.send(&mut room, "still in step");
+    assert_eq!(texts_from(&bob.sync(&room)), vec![(alice.uid(), "still in step".into())]);
+    assert_memory_matches_rows(&mut bob);
+}
+
+#[test]
+fn a_refused_commit_is_dropped_in_the_journal_and_stays_dropped_after_a_restart() {
+    let (mut room, mut alice, mut bob, _carol) = three();
+    // Alice and Bob commit in the same epoch; the hub takes Alice's.
+    let (bobs, changes) = bob.engine.commit_update(&room.id).unwrap();
+    bob.persist(changes);
+    alice.commit(&mut room, |e, g| e.commit_update(g));
+    assert!(room.post_commit(bob.uid(), &bobs.commit).is_err());
+    // Bob drops his pending commit: a one-byte row, no snapshot.
+    let changes = bob.engine.discard_pending(&room.id).unwrap();
+    assert_eq!(shape(&changes, &room), (SnapshotWrite::Unchanged, 1));
+    bob.persist(changes);
+    // His snapshot still holds the pending commit; the journal drops it again on a restart.
+    bob.restart();
+    assert!(!bob.engine.has_pending_commit(&room.id).unwrap());
+    bob.sync(&room);
+    assert_eq!(bob.epoch_authenticator(&room), alice.epoch_authenticator(&room));
+    // He makes his change again, on the new epoch, and everyone follows.
+    bob.commit(&mut room, |e, g| e.commit_update(g));
+    bob.restart();
+    let incoming = alice.sync(&room);
+    assert_eq!(incoming[0], Incoming::Own, "her own commit");
+    assert!(matches!(incoming[1], Incoming::Commit { .. }), "{incoming:?}");
+    assert_eq!(bob.epoch_authenticator(&room), alice.epoch_authenticator(&room));
+    assert_memory_matches_rows(&mut bob);
 }
 
 #[test]

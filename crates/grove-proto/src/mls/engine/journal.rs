@@ -7,10 +7,18 @@
 //!   one generation). No data: the message itself is not needed to replay it.
 //! - `0x02` **received**: this member processed an application message; the data is the
 //!   message (`MlsMessage` bytes) as it came from the log.
+//! - `0x03` **handshake**: this member processed a commit or a proposal of another member (or
+//!   its own commit coming back from the log while pending, which applies it); the data is the
+//!   message (`MlsMessage` bytes).
+//! - `0x04` **applied**: this member applied its pending commit (the server accepted it).
+//! - `0x05` **discarded**: this member dropped its pending commit (the server refused it).
 //!
 //! Replaying is deterministic where it matters: processing a message draws no randomness and
-//! reads no clock; encrypting draws a fresh reuse guard, but the ratchet moves exactly as it did
-//! (one generation), and the replayed ciphertext is thrown away.
+//! reads no clock (the engine passes mls-rs no time when processing); applying or dropping the
+//! pending commit uses only what the snapshot holds; encrypting draws a fresh reuse guard, but
+//! the ratchet moves exactly as it did (one generation), and the replayed ciphertext is thrown
+//! away. What draws randomness that matters (making a commit or a proposal, creating or joining
+//! a group) is never journaled: it writes a snapshot.
 
 use mls_rs::group::ReceivedMessage;
 use mls_rs::MlsMessage;
@@ -20,6 +28,9 @@ use super::EngineGroup;
 
 const SENT: u8 = 0x01;
 const RECEIVED: u8 = 0x02;
+const HANDSHAKE: u8 = 0x03;
+const APPLIED: u8 = 0x04;
+const DISCARDED: u8 = 0x05;
 
 /// The entry for one encrypted application message.
 pub(super) fn sent() -> Vec<u8> {
@@ -32,6 +43,30 @@ pub(super) fn received(message: &[u8]) -> Vec<u8> {
     entry.push(RECEIVED);
     entry.extend_from_slice(message);
     entry
+}
+
+/// The entry for one processed commit or proposal.
+pub(super) fn handshake(message: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(1 + message.len());
+    entry.push(HANDSHAKE);
+    entry.extend_from_slice(message);
+    entry
+}
+
+/// The entry for applying the pending commit.
+pub(super) fn applied() -> Vec<u8> {
+    vec![APPLIED]
+}
+
+/// The entry for dropping the pending commit.
+pub(super) fn discarded() -> Vec<u8> {
+    vec![DISCARDED]
+}
+
+/// Whether `entry` is a handshake (an epoch change or a cached proposal): the rows whose replay
+/// costs O(group size), which [`super::MlsEngine::with_handshake_bound`] bounds.
+pub(super) fn is_handshake(entry: &[u8]) -> bool {
+    matches!(entry.first(), Some(&HANDSHAKE | &APPLIED | &DISCARDED))
 }
 
 /// Replays `journal` on `group`, freshly loaded from the snapshot the journal follows. The
@@ -60,6 +95,22 @@ fn replay_one(group: &mut EngineGroup, entry: &[u8]) -> Result<(), String> {
                 Ok(_) => Err("the message is not an application message".into()),
                 Err(e) => Err(format!("processing the message again: {e}")),
             }
+        }
+        Some((&HANDSHAKE, message)) => {
+            let msg = MlsMessage::from_bytes(message).map_err(|e| format!("decoding the message: {e}"))?;
+            match group.process_incoming_message(msg) {
+                Ok(ReceivedMessage::Commit(_) | ReceivedMessage::Proposal(_)) => Ok(()),
+                Ok(_) => Err("the message is not a commit or a proposal".into()),
+                Err(e) => Err(format!("processing the message again: {e}")),
+            }
+        }
+        Some((&APPLIED, [])) => {
+            group.apply_pending_commit().map_err(|e| format!("applying the pending commit again: {e}"))?;
+            Ok(())
+        }
+        Some((&DISCARDED, [])) => {
+            group.clear_pending_commit();
+            Ok(())
         }
         Some((tag, _)) => Err(format!("unknown entry (tag {tag:#04x}, {} bytes)", entry.len())),
         None => Err("empty entry".into()),

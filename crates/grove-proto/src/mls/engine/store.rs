@@ -217,6 +217,14 @@ impl RecordingStore {
         self.lock().groups.get(group_id).map_or(0, |rows| rows.journal.len())
     }
 
+    /// How many of the group's journal rows are handshakes (see [`super::journal::is_handshake`]).
+    pub(crate) fn journal_handshakes(&self, group_id: &[u8]) -> usize {
+        self.lock()
+            .groups
+            .get(group_id)
+            .map_or(0, |rows| rows.journal.iter().filter(|e| super::journal::is_handshake(e)).count())
+    }
+
     /// Deletes a KeyPackage's secrets.
     pub(crate) fn delete_key_package(&self, id: &[u8]) {
         let mut inner = self.lock();
