@@ -371,6 +371,10 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
     let recv_signer = signer(recv_secret);
     for leaf in order {
         let m = leaves[leaf].as_ref().context("no member")?;
+        // The receiver journals commits: write its current state (a checkpoint) to splice from.
+        if let Some(s) = snapshot_of(&recv.checkpoint(&g)?, &g) {
+            recv_snapshot = s;
+        }
         let snap = splice(&recv_snapshot, 1, &recv_leaf_sk, &recv_signer, leaf as u32, &m.leaf_sk, &signer(m.secret))?;
         let state = StoredState {
             groups: vec![StoredGroup {

@@ -98,6 +98,9 @@ struct Room {
     leaves: Vec<Option<Member>>,
     dir: tempfile::TempDir,
     joins: usize,
+    /// The fill's changes of the creator and the receiver, not yet in their stores (written
+    /// once, by [`Room::flush`], before anything is measured).
+    unwritten: (Changes, Changes),
     rng: StdRng,
 }
 
@@ -152,7 +155,7 @@ impl Room {
         // The receiver journals commits: write its current state (a checkpoint) to splice from.
         let ch = self.recv.checkpoint(&self.g)?;
         self.set_recv_snapshot(&ch);
-        persist(&mut self.rstore, ch)?;
+        self.unwritten.1.merge(ch);
         let snap = splice(
             &self.recv_snapshot,
             1,
@@ -178,15 +181,36 @@ impl Room {
         )?;
         let (pending, _) = ghost.commit_update(&self.g)?;
         drop(ghost);
-        self.hub = self.hub.check_commit(&pending.commit, &user(m.secret))?.next;
-        let (_, ch) = self.creator.process(&self.g, &pending.commit)?;
-        persist(&mut self.cstore, ch)?;
-        let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
+        // The hub, the creator and the receiver each take the commit, in parallel (the fill is
+        // untimed; at 10,000 members each costs tens of ms).
+        let (hub, creator, recv) = std::thread::scope(|s| {
+            let commit = &pending.commit;
+            let g = &self.g;
+            let hub = &self.hub;
+            let hub = s.spawn(move || hub.check_commit(commit, &user(m.secret)).map(|c| c.next));
+            let creator = &mut self.creator;
+            let creator = s.spawn(move || creator.process(g, commit));
+            let recv = self.recv.process(g, commit);
+            (hub.join(), creator.join(), recv)
+        });
+        self.hub = hub.map_err(|_| anyhow!("the hub's check panicked"))??;
+        let (_, ch) = creator.map_err(|_| anyhow!("the creator's processing panicked"))??;
+        self.unwritten.0.merge(ch);
+        let (_, ch) = recv?;
         self.set_recv_snapshot(&ch);
-        persist(&mut self.rstore, ch)?;
+        self.unwritten.1.merge(ch);
         if let Some(m) = self.leaves[leaf].as_mut() {
             m.spliceable = false;
         }
+        Ok(())
+    }
+
+    /// Writes the fill's changes to the creator's and the receiver's stores (one transaction
+    /// each: the merged changes hold the last snapshot and the journal rows after it).
+    fn flush(&mut self) -> Result<()> {
+        let (c, r) = std::mem::take(&mut self.unwritten);
+        persist(&mut self.cstore, c)?;
+        persist(&mut self.rstore, r)?;
         Ok(())
     }
 
@@ -393,6 +417,7 @@ pub fn run(n: usize, opts: &Opts, res: &mut Results, notes: &mut Vec<String>) ->
         leaves,
         dir,
         joins: 0,
+        unwritten: Default::default(),
         rng,
     };
     room.ops(sc, opts.reps, res)?;
@@ -404,6 +429,7 @@ pub fn run(n: usize, opts: &Opts, res: &mut Results, notes: &mut Vec<String>) ->
     let total = order.len();
     let checkpoints = [(0usize, "0%"), (total / 10, "10%"), (total / 2, "50%"), (total, "100%")];
     let drain = |room: &mut Room, res: &mut Results, label: &str| -> Result<()> {
+        room.flush()?;
         let pending = room.creator_commit("grove drain scratch", "update", res, |e, g| e.commit_update(g))?;
         let ms = res.ms("grove drain scratch", "update: commit (sender)", n);
         let rp = res.ms("grove drain scratch", "update: receiver process + persist", n);
