@@ -278,7 +278,12 @@ impl Room {
         if state.groups.iter().map(|g| g.journal.len()).sum::<usize>() != rows {
             bail!("the receiver's database and engine disagree on its journal");
         }
-        let (r, t) = timed(|| MlsEngine::load_with_rng(id.clone(), state, StdRng::seed_from_u64(self.rng.gen())));
+        // (Groups load on first use: the time includes that use.)
+        let g = &self.g;
+        let (r, t) = timed(|| {
+            let e = MlsEngine::load_with_rng(id.clone(), state, StdRng::seed_from_u64(self.rng.gen()))?;
+            e.epoch(g)
+        });
         r?;
         res.t(sc, "load receiver: snapshot + journal (rows of the ops above)", n, t);
         progress(format!("  {sc} N={n}: that load replayed {rows} journal rows, {handshakes} of them commits"));
@@ -292,7 +297,10 @@ impl Room {
             res.t(sc, &format!("checkpoint {who}: persist"), n, t);
         }
         let state = self.rstore.engine_state().map_err(|e| anyhow!("client store: {e}"))?;
-        let (r, t) = timed(|| MlsEngine::load_with_rng(id, state, StdRng::seed_from_u64(self.rng.gen())));
+        let (r, t) = timed(|| {
+            let e = MlsEngine::load_with_rng(id, state, StdRng::seed_from_u64(self.rng.gen()))?;
+            e.epoch(g)
+        });
         r?;
         res.t(sc, "load receiver: snapshot, empty journal", n, t);
         // A message's share of the checkpoints: each side writes one per `bound` messages.

@@ -78,7 +78,9 @@
 //!   [`DEFAULT_HANDSHAKE_BOUND`] handshake rows, [`MlsEngine::with_handshake_bound`]), and when
 //!   the caller asks ([`MlsEngine::checkpoint`]). A load replays fewer than `bound` rows per
 //!   group: an application row costs about 0.08 ms, a handshake row about what processing it
-//!   cost (O(group size), tens of ms at 10,000 members; `grove-bench mls`).
+//!   cost (O(group size), tens of ms at 10,000 members; `grove-bench mls`). Groups load lazily:
+//!   [`MlsEngine::load_with_rng`] only checks the rows' structure, and each group is decoded and
+//!   replayed when first used, so a process that touches one room pays for that room only.
 //!
 //! **Keys are never reused.** A replayed *sent* row draws the key of a generation the original
 //! message used; the next real message uses the next generation, exactly as without a restart.
@@ -215,7 +217,7 @@ mod store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use mls_rs::client_builder::{
     BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo, WithMlsRules,
@@ -1064,6 +1066,60 @@ fn load_group(client: &Client<EngineConfig>, store: &RecordingStore, g: &GroupId
     Ok(group)
 }
 
+/// Loads a group on first use: its rows, checked to be this user's state of this group.
+fn load_checked(
+    client: &Client<EngineConfig>,
+    store: &RecordingStore,
+    user: &UserId,
+    g: &GroupId,
+) -> Result<EngineGroup, String> {
+    let group = load_group(client, store, g)?;
+    if group.group_id() != g.as_bytes() {
+        return Err("snapshot of another group".into());
+    }
+    let me = group.current_member_signing_identity().map_err(|e| e.to_string())?;
+    if user_of(me).map_err(|e| e.to_string())? != *user {
+        return Err("state of another user".into());
+    }
+    Ok(group)
+}
+
+/// The engine's groups. A group rebuilt from stored rows is loaded (its snapshot decoded, its
+/// journal replayed) the first time it is used, so that starting an engine costs nothing per
+/// group and using one group never pays for the others; a group whose rows do not load stays
+/// an error ([`EngineError::CorruptState`]) on every use, the other groups unharmed.
+#[derive(Default)]
+struct Groups(BTreeMap<GroupId, OnceLock<Result<EngineGroup, String>>>);
+
+impl Groups {
+    /// A group in memory.
+    fn insert(&mut self, g: GroupId, group: EngineGroup) {
+        self.0.insert(g, OnceLock::from(Ok(group)));
+    }
+
+    /// A group to load from the store on first use.
+    fn insert_stored(&mut self, g: GroupId) {
+        self.0.insert(g, OnceLock::new());
+    }
+
+    fn remove(&mut self, g: &GroupId) -> bool {
+        self.0.remove(g).is_some()
+    }
+
+    fn contains_key(&self, g: &GroupId) -> bool {
+        self.0.contains_key(g)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &GroupId> {
+        self.0.keys()
+    }
+
+    /// The group, if it is loaded (see [`MlsEngine::group`]).
+    fn get_mut(&mut self, g: &GroupId) -> Option<&mut EngineGroup> {
+        self.0.get_mut(g)?.get_mut()?.as_mut().ok()
+    }
+}
+
 /// When a group's journal is checkpointed (see [`MlsEngine::with_journal_bound`] and
 /// [`MlsEngine::with_handshake_bound`]).
 #[derive(Debug, Clone, Copy)]
@@ -1106,7 +1162,7 @@ pub struct MlsEngine {
     user: UserId,
     client: Client<EngineConfig>,
     store: RecordingStore,
-    groups: BTreeMap<GroupId, EngineGroup>,
+    groups: Groups,
     /// Groups this member was removed from (or left) since the engine was built.
     departed: BTreeSet<GroupId>,
     /// `None`: mls-rs reads the system clock itself.
@@ -1143,8 +1199,13 @@ impl MlsEngine {
     /// `rng` from now on (as [`MlsEngine::with_rng`]). Seed `rng` afresh: replaying the RNG of
     /// the engine that wrote the state would repeat the secrets it drew.
     ///
-    /// Errors with [`EngineError::CorruptState`] if a group appears twice, a row does not decode,
-    /// or a group's state belongs to another user.
+    /// Each group is loaded (its snapshot decoded, its journal replayed) when it is first used,
+    /// not here: starting costs nothing per group, and using one group never pays for another's
+    /// replay. Errors with [`EngineError::CorruptState`] if a group or one of its epochs appears
+    /// twice, a group's journal is not numbered 0, 1, 2, …, or a KeyPackage does not decode. A
+    /// group whose rows do not load (a garbled snapshot, the state of another user or group, a
+    /// journal that does not replay) answers [`EngineError::CorruptState`] whenever it is used;
+    /// the other groups work.
     pub fn load_with_rng(
         identity: Identity,
         state: StoredState,
@@ -1159,7 +1220,7 @@ impl MlsEngine {
             user: identity.user_id(),
             client: build_client(&identity, &store, crypto),
             store,
-            groups: BTreeMap::new(),
+            groups: Groups::default(),
             departed: BTreeSet::new(),
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
@@ -1197,21 +1258,10 @@ impl MlsEngine {
 
         let store = RecordingStore::from_state(state);
         let client = build_client(&identity, &store, crypto);
-        let mut groups = BTreeMap::new();
+        // Each group is loaded on first use (see `Groups`).
+        let mut groups = Groups::default();
         for id in ids {
-            let group =
-                load_group(&client, &store, &id).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))?;
-            if group.group_id() != id.as_bytes() {
-                return Err(EngineError::CorruptState(format!("group {id}: snapshot of another group")));
-            }
-            let me = group
-                .current_member_signing_identity()
-                .map_err(|e| EngineError::CorruptState(format!("group {id}: {e}")))
-                .and_then(|si| user_of(si).map_err(|e| EngineError::CorruptState(format!("group {id}: {e}"))))?;
-            if me != user {
-                return Err(EngineError::CorruptState(format!("group {id}: state of another user")));
-            }
-            groups.insert(id, group);
+            groups.insert_stored(id);
         }
         Ok(MlsEngine {
             user,
@@ -1406,9 +1456,13 @@ impl MlsEngine {
         self.groups.keys().cloned().collect()
     }
 
+    /// The group, loaded from its rows if this is its first use since the engine was rebuilt.
     fn group(&self, g: &GroupId) -> Result<&EngineGroup, EngineError> {
-        match self.groups.get(g) {
-            Some(group) => Ok(group),
+        match self.groups.0.get(g) {
+            Some(slot) => slot
+                .get_or_init(|| load_checked(&self.client, &self.store, &self.user, g))
+                .as_ref()
+                .map_err(|e| EngineError::CorruptState(format!("group {g}: {e}"))),
             None if self.departed.contains(g) => Err(EngineError::NotAMember(g.clone())),
             None => Err(EngineError::NoSuchGroup(g.clone())),
         }
@@ -1648,7 +1702,7 @@ impl MlsEngine {
 
     /// Deletes the group's local state (e.g. the user deleted the room). Returns the deletes.
     pub fn forget_group(&mut self, g: &GroupId) -> Result<Changes, EngineError> {
-        if self.groups.remove(g).is_none() && !self.departed.remove(g) {
+        if !self.groups.remove(g) && !self.departed.remove(g) {
             return Err(EngineError::NoSuchGroup(g.clone()));
         }
         self.departed.remove(g);
@@ -1766,8 +1820,8 @@ impl MlsEngine {
                         .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
                     let costly = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE
                         || self.store.journal_handshakes(g.as_bytes()) > 0;
-                    let group = self.groups.entry(g.clone()).insert_entry(fresh).into_mut();
-                    if costly {
+                    self.groups.insert(g.clone(), fresh);
+                    if let (true, Some(group)) = (costly, self.groups.get_mut(g)) {
                         // A checkpoint, so the next failure replays only what follows: a page of
                         // forged entries costs linear work (at most one write per failure), not
                         // quadratic.

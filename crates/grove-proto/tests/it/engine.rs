@@ -773,17 +773,41 @@ fn misuse_is_reported() {
 
 #[test]
 fn load_refuses_foreign_or_corrupt_state() {
-    let (_room, alice, _bob, _carol) = three();
+    let (room, alice, _bob, _carol) = three();
     let state = alice.db.state();
+    let corrupt_on_use = |id: Identity, state: StoredState| {
+        let engine = MlsEngine::load_with_rng(id, state, rng(202)).expect("groups load on first use");
+        let err = engine.epoch(&room.id).unwrap_err();
+        assert!(matches!(err, EngineError::CorruptState(_)), "{err:?}");
+        // ... and stays an error.
+        assert!(matches!(engine.members(&room.id), Err(EngineError::CorruptState(_))));
+    };
     // Alice's rows are not Bob's.
-    assert!(matches!(MlsEngine::load_with_rng(user(2), state.clone(), rng(202)), Err(EngineError::CorruptState(_))));
+    corrupt_on_use(user(2), state.clone());
+    let mut garbled = state.clone();
+    garbled.groups[0].snapshot = b"junk".to_vec().into();
+    corrupt_on_use(user(1), garbled);
+    // A group twice is refused at once.
     let mut twice = state.clone();
     twice.groups.push(twice.groups[0].clone());
     assert!(matches!(MlsEngine::load_with_rng(user(1), twice, rng(201)), Err(EngineError::CorruptState(_))));
-    let mut garbled = state.clone();
-    garbled.groups[0].snapshot = b"junk".to_vec().into();
-    assert!(matches!(MlsEngine::load_with_rng(user(1), garbled, rng(301)), Err(EngineError::CorruptState(_))));
-    assert!(MlsEngine::load_with_rng(user(1), state, rng(401)).is_ok());
+    let engine = MlsEngine::load_with_rng(user(1), state, rng(401)).unwrap();
+    assert_eq!(engine.epoch(&room.id).unwrap(), 1);
+}
+
+#[test]
+fn a_corrupt_group_does_not_stop_the_others() {
+    let (room, mut alice, _bob, _carol) = three();
+    let (other, _, changes) = alice.engine.create_group().unwrap();
+    alice.persist(changes);
+    let mut state = alice.db.state();
+    let broken = state.groups.iter_mut().find(|g| g.group_id == other).unwrap();
+    broken.snapshot = b"junk".to_vec().into();
+    let mut engine = MlsEngine::load_with_rng(user(1), state, rng(7)).unwrap();
+    assert_eq!(engine.group_ids().len(), 2);
+    assert!(matches!(engine.encrypt(&other, b"x"), Err(EngineError::CorruptState(_))));
+    let (_, epoch, _) = engine.encrypt(&room.id, b"the room still works").unwrap();
+    assert_eq!(epoch, 1);
 }
 
 #[test]
