@@ -9,6 +9,11 @@
 
 use std::path::PathBuf;
 
+/// The allocator `grove` itself uses (see the workspace's Cargo.toml): what is measured here is
+/// what the product runs. The baselines in the same process use it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 

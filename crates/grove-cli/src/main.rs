@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: mls-rs clones and drops the whole ratchet tree for
+/// every commit it makes or processes, and with glibc's malloc that allocation churn was most
+/// of the time at 10,000 members (`grove-bench mls`, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod demo;
 mod serve;

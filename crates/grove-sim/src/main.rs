@@ -7,6 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use grove_sim::measure::{measure, MeasureOpts};
+
+/// The allocator of the `grove` binary, so that the measured MLS costs are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use grove_sim::report::{markdown, plots, splice_benchmarks, summary, Notes};
 use grove_sim::sim::{run, Settings};
 
