@@ -248,7 +248,19 @@ impl Room {
             if info.members.get(x) != Some(&user(js)) {
                 bail!("the joiner did not take leaf {x}");
             }
-            self.leaves[x] = Some(Member { secret: js, leaf_sk: jleaf, spliceable: true });
+            // Tree hygiene, as grove's client does after every join: the joiner commits an
+            // update at once, which fills the direct path the removal above left blank (the
+            // joiner took the removed member's leaf, so it is the same path). Untimed.
+            let (pending, _) = joiner.commit_update(&self.g)?;
+            self.hub = self.hub.check_commit(&pending.commit, &user(js))?.next;
+            joiner.apply_pending(&self.g)?;
+            persist(&mut self.cstore, self.creator.process(&self.g, &pending.commit)?.1)?;
+            let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
+            self.set_recv_snapshot(&ch);
+            persist(&mut self.rstore, ch)?;
+            res.b(sc, "add 1: joiner's first update (grove's client makes it at once)", n, pending.commit.len());
+            // Its leaf secret changed with that update: it can no longer be spliced.
+            self.leaves[x] = Some(Member { secret: js, leaf_sk: jleaf, spliceable: false });
             drop(joiner);
         }
 
@@ -432,7 +444,9 @@ pub fn run(n: usize, opts: &Opts, res: &mut Results, notes: &mut Vec<String>) ->
 
     // Steady state: members update in turn (random order), the creator's own update measured at
     // 0 %, 10 %, 50 %, 100 % of the members updated.
-    let mut order: Vec<usize> = (2..room.leaves.len()).filter(|&i| room.leaves[i].is_some()).collect();
+    // (Members who joined in the ops above updated already, as grove's client does.)
+    let mut order: Vec<usize> =
+        (2..room.leaves.len()).filter(|&i| room.leaves[i].as_ref().is_some_and(|m| m.spliceable)).collect();
     order.shuffle(&mut room.rng);
     let total = order.len();
     let checkpoints = [(0usize, "0%"), (total / 10, "10%"), (total / 2, "50%"), (total, "100%")];

@@ -201,6 +201,7 @@ const GROVE_OPS: &[(&str, &str)] = &[
     ("add 1: receiver process + persist, incl. checkpoint share", "t"),
     ("join: engine (Welcome + tree from hub)", "x"),
     ("join: persist", "x"),
+    ("add 1: joiner's first update (grove's client makes it at once)", "b"),
     ("msg 100 B: encrypt", "x"),
     ("msg 100 B: decrypt", "t"),
     ("msg 100 B: encrypt + decrypt", "t"),
@@ -394,7 +395,7 @@ fn print_report(opts: &Opts, res: &Results, notes: &[String], took: Duration) {
             let b = res.bytes("grove steady", op, sn);
             target(
                 &format!("steady {what} commit ≤ 3 KB (N={sn})"),
-                b.map(|b| (b as f64, fmt_b(b))),
+                b.map(|b| (b as f64, format!("{b} B"))),
                 3000.0,
                 base_b(op, sn).map(|s| format!("{s} (bare)")),
             );
