@@ -250,17 +250,22 @@ impl Room {
             }
             // Tree hygiene, as grove's client does after every join: the joiner commits an
             // update at once, which fills the direct path the removal above left blank (the
-            // joiner took the removed member's leaf, so it is the same path). Untimed.
-            let (pending, _) = joiner.commit_update(&self.g)?;
-            self.hub = self.hub.check_commit(&pending.commit, &user(js))?.next;
-            joiner.apply_pending(&self.g)?;
-            persist(&mut self.cstore, self.creator.process(&self.g, &pending.commit)?.1)?;
-            let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
-            self.set_recv_snapshot(&ch);
-            persist(&mut self.rstore, ch)?;
-            res.b(sc, "add 1: joiner's first update (grove's client makes it at once)", n, pending.commit.len());
-            // Its leaf secret changed with that update: it can no longer be spliced.
-            self.leaves[x] = Some(Member { secret: js, leaf_sk: jleaf, spliceable: false });
+            // joiner took the removed member's leaf, so it is the same path). Untimed. Not in
+            // the bare group, which stays bare to compare with the baselines (their joiners
+            // do not update).
+            let hygiene = sc != "grove bare";
+            if hygiene {
+                let (pending, _) = joiner.commit_update(&self.g)?;
+                self.hub = self.hub.check_commit(&pending.commit, &user(js))?.next;
+                joiner.apply_pending(&self.g)?;
+                persist(&mut self.cstore, self.creator.process(&self.g, &pending.commit)?.1)?;
+                let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
+                self.set_recv_snapshot(&ch);
+                persist(&mut self.rstore, ch)?;
+                res.b(sc, "add 1: joiner's first update (grove's client makes it at once)", n, pending.commit.len());
+            }
+            // After that update its leaf secret is no longer the KeyPackage's: no splicing.
+            self.leaves[x] = Some(Member { secret: js, leaf_sk: jleaf, spliceable: !hygiene });
             drop(joiner);
         }
 
