@@ -129,7 +129,9 @@ pub fn markdown(r: &Results, costs: &CostTable, notes: &Notes) -> String {
          (grove-proto has no Olm module yet); Sender Keys is `grove_proto::senderkeys`; MLS is \
          `grove_proto::mls::engine::MlsEngine` in a steady-state tree (every member but the \
          creator and one receiver committed an update, in random order) at every N up to the largest measured \
-         one, its engine times including the engine's whole-state snapshot but no SQLite. CPU is \
+         one, its engine times including the engine's own writes (a journal row per message or \
+         processed commit, the whole state for the member's own commits and every 16th \
+         handshake) but no SQLite. CPU is \
          the {} around single calls (MLS: median of the repetitions; Olm messages and every \
          Sender Keys operation: mean over the iterations; Olm session set-up: median of up to \
          500), no pinning.\n\
@@ -493,8 +495,9 @@ pub fn claims(r: &Results) -> String {
              {} at N={} to {} at N={} (×{:.1} for N ×{:.0}). **Not for CPU** in grove's engine today: \
              the CPU of a remove summed over the group grows ×{:.0} over the same range, more than \
              the number of members alone (×{:.0}) explains: each of them processes the commit, in a \
-             time that itself grows with N (tree and parent hashes, and the engine's whole-state \
-             snapshot), so the group's total grows faster than N even though each commit is small.",
+             time that itself grows with N (mls-rs clones the group state, tree included, and \
+             recomputes hashes for every commit), so the group's total grows faster than N even \
+             though each commit is small.",
             if byte_growth < g / 4.0 { "**Confirmed**" } else { "**Not confirmed**" },
             fmt_bytes(bytes(ra)),
             n_label(a),
