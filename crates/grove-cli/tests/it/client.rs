@@ -109,17 +109,19 @@ fn a_sync_killed_at_any_moment_resumes_with_no_loss_and_no_duplicate() {
     ok(grove(&home, "alice", &["room", "invite", "r", &bob]));
     ok(grove(&home, "bob", &["sync"]));
 
-    // Alice writes 300 messages (through the library: 300 processes would be slow).
+    // Alice writes 600 messages (through the library: 600 processes would be slow). Enough
+    // that Bob's sync outlasts several kills even on a fast machine.
+    let total = 600;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut p = grove_client::profile::Profile::open(&home.join("alice")).unwrap();
-        for n in 0..300 {
+        for n in 0..total {
             p.send("r", &format!("message {n}")).await.unwrap();
         }
     });
 
-    // Bob's sync is killed again and again, each time a little later.
-    let mut delay = Duration::from_millis(20);
+    // Bob's sync is killed again and again, each time a little later (from the start-up on).
+    let mut delay = Duration::from_millis(10);
     let started = Instant::now();
     let mut kills = 0;
     loop {
@@ -137,13 +139,13 @@ fn a_sync_killed_at_any_moment_resumes_with_no_loss_and_no_duplicate() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        delay += Duration::from_millis(15);
+        delay += Duration::from_millis(10);
         assert!(started.elapsed() < Duration::from_secs(120), "sync never completed");
     }
     assert!(kills >= 2, "the sync finished before it could be interrupted ({kills} kills)");
     let got = texts(&ok(grove(&home, "bob", &["read", "r", "--json"])));
     let bodies: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
-    assert_eq!(bodies, (0..300).map(|n| format!("message {n}")).collect::<Vec<_>>(), "after {kills} kills");
+    assert_eq!(bodies, (0..total).map(|n| format!("message {n}")).collect::<Vec<_>>(), "after {kills} kills");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
