@@ -1,6 +1,6 @@
 //! Request authentication: the signed-request extractors and the per-IP rate limit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -124,10 +124,83 @@ pub(crate) async fn ip_rate_limit(
     next: Next,
 ) -> Response {
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if let Err(not_until) = state.0.ip_limiter.check_key(&addr.ip()) {
+        let ip = client_ip(addr.ip(), req.headers(), &state.0.config.server.trusted_proxies);
+        if let Err(not_until) = state.0.ip_limiter.check_key(&ip) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             return rate_limited(wait.as_secs() + 1).into_response();
         }
     }
     next.run(req).await
+}
+
+/// The client's address for the per-IP rate limit: the connection's `peer`, unless `peer` is a
+/// trusted proxy, in which case the rightmost `X-Forwarded-For` address that is not itself a
+/// trusted proxy (each proxy appends the address it received the request from, so everything
+/// to the left of that entry was written by the client and proves nothing). A header that is
+/// missing, not text, or whose entry at that place is not an address leaves `peer`.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else { return peer };
+        hops.extend(value.split(',').map(str::trim));
+    }
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let h = forwarded(&["203.0.113.7"]);
+        assert_eq!(client_ip(ip("198.51.100.1"), &h, &[]), ip("198.51.100.1"));
+        assert_eq!(client_ip(ip("198.51.100.1"), &h, &[ip("127.0.0.1")]), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_a_spoofed_prefix_is_ignored() {
+        let proxy = ip("127.0.0.1");
+        let lb = ip("10.0.0.5");
+        let trusted = [proxy, lb];
+        // The proxy appended the client it saw; what the client wrote itself stays to the left.
+        let h = forwarded(&["1.2.3.4, 203.0.113.7"]);
+        assert_eq!(client_ip(proxy, &h, &trusted), ip("203.0.113.7"));
+        // Two proxies in a row, and the header split over two lines.
+        let h = forwarded(&["garbage, 203.0.113.7", "10.0.0.5"]);
+        assert_eq!(client_ip(proxy, &h, &trusted), ip("203.0.113.7"));
+        let h = forwarded(&["2001:db8::1"]);
+        assert_eq!(client_ip(proxy, &h, &trusted), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn a_missing_or_broken_header_leaves_the_proxy() {
+        let proxy = ip("127.0.0.1");
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &[proxy]), proxy);
+        assert_eq!(client_ip(proxy, &forwarded(&["not-an-address"]), &[proxy]), proxy);
+        assert_eq!(client_ip(proxy, &forwarded(&["127.0.0.1"]), &[proxy]), proxy);
+        assert_eq!(client_ip(proxy, &forwarded(&[""]), &[proxy]), proxy);
+    }
 }

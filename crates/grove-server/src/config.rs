@@ -1,7 +1,7 @@
 //! Server configuration: a TOML file whose every setting has a default.
 //! `grove serve --print-config` prints [`EXAMPLE_CONFIG`], the commented example.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use grove_wire::api::{Limits, RoomCreationPolicy};
@@ -39,6 +39,10 @@ pub struct ServerSection {
     pub sqlite_synchronous: String,
     /// `sqlite` (the default: `data_dir/grove.db`) or a `postgres://` URL.
     pub database: String,
+    /// Addresses of reverse proxies / load balancers whose `X-Forwarded-For` header names the
+    /// client for the per-IP rate limit. Empty (the default): the header is ignored, and the
+    /// connection's address is the client's.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for ServerSection {
@@ -50,6 +54,7 @@ impl Default for ServerSection {
             max_connections: 10_000,
             sqlite_synchronous: "full".into(),
             database: "sqlite".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

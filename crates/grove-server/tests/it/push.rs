@@ -198,3 +198,29 @@ async fn one_address_is_rate_limited_even_without_signing() {
     assert!(statuses[4..].contains(&(429, true)), "{statuses:?}");
     live.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let mut c = test_config();
+    c.limits.ip_requests_per_sec = 2; // burst of 4
+    c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let live = Live::start_with(c).await;
+    let client = reqwest::Client::new();
+    let get = |who: &'static str| {
+        let client = client.clone();
+        let url = format!("http://{}/v1/info", live.addr);
+        async move { client.get(url).header("x-forwarded-for", who).send().await.unwrap().status().as_u16() }
+    };
+    // Carol's address uses up its budget ...
+    let mut carol = Vec::new();
+    for _ in 0..8 {
+        carol.push(get("203.0.113.7").await);
+    }
+    assert!(carol[..4].iter().all(|s| *s == 200) && carol[4..].contains(&429), "{carol:?}");
+    // ... and Dave's, behind the same proxy, is untouched.
+    assert_eq!(get("203.0.113.8").await, 200);
+    // A client cannot escape its limit by writing its own header: the proxy appends the
+    // address it saw, and only that one counts.
+    assert_eq!(get("198.51.100.1, 203.0.113.7").await, 429);
+    live.stop().await;
+}
