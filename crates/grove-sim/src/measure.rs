@@ -232,14 +232,18 @@ struct Member {
     leaf_sk: Vec<u8>,
 }
 
-fn engine(secret: [u8; 32], rng: &mut StdRng) -> MlsEngine {
+/// An engine drawing from its own seeded RNG (grove-proto reads no OS randomness).
+pub fn engine(secret: [u8; 32], rng: &mut StdRng) -> MlsEngine {
     MlsEngine::with_rng(Identity::from_secret_bytes(secret), StdRng::seed_from_u64(rng.gen()))
 }
 
-/// A fresh member with one KeyPackage: (engine, secret, KeyPackage, leaf HPKE secret).
-type NewMember = (MlsEngine, [u8; 32], Vec<u8>, Vec<u8>);
+/// A fresh member with one KeyPackage: (engine, secret, KeyPackage bytes, leaf HPKE secret,
+/// the changes that stored the KeyPackage's secrets).
+pub type NewMember = (MlsEngine, [u8; 32], Vec<u8>, Vec<u8>, Changes);
 
-fn new_member(rng: &mut StdRng) -> Result<NewMember> {
+/// A fresh member with one KeyPackage (see [`NewMember`]); its leaf secret is what [`splice`]
+/// needs to act for it.
+pub fn new_member(rng: &mut StdRng) -> Result<NewMember> {
     let secret: [u8; 32] = rng.gen();
     let mut eng = engine(secret, rng);
     let (mut kps, _, ch) = eng.key_packages(1, false)?;
@@ -247,18 +251,21 @@ fn new_member(rng: &mut StdRng) -> Result<NewMember> {
     let kpd = KeyPackageData::mls_decode(&mut &data[..]).map_err(|e| anyhow!("KeyPackageData: {e}"))?;
     let leaf_sk = kpd.leaf_node_key.to_vec();
     let kp = kps.pop().context("no KeyPackage")?;
-    Ok((eng, secret, kp, leaf_sk))
+    Ok((eng, secret, kp, leaf_sk, ch))
 }
 
-fn user(secret: [u8; 32]) -> UserId {
+/// The user id of an identity secret.
+pub fn user(secret: [u8; 32]) -> UserId {
     Identity::from_secret_bytes(secret).user_id()
 }
 
-fn signer(secret: [u8; 32]) -> Vec<u8> {
+/// The MLS signature secret of an identity secret, as [`splice`] takes it.
+pub fn signer(secret: [u8; 32]) -> Vec<u8> {
     signing_identity(&Identity::from_secret_bytes(secret)).1.as_bytes().to_vec()
 }
 
-fn snapshot_of(ch: &Changes, g: &GroupId) -> Option<Vec<u8>> {
+/// The snapshot `ch` writes for group `g`, if it writes one.
+pub fn snapshot_of(ch: &Changes, g: &GroupId) -> Option<Vec<u8>> {
     ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.bytes()).map(|s| s.to_vec())
 }
 
@@ -347,13 +354,13 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
     let mut creator = engine(creator_secret, &mut rng);
     let (g, pgs, _) = creator.create_group()?;
     let mut hub = HubGroup::observe(&pgs.group_info, &pgs.ratchet_tree)?;
-    let (mut recv, recv_secret, recv_kp, recv_leaf_sk) = new_member(&mut rng)?;
+    let (mut recv, recv_secret, recv_kp, recv_leaf_sk, _) = new_member(&mut rng)?;
 
     progress(format!("MLS N={n}: {} KeyPackages, one commit adding N−1", n - 1));
     let mut kps = vec![recv_kp];
     let mut leaves: Vec<Option<Member>> = vec![None, None];
     for _ in 2..n {
-        let (_, secret, kp, leaf_sk) = new_member(&mut rng)?;
+        let (_, secret, kp, leaf_sk, _) = new_member(&mut rng)?;
         kps.push(kp);
         leaves.push(Some(Member { secret, leaf_sk }));
     }
@@ -431,7 +438,7 @@ fn mls_point(n: u64, opts: &MeasureOpts, progress: &mut impl FnMut(String)) -> R
         remove_b.push(p.commit.len() as f64);
         leaves[x] = None;
 
-        let (mut joiner, js, kp, jleaf) = new_member(&mut rng)?;
+        let (mut joiner, js, kp, jleaf, _) = new_member(&mut rng)?;
         let (p, t) = commit(
             &mut |e: &mut MlsEngine| Ok(e.commit_add(&gg, std::slice::from_ref(&kp))?.0),
             &mut creator,

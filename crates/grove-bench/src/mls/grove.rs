@@ -11,14 +11,12 @@ use grove_proto::mls::engine::{
     DEFAULT_JOURNAL_BOUND,
 };
 use grove_proto::mls::hub::HubGroup;
-use grove_proto::mls::identity::signing_identity;
-use mls_rs::mls_rs_codec::MlsDecode;
-use mls_rs_core::key_package::KeyPackageData;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 pub use grove_sim::measure::splice;
+use grove_sim::measure::{engine, new_member, signer, snapshot_of, user};
 
 use super::{fmt_b, fmt_ms, progress, timed, Opts, Results};
 
@@ -44,42 +42,11 @@ fn changes_bytes(ch: &Changes) -> usize {
     g + ch.key_packages.iter().map(|k| k.data.as_ref().map_or(0, |d| d.len())).sum::<usize>()
 }
 
-fn snapshot_of(ch: &Changes, g: &GroupId) -> Option<Vec<u8>> {
-    ch.groups.iter().find(|w| &w.group_id == g).and_then(|w| w.snapshot.bytes()).map(|s| s.to_vec())
-}
-
 fn persist(store: &mut ClientStore, ch: Changes) -> Result<(Duration, usize)> {
     let size = changes_bytes(&ch);
     let (r, t) = timed(|| store.commit(Batch { changes: vec![ch], ..Default::default() }));
     r.map_err(|e| anyhow!("client store: {e}"))?;
     Ok((t, size))
-}
-
-/// A fresh member with one KeyPackage: (engine, secret, KeyPackage bytes, leaf HPKE secret, changes).
-type NewMember = (MlsEngine, [u8; 32], Vec<u8>, Vec<u8>, Changes);
-
-/// An engine drawing from its own seeded RNG (grove-proto reads no OS randomness).
-fn engine(secret: [u8; 32], rng: &mut StdRng) -> MlsEngine {
-    MlsEngine::with_rng(Identity::from_secret_bytes(secret), StdRng::seed_from_u64(rng.gen()))
-}
-
-fn new_member(rng: &mut StdRng) -> Result<NewMember> {
-    let secret: [u8; 32] = rng.gen();
-    let mut eng = engine(secret, rng);
-    let (mut kps, _, ch) = eng.key_packages(1, false)?;
-    let data = ch.key_packages.first().and_then(|k| k.data.as_ref()).context("no KeyPackage secret written")?;
-    let kpd = KeyPackageData::mls_decode(&mut &data[..]).map_err(|e| anyhow!("KeyPackageData: {e}"))?;
-    let leaf_sk = kpd.leaf_node_key.to_vec();
-    let kp = kps.pop().context("no KeyPackage")?;
-    Ok((eng, secret, kp, leaf_sk, ch))
-}
-
-fn user(secret: [u8; 32]) -> UserId {
-    Identity::from_secret_bytes(secret).user_id()
-}
-
-fn signer(secret: [u8; 32]) -> Vec<u8> {
-    signing_identity(&Identity::from_secret_bytes(secret)).1.as_bytes().to_vec()
 }
 
 struct Room {
@@ -181,13 +148,21 @@ impl Room {
         )?;
         let (pending, _) = ghost.commit_update(&self.g)?;
         drop(ghost);
-        // The hub, the creator and the receiver each take the commit, in parallel (the fill is
-        // untimed; at 10,000 members each costs tens of ms).
+        self.deliver(&pending.commit, &user(m.secret))?;
+        if let Some(m) = self.leaves[leaf].as_mut() {
+            m.spliceable = false;
+        }
+        Ok(())
+    }
+
+    /// An untimed commit by another member: the hub, the creator and the receiver each take it,
+    /// in parallel (at 10,000 members each costs tens of ms); their changes wait in
+    /// `unwritten` for [`Room::flush`].
+    fn deliver(&mut self, commit: &[u8], committer: &UserId) -> Result<()> {
         let (hub, creator, recv) = std::thread::scope(|s| {
-            let commit = &pending.commit;
             let g = &self.g;
             let hub = &self.hub;
-            let hub = s.spawn(move || hub.check_commit(commit, &user(m.secret)).map(|c| c.next));
+            let hub = s.spawn(move || hub.check_commit(commit, committer).map(|c| c.next));
             let creator = &mut self.creator;
             let creator = s.spawn(move || creator.process(g, commit));
             let recv = self.recv.process(g, commit);
@@ -199,9 +174,6 @@ impl Room {
         let (_, ch) = recv?;
         self.set_recv_snapshot(&ch);
         self.unwritten.1.merge(ch);
-        if let Some(m) = self.leaves[leaf].as_mut() {
-            m.spliceable = false;
-        }
         Ok(())
     }
 
@@ -256,12 +228,9 @@ impl Room {
             let hygiene = sc != "grove bare";
             if hygiene {
                 let (pending, _) = joiner.commit_update(&self.g)?;
-                self.hub = self.hub.check_commit(&pending.commit, &user(js))?.next;
                 joiner.apply_pending(&self.g)?;
-                persist(&mut self.cstore, self.creator.process(&self.g, &pending.commit)?.1)?;
-                let (_, ch) = self.recv.process(&self.g, &pending.commit)?;
-                self.set_recv_snapshot(&ch);
-                persist(&mut self.rstore, ch)?;
+                self.deliver(&pending.commit, &user(js))?;
+                self.flush()?;
                 res.b(sc, "add 1: joiner's first update (grove's client makes it at once)", n, pending.commit.len());
             }
             // After that update its leaf secret is no longer the KeyPackage's: no splicing.

@@ -5,7 +5,7 @@ use grove_client::profile::Profile;
 use grove_client::store::ClientStore;
 use grove_proto::mls::engine::{StoredState, DEFAULT_JOURNAL_BOUND};
 
-use crate::{texts, World};
+use crate::{garden, texts, World};
 
 /// What the profile's state file holds for the engine (read through a second connection).
 fn engine_rows(w: &World, name: &str) -> StoredState {
@@ -17,22 +17,6 @@ fn group_rows(w: &World, name: &str) -> (Vec<u8>, usize) {
     let state = engine_rows(w, name);
     assert_eq!(state.groups.len(), 1);
     (state.groups[0].snapshot.to_vec(), state.groups[0].journal.len())
-}
-
-/// Alice creates `garden` and invites Bob and Carol, who join.
-async fn garden(w: &World) -> (Profile, Profile, Profile) {
-    let mut alice = w.user("alice").await;
-    let mut bob = w.user("bob").await;
-    let mut carol = w.user("carol").await;
-    alice.create_room(&w.url, "garden").await.unwrap();
-    alice.invite("garden", &bob.address().to_string()).await.unwrap();
-    alice.invite("garden", &carol.address().to_string()).await.unwrap();
-    bob.sync().await.unwrap();
-    carol.sync().await.unwrap();
-    for p in [&mut alice, &mut bob, &mut carol] {
-        p.sync().await.unwrap();
-    }
-    (alice, bob, carol)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,3 +72,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
     }
 }
+
+/// Alice creates `garden` and invites Bob and Carol, who join.
+pub async fn garden(w: &World) -> (Profile, Profile, Profile) {
+    let mut alice = w.user("alice").await;
+    let mut bob = w.user("bob").await;
+    let mut carol = w.user("carol").await;
+    alice.create_room(&w.url, "garden").await.unwrap();
+    alice.invite("garden", &bob.address().to_string()).await.unwrap();
+    alice.invite("garden", &carol.address().to_string()).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().joined.len(), 1);
+    assert_eq!(carol.sync().await.unwrap().joined.len(), 1);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    (alice, bob, carol)
+}

@@ -3,23 +3,7 @@
 use grove_client::profile::{ClientError, Profile};
 use grove_client::store::{MessageKind, RoomStatus};
 
-use crate::{copy_dir, texts, World};
-
-/// Alice creates `garden` and invites Bob and Carol, who join.
-async fn garden(w: &World) -> (Profile, Profile, Profile) {
-    let mut alice = w.user("alice").await;
-    let mut bob = w.user("bob").await;
-    let mut carol = w.user("carol").await;
-    alice.create_room(&w.url, "garden").await.unwrap();
-    alice.invite("garden", &bob.address().to_string()).await.unwrap();
-    alice.invite("garden", &carol.address().to_string()).await.unwrap();
-    assert_eq!(bob.sync().await.unwrap().joined.len(), 1);
-    assert_eq!(carol.sync().await.unwrap().joined.len(), 1);
-    for p in [&mut alice, &mut bob, &mut carol] {
-        p.sync().await.unwrap();
-    }
-    (alice, bob, carol)
-}
+use crate::{copy_dir, garden, texts, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_chat_and_each_sees_every_message_once_in_server_order() {
