@@ -4,11 +4,23 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use grove_client::profile::{Address, ConnectTo, Profile};
-use grove_client::store::{Message, MessageKind, RoomStatus};
+use std::collections::HashMap;
+
+use grove_client::store::{Event, Membership, Message, RoomStatus};
+use grove_wire::content::Content;
 use grove_wire::UserId;
 use serde_json::json;
 
 use crate::{Command, RoomCommand};
+
+/// `println!` that answers an error instead of panicking when stdout is closed
+/// (`grove read ROOM | head -1`); `main` exits quietly on a broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
 
 /// `$GROVE_HOME/<profile>`; `GROVE_HOME` defaults to the platform data folder.
 pub fn profile_dir(profile: &str) -> anyhow::Result<PathBuf> {
@@ -46,40 +58,106 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         match command {
-            Command::Init { home } => {
-                let p = Profile::init_with(&dir, &home, connect.clone()).await?;
+            Command::Init { home, name } => {
+                // Check the name before anything is created.
+                if let Some(n) = &name {
+                    grove_wire::content::display_name(n).map_err(|e| anyhow!("--name: {e}"))?;
+                }
+                let mut p = Profile::init_with(&dir, &home, connect.clone()).await?;
+                if let Some(n) = &name {
+                    p.set_name(n).await?;
+                }
                 if json_out {
-                    println!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string()}));
+                    out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "name": name}));
                 } else {
-                    println!("{}", p.address());
+                    out!("{}", p.address());
                     eprintln!("identity created in {}; give this address to people who want to invite you", dir.display());
                 }
             }
             Command::Whoami => {
                 let p = open(&dir, connect)?;
                 if json_out {
-                    println!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "home": p.home()}));
+                    out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "home": p.home(), "name": p.name()?}));
                 } else {
-                    println!("{}", p.address());
+                    out!("{}", p.address());
+                }
+            }
+            Command::Name { name } => {
+                let mut p = open(&dir, connect)?;
+                let told = p.set_name(&name).await?;
+                if json_out {
+                    out!("{}", json!({"name": p.name()?, "rooms_told": told}));
+                } else {
+                    eprintln!("you are now {:?} in {told} room(s)", p.name()?.unwrap_or_default());
                 }
             }
             Command::Room(rc) => room(&dir, json_out, connect, rc).await?,
             Command::Send { room, text } => {
+                let text = match text.as_deref() {
+                    None | Some("-") => {
+                        let mut buf = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+                            .context("reading the message from standard input")?;
+                        buf.strip_suffix('\n').map(|b| b.strip_suffix('\r').unwrap_or(b)).unwrap_or(&buf).to_string()
+                    }
+                    Some(t) => t.to_string(),
+                };
+                if text.trim().is_empty() {
+                    return Err(anyhow!("the message is empty: give it as an argument or on standard input"));
+                }
                 let mut p = open(&dir, connect)?;
                 let seq = p.send(&room, &text).await?;
                 if json_out {
-                    println!("{}", json!({"seq": seq}));
+                    out!("{}", json!({"seq": seq}));
+                }
+            }
+            Command::Outbox => {
+                let mut p = open(&dir, connect)?;
+                let sent = p.flush_outbox().await?;
+                let waiting = p.outbox()?;
+                if json_out {
+                    let rows: Vec<_> = waiting
+                        .iter()
+                        .map(|i| json!({"id": i.id, "room": i.room, "created": i.created, "kind": Content::decode(&i.content).kind(), "sealed": i.sealed.is_some()}))
+                        .collect();
+                    out!("{}", json!({"sent": sent, "waiting": rows}));
+                } else {
+                    if sent > 0 {
+                        eprintln!("sent {sent} waiting message(s)");
+                    }
+                    if waiting.is_empty() {
+                        eprintln!("the outbox is empty");
+                    }
+                    for i in &waiting {
+                        let preview = match Content::decode(&i.content) {
+                            Content::Text { text } => text,
+                            c => format!("({})", c.kind()),
+                        };
+                        out!("{}\t{}\t{}", i.id, i.room, preview);
+                    }
                 }
             }
             Command::Read { room, follow, after } => {
                 let mut p = open(&dir, connect)?;
-                let mut status = p.sync_room(&p.room(&room)?.link).await?;
+                let link = p.room(&room)?.link;
+                let mut status = match p.sync_room(&link).await {
+                    Ok(s) => s,
+                    // Offline: show what is here.
+                    Err(grove_client::profile::ClientError::Server(e)) if !follow => {
+                        eprintln!("grove: showing what this profile holds: {e}");
+                        p.room(&room)?.status
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let mut shown = after;
                 loop {
+                    let names = p.display_names(&room)?;
+                    let me = p.user_id();
                     for m in p.messages(&room, shown)? {
-                        print_message(&m, json_out, p.user_id());
+                        print_message(&m, json_out, me, &names)?;
                         shown = m.seq;
                     }
+                    p.mark_seen(&room, shown).await?;
                     if !follow || status != RoomStatus::Active {
                         break;
                     }
@@ -93,16 +171,16 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 let mut p = open(&dir, connect)?;
                 let r = p.sync().await?;
                 if json_out {
-                    println!("{}", json!({"joined": r.joined, "new_messages": r.new_messages, "removed_from": r.removed_from}));
+                    out!("{}", json!({"joined": r.joined, "new_messages": r.new_messages, "removed_from": r.removed_from}));
                 } else {
                     for j in &r.joined {
-                        println!("joined {j}");
+                        out!("joined {j}");
                     }
                     for (room, n) in &r.new_messages {
-                        println!("{room}: {n} new");
+                        out!("{room}: {n} new");
                     }
                     for room in &r.removed_from {
-                        println!("removed from {room}");
+                        out!("removed from {room}");
                     }
                 }
             }
@@ -121,9 +199,9 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
                 .ok_or_else(|| anyhow::anyhow!("--mode must be mls or sender-keys, not {mode:?}"))?;
             let room = p.create_room_with_mode(&server, &name, mode).await?;
             if json_out {
-                println!("{}", json!({"link": room.link, "name": room.name, "mode": room.mode.as_str()}));
+                out!("{}", json!({"link": room.link, "name": room.name, "mode": room.mode.as_str()}));
             } else {
-                println!("{}", room.link);
+                out!("{}", room.link);
             }
         }
         RoomCommand::Invite { room, address } => {
@@ -133,24 +211,20 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
             }
         }
         RoomCommand::Remove { room, user } => {
-            let user: UserId = match Address::parse(&user) {
-                Ok(a) => a.user,
-                Err(_) => user.parse().map_err(|_| {
-                    anyhow!("{user:?} is neither a user id nor an address: see `grove room members {room}`")
-                })?,
-            };
+            let user = member(&mut p, &room, &user)?;
             p.remove(&room, &user).await?;
         }
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Update { room } => p.update(&room).await?,
         RoomCommand::List => {
             let rooms = p.rooms()?;
+            let me = p.user_id();
             if json_out {
-                let rows: Vec<_> = rooms
-                    .iter()
-                    .map(|r| json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                let mut rows = Vec::new();
+                for r in &rooms {
+                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?}));
+                }
+                out!("{}", serde_json::Value::Array(rows));
             } else {
                 for r in rooms {
                     let status = match r.status {
@@ -158,7 +232,10 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
                         RoomStatus::Left => " (left)",
                         RoomStatus::Removed => " (removed)",
                     };
-                    println!("{}\t{}{}", r.name, r.link, status);
+                    let unread = p.unread(&r.link)?;
+                    let unread = if unread > 0 { format!("{unread} unread") } else { "-".to_string() };
+                    let _ = me;
+                    out!("{}\t{}\t{}\t{}{}", r.name, r.mode.as_str(), unread, r.link, status);
                 }
             }
         }
@@ -166,12 +243,21 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
             let link = p.room(&room)?.link;
             p.sync_room(&link).await?;
             let members = p.members(&room)?;
+            let names = p.display_names(&room)?;
+            let me = p.user_id();
             if json_out {
-                println!("{}", json!(members.iter().map(|m| m.to_string()).collect::<Vec<_>>()));
+                let rows: Vec<_> = members
+                    .iter()
+                    .map(|m| json!({"user_id": m.to_string(), "name": names.get(m), "you": *m == me}))
+                    .collect();
+                out!("{}", serde_json::Value::Array(rows));
             } else {
                 for m in members {
-                    let me = if m == p.user_id() { " (you)" } else { "" };
-                    println!("{m}{me}");
+                    let you = if m == me { " (you)" } else { "" };
+                    match names.get(&m) {
+                        Some(n) => out!("{n}{you}\t{m}"),
+                        None => out!("{}{you}\t{m}", m.short()),
+                    }
                 }
             }
         }
@@ -179,21 +265,141 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
     Ok(())
 }
 
-fn print_message(m: &Message, json_out: bool, me: UserId) {
-    let body = String::from_utf8_lossy(&m.body);
+/// A member named on the command line: an address, a user id, or a display name in the room.
+fn member(p: &mut Profile, room: &str, who: &str) -> anyhow::Result<UserId> {
+    if let Ok(a) = Address::parse(who) {
+        return Ok(a.user);
+    }
+    if let Ok(u) = who.parse::<UserId>() {
+        return Ok(u);
+    }
+    let names = p.display_names(room)?;
+    let found: Vec<UserId> =
+        names.iter().filter(|(_, n)| n.as_str() == who || n.split(" (").next() == Some(who)).map(|(u, _)| *u).collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(anyhow!(
+            "{who:?} is neither a member's name, a user id nor an address: see `grove room members {room}`"
+        )),
+        _ => Err(anyhow!("several members are called {who:?}: use their user id from `grove room members {room}`")),
+    }
+}
+
+/// How a user is called in a room.
+fn who(user: &UserId, me: UserId, names: &HashMap<UserId, String>) -> String {
+    if *user == me {
+        return "you".to_string();
+    }
+    names.get(user).cloned().unwrap_or_else(|| user.short())
+}
+
+/// A membership change as a sentence.
+fn membership_sentence(by: &UserId, change: &Membership, me: UserId, names: &HashMap<UserId, String>) -> String {
+    if let Some(n) = change.joined {
+        return format!("you joined ({n} members)");
+    }
+    let mut parts = Vec::new();
+    for a in &change.added {
+        parts.push(format!("{} added {}", who(by, me, names), who(a, me, names)));
+    }
+    for r in &change.removed {
+        if r == by {
+            parts.push(format!("{} left", who(r, me, names)));
+        } else {
+            parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
+        }
+    }
+    if parts.is_empty() {
+        parts.push(format!("{} updated their keys", who(by, me, names)));
+    }
+    parts.join(", ")
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId, String>) -> std::io::Result<()> {
+    let sender = who(&m.sender, me, names);
+    let (kind, text, extra): (&str, String, serde_json::Value) = match m.event() {
+        Event::Content(c) => {
+            let kind = c.kind().to_string();
+            let (text, extra) = match c {
+                Content::Text { text } => (format!("{sender}: {text}"), json!({"text": text})),
+                Content::Reply { to, text } => {
+                    (format!("{sender} (reply to {to}): {text}"), json!({"text": text, "to": to}))
+                }
+                Content::Edit { of, text } => {
+                    (format!("* {sender} edited {of}: {text}"), json!({"text": text, "of": of}))
+                }
+                Content::Delete { of } => (format!("* {sender} deleted {of}"), json!({"of": of})),
+                Content::Reaction { to, key, remove } => {
+                    let verb = if remove { "withdrew" } else { "reacted" };
+                    (format!("* {sender} {verb} {key} on {to}"), json!({"to": to, "key": key, "remove": remove}))
+                }
+                Content::Attachment { file, caption } => (
+                    format!(
+                        "{sender}: [file {}, {}, {}]{}",
+                        file.name,
+                        size(file.size),
+                        file.media_type,
+                        caption.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
+                    ),
+                    json!({"file": file, "caption": caption}),
+                ),
+                Content::Profile(p) => {
+                    (format!("* {} is called {}", m.sender.short(), p.name), json!({"name": p.name}))
+                }
+                Content::Roster { profiles } => (
+                    format!("* {sender} passed on {} member name(s)", profiles.len()),
+                    json!({"names": profiles.len()}),
+                ),
+                Content::Unsupported { kind, .. } => (
+                    format!("{sender}: (unsupported message of kind {kind:?}: a newer grove shows it)"),
+                    json!({"unsupported": kind}),
+                ),
+                _ => (format!("{sender}: (unsupported message)"), json!({})),
+            };
+            return emit(m, json_out, &kind, &sender, &text, extra);
+        }
+        Event::Membership(change) => {
+            let text = membership_sentence(&m.sender, &change, me, names);
+            (
+                "event",
+                format!("* {text}"),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined}),
+            )
+        }
+        Event::Undecryptable(why) => {
+            ("undecryptable", format!("! unreadable entry from {sender}: {why}"), json!({"text": why}))
+        }
+        Event::Note(text) => ("event", format!("* {text}"), json!({"text": text})),
+    };
+    emit(m, json_out, kind, &sender, &text, extra)
+}
+
+fn emit(
+    m: &Message,
+    json_out: bool,
+    kind: &str,
+    sender: &str,
+    line: &str,
+    extra: serde_json::Value,
+) -> std::io::Result<()> {
     if json_out {
-        let kind = match m.kind {
-            MessageKind::Text => "text",
-            MessageKind::Event => "event",
-            MessageKind::Undecryptable => "undecryptable",
-        };
-        println!("{}", json!({"seq": m.seq, "kind": kind, "sender": m.sender.to_string(), "ts": m.ts, "text": body}));
-        return;
+        let mut v =
+            json!({"seq": m.seq, "kind": kind, "sender": m.sender.to_string(), "sender_name": sender, "ts": m.ts});
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        out!("{v}");
+    } else {
+        out!("[{}] {line}", m.seq);
     }
-    let who = if m.sender == me { "you".to_string() } else { m.sender.short() };
-    match m.kind {
-        MessageKind::Text => println!("[{}] {who}: {body}", m.seq),
-        MessageKind::Event => println!("[{}] * {body}", m.seq),
-        MessageKind::Undecryptable => println!("[{}] ! unreadable entry from {who}: {body}", m.seq),
-    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use grove_client::profile::Profile;
-use grove_client::store::{MessageKind, RoomStatus};
+use grove_client::store::RoomStatus;
 use grove_wire::api::RoomMode;
 
 pub fn run(mode: &str) -> anyhow::Result<()> {
@@ -66,15 +66,11 @@ async fn story(tmp: &Path, mode: RoomMode) -> anyhow::Result<()> {
         p.sync().await?;
     }
     let texts = |p: &Profile| -> anyhow::Result<Vec<String>> {
-        Ok(p.messages("garden", 0)?
-            .into_iter()
-            .filter(|m| m.kind == MessageKind::Text)
-            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-            .collect())
+        Ok(p.messages("garden", 0)?.into_iter().filter_map(|m| m.text()).collect())
     };
     for m in bob.messages("garden", 0)? {
-        if m.kind == MessageKind::Text {
-            say(&format!("  [{}] {}: {}", m.seq, m.sender.short(), String::from_utf8_lossy(&m.body)));
+        if let Some(text) = m.text() {
+            say(&format!("  [{}] {}: {}", m.seq, m.sender.short(), text));
         }
     }
     for (name, p) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {

@@ -43,6 +43,9 @@ enum Command {
         /// The home server, e.g. http://127.0.0.1:8080.
         #[arg(long, value_name = "URL")]
         home: String,
+        /// Your display name, shown to the members of your rooms (`grove name` changes it).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
     /// Print this profile's address (give it to people who want to invite you).
     Whoami,
@@ -53,9 +56,18 @@ enum Command {
     Send {
         /// The room's link or short name.
         room: String,
-        /// The message.
-        text: String,
+        /// The message; without it (or with `-`), the text is read from standard input.
+        text: Option<String>,
     },
+    /// Set your display name, in every room you are in (end to end encrypted: the servers
+    /// never see it).
+    Name {
+        /// The name (at most 64 characters).
+        name: String,
+    },
+    /// Show the messages waiting to be sent (written while a server could not be reached),
+    /// after trying to send them.
+    Outbox,
     /// Show a room's messages (syncing first).
     Read {
         /// The room's link or short name.
@@ -160,6 +172,23 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // EX_TEMPFAIL: the message is queued, not lost; the next command that reaches the
+        // server sends it.
+        Err(e)
+            if e.downcast_ref::<grove_client::profile::ClientError>()
+                .is_some_and(|c| matches!(c, grove_client::profile::ClientError::Queued { .. })) =>
+        {
+            eprintln!("grove: {e:#}");
+            std::process::ExitCode::from(75)
+        }
+        // The reader went away (`grove read ROOM | head`): nothing more to say to it.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("grove: {e:#}");
             std::process::ExitCode::FAILURE

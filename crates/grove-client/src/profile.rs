@@ -9,12 +9,15 @@ use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
+mod names;
+mod outbox;
 mod sk;
 
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
+use crate::lock::{LockGuard, ProfileLock};
 use crate::olm::Envelope;
-use crate::store::{Batch, ClientStore, LocalRoom, Message, MessageKind, RoomStatus, StoreError};
+use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, StoreError};
 use crate::transport::{Server, TransportError};
 
 /// How many one-time KeyPackages a profile keeps published.
@@ -65,6 +68,24 @@ pub enum ClientError {
     /// Something in the profile is inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// The message could not be posted now (the server cannot be reached or is overloaded);
+    /// it waits in the outbox and the next command that reaches the server posts it.
+    #[error("queued: {why}; the message waits in the outbox (`grove outbox`) and the next grove command that reaches the server sends it")]
+    Queued {
+        /// The outbox item.
+        id: i64,
+        /// Why it could not go now.
+        why: String,
+    },
+    /// The profile's lock file could not be used.
+    #[error("cannot lock the profile {path}: {source}")]
+    Lock {
+        /// The profile folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result alias.
@@ -163,6 +184,13 @@ pub struct Profile {
     engine: MlsEngine,
     home: String,
     connect_to: ConnectTo,
+    /// Serialises the profile's writers across processes (see [`crate::lock`]).
+    lock: ProfileLock,
+    /// The state file's `data_version` when `engine` was loaded from it: when the file's
+    /// differs, another process wrote, and `engine` is reloaded before it is used.
+    data_version: i64,
+    /// Outbox items a sync found already posted (item id → log sequence number).
+    settled: HashMap<i64, u64>,
 }
 
 /// Where to send the requests meant for a server URL, when that is not the URL itself — like
@@ -229,6 +257,9 @@ impl Profile {
     pub async fn init_with(dir: &Path, home: &str, connect_to: ConnectTo) -> Result<Profile> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ClientError::Invalid(format!("cannot create the profile folder {}: {e}", dir.display())))?;
+        let lock = ProfileLock::open(dir).map_err(|source| ClientError::Lock { path: dir.to_path_buf(), source })?;
+        let (_guard, _) =
+            lock.acquire().await.map_err(|source| ClientError::Lock { path: dir.to_path_buf(), source })?;
         let store = ClientStore::open(&state_file(dir))?;
         if let Some(secret) = store.meta("identity")? {
             let id = identity_from(&secret)?;
@@ -245,7 +276,18 @@ impl Profile {
         store.set_meta("home", home.as_bytes())?;
         store.set_meta("identity", &identity.secret_bytes())?;
         let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng).with_clock(unix_seconds);
-        let mut p = Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to };
+        let data_version = store.data_version()?;
+        let mut p = Profile {
+            dir: dir.to_path_buf(),
+            store,
+            identity,
+            engine,
+            home,
+            connect_to,
+            lock,
+            data_version,
+            settled: HashMap::new(),
+        };
         p.replenish_keys().await?;
         p.replenish_olm_keys().await?;
         Ok(p)
@@ -261,8 +303,44 @@ impl Profile {
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
+        let lock = ProfileLock::open(dir).map_err(|source| ClientError::Lock { path: dir.to_path_buf(), source })?;
+        // Read before the state: a write landing in between only makes the next lock reload.
+        let data_version = store.data_version()?;
         let engine = load_engine(&store, &identity)?;
-        Ok(Profile { dir: dir.to_path_buf(), store, identity, engine, home, connect_to: ConnectTo::none() })
+        Ok(Profile {
+            dir: dir.to_path_buf(),
+            store,
+            identity,
+            engine,
+            home,
+            connect_to: ConnectTo::none(),
+            lock,
+            data_version,
+            settled: HashMap::new(),
+        })
+    }
+
+    /// Takes the profile's cross-process lock (see [`crate::lock`]); the outermost hold first
+    /// reloads the group state if another process wrote since it was loaded. Every operation
+    /// that encrypts, commits, processes entries or writes the state file holds it throughout.
+    pub(crate) async fn lock(&mut self) -> Result<LockGuard> {
+        let (guard, outermost) =
+            self.lock.acquire().await.map_err(|source| ClientError::Lock { path: self.dir.clone(), source })?;
+        if outermost {
+            self.refresh()?;
+        }
+        Ok(guard)
+    }
+
+    /// Reloads the in-memory group state if another process wrote the state file since it was
+    /// loaded. Reading alone needs no lock: the state is read in one transaction.
+    fn refresh(&mut self) -> Result<()> {
+        let version = self.store.data_version()?;
+        if version != self.data_version {
+            self.engine = load_engine(&self.store, &self.identity)?;
+            self.data_version = version;
+        }
+        Ok(())
     }
 
     /// The user's id.
@@ -291,6 +369,7 @@ impl Profile {
 
     /// Keeps enough one-time KeyPackages and a last-resort one on the home server.
     pub async fn replenish_keys(&mut self) -> Result<usize> {
+        let _lock = self.lock().await?;
         let home = self.server(&self.home);
         let counts = home.key_counts().await?;
         let mls = counts.counts.iter().find(|c| c.kind == KeyKind::MlsKeyPackage);
@@ -349,8 +428,25 @@ impl Profile {
         Ok(self.store.messages(&room.link, after)?)
     }
 
+    /// Marks a room's history as read up to `seq` (for unread counts).
+    pub async fn mark_seen(&mut self, key: &str, seq: u64) -> Result<()> {
+        let room = self.room(key)?;
+        if seq > 0 {
+            let _lock = self.lock().await?;
+            self.store.commit(Batch { seen: vec![(room.link, seq)], ..Batch::default() })?;
+        }
+        Ok(())
+    }
+
+    /// How many messages from others in a room have not been shown by `grove read`.
+    pub fn unread(&self, key: &str) -> Result<u64> {
+        let room = self.room(key)?;
+        Ok(self.store.unread(&room.link, &self.user_id())?)
+    }
+
     /// The members of a room, as this member's group state says.
-    pub fn members(&self, key: &str) -> Result<Vec<UserId>> {
+    pub fn members(&mut self, key: &str) -> Result<Vec<UserId>> {
+        self.refresh()?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_members(&room);
@@ -359,7 +455,8 @@ impl Profile {
     }
 
     /// The room's current epoch and epoch authenticator (equal for all members in sync).
-    pub fn epoch(&self, key: &str) -> Result<(u64, Vec<u8>)> {
+    pub fn epoch(&mut self, key: &str) -> Result<(u64, Vec<u8>)> {
+        self.refresh()?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_epoch(&room);
@@ -373,7 +470,8 @@ impl Profile {
     /// read could be decrypted again, and the next start-up replays nothing. The engine does
     /// this by itself every few hundred messages or few commits; call it after deleting history
     /// or before copying the state file.
-    pub fn checkpoint(&mut self) -> Result<()> {
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        let _lock = self.lock().await?;
         let mut changes = Vec::new();
         for g in self.engine.group_ids() {
             changes.push(self.engine.checkpoint(&g)?);
@@ -384,6 +482,7 @@ impl Profile {
 
     /// Creates an MLS room `name` on `server` with this user alone in it.
     pub async fn create_room(&mut self, server: &str, name: &str) -> Result<LocalRoom> {
+        let _lock = self.lock().await?;
         let server_url = server.trim_end_matches('/').to_string();
         let (gid, public, changes) = self.engine.create_group()?;
         self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
@@ -404,12 +503,22 @@ impl Profile {
             status: RoomStatus::Active,
         };
         self.store.commit(Batch { rooms: vec![room.clone()], ..Batch::default() })?;
+        self.announce_profile_quietly(&room.link).await;
         Ok(room)
+    }
+
+    /// Announces the own profile in a room; a failure only delays others' learning the name.
+    async fn announce_profile_quietly(&mut self, link: &str) {
+        match self.announce_profile(link).await {
+            Ok(()) | Err(ClientError::Queued { .. }) => {}
+            Err(e) => tracing::warn!(room = link, error = %e, "could not announce the display name"),
+        }
     }
 
     /// Invites the user at `address` into the room: claims a KeyPackage from their home server,
     /// commits the add, and leaves the Welcome in their mailbox.
     pub async fn invite(&mut self, key: &str, address: &str) -> Result<()> {
+        let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         let addr = Address::parse(address)?;
         if room.mode == RoomMode::SenderKeys {
@@ -424,11 +533,21 @@ impl Profile {
         let invite = MailMessage::Invite { room: room.link.clone(), epoch: pending.epoch + 1, seq, welcome };
         let body = serde_json::to_vec(&invite).map_err(|e| ClientError::Invalid(e.to_string()))?;
         home.deposit(&addr.user, body).await?;
+        self.send_roster_quietly(&room.link).await;
         Ok(())
+    }
+
+    /// Passes the room's known names on to a new member; a failure only delays its learning.
+    async fn send_roster_quietly(&mut self, link: &str) {
+        match self.send_roster(link).await {
+            Ok(()) | Err(ClientError::Queued { .. }) => {}
+            Err(e) => tracing::warn!(room = link, error = %e, "could not pass the room's names on"),
+        }
     }
 
     /// Removes a member.
     pub async fn remove(&mut self, key: &str, user: &UserId) -> Result<()> {
+        let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_remove(&room, user).await;
@@ -440,6 +559,7 @@ impl Profile {
 
     /// A self-update: fresh leaf keys, so a leaked copy of the old state stops working.
     pub async fn update(&mut self, key: &str) -> Result<()> {
+        let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_rotate(&room).await;
@@ -450,6 +570,7 @@ impl Profile {
 
     /// Leaves: proposes the own removal (another member commits it) and stops using the room.
     pub async fn leave(&mut self, key: &str) -> Result<()> {
+        let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_leave(&room).await;
@@ -457,7 +578,7 @@ impl Profile {
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
-            self.sync_room(&room.link).await?;
+            self.sync_room_locked(&room.link).await?;
             let (proposal, changes) = self.engine.propose_leave(&g)?;
             self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
             let epoch = self.engine.epoch(&g)?;
@@ -475,55 +596,10 @@ impl Profile {
         Err(ClientError::Busy(room.link))
     }
 
-    /// Posts an encrypted text message (its state change already persisted) and records it in
-    /// the history. `None`: the room moved on (`wrong_epoch`, `epoch_too_old`): sync and retry.
-    pub(super) async fn post_text(
-        &mut self,
-        server: &Server,
-        room: &LocalRoom,
-        epoch: u64,
-        body: Vec<u8>,
-        text: &str,
-    ) -> Result<Option<u64>> {
-        let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
-        match server.append(&room.name, &entry).await {
-            Ok(a) => {
-                let msg = Message {
-                    room: room.link.clone(),
-                    seq: a.seq,
-                    kind: MessageKind::Text,
-                    sender: self.user_id(),
-                    ts: a.ts,
-                    body: text.as_bytes().to_vec(),
-                };
-                self.store.commit(Batch { messages: vec![msg], ..Batch::default() })?;
-                Ok(Some(a.seq))
-            }
-            Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Sends a text message.
+    /// Sends a text message. Answers its sequence number in the room's log;
+    /// [`ClientError::Queued`] if it waits in the outbox.
     pub async fn send(&mut self, key: &str, text: &str) -> Result<u64> {
-        let room = self.active_room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_send(&room, text).await;
-        }
-        let g = GroupId::new(room.group_id.clone());
-        let server = self.server(&room.server);
-        for _ in 0..COMMIT_ATTEMPTS {
-            self.sync_room(&room.link).await?;
-            self.active_room(key)?;
-            let (body, epoch, changes) = self.engine.encrypt(&g, text.as_bytes())?;
-            // The ratchet has moved: persist before the ciphertext leaves, so a crash can never
-            // make this member encrypt twice under the same key.
-            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            if let Some(seq) = self.post_text(&server, &room, epoch, body, text).await? {
-                return Ok(seq);
-            }
-        }
-        Err(ClientError::Busy(room.link))
+        self.send_content(key, &grove_wire::content::Content::text(text)).await
     }
 
     /// Makes a commit with `make`, posts it, and applies it once the server accepted it; on
@@ -536,7 +612,7 @@ impl Profile {
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
-            self.sync_room(&room.link).await?;
+            self.sync_room_locked(&room.link).await?;
             self.active_room(&room.link)?;
             // A commit left pending by an earlier failure was either applied by the sync above
             // (the server had accepted it) or is dead.
@@ -552,9 +628,8 @@ impl Profile {
             match server.append(&room.name, &entry).await {
                 Ok(a) => {
                     let (applied, changes) = self.engine.apply_pending(&g)?;
-                    let mut events = Vec::new();
-                    describe(&mut events, &room.link, a.seq, a.ts, self.user_id(), &applied.added, &applied.removed);
-                    self.store.commit(Batch { changes: vec![changes], messages: events, ..Batch::default() })?;
+                    let event = describe(&room.link, a.seq, a.ts, self.user_id(), &applied.added, &applied.removed);
+                    self.store.commit(Batch { changes: vec![changes], messages: vec![event], ..Batch::default() })?;
                     return Ok((a.seq, pending));
                 }
                 Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => {
@@ -576,6 +651,7 @@ impl Profile {
 
     /// Reads the mailbox (joining rooms from invitations) and every active room.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        let _lock = self.lock().await?;
         let mut report = SyncReport::default();
         self.sync_mailbox(&mut report).await?;
         for room in self.store.rooms()? {
@@ -583,7 +659,7 @@ impl Profile {
                 continue;
             }
             let before = self.store.messages(&room.link, room.cursor)?.len();
-            let status = self.sync_room(&room.link).await?;
+            let (status, _) = self.sync_room_locked(&room.link).await?;
             let after = self.store.messages(&room.link, room.cursor)?.len();
             if after > before {
                 report.new_messages.insert(room.link.clone(), after - before);
@@ -594,6 +670,7 @@ impl Profile {
         }
         self.replenish_keys().await?;
         self.replenish_olm_keys().await?;
+        self.flush_outbox().await?;
         Ok(report)
     }
 
@@ -640,6 +717,7 @@ impl Profile {
             if let Err(e) = self.update(&link).await {
                 tracing::warn!(room = link, error = %e, "post-join update failed; it will be retried by the next `grove room update`");
             }
+            self.announce_profile_quietly(&link).await;
         }
         self.sk_handle_leaves(leaves).await;
         Ok(())
@@ -671,27 +749,42 @@ impl Profile {
             cursor: seq,
             status: RoomStatus::Active,
         };
-        let event = Message {
-            room: link.to_string(),
-            seq,
-            kind: MessageKind::Event,
-            sender: self.user_id(),
-            ts: 0,
-            body: format!("you joined ({} members)", info.members.len()).into_bytes(),
-        };
+        let joined = Membership { joined: Some(info.members.len()), ..Membership::default() };
+        let event = Message::membership(link, seq, self.user_id(), 0, &joined);
         Ok((room, changes, event))
     }
 
     /// Applies the room's new log entries, in order, persisting state, history and cursor per
-    /// page in one transaction. Answers the room's status afterwards.
+    /// page in one transaction, then posts what waits in the room's outbox. Answers the room's
+    /// status afterwards.
     pub async fn sync_room(&mut self, link: &str) -> Result<RoomStatus> {
+        let _lock = self.lock().await?;
+        let (status, _) = self.sync_room_locked(link).await?;
+        if status == RoomStatus::Active {
+            let room = self.room(link)?;
+            match self.flush_room(&room).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(room = link, error = %e, "the outbox could not be posted yet"),
+            }
+        }
+        Ok(self.room(link)?.status)
+    }
+
+    /// [`Profile::sync_room`] without the outbox, for callers holding the lock. Answers the
+    /// status and, for sender-keys rooms, the membership version the server reported.
+    pub(super) async fn sync_room_locked(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
         let room = self.room(link)?;
         if room.status != RoomStatus::Active {
-            return Ok(room.status);
+            return Ok((room.status, 0));
         }
         if room.mode == RoomMode::SenderKeys {
-            return Ok(Box::pin(self.sk_sync_room(link)).await?.0);
+            return Box::pin(self.sk_sync_room(link)).await;
         }
+        Ok((self.mls_sync_room(&room).await?, 0))
+    }
+
+    async fn mls_sync_room(&mut self, room: &LocalRoom) -> Result<RoomStatus> {
+        let link = room.link.as_str();
         let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
         let mut cursor = room.cursor;
@@ -720,30 +813,29 @@ impl Profile {
             let mut entries = page.entries;
             let bodies: Vec<Vec<u8>> = entries.iter_mut().map(|e| std::mem::take(&mut e.body)).collect();
             let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
-            drop(bodies);
             batch.changes.push(changes);
-            for (e, outcome) in entries.into_iter().zip(outcomes) {
+            for ((e, outcome), body) in entries.into_iter().zip(outcomes).zip(&bodies) {
                 cursor = e.seq;
                 match outcome {
                     Ok(incoming) => {
                         match incoming {
-                            Incoming::Application { sender, plaintext } => batch.messages.push(Message {
-                                room: room.link.clone(),
-                                seq: e.seq,
-                                kind: MessageKind::Text,
-                                sender,
-                                ts: e.ts,
-                                body: plaintext,
-                            }),
+                            Incoming::Application { sender, plaintext } => {
+                                let content = grove_wire::content::Content::decode(&plaintext);
+                                self.learn_names(&mut batch, &room.link, sender, &content);
+                                batch.messages.push(Message::content(&room.link, e.seq, sender, e.ts, plaintext));
+                            }
+                            Incoming::Own if e.kind == EntryKind::Application => {
+                                self.settle_own_entry(&mut batch, &room.link, e.seq, e.ts, body)?;
+                            }
                             Incoming::Commit { added, removed, removed_me, .. } => {
-                                describe(&mut batch.messages, &room.link, e.seq, e.ts, e.sender, &added, &removed);
+                                batch.messages.push(describe(&room.link, e.seq, e.ts, e.sender, &added, &removed));
                                 if removed_me {
                                     status = RoomStatus::Removed;
                                     break;
                                 }
                             }
                             Incoming::Proposal { .. } => proposals = true,
-                            // Own entries were recorded when sent; anything new is ignored.
+                            // An own handshake entry, already applied when it was posted.
                             _ => {}
                         }
                     }
@@ -751,14 +843,13 @@ impl Profile {
                         // A forged or garbled entry: the engine's state is unchanged; record it
                         // and move on, so one bad entry cannot wedge the room.
                         tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
-                        batch.messages.push(Message {
-                            room: room.link.clone(),
-                            seq: e.seq,
-                            kind: MessageKind::Undecryptable,
-                            sender: e.sender,
-                            ts: e.ts,
-                            body: err.to_string().into_bytes(),
-                        });
+                        batch.messages.push(Message::undecryptable(
+                            &room.link,
+                            e.seq,
+                            e.sender,
+                            e.ts,
+                            &err.to_string(),
+                        ));
                     }
                 }
             }
@@ -801,11 +892,13 @@ impl Profile {
     /// persisting anything: afterwards the engine is rebuilt from the state file, so it and the
     /// file agree again (the engine's journal must not run ahead of the file's).
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
+        self.refresh()?;
         let room = self.room(key)?;
         if room.mode == RoomMode::SenderKeys {
             return self.sk_decrypt_entry(&room, body);
         }
         let outcome = self.engine.process(&GroupId::new(room.group_id), body);
+        self.data_version = self.store.data_version()?;
         self.engine = load_engine(&self.store, &self.identity)?;
         match outcome? {
             (Incoming::Application { plaintext, .. }, _) => Ok(plaintext),
@@ -813,7 +906,8 @@ impl Profile {
         }
     }
 
-    /// Waits up to `wait` seconds for something new in the room, then syncs it.
+    /// Waits up to `wait` seconds for something new in the room (holding no lock), then syncs
+    /// it.
     pub async fn wait_and_sync(&mut self, key: &str, wait: u64) -> Result<RoomStatus> {
         let room = self.active_room(key)?;
         let server = self.server(&room.server);
@@ -842,27 +936,13 @@ fn identity_from(secret: &[u8]) -> Result<Identity> {
     Ok(Identity::from_secret_bytes(secret))
 }
 
-fn describe(out: &mut Vec<Message>, link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) {
-    let mut parts = Vec::new();
-    for a in added {
-        parts.push(format!("{} added {}", by.short(), a.short()));
-    }
-    for r in removed {
-        if *r == by {
-            parts.push(format!("{} left", r.short()));
-        } else {
-            parts.push(format!("{} removed {}", by.short(), r.short()));
-        }
-    }
-    if parts.is_empty() {
-        parts.push(format!("{} updated their keys", by.short()));
-    }
-    out.push(Message {
-        room: link.to_string(),
+/// The history line of a membership change `by` made.
+fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
+    Message::membership(
+        link,
         seq,
-        kind: MessageKind::Event,
-        sender: by,
+        by,
         ts,
-        body: parts.join(", ").into_bytes(),
-    });
+        &Membership { added: added.to_vec(), removed: removed.to_vec(), joined: None },
+    )
 }

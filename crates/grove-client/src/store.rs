@@ -9,8 +9,10 @@ use grove_proto::mls::engine::{
 };
 use grove_proto::senderkeys::room::Record;
 use grove_wire::api::RoomMode;
+use grove_wire::content::{Content, SignedProfile};
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// Why the local state could not be used.
@@ -25,10 +27,51 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The layout. Every statement is `IF NOT EXISTS`, so opening a file of an earlier layout adds
-/// what it lacks: `mls_journal` (the engine's journal) came after the first release, and an
-/// older file simply has no journal rows.
-const SCHEMA: &str = "
+/// The layout, as numbered migrations: the file's `PRAGMA user_version` is the number of
+/// migrations applied, and opening a file applies the ones it lacks, each in one transaction.
+/// Append new migrations; never edit one that has shipped.
+///
+/// Migration 1 is the layout of the releases before numbering. Its statements are
+/// `IF NOT EXISTS`, so a file from then (user_version 0, any of its tables present) is
+/// completed, not rebuilt.
+const MIGRATIONS: &[Migration] =
+    &[Migration::Sql(SCHEMA_1), Migration::Code(structured_history), Migration::Sql(SCHEMA_3)];
+
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Transaction<'_>) -> Result<(), StoreError>),
+}
+
+/// 3: names learned in rooms, the outbox, the read marker of each room.
+const SCHEMA_3: &str = "
+CREATE TABLE names (room TEXT NOT NULL, user BLOB NOT NULL, name TEXT NOT NULL, rev INTEGER NOT NULL,
+    profile BLOB NOT NULL, PRIMARY KEY (room, user));
+CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL, content BLOB NOT NULL,
+    body BLOB, epoch INTEGER, created INTEGER NOT NULL);
+CREATE INDEX outbox_room ON outbox (room, id);
+ALTER TABLE rooms ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+";
+
+/// 2: history holds structured events instead of English sentences. A text message's
+/// plaintext was bare UTF-8; it becomes the content format's text. An event's sentence stays,
+/// as a note.
+fn structured_history(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let rows: Vec<(String, i64, Vec<u8>)> = {
+        let mut q = tx.prepare("SELECT room, seq, body FROM messages WHERE kind = 'text'")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut update = tx.prepare("UPDATE messages SET kind = 'content', body = ?3 WHERE room = ?1 AND seq = ?2")?;
+    for (room, seq, body) in rows {
+        let content = Content::text(String::from_utf8_lossy(&body).into_owned());
+        update.execute(params![room, seq, content.encode()])?;
+    }
+    tx.execute("UPDATE messages SET kind = 'note' WHERE kind = 'event'", [])?;
+    Ok(())
+}
+
+/// 1: the layout before numbered migrations.
+const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mls_groups (group_id BLOB PRIMARY KEY, snapshot BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mls_epochs (group_id BLOB NOT NULL, epoch_id INTEGER NOT NULL, data BLOB NOT NULL,
@@ -94,34 +137,67 @@ pub struct LocalRoom {
     pub status: RoomStatus,
 }
 
-/// What a stored message is.
+/// What a stored history line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
-    /// A decrypted text message.
-    Text,
-    /// A membership event (someone joined, left, was removed), described in `body`.
-    Event,
+    /// A member's application message: `body` is its decrypted plaintext in the content
+    /// format ([`Content`]), kept as received so that a kind this client does not know yet is
+    /// shown once it does.
+    Content,
+    /// A membership change: `body` is a [`Membership`] as JSON; `sender` made it.
+    Membership,
     /// An entry that could not be decrypted or verified; `body` says why.
     Undecryptable,
+    /// A sentence from a client before structured history (migration 2).
+    Note,
 }
 
 impl MessageKind {
     fn as_str(self) -> &'static str {
         match self {
-            MessageKind::Text => "text",
-            MessageKind::Event => "event",
+            MessageKind::Content => "content",
+            MessageKind::Membership => "membership",
             MessageKind::Undecryptable => "undecryptable",
+            MessageKind::Note => "note",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
         match s {
-            "text" => Some(MessageKind::Text),
-            "event" => Some(MessageKind::Event),
+            "content" => Some(MessageKind::Content),
+            "membership" => Some(MessageKind::Membership),
             "undecryptable" => Some(MessageKind::Undecryptable),
+            "note" => Some(MessageKind::Note),
             _ => None,
         }
     }
+}
+
+/// A membership change, as history keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<UserId>,
+    /// Members removed (the sender itself: it left).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<UserId>,
+    /// This profile joined the room, which then had this many members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<usize>,
+}
+
+/// A history line, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member's message.
+    Content(Content),
+    /// A membership change.
+    Membership(Membership),
+    /// An unreadable entry, and why.
+    Undecryptable(String),
+    /// An old sentence.
+    Note(String),
 }
 
 /// One line of a room's history.
@@ -137,8 +213,84 @@ pub struct Message {
     pub sender: UserId,
     /// Server time, Unix ms.
     pub ts: i64,
-    /// The plaintext (or the event's description).
+    /// The plaintext content, the membership change, or why it is unreadable (see [`MessageKind`]).
     pub body: Vec<u8>,
+}
+
+impl Message {
+    /// What the line says.
+    pub fn event(&self) -> Event {
+        match self.kind {
+            MessageKind::Content => Event::Content(Content::decode(&self.body)),
+            MessageKind::Membership => Event::Membership(serde_json::from_slice(&self.body).unwrap_or_default()),
+            MessageKind::Undecryptable => Event::Undecryptable(String::from_utf8_lossy(&self.body).into_owned()),
+            MessageKind::Note => Event::Note(String::from_utf8_lossy(&self.body).into_owned()),
+        }
+    }
+
+    /// The text of a text message or reply, if it is one.
+    pub fn text(&self) -> Option<String> {
+        match self.event() {
+            Event::Content(Content::Text { text } | Content::Reply { text, .. }) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A line for a member's message.
+    pub fn content(room: &str, seq: u64, sender: UserId, ts: i64, plaintext: Vec<u8>) -> Message {
+        Message { room: room.to_string(), seq, kind: MessageKind::Content, sender, ts, body: plaintext }
+    }
+
+    /// A line for a membership change made by `by`.
+    pub fn membership(room: &str, seq: u64, by: UserId, ts: i64, change: &Membership) -> Message {
+        let body = serde_json::to_vec(change).unwrap_or_default();
+        Message { room: room.to_string(), seq, kind: MessageKind::Membership, sender: by, ts, body }
+    }
+
+    /// A line for an unreadable entry.
+    pub fn undecryptable(room: &str, seq: u64, sender: UserId, ts: i64, why: &str) -> Message {
+        Message {
+            room: room.to_string(),
+            seq,
+            kind: MessageKind::Undecryptable,
+            sender,
+            ts,
+            body: why.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A sealed outbox item: the ciphertext and the epoch (or membership version) it was sealed in.
+pub type Sealed = (Vec<u8>, u64);
+
+/// A message waiting to be posted (see [`crate::profile::Profile::outbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Its place in the queue (posting order).
+    pub id: i64,
+    /// The room's link.
+    pub room: String,
+    /// The plaintext content.
+    pub content: Vec<u8>,
+    /// The ciphertext, once sealed, and the epoch it was sealed in. Posted again as it is
+    /// until the server takes it or says its epoch is over; never re-encrypted under the same
+    /// key.
+    pub sealed: Option<Sealed>,
+    /// When it was written, Unix seconds.
+    pub created: i64,
+}
+
+/// A name learned in a room, from the member's own signed profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownName {
+    /// Whose.
+    pub user: UserId,
+    /// The display name.
+    pub name: String,
+    /// The profile revision.
+    pub rev: u64,
+    /// The signed profile as received (passed on to new members).
+    pub profile: Vec<u8>,
 }
 
 /// Everything one step writes, in one transaction.
@@ -159,6 +311,14 @@ pub struct Batch {
     /// Sender-keys rooms, Olm sessions and the address book: records to upsert or delete
     /// (see [`ClientStore::records`]).
     pub records: Vec<Record>,
+    /// Names learned: (room link, profile). Kept only if newer (higher `rev`) than the known one.
+    pub names: Vec<(String, SignedProfile)>,
+    /// Outbox items sealed: (id, ciphertext, epoch); `None` forgets a stale ciphertext.
+    pub sealed: Vec<(i64, Option<Sealed>)>,
+    /// Outbox items gone (posted, or refused for good).
+    pub sent: Vec<i64>,
+    /// Read markers: (room link, last seq shown).
+    pub seen: Vec<(String, u64)>,
 }
 
 /// One stored record: key (prefix stripped) and value (secret: wiped on drop).
@@ -182,8 +342,37 @@ impl ClientStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(ClientStore { conn })
+        let mut store = ClientStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the file lacks.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        loop {
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let Some(m) = MIGRATIONS.get(version as usize) else {
+                if version as usize > MIGRATIONS.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "the state file has layout {version}, newer than this grove knows ({}): use a newer grove",
+                        MIGRATIONS.len()
+                    )));
+                }
+                return Ok(());
+            };
+            match m {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Code(f) => f(&tx)?,
+            }
+            tx.pragma_update(None, "user_version", version + 1)?;
+            tx.commit()?;
+        }
+    }
+
+    /// How many migrations the file has (its layout number).
+    pub fn layout(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// A metadata value.
@@ -197,8 +386,22 @@ impl ClientStore {
         Ok(())
     }
 
-    /// Everything the engine persisted.
+    /// SQLite's `PRAGMA data_version`: it changes whenever another connection (another
+    /// process on this profile) committed, and not for this connection's own commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Everything the engine persisted, read in one transaction (one consistent snapshot even
+    /// while another process commits).
     pub fn engine_state(&self) -> Result<StoredState, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let state = self.engine_state_in(&tx)?;
+        tx.commit()?;
+        Ok(state)
+    }
+
+    fn engine_state_in(&self, _tx: &Transaction<'_>) -> Result<StoredState, StoreError> {
         let mut state = StoredState::default();
         let mut q = self.conn.prepare("SELECT group_id, snapshot FROM mls_groups ORDER BY group_id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
@@ -276,6 +479,28 @@ impl ClientStore {
                 None => tx.execute("DELETE FROM sk_records WHERE key = ?1", [&r.key])?,
             };
         }
+        for (room, p) in &batch.names {
+            let body = serde_json::to_vec(p).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO names (room, user, name, rev, profile) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (room, user) DO UPDATE SET name = excluded.name, rev = excluded.rev, profile = excluded.profile
+                 WHERE excluded.rev > names.rev",
+                params![room, p.user.as_bytes().as_slice(), p.name, p.rev as i64, body],
+            )?;
+        }
+        for (id, sealed) in &batch.sealed {
+            let (body, epoch) = match sealed {
+                Some((b, e)) => (Some(b.as_slice()), Some(*e as i64)),
+                None => (None, None),
+            };
+            tx.execute("UPDATE outbox SET body = ?2, epoch = ?3 WHERE id = ?1", params![id, body, epoch])?;
+        }
+        for id in &batch.sent {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        }
+        for (link, seq) in &batch.seen {
+            tx.execute("UPDATE rooms SET seen = max(seen, ?2) WHERE link = ?1", params![link, *seq as i64])?;
+        }
         if let Some(c) = batch.mailbox_cursor {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)",
@@ -299,6 +524,65 @@ impl ClientStore {
             out.push((k[prefix.len()..].to_string(), v));
         }
         Ok(out)
+    }
+
+    /// Queues a message for a room; answers its id.
+    pub fn outbox_add(&mut self, room: &str, content: &[u8], created: i64) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO outbox (room, content, created) VALUES (?1, ?2, ?3)",
+            params![room, content, created],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The outbox, oldest first: one room's, or every room's.
+    pub fn outbox(&self, room: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT id, room, content, body, epoch, created FROM outbox WHERE ?1 IS NULL OR room = ?1 ORDER BY id",
+        )?;
+        let rows = q.query_map([room], |r| {
+            let body: Option<Vec<u8>> = r.get(3)?;
+            let epoch: Option<i64> = r.get(4)?;
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                room: r.get(1)?,
+                content: r.get(2)?,
+                sealed: body.zip(epoch.map(|e| e as u64)),
+                created: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The outbox item of `room` whose ciphertext is `body`, if any (an own entry seen in the
+    /// log: the post went through, whether or not its answer arrived).
+    pub fn outbox_item_posted_as(&self, room: &str, body: &[u8]) -> Result<Option<OutboxItem>, StoreError> {
+        Ok(self.outbox(Some(room))?.into_iter().find(|i| i.sealed.as_ref().is_some_and(|(b, _)| b == body)))
+    }
+
+    /// The names learned in a room.
+    pub fn names(&self, room: &str) -> Result<Vec<KnownName>, StoreError> {
+        let mut q = self.conn.prepare("SELECT user, name, rev, profile FROM names WHERE room = ?1 ORDER BY user")?;
+        let rows = q.query_map([room], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (user, name, rev, profile) = row?;
+            let user = UserId::from_slice(&user).ok_or_else(|| StoreError::Corrupt("a name's user".into()))?;
+            out.push(KnownName { user, name, rev: rev as u64, profile });
+        }
+        Ok(out)
+    }
+
+    /// How many messages from others in a room are after its read marker.
+    pub fn unread(&self, room: &str, me: &UserId) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM messages m JOIN rooms r ON r.link = m.room
+             WHERE m.room = ?1 AND m.seq > r.seen AND m.kind = 'content' AND m.sender != ?2",
+            params![room, me.as_bytes().as_slice()],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// The mailbox cursor.

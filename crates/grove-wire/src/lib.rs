@@ -2,12 +2,15 @@
 //!
 //! This crate is pure data: the JSON bodies of HTTP API v1 ([`api`]), the stable error codes
 //! ([`error`]), the request-signing format ([`auth`]), and the signed membership lists of
-//! sender-keys rooms ([`membership`]). It does no I/O, never reads the clock or the OS RNG:
+//! sender-keys rooms ([`membership`]), and the end-to-end encrypted content of application
+//! messages ([`content`]). It does no I/O, never reads the clock or the OS RNG:
 //! callers pass in times and keys.
 
 pub mod api;
+pub mod attachment;
 pub mod auth;
 pub mod b64;
+pub mod content;
 pub mod error;
 pub mod membership;
 

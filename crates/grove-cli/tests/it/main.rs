@@ -3,5 +3,6 @@
 mod client;
 mod invariants;
 mod multi_instance;
+mod processes;
 mod senderkeys;
 mod serve;

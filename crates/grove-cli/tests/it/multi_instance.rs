@@ -169,12 +169,7 @@ fn postgresql_profiles_on_two_instances_see_one_order() {
         alice.sync().await.unwrap();
         bob.sync().await.unwrap();
         let history = |p: &Profile| -> Vec<(u64, String)> {
-            p.messages(&room, 0)
-                .unwrap()
-                .into_iter()
-                .filter(|m| m.kind == grove_client::store::MessageKind::Text)
-                .map(|m| (m.seq, String::from_utf8_lossy(&m.body).into_owned()))
-                .collect()
+            p.messages(&room, 0).unwrap().into_iter().filter_map(|m| m.text().map(|t| (m.seq, t))).collect()
         };
         let (ha, hb) = (history(&alice), history(&bob));
         assert_eq!(ha.len(), 30, "{ha:?}");

@@ -19,19 +19,36 @@ pub struct Running {
     pub log: Arc<Mutex<String>>,
 }
 
+impl Drop for Running {
+    /// A test that fails (or forgets) does not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `grove serve` on a free port and waits until it says where it listens.
 pub fn start(data: &Path) -> Running {
     start_with(data, &[])
 }
 
+/// Starts `grove serve` again on the address of an earlier run (`http://HOST:PORT`).
+pub fn start_on(data: &Path, base: &str) -> Running {
+    start_listening(data, base.trim_start_matches("http://"), &[])
+}
+
 /// Starts `grove serve` with extra arguments.
 pub fn start_with(data: &Path, extra: &[&str]) -> Running {
+    start_listening(data, "127.0.0.1:0", extra)
+}
+
+fn start_listening(data: &Path, listen: &str, extra: &[&str]) -> Running {
     // Load tests send far more than a person would: lift the per-user rate limit.
     std::fs::create_dir_all(data).unwrap();
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n").unwrap();
     let mut child = Command::new(GROVE)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args(["serve", "--listen", listen, "--config"])
         .arg(&cfg)
         .arg("--data")
         .arg(data)

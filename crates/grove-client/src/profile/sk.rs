@@ -30,7 +30,7 @@ use super::{
     COMMIT_ATTEMPTS, PAGE,
 };
 use crate::olm::{Envelope, OlmDevice, OlmError};
-use crate::store::{Batch, LocalRoom, Message, MessageKind, RoomStatus};
+use crate::store::{Batch, LocalRoom, Membership, Message, RoomStatus};
 
 /// One-time Olm keys kept published.
 pub const OLM_KEY_TARGET: usize = 20;
@@ -71,7 +71,7 @@ impl From<OlmError> for ClientError {
     }
 }
 
-fn sk_records(c: RoomChanges) -> Vec<Record> {
+pub(super) fn sk_records(c: RoomChanges) -> Vec<Record> {
     c.records.into_iter().map(|r| Record { key: format!("sk/{}", r.key), value: r.value }).collect()
 }
 
@@ -80,7 +80,7 @@ fn home_record(user: &UserId, home: &str) -> Record {
 }
 
 impl Profile {
-    fn sk_engine(&self) -> Result<SkEngine> {
+    pub(super) fn sk_engine(&self) -> Result<SkEngine> {
         let records = self.store.records("sk/")?;
         Ok(SkEngine::load(self.user_id(), RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?)
     }
@@ -113,6 +113,7 @@ impl Profile {
 
     /// Keeps enough one-time Olm keys and a fallback key on the home server.
     pub async fn replenish_olm_keys(&mut self) -> Result<usize> {
+        let _lock = self.lock().await?;
         let home = self.server(&self.home);
         let counts = home.key_counts().await?;
         let one_time = counts.counts.iter().find(|c| c.kind == KeyKind::OlmOneTime).map(|c| c.one_time).unwrap_or(0);
@@ -141,6 +142,7 @@ impl Profile {
 
     /// Creates a room of `mode` named `name` on `server` with this user alone in it.
     pub async fn create_room_with_mode(&mut self, server: &str, name: &str, mode: RoomMode) -> Result<LocalRoom> {
+        let _lock = self.lock().await?;
         if mode == RoomMode::Mls {
             return self.create_room(server, name).await;
         }
@@ -161,6 +163,7 @@ impl Profile {
         };
         self.store.commit(Batch { rooms: vec![room.clone()], records: sk_records(changes), ..Batch::default() })?;
         self.replenish_olm_keys().await?;
+        self.announce_profile_quietly(&room.link).await;
         Ok(room)
     }
 
@@ -195,9 +198,8 @@ impl Profile {
             match server.append(&room.name, &entry).await {
                 Ok(a) => {
                     let (change, changes) = engine.apply_membership(&room.link, &m)?;
-                    let mut events = Vec::new();
-                    describe(&mut events, &room.link, a.seq, a.ts, self.user_id(), &change.added, &change.removed);
-                    let mut batch = Batch { records: sk_records(changes), messages: events, ..Batch::default() };
+                    let event = describe(&room.link, a.seq, a.ts, self.user_id(), &change.added, &change.removed);
+                    let mut batch = Batch { records: sk_records(changes), messages: vec![event], ..Batch::default() };
                     if change.removed_me {
                         batch.statuses.push((room.link.clone(), RoomStatus::Left));
                     }
@@ -223,6 +225,7 @@ impl Profile {
         list.push((self.user_id(), host_port(&self.home).to_string()));
         let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: m, homes: list };
         self.send_pairwise(&addr.user, &addr.home_url(), &invite).await?;
+        self.send_roster_quietly(&room.link).await;
         Ok(())
     }
 
@@ -371,14 +374,8 @@ impl Profile {
                             cursor: at,
                             status: RoomStatus::Active,
                         });
-                        batch.messages.push(Message {
-                            room: room.clone(),
-                            seq: at,
-                            kind: MessageKind::Event,
-                            sender: self.user_id(),
-                            ts: 0,
-                            body: format!("you joined ({} members)", membership.members.len()).into_bytes(),
-                        });
+                        let joined = Membership { joined: Some(membership.members.len()), ..Membership::default() };
+                        batch.messages.push(Message::membership(&room, at, self.user_id(), 0, &joined));
                         report.joined.push(room);
                     }
                     Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),
@@ -402,33 +399,6 @@ impl Profile {
                 tracing::warn!(room = link, error = %e, "could not remove a member who left");
             }
         }
-    }
-
-    /// Sends a text message to a sender-keys room. Answers its sequence number.
-    pub(super) async fn sk_send(&mut self, room: &LocalRoom, text: &str) -> Result<u64> {
-        let server = self.server(&room.server);
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (status, version) = self.sk_sync_room(&room.link).await?;
-            if status != RoomStatus::Active {
-                self.active_room(&room.link)?;
-            }
-            let mut engine = self.sk_engine()?;
-            if engine.needs_rotation(&room.link, unix_seconds())? {
-                self.sk_rotate(room).await?;
-                engine = self.sk_engine()?;
-            }
-            let (body, epoch, changes) = match engine.encrypt(&room.link, text.as_bytes(), version, unix_seconds()) {
-                Ok(x) => x,
-                Err(RoomError::StaleView { .. } | RoomError::NeedsRotation) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            // The chain has moved: persist before the ciphertext leaves.
-            self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
-            if let Some(seq) = self.post_text(&server, room, epoch, body, text).await? {
-                return Ok(seq);
-            }
-        }
-        Err(ClientError::Busy(room.link.clone()))
     }
 
     /// Applies the room's new log entries in order; answers the room's status and the
@@ -475,15 +445,14 @@ impl Profile {
                             Ok((change, changes)) => {
                                 batch.records.extend(sk_records(changes));
                                 if !change.already_applied {
-                                    describe(
-                                        &mut batch.messages,
+                                    batch.messages.push(describe(
                                         link,
                                         e.seq,
                                         e.ts,
                                         e.sender,
                                         &change.added,
                                         &change.removed,
-                                    );
+                                    ));
                                 }
                                 if change.removed_me {
                                     status = RoomStatus::Removed;
@@ -493,22 +462,25 @@ impl Profile {
                             }
                             Err(err) => {
                                 tracing::warn!(room = link, seq = e.seq, error = %err, "refused a membership entry");
-                                batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
+                                batch.messages.push(Message::undecryptable(
+                                    link,
+                                    e.seq,
+                                    e.sender,
+                                    e.ts,
+                                    &err.to_string(),
+                                ));
                             }
                         }
                     }
-                    EntryKind::Application if e.sender == me => {}
+                    EntryKind::Application if e.sender == me => {
+                        self.settle_own_entry(&mut batch, link, e.seq, e.ts, &e.body)?;
+                    }
                     EntryKind::Application => match engine.decrypt(link, &e.body) {
                         Ok((d, changes)) => {
                             batch.records.extend(sk_records(changes));
-                            batch.messages.push(Message {
-                                room: link.to_string(),
-                                seq: e.seq,
-                                kind: MessageKind::Text,
-                                sender: d.sender,
-                                ts: e.ts,
-                                body: d.plaintext,
-                            });
+                            let content = grove_wire::content::Content::decode(&d.plaintext);
+                            self.learn_names(&mut batch, link, d.sender, &content);
+                            batch.messages.push(Message::content(link, e.seq, d.sender, e.ts, d.plaintext));
                         }
                         Err(RoomError::Cipher(SenderKeyError::UnknownChain | SenderKeyError::WrongRoom))
                             if !mailbox_read =>
@@ -519,11 +491,17 @@ impl Profile {
                         }
                         Err(err) => {
                             tracing::warn!(room = link, seq = e.seq, error = %err, "undecryptable entry");
-                            batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
+                            batch.messages.push(Message::undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
                         }
                     },
                     _ => {
-                        batch.messages.push(undecryptable(link, e.seq, e.sender, e.ts, "not a sender-keys entry"));
+                        batch.messages.push(Message::undecryptable(
+                            link,
+                            e.seq,
+                            e.sender,
+                            e.ts,
+                            "not a sender-keys entry",
+                        ));
                     }
                 }
                 if need_mailbox {
@@ -562,8 +540,4 @@ impl Profile {
         let mut engine = self.sk_engine()?;
         Ok(engine.decrypt(&room.link, body).map(|(d, _)| d.plaintext)?)
     }
-}
-
-fn undecryptable(link: &str, seq: u64, sender: UserId, ts: i64, why: &str) -> Message {
-    Message { room: link.to_string(), seq, kind: MessageKind::Undecryptable, sender, ts, body: why.as_bytes().to_vec() }
 }

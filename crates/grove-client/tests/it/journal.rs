@@ -72,7 +72,7 @@ async fn messages_add_journal_rows_that_survive_a_restart() {
     drop(alice);
     let mut alice = Profile::open(&w.profile_dir("alice")).unwrap();
     assert_eq!(alice.epoch("garden").unwrap(), bob.epoch("garden").unwrap());
-    alice.checkpoint().unwrap();
+    alice.checkpoint().await.unwrap();
     let (snapshot, rows) = group_rows(&w, "alice");
     assert_eq!(rows, 0);
     assert_ne!(snapshot, alice_snapshot);
@@ -118,11 +118,35 @@ async fn a_state_file_from_before_the_journal_opens() {
     // Bob's file as the previous release wrote it: every table but the journal (its rows are
     // folded into the snapshot, as that release wrote after every message).
     bob.update("garden").await.unwrap();
-    bob.checkpoint().unwrap();
+    bob.checkpoint().await.unwrap();
     assert_eq!(group_rows(&w, "bob").1, 0);
     drop(bob);
+    // The layout before numbered migrations: no journal, names, outbox or read marker, no
+    // user_version, and history as bare text and English sentences.
     let conn = rusqlite::Connection::open(w.profile_dir("bob").join("state.db")).unwrap();
-    conn.execute_batch("DROP TABLE mls_journal").unwrap();
+    conn.execute_batch(
+        "DROP TABLE mls_journal; DROP TABLE names; DROP TABLE outbox; ALTER TABLE rooms DROP COLUMN seen;
+         UPDATE messages SET kind = 'event', body = CAST('someone joined' AS BLOB) WHERE kind = 'membership';
+         PRAGMA user_version = 0;",
+    )
+    .unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT seq, body FROM messages WHERE kind = 'content'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (seq, body) in rows {
+        let grove_wire::content::Content::Text { text } = grove_wire::content::Content::decode(&body) else {
+            panic!("only texts so far")
+        };
+        conn.execute(
+            "UPDATE messages SET kind = 'text', body = ?2 WHERE seq = ?1",
+            rusqlite::params![seq, text.into_bytes()],
+        )
+        .unwrap();
+    }
     drop(conn);
 
     let mut bob = Profile::open(&w.profile_dir("bob")).unwrap();
@@ -133,4 +157,11 @@ async fn a_state_file_from_before_the_journal_opens() {
     carol.sync().await.unwrap();
     assert_eq!(texts(&bob, "garden"), ["before the upgrade", "after the upgrade", "welcome back"]);
     assert_eq!(texts(&carol, "garden"), ["before the upgrade", "after the upgrade", "welcome back"]);
+    // The old sentences are kept as notes.
+    assert!(bob
+        .messages("garden", 0)
+        .unwrap()
+        .iter()
+        .any(|m| m.event() == grove_client::store::Event::Note("someone joined".into())));
+    assert_eq!(ClientStore::open(&w.profile_dir("bob").join("state.db")).unwrap().layout().unwrap(), 3);
 }

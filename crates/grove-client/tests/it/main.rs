@@ -3,12 +3,12 @@
 #![allow(missing_docs)]
 
 mod journal;
+mod people;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
 
 use grove_client::profile::Profile;
-use grove_client::store::MessageKind;
 
 /// A server and a folder for profiles.
 pub struct World {
@@ -43,6 +43,21 @@ impl World {
         Profile::init(&self.profile_dir(name), &self.url).await.unwrap()
     }
 
+    /// Starts the server again on the same address and data folder (after [`World::stop`]).
+    pub async fn restart(&mut self) {
+        let mut config = grove_server::Config::default();
+        config.server.data_dir = self.dir.path().join("server");
+        config.limits.user_requests_per_sec = 100_000;
+        config.limits.ip_requests_per_sec = 100_000;
+        let state = grove_server::open(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(self.url.trim_start_matches("http://")).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(grove_server::run(listener, state, async move {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+    }
+
     /// Stops the server and answers its files' bytes.
     pub async fn stop(&mut self) -> Vec<(PathBuf, Vec<u8>)> {
         let _ = self.stop.take().unwrap().send(());
@@ -57,12 +72,7 @@ impl World {
 }
 
 pub fn texts(p: &Profile, room: &str) -> Vec<String> {
-    p.messages(room, 0)
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.kind == MessageKind::Text)
-        .map(|m| String::from_utf8(m.body).unwrap())
-        .collect()
+    p.messages(room, 0).unwrap().into_iter().filter_map(|m| m.text()).collect()
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {

@@ -1,0 +1,229 @@
+//! Sending: every message goes through the outbox.
+//!
+//! `send` writes the message's plaintext content to the outbox, then flushes the room's outbox
+//! in order. Flushing one item: seal it (encrypt it under the next key, persisting the ratchet
+//! step and the ciphertext in one transaction), post the ciphertext, and on the server's
+//! answer drop the item and record the message in history (one transaction). So:
+//!
+//! - **Offline**: the server cannot be reached → the item stays, sealed or not;
+//!   [`ClientError::Queued`]. The next command that reaches the server (any sync, send or
+//!   read) posts it, in order.
+//! - **Never twice under one key**: a sealed item is posted again as the same ciphertext until
+//!   the server takes it; it is sealed again (a new key) only when the server said its epoch
+//!   is over, i.e. it never entered the log.
+//! - **Nothing duplicated**: before posting, the room is synced; an own entry in the log whose
+//!   ciphertext is a sealed item's (a post whose answer was lost, or a process killed after
+//!   posting) settles that item instead of posting it again.
+//! - **A crash at any point** leaves the item in one of those states; the next flush goes on.
+//!
+//! All of it runs under the profile's lock ([`crate::lock`]), so two processes never flush
+//! one item at once.
+
+use std::collections::HashMap;
+
+use grove_proto::mls::engine::GroupId;
+use grove_proto::senderkeys::room::RoomError;
+use grove_wire::api::{AppendEntry, EntryKind, RoomMode};
+use grove_wire::content::Content;
+use grove_wire::ErrorCode;
+
+use super::{sk::sk_records, unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
+use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
+use crate::transport::TransportError;
+
+/// Whether a failed post may succeed later (keep the item) or never will (drop it).
+fn retryable(e: &TransportError) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => matches!(
+            code,
+            ErrorCode::RateLimited
+                | ErrorCode::Unavailable
+                | ErrorCode::Internal
+                | ErrorCode::StaleTimestamp
+                | ErrorCode::NonceReused
+        ),
+    }
+}
+
+impl Profile {
+    /// Sends a message of any content kind to a room. Answers its sequence number in the log;
+    /// [`ClientError::Queued`] if the server could not take it now (it waits in the outbox).
+    pub async fn send_content(&mut self, key: &str, content: &Content) -> Result<u64> {
+        let _lock = self.lock().await?;
+        let room = self.active_room(key)?;
+        let id = self.store.outbox_add(&room.link, &content.encode(), unix_seconds() as i64)?;
+        let posted = self.flush_room(&room).await.map_err(|e| queued(e, id))?;
+        match posted.get(&id) {
+            Some(seq) => Ok(*seq),
+            None => Err(ClientError::Invalid("the message left the outbox without being posted".into())),
+        }
+    }
+
+    /// What waits in the outbox, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        Ok(self.store.outbox(None)?)
+    }
+
+    /// Posts what waits in every active room's outbox. Answers how many were posted; a room
+    /// whose server cannot be reached keeps its items.
+    pub async fn flush_outbox(&mut self) -> Result<usize> {
+        let _lock = self.lock().await?;
+        let mut rooms: Vec<String> = self.store.outbox(None)?.into_iter().map(|i| i.room).collect();
+        rooms.dedup();
+        let mut posted = 0;
+        for link in rooms {
+            let room = self.room(&link)?;
+            if room.status != RoomStatus::Active {
+                // Nobody will ever take these: say so in history, then drop them.
+                self.drop_items(&room, "you are no longer a member of this room")?;
+                continue;
+            }
+            match self.flush_room(&room).await {
+                Ok(p) => posted += p.len(),
+                Err(ClientError::Server(e)) if retryable(&e) => {
+                    tracing::info!(room = link, error = %e, "the outbox waits for the server");
+                }
+                Err(e) => tracing::warn!(room = link, error = %e, "could not post from the outbox"),
+            }
+        }
+        Ok(posted)
+    }
+
+    fn drop_items(&mut self, room: &LocalRoom, why: &str) -> Result<()> {
+        let items = self.store.outbox(Some(&room.link))?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        for i in &items {
+            tracing::warn!(room = room.link, id = i.id, why, "dropping a message from the outbox");
+        }
+        self.store.commit(Batch { sent: items.iter().map(|i| i.id).collect(), ..Batch::default() })?;
+        Ok(())
+    }
+
+    /// Posts the room's outbox in order. Answers the log sequence number of each item posted
+    /// (or found already posted), by item id.
+    pub(super) async fn flush_room(&mut self, room: &LocalRoom) -> Result<HashMap<i64, u64>> {
+        let mut done = HashMap::new();
+        if self.store.outbox(Some(&room.link))?.is_empty() {
+            return Ok(done);
+        }
+        let server = self.server(&room.server);
+        let mut attempts = 0;
+        let mut version = None;
+        loop {
+            if version.is_none() {
+                // Apply what others did, and settle own posts already in the log.
+                let (status, v) = self.sync_room_locked(&room.link).await?;
+                done.extend(std::mem::take(&mut self.settled));
+                if status != RoomStatus::Active {
+                    self.drop_items(room, "you are no longer a member of this room")?;
+                    self.active_room(&room.link)?;
+                }
+                version = Some(v);
+            }
+            let Some(item) = self.store.outbox(Some(&room.link))?.into_iter().next() else { return Ok(done) };
+            let (body, epoch) = match item.sealed.clone() {
+                Some(sealed) => sealed,
+                None => match self.seal(room, &item, version.unwrap_or(0)).await? {
+                    Some(sealed) => sealed,
+                    None => {
+                        // The view was stale: sync and seal again.
+                        attempts += 1;
+                        if attempts >= COMMIT_ATTEMPTS {
+                            return Err(ClientError::Busy(room.link.clone()));
+                        }
+                        version = None;
+                        continue;
+                    }
+                },
+            };
+            let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
+            match server.append(&room.name, &entry).await {
+                Ok(a) => {
+                    let mut batch = Batch { sent: vec![item.id], ..Batch::default() };
+                    let me = self.user_id();
+                    self.learn_names(&mut batch, &room.link, me, &Content::decode(&item.content));
+                    batch.messages.push(Message::content(&room.link, a.seq, me, a.ts, item.content));
+                    self.store.commit(batch)?;
+                    done.insert(item.id, a.seq);
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => {
+                    // The ciphertext never entered the log: forget it; it is sealed again,
+                    // under a new key, after the sync.
+                    self.store.commit(Batch { sealed: vec![(item.id, None)], ..Batch::default() })?;
+                    attempts += 1;
+                    if attempts >= COMMIT_ATTEMPTS {
+                        return Err(ClientError::Busy(room.link.clone()));
+                    }
+                    version = None;
+                }
+                Err(e) if retryable(&e) => return Err(e.into()),
+                Err(e) => {
+                    // Refused for good (too large, not a member): it would block the queue.
+                    tracing::warn!(room = room.link, id = item.id, error = %e, "the server refused a message for good");
+                    self.store.commit(Batch { sent: vec![item.id], ..Batch::default() })?;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Encrypts an outbox item under the room's next key and persists the ratchet step with
+    /// the ciphertext. `None`: the view is stale; sync first.
+    async fn seal(&mut self, room: &LocalRoom, item: &OutboxItem, version: u64) -> Result<Option<(Vec<u8>, u64)>> {
+        let (body, epoch, mut batch) = match room.mode {
+            RoomMode::Mls => {
+                let (body, epoch, changes) =
+                    self.engine.encrypt(&GroupId::new(room.group_id.clone()), &item.content)?;
+                (body, epoch, Batch { changes: vec![changes], ..Batch::default() })
+            }
+            RoomMode::SenderKeys => {
+                if self.sk_engine()?.needs_rotation(&room.link, unix_seconds())? {
+                    self.sk_rotate(room).await?;
+                }
+                let mut engine = self.sk_engine()?;
+                match engine.encrypt(&room.link, &item.content, version, unix_seconds()) {
+                    Ok((body, epoch, changes)) => {
+                        (body, epoch, Batch { records: sk_records(changes), ..Batch::default() })
+                    }
+                    Err(RoomError::StaleView { .. } | RoomError::NeedsRotation) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        // The ratchet has moved: persisted, with the ciphertext, before it leaves.
+        batch.sealed.push((item.id, Some((body.clone(), epoch))));
+        self.store.commit(batch)?;
+        Ok(Some((body, epoch)))
+    }
+
+    /// An own application entry seen in the log: if it is a sealed outbox item, the post went
+    /// through; record it in history and drop the item.
+    pub(super) fn settle_own_entry(
+        &mut self,
+        batch: &mut Batch,
+        link: &str,
+        seq: u64,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<()> {
+        if let Some(item) = self.store.outbox_item_posted_as(link, body)? {
+            let me = self.user_id();
+            self.learn_names(batch, link, me, &Content::decode(&item.content));
+            batch.sent.push(item.id);
+            self.settled.insert(item.id, seq);
+            batch.messages.push(Message::content(link, seq, me, ts, item.content));
+        }
+        Ok(())
+    }
+}
+
+/// A send whose server could not be reached waits in the outbox.
+fn queued(e: ClientError, id: i64) -> ClientError {
+    match e {
+        ClientError::Server(e) if retryable(&e) => ClientError::Queued { id, why: e.to_string() },
+        e => e,
+    }
+}

@@ -1,0 +1,171 @@
+//! The client as people use it: several processes on one profile, offline sends, names,
+//! replies and reactions.
+
+use grove_client::profile::{ClientError, Profile};
+use grove_client::store::{Event, MessageKind};
+use grove_wire::content::{Content, SignedProfile};
+
+use crate::{garden, texts, World};
+
+/// Alice's profile open twice (as two processes would): one sends while the other
+/// checkpoints. Before the profile lock, a checkpoint from a stale in-memory state could erase
+/// the sender's journal rows (rolling a ratchet back behind a message already sent) or fail on
+/// the journal's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_racing_sends_erases_nothing() {
+    let w = World::start().await;
+    let (mut alice, mut bob, _carol) = garden(&w).await;
+    let mut other = Profile::open(&w.profile_dir("alice")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let text = format!("race {i}");
+        let (sent, checkpointed) = tokio::join!(alice.send("garden", &text), other.checkpoint());
+        sent.unwrap();
+        checkpointed.unwrap();
+        want.push(text);
+    }
+    // Both handles and a fresh one go on sending, each under a new key.
+    other.send("garden", "from the other handle").await.unwrap();
+    alice.send("garden", "from the first handle").await.unwrap();
+    Profile::open(&w.profile_dir("alice")).unwrap().send("garden", "from a fresh process").await.unwrap();
+    want.extend(["from the other handle", "from the first handle", "from a fresh process"].map(String::from));
+    bob.sync().await.unwrap();
+    let unreadable: Vec<_> =
+        bob.messages("garden", 0).unwrap().into_iter().filter(|m| m.kind == MessageKind::Undecryptable).collect();
+    assert!(unreadable.is_empty(), "{unreadable:?}");
+    assert_eq!(texts(&bob, "garden"), want);
+    // Alice's own history has each once, whichever handle wrote it.
+    assert_eq!(texts(&Profile::open(&w.profile_dir("alice")).unwrap(), "garden"), want);
+}
+
+/// Alice writes while her server is down: the message waits in the outbox, and the next
+/// command that reaches the server posts it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_offline_is_sent_later_once() {
+    for mode in ["mls", "sender-keys"] {
+        let mut w = World::start().await;
+        let mut alice = w.user("alice").await;
+        let mut bob = w.user("bob").await;
+        let mode = grove_wire::api::RoomMode::parse(mode).unwrap();
+        alice.create_room_with_mode(&w.url, "garden", mode).await.unwrap();
+        alice.invite("garden", &bob.address().to_string()).await.unwrap();
+        bob.sync().await.unwrap();
+        alice.send("garden", "before").await.unwrap();
+
+        w.stop().await;
+        for text in ["written offline 1", "written offline 2"] {
+            match alice.send("garden", text).await {
+                Err(ClientError::Queued { .. }) => {}
+                other => panic!("{mode:?}: expected queued, got {other:?}"),
+            }
+        }
+        assert_eq!(alice.outbox().unwrap().len(), 2);
+        // A restart of the process keeps them.
+        let mut alice = Profile::open(&w.profile_dir("alice")).unwrap();
+        assert_eq!(alice.outbox().unwrap().len(), 2);
+
+        w.restart().await;
+        alice.sync().await.unwrap();
+        assert!(alice.outbox().unwrap().is_empty());
+        // Syncing again sends nothing twice.
+        alice.sync().await.unwrap();
+        bob.sync().await.unwrap();
+        let want = ["before", "written offline 1", "written offline 2"].map(String::from).to_vec();
+        assert_eq!(texts(&bob, "garden"), want, "{mode:?}");
+        assert_eq!(texts(&alice, "garden"), want, "{mode:?}");
+    }
+}
+
+/// Names travel inside the group: each member's own, signed; a later member learns the
+/// earlier ones from the inviter's roster; nobody can set another's name; equal names are told
+/// apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_come_from_each_member_and_nobody_sets_anothers() {
+    let w = World::start().await;
+    let mut alice = w.user("alice").await;
+    let mut bob = w.user("bob").await;
+    let mut carol = w.user("carol").await;
+    alice.set_name("Alice").await.unwrap();
+    bob.set_name("Bob").await.unwrap();
+    alice.create_room(&w.url, "garden").await.unwrap();
+    alice.invite("garden", &bob.address().to_string()).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"));
+    assert_eq!(bob.display_names("garden").unwrap().get(&alice.user_id()).map(String::as_str), Some("Alice"));
+
+    // Carol joins later: she learns Alice's and Bob's names from Alice's roster.
+    alice.invite("garden", &carol.address().to_string()).await.unwrap();
+    carol.sync().await.unwrap();
+    let names = carol.display_names("garden").unwrap();
+    assert_eq!(names.get(&alice.user_id()).map(String::as_str), Some("Alice"));
+    assert_eq!(names.get(&bob.user_id()).map(String::as_str), Some("Bob"));
+
+    // Carol tries to rename Bob: a profile naming Bob, signed by Carol; and a roster with a
+    // forged signature. Both are ignored.
+    let bad_sig = carol_signs(&w, &carol, "garden", &bob.user_id(), 99, "Bob the Fool");
+    carol.send_content("garden", &Content::Profile(bad_sig.clone())).await.unwrap();
+    carol.send_content("garden", &Content::Roster { profiles: vec![bad_sig] }).await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"));
+
+    // Carol calls herself Alice too: the two are told apart by a short id.
+    carol.set_name("Alice").await.unwrap();
+    alice.sync().await.unwrap();
+    let names = alice.display_names("garden").unwrap();
+    assert_eq!(names[&carol.user_id()], format!("Alice ({})", carol.user_id().short()));
+    assert_eq!(names[&alice.user_id()], format!("Alice ({})", alice.user_id().short()));
+    // Names never reach the server: its files hold no "Bob" nor "Alice".
+    let mut w = w;
+    for (path, bytes) in w.stop().await {
+        for name in [b"Alice".as_slice(), b"Bob"] {
+            assert!(!bytes.windows(name.len()).any(|win| win == name), "{} holds a name", path.display());
+        }
+    }
+}
+
+fn carol_signs(
+    w: &World,
+    carol: &Profile,
+    room: &str,
+    user: &grove_wire::UserId,
+    rev: u64,
+    name: &str,
+) -> SignedProfile {
+    // Carol's own key signs a profile that names Bob: `verify` checks it against Bob's key.
+    use ed25519_dalek::Signer;
+    let link = carol.room(room).unwrap().link;
+    let store = grove_client::store::ClientStore::open(&w.profile_dir("carol").join("state.db")).unwrap();
+    let secret: [u8; 32] = store.meta("identity").unwrap().unwrap().try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+    let sig = key.sign(&SignedProfile::signing_bytes(&link, user, rev, name)).to_bytes().to_vec();
+    SignedProfile { user: *user, name: name.into(), rev, sig }
+}
+
+/// Replies, edits, deletes and reactions are kept as structured events; a kind from a newer
+/// client is kept as unsupported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_edits_reactions_and_unknown_kinds_are_kept() {
+    let w = World::start().await;
+    let (mut alice, mut bob, _carol) = garden(&w).await;
+    let first = alice.send("garden", "lunch?").await.unwrap();
+    bob.send_content("garden", &Content::Reply { to: first, text: "yes".into() }).await.unwrap();
+    bob.send_content("garden", &Content::Reaction { to: first, key: "👍".into(), remove: false }).await.unwrap();
+    alice.send_content("garden", &Content::Edit { of: first, text: "lunch at noon?".into() }).await.unwrap();
+    alice.send_content("garden", &Content::Delete { of: first }).await.unwrap();
+    let poll = br#"{"v":1,"type":"poll","question":"where?"}"#.to_vec();
+    bob.send_content("garden", &Content::decode(&poll)).await.unwrap();
+    alice.sync().await.unwrap();
+    let kinds: Vec<String> = alice
+        .messages("garden", first - 1)
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m.event() {
+            Event::Content(c) => Some(c.kind().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["text", "reply", "reaction", "edit", "delete", "poll"]);
+    let last = alice.messages("garden", 0).unwrap().pop().unwrap();
+    assert_eq!(last.event(), Event::Content(Content::Unsupported { kind: "poll".into(), raw: poll }));
+}
