@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod baseline;
 mod catchup;
+mod client;
 mod fanout;
 mod harness;
 mod ingest;
@@ -176,6 +177,19 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         pgbench_seconds: u32,
     },
+    /// The client's profile lock: one profile sends messages alone, then with a second handle
+    /// on the same profile following the room (`grove read --follow`); rounds alternate.
+    Client {
+        /// Messages per timed run.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Rounds (each: one run alone, one followed).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Room mode: mls or sender-keys.
+        #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
+        mode: String,
+    },
     /// Everything, `--runs` times, then a markdown table of medians and ratios.
     All {
         /// Repetitions of every benchmark (the table reports medians).
@@ -257,6 +271,10 @@ fn main() -> Result<()> {
                     pgbench_seconds: pgbench_seconds.max(1),
                 };
                 pg::run(&env, &o).await?;
+            }
+            Cmd::Client { messages, rounds, mode } => {
+                let mode = grove_wire::api::RoomMode::parse(&mode).unwrap_or(grove_wire::api::RoomMode::Mls);
+                client::run(&env, messages.max(1), rounds.clamp(1, 20), mode).await?;
             }
             Cmd::Mls { .. } | Cmd::Senderkeys { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {
