@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod b64;
 pub mod error;
+pub mod hex;
 pub mod membership;
 
 mod user;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use grove_wire::hex::Hex;
 use mls_rs::Client;
 
 use super::error::internal;
@@ -38,10 +39,7 @@ impl GroupId {
 
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        Hex(&self.0).fmt(f)
     }
 }
 
@@ -60,26 +58,7 @@ impl FromStr for GroupId {
     type Err = ParseGroupIdError;
 
     fn from_str(s: &str) -> Result<GroupId, ParseGroupIdError> {
-        if !s.len().is_multiple_of(2) {
-            return Err(ParseGroupIdError);
-        }
-        let digits = s.as_bytes();
-        let mut out = Vec::with_capacity(s.len() / 2);
-        for pair in digits.chunks_exact(2) {
-            let hi = hex_value(pair[0]).ok_or(ParseGroupIdError)?;
-            let lo = hex_value(pair[1]).ok_or(ParseGroupIdError)?;
-            out.push(hi << 4 | lo);
-        }
-        Ok(GroupId(out))
-    }
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+        grove_wire::hex::decode(s).map(GroupId).ok_or(ParseGroupIdError)
     }
 }
 

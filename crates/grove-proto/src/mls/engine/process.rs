@@ -12,7 +12,7 @@ use super::{
     journal, parse, user_at, Changes, EngineError, EngineGroup, GroupId, Incoming, MlsEngine, EPOCH_RETENTION,
 };
 use crate::identity::UserId;
-use crate::mls::identity::user_of;
+use crate::mls::identity::{membership_change, user_of, MembershipChange};
 
 /// What a processed or applied commit did.
 pub(super) struct CommitSummary {
@@ -34,25 +34,13 @@ pub(super) fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary
         return Err(EngineError::Rejected("external commits are not supported".into()));
     }
     let prior = new_epoch.prior_state.roster();
-    let bad = |e| EngineError::Internal(format!("a leaf with a bad credential: {e}"));
     let committer = prior
         .member_with_index(desc.committer)
         .map_err(|e| EngineError::Internal(format!("committer not in the prior tree: {e}")))?;
-    let committer = user_of(&committer.signing_identity).map_err(bad)?;
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    for info in &new_epoch.applied_proposals {
-        match &info.proposal {
-            Proposal::Add(add) => added.push(user_of(add.signing_identity()).map_err(bad)?),
-            Proposal::Remove(remove) => {
-                let member = prior
-                    .member_with_index(remove.to_remove())
-                    .map_err(|e| EngineError::Internal(format!("mls-rs removed a blank leaf: {e}")))?;
-                removed.push(user_of(&member.signing_identity).map_err(bad)?);
-            }
-            _ => {}
-        }
-    }
+    let committer = user_of(&committer.signing_identity)
+        .map_err(|e| EngineError::Internal(format!("a leaf with a bad credential: {e}")))?;
+    let MembershipChange { added, removed } =
+        membership_change(new_epoch).map_err(|e| EngineError::Internal(e.to_string()))?;
     Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me })
 }
 
