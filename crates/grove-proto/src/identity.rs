@@ -104,7 +104,7 @@ mod tests {
     fn debug_does_not_print_the_secret() {
         let id = Identity::from_secret_bytes([0x5a; 32]);
         let dbg = format!("{id:?}");
-        let secret_hex: String = id.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let secret_hex = grove_wire::hex::encode(&id.secret_bytes());
         assert!(!dbg.contains(&secret_hex), "{dbg}");
         assert!(!dbg.contains("5a5a5a"), "{dbg}");
         assert!(!dbg.contains("90, 90"), "{dbg}");

@@ -100,22 +100,39 @@ impl Default for LimitsSection {
 }
 
 impl LimitsSection {
-    /// The limits as published in `/v1/info`.
+    /// The limits as published in `/v1/info`: the one conversion between the two, field by
+    /// field (a field added to either struct fails to compile here until it is mapped; the test
+    /// `limits_reach_the_wire_field_by_field` checks no two are swapped).
     pub fn to_wire(&self) -> Limits {
+        let LimitsSection {
+            max_body_bytes,
+            max_entry_bytes,
+            max_page_entries,
+            max_wait_secs,
+            mailbox_quota,
+            mailbox_ttl_secs,
+            user_requests_per_sec,
+            ip_requests_per_sec,
+            rooms_per_user,
+            members_per_room,
+            key_items_per_user,
+            epoch_window,
+            clock_skew_secs,
+        } = self.clone();
         Limits {
-            max_body_bytes: self.max_body_bytes,
-            max_entry_bytes: self.max_entry_bytes,
-            max_page_entries: self.max_page_entries,
-            max_wait_secs: self.max_wait_secs,
-            mailbox_quota: self.mailbox_quota,
-            mailbox_ttl_secs: self.mailbox_ttl_secs,
-            user_requests_per_sec: self.user_requests_per_sec,
-            ip_requests_per_sec: self.ip_requests_per_sec,
-            rooms_per_user: self.rooms_per_user,
-            members_per_room: self.members_per_room,
-            key_items_per_user: self.key_items_per_user,
-            epoch_window: self.epoch_window,
-            clock_skew_secs: self.clock_skew_secs,
+            max_body_bytes,
+            max_entry_bytes,
+            max_page_entries,
+            max_wait_secs,
+            mailbox_quota,
+            mailbox_ttl_secs,
+            user_requests_per_sec,
+            ip_requests_per_sec,
+            rooms_per_user,
+            members_per_room,
+            key_items_per_user,
+            epoch_window,
+            clock_skew_secs,
         }
     }
 }
@@ -212,6 +229,36 @@ mod tests {
         assert_eq!(c.server.data_dir, d.server.data_dir);
         assert_eq!(c.limits.to_wire(), d.limits.to_wire());
         assert_eq!(c.rooms.creation, d.rooms.creation);
+    }
+
+    /// Every `[limits]` setting, set to a value no other has, reaches the field of the same
+    /// name in `/v1/info`'s limits, and nothing else does.
+    #[test]
+    fn limits_reach_the_wire_field_by_field() {
+        let names = [
+            "max_body_bytes",
+            "max_entry_bytes",
+            "max_page_entries",
+            "max_wait_secs",
+            "mailbox_quota",
+            "mailbox_ttl_secs",
+            "user_requests_per_sec",
+            "ip_requests_per_sec",
+            "rooms_per_user",
+            "members_per_room",
+            "key_items_per_user",
+            "epoch_window",
+            "clock_skew_secs",
+        ];
+        let value = |i: usize| 1_000_001 + i as u64;
+        let toml: String = names.iter().enumerate().map(|(i, n)| format!("{n} = {}\n", value(i))).collect();
+        let c: Config = toml::from_str(&format!("[limits]\n{toml}")).unwrap();
+        let wire = serde_json::to_value(c.limits.to_wire()).unwrap();
+        let wire = wire.as_object().unwrap();
+        assert_eq!(wire.len(), names.len(), "{wire:?}");
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(wire.get(*n).and_then(|v| v.as_u64()), Some(value(i)), "{n}");
+        }
     }
 
     #[test]

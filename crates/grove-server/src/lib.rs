@@ -28,7 +28,6 @@ mod auth;
 pub mod config;
 mod error;
 mod follow;
-mod hub;
 mod listener;
 mod metrics;
 mod push;

@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use grove_proto::mls::hub::HubGroup;
 use grove_store::{CreateRoomOutcome, DepositOutcome, NewMail, NewRoom, PublishOutcome};
 use grove_wire::api::{
     Ack, Acked, AppendEntry, ClaimKey, CreateRoom, Deposit, Deposited, KeyCounts, LogPage, MailboxPage,
@@ -19,7 +20,6 @@ use serde::Deserialize;
 
 use crate::auth::{Authed, Signed};
 use crate::error::{AppError, AppResult};
-use crate::hub::Hub;
 use crate::rooms;
 use crate::state::AppState;
 
@@ -262,7 +262,7 @@ pub(crate) async fn create_room(
     }
     let (epoch, state_bytes, members, admins) = match (mode, mls) {
         (RoomMode::Mls, Some(g)) => {
-            let hub = Hub::observe(&g.group_info, &g.ratchet_tree).map_err(|e| {
+            let hub = HubGroup::observe(&g.group_info, &g.ratchet_tree).map_err(|e| {
                 AppError::new(
                     ErrorCode::InvalidMessage,
                     format!("the group info and ratchet tree are not a valid MLS group: {e}"),
@@ -393,7 +393,7 @@ pub(crate) async fn ratchet_tree(
                 format!("the ratchet tree of epoch {epoch} is not kept (any more): ask for a new invitation"),
             )
         })?;
-        Hub::restore(&old).and_then(|h| h.ratchet_tree())
+        HubGroup::restore(&old).and_then(|h| h.ratchet_tree())
     }
     .map_err(|e| AppError::internal("cannot export a ratchet tree", e))?;
     Ok(Json(RatchetTree { epoch, ratchet_tree: tree }))

@@ -91,6 +91,7 @@ use tokio_postgres::{Client, NoTls, Row};
 
 mod codec;
 mod listener;
+mod statements;
 mod writer;
 
 use codec::{

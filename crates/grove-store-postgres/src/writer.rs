@@ -65,11 +65,9 @@ use grove_wire::UserId;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls};
 
-use crate::codec::{
-    col, db_err, key_counts_from_rows, seq_from_db, seq_to_db, u64_from_db, u64_to_db, users_to_db, KEY_COUNTS_SQL,
-};
+use crate::codec::{col, db_err, key_counts_from_rows, seq_from_db, seq_to_db, u64_from_db, u64_to_db, users_to_db};
 
 /// The most ops committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 1_000;
@@ -77,6 +75,7 @@ pub(crate) const MAX_BATCH: usize = 1_000;
 /// How often an op that failed with a deadlock or serialisation failure is tried alone.
 const ATTEMPTS: usize = 3;
 
+use crate::statements::Stmts;
 use crate::NOTIFY_CHANNEL;
 
 /// How long the writer waits for a row or advisory lock before giving up on its group
@@ -208,110 +207,6 @@ impl Fail {
 type BoxFut<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
 type Param<'a> = &'a (dyn ToSql + Sync);
-
-/// The writer's statements, prepared once per connection.
-struct Stmts {
-    begin: Statement,
-    commit: Statement,
-    rollback: Statement,
-    lock_rooms: Statement,
-    insert_entries: Statement,
-    update_rooms: Statement,
-    upsert_state: Statement,
-    prune_states: Statement,
-    notify: Statement,
-    advisory_lock: Statement,
-    create_check: Statement,
-    create_insert: Statement,
-    heads_ensure: Statement,
-    heads_lock: Statement,
-    mail_live: Statement,
-    mail_insert: Statement,
-    heads_set: Statement,
-    mail_ack: Statement,
-    mail_purge: Statement,
-    key_counts: Statement,
-    key_delete_lr: Statement,
-    key_insert: Statement,
-    claim: Statement,
-}
-
-impl Stmts {
-    async fn prepare(c: &Client) -> Result<Stmts, tokio_postgres::Error> {
-        let sql = [
-            "BEGIN",
-            "COMMIT",
-            "ROLLBACK",
-            "SELECT id, epoch, head, state_version FROM rooms WHERE id = ANY($1::int8[]) ORDER BY id FOR UPDATE",
-            "INSERT INTO entries (room, seq, kind, epoch, sender, ts, body) \
-             SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::bytea[], $6::int8[], \
-             $7::bytea[])",
-            "UPDATE rooms AS r SET head = u.head, epoch = u.epoch, state_version = u.state_version, \
-             state = COALESCE(u.state, r.state), members = COALESCE(u.members, r.members), \
-             admins = COALESCE(u.admins, r.admins) \
-             FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::bytea[], $6::bytea[], $7::bytea[]) \
-             AS u(id, head, epoch, state_version, state, members, admins) WHERE r.id = u.id",
-            "INSERT INTO room_states (room, epoch, state) VALUES ($1, $2, $3) \
-             ON CONFLICT (room, epoch) DO UPDATE SET state = EXCLUDED.state",
-            "DELETE FROM room_states WHERE room = $1 AND epoch <= $2",
-            "SELECT pg_notify($1, $2)",
-            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
-            "SELECT EXISTS (SELECT 1 FROM rooms WHERE name = $1), (SELECT count(*) FROM rooms WHERE created_by = $2)",
-            "WITH r AS (INSERT INTO rooms (name, mode, public, created_by, created_at, epoch, head, state_version, \
-             state, members, admins) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, $9) \
-             ON CONFLICT (name) DO NOTHING RETURNING id, epoch, state) \
-             INSERT INTO room_states (room, epoch, state) SELECT id, epoch, state FROM r RETURNING room",
-            "INSERT INTO mailbox_heads (owner, last_seq) SELECT o, 0 FROM unnest($1::bytea[]) AS o \
-             ON CONFLICT (owner) DO NOTHING",
-            "SELECT owner, last_seq FROM mailbox_heads WHERE owner = ANY($1::bytea[]) ORDER BY owner FOR UPDATE",
-            "SELECT (SELECT count(*) FROM mailbox m WHERE m.owner = d.owner AND m.expires_at > d.ts) \
-             FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS d(owner, ts, i) ORDER BY d.i",
-            "INSERT INTO mailbox (owner, seq, sender, ts, expires_at, body) \
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[], $6::bytea[])",
-            "UPDATE mailbox_heads AS h SET last_seq = u.last_seq \
-             FROM unnest($1::bytea[], $2::int8[]) AS u(owner, last_seq) WHERE h.owner = u.owner",
-            "DELETE FROM mailbox WHERE owner = $1 AND seq <= $2",
-            "DELETE FROM mailbox WHERE expires_at <= $1",
-            KEY_COUNTS_SQL,
-            "DELETE FROM key_items WHERE owner = $1 AND last_resort AND kind = ANY($2::text[])",
-            "INSERT INTO key_items (owner, kind, last_resort, data) \
-             SELECT $1::bytea, k, lr, d FROM unnest($2::text[], $3::bool[], $4::bytea[]) AS u(k, lr, d)",
-            "WITH one AS (DELETE FROM key_items WHERE id = (SELECT id FROM key_items \
-             WHERE owner = $1 AND kind = $2 AND NOT last_resort ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING data) \
-             SELECT data, false FROM one \
-             UNION ALL SELECT data, true FROM key_items WHERE owner = $1 AND kind = $2 AND last_resort \
-             AND NOT EXISTS (SELECT 1 FROM one)",
-        ];
-        let mut s = try_join_all(sql.iter().map(|q| c.prepare(q))).await?.into_iter();
-        let mut next = || s.next().expect("one statement per SQL text");
-        Ok(Stmts {
-            begin: next(),
-            commit: next(),
-            rollback: next(),
-            lock_rooms: next(),
-            insert_entries: next(),
-            update_rooms: next(),
-            upsert_state: next(),
-            prune_states: next(),
-            notify: next(),
-            advisory_lock: next(),
-            create_check: next(),
-            create_insert: next(),
-            heads_ensure: next(),
-            heads_lock: next(),
-            mail_live: next(),
-            mail_insert: next(),
-            heads_set: next(),
-            mail_ack: next(),
-            mail_purge: next(),
-            key_counts: next(),
-            key_delete_lr: next(),
-            key_insert: next(),
-            claim: next(),
-        })
-    }
-}
 
 /// The writer's connection and its statements.
 struct Conn {

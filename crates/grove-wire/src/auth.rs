@@ -10,7 +10,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::user::to_hex;
+use crate::hex::encode as to_hex;
 use crate::UserId;
 
 /// Header carrying the signer's user id (hex public key).

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod b64;
 pub mod content;
 pub mod error;
+pub mod hex;
 pub mod membership;
 
 mod user;

@@ -25,7 +25,7 @@ impl UserId {
 
     /// A short form for logs: the first 8 hex characters.
     pub fn short(&self) -> String {
-        self.to_string()[..8].to_string()
+        crate::hex::encode(&self.0[..4])
     }
 }
 
@@ -38,43 +38,13 @@ impl FromStr for UserId {
     type Err = ParseUserIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.as_bytes();
-        if s.len() != 64 {
-            return Err(ParseUserIdError);
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in s.chunks(2).enumerate() {
-            let hi = hex_val(pair[0]).ok_or(ParseUserIdError)?;
-            let lo = hex_val(pair[1]).ok_or(ParseUserIdError)?;
-            out[i] = (hi << 4) | lo;
-        }
-        Ok(UserId(out))
+        crate::hex::decode_array(s).map(UserId).ok_or(ParseUserIdError)
     }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Lowercase hex of arbitrary bytes.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&to_hex(&self.0))
+        crate::hex::Hex(&self.0).fmt(f)
     }
 }
 

@@ -211,13 +211,17 @@
 //! sync a page of the log, use [`MlsEngine::process_many`], which checks the bounds once per
 //! page.
 
+mod changes;
+mod error;
+mod groups;
 mod journal;
+mod outcome;
+mod process;
 mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use mls_rs::client_builder::{
     BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo, WithMlsRules,
@@ -225,26 +229,32 @@ use mls_rs::client_builder::{
 use mls_rs::error::MlsError;
 use mls_rs::extension::recommended::LastResortKeyPackageExt;
 use mls_rs::group::proposal::Proposal;
-use mls_rs::group::ProposalSender;
-use mls_rs::group::{
-    CommitBuilder, CommitEffect, CommitMessageDescription, CommitOutput, ContentType, ExportedTree, ReceivedMessage,
-    Sender,
-};
+use mls_rs::group::{CommitBuilder, CommitOutput, ExportedTree};
 use mls_rs::mls_rs_codec::MlsDecode;
 use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules};
 use mls_rs::time::MlsTime;
-use mls_rs::{Client, CryptoProvider, ExtensionList, Group, MlsMessage, MlsMessageDescription, WireFormat};
+use mls_rs::{Client, CryptoProvider, ExtensionList, Group, MlsMessage, WireFormat};
 use mls_rs_core::key_package::KeyPackageData;
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
 use crate::identity::{Identity, UserId};
 use crate::mls::crypto::GroveCryptoProvider;
 use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
 use crate::mls::CIPHER_SUITE;
 
-use store::RecordingStore;
+pub use changes::{
+    Changes, EpochWrite, GroupWrite, JournalRow, KeyPackageWrite, SnapshotWrite, StoredEpoch, StoredGroup,
+    StoredKeyPackage, StoredState,
+};
+pub use error::EngineError;
+pub use groups::{GroupId, ParseGroupIdError};
+pub use outcome::{Applied, Incoming, JoinInfo, PendingCommit, PublicGroupState};
 pub use store::EPOCH_RETENTION;
+
+use error::{internal, local, rejected};
+use groups::{load_checked, load_group, record, Bounds, Groups};
+use process::summarize;
+use store::RecordingStore;
 
 /// The default journal bound ([`MlsEngine::with_journal_bound`]): a group's journal holds at most
 /// this many rows minus one; the operation that would add the 256th writes a snapshot instead.
@@ -291,621 +301,6 @@ impl Clock {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Public data types
-// ---------------------------------------------------------------------------------------------
-
-/// An MLS group id (the raw bytes; 32 random bytes for groups this engine creates). Displayed
-/// and parsed as lowercase hex.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId(Vec<u8>);
-
-impl GroupId {
-    /// Wraps raw group id bytes.
-    pub fn new(bytes: Vec<u8>) -> GroupId {
-        GroupId(bytes)
-    }
-
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The raw bytes, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupId({self})")
-    }
-}
-
-/// Why a string is not a [`GroupId`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a group id is an even number of hex digits")]
-pub struct ParseGroupIdError;
-
-impl FromStr for GroupId {
-    type Err = ParseGroupIdError;
-
-    fn from_str(s: &str) -> Result<GroupId, ParseGroupIdError> {
-        if !s.len().is_multiple_of(2) {
-            return Err(ParseGroupIdError);
-        }
-        let digits = s.as_bytes();
-        let mut out = Vec::with_capacity(s.len() / 2);
-        for pair in digits.chunks_exact(2) {
-            let hi = hex_value(pair[0]).ok_or(ParseGroupIdError)?;
-            let lo = hex_value(pair[1]).ok_or(ParseGroupIdError)?;
-            out.push(hi << 4 | lo);
-        }
-        Ok(GroupId(out))
-    }
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// What persistent state an operation changed: write it in one transaction (see the
-/// [module docs](self)). `Debug` prints only lengths, never secret bytes.
-#[derive(Default, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// Group rows to write, one entry per group touched.
-    pub groups: Vec<GroupWrite>,
-    /// KeyPackage secret rows to write.
-    pub key_packages: Vec<KeyPackageWrite>,
-}
-
-/// The writes for one group, to apply in this order: the snapshot (with what it implies for the
-/// journal), the epoch records, then the new journal rows.
-#[derive(Clone, PartialEq, Eq)]
-pub struct GroupWrite {
-    /// The group.
-    pub group_id: GroupId,
-    /// What to do with the group's snapshot row.
-    pub snapshot: SnapshotWrite,
-    /// Prior-epoch records to upsert or delete.
-    pub epochs: Vec<EpochWrite>,
-    /// Journal rows to insert, in order (see the [module docs](self#the-journal)). Their
-    /// sequence numbers continue the group's journal: after a [`SnapshotWrite::Checkpoint`]
-    /// they start at 0, otherwise they follow the rows already stored.
-    pub journal: Vec<JournalRow>,
-}
-
-/// What a [`GroupWrite`] does to the group's snapshot row.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SnapshotWrite {
-    /// Leave the snapshot and the journal rows stored so far as they are (the write only adds
-    /// journal rows).
-    Unchanged,
-    /// A checkpoint: upsert the snapshot (mls-rs' serialised state, secret) and delete every
-    /// journal row of the group.
-    Checkpoint(Zeroizing<Vec<u8>>),
-    /// Delete the group with all its epoch records and journal rows.
-    Delete,
-}
-
-impl SnapshotWrite {
-    /// The snapshot a [`SnapshotWrite::Checkpoint`] writes.
-    pub fn bytes(&self) -> Option<&[u8]> {
-        match self {
-            SnapshotWrite::Checkpoint(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// One row of a group's journal: what happened to the group since its snapshot, in the
-/// engine's own encoding (opaque to the caller). The key is `(group, seq)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    /// The row's position in the journal: 0, 1, 2, … since the last checkpoint.
-    pub seq: u64,
-    /// The entry (it may hold a received message's ciphertext).
-    pub entry: Zeroizing<Vec<u8>>,
-}
-
-/// The write for one prior-epoch record of a group.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EpochWrite {
-    /// The epoch number.
-    pub epoch: u64,
-    /// `Some`: upsert (secret). `None`: delete.
-    pub data: Option<Zeroizing<Vec<u8>>>,
-}
-
-/// The write for one KeyPackage's secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyPackageWrite {
-    /// The KeyPackage reference (RFC 9420 `KeyPackageRef`), the row's key.
-    pub id: Vec<u8>,
-    /// `Some`: upsert (secret). `None`: delete.
-    pub data: Option<Zeroizing<Vec<u8>>>,
-}
-
-impl Changes {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.key_packages.is_empty()
-    }
-
-    /// Appends `later` (the changes of an operation made after those in `self`), so that both
-    /// can be written in one transaction. Later writes to a row replace earlier ones.
-    pub fn merge(&mut self, later: Changes) {
-        for g in later.groups {
-            match self.groups.iter_mut().find(|w| w.group_id == g.group_id) {
-                None => self.groups.push(g),
-                Some(w) => {
-                    match g.snapshot {
-                        // Deleting the group deletes every epoch record and journal row,
-                        // including those written earlier in the batch.
-                        SnapshotWrite::Delete => {
-                            *w = g;
-                            continue;
-                        }
-                        // A checkpoint deletes the journal rows written earlier in the batch.
-                        SnapshotWrite::Checkpoint(snapshot) => {
-                            w.snapshot = SnapshotWrite::Checkpoint(snapshot);
-                            w.journal = g.journal;
-                        }
-                        SnapshotWrite::Unchanged => w.journal.extend(g.journal),
-                    }
-                    for e in g.epochs {
-                        match w.epochs.iter_mut().find(|x| x.epoch == e.epoch) {
-                            Some(x) => *x = e,
-                            None => w.epochs.push(e),
-                        }
-                    }
-                }
-            }
-        }
-        for k in later.key_packages {
-            match self.key_packages.iter_mut().find(|x| x.id == k.id) {
-                Some(x) => *x = k,
-                None => self.key_packages.push(k),
-            }
-        }
-    }
-}
-
-impl fmt::Debug for SnapshotWrite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SnapshotWrite::Unchanged => f.write_str("unchanged"),
-            SnapshotWrite::Checkpoint(s) => write!(f, "checkpoint: {} bytes", s.len()),
-            SnapshotWrite::Delete => f.write_str("delete"),
-        }
-    }
-}
-
-impl fmt::Debug for JournalRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "journal {}: {} bytes", self.seq, self.entry.len())
-    }
-}
-
-fn len_of(data: &Option<Zeroizing<Vec<u8>>>) -> String {
-    match data {
-        Some(d) => format!("{} bytes", d.len()),
-        None => "delete".into(),
-    }
-}
-
-impl fmt::Debug for Changes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Changes").field("groups", &self.groups).field("key_packages", &self.key_packages).finish()
-    }
-}
-
-impl fmt::Debug for GroupWrite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GroupWrite")
-            .field("group_id", &self.group_id)
-            .field("snapshot", &self.snapshot)
-            .field("epochs", &self.epochs)
-            .field("journal", &self.journal)
-            .finish()
-    }
-}
-
-impl fmt::Debug for EpochWrite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "epoch {}: {}", self.epoch, len_of(&self.data))
-    }
-}
-
-impl fmt::Debug for KeyPackageWrite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "key package {}: {}", GroupId(self.id.clone()), len_of(&self.data))
-    }
-}
-
-/// Every row the caller persisted (the sum of all [`Changes`] it applied), to rebuild an engine
-/// with [`MlsEngine::load_with_rng`]. `Debug` prints only lengths.
-#[derive(Default, Clone, PartialEq, Eq)]
-pub struct StoredState {
-    /// The groups, each with its prior-epoch records.
-    pub groups: Vec<StoredGroup>,
-    /// KeyPackage secrets.
-    pub key_packages: Vec<StoredKeyPackage>,
-}
-
-/// One group's stored rows.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredGroup {
-    /// The group.
-    pub group_id: GroupId,
-    /// The snapshot.
-    pub snapshot: Zeroizing<Vec<u8>>,
-    /// The prior-epoch records, in any order.
-    pub epochs: Vec<StoredEpoch>,
-    /// The journal since the snapshot, in any order (the engine replays it by `seq`, which must
-    /// run 0, 1, 2, … without a gap).
-    pub journal: Vec<JournalRow>,
-}
-
-/// One stored prior-epoch record.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredEpoch {
-    /// The epoch number.
-    pub epoch: u64,
-    /// The record.
-    pub data: Zeroizing<Vec<u8>>,
-}
-
-/// One stored KeyPackage's secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredKeyPackage {
-    /// The KeyPackage reference.
-    pub id: Vec<u8>,
-    /// The secrets.
-    pub data: Zeroizing<Vec<u8>>,
-}
-
-impl StoredState {
-    /// Applies `changes` as a database would (upserts and deletes), e.g. to keep an in-memory
-    /// copy of what was persisted.
-    pub fn apply(&mut self, changes: &Changes) {
-        for w in &changes.groups {
-            let pos = self.groups.iter().position(|g| g.group_id == w.group_id);
-            let group = match (&w.snapshot, pos) {
-                (SnapshotWrite::Delete, Some(i)) => {
-                    self.groups.remove(i);
-                    continue;
-                }
-                (SnapshotWrite::Delete, None) => continue,
-                (SnapshotWrite::Checkpoint(snapshot), Some(i)) => {
-                    let group = &mut self.groups[i];
-                    group.snapshot = snapshot.clone();
-                    group.journal.clear();
-                    group
-                }
-                (SnapshotWrite::Checkpoint(snapshot), None) => {
-                    self.groups.push(StoredGroup {
-                        group_id: w.group_id.clone(),
-                        snapshot: snapshot.clone(),
-                        epochs: Vec::new(),
-                        journal: Vec::new(),
-                    });
-                    let last = self.groups.len() - 1;
-                    &mut self.groups[last]
-                }
-                (SnapshotWrite::Unchanged, Some(i)) => &mut self.groups[i],
-                // Journal rows of a group that has no snapshot: a database would keep them
-                // (and the engine refuse to load them); there is no group here to add them to.
-                (SnapshotWrite::Unchanged, None) => continue,
-            };
-            group.journal.extend(w.journal.iter().cloned());
-            for e in &w.epochs {
-                let at = group.epochs.iter().position(|x| x.epoch == e.epoch);
-                match (&e.data, at) {
-                    (Some(data), Some(i)) => group.epochs[i].data = data.clone(),
-                    (Some(data), None) => group.epochs.push(StoredEpoch { epoch: e.epoch, data: data.clone() }),
-                    (None, Some(i)) => {
-                        group.epochs.remove(i);
-                    }
-                    (None, None) => {}
-                }
-            }
-        }
-        for k in &changes.key_packages {
-            let at = self.key_packages.iter().position(|x| x.id == k.id);
-            match (&k.data, at) {
-                (Some(data), Some(i)) => self.key_packages[i].data = data.clone(),
-                (Some(data), None) => self.key_packages.push(StoredKeyPackage { id: k.id.clone(), data: data.clone() }),
-                (None, Some(i)) => {
-                    self.key_packages.remove(i);
-                }
-                (None, None) => {}
-            }
-        }
-    }
-
-    /// The same rows in a canonical order (groups by id, epochs by number, KeyPackages by id),
-    /// for comparisons.
-    pub fn sorted(mut self) -> StoredState {
-        self.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        for g in &mut self.groups {
-            g.epochs.sort_by_key(|e| e.epoch);
-            g.journal.sort_by_key(|r| r.seq);
-        }
-        self.key_packages.sort_by(|a, b| a.id.cmp(&b.id));
-        self
-    }
-}
-
-impl fmt::Debug for StoredState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredState").field("groups", &self.groups).field("key_packages", &self.key_packages).finish()
-    }
-}
-
-impl fmt::Debug for StoredGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let epochs: Vec<String> = self.epochs.iter().map(|e| format!("{}: {} bytes", e.epoch, e.data.len())).collect();
-        f.debug_struct("StoredGroup")
-            .field("group_id", &self.group_id)
-            .field("snapshot", &format_args!("{} bytes", self.snapshot.len()))
-            .field("epochs", &epochs)
-            .field("journal", &self.journal)
-            .finish()
-    }
-}
-
-impl fmt::Debug for StoredKeyPackage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "key package {}: {} bytes", GroupId(self.id.clone()), self.data.len())
-    }
-}
-
-/// What the room's server needs to create a room for a new group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PublicGroupState {
-    /// The signed GroupInfo (an `MlsMessage`), without the ratchet-tree extension.
-    pub group_info: Vec<u8>,
-    /// The exported ratchet tree.
-    pub ratchet_tree: Vec<u8>,
-}
-
-/// The group this member just joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct JoinInfo {
-    /// The epoch the Welcome starts in.
-    pub epoch: u64,
-    /// The members, in leaf order (this member included).
-    pub members: Vec<UserId>,
-}
-
-/// A commit made locally and not yet applied (see the [module docs](self#commits)).
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PendingCommit {
-    /// The commit (a PublicMessage), to post to the room's server.
-    pub commit: Vec<u8>,
-    /// One Welcome for every member added, if any (without the ratchet tree).
-    pub welcome: Option<Vec<u8>>,
-    /// The epoch the commit was made in (the server accepts it only in that epoch).
-    pub epoch: u64,
-}
-
-impl fmt::Debug for PendingCommit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PendingCommit")
-            .field("commit", &format_args!("{} bytes", self.commit.len()))
-            .field("welcome", &self.welcome.as_ref().map(|w| w.len()))
-            .field("epoch", &self.epoch)
-            .finish()
-    }
-}
-
-/// A pending commit this member applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Applied {
-    /// The new epoch.
-    pub epoch: u64,
-    /// Users added, in proposal order.
-    pub added: Vec<UserId>,
-    /// Users removed, in proposal order.
-    pub removed: Vec<UserId>,
-}
-
-/// The outcome of [`MlsEngine::process`].
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Incoming {
-    /// An application message from another member, decrypted and authenticated.
-    Application {
-        /// Who wrote it.
-        sender: UserId,
-        /// The plaintext.
-        plaintext: Vec<u8>,
-    },
-    /// A commit, applied: the group is now in `epoch`.
-    Commit {
-        /// The new epoch.
-        epoch: u64,
-        /// Who committed.
-        committer: UserId,
-        /// Users added, in proposal order.
-        added: Vec<UserId>,
-        /// Users removed, in proposal order.
-        removed: Vec<UserId>,
-        /// This member was removed: the group is gone (see the [module docs](self#removal)).
-        removed_me: bool,
-    },
-    /// A proposal from another member, cached for the next commit (see
-    /// [`MlsEngine::commit_pending_proposals`]).
-    Proposal {
-        /// Who proposed.
-        sender: UserId,
-        /// Users the proposal removes (a leave proposal names its sender).
-        removes: Vec<UserId>,
-    },
-    /// A message this member sent itself; nothing changed.
-    Own,
-}
-
-impl fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Incoming::Application { sender, plaintext } => f
-                .debug_struct("Application")
-                .field("sender", sender)
-                .field("plaintext", &format_args!("{} bytes", plaintext.len()))
-                .finish(),
-            Incoming::Commit { epoch, committer, added, removed, removed_me } => f
-                .debug_struct("Commit")
-                .field("epoch", epoch)
-                .field("committer", committer)
-                .field("added", added)
-                .field("removed", removed)
-                .field("removed_me", removed_me)
-                .finish(),
-            Incoming::Proposal { sender, removes } => {
-                f.debug_struct("Proposal").field("sender", sender).field("removes", removes).finish()
-            }
-            Incoming::Own => f.write_str("Own"),
-        }
-    }
-}
-
-/// Why an engine operation failed. Nothing changed (see the [module docs](self)).
-///
-/// Three kinds:
-/// - the input is hostile, garbled, foreign or stale: [`Malformed`](Self::Malformed),
-///   [`Rejected`](Self::Rejected), [`WrongGroup`](Self::WrongGroup),
-///   [`WrongEpoch`](Self::WrongEpoch), [`EpochUnavailable`](Self::EpochUnavailable),
-///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost),
-///   [`CorruptState`](Self::CorruptState);
-/// - the caller asked for something the state does not allow: [`NoSuchGroup`](Self::NoSuchGroup),
-///   [`NotAMember`](Self::NotAMember), [`GroupExists`](Self::GroupExists),
-///   [`PendingCommitExists`](Self::PendingCommitExists),
-///   [`NoPendingCommit`](Self::NoPendingCommit), [`CommitRequired`](Self::CommitRequired),
-///   [`NothingToCommit`](Self::NothingToCommit), [`NotInGroup`](Self::NotInGroup),
-///   [`CannotRemoveSelf`](Self::CannotRemoveSelf), [`LeaveProposed`](Self::LeaveProposed);
-/// - a bug on our side: [`Internal`](Self::Internal).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The bytes do not decode as the expected MLS structure.
-    #[error("malformed MLS input: {0}")]
-    Malformed(String),
-    /// mls-rs refused the input: bad signature or tag, undecryptable, invalid proposal, a ratchet
-    /// tree that does not match the Welcome's GroupInfo, a KeyPackage that cannot be added, a
-    /// message from a member who has since left, ...
-    #[error("rejected by MLS validation: {0}")]
-    Rejected(String),
-    /// The message belongs to another group.
-    #[error("the message is for another group")]
-    WrongGroup,
-    /// A handshake message not for the current epoch, or any message from a future epoch.
-    #[error("wrong epoch: message is for epoch {message_epoch}, group is at {current_epoch}")]
-    WrongEpoch {
-        /// The epoch in the message's header.
-        message_epoch: u64,
-        /// The group's current epoch.
-        current_epoch: u64,
-    },
-    /// An application message from an epoch whose keys this member no longer (or never) had:
-    /// older than [`EPOCH_RETENTION`] epochs, or from before it joined.
-    #[error("no keys for epoch {message_epoch} (group is at {current_epoch})")]
-    EpochUnavailable {
-        /// The epoch in the message's header.
-        message_epoch: u64,
-        /// The group's current epoch.
-        current_epoch: u64,
-    },
-    /// The Welcome is not for any KeyPackage whose secrets this engine holds (not for us, or
-    /// the one-time KeyPackage was used already).
-    #[error("the Welcome is for none of our KeyPackages")]
-    NoMatchingKeyPackage,
-    /// The log holds a commit by this member, in the current epoch, that is not the pending
-    /// commit (its secrets are lost: a pending commit was discarded although the server accepted
-    /// it). The group cannot follow; the member must be re-added.
-    #[error("an accepted commit of ours is not the pending commit; the group cannot follow")]
-    OwnCommitLost,
-    /// Rows given to [`MlsEngine::load_with_rng`] are not state this engine wrote for this user.
-    #[error("corrupt stored state: {0}")]
-    CorruptState(String),
-    /// The engine has no such group.
-    #[error("no such group {0}")]
-    NoSuchGroup(GroupId),
-    /// This member was removed from the group (or left).
-    #[error("not a member of group {0} any more")]
-    NotAMember(GroupId),
-    /// A Welcome for a group this member is already in.
-    #[error("already a member of group {0}")]
-    GroupExists(GroupId),
-    /// A commit is pending: apply or discard it first.
-    #[error("a commit is already pending")]
-    PendingCommitExists,
-    /// There is no pending commit to apply.
-    #[error("no commit is pending")]
-    NoPendingCommit,
-    /// Proposals are pending (e.g. a leave): MLS forbids application messages until they are
-    /// committed ([`MlsEngine::commit_pending_proposals`]).
-    #[error("proposals are pending: commit them first")]
-    CommitRequired,
-    /// The commit would be empty (no KeyPackages, no users, no pending proposals).
-    #[error("nothing to commit")]
-    NothingToCommit,
-    /// The user is not a member of the group.
-    #[error("{0} is not a member of the group")]
-    NotInGroup(UserId),
-    /// A member cannot remove itself with a commit: use [`MlsEngine::propose_leave`].
-    #[error("cannot remove oneself: propose to leave instead")]
-    CannotRemoveSelf,
-    /// This member proposed to leave: it cannot commit (mls-rs would drop its own proposal from
-    /// the commit, and the commit would cancel the leave); another member must commit.
-    #[error("this member proposed to leave and cannot commit")]
-    LeaveProposed,
-    /// A bug on our side (an invariant of this module or of mls-rs did not hold).
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-fn internal(what: &str) -> impl FnOnce(MlsError) -> EngineError + '_ {
-    move |e| EngineError::Internal(format!("{what}: {e}"))
-}
-
-/// Maps an mls-rs error raised while processing outside input.
-fn rejected(e: MlsError) -> EngineError {
-    match e {
-        MlsError::SerializationError(_) => EngineError::Malformed(e.to_string()),
-        MlsError::GroupStorageError(_) | MlsError::KeyPackageRepoError(_) => EngineError::Internal(e.to_string()),
-        other => EngineError::Rejected(other.to_string()),
-    }
-}
-
-/// Maps an mls-rs error raised by a local operation on a group (no outside input).
-fn local(what: &'static str) -> impl FnOnce(MlsError) -> EngineError {
-    move |e| match e {
-        MlsError::CommitRequired => EngineError::CommitRequired,
-        other => EngineError::Internal(format!("{what}: {other}")),
-    }
-}
-
 fn encode(m: &MlsMessage) -> Result<Vec<u8>, EngineError> {
     m.to_bytes().map_err(internal("encoding a message"))
 }
@@ -944,213 +339,6 @@ fn user_at(group: &EngineGroup, index: u32) -> Result<UserId, EngineError> {
         .ok_or_else(|| EngineError::Internal(format!("mls-rs reported a sender at blank leaf {index}")))?;
     user_of(&member.signing_identity)
         .map_err(|e| EngineError::Internal(format!("member leaf with a bad credential: {e}")))
-}
-
-struct CommitSummary {
-    epoch: u64,
-    committer: UserId,
-    added: Vec<UserId>,
-    removed: Vec<UserId>,
-    removed_me: bool,
-}
-
-/// Reads a processed or applied commit.
-fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary, EngineError> {
-    let (new_epoch, removed_me) = match &desc.effect {
-        CommitEffect::NewEpoch(e) => (e, false),
-        CommitEffect::Removed { new_epoch, .. } => (new_epoch, true),
-        CommitEffect::ReInit(_) => return Err(EngineError::Rejected("ReInit commits are not supported".into())),
-    };
-    if desc.is_external {
-        return Err(EngineError::Rejected("external commits are not supported".into()));
-    }
-    let prior = new_epoch.prior_state.roster();
-    let bad = |e| EngineError::Internal(format!("a leaf with a bad credential: {e}"));
-    let committer = prior
-        .member_with_index(desc.committer)
-        .map_err(|e| EngineError::Internal(format!("committer not in the prior tree: {e}")))?;
-    let committer = user_of(&committer.signing_identity).map_err(bad)?;
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    for info in &new_epoch.applied_proposals {
-        match &info.proposal {
-            Proposal::Add(add) => added.push(user_of(add.signing_identity()).map_err(bad)?),
-            Proposal::Remove(remove) => {
-                let member = prior
-                    .member_with_index(remove.to_remove())
-                    .map_err(|e| EngineError::Internal(format!("mls-rs removed a blank leaf: {e}")))?;
-                removed.push(user_of(&member.signing_identity).map_err(bad)?);
-            }
-            _ => {}
-        }
-    }
-    Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me })
-}
-
-/// What `process` did to a group, before the engine's bookkeeping.
-enum Processed {
-    Own,
-    Application { sender: UserId, plaintext: Vec<u8> },
-    Commit(CommitSummary),
-    Proposal { sender: UserId, removes: Vec<UserId> },
-}
-
-/// What [`MlsEngine::check`] found out about a message mls-rs is to process.
-struct Check {
-    /// A commit of this member at the current epoch (it must match the pending commit).
-    own_commit_at_current: bool,
-    current: u64,
-    message_epoch: u64,
-}
-
-enum Checked {
-    /// This member's own handshake message, echoed by the log: nothing to do.
-    Own,
-    Process(Box<MlsMessage>, Check),
-}
-
-/// Has mls-rs process a checked message, in memory only (the caller writes the group, or
-/// reloads it on error).
-fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) -> Result<Processed, EngineError> {
-    let Check { own_commit_at_current, current, message_epoch } = *check;
-    let received = match group.process_incoming_message(msg) {
-        Ok(r) => r,
-        Err(MlsError::CantProcessMessageFromSelf) if own_commit_at_current => return Err(EngineError::OwnCommitLost),
-        Err(MlsError::CantProcessMessageFromSelf) => return Ok(Processed::Own),
-        Err(MlsError::EpochNotFound) => {
-            return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current })
-        }
-        Err(MlsError::InvalidEpoch) => return Err(EngineError::WrongEpoch { message_epoch, current_epoch: current }),
-        Err(e) => return Err(rejected(e)),
-    };
-    Ok(match received {
-        ReceivedMessage::ApplicationMessage(desc) => {
-            let sender = user_at(group, desc.sender_index)?;
-            Processed::Application { sender, plaintext: desc.data().to_vec() }
-        }
-        ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
-        ReceivedMessage::Proposal(desc) => {
-            let ProposalSender::Member(index) = desc.sender else {
-                return Err(EngineError::Rejected("proposals from non-members are not supported".into()));
-            };
-            let sender = user_at(group, index)?;
-            let removes = match &desc.proposal {
-                Proposal::Remove(r) => vec![user_at(group, r.to_remove())?],
-                _ => Vec::new(),
-            };
-            Processed::Proposal { sender, removes }
-        }
-        _ => return Err(EngineError::Internal("mls-rs returned a non-group message".into())),
-    })
-}
-
-/// The journal row for a message mls-rs processed: none for this member's own message (nothing
-/// changed) or for a commit removing this member (the group is deleted, in `finish`).
-fn journal_entry(processed: &Processed, message: &[u8]) -> Option<Vec<u8>> {
-    match processed {
-        Processed::Own => None,
-        Processed::Commit(s) if s.removed_me => None,
-        Processed::Application { .. } => Some(journal::received(message)),
-        Processed::Commit(_) | Processed::Proposal { .. } => Some(journal::handshake(message)),
-    }
-}
-
-/// In [`MlsEngine::process_many`], a failed message whose reload replayed a journal this long
-/// writes a snapshot, so that the next failure of the page does not replay it all again.
-const REPLAY_AFTER_FAILURE: usize = 32;
-
-/// Loads a group from the store: its snapshot, then its journal replayed.
-fn load_group(client: &Client<EngineConfig>, store: &RecordingStore, g: &GroupId) -> Result<EngineGroup, String> {
-    let mut group = client.load_group(g.as_bytes()).map_err(|e| e.to_string())?;
-    journal::replay(&mut group, &store.journal(g.as_bytes()))?;
-    Ok(group)
-}
-
-/// Loads a group on first use: its rows, checked to be this user's state of this group.
-fn load_checked(
-    client: &Client<EngineConfig>,
-    store: &RecordingStore,
-    user: &UserId,
-    g: &GroupId,
-) -> Result<EngineGroup, String> {
-    let group = load_group(client, store, g)?;
-    if group.group_id() != g.as_bytes() {
-        return Err("snapshot of another group".into());
-    }
-    let me = group.current_member_signing_identity().map_err(|e| e.to_string())?;
-    if user_of(me).map_err(|e| e.to_string())? != *user {
-        return Err("state of another user".into());
-    }
-    Ok(group)
-}
-
-/// The engine's groups. A group rebuilt from stored rows is loaded (its snapshot decoded, its
-/// journal replayed) the first time it is used, so that starting an engine costs nothing per
-/// group and using one group never pays for the others; a group whose rows do not load stays
-/// an error ([`EngineError::CorruptState`]) on every use, the other groups unharmed.
-#[derive(Default)]
-struct Groups(BTreeMap<GroupId, OnceLock<Result<EngineGroup, String>>>);
-
-impl Groups {
-    /// A group in memory.
-    fn insert(&mut self, g: GroupId, group: EngineGroup) {
-        self.0.insert(g, OnceLock::from(Ok(group)));
-    }
-
-    /// A group to load from the store on first use.
-    fn insert_stored(&mut self, g: GroupId) {
-        self.0.insert(g, OnceLock::new());
-    }
-
-    fn remove(&mut self, g: &GroupId) -> bool {
-        self.0.remove(g).is_some()
-    }
-
-    fn contains_key(&self, g: &GroupId) -> bool {
-        self.0.contains_key(g)
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &GroupId> {
-        self.0.keys()
-    }
-
-    /// The group, if it is loaded (see [`MlsEngine::group`]).
-    fn get_mut(&mut self, g: &GroupId) -> Option<&mut EngineGroup> {
-        self.0.get_mut(g)?.get_mut()?.as_mut().ok()
-    }
-}
-
-/// When a group's journal is checkpointed (see [`MlsEngine::with_journal_bound`] and
-/// [`MlsEngine::with_handshake_bound`]).
-#[derive(Debug, Clone, Copy)]
-struct Bounds {
-    /// A journal reaching this many rows is checkpointed.
-    rows: usize,
-    /// A journal holding this many handshake rows is checkpointed.
-    handshakes: usize,
-}
-
-impl Bounds {
-    /// Whether the group's journal reached a bound.
-    fn reached(&self, store: &RecordingStore, g: &GroupId) -> bool {
-        store.journal_len(g.as_bytes()) >= self.rows || store.journal_handshakes(g.as_bytes()) >= self.handshakes
-    }
-}
-
-/// Records `entry` in the group's journal; when the journal reaches a bound, writes the group's
-/// snapshot instead (a checkpoint, which empties the journal).
-fn record(
-    group: &mut EngineGroup,
-    store: &RecordingStore,
-    g: &GroupId,
-    entry: Vec<u8>,
-    bounds: Bounds,
-) -> Result<(), EngineError> {
-    store.append_journal(g.as_bytes(), entry);
-    if bounds.reached(store, g) {
-        group.write_to_storage().map_err(internal("writing the group"))?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1399,7 +587,7 @@ impl MlsEngine {
             .client
             .create_group(ExtensionList::default(), ExtensionList::default(), self.now())
             .map_err(internal("creating a group"))?;
-        let id = GroupId(group.group_id().to_vec());
+        let id = GroupId::new(group.group_id().to_vec());
         if self.groups.contains_key(&id) || self.store.has_group(id.as_bytes()) {
             return Err(EngineError::Internal(format!("random group id {id} collides")));
         }
@@ -1435,7 +623,7 @@ impl MlsEngine {
             MlsError::WelcomeKeyPackageNotFound => EngineError::NoMatchingKeyPackage,
             other => rejected(other),
         })?;
-        let id = GroupId(group.group_id().to_vec());
+        let id = GroupId::new(group.group_id().to_vec());
         if self.groups.contains_key(&id) {
             return Err(EngineError::GroupExists(id));
         }
@@ -1481,20 +669,43 @@ impl MlsEngine {
         };
         let result = f(group);
         if result.is_err() {
-            // Nothing the failed operation did may reach the caller or the store.
-            self.store.rollback();
-            match load_group(&self.client, &self.store, g) {
-                Ok(fresh) => {
-                    self.groups.insert(g.clone(), fresh);
-                }
-                Err(e) => {
-                    // Cannot happen: the store holds the last written state of every group.
-                    self.groups.remove(g);
-                    return Err(EngineError::Internal(format!("reloading group {g} after an error: {e}")));
-                }
-            }
+            self.reload_after_error(g)?;
         }
         result
+    }
+
+    /// After a failed operation: undoes everything written since the last [`Changes`] were
+    /// handed out, and rebuilds the group from the last written state (its snapshot with its
+    /// journal replayed), so that nothing the operation did reaches the caller or the store
+    /// (mls-rs may have mutated the group in memory before it noticed the problem). If the
+    /// rollback brought back a group the operation had dropped (a commit removing this member,
+    /// processed before the failure), the group is live again.
+    fn reload_after_error(&mut self, g: &GroupId) -> Result<(), EngineError> {
+        self.store.rollback();
+        if !self.store.has_group(g.as_bytes()) {
+            // Nothing stored: the group was never written (nothing to rebuild).
+            self.groups.remove(g);
+            return Ok(());
+        }
+        self.reload(g)?;
+        self.departed.remove(g);
+        Ok(())
+    }
+
+    /// Rebuilds the group from what the store holds now (its snapshot with its journal
+    /// replayed), replacing the copy in memory.
+    fn reload(&mut self, g: &GroupId) -> Result<(), EngineError> {
+        match load_group(&self.client, &self.store, g) {
+            Ok(fresh) => {
+                self.groups.insert(g.clone(), fresh);
+                Ok(())
+            }
+            Err(e) => {
+                // Cannot happen: the store holds the last written state of every group.
+                self.groups.remove(g);
+                Err(EngineError::Internal(format!("reloading group {g} after an error: {e}")))
+            }
+        }
     }
 
     /// The group's current epoch.
@@ -1711,217 +922,6 @@ impl MlsEngine {
         }
         Ok(self.store.drain())
     }
-
-    /// Processes one message of the group's log, in server order: decrypts an application
-    /// message, applies a commit, caches a proposal; recognises this member's own messages
-    /// ([`Incoming::Own`], see the [module docs](self#own-messages)).
-    ///
-    /// On error nothing changed: garbled ([`EngineError::Malformed`]), forged or otherwise
-    /// invalid ([`EngineError::Rejected`]), foreign ([`EngineError::WrongGroup`]), stale or
-    /// future ([`EngineError::WrongEpoch`]), too old to decrypt
-    /// ([`EngineError::EpochUnavailable`]). The caller should record the failure and go on with
-    /// the next message.
-    pub fn process(&mut self, g: &GroupId, message: &[u8]) -> Result<(Incoming, Changes), EngineError> {
-        let (msg, check) = match self.check(g, message)? {
-            Checked::Own => return Ok((Incoming::Own, Changes::default())),
-            Checked::Process(msg, check) => (msg, check),
-        };
-        let store = self.store.clone();
-        let bounds = self.bounds;
-        let processed = self.with_group(g, |group| {
-            let processed = process_in_memory(group, *msg, &check)?;
-            if let Some(entry) = journal_entry(&processed, message) {
-                record(group, &store, g, entry, bounds)?;
-            }
-            Ok(processed)
-        })?;
-        Ok((self.finish(g, processed), self.store.drain()))
-    }
-
-    /// Processes a page of the group's log, in order, with the same outcome for each message as
-    /// [`MlsEngine::process`] called on each in turn (and the same state afterwards), but checks
-    /// the journal's bounds once, at the end: the returned [`Changes`] hold the page's journal
-    /// rows, or one snapshot if a bound was reached, or the group's deletion if a commit removed
-    /// this member. Persist them with every message's result in one transaction.
-    ///
-    /// A failed message changes nothing, as with `process`: if mls-rs had touched the group, the
-    /// engine reloads it from the last written state (the snapshot and the journal, which holds
-    /// every message of this call that succeeded before). If that replayed a handshake or a long
-    /// journal, it then writes a snapshot, so that further failures in the page do not redo that
-    /// work. After a commit that removes this member, the remaining messages fail as `process`
-    /// would fail then ([`EngineError::NotAMember`], or [`EngineError::Malformed`] for garbage).
-    ///
-    /// The outer error (an internal failure, which should not happen) means nothing changed,
-    /// as with any operation.
-    pub fn process_many(
-        &mut self,
-        g: &GroupId,
-        messages: &[Vec<u8>],
-    ) -> Result<(Vec<Result<Incoming, EngineError>>, Changes), EngineError> {
-        let was_departed = self.departed.contains(g);
-        match self.process_many_inner(g, messages) {
-            Ok(outcomes) => Ok((outcomes, self.store.drain())),
-            Err(e) => {
-                // Back to the state before the call: everything written since is undone.
-                self.store.rollback();
-                if self.store.has_group(g.as_bytes()) {
-                    match load_group(&self.client, &self.store, g) {
-                        Ok(fresh) => {
-                            self.groups.insert(g.clone(), fresh);
-                        }
-                        Err(load) => {
-                            self.groups.remove(g);
-                            return Err(EngineError::Internal(format!("reloading group {g} after an error: {load}")));
-                        }
-                    }
-                    if !was_departed {
-                        self.departed.remove(g);
-                    }
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn process_many_inner(
-        &mut self,
-        g: &GroupId,
-        messages: &[Vec<u8>],
-    ) -> Result<Vec<Result<Incoming, EngineError>>, EngineError> {
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for message in messages {
-            let (msg, check) = match self.check(g, message) {
-                Ok(Checked::Own) => {
-                    outcomes.push(Ok(Incoming::Own));
-                    continue;
-                }
-                Ok(Checked::Process(msg, check)) => (msg, check),
-                Err(e) => {
-                    outcomes.push(Err(e));
-                    continue;
-                }
-            };
-            let Some(group) = self.groups.get_mut(g) else {
-                return Err(EngineError::Internal(format!("group {g} vanished")));
-            };
-            match process_in_memory(group, *msg, &check) {
-                Ok(processed) => {
-                    // As `process` would (no bound check yet: that is once, at the end).
-                    if let Some(entry) = journal_entry(&processed, message) {
-                        self.store.append_journal(g.as_bytes(), entry);
-                    }
-                    outcomes.push(Ok(self.finish(g, processed)));
-                }
-                Err(e) => {
-                    outcomes.push(Err(e));
-                    // Back to the last written state: the snapshot and the journal, which holds
-                    // every message of this call that succeeded.
-                    let fresh = load_group(&self.client, &self.store, g)
-                        .map_err(|e| EngineError::Internal(format!("reloading group {g} after an error: {e}")))?;
-                    let costly = self.store.journal_len(g.as_bytes()) >= REPLAY_AFTER_FAILURE
-                        || self.store.journal_handshakes(g.as_bytes()) > 0;
-                    self.groups.insert(g.clone(), fresh);
-                    if let (true, Some(group)) = (costly, self.groups.get_mut(g)) {
-                        // A checkpoint, so the next failure replays only what follows: a page of
-                        // forged entries costs linear work (at most one write per failure), not
-                        // quadratic.
-                        group.write_to_storage().map_err(internal("writing the group"))?;
-                    }
-                }
-            }
-        }
-        if self.groups.contains_key(g) && self.bounds.reached(&self.store, g) {
-            if let Some(group) = self.groups.get_mut(g) {
-                group.write_to_storage().map_err(internal("writing the group"))?;
-            }
-        }
-        Ok(outcomes)
-    }
-
-    /// The cheap checks of [`MlsEngine::process`], before mls-rs sees the message: decoding,
-    /// group, epoch, content type; recognises this member's own handshake messages.
-    fn check(&self, g: &GroupId, message: &[u8]) -> Result<Checked, EngineError> {
-        let msg = parse(message)?;
-        let group = self.group(g)?;
-        let current = group.current_epoch();
-        let me = group.current_member_index();
-        let wrong_epoch = |message_epoch| EngineError::WrongEpoch { message_epoch, current_epoch: current };
-
-        let own_commit_at_current = match msg.description() {
-            MlsMessageDescription::PublicProtocolMessage { group_id, epoch_id, content_type, sender, .. } => {
-                if group_id != g.as_bytes() {
-                    return Err(EngineError::WrongGroup);
-                }
-                if epoch_id > current {
-                    return Err(wrong_epoch(epoch_id));
-                }
-                let own = sender == Sender::Member(me);
-                match content_type {
-                    // Our own handshake message echoed by the log (our commit was applied with
-                    // `apply_pending`, or our proposal is cached since we made it).
-                    ContentType::Commit | ContentType::Proposal if own && epoch_id < current => {
-                        return Ok(Checked::Own)
-                    }
-                    ContentType::Proposal if own => return Ok(Checked::Own),
-                    ContentType::Commit | ContentType::Proposal if epoch_id < current => {
-                        return Err(wrong_epoch(epoch_id))
-                    }
-                    ContentType::Commit | ContentType::Proposal => own,
-                    ContentType::Application => {
-                        return Err(EngineError::Rejected("an application message must be a PrivateMessage".into()))
-                    }
-                }
-            }
-            MlsMessageDescription::PrivateProtocolMessage { group_id, epoch_id, content_type } => {
-                if group_id != g.as_bytes() {
-                    return Err(EngineError::WrongGroup);
-                }
-                if epoch_id > current {
-                    return Err(wrong_epoch(epoch_id));
-                }
-                if content_type != ContentType::Application {
-                    // grove sends handshakes as PublicMessage, so the hub can validate them.
-                    return Err(EngineError::Rejected("a handshake message must be a PublicMessage".into()));
-                }
-                false
-            }
-            _ => return Err(EngineError::Malformed("expected a PublicMessage or PrivateMessage".into())),
-        };
-        let message_epoch = msg.epoch().unwrap_or(current);
-        if message_epoch + (EPOCH_RETENTION as u64) < current {
-            // mls-rs keeps the records of older epochs until the next checkpoint (it trims them
-            // when it writes the group); refusing here makes the answer independent of when that
-            // was (see "Prior epochs" in the module docs).
-            return Err(EngineError::EpochUnavailable { message_epoch, current_epoch: current });
-        }
-        Ok(Checked::Process(Box::new(msg), Check { own_commit_at_current, current, message_epoch }))
-    }
-
-    /// Turns a processed message into its [`Incoming`]; drops the group if this member was
-    /// removed.
-    fn finish(&mut self, g: &GroupId, processed: Processed) -> Incoming {
-        match processed {
-            Processed::Own => Incoming::Own,
-            Processed::Application { sender, plaintext } => Incoming::Application { sender, plaintext },
-            Processed::Proposal { sender, removes } => Incoming::Proposal { sender, removes },
-            Processed::Commit(s) => {
-                if s.removed_me {
-                    // The group is dead to us: drop it and every secret of it.
-                    self.groups.remove(g);
-                    self.store.purge_group(g.as_bytes());
-                    self.departed.insert(g.clone());
-                }
-                Incoming::Commit {
-                    epoch: s.epoch,
-                    committer: s.committer,
-                    added: s.added,
-                    removed: s.removed,
-                    removed_me: s.removed_me,
-                }
-            }
-        }
-    }
-
     /// Every row as the caller's database should hold it now (the sum of every [`Changes`]
     /// returned so far), for tests and backups. It writes nothing: a group's state is its
     /// snapshot plus its journal, as [`MlsEngine::load_with_rng`] rebuilds it.

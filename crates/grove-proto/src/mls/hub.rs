@@ -46,14 +46,13 @@ use std::fmt;
 use mls_rs::error::MlsError;
 use mls_rs::external_client::builder::{ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider};
 use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot};
-use mls_rs::group::proposal::Proposal;
 use mls_rs::group::{CommitEffect, ContentType, ExportedTree, Sender};
 use mls_rs::mls_rs_codec::MlsDecode;
 use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
 
 use crate::identity::UserId;
 use crate::mls::crypto::GroveCryptoProvider;
-use crate::mls::identity::{user_of, GroveIdentityProvider};
+use crate::mls::identity::{membership_change, user_of, GroveIdentityProvider};
 
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
@@ -291,30 +290,13 @@ impl HubGroup {
             return Err(HubError::Internal("the commit did not advance one epoch".into()));
         }
 
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        for info in &new_epoch.applied_proposals {
-            match &info.proposal {
-                Proposal::Add(add) => added.push(
-                    user_of(add.signing_identity())
-                        .map_err(|e| HubError::Internal(format!("mls-rs accepted a bad credential: {e}")))?,
-                ),
-                Proposal::Remove(remove) => {
-                    let member = self
-                        .group
-                        .roster()
-                        .member_with_index(remove.to_remove())
-                        .map_err(|e| HubError::Internal(format!("mls-rs removed a blank leaf: {e}")))?;
-                    removed.push(
-                        user_of(&member.signing_identity)
-                            .map_err(|e| HubError::Internal(format!("member leaf with a bad credential: {e}")))?,
-                    );
-                }
-                _ => {}
-            }
-        }
-
-        Ok(CheckedCommit { new_epoch: new_epoch.epoch, next: HubGroup { group: next }, added, removed })
+        let change = membership_change(&new_epoch).map_err(|e| HubError::Internal(e.to_string()))?;
+        Ok(CheckedCommit {
+            new_epoch: new_epoch.epoch,
+            next: HubGroup { group: next },
+            added: change.added,
+            removed: change.removed,
+        })
     }
 
     /// Validates a PublicMessage proposal (e.g. a member's own Remove when leaving) sent (per the
@@ -363,9 +345,8 @@ impl HubGroup {
 
 impl fmt::Debug for HubGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id: String = self.group_id().iter().map(|b| format!("{b:02x}")).collect();
         f.debug_struct("HubGroup")
-            .field("group_id", &id)
+            .field("group_id", &grove_wire::hex::Hex(self.group_id()))
             .field("epoch", &self.epoch())
             .field("members", &self.members().len())
             .finish()

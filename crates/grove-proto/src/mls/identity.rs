@@ -8,6 +8,8 @@
 
 use mls_rs::crypto::{SignaturePublicKey, SignatureSecretKey};
 use mls_rs::error::IntoAnyError;
+use mls_rs::group::proposal::Proposal;
+use mls_rs::group::NewEpoch;
 use mls_rs::identity::basic::BasicCredential;
 use mls_rs::identity::{CredentialType, SigningIdentity};
 use mls_rs::time::MlsTime;
@@ -111,6 +113,48 @@ pub fn signing_identity(id: &Identity) -> (SigningIdentity, SignatureSecretKey) 
     let signing_identity = SigningIdentity::new(credential, SignaturePublicKey::new(public.as_bytes().to_vec()));
     let secret = SignatureSecretKey::new(id.signing_key().to_keypair_bytes().to_vec());
     (signing_identity, secret)
+}
+
+/// Why a commit's applied proposals could not be read as users added and removed. mls-rs
+/// validated the commit before, so either means a bug (ours or mls-rs').
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeafError {
+    /// A leaf of the tree, or of an Add, with a credential [`GroveIdentityProvider`] refuses.
+    #[error("a leaf with a bad credential: {0}")]
+    BadCredential(#[from] CredentialError),
+    /// A Remove of a leaf that is blank in the tree the commit applied to.
+    #[error("a remove of the blank leaf {0}")]
+    BlankLeaf(u32),
+}
+
+/// The users a commit added and removed, each in proposal order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MembershipChange {
+    /// Users of the commit's Add proposals.
+    pub(crate) added: Vec<UserId>,
+    /// Users at the leaves of its Remove proposals, in the tree before the commit.
+    pub(crate) removed: Vec<UserId>,
+}
+
+/// Reads who a processed commit added and removed: from its applied proposals, against the
+/// tree it was applied to. The one reading of a commit's membership change, shared by the
+/// client engine and the hub.
+pub(crate) fn membership_change(epoch: &NewEpoch) -> Result<MembershipChange, LeafError> {
+    let prior = epoch.prior_state.roster();
+    let mut change = MembershipChange::default();
+    for info in &epoch.applied_proposals {
+        match &info.proposal {
+            Proposal::Add(add) => change.added.push(user_of(add.signing_identity())?),
+            Proposal::Remove(remove) => {
+                let index = remove.to_remove();
+                let member = prior.member_with_index(index).map_err(|_| LeafError::BlankLeaf(index))?;
+                change.removed.push(user_of(&member.signing_identity)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(change)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{ChainId, SenderKeyError, FORMAT_VERSION, MAX_ROOM_LEN};
+use super::{ChainId, ChainRef, SenderKeyError, FORMAT_VERSION, MAX_ROOM_LEN};
 use crate::identity::UserId;
 
 /// What an encoding is; the second byte of every encoding.
@@ -50,9 +50,26 @@ impl Writer {
         self.bytes(room.as_bytes());
     }
 
+    /// A chain header: room ‖ epoch (u64) ‖ sender (32) ‖ chain id (16), the prefix of every
+    /// encoding that names a chain (message header, distribution, sender and receiver state).
+    pub(crate) fn chain(&mut self, room: &str, epoch: u64, sender: &UserId, chain_id: &ChainId) {
+        self.room(room);
+        self.u64(epoch);
+        self.bytes(sender.as_bytes());
+        self.bytes(chain_id.as_bytes());
+    }
+
     pub(crate) fn finish(self) -> Zeroizing<Vec<u8>> {
         self.buf
     }
+}
+
+/// The length of an encoding's framing: version byte and kind byte.
+pub(crate) const FRAMING_LEN: usize = 2;
+
+/// The encoded length of a chain header ([`Writer::chain`]) for `room`.
+pub(crate) fn chain_len(room: &str) -> usize {
+    room_len(room) + 8 + 32 + 16
 }
 
 /// The encoded length of a room name.
@@ -149,6 +166,11 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn chain_id(&mut self) -> Result<ChainId, SenderKeyError> {
         Ok(ChainId(self.array()?))
+    }
+
+    /// A chain header ([`Writer::chain`]).
+    pub(crate) fn chain(&mut self) -> Result<ChainRef, SenderKeyError> {
+        Ok(ChainRef { room: self.room()?, epoch: self.u64()?, sender: self.user()?, chain_id: self.chain_id()? })
     }
 
     /// Everything not read yet, consuming it.

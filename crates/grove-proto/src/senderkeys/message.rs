@@ -1,8 +1,8 @@
 //! The wire message: header ‖ AES-256-GCM ciphertext ‖ Ed25519 signature (layout in the
 //! [module docs](super#wire-message)).
 
-use super::codec::{malformed, room_len, Kind, Reader, Writer};
-use super::{ChainId, SenderKeyError, SIGNATURE_LEN, TAG_LEN};
+use super::codec::{chain_len, malformed, Kind, Reader, Writer, FRAMING_LEN};
+use super::{ChainId, ChainRef, SenderKeyError, SIGNATURE_LEN, TAG_LEN};
 use crate::identity::UserId;
 
 /// A message's header, in clear on the wire and bound into both the AEAD and the signature.
@@ -30,19 +30,16 @@ impl MessageHeader {
         Ok(ParsedMessage::parse(message)?.header)
     }
 
-    /// The encoded length of this header.
-    pub(crate) fn encoded_len(&self) -> usize {
-        2 + room_len(&self.room) + 8 + 32 + 16 + 4
+    /// The encoded length of a header in `room`.
+    pub(crate) fn encoded_len(room: &str) -> usize {
+        FRAMING_LEN + chain_len(room) + 4
     }
 
-    /// Starts a wire message of total length `len` with this header.
-    pub(crate) fn write(&self, len: usize) -> Writer {
+    /// Starts a wire message of total length `len` with the header of `chain` at `iteration`.
+    pub(crate) fn write(chain: &ChainRef, iteration: u32, len: usize) -> Writer {
         let mut w = Writer::new(Kind::Message, len);
-        w.room(&self.room);
-        w.u64(self.epoch);
-        w.bytes(self.sender.as_bytes());
-        w.bytes(self.chain_id.as_bytes());
-        w.u32(self.iteration);
+        w.chain(&chain.room, chain.epoch, &chain.sender, &chain.chain_id);
+        w.u32(iteration);
         w
     }
 }
@@ -62,10 +59,7 @@ pub(crate) struct ParsedMessage<'a> {
 impl<'a> ParsedMessage<'a> {
     pub(crate) fn parse(message: &'a [u8]) -> Result<ParsedMessage<'a>, SenderKeyError> {
         let mut r = Reader::new(message, Kind::Message, malformed)?;
-        let room = r.room()?;
-        let epoch = r.u64()?;
-        let sender = r.user()?;
-        let chain_id = r.chain_id()?;
+        let ChainRef { room, epoch, sender, chain_id } = r.chain()?;
         let iteration = r.u32()?;
         let header_len = r.position();
         let rest = r.remaining();

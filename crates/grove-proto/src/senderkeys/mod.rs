@@ -101,10 +101,7 @@ impl ChainId {
 
 impl fmt::Display for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        grove_wire::hex::Hex(&self.0).fmt(f)
     }
 }
 

@@ -7,11 +7,11 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::codec::{corrupt, room_len, Kind, Reader, Writer};
+use super::codec::{chain_len, corrupt, Kind, Reader, Writer, FRAMING_LEN};
 use super::crypto::{open, ratchet, Secret32};
 use super::message::{MessageHeader, ParsedMessage};
 use super::sender::{parse_signing_key, SenderKeyDistribution};
-use super::{ChainId, ReceiverLimits, SenderKeyError};
+use super::{ChainId, ChainRef, ReceiverLimits, SenderKeyError};
 use crate::identity::UserId;
 
 /// A decrypted message.
@@ -54,10 +54,8 @@ impl fmt::Debug for Decrypted {
 /// stores in place of the old one only when decryption succeeded.
 #[derive(Clone)]
 pub struct ReceiverChain {
-    room: String,
-    epoch: u64,
-    sender: UserId,
-    chain_id: ChainId,
+    /// Room, epoch, sender, chain id.
+    chain: ChainRef,
     signing_key: VerifyingKey,
     /// The iteration of the distribution this chain was made from: nothing before it was ever
     /// decryptable here.
@@ -80,10 +78,7 @@ impl ReceiverChain {
     /// A receiver chain from a sender's distribution, with the given limits.
     pub fn with_limits(dist: &SenderKeyDistribution, limits: ReceiverLimits) -> ReceiverChain {
         ReceiverChain {
-            room: dist.room.clone(),
-            epoch: dist.epoch,
-            sender: dist.sender,
-            chain_id: dist.chain_id,
+            chain: dist.chain.clone(),
             signing_key: dist.signing_key,
             first_iteration: dist.iteration,
             next_iteration: dist.iteration,
@@ -154,13 +149,14 @@ impl ReceiverChain {
     }
 
     fn check_header(&self, h: &MessageHeader) -> Result<(), SenderKeyError> {
-        if h.room != self.room {
+        let c = &self.chain;
+        if h.room != c.room {
             Err(SenderKeyError::WrongRoom)
-        } else if h.epoch != self.epoch {
+        } else if h.epoch != c.epoch {
             Err(SenderKeyError::WrongEpoch { message_epoch: h.epoch })
-        } else if h.sender != self.sender {
+        } else if h.sender != c.sender {
             Err(SenderKeyError::WrongSender)
-        } else if h.chain_id != self.chain_id {
+        } else if h.chain_id != c.chain_id {
             Err(SenderKeyError::UnknownChain)
         } else {
             Ok(())
@@ -189,22 +185,27 @@ impl ReceiverChain {
 
     /// The room's name.
     pub fn room(&self) -> &str {
-        &self.room
+        &self.chain.room
     }
 
     /// The chain's membership version.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.chain.epoch
     }
 
     /// The sending user.
     pub fn sender(&self) -> UserId {
-        self.sender
+        self.chain.sender
     }
 
     /// The chain's id.
     pub fn chain_id(&self) -> ChainId {
-        self.chain_id
+        self.chain.chain_id
+    }
+
+    /// The chain's header: room, epoch, sender, chain id.
+    pub fn chain(&self) -> &ChainRef {
+        &self.chain
     }
 
     /// The chain's signing public key.
@@ -238,12 +239,10 @@ impl ReceiverChain {
     /// max forward (u32) ‖ max skipped (u32) ‖ count (u32) ‖ count × (iteration (u32) ‖ message
     /// key (32)), iterations ascending.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let len = 2 + room_len(&self.room) + 8 + 32 + 16 + 32 + 4 + 4 + 32 + 4 + 4 + 4 + self.skipped.len() * 36;
+        let len = FRAMING_LEN + chain_len(&self.chain.room) + 32 + 4 + 4 + 32 + 4 + 4 + 4 + self.skipped.len() * 36;
         let mut w = Writer::new(Kind::ReceiverState, len);
-        w.room(&self.room);
-        w.u64(self.epoch);
-        w.bytes(self.sender.as_bytes());
-        w.bytes(self.chain_id.as_bytes());
+        let c = &self.chain;
+        w.chain(&c.room, c.epoch, &c.sender, &c.chain_id);
         w.bytes(self.signing_key.as_bytes());
         w.u32(self.first_iteration);
         w.u32(self.next_iteration);
@@ -262,10 +261,7 @@ impl ReceiverChain {
     /// Rebuilds a chain from [`ReceiverChain::to_bytes`], checking its invariants.
     pub fn from_bytes(bytes: &[u8]) -> Result<ReceiverChain, SenderKeyError> {
         let mut r = Reader::new(bytes, Kind::ReceiverState, corrupt)?;
-        let room = r.room()?;
-        let epoch = r.u64()?;
-        let sender = r.user()?;
-        let chain_id = r.chain_id()?;
+        let chain = r.chain()?;
         let signing_key = parse_signing_key(&r.array()?).ok_or(corrupt("invalid signing key"))?;
         let first_iteration = r.u32()?;
         let next_iteration = r.u32()?;
@@ -289,28 +285,17 @@ impl ReceiverChain {
             skipped.insert(i, r.secret32()?);
         }
         r.end()?;
-        Ok(ReceiverChain {
-            room,
-            epoch,
-            sender,
-            chain_id,
-            signing_key,
-            first_iteration,
-            next_iteration,
-            chain_key,
-            skipped,
-            limits,
-        })
+        Ok(ReceiverChain { chain, signing_key, first_iteration, next_iteration, chain_key, skipped, limits })
     }
 }
 
 impl fmt::Debug for ReceiverChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReceiverChain")
-            .field("room", &self.room)
-            .field("epoch", &self.epoch)
-            .field("sender", &self.sender)
-            .field("chain_id", &self.chain_id)
+            .field("room", &self.chain.room)
+            .field("epoch", &self.chain.epoch)
+            .field("sender", &self.chain.sender)
+            .field("chain_id", &self.chain.chain_id)
             .field("first_iteration", &self.first_iteration)
             .field("next_iteration", &self.next_iteration)
             .field("skipped", &self.skipped.len())

@@ -6,10 +6,10 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use super::codec::{corrupt, malformed, room_len, Kind, Reader, Writer};
+use super::codec::{chain_len, corrupt, malformed, Kind, Reader, Writer, FRAMING_LEN};
 use super::crypto::{ratchet, seal, Secret32};
 use super::message::MessageHeader;
-use super::{check_room, ChainId, RotationPolicy, SenderKeyError, SIGNATURE_LEN, TAG_LEN};
+use super::{check_room, ChainId, ChainRef, RotationPolicy, SenderKeyError, SIGNATURE_LEN, TAG_LEN};
 use crate::identity::UserId;
 
 /// One member's sending chain in one room and epoch: chain key, signing key, position.
@@ -17,10 +17,8 @@ use crate::identity::UserId;
 /// Holds secrets (wiped on drop); its [`Debug`] output shows none. Persist [`SenderChain::to_bytes`]
 /// after every [`SenderChain::encrypt`], before the message leaves the device.
 pub struct SenderChain {
-    room: String,
-    epoch: u64,
-    sender: UserId,
-    chain_id: ChainId,
+    /// Room, epoch, sender, chain id.
+    chain: ChainRef,
     /// The iteration of the next message, and of `chain_key`.
     pub(super) iteration: u32,
     /// `CK_iteration`.
@@ -47,10 +45,7 @@ impl SenderChain {
         rng.fill_bytes(&mut chain_key[..]);
         let signing_key = SigningKey::generate(rng);
         Ok(SenderChain {
-            room: room.to_owned(),
-            epoch,
-            sender,
-            chain_id: ChainId(chain_id),
+            chain: ChainRef { room: room.to_owned(), epoch, sender, chain_id: ChainId(chain_id) },
             iteration: 0,
             chain_key,
             signing_key,
@@ -66,15 +61,9 @@ impl SenderChain {
             return Err(SenderKeyError::ChainExhausted);
         }
         let (message_key, next_chain_key) = ratchet(&self.chain_key)?;
-        let header = MessageHeader {
-            room: self.room.clone(),
-            epoch: self.epoch,
-            sender: self.sender,
-            chain_id: self.chain_id,
-            iteration: self.iteration,
-        };
-        let header_len = header.encoded_len();
-        let mut w = header.write(header_len + plaintext.len() + TAG_LEN + SIGNATURE_LEN);
+        let header_len = MessageHeader::encoded_len(&self.chain.room);
+        let mut w =
+            MessageHeader::write(&self.chain, self.iteration, header_len + plaintext.len() + TAG_LEN + SIGNATURE_LEN);
         w.bytes(plaintext);
         let mut buf = w.finish();
         let (aad, body) = buf.split_at_mut(header_len);
@@ -94,10 +83,7 @@ impl SenderChain {
     /// each member over its pairwise session. Holds the current chain key (a secret).
     pub fn distribution(&self) -> SenderKeyDistribution {
         SenderKeyDistribution {
-            room: self.room.clone(),
-            epoch: self.epoch,
-            sender: self.sender,
-            chain_id: self.chain_id,
+            chain: self.chain.clone(),
             iteration: self.iteration,
             chain_key: self.chain_key.clone(),
             signing_key: self.signing_key.verifying_key(),
@@ -130,22 +116,27 @@ impl SenderChain {
 
     /// The room's name.
     pub fn room(&self) -> &str {
-        &self.room
+        &self.chain.room
     }
 
     /// The membership version the chain encrypts for.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.chain.epoch
     }
 
     /// The sending user.
     pub fn sender(&self) -> UserId {
-        self.sender
+        self.chain.sender
     }
 
     /// The chain's id.
     pub fn chain_id(&self) -> ChainId {
-        self.chain_id
+        self.chain.chain_id
+    }
+
+    /// The chain's header: room, epoch, sender, chain id.
+    pub fn chain(&self) -> &ChainRef {
+        &self.chain
     }
 
     /// The chain's signing public key.
@@ -157,12 +148,10 @@ impl SenderChain {
     /// and kind byte (3): room length (u16) ‖ room ‖ epoch (u64) ‖ sender (32) ‖ chain id (16) ‖
     /// iteration (u32) ‖ chain key (32) ‖ signing secret key (32) ‖ created at (u64).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let len = 2 + room_len(&self.room) + 8 + 32 + 16 + 4 + 32 + 32 + 8;
+        let len = FRAMING_LEN + chain_len(&self.chain.room) + 4 + 32 + 32 + 8;
         let mut w = Writer::new(Kind::SenderState, len);
-        w.room(&self.room);
-        w.u64(self.epoch);
-        w.bytes(self.sender.as_bytes());
-        w.bytes(self.chain_id.as_bytes());
+        let c = &self.chain;
+        w.chain(&c.room, c.epoch, &c.sender, &c.chain_id);
         w.u32(self.iteration);
         w.bytes(&self.chain_key[..]);
         let secret = Zeroizing::new(self.signing_key.to_bytes());
@@ -174,27 +163,24 @@ impl SenderChain {
     /// Rebuilds a chain from [`SenderChain::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<SenderChain, SenderKeyError> {
         let mut r = Reader::new(bytes, Kind::SenderState, corrupt)?;
-        let room = r.room()?;
-        let epoch = r.u64()?;
-        let sender = r.user()?;
-        let chain_id = r.chain_id()?;
+        let chain = r.chain()?;
         let iteration = r.u32()?;
         let chain_key = r.secret32()?;
         let secret = r.secret32()?;
         let signing_key = SigningKey::from_bytes(&secret);
         let created_at = r.u64()?;
         r.end()?;
-        Ok(SenderChain { room, epoch, sender, chain_id, iteration, chain_key, signing_key, created_at })
+        Ok(SenderChain { chain, iteration, chain_key, signing_key, created_at })
     }
 }
 
 impl fmt::Debug for SenderChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SenderChain")
-            .field("room", &self.room)
-            .field("epoch", &self.epoch)
-            .field("sender", &self.sender)
-            .field("chain_id", &self.chain_id)
+            .field("room", &self.chain.room)
+            .field("epoch", &self.chain.epoch)
+            .field("sender", &self.chain.sender)
+            .field("chain_id", &self.chain.chain_id)
             .field("iteration", &self.iteration)
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
@@ -210,10 +196,8 @@ impl fmt::Debug for SenderChain {
 /// its [`Debug`] output does not show it.
 #[derive(Clone)]
 pub struct SenderKeyDistribution {
-    pub(crate) room: String,
-    pub(crate) epoch: u64,
-    pub(crate) sender: UserId,
-    pub(crate) chain_id: ChainId,
+    /// Room, epoch, sender, chain id.
+    pub(crate) chain: ChainRef,
     pub(crate) iteration: u32,
     pub(crate) chain_key: Secret32,
     pub(crate) signing_key: VerifyingKey,
@@ -222,22 +206,27 @@ pub struct SenderKeyDistribution {
 impl SenderKeyDistribution {
     /// The room's name.
     pub fn room(&self) -> &str {
-        &self.room
+        &self.chain.room
     }
 
     /// The membership version of the chain.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.chain.epoch
     }
 
     /// The user the chain belongs to.
     pub fn sender(&self) -> UserId {
-        self.sender
+        self.chain.sender
     }
 
     /// The chain's id.
     pub fn chain_id(&self) -> ChainId {
-        self.chain_id
+        self.chain.chain_id
+    }
+
+    /// The chain's header: room, epoch, sender, chain id.
+    pub fn chain(&self) -> &ChainRef {
+        &self.chain
     }
 
     /// The first iteration the distribution lets a receiver decrypt.
@@ -254,12 +243,10 @@ impl SenderKeyDistribution {
     /// version byte (1) and kind byte (2): room length (u16) ‖ room ‖ epoch (u64) ‖ sender (32) ‖
     /// chain id (16) ‖ iteration (u32) ‖ chain key (32) ‖ signing public key (32).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let len = 2 + room_len(&self.room) + 8 + 32 + 16 + 4 + 32 + 32;
+        let len = FRAMING_LEN + chain_len(&self.chain.room) + 4 + 32 + 32;
         let mut w = Writer::new(Kind::Distribution, len);
-        w.room(&self.room);
-        w.u64(self.epoch);
-        w.bytes(self.sender.as_bytes());
-        w.bytes(self.chain_id.as_bytes());
+        let c = &self.chain;
+        w.chain(&c.room, c.epoch, &c.sender, &c.chain_id);
         w.u32(self.iteration);
         w.bytes(&self.chain_key[..]);
         w.bytes(self.signing_key.as_bytes());
@@ -270,15 +257,12 @@ impl SenderKeyDistribution {
     /// Ed25519 point or is of small order.
     pub fn from_bytes(bytes: &[u8]) -> Result<SenderKeyDistribution, SenderKeyError> {
         let mut r = Reader::new(bytes, Kind::Distribution, malformed)?;
-        let room = r.room()?;
-        let epoch = r.u64()?;
-        let sender = r.user()?;
-        let chain_id = r.chain_id()?;
+        let chain = r.chain()?;
         let iteration = r.u32()?;
         let chain_key = r.secret32()?;
         let signing_key = parse_signing_key(&r.array()?).ok_or(SenderKeyError::Malformed("invalid signing key"))?;
         r.end()?;
-        Ok(SenderKeyDistribution { room, epoch, sender, chain_id, iteration, chain_key, signing_key })
+        Ok(SenderKeyDistribution { chain, iteration, chain_key, signing_key })
     }
 }
 
@@ -290,10 +274,10 @@ pub(crate) fn parse_signing_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
 impl fmt::Debug for SenderKeyDistribution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SenderKeyDistribution")
-            .field("room", &self.room)
-            .field("epoch", &self.epoch)
-            .field("sender", &self.sender)
-            .field("chain_id", &self.chain_id)
+            .field("room", &self.chain.room)
+            .field("epoch", &self.chain.epoch)
+            .field("sender", &self.chain.sender)
+            .field("chain_id", &self.chain.chain_id)
             .field("iteration", &self.iteration)
             .field("signing_key", &self.signing_key)
             .finish_non_exhaustive()

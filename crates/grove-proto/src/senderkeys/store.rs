@@ -7,12 +7,16 @@ use zeroize::Zeroizing;
 
 use super::message::MessageHeader;
 use super::receiver::{Decrypted, ReceiverChain};
+#[cfg(doc)]
+use super::sender::SenderChain;
 use super::sender::SenderKeyDistribution;
 use super::{ChainId, ReceiverLimits, SenderKeyError};
 use crate::identity::UserId;
 
-/// Names one sender chain: the key of a [`SenderKeyStore`] (and a natural primary key for the
-/// caller's table of chain states).
+/// Names one sender chain, and is the header every chain type holds ([`SenderChain::chain`],
+/// [`SenderKeyDistribution::chain`], [`ReceiverChain::chain`]) and every encoding of one starts
+/// with: the key of a [`SenderKeyStore`] (and a natural primary key for the caller's table of
+/// chain states).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChainRef {
     /// The room's name.
@@ -28,10 +32,6 @@ pub struct ChainRef {
 impl ChainRef {
     fn of_header(h: &MessageHeader) -> ChainRef {
         ChainRef { room: h.room.clone(), epoch: h.epoch, sender: h.sender, chain_id: h.chain_id }
-    }
-
-    fn of_chain(c: &ReceiverChain) -> ChainRef {
-        ChainRef { room: c.room().to_owned(), epoch: c.epoch(), sender: c.sender(), chain_id: c.chain_id() }
     }
 
     /// The lowest possible key in `room` at `epoch`.
@@ -78,7 +78,7 @@ impl Changes {
     }
 
     fn upsert(chain: &ReceiverChain) -> Changes {
-        Changes { writes: vec![ChainWrite { chain: ChainRef::of_chain(chain), state: Some(chain.to_bytes()) }] }
+        Changes { writes: vec![ChainWrite { chain: chain.chain().clone(), state: Some(chain.to_bytes()) }] }
     }
 }
 
@@ -114,7 +114,7 @@ impl SenderKeyStore {
         let mut chains = BTreeMap::new();
         for s in states {
             let chain = ReceiverChain::from_bytes(s.as_ref())?;
-            if chains.insert(ChainRef::of_chain(&chain), chain).is_some() {
+            if chains.insert(chain.chain().clone(), chain).is_some() {
                 return Err(SenderKeyError::CorruptState("two states for one chain"));
             }
         }
@@ -134,12 +134,7 @@ impl SenderKeyStore {
         if dist.sender() != *from {
             return Err(SenderKeyError::WrongSender);
         }
-        let key = ChainRef {
-            room: dist.room().to_owned(),
-            epoch: dist.epoch(),
-            sender: dist.sender(),
-            chain_id: dist.chain_id(),
-        };
+        let key = dist.chain().clone();
         if let Some(known) = self.chains.get(&key) {
             known.check_same_keys(dist)?;
             return Ok(Changes::default());

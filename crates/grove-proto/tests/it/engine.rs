@@ -758,7 +758,7 @@ fn misuse_is_reported() {
     let (_, mut changes) = alice.engine.encrypt(&room.id, b"x").map(|(m, _, c)| (m, c)).unwrap();
     changes.merge(alice.engine.checkpoint(&room.id).unwrap());
     let snapshot = changes.groups[0].snapshot.bytes().unwrap().to_vec();
-    let hex: String = snapshot[snapshot.len() - 16..].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = grove_wire::hex::encode(&snapshot[snapshot.len() - 16..]);
     let dbg = format!("{changes:?} {:?}", alice.db.state());
     assert!(!dbg.contains(&hex), "{dbg}");
     assert!(dbg.contains("bytes"), "{dbg}");

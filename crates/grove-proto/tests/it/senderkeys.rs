@@ -89,7 +89,7 @@ fn hmac(key: &[u8], byte: u8) -> [u8; 32] {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    grove_wire::hex::encode(b)
 }
 
 #[test]

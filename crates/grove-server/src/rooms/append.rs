@@ -1,0 +1,202 @@
+//! Appending an entry: the ordering gate. Application messages under the room's read lock,
+//! handshake entries under its write lock with the store's compare-and-set, retried when
+//! another instance moved the room on.
+
+use grove_store::{AppendOutcome, NewEntry, StateUpdate};
+use grove_wire::api::{AppendEntry, Appended, Entry, EntryKind, RoomMode};
+use grove_wire::{ErrorCode, UserId};
+
+use super::handle::{RoomHandle, Slot};
+use super::policy::{check_application, check_membership, commit_error, not_member, Change};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// Appends an entry for `user`, enforcing membership, kinds, ordering and validation.
+pub(crate) async fn append(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
+    let max = state.0.config.limits.max_entry_bytes;
+    if req.body.len() as u64 > max {
+        return Err(AppError::new(ErrorCode::PayloadTooLarge, format!("an entry body is at most {max} bytes")));
+    }
+    match (room.mode, req.kind) {
+        (_, EntryKind::Application) => append_application(state, room, user, req).await,
+        (RoomMode::Mls, EntryKind::Commit | EntryKind::Proposal) | (RoomMode::SenderKeys, EntryKind::Membership) => {
+            let result = append_handshake(state, room, user, req).await;
+            if let Err(e) = &result {
+                state.0.metrics.commit_rejected(e.code().as_str());
+            }
+            result
+        }
+        (mode, kind) => Err(AppError::new(
+            ErrorCode::WrongKind,
+            format!("a {} room takes no {} entries", mode.as_str(), kind.as_str()),
+        )),
+    }
+}
+
+async fn store_append(state: &AppState, room: &RoomHandle, entry: NewEntry) -> AppResult<AppendOutcome> {
+    let t = std::time::Instant::now();
+    let out = state.0.store.append(room.id, entry).await;
+    state.0.metrics.storage("append", t.elapsed());
+    Ok(out?)
+}
+
+async fn append_application(
+    state: &AppState,
+    room: &RoomHandle,
+    user: UserId,
+    req: AppendEntry,
+) -> AppResult<Appended> {
+    let mut slot = room.slot.read().await;
+    if let Err(e) = check_application(state, room, &slot, user, &req) {
+        // With a shared store our view may be behind another instance's: reload and re-check
+        // once before refusing (a new member's first message, a message of the next epoch).
+        drop(slot);
+        if !(state.0.shared_store && room.refresh(state).await?) {
+            return Err(e);
+        }
+        slot = room.slot.read().await;
+        check_application(state, room, &slot, user, &req)?;
+    }
+    let ts = state.now();
+    let entry = NewEntry { kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body, update: None };
+    let body = entry.body.clone();
+    match store_append(state, room, entry).await? {
+        AppendOutcome::Appended { seq, epoch } => {
+            drop(slot);
+            state.0.metrics.entry_appended(req.kind.as_str());
+            room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body });
+            Ok(Appended { seq, ts, epoch })
+        }
+        AppendOutcome::Conflict { .. } | AppendOutcome::NoSuchRoom => {
+            Err(AppError::internal("append without update conflicted", &room.name))
+        }
+    }
+}
+
+/// How often a handshake entry is re-validated after the store's compare-and-set found that
+/// another instance had moved the room on.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Why one attempt at a handshake entry failed.
+enum Attempt {
+    /// Refused by validation against the state this instance knows.
+    Refused(AppError),
+    /// The store's compare-and-set failed: the slot has been reloaded; validate again.
+    Conflict { epoch: u64, head: u64 },
+}
+
+async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
+    let mut slot = room.slot.write().await;
+    // Only a shared store can hold a newer state than ours.
+    let mut refreshed = !state.0.shared_store;
+    let mut conflicts = 0;
+    loop {
+        match try_handshake(state, room, &mut slot, user, &req).await? {
+            Ok(appended) => {
+                drop(slot);
+                state.0.metrics.entry_appended(req.kind.as_str());
+                let (seq, ts) = (appended.seq, appended.ts);
+                room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body });
+                return Ok(appended);
+            }
+            // Our view may be behind another instance's: reload once, and judge again if it was.
+            Err(Attempt::Refused(e)) => {
+                if refreshed || !room.refresh_locked(state, &mut slot).await? {
+                    return Err(e);
+                }
+                refreshed = true;
+            }
+            Err(Attempt::Conflict { epoch, head }) => {
+                conflicts += 1;
+                refreshed = true;
+                if conflicts > CONFLICT_RETRIES {
+                    return Err(AppError::wrong_epoch(epoch, head, req.epoch));
+                }
+            }
+        }
+    }
+}
+
+/// Validates a handshake entry against `slot` and appends it with its state change.
+async fn try_handshake(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &mut Slot,
+    user: UserId,
+    req: &AppendEntry,
+) -> AppResult<Result<Appended, Attempt>> {
+    if !slot.is_member(&user) {
+        return Ok(Err(Attempt::Refused(not_member(&room.name))));
+    }
+    let change = match req.kind {
+        EntryKind::Membership => match check_membership(state, room, slot, req) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(Attempt::Refused(e))),
+        },
+        _ => {
+            if req.epoch != slot.epoch {
+                return Ok(Err(Attempt::Refused(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch))));
+            }
+            let hub = slot.hub.as_ref().ok_or_else(|| AppError::internal("MLS room without hub state", &room.name))?;
+            let head = room.head();
+            let checked = if req.kind == EntryKind::Commit {
+                hub.check_commit(&req.body, &user).map(|c| c.next).map_err(|e| commit_error(e, head, true))
+            } else {
+                hub.check_proposal(&req.body, &user).map(|c| c.next).map_err(|e| commit_error(e, head, false))
+            };
+            let next = match checked {
+                Ok(next) => next,
+                Err(e) => return Ok(Err(Attempt::Refused(e))),
+            };
+            Change {
+                new_epoch: next.epoch(),
+                members: next.members(),
+                admins: Vec::new(),
+                state: next.snapshot().map_err(|e| AppError::internal("cannot snapshot MLS state", e))?,
+                hub: Some(next),
+            }
+        }
+    };
+    let limit = state.0.config.limits.members_per_room;
+    if change.members.len() as u64 > limit {
+        return Err(AppError::new(
+            ErrorCode::MemberLimit,
+            format!("a room on this server has at most {limit} members"),
+        ));
+    }
+    let ts = state.now();
+    let entry = NewEntry {
+        kind: req.kind,
+        epoch: req.epoch,
+        sender: user,
+        ts,
+        body: req.body.clone(),
+        update: Some(StateUpdate {
+            expected_state_version: slot.state_version,
+            new_epoch: change.new_epoch,
+            state: change.state,
+            members: change.members.clone(),
+            admins: change.admins.clone(),
+        }),
+    };
+    match store_append(state, room, entry).await? {
+        AppendOutcome::Appended { seq, epoch } => {
+            slot.epoch = epoch;
+            slot.state_version += 1;
+            slot.set_members(change.members);
+            slot.admins = change.admins;
+            if change.hub.is_some() {
+                slot.hub = change.hub;
+            }
+            Ok(Ok(Appended { seq, ts, epoch }))
+        }
+        AppendOutcome::Conflict { epoch, head, .. } => {
+            // Another instance moved the room on: reload our view from the store.
+            if let Some(rec) = state.0.store.room(&room.name).await? {
+                *slot = Slot::from_record(&rec)?;
+            }
+            Ok(Err(Attempt::Conflict { epoch, head }))
+        }
+        AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::NotFound, "the room no longer exists")),
+    }
+}

@@ -1,0 +1,247 @@
+//! One loaded room: its public state as this instance knows it ([`Slot`]), and the in-order
+//! publisher that hands durable entries to push subscribers and long-polls.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use grove_proto::mls::hub::HubGroup;
+use grove_store::{RoomId, RoomRecord};
+use grove_wire::api::{Entry, EntryKind, RoomInfo, RoomMode};
+use grove_wire::UserId;
+use tokio::sync::{broadcast, watch, RwLock};
+
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// One loaded room.
+pub(crate) struct RoomHandle {
+    pub id: RoomId,
+    pub name: String,
+    pub mode: RoomMode,
+    pub public: bool,
+    pub created_by: UserId,
+    pub created_at: i64,
+    pub slot: RwLock<Slot>,
+    publisher: Mutex<Publisher>,
+    head: watch::Sender<u64>,
+    entries: broadcast::Sender<Arc<Published>>,
+    /// Another instance appended: the log must be re-read after the head.
+    stale: AtomicBool,
+    /// A catch-up task is running for this room.
+    catching_up: AtomicBool,
+}
+
+/// An entry handed to push subscribers, serialised once for all of them.
+pub(crate) struct Published {
+    pub seq: u64,
+    /// Commits and membership updates may change who may read: forwarders re-check.
+    pub handshake: bool,
+    /// The JSON of `PushEvent::Entry`.
+    pub frame: Utf8Bytes,
+}
+
+/// The push frame of one entry.
+pub(crate) fn entry_frame(room: &str, entry: Entry) -> Utf8Bytes {
+    let ev = grove_wire::api::PushEvent::Entry { room: room.to_string(), entry };
+    // Serialising plain data with string keys cannot fail.
+    Utf8Bytes::from(serde_json::to_string(&ev).unwrap_or_default())
+}
+
+/// A room's public state as this instance knows it.
+pub(crate) struct Slot {
+    pub epoch: u64,
+    pub state_version: u64,
+    pub members: Vec<UserId>,
+    member_set: HashSet<UserId>,
+    pub admins: Vec<UserId>,
+    pub hub: Option<HubGroup>,
+}
+
+struct Publisher {
+    head: u64,
+    pending: BTreeMap<u64, Entry>,
+}
+
+impl Slot {
+    pub(super) fn from_record(rec: &RoomRecord) -> AppResult<Slot> {
+        let hub = match rec.mode {
+            RoomMode::Mls => Some(HubGroup::restore(&rec.state).map_err(|e| {
+                AppError::internal("cannot restore a room's MLS state", format!("room {}: {e}", rec.name))
+            })?),
+            RoomMode::SenderKeys => None,
+        };
+        Ok(Slot {
+            epoch: rec.epoch,
+            state_version: rec.state_version,
+            member_set: rec.members.iter().copied().collect(),
+            members: rec.members.clone(),
+            admins: rec.admins.clone(),
+            hub,
+        })
+    }
+
+    pub fn is_member(&self, user: &UserId) -> bool {
+        self.member_set.contains(user)
+    }
+
+    pub(super) fn set_members(&mut self, members: Vec<UserId>) {
+        self.member_set = members.iter().copied().collect();
+        self.members = members;
+    }
+}
+
+impl RoomHandle {
+    pub(super) fn new(rec: &RoomRecord) -> AppResult<RoomHandle> {
+        Ok(RoomHandle {
+            id: rec.id,
+            name: rec.name.clone(),
+            mode: rec.mode,
+            public: rec.public,
+            created_by: rec.created_by,
+            created_at: rec.created_at,
+            slot: RwLock::new(Slot::from_record(rec)?),
+            publisher: Mutex::new(Publisher { head: rec.head, pending: BTreeMap::new() }),
+            head: watch::channel(rec.head).0,
+            entries: broadcast::channel(4096).0,
+            stale: AtomicBool::new(false),
+            catching_up: AtomicBool::new(false),
+        })
+    }
+
+    /// Another instance sharing the store appended to this room (or may have): re-read the
+    /// log after the head and hand the new entries to subscribers, in order. Announcements
+    /// coalesce: at most one catch-up runs per room, and one more follows if another
+    /// announcement came in meanwhile.
+    pub fn kick(self: &Arc<Self>, state: &AppState) {
+        self.stale.store(true, Ordering::SeqCst);
+        if self.catching_up.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let room = self.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut failures = 0u64;
+                while room.stale.swap(false, Ordering::SeqCst) {
+                    if let Err(e) = room.catch_up(&state).await {
+                        failures += 1;
+                        tracing::warn!(room = %room.name, error = %e.0.message, "catching up with another instance failed");
+                        if failures >= 5 {
+                            // The next announcement (the listener announces everything after
+                            // it reconnects) tries again.
+                            break;
+                        }
+                        room.stale.store(true, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * failures)).await;
+                    }
+                }
+                room.catching_up.store(false, Ordering::SeqCst);
+                // An announcement that came after the last read but saw the flag still set.
+                if !room.stale.load(Ordering::SeqCst) || room.catching_up.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads the entries after the head from the store and publishes them; reloads the public
+    /// state first if any of them is a handshake entry, so that forwarders re-checking
+    /// membership see the change.
+    async fn catch_up(&self, state: &AppState) -> AppResult<()> {
+        let page = state.0.config.limits.max_page_entries.max(1);
+        loop {
+            let entries = state.0.store.read(self.id, self.head(), page).await?;
+            let n = entries.len();
+            if entries.iter().any(|e| e.kind != EntryKind::Application) {
+                self.refresh(state).await?;
+            }
+            for e in entries {
+                self.publish(e);
+            }
+            if n < page as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reloads the room's public state from the store if another instance moved it on;
+    /// answers whether it did.
+    pub async fn refresh(&self, state: &AppState) -> AppResult<bool> {
+        let mut slot = self.slot.write().await;
+        self.refresh_locked(state, &mut slot).await
+    }
+
+    /// `refresh` for a caller holding the write lock.
+    pub(super) async fn refresh_locked(&self, state: &AppState, slot: &mut Slot) -> AppResult<bool> {
+        let Some(rec) = state.0.store.room(&self.name).await? else { return Ok(false) };
+        if rec.state_version <= slot.state_version {
+            return Ok(false);
+        }
+        tracing::debug!(room = %self.name, from = slot.epoch, to = rec.epoch, "room state reloaded from the store");
+        *slot = Slot::from_record(&rec)?;
+        Ok(true)
+    }
+
+    /// The last sequence number handed to subscribers (every entry up to it is durable).
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Wakes when the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// Live entries, in order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.entries.subscribe()
+    }
+
+    /// Hands a durable entry to subscribers once every earlier one has been handed over.
+    pub(super) fn publish(&self, entry: Entry) {
+        let mut p = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if entry.seq <= p.head {
+            return;
+        }
+        p.pending.insert(entry.seq, entry);
+        let mut moved = false;
+        loop {
+            let next = p.head + 1;
+            let Some(e) = p.pending.remove(&next) else { break };
+            p.head = next;
+            if self.entries.receiver_count() > 0 {
+                let handshake = e.kind != EntryKind::Application;
+                let frame = entry_frame(&self.name, e);
+                // A send fails only when nobody listens any more: nothing to do.
+                let _ = self.entries.send(Arc::new(Published { seq: next, handshake, frame }));
+            }
+            moved = true;
+        }
+        if moved {
+            let head = p.head;
+            self.head.send_if_modified(|h| {
+                let changed = *h != head;
+                *h = head;
+                changed
+            });
+        }
+    }
+
+    /// The room as a member sees it.
+    pub async fn info(&self) -> RoomInfo {
+        let slot = self.slot.read().await;
+        RoomInfo {
+            name: self.name.clone(),
+            mode: self.mode,
+            public: self.public,
+            epoch: slot.epoch,
+            head: self.head(),
+            members: slot.members.clone(),
+            admins: slot.admins.clone(),
+            created_by: self.created_by,
+            created_at: self.created_at,
+        }
+    }
+}

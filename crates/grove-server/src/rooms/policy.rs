@@ -1,0 +1,149 @@
+//! The room rules an entry is judged by, against the room's public state as this instance
+//! knows it: membership, epochs and the epoch window, sender-keys membership versions, and MLS
+//! validation by grove-proto's hub (its refusals as HTTP answers).
+
+use grove_proto::mls::hub::{HubError, HubGroup};
+use grove_wire::api::{AppendEntry, RoomMode};
+use grove_wire::membership::SignedMembership;
+use grove_wire::{ErrorCode, UserId};
+
+use super::handle::{RoomHandle, Slot};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub(super) fn not_member(name: &str) -> AppError {
+    AppError::new(ErrorCode::NotMember, format!("you are not a member of room {name:?}"))
+}
+
+/// Checks an application message against the room's public state as this instance knows it.
+pub(super) fn check_application(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &Slot,
+    user: UserId,
+    req: &AppendEntry,
+) -> AppResult<()> {
+    if !slot.is_member(&user) {
+        return Err(not_member(&room.name));
+    }
+    if let Some(hub) = &slot.hub {
+        let msg_epoch = match hub.check_application(&req.body) {
+            Ok(epoch) => epoch,
+            Err(HubError::WrongEpoch { message_epoch, current_epoch }) => {
+                return Err(AppError::wrong_epoch(current_epoch, room.head(), message_epoch))
+            }
+            Err(e) => {
+                return Err(AppError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("not an MLS application message of this room: {e}"),
+                ))
+            }
+        };
+        if msg_epoch != req.epoch {
+            return Err(AppError::new(
+                ErrorCode::InvalidMessage,
+                format!("the entry says epoch {} but the message was made in epoch {msg_epoch}", req.epoch),
+            ));
+        }
+    }
+    if room.mode == RoomMode::SenderKeys {
+        check_sender_keys_version(slot, req, room.head())?;
+    }
+    if req.epoch > slot.epoch {
+        return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
+    }
+    let window = state.0.config.limits.epoch_window;
+    if req.epoch + window < slot.epoch {
+        let mut e = AppError::new(
+            ErrorCode::EpochTooOld,
+            format!(
+                "epoch {} is more than {window} epochs behind the room's epoch {}: sync and re-encrypt",
+                req.epoch, slot.epoch
+            ),
+        );
+        e.0.current_epoch = Some(slot.epoch);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// What a validated handshake entry changes.
+pub(super) struct Change {
+    pub(super) new_epoch: u64,
+    pub(super) members: Vec<UserId>,
+    pub(super) admins: Vec<UserId>,
+    pub(super) state: Vec<u8>,
+    pub(super) hub: Option<HubGroup>,
+}
+
+/// A sender-keys message is accepted only at the current membership version: one made on an
+/// older view may be readable by a member removed since (Signal-Android issue 7103), so a sender
+/// whose view is stale must sync, rotate and re-encrypt. (MLS rooms keep the epoch window: an
+/// MLS message of an older epoch is not readable by members removed since.)
+pub(super) fn check_sender_keys_version(slot: &Slot, req: &AppendEntry, head: u64) -> AppResult<()> {
+    if req.epoch != slot.epoch {
+        return Err(AppError::wrong_epoch(slot.epoch, head, req.epoch));
+    }
+    Ok(())
+}
+
+pub(super) fn check_membership(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &Slot,
+    req: &AppendEntry,
+) -> AppResult<Change> {
+    let bad = |m: &str| AppError::new(ErrorCode::BadMembership, m.to_string());
+    let m: SignedMembership =
+        serde_json::from_slice(&req.body).map_err(|_| bad("the body is not a signed membership (JSON)"))?;
+    if !m.verify() {
+        return Err(bad("the membership signature or shape is invalid"));
+    }
+    if m.room != room.name {
+        return Err(bad("the membership is signed for another room"));
+    }
+    if m.version != slot.epoch + 1 || req.epoch != m.version {
+        let mut e = AppError::new(
+            ErrorCode::MembershipVersion,
+            format!(
+                "the room is at membership version {}; the next update must be version {}",
+                slot.epoch,
+                slot.epoch + 1
+            ),
+        );
+        e.0.current_epoch = Some(slot.epoch);
+        return Err(e);
+    }
+    if !slot.admins.contains(&m.signer) {
+        return Err(bad("the membership is not signed by an admin of the current version"));
+    }
+    let _ = state;
+    Ok(Change {
+        new_epoch: m.version,
+        members: m.members.clone(),
+        admins: m.admins.clone(),
+        state: req.body.clone(),
+        hub: None,
+    })
+}
+
+/// A refused commit or proposal as an HTTP answer.
+pub(super) fn commit_error(e: HubError, head: u64, is_commit: bool) -> AppError {
+    let invalid = if is_commit { ErrorCode::InvalidCommit } else { ErrorCode::InvalidProposal };
+    let what = if is_commit { "commit" } else { "proposal" };
+    match e {
+        HubError::WrongEpoch { message_epoch, current_epoch } => {
+            AppError::wrong_epoch(current_epoch, head, message_epoch)
+        }
+        HubError::SenderMismatch => AppError::new(
+            ErrorCode::SenderMismatch,
+            format!("the {what} is signed by another member's leaf than the request's signer"),
+        ),
+        HubError::NotAMember => {
+            AppError::new(ErrorCode::NotMember, format!("the {what}'s sender is not a member leaf"))
+        }
+        HubError::Internal(d) => AppError::internal("MLS hub failure", d),
+        HubError::NotPublicMessage => AppError::new(invalid, format!("a {what} must be sent as an MLS PublicMessage")),
+        other => AppError::new(invalid, format!("the {what} failed validation: {other}")),
+    }
+}
