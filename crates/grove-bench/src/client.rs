@@ -80,7 +80,9 @@ pub async fn run(env: &Env, messages: usize, rounds: usize, mode: RoomMode) -> R
         let mut r = send_all(&mut alice, messages, round, "followed").await?;
         stop.store(true, Ordering::Release);
         // The follower notices within its 1 s long-poll.
-        tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("follower panicked"))??;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("follower panicked"))??;
         r.follower_syncs = syncs.load(Ordering::Relaxed);
         followed.push(r);
     }

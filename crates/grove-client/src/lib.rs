@@ -4,6 +4,7 @@
 //! HTTP to a grove server; the local store keeps identity, group state, history and cursors;
 //! the profile ties them to the MLS engine of grove-proto.
 
+mod core;
 mod lock;
 pub mod olm;
 pub mod profile;

@@ -9,12 +9,13 @@ use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
-mod names;
+pub(crate) mod names;
 mod outbox;
-mod sk;
+pub(crate) mod sk;
 
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
+use crate::core::{protocol, FollowUp};
 use crate::lock::{LockGuard, ProfileLock};
 use crate::olm::Envelope;
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, StoreError};
@@ -770,99 +771,58 @@ impl Profile {
         Ok(self.room(link)?.status)
     }
 
-    /// [`Profile::sync_room`] without the outbox, for callers holding the lock. Answers the
-    /// status and, for sender-keys rooms, the membership version the server reported.
+    /// [`Profile::sync_room`] without the outbox, for callers holding the lock: reads the
+    /// log page by page and hands each page to the room's protocol ([`crate::core`]),
+    /// persisting what it answers in one transaction per page. Answers the status and the
+    /// epoch or membership version the server reported.
     pub(super) async fn sync_room_locked(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
         let room = self.room(link)?;
         if room.status != RoomStatus::Active {
             return Ok((room.status, 0));
         }
-        if room.mode == RoomMode::SenderKeys {
-            return Box::pin(self.sk_sync_room(link)).await;
-        }
-        Ok((self.mls_sync_room(&room).await?, 0))
-    }
-
-    async fn mls_sync_room(&mut self, room: &LocalRoom) -> Result<RoomStatus> {
-        let link = room.link.as_str();
-        let g = GroupId::new(room.group_id.clone());
         let server = self.server(&room.server);
+        let me = self.user_id();
         let mut cursor = room.cursor;
-        let mut proposals = false;
-        loop {
+        let mut mailbox_read = false;
+        let mut follow_up = FollowUp::default();
+        let view = loop {
             let page = match server.read_log(&room.name, cursor, PAGE, 0).await {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
-                    // Removed by a commit we have not seen (the server no longer lets us read it).
-                    self.store.commit(Batch {
-                        statuses: vec![(room.link.clone(), RoomStatus::Removed)],
-                        ..Batch::default()
-                    })?;
-                    return Ok(RoomStatus::Removed);
+                    // Removed by an entry we have not seen (the server no longer lets us read).
+                    let batch = protocol(&mut self.engine, &self.store, me, room.mode)?.removed_unseen(&room);
+                    self.store.commit(batch)?;
+                    return Ok((RoomStatus::Removed, 0));
                 }
                 Err(e) => return Err(e.into()),
             };
             if page.entries.is_empty() {
-                break;
+                break page.epoch;
             }
-            let mut batch = Batch::default();
-            let mut status = RoomStatus::Active;
-            // One engine call per page: the group's state is written once, not per entry. Each
-            // entry's outcome is what `process` would have given for it, in order; after a
-            // commit removing us the rest fail, and the loop below stops at that commit.
-            let mut entries = page.entries;
-            let bodies: Vec<Vec<u8>> = entries.iter_mut().map(|e| std::mem::take(&mut e.body)).collect();
-            let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
-            batch.changes.push(changes);
-            for ((e, outcome), body) in entries.into_iter().zip(outcomes).zip(&bodies) {
-                cursor = e.seq;
-                match outcome {
-                    Ok(incoming) => {
-                        match incoming {
-                            Incoming::Application { sender, plaintext } => {
-                                let content = grove_wire::content::Content::decode(&plaintext);
-                                self.learn_names(&mut batch, &room.link, sender, &content);
-                                batch.messages.push(Message::content(&room.link, e.seq, sender, e.ts, plaintext));
-                            }
-                            Incoming::Own if e.kind == EntryKind::Application => {
-                                self.settle_own_entry(&mut batch, &room.link, e.seq, e.ts, body)?;
-                            }
-                            Incoming::Commit { added, removed, removed_me, .. } => {
-                                batch.messages.push(describe(&room.link, e.seq, e.ts, e.sender, &added, &removed));
-                                if removed_me {
-                                    status = RoomStatus::Removed;
-                                    break;
-                                }
-                            }
-                            Incoming::Proposal { .. } => proposals = true,
-                            // An own handshake entry, already applied when it was posted.
-                            _ => {}
-                        }
-                    }
-                    Err(err) => {
-                        // A forged or garbled entry: the engine's state is unchanged; record it
-                        // and move on, so one bad entry cannot wedge the room.
-                        tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
-                        batch.messages.push(Message::undecryptable(
-                            &room.link,
-                            e.seq,
-                            e.sender,
-                            e.ts,
-                            &err.to_string(),
-                        ));
-                    }
-                }
+            let at = LocalRoom { cursor, ..room.clone() };
+            let mut applied =
+                protocol(&mut self.engine, &self.store, me, room.mode)?.apply(&at, me, page.entries, mailbox_read)?;
+            for (seq, ts, body) in std::mem::take(&mut applied.own) {
+                self.settle_own_entry(&mut applied.batch, link, seq, ts, &body)?;
             }
-            batch.cursors.push((room.link.clone(), cursor));
-            if status != RoomStatus::Active {
-                batch.statuses.push((room.link.clone(), status));
+            cursor = applied.cursor;
+            applied.batch.cursors.push((room.link.clone(), cursor));
+            if applied.status != RoomStatus::Active {
+                applied.batch.statuses.push((room.link.clone(), applied.status));
             }
-            self.store.commit(batch)?;
-            if status != RoomStatus::Active {
-                return Ok(status);
+            self.store.commit(applied.batch)?;
+            if applied.status != RoomStatus::Active {
+                return Ok((applied.status, 0));
             }
-        }
-        if proposals {
+            follow_up.commit_proposals |= applied.follow_up.commit_proposals;
+            follow_up.rotate |= applied.follow_up.rotate;
+            if applied.follow_up.read_mailbox {
+                mailbox_read = true;
+                let mut report = SyncReport::default();
+                Box::pin(self.sync_mailbox(&mut report)).await?;
+            }
+        };
+        if follow_up.commit_proposals {
             // Someone proposed (e.g. to leave): commit it. Losing the race to another member
             // who commits it first is fine, and so is finding nothing left to commit.
             let updated = self.room(link)?;
@@ -874,7 +834,13 @@ impl Profile {
                 }
             }
         }
-        Ok(RoomStatus::Active)
+        if follow_up.rotate {
+            let room = self.room(link)?;
+            if let Err(e) = Box::pin(self.sk_rotate(&room)).await {
+                tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
+            }
+        }
+        Ok((RoomStatus::Active, view))
     }
 
     /// The body of one of the room's log entries, as the server holds it.
@@ -937,7 +903,7 @@ fn identity_from(secret: &[u8]) -> Result<Identity> {
 }
 
 /// The history line of a membership change `by` made.
-fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
+pub(crate) fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
     Message::membership(
         link,
         seq,

@@ -89,9 +89,10 @@ CREATE TABLE IF NOT EXISTS sk_records (key TEXT PRIMARY KEY, value BLOB NOT NULL
 ";
 
 /// Whether the profile can still use a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RoomStatus {
     /// A member.
+    #[default]
     Active,
     /// This user left.
     Left,

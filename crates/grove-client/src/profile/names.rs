@@ -88,29 +88,6 @@ impl Profile {
         self.send_content(link, &Content::Roster { profiles }).await.map(|_| ())
     }
 
-    /// Learns the names a message carries: a `profile` only from the user it names, a
-    /// `roster` entry only with its user's valid signature.
-    pub(super) fn learn_names(&self, batch: &mut Batch, link: &str, sender: UserId, content: &Content) {
-        match content {
-            Content::Profile(p) if p.user == sender && p.verify(link) => {
-                batch.names.push((link.to_string(), p.clone()))
-            }
-            Content::Profile(p) => {
-                tracing::warn!(room = link, sender = %sender.short(), user = %p.user.short(), "ignoring a profile not signed by its sender")
-            }
-            Content::Roster { profiles } => {
-                for p in profiles {
-                    if p.verify(link) {
-                        batch.names.push((link.to_string(), p.clone()));
-                    } else {
-                        tracing::warn!(room = link, user = %p.user.short(), "ignoring a forged profile in a roster");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// How to call each member of a room whose name is known: the name, or, where two members
     /// share one, the name and a short id. Members without a name are absent (show their short
     /// id).
@@ -132,5 +109,26 @@ impl Profile {
                 (n.user, shown)
             })
             .collect())
+    }
+}
+
+/// Learns the names a message carries: a `profile` only from the user it names, a
+/// `roster` entry only with its user's valid signature.
+pub(crate) fn learn_names(batch: &mut Batch, link: &str, sender: UserId, content: &Content) {
+    match content {
+        Content::Profile(p) if p.user == sender && p.verify(link) => batch.names.push((link.to_string(), p.clone())),
+        Content::Profile(p) => {
+            tracing::warn!(room = link, sender = %sender.short(), user = %p.user.short(), "ignoring a profile not signed by its sender")
+        }
+        Content::Roster { profiles } => {
+            for p in profiles {
+                if p.verify(link) {
+                    batch.names.push((link.to_string(), p.clone()));
+                } else {
+                    tracing::warn!(room = link, user = %p.user.short(), "ignoring a forged profile in a roster");
+                }
+            }
+        }
+        _ => {}
     }
 }

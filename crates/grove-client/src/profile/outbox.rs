@@ -21,13 +21,13 @@
 
 use std::collections::HashMap;
 
-use grove_proto::mls::engine::GroupId;
-use grove_proto::senderkeys::room::RoomError;
-use grove_wire::api::{AppendEntry, EntryKind, RoomMode};
+use grove_wire::api::{AppendEntry, EntryKind};
 use grove_wire::content::Content;
 use grove_wire::ErrorCode;
 
-use super::{sk::sk_records, unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
+use super::names::learn_names;
+use super::{unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
+use crate::core::{protocol, Seal};
 use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
 use crate::transport::TransportError;
 
@@ -144,7 +144,7 @@ impl Profile {
                 Ok(a) => {
                     let mut batch = Batch { sent: vec![item.id], ..Batch::default() };
                     let me = self.user_id();
-                    self.learn_names(&mut batch, &room.link, me, &Content::decode(&item.content));
+                    learn_names(&mut batch, &room.link, me, &Content::decode(&item.content));
                     batch.messages.push(Message::content(&room.link, a.seq, me, a.ts, item.content));
                     self.store.commit(batch)?;
                     done.insert(item.id, a.seq);
@@ -172,30 +172,18 @@ impl Profile {
 
     /// Encrypts an outbox item under the room's next key and persists the ratchet step with
     /// the ciphertext. `None`: the view is stale; sync first.
-    async fn seal(&mut self, room: &LocalRoom, item: &OutboxItem, version: u64) -> Result<Option<(Vec<u8>, u64)>> {
-        let (body, epoch, mut batch) = match room.mode {
-            RoomMode::Mls => {
-                let (body, epoch, changes) =
-                    self.engine.encrypt(&GroupId::new(room.group_id.clone()), &item.content)?;
-                (body, epoch, Batch { changes: vec![changes], ..Batch::default() })
-            }
-            RoomMode::SenderKeys => {
-                if self.sk_engine()?.needs_rotation(&room.link, unix_seconds())? {
-                    self.sk_rotate(room).await?;
-                }
-                let mut engine = self.sk_engine()?;
-                match engine.encrypt(&room.link, &item.content, version, unix_seconds()) {
-                    Ok((body, epoch, changes)) => {
-                        (body, epoch, Batch { records: sk_records(changes), ..Batch::default() })
-                    }
-                    Err(RoomError::StaleView { .. } | RoomError::NeedsRotation) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
+    async fn seal(&mut self, room: &LocalRoom, item: &OutboxItem, view: u64) -> Result<Option<(Vec<u8>, u64)>> {
+        let me = self.user_id();
+        let now = unix_seconds();
+        if protocol(&mut self.engine, &self.store, me, room.mode)?.needs_rotation(room, now)? {
+            // Fresh own keys, distributed, before the next message.
+            self.update(&room.link).await?;
+        }
+        let sealed = protocol(&mut self.engine, &self.store, me, room.mode)?.seal(room, &item.content, view, now)?;
+        let Seal::Sealed { body, epoch, mut batch } = sealed else { return Ok(None) };
         // The ratchet has moved: persisted, with the ciphertext, before it leaves.
         batch.sealed.push((item.id, Some((body.clone(), epoch))));
-        self.store.commit(batch)?;
+        self.store.commit(*batch)?;
         Ok(Some((body, epoch)))
     }
 
@@ -211,7 +199,7 @@ impl Profile {
     ) -> Result<()> {
         if let Some(item) = self.store.outbox_item_posted_as(link, body)? {
             let me = self.user_id();
-            self.learn_names(batch, link, me, &Content::decode(&item.content));
+            learn_names(batch, link, me, &Content::decode(&item.content));
             batch.sent.push(item.id);
             self.settled.insert(item.id, seq);
             batch.messages.push(Message::content(link, seq, me, ts, item.content));

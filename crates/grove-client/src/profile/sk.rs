@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use grove_proto::senderkeys::room::{MembershipChange, Record, RoomChanges, RoomError, SkEngine};
-use grove_proto::senderkeys::{RotationPolicy, SenderKeyError};
+use grove_proto::senderkeys::RotationPolicy;
 use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, RoomMode};
 use grove_wire::membership::SignedMembership;
 use grove_wire::{ErrorCode, UserId};
@@ -27,10 +27,10 @@ use zeroize::Zeroizing;
 
 use super::{
     describe, host_port, room_link, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport,
-    COMMIT_ATTEMPTS, PAGE,
+    COMMIT_ATTEMPTS,
 };
 use crate::olm::{Envelope, OlmDevice, OlmError};
-use crate::store::{Batch, LocalRoom, Membership, Message, RoomStatus};
+use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus};
 
 /// One-time Olm keys kept published.
 pub const OLM_KEY_TARGET: usize = 20;
@@ -71,7 +71,7 @@ impl From<OlmError> for ClientError {
     }
 }
 
-pub(super) fn sk_records(c: RoomChanges) -> Vec<Record> {
+pub(crate) fn sk_records(c: RoomChanges) -> Vec<Record> {
     c.records.into_iter().map(|r| Record { key: format!("sk/{}", r.key), value: r.value }).collect()
 }
 
@@ -79,10 +79,15 @@ fn home_record(user: &UserId, home: &str) -> Record {
     Record { key: format!("home/{user}"), value: Some(Zeroizing::new(home.as_bytes().to_vec())) }
 }
 
+/// The sender-keys engine as the profile's records hold it.
+pub(crate) fn load_sk_engine(store: &ClientStore, me: UserId) -> Result<SkEngine> {
+    let records = store.records("sk/")?;
+    Ok(SkEngine::load(me, RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?)
+}
+
 impl Profile {
     pub(super) fn sk_engine(&self) -> Result<SkEngine> {
-        let records = self.store.records("sk/")?;
-        Ok(SkEngine::load(self.user_id(), RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?)
+        load_sk_engine(&self.store, self.user_id())
     }
 
     fn olm_device(&self) -> Result<OlmDevice> {
@@ -189,7 +194,7 @@ impl Profile {
     ) -> Result<(SignedMembership, u64, MembershipChange)> {
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
-            self.sk_sync_room(&room.link).await?;
+            self.sync_room_locked(&room.link).await?;
             self.active_room(&room.link)?;
             let mut engine = self.sk_engine()?;
             let m = engine.next_membership(&room.link, self.identity.signing_key(), added, removed)?;
@@ -399,140 +404,6 @@ impl Profile {
                 tracing::warn!(room = link, error = %e, "could not remove a member who left");
             }
         }
-    }
-
-    /// Applies the room's new log entries in order; answers the room's status and the
-    /// membership version the server reported.
-    pub(super) async fn sk_sync_room(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
-        let room = self.room(link)?;
-        if room.status != RoomStatus::Active {
-            return Ok((room.status, 0));
-        }
-        let server = self.server(&room.server);
-        let mut cursor = room.cursor;
-        let mut mailbox_read = false;
-        let mut rotate = false;
-        let me = self.user_id();
-        let version = loop {
-            let page = match server.read_log(&room.name, cursor, PAGE, 0).await {
-                Ok(p) => p,
-                Err(e) if e.code() == Some(ErrorCode::NotMember) => {
-                    // Removed by a version we have not seen (the server no longer lets us read).
-                    let changes = self.sk_engine()?.forget_room(link);
-                    self.store.commit(Batch {
-                        records: sk_records(changes),
-                        statuses: vec![(room.link.clone(), RoomStatus::Removed)],
-                        ..Batch::default()
-                    })?;
-                    return Ok((RoomStatus::Removed, 0));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if page.entries.is_empty() {
-                break page.epoch;
-            }
-            let mut engine = self.sk_engine()?;
-            let mut batch = Batch::default();
-            let mut status = RoomStatus::Active;
-            let mut need_mailbox = false;
-            for e in &page.entries {
-                match e.kind {
-                    EntryKind::Membership => {
-                        let applied = serde_json::from_slice::<SignedMembership>(&e.body)
-                            .map_err(|_| RoomError::BadMembership("not JSON"))
-                            .and_then(|m| engine.apply_membership(link, &m));
-                        match applied {
-                            Ok((change, changes)) => {
-                                batch.records.extend(sk_records(changes));
-                                if !change.already_applied {
-                                    batch.messages.push(describe(
-                                        link,
-                                        e.seq,
-                                        e.ts,
-                                        e.sender,
-                                        &change.added,
-                                        &change.removed,
-                                    ));
-                                }
-                                if change.removed_me {
-                                    status = RoomStatus::Removed;
-                                } else if !change.removed.is_empty() {
-                                    rotate = true;
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(room = link, seq = e.seq, error = %err, "refused a membership entry");
-                                batch.messages.push(Message::undecryptable(
-                                    link,
-                                    e.seq,
-                                    e.sender,
-                                    e.ts,
-                                    &err.to_string(),
-                                ));
-                            }
-                        }
-                    }
-                    EntryKind::Application if e.sender == me => {
-                        self.settle_own_entry(&mut batch, link, e.seq, e.ts, &e.body)?;
-                    }
-                    EntryKind::Application => match engine.decrypt(link, &e.body) {
-                        Ok((d, changes)) => {
-                            batch.records.extend(sk_records(changes));
-                            let content = grove_wire::content::Content::decode(&d.plaintext);
-                            self.learn_names(&mut batch, link, d.sender, &content);
-                            batch.messages.push(Message::content(link, e.seq, d.sender, e.ts, d.plaintext));
-                        }
-                        Err(RoomError::Cipher(SenderKeyError::UnknownChain | SenderKeyError::WrongRoom))
-                            if !mailbox_read =>
-                        {
-                            // The sender's distribution may be in the mailbox: read it, then
-                            // come back to this entry.
-                            need_mailbox = true;
-                        }
-                        Err(err) => {
-                            tracing::warn!(room = link, seq = e.seq, error = %err, "undecryptable entry");
-                            batch.messages.push(Message::undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
-                        }
-                    },
-                    _ => {
-                        batch.messages.push(Message::undecryptable(
-                            link,
-                            e.seq,
-                            e.sender,
-                            e.ts,
-                            "not a sender-keys entry",
-                        ));
-                    }
-                }
-                if need_mailbox {
-                    break;
-                }
-                cursor = e.seq;
-                if status != RoomStatus::Active {
-                    break;
-                }
-            }
-            batch.cursors.push((link.to_string(), cursor));
-            if status != RoomStatus::Active {
-                batch.statuses.push((link.to_string(), status));
-            }
-            self.store.commit(batch)?;
-            if status != RoomStatus::Active {
-                return Ok((status, 0));
-            }
-            if need_mailbox {
-                mailbox_read = true;
-                let mut report = SyncReport::default();
-                Box::pin(self.sync_mailbox(&mut report)).await?;
-            }
-        };
-        if rotate {
-            let room = self.room(link)?;
-            if let Err(e) = self.sk_rotate(&room).await {
-                tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
-            }
-        }
-        Ok((RoomStatus::Active, version))
     }
 
     /// Tries to decrypt a room entry with the profile's current state, persisting nothing.

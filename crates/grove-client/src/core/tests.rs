@@ -1,0 +1,234 @@
+//! The room core's flows without a server: an in-memory hub orders entries as grove's server
+//! does (one commit per epoch, MLS commits validated by grove-proto's `HubGroup`, sequence
+//! numbers 1, 2, 3, …), and each member's core applies pages of it and seals messages.
+
+use grove_proto::identity::Identity;
+use grove_proto::mls::engine::{GroupId, MlsEngine};
+use grove_proto::mls::hub::HubGroup;
+use grove_proto::senderkeys::room::SkEngine;
+use grove_proto::senderkeys::RotationPolicy;
+use grove_wire::api::{Entry, EntryKind, RoomMode};
+use grove_wire::content::Content;
+use grove_wire::UserId;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::{MlsRoom, RoomProtocol, Seal, SkRoom};
+use crate::store::{Event, LocalRoom, RoomStatus};
+
+const NOW: u64 = 1_800_000_000;
+
+/// The server's ordering, in memory.
+struct Hub {
+    log: Vec<Entry>,
+    mls: Option<HubGroup>,
+    version: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    WrongEpoch,
+    Invalid,
+}
+
+impl Hub {
+    fn append(&mut self, sender: UserId, kind: EntryKind, epoch: u64, body: Vec<u8>) -> Result<u64, Refused> {
+        match (&mut self.mls, kind) {
+            (Some(g), EntryKind::Commit) => {
+                if epoch != g.epoch() {
+                    return Err(Refused::WrongEpoch);
+                }
+                let checked = g.check_commit(&body, &sender).map_err(|_| Refused::Invalid)?;
+                *g = checked.next;
+            }
+            (Some(g), EntryKind::Application) => {
+                g.check_application(&body).map_err(|_| Refused::Invalid)?;
+            }
+            (None, EntryKind::Membership) => {
+                if epoch != self.version + 1 {
+                    return Err(Refused::WrongEpoch);
+                }
+                self.version = epoch;
+            }
+            (None, EntryKind::Application) if epoch != self.version => return Err(Refused::WrongEpoch),
+            (None, EntryKind::Application) => {}
+            _ => return Err(Refused::Invalid),
+        }
+        let seq = self.log.len() as u64 + 1;
+        self.log.push(Entry { seq, kind, epoch, sender, ts: seq as i64, body });
+        Ok(seq)
+    }
+
+    fn after(&self, cursor: u64) -> Vec<Entry> {
+        self.log.iter().filter(|e| e.seq > cursor).cloned().collect()
+    }
+}
+
+fn room(mode: RoomMode, group_id: Vec<u8>, cursor: u64) -> LocalRoom {
+    LocalRoom {
+        link: "http://hub.test/rooms/garden".into(),
+        server: "http://hub.test".into(),
+        name: "garden".into(),
+        mode,
+        group_id,
+        cursor,
+        status: RoomStatus::Active,
+    }
+}
+
+fn engine(id: &Identity, seed: u64) -> MlsEngine {
+    MlsEngine::with_rng(id.clone(), StdRng::seed_from_u64(seed)).with_clock(|| NOW)
+}
+
+/// Seals through the core and appends to the hub.
+fn post(hub: &mut Hub, p: &mut dyn RoomProtocol, me: UserId, at: &LocalRoom, text: &str, view: u64) -> u64 {
+    let Seal::Sealed { body, epoch, .. } = p.seal(at, &Content::text(text).encode(), view, NOW).unwrap() else {
+        panic!("stale")
+    };
+    hub.append(me, EntryKind::Application, epoch, body).unwrap()
+}
+
+fn texts(applied: &super::Applied) -> Vec<String> {
+    applied
+        .batch
+        .messages
+        .iter()
+        .filter_map(|m| match m.event() {
+            Event::Content(Content::Text { text }) => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn mls_alice_and_bob_talk_and_lose_a_commit_race_over_the_hub() {
+    let (alice_id, bob_id) =
+        (Identity::generate(&mut StdRng::seed_from_u64(1)), Identity::generate(&mut StdRng::seed_from_u64(2)));
+    let (alice, bob) = (alice_id.user_id(), bob_id.user_id());
+    let (mut a, mut b) = (engine(&alice_id, 11), engine(&bob_id, 12));
+    let (g, public, _) = a.create_group().unwrap();
+    let mut hub = Hub {
+        log: Vec::new(),
+        mls: Some(HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap()),
+        version: 0,
+    };
+    let (kps, _, _) = b.key_packages(1, false).unwrap();
+    let (pending, _) = a.commit_add(&g, &kps).unwrap();
+    let add = hub.append(alice, EntryKind::Commit, pending.epoch, pending.commit.clone()).unwrap();
+    a.apply_pending(&g).unwrap();
+    let tree = hub.mls.as_ref().unwrap().ratchet_tree().unwrap();
+    b.join(&pending.welcome.unwrap(), &tree).unwrap();
+    let gid = g.as_bytes().to_vec();
+
+    // Alice says two things; Bob's core reads them; Alice's own core sees them as her own.
+    let first =
+        post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), add), "hello", 0);
+    post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), add), "how are you", 0);
+    let at_bob = room(RoomMode::Mls, gid.clone(), add);
+    let got = MlsRoom { engine: &mut b }.apply(&at_bob, bob, hub.after(add), false).unwrap();
+    assert_eq!(texts(&got), ["hello", "how are you"]);
+    assert_eq!((got.cursor, got.status), (first + 1, RoomStatus::Active));
+    assert!(got.own.is_empty());
+    let mine =
+        MlsRoom { engine: &mut a }.apply(&room(RoomMode::Mls, gid.clone(), add), alice, hub.after(add), false).unwrap();
+    assert!(texts(&mine).is_empty());
+    assert_eq!(mine.own.iter().map(|o| o.0).collect::<Vec<_>>(), [first, first + 1]);
+
+    // Both commit an update in the same epoch: the hub takes Alice's, refuses Bob's; Bob drops
+    // his, applies the winner through his core, and his next commit is taken.
+    let cursor = first + 1;
+    let epoch = a.epoch(&g).unwrap();
+    let (pa, _) = a.commit_update(&g).unwrap();
+    let (pb, _) = b.commit_update(&g).unwrap();
+    let won = hub.append(alice, EntryKind::Commit, pa.epoch, pa.commit.clone()).unwrap();
+    a.apply_pending(&g).unwrap();
+    assert_eq!(hub.append(bob, EntryKind::Commit, pb.epoch, pb.commit.clone()), Err(Refused::WrongEpoch));
+    b.discard_pending(&g).unwrap();
+    let got = MlsRoom { engine: &mut b }
+        .apply(&room(RoomMode::Mls, gid.clone(), cursor), bob, hub.after(cursor), false)
+        .unwrap();
+    assert_eq!(got.cursor, won);
+    assert_eq!(b.epoch(&g).unwrap(), epoch + 1);
+    let (pb, _) = b.commit_update(&g).unwrap();
+    hub.append(bob, EntryKind::Commit, pb.epoch, pb.commit.clone()).unwrap();
+    b.apply_pending(&g).unwrap();
+    MlsRoom { engine: &mut a }.apply(&room(RoomMode::Mls, gid.clone(), won), alice, hub.after(won), false).unwrap();
+    assert_eq!(a.epoch_authenticator(&g).unwrap(), b.epoch_authenticator(&g).unwrap());
+
+    // A garbled entry is recorded as unreadable and does not wedge the room.
+    let head = hub.log.len() as u64;
+    hub.log.push(Entry {
+        seq: head + 1,
+        kind: EntryKind::Application,
+        epoch: 0,
+        sender: alice,
+        ts: 0,
+        body: b"junk".to_vec(),
+    });
+    post(
+        &mut hub,
+        &mut MlsRoom { engine: &mut a },
+        alice,
+        &room(RoomMode::Mls, gid.clone(), head + 1),
+        "still here",
+        0,
+    );
+    let got =
+        MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), head), bob, hub.after(head), false).unwrap();
+    assert!(matches!(got.batch.messages[0].event(), Event::Undecryptable(_)));
+    assert_eq!(texts(&got), ["still here"]);
+    let _ = GroupId::new(gid);
+}
+
+#[test]
+fn sender_keys_alice_and_bob_talk_over_the_hub_and_a_missing_chain_asks_for_the_mailbox() {
+    let (alice_id, bob_id) =
+        (Identity::generate(&mut StdRng::seed_from_u64(3)), Identity::generate(&mut StdRng::seed_from_u64(4)));
+    let (alice, bob) = (alice_id.user_id(), bob_id.user_id());
+    let link = "http://hub.test/rooms/garden";
+    let mut a = SkEngine::new(alice, RotationPolicy::default());
+    let mut b = SkEngine::new(bob, RotationPolicy::default());
+    let _ = a.create_room(link, "garden").unwrap();
+    let mut hub = Hub { log: Vec::new(), mls: None, version: 0 };
+    let m = a.next_membership(link, alice_id.signing_key(), &[bob], &[]).unwrap();
+    let add = hub.append(alice, EntryKind::Membership, m.version, serde_json::to_vec(&m).unwrap()).unwrap();
+    let _ = a.apply_membership(link, &m).unwrap();
+    let _ = b.join_room(link, &alice, &m).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let (rotation, _) = a.rotate(link, &mut rng, NOW).unwrap();
+    // (The driver sends the distributions over Olm, then marks the chain distributed.)
+    let _ = a.mark_distributed(link).unwrap();
+    let (mut ra, mut rb) = (SkRoom { engine: a }, SkRoom { engine: b });
+    let at = room(RoomMode::SenderKeys, Vec::new(), add);
+
+    // Alice's chain has not reached Bob yet: his core asks to read the mailbox first, and
+    // stops before the entry, so it is read again afterwards.
+    let first = post(&mut hub, &mut ra, alice, &at, "hello", 1);
+    let got = rb.apply(&at, bob, hub.after(add), false).unwrap();
+    assert!(got.follow_up.read_mailbox);
+    assert_eq!(got.cursor, add);
+    // The distribution arrives (the driver reads it from the mailbox); the page again.
+    for (user, dist) in &rotation.distributions {
+        assert_eq!(*user, bob);
+        let _ = rb.engine.receive_distribution(&alice, dist).unwrap();
+    }
+    let got = rb.apply(&at, bob, hub.after(add), true).unwrap();
+    assert_eq!(texts(&got), ["hello"]);
+    assert_eq!(got.cursor, first);
+
+    // A stale view is refused before anything is encrypted: the driver syncs and retries.
+    assert!(matches!(ra.seal(&at, b"x", 0, NOW).unwrap(), Seal::Stale));
+    // Alice's own entries come back to her core as her own, for her outbox.
+    let mine = ra.apply(&at, alice, hub.after(add), false).unwrap();
+    assert_eq!(mine.own.iter().map(|o| o.0).collect::<Vec<_>>(), [first]);
+
+    // Bob is removed: his core says so and stops at that entry.
+    let m2 = ra.engine.next_membership(link, alice_id.signing_key(), &[], &[bob]).unwrap();
+    let removal = hub.append(alice, EntryKind::Membership, m2.version, serde_json::to_vec(&m2).unwrap()).unwrap();
+    let got = rb.apply(&room(RoomMode::SenderKeys, Vec::new(), first), bob, hub.after(first), true).unwrap();
+    assert_eq!((got.status, got.cursor), (RoomStatus::Removed, removal));
+    // Alice applies her own removal of Bob: a member removed, so her chain must rotate.
+    let got = ra.apply(&room(RoomMode::SenderKeys, Vec::new(), first), alice, hub.after(first), true).unwrap();
+    assert!(got.follow_up.rotate);
+    assert!(ra.needs_rotation(&at, NOW).unwrap());
+}
