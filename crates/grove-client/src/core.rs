@@ -10,17 +10,25 @@
 //! driver does the HTTP, the SQLite and the lock; one sync loop and one send loop serve both
 //! protocols.
 //!
-//! Still driver-side, per protocol (the next step of this core): membership changes (MLS
-//! commits with their `wrong_epoch` retry, sender-keys membership versions), joining, leaving,
-//! and the Olm distribution of sender keys.
+//! Membership changes go the same way: [`RoomProtocol::prepare`] makes the entry (an MLS
+//! commit kept pending, or the next signed sender-keys membership) with what to persist before
+//! it is posted; the driver posts it; [`RoomProtocol::accepted`] or [`RoomProtocol::refused`]
+//! answer what to persist then. One retry loop in the driver (sync, prepare, post; on a lost
+//! race: refused, sync, again) serves both protocols.
+//!
+//! Still driver-side, per protocol (the next step of this core): joining, leaving, invitation
+//! delivery (an MLS Welcome, a sender-keys invitation over Olm) and the Olm distribution of
+//! sender keys.
 
-use grove_proto::mls::engine::{GroupId, Incoming, MlsEngine};
+use grove_proto::identity::Identity;
+use grove_proto::mls::engine::{Changes, GroupId, Incoming, MlsEngine};
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
-use grove_wire::api::{Entry, EntryKind, RoomMode};
+use grove_wire::api::{AppendEntry, Entry, EntryKind, RoomMode};
 use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
 use grove_wire::UserId;
+use sha2::{Digest, Sha256};
 
 use crate::profile::names::learn_names;
 use crate::profile::sk::{load_sk_engine, sk_records};
@@ -73,8 +81,72 @@ pub(crate) enum Seal {
     Stale,
 }
 
+/// A membership change to make.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Add members: an MLS room needs their claimed KeyPackages, a sender-keys room their ids.
+    Add {
+        /// The users.
+        users: Vec<UserId>,
+        /// Their KeyPackages (MLS).
+        key_packages: Vec<Vec<u8>>,
+    },
+    /// Remove members.
+    Remove(Vec<UserId>),
+    /// MLS: a self-update commit.
+    Update,
+    /// MLS: commit the proposals cached from the log.
+    CommitProposals,
+}
+
+/// A change made, ready to post.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The entry to post.
+    pub entry: AppendEntry,
+    /// What to persist before posting (an MLS pending commit: if the server takes it and the
+    /// process dies, the next sync recognises it in the log and applies it).
+    pub batch: Batch,
+    /// MLS add: the Welcome for the new members (for the epoch after `entry.epoch`).
+    pub welcome: Option<Vec<u8>>,
+    /// Sender keys: the signed membership posted.
+    pub membership: Option<SignedMembership>,
+}
+
 /// A room protocol, sans-IO.
 pub(crate) trait RoomProtocol {
+    /// Drops what an earlier, interrupted change left (an MLS pending commit the sync did not
+    /// find in the log is dead).
+    fn drop_stale(&mut self, room: &LocalRoom) -> Result<Batch>;
+
+    /// Makes `change` as the room is now.
+    fn prepare(&mut self, room: &LocalRoom, identity: &Identity, change: &Change) -> Result<Prepared>;
+
+    /// The server took the prepared entry as `seq`: apply it. Answers what to persist and
+    /// what to do next.
+    fn accepted(
+        &mut self,
+        room: &LocalRoom,
+        me: UserId,
+        prepared: &Prepared,
+        seq: u64,
+        ts: i64,
+    ) -> Result<(Batch, FollowUp)>;
+
+    /// The server refused the prepared entry (lost race or for good): undo it.
+    fn refused(&mut self, room: &LocalRoom) -> Result<Batch>;
+
+    /// The members, as this member's state says.
+    fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>>;
+
+    /// The epoch (MLS) or membership version (sender keys), and a value equal for all members
+    /// in sync (the epoch authenticator; a digest of the signed membership).
+    fn epoch(&self, room: &LocalRoom) -> Result<(u64, Vec<u8>)>;
+
+    /// Decrypts an application message's body with the current state. The state changes this
+    /// makes must not be persisted: the driver reloads afterwards.
+    fn peek(&mut self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>>;
+
     /// Applies a page of the room's log, in order, from `room.cursor` on. `mailbox_read`: the
     /// mailbox was just read for this page, so an unknown chain is now unreadable for good.
     fn apply(&mut self, room: &LocalRoom, me: UserId, entries: Vec<Entry>, mailbox_read: bool) -> Result<Applied>;
@@ -110,7 +182,58 @@ pub(crate) struct MlsRoom<'a> {
     pub engine: &'a mut MlsEngine,
 }
 
+fn batch_of(changes: Changes) -> Batch {
+    Batch { changes: vec![changes], ..Batch::default() }
+}
+
 impl RoomProtocol for MlsRoom<'_> {
+    fn drop_stale(&mut self, room: &LocalRoom) -> Result<Batch> {
+        let g = GroupId::new(room.group_id.clone());
+        if self.engine.has_pending_commit(&g)? {
+            return Ok(batch_of(self.engine.discard_pending(&g)?));
+        }
+        Ok(Batch::default())
+    }
+
+    fn prepare(&mut self, room: &LocalRoom, _identity: &Identity, change: &Change) -> Result<Prepared> {
+        let g = GroupId::new(room.group_id.clone());
+        let (pending, changes) = match change {
+            Change::Add { key_packages, .. } => self.engine.commit_add(&g, key_packages)?,
+            Change::Remove(users) => self.engine.commit_remove(&g, users)?,
+            Change::Update => self.engine.commit_update(&g)?,
+            Change::CommitProposals => self.engine.commit_pending_proposals(&g)?,
+        };
+        let entry = AppendEntry { kind: EntryKind::Commit, epoch: pending.epoch, body: pending.commit };
+        Ok(Prepared { entry, batch: batch_of(changes), welcome: pending.welcome, membership: None })
+    }
+
+    fn accepted(&mut self, room: &LocalRoom, me: UserId, _: &Prepared, seq: u64, ts: i64) -> Result<(Batch, FollowUp)> {
+        let (applied, changes) = self.engine.apply_pending(&GroupId::new(room.group_id.clone()))?;
+        let mut batch = batch_of(changes);
+        batch.messages.push(describe(&room.link, seq, ts, me, &applied.added, &applied.removed));
+        Ok((batch, FollowUp::default()))
+    }
+
+    fn refused(&mut self, room: &LocalRoom) -> Result<Batch> {
+        Ok(batch_of(self.engine.discard_pending(&GroupId::new(room.group_id.clone()))?))
+    }
+
+    fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {
+        Ok(self.engine.members(&GroupId::new(room.group_id.clone()))?)
+    }
+
+    fn epoch(&self, room: &LocalRoom) -> Result<(u64, Vec<u8>)> {
+        let g = GroupId::new(room.group_id.clone());
+        Ok((self.engine.epoch(&g)?, self.engine.epoch_authenticator(&g)?))
+    }
+
+    fn peek(&mut self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>> {
+        match self.engine.process(&GroupId::new(room.group_id.clone()), body)? {
+            (Incoming::Application { plaintext, .. }, _) => Ok(plaintext),
+            _ => Err(ClientError::Invalid("the entry is not an application message".into())),
+        }
+    }
+
     fn apply(&mut self, room: &LocalRoom, _me: UserId, mut entries: Vec<Entry>, _: bool) -> Result<Applied> {
         let g = GroupId::new(room.group_id.clone());
         let mut out = Applied { cursor: room.cursor, ..Applied::default() };
@@ -177,6 +300,65 @@ pub(crate) struct SkRoom {
 }
 
 impl RoomProtocol for SkRoom {
+    fn drop_stale(&mut self, _: &LocalRoom) -> Result<Batch> {
+        // Nothing is kept between preparing and posting a membership version.
+        Ok(Batch::default())
+    }
+
+    fn prepare(&mut self, room: &LocalRoom, identity: &Identity, change: &Change) -> Result<Prepared> {
+        let key = identity.signing_key();
+        let m = match change {
+            Change::Add { users, .. } => self.engine.next_membership(&room.link, key, users, &[])?,
+            Change::Remove(users) => self.engine.next_membership(&room.link, key, &[], users)?,
+            Change::Update | Change::CommitProposals => {
+                return Err(ClientError::Invalid(
+                    "a sender-keys room changes keys by rotating, not by a log entry".into(),
+                ))
+            }
+        };
+        let body = serde_json::to_vec(&m).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let entry = AppendEntry { kind: EntryKind::Membership, epoch: m.version, body };
+        Ok(Prepared { entry, batch: Batch::default(), welcome: None, membership: Some(m) })
+    }
+
+    fn accepted(
+        &mut self,
+        room: &LocalRoom,
+        me: UserId,
+        prepared: &Prepared,
+        seq: u64,
+        ts: i64,
+    ) -> Result<(Batch, FollowUp)> {
+        let m = prepared.membership.as_ref().ok_or_else(|| ClientError::Invalid("no membership prepared".into()))?;
+        let (change, changes) = self.engine.apply_membership(&room.link, m)?;
+        let mut batch = Batch { records: sk_records(changes), ..Batch::default() };
+        batch.messages.push(describe(&room.link, seq, ts, me, &change.added, &change.removed));
+        if change.removed_me {
+            batch.statuses.push((room.link.clone(), RoomStatus::Left));
+        }
+        // Everyone rotates on a removal; the remover right away.
+        let follow_up = FollowUp { rotate: !change.removed.is_empty() && !change.removed_me, ..FollowUp::default() };
+        Ok((batch, follow_up))
+    }
+
+    fn refused(&mut self, _: &LocalRoom) -> Result<Batch> {
+        Ok(Batch::default())
+    }
+
+    fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {
+        Ok(self.engine.view(&room.link)?.members.clone())
+    }
+
+    fn epoch(&self, room: &LocalRoom) -> Result<(u64, Vec<u8>)> {
+        let view = self.engine.view(&room.link)?;
+        let digest = Sha256::digest(serde_json::to_vec(&view.signed).unwrap_or_default()).to_vec();
+        Ok((view.version, digest))
+    }
+
+    fn peek(&mut self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.engine.decrypt(&room.link, body).map(|(d, _)| d.plaintext)?)
+    }
+
     fn apply(&mut self, room: &LocalRoom, me: UserId, entries: Vec<Entry>, mailbox_read: bool) -> Result<Applied> {
         let link = room.link.as_str();
         let mut out = Applied { cursor: room.cursor, ..Applied::default() };

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use grove_proto::identity::Identity;
-use grove_proto::mls::engine::{Changes, EngineError, GroupId, Incoming, MlsEngine, PendingCommit};
+use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
 use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, MlsGroupState, RoomMode};
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ pub(crate) mod sk;
 
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
-use crate::core::{protocol, FollowUp};
+use crate::core::{protocol, Change, FollowUp, Prepared};
 use crate::lock::{LockGuard, ProfileLock};
 use crate::olm::Envelope;
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, StoreError};
@@ -449,21 +449,14 @@ impl Profile {
     pub fn members(&mut self, key: &str) -> Result<Vec<UserId>> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_members(&room);
-        }
-        Ok(self.engine.members(&GroupId::new(room.group_id))?)
+        protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.members(&room)
     }
 
     /// The room's current epoch and epoch authenticator (equal for all members in sync).
     pub fn epoch(&mut self, key: &str) -> Result<(u64, Vec<u8>)> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_epoch(&room);
-        }
-        let g = GroupId::new(room.group_id);
-        Ok((self.engine.epoch(&g)?, self.engine.epoch_authenticator(&g)?))
+        protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.epoch(&room)
     }
 
     /// Writes every MLS group's full state and empties its journal (see grove-proto's engine
@@ -528,10 +521,11 @@ impl Profile {
         let home = self.server(&addr.home_url());
         let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await?;
         let kp = claimed.data;
-        let (seq, pending) = self.commit_change(&room, |e, g| e.commit_add(g, std::slice::from_ref(&kp))).await?;
+        let add = Change::Add { users: vec![addr.user], key_packages: vec![kp] };
+        let (seq, prepared) = self.change_membership(&room, &add).await?;
         let welcome =
-            pending.welcome.ok_or_else(|| ClientError::Invalid("the add commit produced no Welcome".into()))?;
-        let invite = MailMessage::Invite { room: room.link.clone(), epoch: pending.epoch + 1, seq, welcome };
+            prepared.welcome.ok_or_else(|| ClientError::Invalid("the add commit produced no Welcome".into()))?;
+        let invite = MailMessage::Invite { room: room.link.clone(), epoch: prepared.entry.epoch + 1, seq, welcome };
         let body = serde_json::to_vec(&invite).map_err(|e| ClientError::Invalid(e.to_string()))?;
         home.deposit(&addr.user, body).await?;
         self.send_roster_quietly(&room.link).await;
@@ -550,11 +544,7 @@ impl Profile {
     pub async fn remove(&mut self, key: &str, user: &UserId) -> Result<()> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_remove(&room, user).await;
-        }
-        let users = [*user];
-        self.commit_change(&room, |e, g| e.commit_remove(g, &users)).await?;
+        self.change_membership(&room, &Change::Remove(vec![*user])).await?;
         Ok(())
     }
 
@@ -565,7 +555,7 @@ impl Profile {
         if room.mode == RoomMode::SenderKeys {
             return self.sk_rotate(&room).await;
         }
-        self.commit_change(&room, |e, g| e.commit_update(g)).await?;
+        self.change_membership(&room, &Change::Update).await?;
         Ok(())
     }
 
@@ -603,46 +593,44 @@ impl Profile {
         self.send_content(key, &grove_wire::content::Content::text(text)).await
     }
 
-    /// Makes a commit with `make`, posts it, and applies it once the server accepted it; on
-    /// `wrong_epoch`, applies the winner and makes the change again. Answers the commit's
-    /// sequence number and the pending commit (for its Welcome).
-    async fn commit_change<F>(&mut self, room: &LocalRoom, make: F) -> Result<(u64, PendingCommit)>
-    where
-        F: Fn(&mut MlsEngine, &GroupId) -> Result<(PendingCommit, Changes), EngineError>,
-    {
-        let g = GroupId::new(room.group_id.clone());
+    /// Makes a membership change, posts it, and applies it once the server accepted it; on a
+    /// lost race (`wrong_epoch`, `membership_version`), undoes it, syncs (which applies the
+    /// winner) and makes the change again. The one retry loop of membership changes, for both
+    /// protocols ([`crate::core`]). Answers the entry's sequence number and what was prepared
+    /// (an MLS Welcome, a sender-keys membership).
+    pub(super) async fn change_membership(&mut self, room: &LocalRoom, change: &Change) -> Result<(u64, Prepared)> {
         let server = self.server(&room.server);
+        let me = self.user_id();
         for _ in 0..COMMIT_ATTEMPTS {
             self.sync_room_locked(&room.link).await?;
             self.active_room(&room.link)?;
-            // A commit left pending by an earlier failure was either applied by the sync above
-            // (the server had accepted it) or is dead.
-            if self.engine.has_pending_commit(&g)? {
-                let changes = self.engine.discard_pending(&g)?;
-                self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            }
-            let (pending, changes) = make(&mut self.engine, &g)?;
-            // The pending commit is saved before it is posted: if the server accepts it and we
-            // crash, the next sync recognises it in the log and applies it.
-            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            let entry = AppendEntry { kind: EntryKind::Commit, epoch: pending.epoch, body: pending.commit.clone() };
-            match server.append(&room.name, &entry).await {
+            // A change left by an earlier failure was either applied by the sync above (the
+            // server had taken it) or is dead.
+            let stale = protocol(&mut self.engine, &self.store, me, room.mode)?.drop_stale(room)?;
+            self.store.commit(stale)?;
+            let mut prepared =
+                protocol(&mut self.engine, &self.store, me, room.mode)?.prepare(room, &self.identity, change)?;
+            self.store.commit(std::mem::take(&mut prepared.batch))?;
+            match server.append(&room.name, &prepared.entry).await {
                 Ok(a) => {
-                    let (applied, changes) = self.engine.apply_pending(&g)?;
-                    let event = describe(&room.link, a.seq, a.ts, self.user_id(), &applied.added, &applied.removed);
-                    self.store.commit(Batch { changes: vec![changes], messages: vec![event], ..Batch::default() })?;
-                    return Ok((a.seq, pending));
+                    let (batch, follow_up) = protocol(&mut self.engine, &self.store, me, room.mode)?
+                        .accepted(room, me, &prepared, a.seq, a.ts)?;
+                    self.store.commit(batch)?;
+                    if follow_up.rotate {
+                        Box::pin(self.update(&room.link)).await?;
+                    }
+                    return Ok((a.seq, prepared));
                 }
-                Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => {
-                    let changes = self.engine.discard_pending(&g)?;
-                    self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+                Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::MembershipVersion)) => {
+                    let undo = protocol(&mut self.engine, &self.store, me, room.mode)?.refused(room)?;
+                    self.store.commit(undo)?;
                     continue;
                 }
-                // The outcome is unknown: keep the pending commit; the next sync settles it.
+                // The outcome is unknown: keep what is pending; the next sync settles it.
                 Err(e @ TransportError::Unreachable { .. }) => return Err(e.into()),
                 Err(e) => {
-                    let changes = self.engine.discard_pending(&g)?;
-                    self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
+                    let undo = protocol(&mut self.engine, &self.store, me, room.mode)?.refused(room)?;
+                    self.store.commit(undo)?;
                     return Err(e.into());
                 }
             }
@@ -827,7 +815,7 @@ impl Profile {
             // who commits it first is fine, and so is finding nothing left to commit.
             let updated = self.room(link)?;
             if updated.status == RoomStatus::Active {
-                match Box::pin(self.commit_change(&updated, |e, g| e.commit_pending_proposals(g))).await {
+                match Box::pin(self.change_membership(&updated, &Change::CommitProposals)).await {
                     Ok(_) | Err(ClientError::Busy(_)) | Err(ClientError::Engine(EngineError::NothingToCommit)) => {}
                     Err(ClientError::Engine(EngineError::LeaveProposed)) => {}
                     Err(e) => return Err(e),
@@ -860,16 +848,10 @@ impl Profile {
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
         self.refresh()?;
         let room = self.room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_decrypt_entry(&room, body);
-        }
-        let outcome = self.engine.process(&GroupId::new(room.group_id), body);
+        let outcome = protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.peek(&room, body);
         self.data_version = self.store.data_version()?;
         self.engine = load_engine(&self.store, &self.identity)?;
-        match outcome? {
-            (Incoming::Application { plaintext, .. }, _) => Ok(plaintext),
-            _ => Err(ClientError::Invalid("the entry is not an application message".into())),
-        }
+        outcome
     }
 
     /// Waits up to `wait` seconds for something new in the room (holding no lock), then syncs

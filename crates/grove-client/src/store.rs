@@ -47,7 +47,7 @@ const SCHEMA_3: &str = "
 CREATE TABLE names (room TEXT NOT NULL, user BLOB NOT NULL, name TEXT NOT NULL, rev INTEGER NOT NULL,
     profile BLOB NOT NULL, PRIMARY KEY (room, user));
 CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL, content BLOB NOT NULL,
-    body BLOB, epoch INTEGER, created INTEGER NOT NULL);
+    body BLOB, epoch INTEGER, created INTEGER NOT NULL, attempted INTEGER);
 CREATE INDEX outbox_room ON outbox (room, id);
 ALTER TABLE rooms ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
 ";
@@ -279,6 +279,9 @@ pub struct OutboxItem {
     pub sealed: Option<Sealed>,
     /// When it was written, Unix seconds.
     pub created: i64,
+    /// When its ciphertext was last posted (Unix ms), if ever: a post whose process died may
+    /// still be reaching the server for a moment.
+    pub attempted: Option<i64>,
 }
 
 /// A name learned in a room, from the member's own signed profile.
@@ -318,6 +321,8 @@ pub struct Batch {
     pub sealed: Vec<(i64, Option<Sealed>)>,
     /// Outbox items gone (posted, or refused for good).
     pub sent: Vec<i64>,
+    /// Outbox items about to be posted: (id, Unix ms).
+    pub attempted: Vec<(i64, i64)>,
     /// Read markers: (room link, last seq shown).
     pub seen: Vec<(String, u64)>,
 }
@@ -496,6 +501,9 @@ impl ClientStore {
             };
             tx.execute("UPDATE outbox SET body = ?2, epoch = ?3 WHERE id = ?1", params![id, body, epoch])?;
         }
+        for (id, at) in &batch.attempted {
+            tx.execute("UPDATE outbox SET attempted = ?2 WHERE id = ?1", params![id, at])?;
+        }
         for id in &batch.sent {
             tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
         }
@@ -539,7 +547,7 @@ impl ClientStore {
     /// The outbox, oldest first: one room's, or every room's.
     pub fn outbox(&self, room: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
         let mut q = self.conn.prepare(
-            "SELECT id, room, content, body, epoch, created FROM outbox WHERE ?1 IS NULL OR room = ?1 ORDER BY id",
+            "SELECT id, room, content, body, epoch, created, attempted FROM outbox WHERE ?1 IS NULL OR room = ?1 ORDER BY id",
         )?;
         let rows = q.query_map([room], |r| {
             let body: Option<Vec<u8>> = r.get(3)?;
@@ -550,6 +558,7 @@ impl ClientStore {
                 content: r.get(2)?,
                 sealed: body.zip(epoch.map(|e| e as u64)),
                 created: r.get(5)?,
+                attempted: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

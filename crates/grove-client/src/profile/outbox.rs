@@ -13,7 +13,10 @@
 //!   is over, i.e. it never entered the log.
 //! - **Nothing duplicated**: before posting, the room is synced; an own entry in the log whose
 //!   ciphertext is a sealed item's (a post whose answer was lost, or a process killed after
-//!   posting) settles that item instead of posting it again.
+//!   posting) settles that item instead of posting it again. The time of every post is
+//!   persisted before it leaves; an item posted less than [`IN_FLIGHT_GRACE`] ago by a
+//!   process that died may still be on its way into the log, so it is posted again only after
+//!   that grace and one more sync.
 //! - **A crash at any point** leaves the item in one of those states; the next flush goes on.
 //!
 //! All of it runs under the profile's lock ([`crate::lock`]), so two processes never flush
@@ -30,6 +33,14 @@ use super::{unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
 use crate::core::{protocol, Seal};
 use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
 use crate::transport::TransportError;
+
+/// How long a post that got no answer may still be on its way into the room's log (a server
+/// handles an append in milliseconds; this leaves room for a loaded one).
+pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// Whether a failed post may succeed later (keep the item) or never will (drop it).
 fn retryable(e: &TransportError) -> bool {
@@ -112,6 +123,7 @@ impl Profile {
         let server = self.server(&room.server);
         let mut attempts = 0;
         let mut version = None;
+        let mut waited = std::collections::HashSet::new();
         loop {
             if version.is_none() {
                 // Apply what others did, and settle own posts already in the log.
@@ -124,6 +136,16 @@ impl Profile {
                 version = Some(v);
             }
             let Some(item) = self.store.outbox(Some(&room.link))?.into_iter().next() else { return Ok(done) };
+            if let (Some(_), Some(at)) = (&item.sealed, item.attempted) {
+                let age = unix_ms().saturating_sub(at).max(0) as u128;
+                if age < IN_FLIGHT_GRACE.as_millis() && waited.insert(item.id) {
+                    // An earlier post of this ciphertext may still be entering the log: wait it
+                    // out, then look again before posting the same bytes.
+                    tokio::time::sleep(IN_FLIGHT_GRACE - std::time::Duration::from_millis(age as u64)).await;
+                    version = None;
+                    continue;
+                }
+            }
             let (body, epoch) = match item.sealed.clone() {
                 Some(sealed) => sealed,
                 None => match self.seal(room, &item, version.unwrap_or(0)).await? {
@@ -140,6 +162,7 @@ impl Profile {
                 },
             };
             let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
+            self.store.commit(Batch { attempted: vec![(item.id, unix_ms())], ..Batch::default() })?;
             match server.append(&room.name, &entry).await {
                 Ok(a) => {
                     let mut batch = Batch { sent: vec![item.id], ..Batch::default() };

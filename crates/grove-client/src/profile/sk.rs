@@ -16,19 +16,16 @@
 
 use std::collections::BTreeMap;
 
-use grove_proto::senderkeys::room::{MembershipChange, Record, RoomChanges, RoomError, SkEngine};
+use grove_proto::senderkeys::room::{Record, RoomChanges, RoomError, SkEngine};
 use grove_proto::senderkeys::RotationPolicy;
-use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, RoomMode};
+use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, RoomMode};
 use grove_wire::membership::SignedMembership;
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{
-    describe, host_port, room_link, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport,
-    COMMIT_ATTEMPTS,
-};
+use super::{host_port, room_link, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport};
+use crate::core::Change;
 use crate::olm::{Envelope, OlmDevice, OlmError};
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus};
 
@@ -172,58 +169,14 @@ impl Profile {
         Ok(room)
     }
 
-    pub(super) fn sk_members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {
-        Ok(self.sk_engine()?.view(&room.link)?.members.clone())
-    }
-
-    /// The membership version and a digest of the signed membership (equal for members in sync).
-    pub(super) fn sk_epoch(&self, room: &LocalRoom) -> Result<(u64, Vec<u8>)> {
-        let engine = self.sk_engine()?;
-        let view = engine.view(&room.link)?;
-        let digest = Sha256::digest(serde_json::to_vec(&view.signed).unwrap_or_default()).to_vec();
-        Ok((view.version, digest))
-    }
-
-    /// Signs and posts the next membership version (syncing and re-signing if another admin
-    /// got there first), applies it, and answers it with its sequence number and what changed.
-    async fn sk_change_membership(
-        &mut self,
-        room: &LocalRoom,
-        added: &[UserId],
-        removed: &[UserId],
-    ) -> Result<(SignedMembership, u64, MembershipChange)> {
-        let server = self.server(&room.server);
-        for _ in 0..COMMIT_ATTEMPTS {
-            self.sync_room_locked(&room.link).await?;
-            self.active_room(&room.link)?;
-            let mut engine = self.sk_engine()?;
-            let m = engine.next_membership(&room.link, self.identity.signing_key(), added, removed)?;
-            let body = serde_json::to_vec(&m).map_err(|e| ClientError::Invalid(e.to_string()))?;
-            let entry = AppendEntry { kind: EntryKind::Membership, epoch: m.version, body };
-            match server.append(&room.name, &entry).await {
-                Ok(a) => {
-                    let (change, changes) = engine.apply_membership(&room.link, &m)?;
-                    let event = describe(&room.link, a.seq, a.ts, self.user_id(), &change.added, &change.removed);
-                    let mut batch = Batch { records: sk_records(changes), messages: vec![event], ..Batch::default() };
-                    if change.removed_me {
-                        batch.statuses.push((room.link.clone(), RoomStatus::Left));
-                    }
-                    self.store.commit(batch)?;
-                    return Ok((m, a.seq, change));
-                }
-                Err(e) if matches!(e.code(), Some(ErrorCode::MembershipVersion | ErrorCode::WrongEpoch)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ClientError::Busy(room.link.clone()))
-    }
-
     pub(super) async fn sk_invite(&mut self, room: &LocalRoom, addr: &Address) -> Result<()> {
         // A session first: an invitee without published Olm keys is refused before the
         // membership changes.
         self.ensure_session(&addr.user, &addr.home_url()).await?;
         self.store.commit(Batch { records: vec![home_record(&addr.user, &addr.home)], ..Batch::default() })?;
-        let (m, seq, _) = self.sk_change_membership(room, &[addr.user], &[]).await?;
+        let add = Change::Add { users: vec![addr.user], key_packages: Vec::new() };
+        let (seq, prepared) = self.change_membership(room, &add).await?;
+        let m = prepared.membership.ok_or_else(|| ClientError::Invalid("no membership was prepared".into()))?;
         let homes = self.homes()?;
         let mut list: Vec<(UserId, String)> =
             m.members.iter().filter_map(|u| homes.get(u).map(|h| (*u, h.clone()))).collect();
@@ -234,17 +187,11 @@ impl Profile {
         Ok(())
     }
 
-    pub(super) async fn sk_remove(&mut self, room: &LocalRoom, user: &UserId) -> Result<()> {
-        self.sk_change_membership(room, &[], &[*user]).await?;
-        // Everyone rotates on a removal; this member right away.
-        self.sk_rotate(room).await
-    }
-
     pub(super) async fn sk_leave(&mut self, room: &LocalRoom) -> Result<()> {
         let engine = self.sk_engine()?;
         let view = engine.view(&room.link)?.clone();
         if view.admins.contains(&self.user_id()) {
-            self.sk_change_membership(room, &[], &[self.user_id()]).await?;
+            self.change_membership(room, &Change::Remove(vec![self.user_id()])).await?;
         } else {
             for admin in &view.admins {
                 let home = self.home_of(admin, room)?;
@@ -400,15 +347,9 @@ impl Profile {
             if !view.admins.contains(&self.user_id()) || !view.members.contains(&user) {
                 continue;
             }
-            if let Err(e) = self.sk_remove(&room, &user).await {
+            if let Err(e) = self.remove(&room.link, &user).await {
                 tracing::warn!(room = link, error = %e, "could not remove a member who left");
             }
         }
-    }
-
-    /// Tries to decrypt a room entry with the profile's current state, persisting nothing.
-    pub(super) fn sk_decrypt_entry(&self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>> {
-        let mut engine = self.sk_engine()?;
-        Ok(engine.decrypt(&room.link, body).map(|(d, _)| d.plaintext)?)
     }
 }
