@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
-use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, MlsGroupState, RoomMode};
+use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -750,11 +750,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let (status, _) = self.sync_room_locked(link).await?;
         if status == RoomStatus::Active {
-            let room = self.room(link)?;
-            match self.flush_room(&room).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(room = link, error = %e, "the outbox could not be posted yet"),
-            }
+            self.flush_room_quietly(link).await?;
         }
         Ok(self.room(link)?.status)
     }
@@ -764,6 +760,12 @@ impl Profile {
     /// persisting what it answers in one transaction per page. Answers the status and the
     /// epoch or membership version the server reported.
     pub(super) async fn sync_room_locked(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
+        self.sync_room_from(link, None).await
+    }
+
+    /// [`Profile::sync_room_locked`] starting with a page read before the lock was taken (its
+    /// entries at or before the cursor are skipped: another process applied them meanwhile).
+    async fn sync_room_from(&mut self, link: &str, mut first: Option<LogPage>) -> Result<(RoomStatus, u64)> {
         let room = self.room(link)?;
         if room.status != RoomStatus::Active {
             return Ok((room.status, 0));
@@ -774,7 +776,18 @@ impl Profile {
         let mut mailbox_read = false;
         let mut follow_up = FollowUp::default();
         let view = loop {
-            let page = match server.read_log(&room.name, cursor, PAGE, 0).await {
+            let fetched = match first.take() {
+                Some(mut page) => {
+                    page.entries.retain(|e| e.seq > cursor);
+                    if page.entries.is_empty() {
+                        // Nothing new in it for us; the server may hold more.
+                        continue;
+                    }
+                    Ok(page)
+                }
+                None => server.read_log(&room.name, cursor, PAGE, 0).await,
+            };
+            let page = match fetched {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     // Removed by an entry we have not seen (the server no longer lets us read).
@@ -859,12 +872,27 @@ impl Profile {
     pub async fn wait_and_sync(&mut self, key: &str, wait: u64) -> Result<RoomStatus> {
         let room = self.active_room(key)?;
         let server = self.server(&room.server);
-        match server.read_log(&room.name, room.cursor, 1, wait).await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(ErrorCode::NotMember) => {}
+        // The long-poll's answer is the first page: read without the lock, so a follower holds
+        // the lock only to apply what came (what other processes applied meanwhile is skipped).
+        let first = match server.read_log(&room.name, room.cursor, PAGE, wait).await {
+            Ok(page) => Some(page),
+            Err(e) if e.code() == Some(ErrorCode::NotMember) => None,
             Err(e) => return Err(e.into()),
+        };
+        let _lock = self.lock().await?;
+        let (status, _) = self.sync_room_from(&room.link, first).await?;
+        if status == RoomStatus::Active {
+            self.flush_room_quietly(&room.link).await?;
         }
-        self.sync_room(&room.link).await
+        Ok(self.room(&room.link)?.status)
+    }
+
+    async fn flush_room_quietly(&mut self, link: &str) -> Result<()> {
+        let room = self.room(link)?;
+        if let Err(e) = self.flush_room(&room).await {
+            tracing::warn!(room = link, error = %e, "the outbox could not be posted yet");
+        }
+        Ok(())
     }
 }
 
