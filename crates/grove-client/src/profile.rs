@@ -182,7 +182,7 @@ pub struct Profile {
     dir: PathBuf,
     store: ClientStore,
     identity: Identity,
-    engine: MlsEngine,
+    engine: EngineSlot,
     home: String,
     connect_to: ConnectTo,
     /// Serialises the profile's writers across processes (see [`crate::lock`]).
@@ -282,7 +282,7 @@ impl Profile {
             dir: dir.to_path_buf(),
             store,
             identity,
-            engine,
+            engine: EngineSlot::new(engine),
             home,
             connect_to,
             lock,
@@ -312,7 +312,7 @@ impl Profile {
             dir: dir.to_path_buf(),
             store,
             identity,
-            engine,
+            engine: EngineSlot::new(engine),
             home,
             connect_to: ConnectTo::none(),
             lock,
@@ -338,7 +338,9 @@ impl Profile {
     fn refresh(&mut self) -> Result<()> {
         let version = self.store.data_version()?;
         if version != self.data_version {
-            self.engine = load_engine(&self.store, &self.identity)?;
+            // Reloaded when next used: an operation that finds nothing to do (a follower
+            // whose page another process already applied) pays nothing.
+            self.engine.stale = true;
             self.data_version = version;
         }
         Ok(())
@@ -380,7 +382,8 @@ impl Profile {
             return Ok(0);
         }
         let n = if one_time >= KEY_PACKAGE_LOW { 0 } else { KEY_PACKAGE_TARGET - one_time as usize };
-        let (one_time, last_resort, changes) = self.engine.key_packages(n, !has_last_resort)?;
+        let (one_time, last_resort, changes) =
+            self.engine.get(&self.store, &self.identity)?.key_packages(n, !has_last_resort)?;
         // The private keys are stored before the public halves leave this machine.
         self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
         let mut items: Vec<KeyItemUpload> = one_time
@@ -449,14 +452,16 @@ impl Profile {
     pub fn members(&mut self, key: &str) -> Result<Vec<UserId>> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.members(&room)
+        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
+            .members(&room)
     }
 
     /// The room's current epoch and epoch authenticator (equal for all members in sync).
     pub fn epoch(&mut self, key: &str) -> Result<(u64, Vec<u8>)> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.epoch(&room)
+        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
+            .epoch(&room)
     }
 
     /// Writes every MLS group's full state and empties its journal (see grove-proto's engine
@@ -467,8 +472,8 @@ impl Profile {
     pub async fn checkpoint(&mut self) -> Result<()> {
         let _lock = self.lock().await?;
         let mut changes = Vec::new();
-        for g in self.engine.group_ids() {
-            changes.push(self.engine.checkpoint(&g)?);
+        for g in self.engine.get(&self.store, &self.identity)?.group_ids() {
+            changes.push(self.engine.get(&self.store, &self.identity)?.checkpoint(&g)?);
         }
         self.store.commit(Batch { changes, ..Batch::default() })?;
         Ok(())
@@ -478,7 +483,7 @@ impl Profile {
     pub async fn create_room(&mut self, server: &str, name: &str) -> Result<LocalRoom> {
         let _lock = self.lock().await?;
         let server_url = server.trim_end_matches('/').to_string();
-        let (gid, public, changes) = self.engine.create_group()?;
+        let (gid, public, changes) = self.engine.get(&self.store, &self.identity)?.create_group()?;
         self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
         let req = CreateRoom {
             name: name.to_string(),
@@ -570,9 +575,9 @@ impl Profile {
         let server = self.server(&room.server);
         for _ in 0..COMMIT_ATTEMPTS {
             self.sync_room_locked(&room.link).await?;
-            let (proposal, changes) = self.engine.propose_leave(&g)?;
+            let (proposal, changes) = self.engine.get(&self.store, &self.identity)?.propose_leave(&g)?;
             self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            let epoch = self.engine.epoch(&g)?;
+            let epoch = self.engine.get(&self.store, &self.identity)?.epoch(&g)?;
             let entry = AppendEntry { kind: EntryKind::Proposal, epoch, body: proposal };
             match server.append(&room.name, &entry).await {
                 Ok(_) => {
@@ -606,15 +611,17 @@ impl Profile {
             self.active_room(&room.link)?;
             // A change left by an earlier failure was either applied by the sync above (the
             // server had taken it) or is dead.
-            let stale = protocol(&mut self.engine, &self.store, me, room.mode)?.drop_stale(room)?;
+            let stale = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                .drop_stale(room)?;
             self.store.commit(stale)?;
-            let mut prepared =
-                protocol(&mut self.engine, &self.store, me, room.mode)?.prepare(room, &self.identity, change)?;
+            let mut prepared = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                .prepare(room, &self.identity, change)?;
             self.store.commit(std::mem::take(&mut prepared.batch))?;
             match server.append(&room.name, &prepared.entry).await {
                 Ok(a) => {
-                    let (batch, follow_up) = protocol(&mut self.engine, &self.store, me, room.mode)?
-                        .accepted(room, me, &prepared, a.seq, a.ts)?;
+                    let (batch, follow_up) =
+                        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                            .accepted(room, me, &prepared, a.seq, a.ts)?;
                     self.store.commit(batch)?;
                     if follow_up.rotate {
                         Box::pin(self.update(&room.link)).await?;
@@ -622,14 +629,16 @@ impl Profile {
                     return Ok((a.seq, prepared));
                 }
                 Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::MembershipVersion)) => {
-                    let undo = protocol(&mut self.engine, &self.store, me, room.mode)?.refused(room)?;
+                    let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                        .refused(room)?;
                     self.store.commit(undo)?;
                     continue;
                 }
                 // The outcome is unknown: keep what is pending; the next sync settles it.
                 Err(e @ TransportError::Unreachable { .. }) => return Err(e.into()),
                 Err(e) => {
-                    let undo = protocol(&mut self.engine, &self.store, me, room.mode)?.refused(room)?;
+                    let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                        .refused(room)?;
                     self.store.commit(undo)?;
                     return Err(e.into());
                 }
@@ -728,7 +737,7 @@ impl Profile {
         }
         let server = self.server(&server_url);
         let tree = server.ratchet_tree_at(&name, epoch).await?;
-        let (gid, info, changes) = self.engine.join(welcome, &tree.ratchet_tree)?;
+        let (gid, info, changes) = self.engine.get(&self.store, &self.identity)?.join(welcome, &tree.ratchet_tree)?;
         let room = LocalRoom {
             link: link.to_string(),
             server: server_url,
@@ -780,7 +789,11 @@ impl Profile {
                 Some(mut page) => {
                     page.entries.retain(|e| e.seq > cursor);
                     if page.entries.is_empty() {
-                        // Nothing new in it for us; the server may hold more.
+                        if page.head <= cursor {
+                            // Another process applied all of it, and there was no more.
+                            break page.epoch;
+                        }
+                        // Nothing new in it for us; the server holds more.
                         continue;
                     }
                     Ok(page)
@@ -791,7 +804,8 @@ impl Profile {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     // Removed by an entry we have not seen (the server no longer lets us read).
-                    let batch = protocol(&mut self.engine, &self.store, me, room.mode)?.removed_unseen(&room);
+                    let batch = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                        .removed_unseen(&room);
                     self.store.commit(batch)?;
                     return Ok((RoomStatus::Removed, 0));
                 }
@@ -801,8 +815,8 @@ impl Profile {
                 break page.epoch;
             }
             let at = LocalRoom { cursor, ..room.clone() };
-            let mut applied =
-                protocol(&mut self.engine, &self.store, me, room.mode)?.apply(&at, me, page.entries, mailbox_read)?;
+            let mut applied = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                .apply(&at, me, page.entries, mailbox_read)?;
             for (seq, ts, body) in std::mem::take(&mut applied.own) {
                 self.settle_own_entry(&mut applied.batch, link, seq, ts, &body)?;
             }
@@ -861,9 +875,11 @@ impl Profile {
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
         self.refresh()?;
         let room = self.room(key)?;
-        let outcome = protocol(&mut self.engine, &self.store, self.identity.user_id(), room.mode)?.peek(&room, body);
+        let outcome =
+            protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
+                .peek(&room, body);
         self.data_version = self.store.data_version()?;
-        self.engine = load_engine(&self.store, &self.identity)?;
+        self.engine.stale = true;
         outcome
     }
 
@@ -893,6 +909,27 @@ impl Profile {
             tracing::warn!(room = link, error = %e, "the outbox could not be posted yet");
         }
         Ok(())
+    }
+}
+
+/// The MLS engine, reloaded from the state file on first use after another process wrote.
+struct EngineSlot {
+    engine: MlsEngine,
+    stale: bool,
+}
+
+impl EngineSlot {
+    fn new(engine: MlsEngine) -> EngineSlot {
+        EngineSlot { engine, stale: false }
+    }
+
+    /// The engine, as fresh as the state file.
+    fn get(&mut self, store: &ClientStore, identity: &Identity) -> Result<&mut MlsEngine> {
+        if self.stale {
+            self.engine = load_engine(store, identity)?;
+            self.stale = false;
+        }
+        Ok(&mut self.engine)
     }
 }
 

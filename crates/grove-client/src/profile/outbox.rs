@@ -198,11 +198,18 @@ impl Profile {
     async fn seal(&mut self, room: &LocalRoom, item: &OutboxItem, view: u64) -> Result<Option<(Vec<u8>, u64)>> {
         let me = self.user_id();
         let now = unix_seconds();
-        if protocol(&mut self.engine, &self.store, me, room.mode)?.needs_rotation(room, now)? {
+        if protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+            .needs_rotation(room, now)?
+        {
             // Fresh own keys, distributed, before the next message.
             self.update(&room.link).await?;
         }
-        let sealed = protocol(&mut self.engine, &self.store, me, room.mode)?.seal(room, &item.content, view, now)?;
+        let sealed = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?.seal(
+            room,
+            &item.content,
+            view,
+            now,
+        )?;
         let Seal::Sealed { body, epoch, mut batch } = sealed else { return Ok(None) };
         // The ratchet has moved: persisted, with the ciphertext, before it leaves.
         batch.sealed.push((item.id, Some((body.clone(), epoch))));
