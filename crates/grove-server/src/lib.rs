@@ -100,6 +100,7 @@ pub async fn run(
         let _ = io.stream().set_nodelay(true);
     });
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
+    let evict = tokio::spawn(evict_idle_rooms(state.clone()));
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -110,7 +111,25 @@ pub async fn run(
     let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
     state.0.shutdown.send_replace(true);
     let _ = purge.await;
+    let _ = evict.await;
     served
+}
+
+/// Looks for idle rooms to evict every half idle period, whether or not requests come.
+async fn evict_idle_rooms(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let half = std::time::Duration::from_secs(state.0.config.server.room_idle_secs.max(2) / 2);
+    let mut tick = tokio::time::interval(half);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.0.rooms.sweep_if_due(&state, state.now()),
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn purge_expired_mail(state: AppState) {
