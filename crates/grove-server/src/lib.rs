@@ -173,6 +173,10 @@ pub enum OpenError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] grove_store::StoreError),
+    /// The configuration names a backend this build leaves out (a cargo feature of
+    /// grove-server: `sqlite`, `postgres`).
+    #[error("this build of grove has no {0} backend (cargo feature `{0}` of grove-server)")]
+    NotBuiltIn(&'static str),
 }
 
 /// Loads the server key from `dir/server.key`, creating it (mode 0600) on first start.
@@ -222,17 +226,33 @@ pub async fn open(config: Config) -> Result<AppState, OpenError> {
         source,
     })?;
     let key = load_or_create_key(&dir)?;
-    let store: Arc<dyn grove_store::Store> = if config.server.database == "sqlite" {
-        let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
-            .unwrap_or(grove_store_sqlite::Synchronous::Full);
-        let db = dir.join("grove.db");
-        let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
-        tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
-        Arc::new(store)
-    } else {
+    let store = open_store(&config, &dir).await?;
+    Ok(AppState::new(config, store, key))
+}
+
+/// The backend `server.database` names, if this build has it (cargo features `sqlite` and
+/// `postgres`, both on by default).
+async fn open_store(config: &Config, dir: &Path) -> Result<Arc<dyn grove_store::Store>, OpenError> {
+    if config.server.database == "sqlite" {
+        #[cfg(feature = "sqlite")]
+        {
+            let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
+                .unwrap_or(grove_store_sqlite::Synchronous::Full);
+            let db = dir.join("grove.db");
+            let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
+            tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(OpenError::NotBuiltIn("sqlite"));
+    }
+    let _ = dir;
+    #[cfg(feature = "postgres")]
+    {
         let store = grove_store_postgres::PostgresStore::connect(&config.server.database).await?;
         tracing::info!("database open (PostgreSQL)");
-        Arc::new(store)
-    };
-    Ok(AppState::new(config, store, key))
+        Ok(Arc::new(store))
+    }
+    #[cfg(not(feature = "postgres"))]
+    Err(OpenError::NotBuiltIn("postgres"))
 }

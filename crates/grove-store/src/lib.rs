@@ -1,8 +1,10 @@
 //! grove-store: what a grove server keeps, behind one trait.
 //!
 //! [`Store`] is the storage seam of the server: rooms with their ordered logs, mailboxes and the
-//! key directory. Backends: [`MemoryStore`] here (tests, the simulator) and SQLite in
-//! `grove-store-sqlite`; every backend runs the same [`conformance`] suite.
+//! key directory. Backends: [`MemoryStore`] here (tests), SQLite in `grove-store-sqlite` (the
+//! default) and PostgreSQL in `grove-store-postgres` (several server instances on one
+//! database); every backend runs the same conformance suite (the `conformance` module and the
+//! `conformance_tests!` macro, behind the cargo feature `testing`, for backends' tests).
 //!
 //! The store enforces the ordering invariants itself, so that they hold even with several
 //! server instances on one database: per-room sequence numbers are assigned by the store,
@@ -18,6 +20,7 @@ use grove_wire::api::{ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, Key
 use grove_wire::UserId;
 
 pub mod columns;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod memory;
 
