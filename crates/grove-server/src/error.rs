@@ -80,4 +80,4 @@ impl IntoResponse for AppError {
 }
 
 /// Result alias for handlers.
-pub type AppResult<T> = Result<T, AppError>;
+pub(crate) type AppResult<T> = Result<T, AppError>;

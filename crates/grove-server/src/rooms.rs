@@ -40,7 +40,7 @@ pub(crate) struct RoomService {
 
 impl RoomService {
     /// The loaded room, loading it from the store if needed; `not_found` if there is none.
-    pub async fn get(&self, state: &AppState, name: &str) -> AppResult<Arc<RoomHandle>> {
+    pub(crate) async fn get(&self, state: &AppState, name: &str) -> AppResult<Arc<RoomHandle>> {
         let now = state.now();
         self.sweep_if_due(state, now);
         if let Some(h) = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
@@ -74,7 +74,12 @@ impl RoomService {
     }
 
     /// Like `get`, but answers `not_member` unless `user` is a current member.
-    pub async fn get_for_member(&self, state: &AppState, name: &str, user: &UserId) -> AppResult<Arc<RoomHandle>> {
+    pub(crate) async fn get_for_member(
+        &self,
+        state: &AppState,
+        name: &str,
+        user: &UserId,
+    ) -> AppResult<Arc<RoomHandle>> {
         let h = self.get(state, name).await?;
         if !h.slot.read().await.is_member(user) {
             // Another instance may have added them a moment ago.
@@ -86,18 +91,18 @@ impl RoomService {
     }
 
     /// The loaded room with this storage id, if any.
-    pub fn loaded_by_id(&self, id: RoomId) -> Option<Arc<RoomHandle>> {
+    pub(crate) fn loaded_by_id(&self, id: RoomId) -> Option<Arc<RoomHandle>> {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
 
     /// Every loaded room.
-    pub fn loaded(&self) -> Vec<Arc<RoomHandle>> {
+    pub(crate) fn loaded(&self) -> Vec<Arc<RoomHandle>> {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Evicts idle rooms if the last look was half an idle period ago or more (so a busy server
     /// looks twice per period, an idle one on its next request or on `run`'s timer).
-    pub fn sweep_if_due(&self, state: &AppState, now: i64) {
+    pub(crate) fn sweep_if_due(&self, state: &AppState, now: i64) {
         let idle = idle_ms(state);
         let last = self.swept_at.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= idle / 2
@@ -113,7 +118,7 @@ impl RoomService {
     ///
     /// Handles are only handed out under these locks, so a room counted unheld here cannot be
     /// picked up while it is dropped.
-    pub fn evict_idle(&self, before: i64) -> usize {
+    pub(crate) fn evict_idle(&self, before: i64) -> usize {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = rooms.len();

@@ -128,7 +128,7 @@ impl NonceCache {
     ///
     /// A lock poisoned by a panic elsewhere is used as it is: the map is at worst missing the
     /// nonce whose insertion panicked.
-    pub fn insert(&self, user: UserId, nonce: &str, ts: i64, horizon: i64) -> bool {
+    pub(crate) fn insert(&self, user: UserId, nonce: &str, ts: i64, horizon: i64) -> bool {
         let mut n = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if horizon.saturating_sub(n.pruned_at) >= Self::PRUNE_EVERY_MS {
             n.seen.retain(|_, t| *t >= horizon);
@@ -161,7 +161,7 @@ impl KeyCache {
     const MAX: usize = 100_000;
 
     /// The user's decoded key, or `None` if the bytes are not a valid point.
-    pub fn get(&self, user: &UserId) -> Option<ed25519_dalek::VerifyingKey> {
+    pub(crate) fn get(&self, user: &UserId) -> Option<ed25519_dalek::VerifyingKey> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
             return Some(*k);
         }
@@ -182,13 +182,13 @@ pub(crate) struct MailboxWatch {
 }
 
 impl MailboxWatch {
-    pub fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
         let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(owner).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     /// Wakes the owner's readers, if any, to re-read (another instance deposited).
-    pub fn poke(&self, owner: &UserId) {
+    pub(crate) fn poke(&self, owner: &UserId) {
         let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = m.get(owner) {
             tx.send_modify(|_| {});
@@ -196,14 +196,14 @@ impl MailboxWatch {
     }
 
     /// Wakes every mailbox reader to re-read.
-    pub fn poke_all(&self) {
+    pub(crate) fn poke_all(&self) {
         let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for tx in m.values() {
             tx.send_modify(|_| {});
         }
     }
 
-    pub fn notify(&self, owner: UserId, seq: u64) {
+    pub(crate) fn notify(&self, owner: UserId, seq: u64) {
         let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = m.get(&owner) {
             tx.send_if_modified(|cur| {

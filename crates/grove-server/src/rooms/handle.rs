@@ -86,7 +86,7 @@ impl Slot {
         })
     }
 
-    pub fn is_member(&self, user: &UserId) -> bool {
+    pub(crate) fn is_member(&self, user: &UserId) -> bool {
         self.member_set.contains(user)
     }
 
@@ -119,7 +119,7 @@ impl RoomHandle {
     /// log after the head and hand the new entries to subscribers, in order. Announcements
     /// coalesce: at most one catch-up runs per room, and one more follows if another
     /// announcement came in meanwhile.
-    pub fn kick(self: &Arc<Self>, state: &AppState) {
+    pub(crate) fn kick(self: &Arc<Self>, state: &AppState) {
         self.stale.store(true, Ordering::SeqCst);
         if self.catching_up.swap(true, Ordering::SeqCst) {
             return;
@@ -173,7 +173,7 @@ impl RoomHandle {
 
     /// Reloads the room's public state from the store if another instance moved it on;
     /// answers whether it did.
-    pub async fn refresh(&self, state: &AppState) -> AppResult<bool> {
+    pub(crate) async fn refresh(&self, state: &AppState) -> AppResult<bool> {
         let mut slot = self.slot.write().await;
         self.refresh_locked(state, &mut slot).await
     }
@@ -205,17 +205,17 @@ impl RoomHandle {
     }
 
     /// The last sequence number handed to subscribers (every entry up to it is durable).
-    pub fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         *self.head.borrow()
     }
 
     /// Wakes when the head moves.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch_head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
 
     /// Live entries, in order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.entries.get_or_init(|| broadcast::channel(4096).0).subscribe()
     }
 
@@ -255,7 +255,7 @@ impl RoomHandle {
     }
 
     /// The room as a member sees it.
-    pub async fn info(&self) -> RoomInfo {
+    pub(crate) async fn info(&self) -> RoomInfo {
         let slot = self.slot.read().await;
         RoomInfo {
             name: self.name.clone(),
