@@ -25,9 +25,25 @@
 //! ([`senderkeys::room`]) takes its randomness and time from the caller too; its pairwise Olm
 //! transport lives in grove-client, because vodozemac draws OS randomness itself.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod identity;
 pub mod mls;
 pub mod senderkeys;
+
+/// Who is to blame for an error of this crate ([`senderkeys::SenderKeyError::kind`],
+/// [`mls::engine::EngineError::kind`], [`mls::hub::HubError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Hostile or damaged input from the network or another member: forged, replayed, garbled,
+    /// stale, out of window, for another group, room, epoch or chain. Drop the input; nothing
+    /// changed.
+    Rejected,
+    /// The caller used the API wrongly (asked for something the state does not allow), or its
+    /// own stored state is corrupt.
+    Misuse,
+    /// A bug on our side (or in a dependency).
+    Internal,
+}

@@ -17,11 +17,11 @@ use crate::state::AppState;
 
 /// A request with no body (GET, WebSocket upgrade) signed by `0`.
 #[derive(Debug, Clone, Copy)]
-pub struct Authed(pub UserId);
+pub(crate) struct Authed(pub UserId);
 
 /// A signed request whose JSON body parsed as `T`.
 #[derive(Debug)]
-pub struct Signed<T> {
+pub(crate) struct Signed<T> {
     /// The signer.
     pub user: UserId,
     /// The parsed body.

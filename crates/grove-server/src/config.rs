@@ -43,6 +43,9 @@ pub struct ServerSection {
     /// client for the per-IP rate limit. Empty (the default): the header is ignored, and the
     /// connection's address is the client's.
     pub trusted_proxies: Vec<IpAddr>,
+    /// A loaded room nobody used for this long, with no push subscriber or long-poll waiting on
+    /// it, is dropped from memory (it is loaded again from the store on its next use).
+    pub room_idle_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -55,6 +58,7 @@ impl Default for ServerSection {
             sqlite_synchronous: "full".into(),
             database: "sqlite".into(),
             trusted_proxies: Vec::new(),
+            room_idle_secs: 300,
         }
     }
 }

@@ -42,13 +42,29 @@ impl AppError {
 impl From<grove_store::StoreError> for AppError {
     fn from(e: grove_store::StoreError) -> Self {
         match e {
-            grove_store::StoreError::Unavailable(d) => {
-                tracing::warn!(detail = %d, "storage unavailable");
+            grove_store::StoreError::Unavailable { .. } => {
+                tracing::warn!(detail = %with_sources(&e), "storage unavailable");
                 AppError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
             }
-            other => AppError::internal("storage failure", other),
+            other => AppError::internal("storage failure", with_sources(&other)),
         }
     }
+}
+
+/// An error and every error under it, for the operator's log: "a: b: c".
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        // Errors that print their source already (mls-rs', ours with the cause in the text).
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 impl IntoResponse for AppError {
@@ -64,4 +80,4 @@ impl IntoResponse for AppError {
 }
 
 /// Result alias for handlers.
-pub type AppResult<T> = Result<T, AppError>;
+pub(crate) type AppResult<T> = Result<T, AppError>;

@@ -11,6 +11,10 @@
 //!
 //! Not here: storage engines (grove-store-*), group cryptography (grove-proto), clients.
 
+#![warn(unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -100,6 +104,7 @@ pub async fn run(
         let _ = io.stream().set_nodelay(true);
     });
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
+    let evict = tokio::spawn(evict_idle_rooms(state.clone()));
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -110,7 +115,25 @@ pub async fn run(
     let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
     state.0.shutdown.send_replace(true);
     let _ = purge.await;
+    let _ = evict.await;
     served
+}
+
+/// Looks for idle rooms to evict every half idle period, whether or not requests come.
+async fn evict_idle_rooms(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let half = std::time::Duration::from_secs(state.0.config.server.room_idle_secs.max(2) / 2);
+    let mut tick = tokio::time::interval(half);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.0.rooms.sweep_if_due(&state, state.now()),
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn purge_expired_mail(state: AppState) {
@@ -154,6 +177,10 @@ pub enum OpenError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] grove_store::StoreError),
+    /// The configuration names a backend this build leaves out (a cargo feature of
+    /// grove-server: `sqlite`, `postgres`).
+    #[error("this build of grove has no {0} backend (cargo feature `{0}` of grove-server)")]
+    NotBuiltIn(&'static str),
 }
 
 /// Loads the server key from `dir/server.key`, creating it (mode 0600) on first start.
@@ -203,17 +230,33 @@ pub async fn open(config: Config) -> Result<AppState, OpenError> {
         source,
     })?;
     let key = load_or_create_key(&dir)?;
-    let store: Arc<dyn grove_store::Store> = if config.server.database == "sqlite" {
-        let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
-            .unwrap_or(grove_store_sqlite::Synchronous::Full);
-        let db = dir.join("grove.db");
-        let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
-        tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
-        Arc::new(store)
-    } else {
+    let store = open_store(&config, &dir).await?;
+    Ok(AppState::new(config, store, key))
+}
+
+/// The backend `server.database` names, if this build has it (cargo features `sqlite` and
+/// `postgres`, both on by default).
+async fn open_store(config: &Config, dir: &Path) -> Result<Arc<dyn grove_store::Store>, OpenError> {
+    if config.server.database == "sqlite" {
+        #[cfg(feature = "sqlite")]
+        {
+            let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
+                .unwrap_or(grove_store_sqlite::Synchronous::Full);
+            let db = dir.join("grove.db");
+            let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
+            tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(OpenError::NotBuiltIn("sqlite"));
+    }
+    let _ = dir;
+    #[cfg(feature = "postgres")]
+    {
         let store = grove_store_postgres::PostgresStore::connect(&config.server.database).await?;
         tracing::info!("database open (PostgreSQL)");
-        Arc::new(store)
-    };
-    Ok(AppState::new(config, store, key))
+        Ok(Arc::new(store))
+    }
+    #[cfg(not(feature = "postgres"))]
+    Err(OpenError::NotBuiltIn("postgres"))
 }

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 
 /// The server's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
     entries: Family<Labels, Counter>,
@@ -35,7 +35,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry with every grove metric.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("grove");
         let requests = Family::<Labels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
@@ -57,7 +57,7 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, route: &str, method: &str, status: u16) {
+    pub(crate) fn request(&self, route: &str, method: &str, status: u16) {
         self.requests
             .get_or_create(&vec![
                 ("route", route.to_string()),
@@ -68,27 +68,27 @@ impl Metrics {
     }
 
     /// Counts one appended entry.
-    pub fn entry_appended(&self, kind: &str) {
+    pub(crate) fn entry_appended(&self, kind: &str) {
         self.entries.get_or_create(&vec![("kind", kind.to_string())]).inc();
     }
 
     /// Counts one rejected handshake message.
-    pub fn commit_rejected(&self, code: &str) {
+    pub(crate) fn commit_rejected(&self, code: &str) {
         self.commits_rejected.get_or_create(&vec![("code", code.to_string())]).inc();
     }
 
     /// Tracks open push connections.
-    pub fn push_connections(&self) -> &Gauge {
+    pub(crate) fn push_connections(&self) -> &Gauge {
         &self.push_connections
     }
 
     /// Records a storage operation's latency.
-    pub fn storage(&self, op: &'static str, took: Duration) {
+    pub(crate) fn storage(&self, op: &'static str, took: Duration) {
         self.storage_latency.get_or_create(&vec![("op", op.to_string())]).observe(took.as_secs_f64());
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

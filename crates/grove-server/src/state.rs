@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::SigningKey;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -108,24 +108,45 @@ impl AppState {
 /// Nonces seen within the clock-skew window, per user.
 #[derive(Default)]
 pub(crate) struct NonceCache {
-    seen: Mutex<HashMap<(UserId, String), i64>>,
+    inner: Mutex<Nonces>,
+}
+
+#[derive(Default)]
+struct Nonces {
+    seen: HashMap<(UserId, String), i64>,
+    /// The horizon of the last prune (server clock, ms).
+    pruned_at: i64,
 }
 
 impl NonceCache {
-    /// Records a nonce; false if it was already seen. Entries older than `horizon` are pruned
-    /// now and then: a request that old is refused by the timestamp check anyway.
-    pub fn insert(&self, user: UserId, nonce: &str, ts: i64, horizon: i64) -> bool {
-        let Ok(mut seen) = self.seen.lock() else { return false };
-        if seen.len() >= 100_000 && seen.len().is_power_of_two() {
-            seen.retain(|_, t| *t >= horizon);
+    /// How often, in server-clock ms, nonces older than the horizon are pruned.
+    const PRUNE_EVERY_MS: i64 = 10_000;
+
+    /// Records a nonce; false if it was already seen. Entries older than `horizon` (a request
+    /// that old is refused by the timestamp check anyway) are pruned every
+    /// [`Self::PRUNE_EVERY_MS`] of server time, so the cache holds one skew window of nonces.
+    ///
+    /// A lock poisoned by a panic elsewhere is used as it is: the map is at worst missing the
+    /// nonce whose insertion panicked.
+    pub(crate) fn insert(&self, user: UserId, nonce: &str, ts: i64, horizon: i64) -> bool {
+        let mut n = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if horizon.saturating_sub(n.pruned_at) >= Self::PRUNE_EVERY_MS {
+            n.seen.retain(|_, t| *t >= horizon);
+            n.pruned_at = horizon;
         }
-        match seen.entry((user, nonce.to_string())) {
+        match n.seen.entry((user, nonce.to_string())) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(ts);
                 true
             }
         }
+    }
+
+    /// How many nonces are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).seen.len()
     }
 }
 
@@ -140,7 +161,7 @@ impl KeyCache {
     const MAX: usize = 100_000;
 
     /// The user's decoded key, or `None` if the bytes are not a valid point.
-    pub fn get(&self, user: &UserId) -> Option<ed25519_dalek::VerifyingKey> {
+    pub(crate) fn get(&self, user: &UserId) -> Option<ed25519_dalek::VerifyingKey> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
             return Some(*k);
         }
@@ -161,13 +182,13 @@ pub(crate) struct MailboxWatch {
 }
 
 impl MailboxWatch {
-    pub fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self, owner: UserId) -> watch::Receiver<u64> {
         let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(owner).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     /// Wakes the owner's readers, if any, to re-read (another instance deposited).
-    pub fn poke(&self, owner: &UserId) {
+    pub(crate) fn poke(&self, owner: &UserId) {
         let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = m.get(owner) {
             tx.send_modify(|_| {});
@@ -175,14 +196,14 @@ impl MailboxWatch {
     }
 
     /// Wakes every mailbox reader to re-read.
-    pub fn poke_all(&self) {
+    pub(crate) fn poke_all(&self) {
         let m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for tx in m.values() {
             tx.send_modify(|_| {});
         }
     }
 
-    pub fn notify(&self, owner: UserId, seq: u64) {
+    pub(crate) fn notify(&self, owner: UserId, seq: u64) {
         let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = m.get(&owner) {
             tx.send_if_modified(|cur| {
@@ -197,5 +218,42 @@ impl MailboxWatch {
                 m.remove(&owner);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_pruned_by_time_not_by_count() {
+        let cache = NonceCache::default();
+        let user = UserId([7; 32]);
+        let skew = 300_000;
+        for i in 0..1_000 {
+            let ts = 1_000_000 + i;
+            assert!(cache.insert(user, &format!("n{i}"), ts, ts - skew));
+        }
+        assert!(!cache.insert(user, "n5", 1_000_999, 1_000_999 - skew), "a reused nonce is refused");
+        assert_eq!(cache.len(), 1_000);
+        // One skew window and a prune period later, the old nonces are gone.
+        let later = 1_000_999 + skew + NonceCache::PRUNE_EVERY_MS;
+        assert!(cache.insert(user, "fresh", later, later - skew));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_poisoned_lock_does_not_refuse_every_request() {
+        let cache = Arc::new(NonceCache::default());
+        let c = cache.clone();
+        let poisoner = std::thread::spawn(move || {
+            let _held = c.inner.lock();
+            panic!("poison the nonce cache's lock");
+        });
+        assert!(poisoner.join().is_err());
+        assert!(cache.inner.is_poisoned());
+        let user = UserId([8; 32]);
+        assert!(cache.insert(user, "after-poison", 10, 0));
+        assert!(!cache.insert(user, "after-poison", 10, 0));
     }
 }

@@ -13,16 +13,17 @@ use tokio_postgres::Row;
 /// Maps a driver error: a server-side error is `Backend` (with its SQLSTATE), a lost or
 /// unusable connection is `Unavailable`.
 pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
-        None if e.is_closed() => StoreError::Unavailable(format!("postgres connection closed: {e}")),
-        None => StoreError::Unavailable(format!("postgres: {e}")),
-    }
+    let failure = match e.as_db_error() {
+        Some(db) => StoreError::backend(format!("postgres {}", db.code().code())),
+        None if e.is_closed() => StoreError::unavailable("postgres connection closed"),
+        None => StoreError::unavailable("postgres"),
+    };
+    failure.caused_by(e)
 }
 
 /// A column that does not have the schema's type.
 pub(crate) fn decode_err(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Corrupt(format!("undecodable column: {e}"))
+    StoreError::corrupt("undecodable column").caused_by(e)
 }
 
 /// A typed column of a row, `Corrupt` if it does not decode.
@@ -51,7 +52,7 @@ pub(crate) fn room_from_row(row: &Row) -> Result<RoomRecord, StoreError> {
     Ok(RoomRecord {
         id: col(row, 0)?,
         name: col(row, 1)?,
-        mode: RoomMode::parse(mode).ok_or_else(|| StoreError::Corrupt(format!("unknown room mode {mode:?}")))?,
+        mode: RoomMode::parse(mode).ok_or_else(|| StoreError::corrupt(format!("unknown room mode {mode:?}")))?,
         public: col(row, 3)?,
         created_by: user_from_db(created_by, "rooms.created_by")?,
         created_at: col(row, 5)?,
@@ -70,7 +71,7 @@ pub(crate) fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
     let sender: &[u8] = col(row, 3)?;
     Ok(Entry {
         seq: seq_from_db(col(row, 0)?)?,
-        kind: EntryKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("unknown entry kind {kind:?}")))?,
+        kind: EntryKind::parse(kind).ok_or_else(|| StoreError::corrupt(format!("unknown entry kind {kind:?}")))?,
         epoch: u64_from_db(col(row, 2)?),
         sender: user_from_db(sender, "entries.sender")?,
         ts: col(row, 4)?,
@@ -104,7 +105,7 @@ pub(crate) fn key_counts_from_rows(rows: &[Row]) -> Result<Vec<KeyCount>, StoreE
         let i = kinds
             .iter()
             .position(|k| *k == kind)
-            .ok_or_else(|| StoreError::Backend(format!("key kind {} missing from the count table", kind.as_str())))?;
+            .ok_or_else(|| StoreError::backend(format!("key kind {} missing from the count table", kind.as_str())))?;
         let lr: bool = col(row, 1)?;
         let n: i64 = col(row, 2)?;
         if lr {

@@ -71,6 +71,10 @@
 //! entries, does not encrypt at rest (bodies are end-to-end ciphertext; metadata is visible to
 //! whoever reads the database), and never deletes room entries.
 
+#![warn(unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -161,7 +165,7 @@ impl PostgresStore {
     /// inside a Tokio runtime, which then runs the writer task.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("bad PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -196,7 +200,7 @@ impl PostgresStore {
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot build the read pool: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot build the read pool: {e}")))?;
 
         Ok(PostgresStore { tx: Some(tx), writer: Some(writer), listener, foreign, pool, counters })
     }
@@ -219,14 +223,14 @@ impl PostgresStore {
         self.listener.abort();
         self.pool.close();
         match self.writer.take() {
-            Some(handle) => handle.await.map_err(|e| StoreError::Backend(format!("the postgres writer failed: {e}"))),
+            Some(handle) => handle.await.map_err(|e| StoreError::backend(format!("the postgres writer failed: {e}"))),
             None => Ok(()),
         }
     }
 
     /// Sends a write to the writer task and waits for its committed result.
     async fn write<T>(&self, req: Request, reply: fn(Reply<T>) -> ReplyTo) -> Result<T> {
-        let stopped = || StoreError::Unavailable("the postgres writer has stopped".into());
+        let stopped = || StoreError::unavailable("the postgres writer has stopped");
         let sender = self.tx.as_ref().ok_or_else(stopped)?;
         let (tx, rx) = oneshot::channel();
         sender.send(Op { req, reply: reply(tx) }).await.map_err(|_| stopped())?;
@@ -244,7 +248,7 @@ impl PostgresStore {
 fn pool_err(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => db_err(e),
-        other => StoreError::Unavailable(format!("postgres read pool: {other}")),
+        other => StoreError::unavailable(format!("postgres read pool: {other}")),
     }
 }
 
@@ -264,7 +268,7 @@ async fn migrate(client: &mut Client) -> Result<()> {
     let row = tx.query_one("SELECT COALESCE(max(version), 0) FROM grove_migrations", &[]).await.map_err(db_err)?;
     let current: i32 = col(&row, 0)?;
     if current > latest {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "database schema version {current} is newer than this build knows ({latest})"
         )));
     }
@@ -290,7 +294,7 @@ impl Drop for PostgresStore {
 impl Store for PostgresStore {
     async fn create_room(&self, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome> {
         if room.name.contains('\0') {
-            return Err(StoreError::Backend("a room name cannot contain NUL".into()));
+            return Err(StoreError::backend("a room name cannot contain NUL"));
         }
         self.write(Request::CreateRoom(room, max_per_creator), ReplyTo::CreateRoom).await
     }

@@ -136,7 +136,7 @@ pub(crate) struct Op {
 }
 
 fn send<T>(tx: Reply<T>, r: Result<Outcome>, pick: impl FnOnce(Outcome) -> Option<T>) {
-    let r = r.and_then(|o| pick(o).ok_or_else(|| StoreError::Backend("internal: mismatched write outcome".into())));
+    let r = r.and_then(|o| pick(o).ok_or_else(|| StoreError::backend("internal: mismatched write outcome")));
     // The caller may have gone away (its future dropped); the write stands regardless.
     let _ = tx.send(r);
 }
@@ -293,7 +293,7 @@ impl Writer {
             tracing::info!("postgres writer reconnected");
             self.conn = Some(Conn { client, st });
         }
-        self.conn.as_ref().ok_or_else(|| StoreError::Unavailable("no postgres connection".into()))
+        self.conn.as_ref().ok_or_else(|| StoreError::unavailable("no postgres connection"))
     }
 
     /// Whether the writer has no usable connection (it was lost, or could not be opened).
@@ -330,18 +330,18 @@ impl Writer {
             }
             // Nothing to isolate, or no database to isolate it on: every op gets the error.
             Err(fail) if fail.timed_out() => {
-                let e = StoreError::Unavailable(format!(
-                    "the database did not answer in time (a lock held elsewhere, or an overloaded server): {}",
-                    fail.into_store()
-                ));
-                tracing::warn!("postgres write of {n} ops timed out: {e}");
+                let e = StoreError::unavailable(
+                    "the database did not answer in time (a lock held elsewhere, or an overloaded server)",
+                )
+                .caused_by(fail.into_store());
+                tracing::warn!("postgres write of {n} ops timed out: {}", e.detail());
                 for reply in replies {
                     reply.send(Err(e.clone()));
                 }
             }
             Err(fail) if n == 1 || self.connection_lost() => {
                 let e = fail.into_store();
-                tracing::warn!("postgres write of {n} ops failed: {e}");
+                tracing::warn!("postgres write of {n} ops failed: {}", e.detail());
                 for reply in replies {
                     reply.send(Err(e.clone()));
                 }
@@ -367,7 +367,7 @@ impl Writer {
                 Ok(Committed::Yes(mut o)) => {
                     self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                     self.counters.ops.fetch_add(1, Ordering::Relaxed);
-                    return o.pop().ok_or_else(|| StoreError::Backend("internal: no outcome".into()));
+                    return o.pop().ok_or_else(|| StoreError::backend("internal: no outcome"));
                 }
                 Ok(Committed::Unknown(e)) => return Err(e),
                 Err(f) if f.retryable() && attempt < ATTEMPTS => backoff(attempt).await,
@@ -403,7 +403,7 @@ impl Writer {
             Err(e) if e.as_db_error().is_some() => Err(Fail::Db(e)),
             Err(e) => {
                 tracing::error!("postgres commit outcome unknown: {e}");
-                Ok(Committed::Unknown(StoreError::Backend(format!("commit outcome unknown: {e}"))))
+                Ok(Committed::Unknown(StoreError::backend(format!("commit outcome unknown: {e}"))))
             }
         }
     }
@@ -432,9 +432,7 @@ async fn run_group(c: &Conn, origin: &str, reqs: &[&Request]) -> Result<Vec<Outc
     publishes(c, reqs, &mut out).await?;
     claims(c, reqs, &mut out).await?;
     notify(c, origin, reqs, &out).await?;
-    out.into_iter()
-        .map(|o| o.ok_or_else(|| Fail::Store(StoreError::Backend("internal: an op was not run".into()))))
-        .collect()
+    out.into_iter().map(|o| o.ok_or_else(|| Fail::Store(StoreError::backend("internal: an op was not run")))).collect()
 }
 
 /// One `NOTIFY` for the group, inside its transaction (so it is delivered only if the group
@@ -528,7 +526,7 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
                 continue;
             }
         }
-        let seq = h.head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
+        let seq = h.head.checked_add(1).ok_or_else(|| StoreError::backend(format!("room {room} log is full")))?;
         let seq_db = seq_to_db(seq)?;
         if let Some(u) = &entry.update {
             h.epoch = u.new_epoch;
@@ -687,7 +685,7 @@ async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> R
         last.insert(col(row, 0)?, seq_from_db(col(row, 1)?)?);
     }
     if live.len() != ops.len() {
-        return Err(StoreError::Backend("mailbox count query returned the wrong number of rows".into()).into());
+        return Err(StoreError::backend("mailbox count query returned the wrong number of rows").into());
     }
     let (mut m_owner, mut m_seq, mut m_sender) = (Vec::new(), Vec::new(), Vec::<&[u8]>::new());
     let (mut m_ts, mut m_exp, mut m_body) = (Vec::new(), Vec::new(), Vec::<&[u8]>::new());
@@ -700,9 +698,8 @@ async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> R
             out[*i] = Some(Outcome::Deposit(DepositOutcome::Full));
             continue;
         }
-        let head =
-            last.get_mut(owner).ok_or_else(|| StoreError::Backend("mailbox head row missing under its lock".into()))?;
-        let seq = head.checked_add(1).ok_or_else(|| StoreError::Backend("mailbox sequence exhausted".into()))?;
+        let head = last.get_mut(owner).ok_or_else(|| StoreError::backend("mailbox head row missing under its lock"))?;
+        let seq = head.checked_add(1).ok_or_else(|| StoreError::backend("mailbox sequence exhausted"))?;
         *head = seq;
         m_owner.push(owner);
         m_seq.push(seq_to_db(seq)?);

@@ -13,23 +13,24 @@ use rusqlite::{Error, ErrorCode, Row};
 
 /// Maps a SQLite error: decoding failures and corruption codes are `Corrupt`, the rest `Backend`.
 pub(crate) fn db_err(e: Error) -> StoreError {
-    match &e {
+    let failure = match &e {
         Error::InvalidColumnType(..)
         | Error::FromSqlConversionFailure(..)
         | Error::IntegralValueOutOfRange(..)
-        | Error::Utf8Error(..) => StoreError::Corrupt(e.to_string()),
+        | Error::Utf8Error(..) => StoreError::corrupt("a column does not decode"),
         Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
-            StoreError::Corrupt(e.to_string())
+            StoreError::corrupt("the database file is corrupt")
         }
-        _ => StoreError::Backend(e.to_string()),
-    }
+        _ => StoreError::backend("sqlite"),
+    };
+    failure.caused_by(e)
 }
 
 pub(crate) fn bool_from_db(v: i64, what: &str) -> Result<bool, StoreError> {
     match v {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(StoreError::Corrupt(format!("{what}: {v} is not a boolean"))),
+        _ => Err(StoreError::corrupt(format!("{what}: {v} is not a boolean"))),
     }
 }
 
@@ -102,7 +103,7 @@ pub(crate) fn key_counts(conn: &rusqlite::Connection, owner: &UserId) -> Result<
         let i = kinds
             .iter()
             .position(|k| *k == kind)
-            .ok_or_else(|| StoreError::Backend(format!("key kind {} missing from the count table", kind.as_str())))?;
+            .ok_or_else(|| StoreError::backend(format!("key kind {} missing from the count table", kind.as_str())))?;
         let lr = bool_from_db(row.get(1).map_err(db_err)?, "key_items.last_resort")?;
         let n: i64 = row.get(2).map_err(db_err)?;
         if lr {
@@ -117,4 +118,20 @@ pub(crate) fn key_counts(conn: &rusqlite::Connection, owner: &UserId) -> Result<
         .filter(|(i, _)| one_time[*i] > 0 || last_resort[*i])
         .map(|(i, kind)| KeyCount { kind: *kind, one_time: one_time[i], last_resort: last_resort[i] })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn driver_errors_keep_their_source() {
+        let e = db_err(Error::InvalidQuery);
+        assert!(matches!(e, StoreError::Backend { .. }));
+        assert!(e.source().is_some_and(|s| s.to_string() == Error::InvalidQuery.to_string()));
+        let corrupt = db_err(Error::IntegralValueOutOfRange(0, -1));
+        assert!(matches!(corrupt, StoreError::Corrupt { .. }) && corrupt.source().is_some());
+    }
 }

@@ -53,6 +53,10 @@
 //! meant for one server process per file; several processes on one file are correct (SQLite
 //! serialises their writers) but do not share a group commit.
 
+#![warn(unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
@@ -163,7 +167,7 @@ impl SqliteStore {
     /// applies pending migrations and starts the writer thread.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let unavailable =
-            |what: &str, e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{what} {}: {e}", path.display()));
+            |what: &str, e: &dyn std::fmt::Display| StoreError::unavailable(format!("{what} {}: {e}", path.display()));
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| unavailable("cannot create the folder of", &e))?;
         }
@@ -190,7 +194,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("grove-sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, thread_counters))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?;
 
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -224,14 +228,14 @@ impl SqliteStore {
         // Closing the channel makes the writer exit once the queue is empty.
         drop(self.tx.take());
         match self.writer.take() {
-            Some(handle) => handle.join().map_err(|_| StoreError::Backend("the sqlite writer thread panicked".into())),
+            Some(handle) => handle.join().map_err(|_| StoreError::backend("the sqlite writer thread panicked")),
             None => Ok(()),
         }
     }
 
     /// Sends a write to the writer thread and waits for its committed result.
     async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
-        let stopped = || StoreError::Unavailable("the sqlite writer has stopped".into());
+        let stopped = || StoreError::unavailable("the sqlite writer has stopped");
         let sender = self.tx.as_ref().ok_or_else(stopped)?;
         let (reply, answer) = oneshot::channel();
         sender.send(make(reply)).await.map_err(|_| stopped())?;
@@ -250,7 +254,7 @@ impl SqliteStore {
             f(lease.conn()?)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::backend(format!("read task failed: {e}")))?
     }
 }
 
@@ -267,7 +271,7 @@ fn configure_writer(conn: &Connection, options: SqliteOptions) -> Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unavailable(format!("cannot use WAL mode (journal_mode is {mode})")));
+        return Err(StoreError::unavailable(format!("cannot use WAL mode (journal_mode is {mode})")));
     }
     conn.pragma_update(None, "synchronous", options.synchronous.as_str()).map_err(db_err)?;
     // On macOS a plain fsync does not flush the drive's cache; F_FULLFSYNC does. No-op elsewhere.
@@ -289,7 +293,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             return tx.commit().map_err(db_err);
         }
         let next = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)).ok_or_else(|| {
-            StoreError::Unavailable(format!(
+            StoreError::unavailable(format!(
                 "database schema version {version} is not one this build knows (0..={latest})"
             ))
         })?;
@@ -329,7 +333,7 @@ struct Lease<'a> {
 
 impl ReadPool {
     fn get(&self) -> Result<Lease<'_>> {
-        let poisoned = || StoreError::Backend("sqlite read pool lock poisoned".into());
+        let poisoned = || StoreError::backend("sqlite read pool lock poisoned");
         let mut conns = self.conns.lock().map_err(|_| poisoned())?;
         loop {
             if let Some(conn) = conns.pop() {
@@ -342,7 +346,7 @@ impl ReadPool {
 
 impl Lease<'_> {
     fn conn(&self) -> Result<&Connection> {
-        self.conn.as_ref().ok_or_else(|| StoreError::Backend("sqlite read connection already returned".into()))
+        self.conn.as_ref().ok_or_else(|| StoreError::backend("sqlite read connection already returned"))
     }
 }
 
@@ -566,10 +570,10 @@ mod tests {
             )
             .expect("corrupt");
         }
-        assert!(matches!(store.room("r").await, Err(StoreError::Corrupt(_))));
-        assert!(matches!(store.public_rooms("", 10).await, Err(StoreError::Corrupt(_))));
-        assert!(matches!(store.read(rec.id, 0, 10).await, Err(StoreError::Corrupt(_))));
-        assert!(matches!(store.key_counts(&creator).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.room("r").await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.public_rooms("", 10).await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.read(rec.id, 0, 10).await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.key_counts(&creator).await, Err(StoreError::Corrupt { .. })));
         // A failed write does not stop the writer: the next one succeeds.
         assert!(matches!(
             store
@@ -579,7 +583,7 @@ mod tests {
                     10
                 )
                 .await,
-            Ok(PublishOutcome::LimitReached) | Err(StoreError::Corrupt(_))
+            Ok(PublishOutcome::LimitReached) | Err(StoreError::Corrupt { .. })
         ));
         assert!(matches!(store.purge_expired(0).await, Ok(0)));
         store.close().expect("close");
@@ -598,6 +602,6 @@ mod tests {
             let conn = Connection::open(&path).expect("open raw");
             conn.pragma_update(None, "user_version", 99).expect("bump");
         }
-        assert!(matches!(SqliteStore::open(&path, SqliteOptions::default()), Err(StoreError::Unavailable(_))));
+        assert!(matches!(SqliteStore::open(&path, SqliteOptions::default()), Err(StoreError::Unavailable { .. })));
     }
 }

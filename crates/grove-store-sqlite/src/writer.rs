@@ -194,7 +194,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<()> {
 fn rollback(conn: &Connection) {
     if !conn.is_autocommit() {
         if let Err(e) = exec(conn, "ROLLBACK") {
-            tracing::error!("sqlite rollback failed: {e}");
+            tracing::error!("sqlite rollback failed: {}", e.detail());
         }
     }
 }
@@ -203,7 +203,7 @@ fn rollback(conn: &Connection) {
 fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     let n = batch.len() as u64;
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        tracing::error!("sqlite begin failed: {e}");
+        tracing::error!("sqlite begin failed: {}", e.detail());
         rollback(conn);
         for op in batch.drain(..) {
             op.fail(&e);
@@ -221,7 +221,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
             done.push(d);
             // Some errors (I/O, disk full) end the whole transaction, not just the statement.
             if failed && conn.is_autocommit() {
-                abort = Some(StoreError::Backend("the transaction ended after a failed append".into()));
+                abort = Some(StoreError::backend("the transaction ended after a failed append"));
                 break;
             }
             continue;
@@ -250,7 +250,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
         }
     }
     if let Some(e) = abort {
-        tracing::error!("sqlite batch aborted: {e}");
+        tracing::error!("sqlite batch aborted: {}", e.detail());
         rollback(conn);
         for op in ops {
             op.fail(&e);
@@ -262,9 +262,9 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     }
     drop(ops);
     if let Err(e) = exec(conn, "COMMIT") {
-        tracing::error!("sqlite commit failed: {e}");
+        tracing::error!("sqlite commit failed: {}", e.detail());
         rollback(conn);
-        let e = StoreError::Backend(format!("commit failed: {e}"));
+        let e = StoreError::backend("commit failed").caused_by(e);
         for d in done {
             d.finish(Some(&e));
         }
@@ -332,7 +332,7 @@ fn append(conn: &Connection, heads: &mut Heads, room: RoomId, entry: NewEntry) -
     let Some(current) = heads.get(conn, room)? else {
         return Ok(AppendOutcome::NoSuchRoom);
     };
-    let seq = current.head.checked_add(1).ok_or_else(|| StoreError::Backend(format!("room {room} log is full")))?;
+    let seq = current.head.checked_add(1).ok_or_else(|| StoreError::backend(format!("room {room} log is full")))?;
     let seq_db = seq_to_db(seq)?;
     let mut next = Head { head: seq, dirty: true, ..current };
     if let Some(update) = &entry.update {
@@ -413,7 +413,7 @@ fn deposit(conn: &Connection, mail: NewMail, quota: u64) -> Result<DepositOutcom
         .map_err(db_err)?;
     let seq = seq_from_db(last.unwrap_or(0))?
         .checked_add(1)
-        .ok_or_else(|| StoreError::Backend("mailbox sequence exhausted".into()))?;
+        .ok_or_else(|| StoreError::backend("mailbox sequence exhausted"))?;
     let seq_db = seq_to_db(seq)?;
     conn.prepare_cached(
         "INSERT INTO mailbox_heads (owner, last_seq) VALUES (?1, ?2) \

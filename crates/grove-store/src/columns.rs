@@ -8,12 +8,12 @@ use crate::StoreError;
 
 /// A sequence number or head for storage; the store assigns them, so they fit easily.
 pub fn seq_to_db(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Backend(format!("sequence number {v} out of range")))
+    i64::try_from(v).map_err(|_| StoreError::backend(format!("sequence number {v} out of range")))
 }
 
 /// A stored sequence number, head or count; negative is corrupt.
 pub fn seq_from_db(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative sequence number {v}")))
+    u64::try_from(v).map_err(|_| StoreError::corrupt(format!("negative sequence number {v}")))
 }
 
 /// A cursor (`seq > after`) as a SQL bound; `None` when no stored seq can be greater.
@@ -39,7 +39,7 @@ pub fn limit_to_db(limit: u32) -> i64 {
 /// A stored user id (32 bytes); `what` names the column in the error.
 pub fn user_from_db(bytes: &[u8], what: &str) -> Result<UserId, StoreError> {
     UserId::from_slice(bytes)
-        .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len())))
+        .ok_or_else(|| StoreError::corrupt(format!("{what}: {} bytes, a user id is 32", bytes.len())))
 }
 
 /// A list of users as concatenated 32-byte keys.
@@ -54,22 +54,22 @@ pub fn users_to_db(users: &[UserId]) -> Vec<u8> {
 /// Inverse of [`users_to_db`].
 pub fn users_from_db(bytes: &[u8], what: &str) -> Result<Vec<UserId>, StoreError> {
     if !bytes.len().is_multiple_of(32) {
-        return Err(StoreError::Corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
+        return Err(StoreError::corrupt(format!("{what}: {} bytes, not a multiple of 32", bytes.len())));
     }
     bytes.chunks_exact(32).map(|c| user_from_db(c, what)).collect()
 }
 
 /// A stored room mode.
 pub fn mode_from_db(s: &str) -> Result<RoomMode, StoreError> {
-    RoomMode::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown room mode {s:?}")))
+    RoomMode::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown room mode {s:?}")))
 }
 
 /// A stored entry kind.
 pub fn entry_kind_from_db(s: &str) -> Result<EntryKind, StoreError> {
-    EntryKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown entry kind {s:?}")))
+    EntryKind::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown entry kind {s:?}")))
 }
 
 /// A stored key kind.
 pub fn key_kind_from_db(s: &str) -> Result<KeyKind, StoreError> {
-    KeyKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {s:?}")))
+    KeyKind::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown key kind {s:?}")))
 }

@@ -3,6 +3,9 @@
 //! A backend's tests invoke [`conformance_tests!`](crate::conformance_tests) with a factory
 //! that makes a fresh, empty store; each scenario below becomes one `#[tokio::test]`.
 
+// Test code (compiled for backends' tests only): a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

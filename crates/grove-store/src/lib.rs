@@ -1,8 +1,10 @@
 //! grove-store: what a grove server keeps, behind one trait.
 //!
 //! [`Store`] is the storage seam of the server: rooms with their ordered logs, mailboxes and the
-//! key directory. Backends: [`MemoryStore`] here (tests, the simulator) and SQLite in
-//! `grove-store-sqlite`; every backend runs the same [`conformance`] suite.
+//! key directory. Backends: [`MemoryStore`] here (tests), SQLite in `grove-store-sqlite` (the
+//! default) and PostgreSQL in `grove-store-postgres` (several server instances on one
+//! database); every backend runs the same conformance suite (the `conformance` module and the
+//! `conformance_tests!` macro, behind the cargo feature `testing`, for backends' tests).
 //!
 //! The store enforces the ordering invariants itself, so that they hold even with several
 //! server instances on one database: per-room sequence numbers are assigned by the store,
@@ -11,11 +13,18 @@
 //! with the entry that changes it. The store does not interpret entries: validation is the
 //! server's job. An `Ok` from a write means the write is durable.
 
+#![warn(unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use grove_wire::api::{ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode};
 use grove_wire::UserId;
 
 pub mod columns;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod memory;
 
@@ -183,18 +192,109 @@ pub enum PublishOutcome {
 }
 
 /// A storage failure. Hostile input never produces one: it is the backend failing.
+///
+/// Each variant says what kind of failure it is and keeps the error that caused it (the
+/// database driver's, an I/O error, a join error), if any, as its
+/// [`source`](std::error::Error::source): build one with [`StoreError::unavailable`],
+/// [`StoreError::backend`] or [`StoreError::corrupt`], and [`StoreError::caused_by`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached or is shutting down.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    #[error("storage unavailable: {message}")]
+    Unavailable {
+        /// What could not be done.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Source>,
+    },
     /// The backend failed (I/O error, constraint violation that should not happen).
-    #[error("storage failure: {0}")]
-    Backend(String),
+    #[error("storage failure: {message}")]
+    Backend {
+        /// What could not be done.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Source>,
+    },
     /// Stored data could not be decoded.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt: {message}")]
+    Corrupt {
+        /// What does not decode.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Source>,
+    },
+}
+
+impl StoreError {
+    /// The backend cannot be reached or is shutting down.
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable { message: message.into(), source: None }
+    }
+
+    /// The backend failed.
+    pub fn backend(message: impl Into<String>) -> StoreError {
+        StoreError::Backend { message: message.into(), source: None }
+    }
+
+    /// Stored data could not be decoded.
+    pub fn corrupt(message: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { message: message.into(), source: None }
+    }
+
+    /// The error with every error under it, for logs: "storage failure: postgres 40P01: deadlock
+    /// detected".
+    pub fn detail(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(s) = next {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    /// The same failure, caused by `e` (kept as the source).
+    pub fn caused_by(mut self, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        let (StoreError::Unavailable { source, .. }
+        | StoreError::Backend { source, .. }
+        | StoreError::Corrupt { source, .. }) = &mut self;
+        *source = Some(Source(Arc::new(e)));
+        self
+    }
+}
+
+/// The error that caused a [`StoreError`], kept whole. Cheap to clone.
+#[derive(Clone)]
+pub struct Source(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Source {
+    /// The error itself.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Source {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Result alias.
@@ -276,5 +376,22 @@ pub trait Store: Send + Sync + 'static {
     /// [`ForeignWrites::everything`].
     fn foreign_writes(&self) -> Option<tokio::sync::broadcast::Receiver<ForeignWrites>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use std::error::Error;
+
+    use super::StoreError;
+
+    #[test]
+    fn a_store_error_keeps_its_cause() {
+        let e = StoreError::unavailable("postgres").caused_by(std::io::Error::other("connection reset"));
+        assert!(matches!(e, StoreError::Unavailable { .. }));
+        assert_eq!(e.to_string(), "storage unavailable: postgres");
+        assert_eq!(e.source().map(|s| s.to_string()), Some("connection reset".to_string()));
+        assert_eq!(e.detail(), "storage unavailable: postgres: connection reset");
+        assert!(StoreError::corrupt("x").source().is_none());
     }
 }

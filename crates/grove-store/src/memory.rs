@@ -47,7 +47,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
-        self.inner.lock().map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::backend("memory store lock poisoned"))
     }
 }
 

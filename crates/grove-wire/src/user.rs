@@ -1,3 +1,5 @@
+//! [`UserId`]: a user is an Ed25519 public key, written as 64 lowercase hex characters.
+
 use std::fmt;
 use std::str::FromStr;
 

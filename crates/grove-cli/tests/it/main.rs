@@ -1,7 +1,6 @@
 //! The `grove` binary, run as a user would run it.
 
 mod client;
-mod invariants;
 mod multi_instance;
 mod processes;
 mod senderkeys;

@@ -246,11 +246,12 @@ pub use changes::{
     Changes, EpochWrite, GroupWrite, JournalRow, KeyPackageWrite, SnapshotWrite, StoredEpoch, StoredGroup,
     StoredKeyPackage, StoredState,
 };
-pub use error::EngineError;
+pub use error::{CorruptState, EngineError, GroupLoadError};
 pub use groups::{GroupId, ParseGroupIdError};
 pub use outcome::{Applied, Incoming, JoinInfo, PendingCommit, PublicGroupState};
 pub use store::EPOCH_RETENTION;
 
+use crate::mls::error::{Cause, Expected, Internal, Malformed};
 use error::{internal, local, rejected};
 use groups::{load_checked, load_group, record, Bounds, Groups};
 use process::summarize;
@@ -306,7 +307,7 @@ fn encode(m: &MlsMessage) -> Result<Vec<u8>, EngineError> {
 }
 
 fn parse(bytes: &[u8]) -> Result<MlsMessage, EngineError> {
-    MlsMessage::from_bytes(bytes).map_err(|e| EngineError::Malformed(e.to_string()))
+    MlsMessage::from_bytes(bytes).map_err(|e| EngineError::Malformed(Malformed::Message(Cause::new(e))))
 }
 
 fn rules() -> DefaultMlsRules {
@@ -334,11 +335,10 @@ fn members_of(group: &EngineGroup) -> Vec<UserId> {
 }
 
 fn user_at(group: &EngineGroup, index: u32) -> Result<UserId, EngineError> {
-    let member = group
-        .member_at_index(index)
-        .ok_or_else(|| EngineError::Internal(format!("mls-rs reported a sender at blank leaf {index}")))?;
+    let member =
+        group.member_at_index(index).ok_or_else(|| EngineError::bug("mls-rs reported a sender at a blank leaf"))?;
     user_of(&member.signing_identity)
-        .map_err(|e| EngineError::Internal(format!("member leaf with a bad credential: {e}")))
+        .map_err(|e| EngineError::Internal(Internal::caused("member leaf with a bad credential", e)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,28 +420,25 @@ impl MlsEngine {
         let mut ids = BTreeSet::new();
         for g in &state.groups {
             if !ids.insert(g.group_id.clone()) {
-                return Err(EngineError::CorruptState(format!("group {} appears twice", g.group_id)));
+                return Err(EngineError::CorruptState(CorruptState::GroupTwice(g.group_id.clone())));
             }
             let mut epochs = BTreeSet::new();
             if !g.epochs.iter().all(|e| epochs.insert(e.epoch)) {
-                return Err(EngineError::CorruptState(format!("group {} has an epoch twice", g.group_id)));
+                return Err(EngineError::CorruptState(CorruptState::EpochTwice(g.group_id.clone())));
             }
             let mut seqs: Vec<u64> = g.journal.iter().map(|r| r.seq).collect();
             seqs.sort_unstable();
             if seqs.iter().enumerate().any(|(i, seq)| *seq != i as u64) {
-                return Err(EngineError::CorruptState(format!(
-                    "group {}: the journal is not numbered 0, 1, 2, … (a row is missing or twice)",
-                    g.group_id
-                )));
+                return Err(EngineError::CorruptState(CorruptState::JournalNumbering(g.group_id.clone())));
             }
         }
         let mut kp_ids = BTreeSet::new();
         for kp in &state.key_packages {
             if !kp_ids.insert(kp.id.clone()) {
-                return Err(EngineError::CorruptState("a key package appears twice".into()));
+                return Err(EngineError::CorruptState(CorruptState::KeyPackageTwice));
             }
             KeyPackageData::mls_decode_exhaustive(&kp.data)
-                .map_err(|e| EngineError::CorruptState(format!("key package: {e}")))?;
+                .map_err(|e| EngineError::CorruptState(CorruptState::KeyPackage(Cause::new(e))))?;
         }
 
         let store = RecordingStore::from_state(state);
@@ -548,7 +545,7 @@ impl MlsEngine {
         let last = if last_resort {
             let mut ext = ExtensionList::default();
             ext.set_from(LastResortKeyPackageExt)
-                .map_err(|e| EngineError::Internal(format!("last-resort extension: {e}")))?;
+                .map_err(|e| EngineError::Internal(Internal::caused("last-resort extension", e)))?;
             let kp = self
                 .client
                 .generate_key_package_message(ext, ExtensionList::default(), now)
@@ -568,11 +565,11 @@ impl MlsEngine {
         // Hashing only: no randomness needed.
         let cs = GroveCryptoProvider::verify_only()
             .cipher_suite_provider(CIPHER_SUITE)
-            .ok_or_else(|| EngineError::Internal("ciphersuite not supported by the provider".into()))?;
+            .ok_or_else(|| EngineError::bug("ciphersuite not supported by the provider"))?;
         let reference = msg
             .key_package_reference(&cs)
             .map_err(rejected)?
-            .ok_or_else(|| EngineError::Malformed("expected a KeyPackage".into()))?;
+            .ok_or_else(|| EngineError::Malformed(Malformed::Expected(Expected::KeyPackage)))?;
         let id: &[u8] = &reference;
         if self.store.has_key_package(id) {
             self.store.delete_key_package(id);
@@ -589,13 +586,13 @@ impl MlsEngine {
             .map_err(internal("creating a group"))?;
         let id = GroupId::new(group.group_id().to_vec());
         if self.groups.contains_key(&id) || self.store.has_group(id.as_bytes()) {
-            return Err(EngineError::Internal(format!("random group id {id} collides")));
+            return Err(EngineError::bug("a random group id collides"));
         }
         let group_info = encode(&group.group_info_message(false).map_err(internal("signing the GroupInfo"))?)?;
         let ratchet_tree = group.export_tree().to_bytes().map_err(internal("exporting the tree"))?;
         if let Err(e) = group.write_to_storage() {
             self.store.rollback();
-            return Err(EngineError::Internal(format!("writing the group: {e}")));
+            return Err(EngineError::Internal(Internal::caused("writing the group", e)));
         }
         self.departed.remove(&id);
         self.groups.insert(id.clone(), group);
@@ -615,10 +612,10 @@ impl MlsEngine {
     pub fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<(GroupId, JoinInfo, Changes), EngineError> {
         let welcome = parse(welcome)?;
         if welcome.wire_format() != WireFormat::Welcome {
-            return Err(EngineError::Malformed("expected a Welcome".into()));
+            return Err(EngineError::Malformed(Malformed::Expected(Expected::Welcome)));
         }
         let tree = ExportedTree::mls_decode_exhaustive(ratchet_tree)
-            .map_err(|e| EngineError::Malformed(format!("ratchet tree: {e}")))?;
+            .map_err(|e| EngineError::Malformed(Malformed::RatchetTree(Cause::new(e))))?;
         let (mut group, _) = self.client.join_group(Some(tree), &welcome, None).map_err(|e| match e {
             MlsError::WelcomeKeyPackageNotFound => EngineError::NoMatchingKeyPackage,
             other => rejected(other),
@@ -631,7 +628,7 @@ impl MlsEngine {
         self.store.purge_group(id.as_bytes());
         if let Err(e) = group.write_to_storage() {
             self.store.rollback();
-            return Err(EngineError::Internal(format!("writing the group: {e}")));
+            return Err(EngineError::Internal(Internal::caused("writing the group", e)));
         }
         let info = JoinInfo { epoch: group.current_epoch(), members: members_of(&group) };
         self.departed.remove(&id);
@@ -650,7 +647,7 @@ impl MlsEngine {
             Some(slot) => slot
                 .get_or_init(|| load_checked(&self.client, &self.store, &self.user, g))
                 .as_ref()
-                .map_err(|e| EngineError::CorruptState(format!("group {g}: {e}"))),
+                .map_err(|e| EngineError::CorruptState(CorruptState::Group { group: g.clone(), reason: e.clone() })),
             None if self.departed.contains(g) => Err(EngineError::NotAMember(g.clone())),
             None => Err(EngineError::NoSuchGroup(g.clone())),
         }
@@ -703,7 +700,7 @@ impl MlsEngine {
             Err(e) => {
                 // Cannot happen: the store holds the last written state of every group.
                 self.groups.remove(g);
-                Err(EngineError::Internal(format!("reloading group {g} after an error: {e}")))
+                Err(EngineError::Internal(Internal::caused("reloading a group after an error", e)))
             }
         }
     }
@@ -778,7 +775,7 @@ impl MlsEngine {
             let welcome = match out.welcome_messages.as_slice() {
                 [] => None,
                 [one] => Some(encode(one)?),
-                _ => return Err(EngineError::Internal("more than one Welcome".into())),
+                _ => return Err(EngineError::bug("more than one Welcome")),
             };
             group.write_to_storage().map_err(internal("writing the group"))?;
             Ok(PendingCommit { commit, welcome, epoch })
@@ -799,7 +796,7 @@ impl MlsEngine {
             .map(|kp| {
                 let m = parse(kp)?;
                 if m.wire_format() != WireFormat::KeyPackage {
-                    return Err(EngineError::Malformed("expected a KeyPackage".into()));
+                    return Err(EngineError::Malformed(Malformed::Expected(Expected::KeyPackage)));
                 }
                 Ok(m)
             })
@@ -852,7 +849,7 @@ impl MlsEngine {
             // No proposals by value: the same as mls-rs' `Group::commit(Vec::new())`.
             let out = builder.build().map_err(local("building a commit"))?;
             if !out.contains_update_path {
-                return Err(EngineError::Internal("a self-update commit without an update path".into()));
+                return Err(EngineError::bug("a self-update commit without an update path"));
             }
             Ok(out)
         })

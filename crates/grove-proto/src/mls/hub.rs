@@ -52,7 +52,9 @@ use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
 
 use crate::identity::UserId;
 use crate::mls::crypto::GroveCryptoProvider;
+use crate::mls::error::{Cause, Expected, Internal, Malformed, Rejection};
 use crate::mls::identity::{membership_change, user_of, GroveIdentityProvider};
+use crate::ErrorKind;
 
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
@@ -71,13 +73,15 @@ fn hub_client() -> ExternalClient<HubConfig> {
 /// Why the hub refused a message or state.
 ///
 /// Every variant except [`HubError::Internal`] is about the input (hostile, buggy or stale
-/// clients, or corrupt stored bytes); `Internal` means a bug on our side.
+/// clients, or corrupt stored bytes); `Internal` means a bug on our side. [`HubError::kind`]
+/// sorts them; a variant that stems from an mls-rs error keeps it as its
+/// [`source`](std::error::Error::source).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HubError {
     /// The bytes do not decode as the expected MLS structure.
     #[error("malformed MLS message: {0}")]
-    Malformed(String),
+    Malformed(#[source] Malformed),
     /// The message belongs to another group.
     #[error("the message is for another group")]
     WrongGroup,
@@ -107,25 +111,64 @@ pub enum HubError {
     /// mls-rs refused the message or state: bad signature, invalid proposal or path, tree that
     /// does not match the GroupInfo, bad credential, unsupported ciphersuite, ...
     #[error("rejected by MLS validation: {0}")]
-    Rejected(String),
+    Rejected(#[source] Rejection),
     /// Bytes passed to [`HubGroup::restore`] are not a snapshot this code wrote.
     #[error("corrupt hub snapshot: {0}")]
-    CorruptSnapshot(String),
+    CorruptSnapshot(#[source] CorruptSnapshot),
     /// A bug on our side (an invariant of this module or of mls-rs did not hold).
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Internal),
+}
+
+impl HubError {
+    /// Who is to blame: the input (a client, or for [`HubError::CorruptSnapshot`] the stored
+    /// bytes the caller passed), or us.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed(_)
+            | Self::WrongGroup
+            | Self::WrongEpoch { .. }
+            | Self::NotPublicMessage
+            | Self::NotPrivateMessage
+            | Self::WrongContentType
+            | Self::NotAMember
+            | Self::SenderMismatch
+            | Self::Rejected(_) => ErrorKind::Rejected,
+            Self::CorruptSnapshot(_) => ErrorKind::Misuse,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn bug(what: &'static str) -> HubError {
+        HubError::Internal(Internal::new(what))
+    }
+}
+
+/// Why bytes given to [`HubGroup::restore`] are not a snapshot this code wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptSnapshot {
+    /// No bytes at all.
+    #[error("empty")]
+    Empty,
+    /// A format byte this code does not know.
+    #[error("unknown snapshot format {0}")]
+    UnknownFormat(u8),
+    /// The mls-rs snapshot does not decode or load.
+    #[error("{0}")]
+    Mls(#[source] Cause),
 }
 
 /// Maps an mls-rs error raised while processing *input* to a hub error.
 fn rejected(e: MlsError) -> HubError {
     match e {
-        MlsError::SerializationError(_) => HubError::Malformed(e.to_string()),
-        other => HubError::Rejected(other.to_string()),
+        MlsError::SerializationError(_) => HubError::Malformed(Malformed::Message(Cause::new(e))),
+        other => HubError::Rejected(Rejection::Mls(Cause::new(other))),
     }
 }
 
 fn parse(message: &[u8]) -> Result<MlsMessage, HubError> {
-    MlsMessage::from_bytes(message).map_err(|e| HubError::Malformed(e.to_string()))
+    MlsMessage::from_bytes(message).map_err(|e| HubError::Malformed(Malformed::Message(Cause::new(e))))
 }
 
 /// The public state of one MLS group, as the hub tracks it. Cheap enough to clone per commit.
@@ -167,10 +210,10 @@ impl HubGroup {
     pub fn observe(group_info: &[u8], ratchet_tree: &[u8]) -> Result<HubGroup, HubError> {
         let info = parse(group_info)?;
         if info.wire_format() != WireFormat::GroupInfo {
-            return Err(HubError::Malformed("expected a GroupInfo message".into()));
+            return Err(HubError::Malformed(Malformed::Expected(Expected::GroupInfo)));
         }
         let tree = ExportedTree::mls_decode_exhaustive(ratchet_tree)
-            .map_err(|e| HubError::Malformed(format!("ratchet tree: {e}")))?;
+            .map_err(|e| HubError::Malformed(Malformed::RatchetTree(Cause::new(e))))?;
         let group = hub_client().observe_group(info, Some(tree), None).map_err(rejected)?;
         Ok(HubGroup { group })
     }
@@ -199,15 +242,18 @@ impl HubGroup {
 
     /// The current public ratchet tree, exported (what a joiner needs besides its Welcome).
     pub fn ratchet_tree(&self) -> Result<Vec<u8>, HubError> {
-        self.group.export_tree().map_err(|e| HubError::Internal(format!("exporting the ratchet tree: {e}")))
+        self.group.export_tree().map_err(|e| HubError::Internal(Internal::caused("exporting the ratchet tree", e)))
     }
 
     /// Opaque snapshot bytes to persist (a format byte, then the mls-rs `ExternalSnapshot`,
     /// which includes the ratchet tree and the cached proposals); [`HubGroup::restore`] is its
     /// inverse.
     pub fn snapshot(&self) -> Result<Vec<u8>, HubError> {
-        let body =
-            self.group.snapshot().to_bytes().map_err(|e| HubError::Internal(format!("encoding the snapshot: {e}")))?;
+        let body = self
+            .group
+            .snapshot()
+            .to_bytes()
+            .map_err(|e| HubError::Internal(Internal::caused("encoding the snapshot", e)))?;
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(SNAPSHOT_FORMAT);
         out.extend_from_slice(&body);
@@ -216,13 +262,15 @@ impl HubGroup {
 
     /// Rebuilds a group from [`HubGroup::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<HubGroup, HubError> {
-        let (format, body) = bytes.split_first().ok_or_else(|| HubError::CorruptSnapshot("empty".into()))?;
+        let (format, body) = bytes.split_first().ok_or_else(|| HubError::CorruptSnapshot(CorruptSnapshot::Empty))?;
         if *format != SNAPSHOT_FORMAT {
-            return Err(HubError::CorruptSnapshot(format!("unknown snapshot format {format}")));
+            return Err(HubError::CorruptSnapshot(CorruptSnapshot::UnknownFormat(*format)));
         }
-        let snapshot =
-            ExternalSnapshot::mls_decode_exhaustive(body).map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
-        let group = hub_client().load_group(snapshot).map_err(|e| HubError::CorruptSnapshot(e.to_string()))?;
+        let snapshot = ExternalSnapshot::mls_decode_exhaustive(body)
+            .map_err(|e| HubError::CorruptSnapshot(CorruptSnapshot::Mls(Cause::new(e))))?;
+        let group = hub_client()
+            .load_group(snapshot)
+            .map_err(|e| HubError::CorruptSnapshot(CorruptSnapshot::Mls(Cause::new(e))))?;
         Ok(HubGroup { group })
     }
 
@@ -256,7 +304,7 @@ impl HubGroup {
         };
         let member = self.group.roster().member_with_index(index).map_err(|_| HubError::NotAMember)?;
         let user = user_of(&member.signing_identity)
-            .map_err(|e| HubError::Internal(format!("member leaf with a bad credential: {e}")))?;
+            .map_err(|e| HubError::Internal(Internal::caused("member leaf with a bad credential", e)))?;
         if &user != claimed {
             return Err(HubError::SenderMismatch);
         }
@@ -276,21 +324,22 @@ impl HubGroup {
         let mut next = self.group.clone();
         let received = next.process_incoming_message(msg).map_err(rejected)?;
         let ExternalReceivedMessage::Commit(desc) = received else {
-            return Err(HubError::Internal("mls-rs did not process a commit as a commit".into()));
+            return Err(HubError::bug("mls-rs did not process a commit as a commit"));
         };
         if desc.is_external || desc.committer != committer {
-            return Err(HubError::Internal("mls-rs reports a different committer".into()));
+            return Err(HubError::bug("mls-rs reports a different committer"));
         }
         let new_epoch = match desc.effect {
             CommitEffect::NewEpoch(e) => e,
             CommitEffect::Removed { new_epoch, .. } => new_epoch,
-            CommitEffect::ReInit(_) => return Err(HubError::Rejected("ReInit commits are not supported".into())),
+            CommitEffect::ReInit(_) => return Err(HubError::Rejected(Rejection::ReInit)),
         };
         if self.epoch().checked_add(1) != Some(new_epoch.epoch) || next.group_context().epoch() != new_epoch.epoch {
-            return Err(HubError::Internal("the commit did not advance one epoch".into()));
+            return Err(HubError::bug("the commit did not advance one epoch"));
         }
 
-        let change = membership_change(&new_epoch).map_err(|e| HubError::Internal(e.to_string()))?;
+        let change = membership_change(&new_epoch)
+            .map_err(|e| HubError::Internal(Internal::caused("reading the commit's proposals", e)))?;
         Ok(CheckedCommit {
             new_epoch: new_epoch.epoch,
             next: HubGroup { group: next },
@@ -313,7 +362,7 @@ impl HubGroup {
         let mut next = self.group.clone();
         let received = next.process_incoming_message(msg).map_err(rejected)?;
         let ExternalReceivedMessage::Proposal(_) = received else {
-            return Err(HubError::Internal("mls-rs did not process a proposal as a proposal".into()));
+            return Err(HubError::bug("mls-rs did not process a proposal as a proposal"));
         };
         Ok(CheckedProposal { next: HubGroup { group: next } })
     }

@@ -26,6 +26,7 @@
 
 pub mod crypto;
 pub mod engine;
+pub mod error;
 pub mod hub;
 pub mod identity;
 

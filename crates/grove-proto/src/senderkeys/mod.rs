@@ -157,17 +157,8 @@ impl Default for ReceiverLimits {
     }
 }
 
-/// Who is to blame for a [`SenderKeyError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Hostile or damaged input from the network or another member: forged, replayed, garbled,
-    /// out of window, for another room, epoch or chain. Drop the input; nothing changed.
-    Rejected,
-    /// The caller used the API wrongly, or its own stored state is corrupt.
-    Misuse,
-    /// A bug on our side (or in a dependency).
-    Internal,
-}
+/// Who is to blame for a [`SenderKeyError`] (the crate's one [`crate::ErrorKind`]).
+pub use crate::ErrorKind;
 
 /// Why a Sender Keys operation failed. Every failure leaves all state as it was.
 ///

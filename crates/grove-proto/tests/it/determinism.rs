@@ -141,7 +141,7 @@ fn commits_check_added_key_packages_against_the_injected_clock() {
     for t in [T - 1, T + YEAR + 1] {
         clock.set(t);
         let err = alice.commit_add(&g, &kps).unwrap_err();
-        assert!(matches!(&err, EngineError::Rejected(m) if m.contains("lifetime")), "at {t}: {err:?}");
+        assert!(matches!(&err, EngineError::Rejected(m) if m.to_string().contains("lifetime")), "at {t}: {err:?}");
         assert!(!alice.has_pending_commit(&g).unwrap());
         assert_eq!(alice.export_state().unwrap(), before);
     }

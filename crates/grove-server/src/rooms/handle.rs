@@ -2,8 +2,8 @@
 //! publisher that hands durable entries to push subscribers and long-polls.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use grove_proto::mls::hub::HubGroup;
@@ -26,11 +26,15 @@ pub(crate) struct RoomHandle {
     pub slot: RwLock<Slot>,
     publisher: Mutex<Publisher>,
     head: watch::Sender<u64>,
-    entries: broadcast::Sender<Arc<Published>>,
+    /// Made on the first subscription: a channel allocates all its slots up front (4096 of
+    /// them), which every loaded room would pay for, watched or not.
+    entries: OnceLock<broadcast::Sender<Arc<Published>>>,
     /// Another instance appended: the log must be re-read after the head.
     stale: AtomicBool,
     /// A catch-up task is running for this room.
     catching_up: AtomicBool,
+    /// When the room was last handed out by [`super::RoomService`] (server clock, ms).
+    last_used: AtomicI64,
 }
 
 /// An entry handed to push subscribers, serialised once for all of them.
@@ -82,7 +86,7 @@ impl Slot {
         })
     }
 
-    pub fn is_member(&self, user: &UserId) -> bool {
+    pub(crate) fn is_member(&self, user: &UserId) -> bool {
         self.member_set.contains(user)
     }
 
@@ -104,9 +108,10 @@ impl RoomHandle {
             slot: RwLock::new(Slot::from_record(rec)?),
             publisher: Mutex::new(Publisher { head: rec.head, pending: BTreeMap::new() }),
             head: watch::channel(rec.head).0,
-            entries: broadcast::channel(4096).0,
+            entries: OnceLock::new(),
             stale: AtomicBool::new(false),
             catching_up: AtomicBool::new(false),
+            last_used: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -114,7 +119,7 @@ impl RoomHandle {
     /// log after the head and hand the new entries to subscribers, in order. Announcements
     /// coalesce: at most one catch-up runs per room, and one more follows if another
     /// announcement came in meanwhile.
-    pub fn kick(self: &Arc<Self>, state: &AppState) {
+    pub(crate) fn kick(self: &Arc<Self>, state: &AppState) {
         self.stale.store(true, Ordering::SeqCst);
         if self.catching_up.swap(true, Ordering::SeqCst) {
             return;
@@ -168,7 +173,7 @@ impl RoomHandle {
 
     /// Reloads the room's public state from the store if another instance moved it on;
     /// answers whether it did.
-    pub async fn refresh(&self, state: &AppState) -> AppResult<bool> {
+    pub(crate) async fn refresh(&self, state: &AppState) -> AppResult<bool> {
         let mut slot = self.slot.write().await;
         self.refresh_locked(state, &mut slot).await
     }
@@ -184,19 +189,39 @@ impl RoomHandle {
         Ok(true)
     }
 
+    /// Marks the room used at `now` (server clock, ms).
+    pub(super) fn touch(&self, now: i64) {
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether the room was last used before `before` and nothing waits on it: no push
+    /// subscriber, no long-poll, no catch-up with another instance.
+    pub(super) fn idle_since(&self, before: i64) -> bool {
+        self.last_used.load(Ordering::Relaxed) < before
+            && self.subscribers() == 0
+            && self.head.receiver_count() == 0
+            && !self.catching_up.load(Ordering::SeqCst)
+            && !self.stale.load(Ordering::SeqCst)
+    }
+
     /// The last sequence number handed to subscribers (every entry up to it is durable).
-    pub fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         *self.head.borrow()
     }
 
     /// Wakes when the head moves.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch_head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
 
     /// Live entries, in order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.entries.subscribe()
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.entries.get_or_init(|| broadcast::channel(4096).0).subscribe()
+    }
+
+    /// How many push subscribers listen.
+    fn subscribers(&self) -> usize {
+        self.entries.get().map_or(0, broadcast::Sender::receiver_count)
     }
 
     /// Hands a durable entry to subscribers once every earlier one has been handed over.
@@ -211,11 +236,11 @@ impl RoomHandle {
             let next = p.head + 1;
             let Some(e) = p.pending.remove(&next) else { break };
             p.head = next;
-            if self.entries.receiver_count() > 0 {
+            if let Some(entries) = self.entries.get().filter(|tx| tx.receiver_count() > 0) {
                 let handshake = e.kind != EntryKind::Application;
                 let frame = entry_frame(&self.name, e);
                 // A send fails only when nobody listens any more: nothing to do.
-                let _ = self.entries.send(Arc::new(Published { seq: next, handshake, frame }));
+                let _ = entries.send(Arc::new(Published { seq: next, handshake, frame }));
             }
             moved = true;
         }
@@ -230,7 +255,7 @@ impl RoomHandle {
     }
 
     /// The room as a member sees it.
-    pub async fn info(&self) -> RoomInfo {
+    pub(crate) async fn info(&self) -> RoomInfo {
         let slot = self.slot.read().await;
         RoomInfo {
             name: self.name.clone(),

@@ -161,10 +161,10 @@ async fn concurrent_startups_migrate_once() {
     assert_eq!(versions, [1], "each migration recorded once");
     client.batch_execute("INSERT INTO grove_migrations (version, name) VALUES (999, 'future')").await.expect("bump");
     match PostgresStore::connect(db.url()).await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        Err(StoreError::Unavailable { message: msg, .. }) => assert!(msg.contains("newer"), "{msg}"),
         other => panic!("a newer schema was not refused: {other:?}"),
     }
-    assert!(matches!(PostgresStore::connect("not a url ::").await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(PostgresStore::connect("not a url ::").await, Err(StoreError::Unavailable { .. })));
 }
 
 /// Each committed group of appends sends one `NOTIFY grove_entries` naming its rooms
@@ -300,7 +300,7 @@ async fn a_failing_op_fails_alone() {
     }
     assert_eq!(seqs, (1..=50).collect());
     for t in claims {
-        assert!(matches!(t.await.expect("task"), Err(StoreError::Backend(_))));
+        assert!(matches!(t.await.expect("task"), Err(StoreError::Backend { .. })));
     }
     eprintln!("stats: {:?}", store.stats());
     assert!(store.stats().fallbacks >= 1, "no group failed: the claims were never grouped with appends");
@@ -312,8 +312,8 @@ async fn a_failing_op_fails_alone() {
         .batch_execute("UPDATE rooms SET members = '\\x0102'; UPDATE entries SET kind = 'bogus'")
         .await
         .expect("corrupt");
-    assert!(matches!(store.room("r").await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(store.read(room, 0, 10).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.room("r").await, Err(StoreError::Corrupt { .. })));
+    assert!(matches!(store.read(room, 0, 10).await, Err(StoreError::Corrupt { .. })));
 }
 
 /// A writer whose connection was killed reconnects for the next group; the log goes on.
@@ -359,7 +359,7 @@ async fn a_hung_lock_holder_stalls_others_only_for_the_lock_timeout() {
 
     let started = std::time::Instant::now();
     match store.append(room, entry("while held".into())).await {
-        Err(StoreError::Unavailable(m)) => assert!(m.contains("did not answer in time"), "{m}"),
+        Err(StoreError::Unavailable { message: m, .. }) => assert!(m.contains("did not answer in time"), "{m}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     let took = started.elapsed();

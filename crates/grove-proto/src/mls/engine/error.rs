@@ -6,33 +6,41 @@ use super::GroupId;
 #[cfg(doc)]
 use super::{MlsEngine, EPOCH_RETENTION};
 use crate::identity::UserId;
+use crate::mls::error::{Cause, Internal, Malformed, Rejection};
+use crate::mls::identity::CredentialError;
+use crate::ErrorKind;
 
 /// Why an engine operation failed. Nothing changed (see the [module docs](super)).
 ///
-/// Three kinds:
-/// - the input is hostile, garbled, foreign or stale: [`Malformed`](Self::Malformed),
-///   [`Rejected`](Self::Rejected), [`WrongGroup`](Self::WrongGroup),
-///   [`WrongEpoch`](Self::WrongEpoch), [`EpochUnavailable`](Self::EpochUnavailable),
-///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost),
-///   [`CorruptState`](Self::CorruptState);
-/// - the caller asked for something the state does not allow: [`NoSuchGroup`](Self::NoSuchGroup),
+/// Three kinds ([`EngineError::kind`]):
+/// - the input is hostile, garbled, foreign or stale ([`ErrorKind::Rejected`]):
+///   [`Malformed`](Self::Malformed), [`Rejected`](Self::Rejected),
+///   [`WrongGroup`](Self::WrongGroup), [`WrongEpoch`](Self::WrongEpoch),
+///   [`EpochUnavailable`](Self::EpochUnavailable),
+///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost);
+/// - the caller asked for something the state does not allow, or gave back stored state this
+///   engine did not write ([`ErrorKind::Misuse`]): [`CorruptState`](Self::CorruptState),
+///   [`NoSuchGroup`](Self::NoSuchGroup),
 ///   [`NotAMember`](Self::NotAMember), [`GroupExists`](Self::GroupExists),
 ///   [`PendingCommitExists`](Self::PendingCommitExists),
 ///   [`NoPendingCommit`](Self::NoPendingCommit), [`CommitRequired`](Self::CommitRequired),
 ///   [`NothingToCommit`](Self::NothingToCommit), [`NotInGroup`](Self::NotInGroup),
 ///   [`CannotRemoveSelf`](Self::CannotRemoveSelf), [`LeaveProposed`](Self::LeaveProposed);
-/// - a bug on our side: [`Internal`](Self::Internal).
+/// - a bug on our side ([`ErrorKind::Internal`]): [`Internal`](Self::Internal).
+///
+/// Every variant that stems from an mls-rs error keeps it as its
+/// [`source`](std::error::Error::source).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// The bytes do not decode as the expected MLS structure.
     #[error("malformed MLS input: {0}")]
-    Malformed(String),
+    Malformed(#[source] Malformed),
     /// mls-rs refused the input: bad signature or tag, undecryptable, invalid proposal, a ratchet
     /// tree that does not match the Welcome's GroupInfo, a KeyPackage that cannot be added, a
     /// message from a member who has since left, ...
     #[error("rejected by MLS validation: {0}")]
-    Rejected(String),
+    Rejected(#[source] Rejection),
     /// The message belongs to another group.
     #[error("the message is for another group")]
     WrongGroup,
@@ -64,7 +72,7 @@ pub enum EngineError {
     OwnCommitLost,
     /// Rows given to [`MlsEngine::load_with_rng`] are not state this engine wrote for this user.
     #[error("corrupt stored state: {0}")]
-    CorruptState(String),
+    CorruptState(#[source] CorruptState),
     /// The engine has no such group.
     #[error("no such group {0}")]
     NoSuchGroup(GroupId),
@@ -99,19 +107,124 @@ pub enum EngineError {
     LeaveProposed,
     /// A bug on our side (an invariant of this module or of mls-rs did not hold).
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Internal),
 }
 
-pub(super) fn internal(what: &str) -> impl FnOnce(MlsError) -> EngineError + '_ {
-    move |e| EngineError::Internal(format!("{what}: {e}"))
+impl EngineError {
+    /// Who is to blame: hostile input, the caller, or us.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed(_)
+            | Self::Rejected(_)
+            | Self::WrongGroup
+            | Self::WrongEpoch { .. }
+            | Self::EpochUnavailable { .. }
+            | Self::NoMatchingKeyPackage
+            | Self::OwnCommitLost => ErrorKind::Rejected,
+            Self::CorruptState(_)
+            | Self::NoSuchGroup(_)
+            | Self::NotAMember(_)
+            | Self::GroupExists(_)
+            | Self::PendingCommitExists
+            | Self::NoPendingCommit
+            | Self::CommitRequired
+            | Self::NothingToCommit
+            | Self::NotInGroup(_)
+            | Self::CannotRemoveSelf
+            | Self::LeaveProposed => ErrorKind::Misuse,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// A bug on our side with no underlying error.
+    pub(super) fn bug(what: &'static str) -> EngineError {
+        EngineError::Internal(Internal::new(what))
+    }
+}
+
+impl From<Malformed> for EngineError {
+    fn from(m: Malformed) -> EngineError {
+        EngineError::Malformed(m)
+    }
+}
+
+impl From<Rejection> for EngineError {
+    fn from(r: Rejection) -> EngineError {
+        EngineError::Rejected(r)
+    }
+}
+
+/// Why rows given to [`MlsEngine::load_with_rng`] are not state this engine wrote for this user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptState {
+    /// Two groups with one id.
+    #[error("group {0} appears twice")]
+    GroupTwice(GroupId),
+    /// Two epoch records of one group with one epoch.
+    #[error("group {0} has an epoch twice")]
+    EpochTwice(GroupId),
+    /// A group's journal rows are not numbered 0, 1, 2, …
+    #[error("group {0}: the journal is not numbered 0, 1, 2, … (a row is missing or twice)")]
+    JournalNumbering(GroupId),
+    /// Two KeyPackages with one id.
+    #[error("a key package appears twice")]
+    KeyPackageTwice,
+    /// A KeyPackage's secrets do not decode.
+    #[error("a key package does not decode: {0}")]
+    KeyPackage(#[source] Cause),
+    /// A group's rows do not load.
+    #[error("group {group}: {reason}")]
+    Group {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        #[source]
+        reason: GroupLoadError,
+    },
+}
+
+/// Why a group's rows do not load (see [`CorruptState::Group`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupLoadError {
+    /// mls-rs cannot load the snapshot.
+    #[error("the snapshot does not load: {0}")]
+    Snapshot(#[source] Cause),
+    /// A journal row does not replay on the snapshot.
+    #[error("journal row {row}: {what}")]
+    Journal {
+        /// The row's position in the journal.
+        row: usize,
+        /// What failed.
+        what: &'static str,
+        /// The mls-rs error, if any.
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// The snapshot is of another group than the rows name.
+    #[error("snapshot of another group")]
+    OtherGroup,
+    /// The snapshot is another user's state.
+    #[error("state of another user")]
+    OtherUser,
+    /// The snapshot's own leaf is not a grove credential.
+    #[error("this member's leaf: {0}")]
+    Credential(#[source] CredentialError),
+}
+
+pub(super) fn internal(what: &'static str) -> impl FnOnce(MlsError) -> EngineError {
+    move |e| EngineError::Internal(Internal::caused(what, e))
 }
 
 /// Maps an mls-rs error raised while processing outside input.
 pub(super) fn rejected(e: MlsError) -> EngineError {
     match e {
-        MlsError::SerializationError(_) => EngineError::Malformed(e.to_string()),
-        MlsError::GroupStorageError(_) | MlsError::KeyPackageRepoError(_) => EngineError::Internal(e.to_string()),
-        other => EngineError::Rejected(other.to_string()),
+        MlsError::SerializationError(_) => EngineError::Malformed(Malformed::Message(Cause::new(e))),
+        MlsError::GroupStorageError(_) | MlsError::KeyPackageRepoError(_) => {
+            EngineError::Internal(Internal::caused("the engine's storage", e))
+        }
+        other => EngineError::Rejected(Rejection::Mls(Cause::new(other))),
     }
 }
 
@@ -119,6 +232,6 @@ pub(super) fn rejected(e: MlsError) -> EngineError {
 pub(super) fn local(what: &'static str) -> impl FnOnce(MlsError) -> EngineError {
     move |e| match e {
         MlsError::CommitRequired => EngineError::CommitRequired,
-        other => EngineError::Internal(format!("{what}: {other}")),
+        other => EngineError::Internal(Internal::caused(what, other)),
     }
 }

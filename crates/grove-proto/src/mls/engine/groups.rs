@@ -10,9 +10,11 @@ use grove_wire::hex::Hex;
 use mls_rs::Client;
 
 use super::error::internal;
+use super::error::GroupLoadError;
 use super::store::RecordingStore;
 use super::{journal, EngineConfig, EngineError, EngineGroup};
 use crate::identity::UserId;
+use crate::mls::error::Cause;
 use crate::mls::identity::user_of;
 
 /// An MLS group id (the raw bytes; 32 random bytes for groups this engine creates). Displayed
@@ -67,8 +69,8 @@ pub(super) fn load_group(
     client: &Client<EngineConfig>,
     store: &RecordingStore,
     g: &GroupId,
-) -> Result<EngineGroup, String> {
-    let mut group = client.load_group(g.as_bytes()).map_err(|e| e.to_string())?;
+) -> Result<EngineGroup, GroupLoadError> {
+    let mut group = client.load_group(g.as_bytes()).map_err(|e| GroupLoadError::Snapshot(Cause::new(e)))?;
     journal::replay(&mut group, &store.journal(g.as_bytes()))?;
     Ok(group)
 }
@@ -79,14 +81,14 @@ pub(super) fn load_checked(
     store: &RecordingStore,
     user: &UserId,
     g: &GroupId,
-) -> Result<EngineGroup, String> {
+) -> Result<EngineGroup, GroupLoadError> {
     let group = load_group(client, store, g)?;
     if group.group_id() != g.as_bytes() {
-        return Err("snapshot of another group".into());
+        return Err(GroupLoadError::OtherGroup);
     }
-    let me = group.current_member_signing_identity().map_err(|e| e.to_string())?;
-    if user_of(me).map_err(|e| e.to_string())? != *user {
-        return Err("state of another user".into());
+    let me = group.current_member_signing_identity().map_err(|e| GroupLoadError::Snapshot(Cause::new(e)))?;
+    if user_of(me).map_err(GroupLoadError::Credential)? != *user {
+        return Err(GroupLoadError::OtherUser);
     }
     Ok(group)
 }
@@ -96,7 +98,7 @@ pub(super) fn load_checked(
 /// group and using one group never pays for the others; a group whose rows do not load stays
 /// an error ([`EngineError::CorruptState`]) on every use, the other groups unharmed.
 #[derive(Default)]
-pub(super) struct Groups(pub(super) BTreeMap<GroupId, OnceLock<Result<EngineGroup, String>>>);
+pub(super) struct Groups(pub(super) BTreeMap<GroupId, OnceLock<Result<EngineGroup, GroupLoadError>>>);
 
 impl Groups {
     /// A group in memory.

@@ -20,11 +20,14 @@
 //! away. What draws randomness that matters (making a commit or a proposal, creating or joining
 //! a group) is never journaled: it writes a snapshot.
 
+use mls_rs::error::MlsError;
 use mls_rs::group::ReceivedMessage;
 use mls_rs::MlsMessage;
 use zeroize::Zeroizing;
 
+use super::error::GroupLoadError;
 use super::EngineGroup;
+use crate::mls::error::Cause;
 
 const SENT: u8 = 0x01;
 const RECEIVED: u8 = 0x02;
@@ -72,47 +75,54 @@ pub(super) fn is_handshake(entry: &[u8]) -> bool {
 /// Replays `journal` on `group`, freshly loaded from the snapshot the journal follows. The
 /// error says which row failed and why (the rows are not what this engine wrote after that
 /// snapshot).
-pub(super) fn replay(group: &mut EngineGroup, journal: &[Zeroizing<Vec<u8>>]) -> Result<(), String> {
-    for (seq, entry) in journal.iter().enumerate() {
-        replay_one(group, entry).map_err(|e| format!("journal row {seq}: {e}"))?;
+pub(super) fn replay(group: &mut EngineGroup, journal: &[Zeroizing<Vec<u8>>]) -> Result<(), GroupLoadError> {
+    for (row, entry) in journal.iter().enumerate() {
+        replay_one(group, entry).map_err(|(what, cause)| GroupLoadError::Journal { row, what, cause })?;
     }
     Ok(())
 }
 
-fn replay_one(group: &mut EngineGroup, entry: &[u8]) -> Result<(), String> {
+/// What failed in replaying one row, and the mls-rs error if there is one.
+type RowError = (&'static str, Option<Cause>);
+
+fn mls(what: &'static str) -> impl FnOnce(MlsError) -> RowError {
+    move |e| (what, Some(Cause::new(e)))
+}
+
+fn replay_one(group: &mut EngineGroup, entry: &[u8]) -> Result<(), RowError> {
     match entry.split_first() {
         Some((&SENT, [])) => {
             // Moves this member's application ratchet on by one, as the original encryption
             // did. The throw-away ciphertext is never seen: its key is the one the original
             // message used, and the original left already.
-            group.encrypt_application_message(&[], Vec::new()).map_err(|e| format!("re-encrypting: {e}"))?;
+            group.encrypt_application_message(&[], Vec::new()).map_err(mls("re-encrypting"))?;
             Ok(())
         }
         Some((&RECEIVED, message)) => {
-            let msg = MlsMessage::from_bytes(message).map_err(|e| format!("decoding the message: {e}"))?;
+            let msg = MlsMessage::from_bytes(message).map_err(mls("decoding the message"))?;
             match group.process_incoming_message(msg) {
                 Ok(ReceivedMessage::ApplicationMessage(_)) => Ok(()),
-                Ok(_) => Err("the message is not an application message".into()),
-                Err(e) => Err(format!("processing the message again: {e}")),
+                Ok(_) => Err(("the message is not an application message", None)),
+                Err(e) => Err(mls("processing the message again")(e)),
             }
         }
         Some((&HANDSHAKE, message)) => {
-            let msg = MlsMessage::from_bytes(message).map_err(|e| format!("decoding the message: {e}"))?;
+            let msg = MlsMessage::from_bytes(message).map_err(mls("decoding the message"))?;
             match group.process_incoming_message(msg) {
                 Ok(ReceivedMessage::Commit(_) | ReceivedMessage::Proposal(_)) => Ok(()),
-                Ok(_) => Err("the message is not a commit or a proposal".into()),
-                Err(e) => Err(format!("processing the message again: {e}")),
+                Ok(_) => Err(("the message is not a commit or a proposal", None)),
+                Err(e) => Err(mls("processing the message again")(e)),
             }
         }
         Some((&APPLIED, [])) => {
-            group.apply_pending_commit().map_err(|e| format!("applying the pending commit again: {e}"))?;
+            group.apply_pending_commit().map_err(mls("applying the pending commit again"))?;
             Ok(())
         }
         Some((&DISCARDED, [])) => {
             group.clear_pending_commit();
             Ok(())
         }
-        Some((tag, _)) => Err(format!("unknown entry (tag {tag:#04x}, {} bytes)", entry.len())),
-        None => Err("empty entry".into()),
+        Some(_) => Err(("an unknown entry", None)),
+        None => Err(("an empty entry", None)),
     }
 }

@@ -12,6 +12,7 @@ use super::{
     journal, parse, user_at, Changes, EngineError, EngineGroup, GroupId, Incoming, MlsEngine, EPOCH_RETENTION,
 };
 use crate::identity::UserId;
+use crate::mls::error::{Expected, Internal, Malformed, Rejection};
 use crate::mls::identity::{membership_change, user_of, MembershipChange};
 
 /// What a processed or applied commit did.
@@ -28,19 +29,19 @@ pub(super) fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary
     let (new_epoch, removed_me) = match &desc.effect {
         CommitEffect::NewEpoch(e) => (e, false),
         CommitEffect::Removed { new_epoch, .. } => (new_epoch, true),
-        CommitEffect::ReInit(_) => return Err(EngineError::Rejected("ReInit commits are not supported".into())),
+        CommitEffect::ReInit(_) => return Err(EngineError::Rejected(Rejection::ReInit)),
     };
     if desc.is_external {
-        return Err(EngineError::Rejected("external commits are not supported".into()));
+        return Err(EngineError::Rejected(Rejection::ExternalCommit));
     }
     let prior = new_epoch.prior_state.roster();
     let committer = prior
         .member_with_index(desc.committer)
-        .map_err(|e| EngineError::Internal(format!("committer not in the prior tree: {e}")))?;
+        .map_err(|e| EngineError::Internal(Internal::caused("committer not in the prior tree", e)))?;
     let committer = user_of(&committer.signing_identity)
-        .map_err(|e| EngineError::Internal(format!("a leaf with a bad credential: {e}")))?;
-    let MembershipChange { added, removed } =
-        membership_change(new_epoch).map_err(|e| EngineError::Internal(e.to_string()))?;
+        .map_err(|e| EngineError::Internal(Internal::caused("a leaf with a bad credential", e)))?;
+    let MembershipChange { added, removed } = membership_change(new_epoch)
+        .map_err(|e| EngineError::Internal(Internal::caused("reading a commit's proposals", e)))?;
     Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me })
 }
 
@@ -88,7 +89,7 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
         ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
         ReceivedMessage::Proposal(desc) => {
             let ProposalSender::Member(index) = desc.sender else {
-                return Err(EngineError::Rejected("proposals from non-members are not supported".into()));
+                return Err(EngineError::Rejected(Rejection::NonMemberProposal));
             };
             let sender = user_at(group, index)?;
             let removes = match &desc.proposal {
@@ -97,7 +98,7 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
             };
             Processed::Proposal { sender, removes }
         }
-        _ => return Err(EngineError::Internal("mls-rs returned a non-group message".into())),
+        _ => return Err(EngineError::bug("mls-rs returned a non-group message")),
     })
 }
 
@@ -192,7 +193,7 @@ impl MlsEngine {
                 }
             };
             let Some(group) = self.groups.get_mut(g) else {
-                return Err(EngineError::Internal(format!("group {g} vanished")));
+                return Err(EngineError::bug("a group vanished while processing its messages"));
             };
             match process_in_memory(group, *msg, &check) {
                 Ok(processed) => {
@@ -255,9 +256,7 @@ impl MlsEngine {
                         return Err(wrong_epoch(epoch_id))
                     }
                     ContentType::Commit | ContentType::Proposal => own,
-                    ContentType::Application => {
-                        return Err(EngineError::Rejected("an application message must be a PrivateMessage".into()))
-                    }
+                    ContentType::Application => return Err(EngineError::Rejected(Rejection::PublicApplication)),
                 }
             }
             MlsMessageDescription::PrivateProtocolMessage { group_id, epoch_id, content_type } => {
@@ -269,11 +268,11 @@ impl MlsEngine {
                 }
                 if content_type != ContentType::Application {
                     // grove sends handshakes as PublicMessage, so the hub can validate them.
-                    return Err(EngineError::Rejected("a handshake message must be a PublicMessage".into()));
+                    return Err(EngineError::Rejected(Rejection::PrivateHandshake));
                 }
                 false
             }
-            _ => return Err(EngineError::Malformed("expected a PublicMessage or PrivateMessage".into())),
+            _ => return Err(EngineError::Malformed(Malformed::Expected(Expected::GroupMessage))),
         };
         let message_epoch = msg.epoch().unwrap_or(current);
         if message_epoch + (EPOCH_RETENTION as u64) < current {
