@@ -295,7 +295,13 @@ fn who(user: &UserId, me: UserId, names: &HashMap<UserId, String>) -> String {
 
 /// A membership change as a sentence.
 fn membership_sentence(by: &UserId, change: &Membership, me: UserId, names: &HashMap<UserId, String>) -> String {
+    if change.removed_unseen {
+        return "you were removed from this room (while away); nothing after this reaches you".to_string();
+    }
     if let Some(n) = change.joined {
+        if change.again {
+            return format!("you were added back ({n} members); what was said while you were out is not readable");
+        }
         return format!("you joined ({n} members)");
     }
     let mut parts = Vec::new();
@@ -372,7 +378,7 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
             (
                 "event",
                 format!("* {text}"),
-                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined}),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen}),
             )
         }
         Event::Undecryptable(why) => {

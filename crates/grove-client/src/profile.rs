@@ -78,6 +78,30 @@ pub enum ClientError {
         /// Why it could not go now.
         why: String,
     },
+    /// A message larger than the room's server takes.
+    #[error("the message is {size} bytes; this room's server takes at most {max} bytes per message: send it as a file, or split it")]
+    TooLarge {
+        /// The message's size (its content, encoded).
+        size: u64,
+        /// The most the server takes, less what encryption adds.
+        max: u64,
+    },
+    /// An invitation for someone who is in the room already.
+    #[error("{who} is already a member of {room}")]
+    AlreadyMember {
+        /// The member (name or short id).
+        who: String,
+        /// The room's name.
+        room: String,
+    },
+    /// A removal of someone who is not in the room.
+    #[error("{who} is not a member of {room}: see `grove room members {room}`")]
+    NotAMember {
+        /// The user (name or short id).
+        who: String,
+        /// The room's name.
+        room: String,
+    },
     /// The profile's lock file could not be used.
     #[error("cannot lock the profile {path}: {source}")]
     Lock {
@@ -192,6 +216,8 @@ pub struct Profile {
     data_version: i64,
     /// Outbox items a sync found already posted (item id → log sequence number).
     settled: HashMap<i64, u64>,
+    /// Server handles by URL (see [`Profile::server`]).
+    servers: std::sync::Mutex<HashMap<String, Server>>,
 }
 
 /// Where to send the requests meant for a server URL, when that is not the URL itself — like
@@ -288,6 +314,7 @@ impl Profile {
             lock,
             data_version,
             settled: HashMap::new(),
+            servers: Default::default(),
         };
         p.replenish_keys().await?;
         p.replenish_olm_keys().await?;
@@ -318,6 +345,7 @@ impl Profile {
             lock,
             data_version,
             settled: HashMap::new(),
+            servers: Default::default(),
         })
     }
 
@@ -366,8 +394,12 @@ impl Profile {
         self.connect_to = connect_to;
     }
 
+    /// A handle on a server, kept for the life of the profile: one HTTP connection pool and
+    /// one `/v1/info` per server, not one per call.
     fn server(&self, base: &str) -> Server {
-        Server::new(self.connect_to.resolve(base), self.identity.signing_key().clone())
+        let url = self.connect_to.resolve(base).to_string();
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.entry(url.clone()).or_insert_with(|| Server::new(&url, self.identity.signing_key().clone())).clone()
     }
 
     /// Keeps enough one-time KeyPackages and a last-resort one on the home server.
@@ -430,6 +462,11 @@ impl Profile {
     pub fn messages(&self, key: &str, after: u64) -> Result<Vec<Message>> {
         let room = self.room(key)?;
         Ok(self.store.messages(&room.link, after)?)
+    }
+
+    /// How a user is called in a room: the display name, else the short id.
+    fn call(&self, link: &str, user: &UserId) -> String {
+        self.display_names(link).ok().and_then(|n| n.get(user).cloned()).unwrap_or_else(|| user.short())
     }
 
     /// Marks a room's history as read up to `seq` (for unread counts).
@@ -520,11 +557,23 @@ impl Profile {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         let addr = Address::parse(address)?;
+        self.sync_room_locked(&room.link).await?;
+        let room = self.active_room(key)?;
+        if self.members(&room.link)?.contains(&addr.user) {
+            return Err(ClientError::AlreadyMember { who: self.call(&room.link, &addr.user), room: room.name });
+        }
         if room.mode == RoomMode::SenderKeys {
             return self.sk_invite(&room, &addr).await;
         }
         let home = self.server(&addr.home_url());
-        let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await?;
+        let claimed = home.claim_key(&addr.user, KeyKind::MlsKeyPackage).await.map_err(|e| match e.code() {
+            Some(ErrorCode::NoKeyMaterial) => ClientError::Invalid(format!(
+                "{} has no key packages left on {}: they must run `grove sync` once, which publishes new ones",
+                addr.user.short(),
+                addr.home
+            )),
+            _ => e.into(),
+        })?;
         let kp = claimed.data;
         let add = Change::Add { users: vec![addr.user], key_packages: vec![kp] };
         let (seq, prepared) = self.change_membership(&room, &add).await?;
@@ -549,6 +598,11 @@ impl Profile {
     pub async fn remove(&mut self, key: &str, user: &UserId) -> Result<()> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
+        self.sync_room_locked(&room.link).await?;
+        let room = self.active_room(key)?;
+        if !self.members(&room.link)?.contains(user) {
+            return Err(ClientError::NotAMember { who: self.call(&room.link, user), room: room.name });
+        }
         self.change_membership(&room, &Change::Remove(vec![*user])).await?;
         Ok(())
     }
@@ -737,7 +791,28 @@ impl Profile {
         }
         let server = self.server(&server_url);
         let tree = server.ratchet_tree_at(&name, epoch).await?;
-        let (gid, info, changes) = self.engine.get(&self.store, &self.identity)?.join(welcome, &tree.ratchet_tree)?;
+        // Invited back after a removal or a leave: the old membership's group state goes (its
+        // history stays); the new one starts at this invitation.
+        let mut forgotten = Changes::default();
+        let mut again = false;
+        if let Ok(old) = self.room(link) {
+            again = true;
+            let engine = self.engine.get(&self.store, &self.identity)?;
+            if let Ok(c) = engine.forget_group(&GroupId::new(old.group_id.clone())) {
+                forgotten = c;
+            }
+        }
+        let (gid, info, mut changes) =
+            match self.engine.get(&self.store, &self.identity)?.join(welcome, &tree.ratchet_tree) {
+                Ok(x) => x,
+                Err(e) => {
+                    // The forgotten group is gone from memory only: reload from the file.
+                    self.engine.stale = true;
+                    return Err(e.into());
+                }
+            };
+        forgotten.merge(changes);
+        changes = forgotten;
         let room = LocalRoom {
             link: link.to_string(),
             server: server_url,
@@ -747,7 +822,7 @@ impl Profile {
             cursor: seq,
             status: RoomStatus::Active,
         };
-        let joined = Membership { joined: Some(info.members.len()), ..Membership::default() };
+        let joined = Membership { joined: Some(info.members.len()), again, ..Membership::default() };
         let event = Message::membership(link, seq, self.user_id(), 0, &joined);
         Ok((room, changes, event))
     }
@@ -804,8 +879,12 @@ impl Profile {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     // Removed by an entry we have not seen (the server no longer lets us read).
-                    let batch = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                        .removed_unseen(&room);
+                    let mut batch =
+                        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+                            .removed_unseen(&room);
+                    // Say so in history, after the last entry this profile read.
+                    let gone = Membership { removed_unseen: true, ..Membership::default() };
+                    batch.messages.push(Message::membership(&room.link, cursor + 1, me, 0, &gone));
                     self.store.commit(batch)?;
                     return Ok((RoomStatus::Removed, 0));
                 }
@@ -956,6 +1035,6 @@ pub(crate) fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserI
         seq,
         by,
         ts,
-        &Membership { added: added.to_vec(), removed: removed.to_vec(), joined: None },
+        &Membership { added: added.to_vec(), removed: removed.to_vec(), ..Membership::default() },
     )
 }

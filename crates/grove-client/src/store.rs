@@ -186,6 +186,14 @@ pub struct Membership {
     /// This profile joined the room, which then had this many members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined: Option<usize>,
+    /// With `joined`: this profile had been in the room before (removed or left), and was
+    /// invited back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
+    /// This profile was removed by an entry it could no longer read (it was offline): the
+    /// server stopped letting it read the room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed_unseen: bool,
 }
 
 /// A history line, decoded.

@@ -59,7 +59,8 @@ pub struct Server {
     base: String,
     http: reqwest::Client,
     key: SigningKey,
-    server_key: std::sync::Arc<OnceLock<[u8; 32]>>,
+    /// The server's `/v1/info`, fetched once (its key signs every request; its limits).
+    info: std::sync::Arc<OnceLock<ServerInfo>>,
 }
 
 fn now_ms() -> i64 {
@@ -79,12 +80,7 @@ impl Server {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Server {
-            base: base.trim_end_matches('/').to_string(),
-            http,
-            key,
-            server_key: std::sync::Arc::new(OnceLock::new()),
-        }
+        Server { base: base.trim_end_matches('/').to_string(), http, key, info: std::sync::Arc::new(OnceLock::new()) }
     }
 
     /// The server's base URL.
@@ -114,14 +110,19 @@ impl Server {
         self.answer(resp).await
     }
 
-    async fn server_key(&self) -> Result<[u8; 32], TransportError> {
-        if let Some(k) = self.server_key.get() {
-            return Ok(*k);
+    /// `/v1/info`, fetched on first use and kept for the life of this handle and its clones.
+    pub async fn cached_info(&self) -> Result<&ServerInfo, TransportError> {
+        if self.info.get().is_none() {
+            let info = self.info().await?;
+            let _ = self.info.set(info);
         }
-        let info = self.info().await?;
+        self.info.get().ok_or_else(|| self.unreachable("no server information"))
+    }
+
+    async fn server_key(&self) -> Result<[u8; 32], TransportError> {
+        let info = self.cached_info().await?;
         let key: UserId =
             info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
-        let _ = self.server_key.set(key.0);
         Ok(key.0)
     }
 

@@ -34,6 +34,10 @@ use crate::core::{protocol, Seal};
 use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
 use crate::transport::TransportError;
 
+/// What encryption adds to a message, at most (MLS framing and padding, or the sender-keys
+/// header, tag and signature), kept free under the server's entry limit.
+pub const SEAL_OVERHEAD: u64 = 512;
+
 /// How long a post that got no answer may still be on its way into the room's log (a server
 /// handles an append in milliseconds; this leaves room for a loaded one).
 pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -63,7 +67,19 @@ impl Profile {
     pub async fn send_content(&mut self, key: &str, content: &Content) -> Result<u64> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
-        let id = self.store.outbox_add(&room.link, &content.encode(), unix_seconds() as i64)?;
+        let plaintext = content.encode();
+        // The server's limit, told before anything is encrypted (when the server can be asked:
+        // offline, the message is queued and a refusal comes when it is posted).
+        if let Ok(info) = self.server(&room.server).cached_info().await {
+            let max = info.limits.max_entry_bytes;
+            if plaintext.len() as u64 + SEAL_OVERHEAD > max {
+                return Err(ClientError::TooLarge {
+                    size: plaintext.len() as u64,
+                    max: max.saturating_sub(SEAL_OVERHEAD),
+                });
+            }
+        }
+        let id = self.store.outbox_add(&room.link, &plaintext, unix_seconds() as i64)?;
         let posted = self.flush_room(&room).await.map_err(|e| queued(e, id))?;
         match posted.get(&id) {
             Some(seq) => Ok(*seq),

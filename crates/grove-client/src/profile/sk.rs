@@ -326,7 +326,9 @@ impl Profile {
                             cursor: at,
                             status: RoomStatus::Active,
                         });
-                        let joined = Membership { joined: Some(membership.members.len()), ..Membership::default() };
+                        let again = self.room(&room).is_ok();
+                        let joined =
+                            Membership { joined: Some(membership.members.len()), again, ..Membership::default() };
                         batch.messages.push(Message::membership(&room, at, self.user_id(), 0, &joined));
                         report.joined.push(room);
                     }

@@ -169,3 +169,82 @@ async fn replies_edits_reactions_and_unknown_kinds_are_kept() {
     let last = alice.messages("garden", 0).unwrap().pop().unwrap();
     assert_eq!(last.event(), Event::Content(Content::Unsupported { kind: "poll".into(), raw: poll }));
 }
+
+/// Bob is removed while away and added back, three times in a row, in both modes: each time he
+/// reads what is said while he is a member and nothing said while he was out, and his history
+/// says where the gaps are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_is_added_back_again_and_again() {
+    for mode in [grove_wire::api::RoomMode::Mls, grove_wire::api::RoomMode::SenderKeys] {
+        let w = World::start().await;
+        let mut alice = w.user("alice").await;
+        let mut bob = w.user("bob").await;
+        alice.create_room_with_mode(&w.url, "garden", mode).await.unwrap();
+        alice.invite("garden", &bob.address().to_string()).await.unwrap();
+        bob.sync().await.unwrap();
+        let mut want = Vec::new();
+        for round in 0..3 {
+            let said = format!("while bob is in, round {round}");
+            alice.send("garden", &said).await.unwrap();
+            want.push(said);
+            bob.sync().await.unwrap();
+            alice.remove("garden", &bob.user_id()).await.unwrap();
+            alice.send("garden", &format!("while bob is out, round {round}")).await.unwrap();
+            // Bob, away during the removal, learns it on his next sync.
+            bob.sync().await.unwrap();
+            assert!(matches!(bob.send("garden", "let me in").await, Err(ClientError::NotActive { .. })), "{mode:?}");
+            alice.invite("garden", &bob.address().to_string()).await.unwrap();
+            let report = bob.sync().await.unwrap();
+            assert_eq!(report.joined.len(), 1, "{mode:?} round {round}: bob is back");
+            let said = format!("after bob is back, round {round}");
+            alice.send("garden", &said).await.unwrap();
+            want.push(said);
+            bob.send("garden", &format!("bob is back, round {round}")).await.unwrap();
+            want.push(format!("bob is back, round {round}"));
+        }
+        bob.sync().await.unwrap();
+        alice.sync().await.unwrap();
+        assert_eq!(texts(&bob, "garden"), want, "{mode:?}");
+        let history = bob.messages("garden", 0).unwrap();
+        let unreadable: Vec<_> = history.iter().filter(|m| m.kind == MessageKind::Undecryptable).collect();
+        assert!(unreadable.is_empty(), "{mode:?}: {unreadable:?}");
+        let marks = |f: fn(&grove_client::store::Membership) -> bool| {
+            history.iter().filter(|m| matches!(m.event(), Event::Membership(ref c) if f(c))).count()
+        };
+        assert_eq!(marks(|c| c.again), 3, "{mode:?}: three 'added back' lines");
+        // Each removal is in his history: the entry that removed him, or, where the server no
+        // longer let him read it, a line saying he was removed while away.
+        let me = bob.user_id();
+        let removals = history
+            .iter()
+            .filter(|m| matches!(m.event(), Event::Membership(ref c) if c.removed_unseen || c.removed.contains(&me)))
+            .count();
+        assert_eq!(
+            removals,
+            3,
+            "{mode:?}: three removed lines: {:#?}",
+            history.iter().map(|m| (m.seq, m.event())).collect::<Vec<_>>()
+        );
+        assert_eq!(alice.members("garden").unwrap().len(), 2);
+    }
+}
+
+/// The ordinary mistakes are answered with what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_mistakes_get_plain_answers() {
+    let w = World::start().await;
+    let (mut alice, bob, carol) = garden(&w).await;
+    bob.name().unwrap();
+    let err = alice.invite("garden", &bob.address().to_string()).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("{} is already a member of garden", bob.user_id().short()));
+    alice.remove("garden", &carol.user_id()).await.unwrap();
+    let err = alice.remove("garden", &carol.user_id()).await.unwrap_err();
+    assert!(err.to_string().starts_with(&format!("{} is not a member of garden", carol.user_id().short())), "{err}");
+    // A message over the server's limit is refused before anything is encrypted or queued.
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let err = alice.send("garden", &huge).await.unwrap_err();
+    assert!(matches!(err, ClientError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("takes at most"), "{err}");
+    assert!(alice.outbox().unwrap().is_empty());
+    alice.send("garden", "a normal message still goes").await.unwrap();
+}
