@@ -260,3 +260,51 @@ fn a_send_while_the_server_is_down_is_queued_and_sent_later() {
     let bob = lines(&ok(grove(&home, "bob", &["read", "garden", "--json"])));
     exactly_once("bob", &bob, &["written while offline".to_string()]);
 }
+
+/// `grove send ROOM` with no text (or `-`) reads the message from standard input; an empty
+/// one is refused; a removed member is told plainly.
+#[test]
+fn send_reads_the_message_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    let mut addr = HashMap::new();
+    for name in ["alice", "bob"] {
+        addr.insert(name, ok(grove(&home, name, &["init", "--home", &server.base, "--name", name])).trim().to_string());
+    }
+    ok(grove(&home, "alice", &["room", "create", "garden"]));
+    ok(grove(&home, "alice", &["room", "invite", "garden", &addr["bob"]]));
+    ok(grove(&home, "bob", &["sync"]));
+    let piped = |args: &[&str], input: &str| {
+        let mut child = Command::new(GROVE)
+            .env("GROVE_HOME", &home)
+            .args(["--profile", "alice"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let long = "line one\nline two\n".repeat(100);
+    ok(piped(&["send", "garden"], &long));
+    ok(piped(&["send", "garden", "-"], "from a pipe\n"));
+    let empty = piped(&["send", "garden"], "  \n");
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("the message is empty"));
+    let bob = lines(&ok(grove(&home, "bob", &["read", "garden", "--json"])));
+    exactly_once("bob", &bob, &[long.trim_end_matches('\n').to_string(), "from a pipe".to_string()]);
+    // Names are shown: bob reads alice's messages under her name.
+    let plain = ok(grove(&home, "bob", &["read", "garden"]));
+    assert!(plain.contains("alice: from a pipe"), "{plain}");
+
+    let bob_id = addr["bob"].split('@').next().unwrap().to_string();
+    ok(grove(&home, "alice", &["room", "remove", "garden", &bob_id]));
+    let out = grove(&home, "bob", &["send", "garden", "still here?"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("you can no longer use room") && err.contains("removed"), "{err}");
+}
