@@ -97,6 +97,9 @@ pub(crate) enum Change {
     Update,
     /// MLS: commit the proposals cached from the log.
     CommitProposals,
+    /// Leave: MLS proposes the own removal (another member commits it); a sender-keys admin
+    /// posts the version without itself.
+    Leave,
 }
 
 /// A change made, ready to post.
@@ -134,7 +137,14 @@ pub(crate) trait RoomProtocol {
     ) -> Result<(Batch, FollowUp)>;
 
     /// The server refused the prepared entry (lost race or for good): undo it.
-    fn refused(&mut self, room: &LocalRoom) -> Result<Batch>;
+    fn refused(&mut self, room: &LocalRoom, prepared: &Prepared) -> Result<Batch>;
+
+    /// Whether this member leaves by a log entry ([`Change::Leave`]); if not (a sender-keys
+    /// member who is no admin), the driver asks the admins to remove it.
+    fn leaves_by_entry(&self, room: &LocalRoom) -> Result<bool>;
+
+    /// What to forget once this member has left.
+    fn forget(&mut self, room: &LocalRoom) -> Batch;
 
     /// The members, as this member's state says.
     fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>>;
@@ -202,20 +212,50 @@ impl RoomProtocol for MlsRoom<'_> {
             Change::Remove(users) => self.engine.commit_remove(&g, users)?,
             Change::Update => self.engine.commit_update(&g)?,
             Change::CommitProposals => self.engine.commit_pending_proposals(&g)?,
+            Change::Leave => {
+                let (proposal, changes) = self.engine.propose_leave(&g)?;
+                let epoch = self.engine.epoch(&g)?;
+                let entry = AppendEntry { kind: EntryKind::Proposal, epoch, body: proposal };
+                return Ok(Prepared { entry, batch: batch_of(changes), welcome: None, membership: None });
+            }
         };
         let entry = AppendEntry { kind: EntryKind::Commit, epoch: pending.epoch, body: pending.commit };
         Ok(Prepared { entry, batch: batch_of(changes), welcome: pending.welcome, membership: None })
     }
 
-    fn accepted(&mut self, room: &LocalRoom, me: UserId, _: &Prepared, seq: u64, ts: i64) -> Result<(Batch, FollowUp)> {
+    fn accepted(
+        &mut self,
+        room: &LocalRoom,
+        me: UserId,
+        prepared: &Prepared,
+        seq: u64,
+        ts: i64,
+    ) -> Result<(Batch, FollowUp)> {
+        if prepared.entry.kind == EntryKind::Proposal {
+            // A leave proposal: another member commits it.
+            return Ok((Batch::default(), FollowUp::default()));
+        }
         let (applied, changes) = self.engine.apply_pending(&GroupId::new(room.group_id.clone()))?;
         let mut batch = batch_of(changes);
         batch.messages.push(describe(&room.link, seq, ts, me, &applied.added, &applied.removed));
         Ok((batch, FollowUp::default()))
     }
 
-    fn refused(&mut self, room: &LocalRoom) -> Result<Batch> {
+    fn refused(&mut self, room: &LocalRoom, prepared: &Prepared) -> Result<Batch> {
+        if prepared.entry.kind == EntryKind::Proposal {
+            return Ok(Batch::default());
+        }
         Ok(batch_of(self.engine.discard_pending(&GroupId::new(room.group_id.clone()))?))
+    }
+
+    fn leaves_by_entry(&self, _: &LocalRoom) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn forget(&mut self, _: &LocalRoom) -> Batch {
+        // The group state stays until the commit removing this member is seen or the member
+        // is invited back.
+        Batch::default()
     }
 
     fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {
@@ -310,6 +350,7 @@ impl RoomProtocol for SkRoom {
         let m = match change {
             Change::Add { users, .. } => self.engine.next_membership(&room.link, key, users, &[])?,
             Change::Remove(users) => self.engine.next_membership(&room.link, key, &[], users)?,
+            Change::Leave => self.engine.next_membership(&room.link, key, &[], &[identity.user_id()])?,
             Change::Update | Change::CommitProposals => {
                 return Err(ClientError::Invalid(
                     "a sender-keys room changes keys by rotating, not by a log entry".into(),
@@ -341,8 +382,16 @@ impl RoomProtocol for SkRoom {
         Ok((batch, follow_up))
     }
 
-    fn refused(&mut self, _: &LocalRoom) -> Result<Batch> {
+    fn refused(&mut self, _: &LocalRoom, _: &Prepared) -> Result<Batch> {
         Ok(Batch::default())
+    }
+
+    fn leaves_by_entry(&self, room: &LocalRoom) -> Result<bool> {
+        Ok(self.engine.view(&room.link)?.admins.contains(&self.engine.me()))
+    }
+
+    fn forget(&mut self, room: &LocalRoom) -> Batch {
+        Batch { records: sk_records(self.engine.forget_room(&room.link)), ..Batch::default() }
     }
 
     fn members(&self, room: &LocalRoom) -> Result<Vec<UserId>> {

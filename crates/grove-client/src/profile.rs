@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
-use grove_wire::api::{AppendEntry, CreateRoom, EntryKind, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
+use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -622,28 +622,19 @@ impl Profile {
     pub async fn leave(&mut self, key: &str) -> Result<()> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
-        if room.mode == RoomMode::SenderKeys {
-            return self.sk_leave(&room).await;
+        let me = self.user_id();
+        if protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
+            .leaves_by_entry(&room)?
+        {
+            self.change_membership(&room, &Change::Leave).await?;
+        } else {
+            self.sk_ask_admins_to_remove(&room).await?;
         }
-        let g = GroupId::new(room.group_id.clone());
-        let server = self.server(&room.server);
-        for _ in 0..COMMIT_ATTEMPTS {
-            self.sync_room_locked(&room.link).await?;
-            let (proposal, changes) = self.engine.get(&self.store, &self.identity)?.propose_leave(&g)?;
-            self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
-            let epoch = self.engine.get(&self.store, &self.identity)?.epoch(&g)?;
-            let entry = AppendEntry { kind: EntryKind::Proposal, epoch, body: proposal };
-            match server.append(&room.name, &entry).await {
-                Ok(_) => {
-                    self.store
-                        .commit(Batch { statuses: vec![(room.link.clone(), RoomStatus::Left)], ..Batch::default() })?;
-                    return Ok(());
-                }
-                Err(e) if e.code() == Some(ErrorCode::WrongEpoch) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ClientError::Busy(room.link))
+        let mut batch =
+            protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?.forget(&room);
+        batch.statuses.push((room.link.clone(), RoomStatus::Left));
+        self.store.commit(batch)?;
+        Ok(())
     }
 
     /// Sends a text message. Answers its sequence number in the room's log;
@@ -684,7 +675,7 @@ impl Profile {
                 }
                 Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::MembershipVersion)) => {
                     let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                        .refused(room)?;
+                        .refused(room, &prepared)?;
                     self.store.commit(undo)?;
                     continue;
                 }
@@ -692,7 +683,7 @@ impl Profile {
                 Err(e @ TransportError::Unreachable { .. }) => return Err(e.into()),
                 Err(e) => {
                     let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                        .refused(room)?;
+                        .refused(room, &prepared)?;
                     self.store.commit(undo)?;
                     return Err(e.into());
                 }

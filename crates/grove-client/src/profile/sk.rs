@@ -187,27 +187,17 @@ impl Profile {
         Ok(())
     }
 
-    pub(super) async fn sk_leave(&mut self, room: &LocalRoom) -> Result<()> {
-        let engine = self.sk_engine()?;
-        let view = engine.view(&room.link)?.clone();
-        if view.admins.contains(&self.user_id()) {
-            self.change_membership(room, &Change::Remove(vec![self.user_id()])).await?;
-        } else {
-            for admin in &view.admins {
-                let home = self.home_of(admin, room)?;
-                let leave = Pairwise::Leave { room: room.link.clone() };
-                if let Err(e) = self.send_pairwise(admin, &home, &leave).await {
-                    tracing::warn!(admin = %admin.short(), error = %e, "could not ask an admin to remove us");
-                }
+    /// A member who is no admin leaves by asking the admins (over Olm) to remove it; the first
+    /// admin to sync does.
+    pub(super) async fn sk_ask_admins_to_remove(&mut self, room: &LocalRoom) -> Result<()> {
+        let view = self.sk_engine()?.view(&room.link)?.clone();
+        for admin in &view.admins {
+            let home = self.home_of(admin, room)?;
+            let leave = Pairwise::Leave { room: room.link.clone() };
+            if let Err(e) = self.send_pairwise(admin, &home, &leave).await {
+                tracing::warn!(admin = %admin.short(), error = %e, "could not ask an admin to remove us");
             }
         }
-        let mut engine = self.sk_engine()?;
-        let changes = engine.forget_room(&room.link);
-        self.store.commit(Batch {
-            records: sk_records(changes),
-            statuses: vec![(room.link.clone(), RoomStatus::Left)],
-            ..Batch::default()
-        })?;
         Ok(())
     }
 

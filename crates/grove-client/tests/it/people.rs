@@ -248,3 +248,31 @@ async fn ordinary_mistakes_get_plain_answers() {
     assert!(alice.outbox().unwrap().is_empty());
     alice.send("garden", "a normal message still goes").await.unwrap();
 }
+
+/// In a sender-keys room, a member who is no admin leaves by asking the admins, and an admin
+/// leaves by posting the version without itself; the room goes on with who is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_keys_members_and_admins_leave() {
+    use grove_client::store::RoomStatus;
+    let w = World::start().await;
+    let mut alice = w.user("alice").await;
+    let mut bob = w.user("bob").await;
+    let mut carol = w.user("carol").await;
+    alice.create_room_with_mode(&w.url, "patio", grove_wire::api::RoomMode::SenderKeys).await.unwrap();
+    for p in [&bob, &carol] {
+        alice.invite("patio", &p.address().to_string()).await.unwrap();
+    }
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    carol.leave("patio").await.unwrap();
+    assert_eq!(carol.room("patio").unwrap().status, RoomStatus::Left);
+    alice.sync().await.unwrap();
+    assert_eq!(alice.members("patio").unwrap().len(), 2, "the admin removed carol on her request");
+    alice.send("patio", "bye carol").await.unwrap();
+    alice.leave("patio").await.unwrap();
+    assert_eq!(alice.room("patio").unwrap().status, RoomStatus::Left);
+    bob.sync().await.unwrap();
+    assert_eq!(bob.members("patio").unwrap(), vec![bob.user_id()]);
+    bob.send("patio", "alone now").await.unwrap();
+    assert_eq!(texts(&bob, "patio"), ["bye carol", "alone now"]);
+}
