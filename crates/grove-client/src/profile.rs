@@ -282,7 +282,7 @@ impl Profile {
 
     /// [`Profile::init`], sending the requests for the servers `connect_to` lists elsewhere.
     pub async fn init_with(dir: &Path, home: &str, connect_to: ConnectTo) -> Result<Profile> {
-        std::fs::create_dir_all(dir)
+        private_dir(dir)
             .map_err(|e| ClientError::Invalid(format!("cannot create the profile folder {}: {e}", dir.display())))?;
         let lock = ProfileLock::open(dir).map_err(|source| ClientError::Lock { path: dir.to_path_buf(), source })?;
         let (_guard, _) =
@@ -327,6 +327,7 @@ impl Profile {
         if !file.exists() {
             return Err(ClientError::NoIdentity(dir.to_path_buf()));
         }
+        private_dir(dir).map_err(|e| ClientError::Invalid(format!("cannot make {} private: {e}", dir.display())))?;
         let store = ClientStore::open(&file)?;
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
@@ -1001,6 +1002,26 @@ impl EngineSlot {
         }
         Ok(&mut self.engine)
     }
+}
+
+/// Creates the profile folder private to its owner (0700, and so any parent it creates), or
+/// tightens an existing one that others can enter, with a warning.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            return std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        }
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(folder = %dir.display(), "the profile folder was open to others; it is now private (0700)");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 /// The engine as the state file holds it.

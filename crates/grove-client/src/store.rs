@@ -350,8 +350,12 @@ impl std::fmt::Debug for ClientStore {
 }
 
 impl ClientStore {
-    /// Opens (creating) the state file.
+    /// Opens (creating) the state file. It holds the identity secret and every group secret,
+    /// so it is created readable by its owner only (0600; SQLite gives its `-wal` and `-shm`
+    /// files the same mode), and an existing one readable by others is tightened, with a
+    /// warning.
     pub fn open(path: &Path) -> Result<ClientStore, StoreError> {
+        private_file(path).map_err(|e| StoreError::Corrupt(format!("cannot make {} private: {e}", path.display())))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -673,6 +677,34 @@ impl ClientStore {
         }
         Ok(out)
     }
+}
+
+/// Creates `path` (0600) if it does not exist; tightens it (and the SQLite files beside it) if
+/// others can read it.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let mut name = path.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            name.push(suffix);
+            let file = std::path::PathBuf::from(&name);
+            name = path.as_os_str().to_owned();
+            let Ok(meta) = std::fs::metadata(&file) else { continue };
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %file.display(), "the profile's state file was readable by others; it is now private (0600)");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreError> {

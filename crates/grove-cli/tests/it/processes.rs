@@ -308,3 +308,32 @@ fn send_reads_the_message_from_standard_input() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("you can no longer use room") && err.contains("removed"), "{err}");
 }
+
+/// A profile's folder and files are private to their owner from the start (they hold the
+/// identity secret and every group secret); one opened up by hand is tightened, with a warning.
+#[test]
+fn profile_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    ok(grove(&home, "alice", &["init", "--home", &server.base]));
+    ok(grove(&home, "alice", &["room", "create", "garden"]));
+    ok(grove(&home, "alice", &["send", "garden", "hello"]));
+    let profile = home.join("alice");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&profile), 0o700);
+    for e in std::fs::read_dir(&profile).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(profile.join("state.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = grove(&home, "alice", &["whoami"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("now private"), "{err}");
+    assert_eq!(mode(&profile), 0o700);
+    assert_eq!(mode(&profile.join("state.db")), 0o600);
+}
