@@ -198,7 +198,14 @@ impl Profile {
                     }
                     version = None;
                 }
-                Err(e) if retryable(&e) => return Err(e.into()),
+                Err(e) if retryable(&e) => {
+                    if e.code().is_some() {
+                        // The server answered "not now": this post is not on its way into the
+                        // log, so the next attempt need not wait out the in-flight grace.
+                        self.store.commit(Batch { attempted: vec![(item.id, 0)], ..Batch::default() })?;
+                    }
+                    return Err(e.into());
+                }
                 Err(e) => {
                     // Refused for good (too large, not a member): it would block the queue.
                     tracing::warn!(room = room.link, id = item.id, error = %e, "the server refused a message for good");

@@ -276,3 +276,92 @@ async fn sender_keys_members_and_admins_leave() {
     bob.send("patio", "alone now").await.unwrap();
     assert_eq!(texts(&bob, "patio"), ["bye carol", "alone now"]);
 }
+
+/// A proxy in front of the server that answers the first `refuse` posts to a room's log with
+/// `503 unavailable` (as an overloaded server or a full disk would), then forwards everything.
+async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct P {
+        upstream: String,
+        refused: Arc<AtomicUsize>,
+        refuse: usize,
+        http: reqwest::Client,
+    }
+    async fn forward(State(p): State<P>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        if parts.method == axum::http::Method::POST
+            && path.ends_with("/log")
+            && p.refused.fetch_add(1, Ordering::SeqCst) < p.refuse
+        {
+            return Response::builder()
+                .status(503)
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"code":"unavailable","message":"try again later"}"#))
+                .unwrap();
+        }
+        let bytes = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
+        for (k, v) in parts.headers.iter() {
+            if k != "host" {
+                rb = rb.header(k, v);
+            }
+        }
+        let resp = rb.body(bytes).send().await.unwrap();
+        let mut out = Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+    }
+    let refused = Arc::new(AtomicUsize::new(0));
+    let state = P { upstream, refused: refused.clone(), refuse, http: reqwest::Client::new() };
+    let app = axum::Router::new().fallback(forward).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, refused)
+}
+
+/// The server refuses Alice's next sends ("try later"): each waits in her outbox, and once
+/// the server takes posts again every message arrives once, in order, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_refused_for_now_wait_and_arrive_once_in_order() {
+    for mode in [grove_wire::api::RoomMode::Mls, grove_wire::api::RoomMode::SenderKeys] {
+        let w = World::start().await;
+        let mut alice = w.user("alice").await;
+        let mut bob = w.user("bob").await;
+        alice.create_room_with_mode(&w.url, "garden", mode).await.unwrap();
+        alice.invite("garden", &bob.address().to_string()).await.unwrap();
+        bob.sync().await.unwrap();
+        // From now on Alice reaches the room's server through the proxy, which refuses 5 posts.
+        let (proxy, refused) = refusing_proxy(w.url.clone(), 5).await;
+        let mut rules = grove_client::profile::ConnectTo::none();
+        rules.add(&w.url, &proxy);
+        alice.set_connect_to(rules);
+        let mut want = Vec::new();
+        for i in 0..5 {
+            let text = format!("message {i}");
+            match alice.send("garden", &text).await {
+                Err(ClientError::Queued { .. }) => {}
+                other => panic!("{mode:?}: expected queued, got {other:?}"),
+            }
+            want.push(text);
+        }
+        assert_eq!(alice.outbox().unwrap().len(), 5);
+        // The server takes posts again: the next send goes after the five waiting, in order.
+        alice.send("garden", "message 5").await.unwrap();
+        want.push("message 5".into());
+        assert!(alice.outbox().unwrap().is_empty());
+        assert!(refused.load(std::sync::atomic::Ordering::SeqCst) >= 5);
+        bob.sync().await.unwrap();
+        assert_eq!(texts(&bob, "garden"), want, "{mode:?}");
+        assert_eq!(texts(&alice, "garden"), want, "{mode:?}");
+    }
+}
