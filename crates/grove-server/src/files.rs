@@ -203,8 +203,11 @@ pub(crate) async fn create_upload(
 async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppResult<(StatusCode, Json<UploadState>)> {
     let handle = state.0.rooms.get_for_member(state, room, &user).await?;
     let f = &state.0.config.files;
-    if size == 0 {
-        return Err(AppError::new(ErrorCode::BadRequest, "a blob has at least one byte"));
+    // The smallest blob grove's cipher makes (an empty file, padded): anything shorter cannot
+    // be an attachment, and a floor bounds the records a quota admits.
+    let min = grove_proto::attachment::ciphertext_len(0);
+    if size < min {
+        return Err(AppError::new(ErrorCode::BadRequest, format!("a blob is at least {min} bytes")));
     }
     if size > max_blob(state) {
         return Err(AppError::new(

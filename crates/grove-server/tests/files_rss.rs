@@ -156,13 +156,15 @@ async fn a_200_mib_file_goes_up_and_down_in_bounded_memory() {
     };
 
     // Warm up (threads, pools, the blob folder) with a small file, then measure.
-    let small = format!(r#"{{"size":{}}}"#, 100);
+    let small_len = grove_proto::attachment::ciphertext_len(0);
+    let small = format!(r#"{{"size":{small_len}}}"#);
     let created = alice.send("POST", "/v1/rooms/big/files", &[small.as_bytes()], false).await;
     let id: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
     let id = id["blob"].as_str().unwrap().to_string();
-    let ok = alice.send("PUT", &format!("/v1/rooms/big/files/{id}?offset=0"), &[&unit[..100]], true).await;
+    let ok =
+        alice.send("PUT", &format!("/v1/rooms/big/files/{id}?offset=0"), &[&unit[..small_len as usize]], true).await;
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
-    assert_eq!(alice.send("GET", &format!("/v1/rooms/big/files/{id}"), &[], false).await.body_len, 100);
+    assert_eq!(alice.send("GET", &format!("/v1/rooms/big/files/{id}"), &[], false).await.body_len, small_len);
 
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));

@@ -254,15 +254,18 @@ async fn limits_and_quotas_are_answered_with_codes_and_published() {
     room_with_bob(&s, &alice, &bob).await;
     alice.post(&s, "/v1/rooms/r/files", json!({"size": max_blob + 1})).await.err(413, "file_too_large");
     alice.post(&s, "/v1/rooms/r/files", json!({"size": 0})).await.err(400, "bad_request");
+    // Shorter than the smallest blob the cipher makes (an empty file, padded).
+    let min = attachment::ciphertext_len(0);
+    alice.post(&s, "/v1/rooms/r/files", json!({"size": min - 1})).await.err(400, "bad_request");
     alice.post(&s, "/v1/rooms/r/files", json!({"size": -1})).await.err(400, "malformed_body");
-    alice.post(&s, "/v1/rooms/r/files", json!({"size": 1, "x": 1})).await.err(400, "malformed_body");
+    alice.post(&s, "/v1/rooms/r/files", json!({"size": 5000, "x": 1})).await.err(400, "malformed_body");
     // A 100,000-byte file fits exactly; the user quota holds two of them (in progress counts).
     alice.post(&s, "/v1/rooms/r/files", json!({"size": max_blob})).await.ok();
     alice.post(&s, "/v1/rooms/r/files", json!({"size": max_blob})).await.ok();
-    alice.post(&s, "/v1/rooms/r/files", json!({"size": 1})).await.err(403, "file_quota");
+    alice.post(&s, "/v1/rooms/r/files", json!({"size": min})).await.err(403, "file_quota");
     // The room holds three.
     bob.post(&s, "/v1/rooms/r/files", json!({"size": max_blob})).await.ok();
-    bob.post(&s, "/v1/rooms/r/files", json!({"size": 1})).await.err(403, "file_quota");
+    bob.post(&s, "/v1/rooms/r/files", json!({"size": min})).await.err(403, "file_quota");
     // A part upload without the content hash is refused before its body is read.
     let path = "/v1/rooms/r/files/00000000000000000000000000000000?offset=0";
     let mut req = part_request(&s, &alice, path, Body::from("x"), Sha256::digest(b"x").into());
