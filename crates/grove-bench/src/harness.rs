@@ -225,6 +225,10 @@ pub fn bench_config(dir: &std::path::Path) -> Config {
     c.limits.ip_requests_per_sec = 100_000_000;
     c.limits.rooms_per_user = 100_000;
     c.limits.members_per_room = 100_000;
+    // `grove-bench attach` moves files of up to 4 GiB.
+    c.files.max_file_bytes = 4 << 30;
+    c.files.user_quota_bytes = 64 << 30;
+    c.files.room_quota_bytes = 64 << 30;
     c
 }
 

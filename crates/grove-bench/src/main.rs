@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod attach;
 mod baseline;
 mod catchup;
 mod client;
@@ -190,6 +191,13 @@ enum Cmd {
         #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
         mode: String,
     },
+    /// An encrypted attachment through grove (encrypt, HTTP parts, blob store; download,
+    /// decrypt, verify) against a bare axum endpoint and the raw disk, in the same run.
+    Attach {
+        /// The file's size, MiB.
+        #[arg(long, default_value_t = 200)]
+        mib: u64,
+    },
     /// Everything, `--runs` times, then a markdown table of medians and ratios.
     All {
         /// Repetitions of every benchmark (the table reports medians).
@@ -257,6 +265,9 @@ fn main() -> Result<()> {
             }
             Cmd::BaselineAxum { requests, concurrency } => {
                 println!("baseline-axum: {}", baseline::axum(&env, requests, concurrency).await?);
+            }
+            Cmd::Attach { mib } => {
+                attach::run(&env, mib).await?;
             }
             Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
             Cmd::Pg { url, rooms, senders, messages, subscribers, rate, seconds, pgbench_seconds } => {

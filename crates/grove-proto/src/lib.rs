@@ -11,6 +11,9 @@
 //!   operation hands back the rows the caller persists in its own transaction.
 //! - [`mls::crypto`]: the MLS crypto provider (ciphersuite 1, RustCrypto primitives) drawing
 //!   its randomness from an injected RNG.
+//! - [`attachment`]: encrypted attachments: a fresh key per file, padding to size buckets,
+//!   64 KiB segments sealed with AES-256-GCM in the STREAM construction, a SHA-256 digest of
+//!   the blob; streaming in both directions.
 //! - [`senderkeys`]: Signal-style Sender Keys (per-sender HMAC chain ratchet, AES-256-GCM per
 //!   message, Ed25519 signature per chain): sender and receiver chains, the receiver store, and
 //!   their persisted states. Randomness and time come from the caller.
@@ -29,6 +32,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod attachment;
 pub mod identity;
 pub mod mls;
 pub mod senderkeys;

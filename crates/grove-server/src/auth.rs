@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use grove_wire::auth::{self, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use grove_wire::{ErrorCode, UserId};
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -44,6 +45,18 @@ pub(crate) fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<UserId, AppError> {
+    authenticate_hashed(state, method, uri, headers, &sha2::Sha256::digest(body).into())
+}
+
+/// [`authenticate`] for a body known by its SHA-256 (a streamed body the caller still reads and
+/// checks against it).
+pub(crate) fn authenticate_hashed(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body_sha256: &[u8; 32],
+) -> Result<UserId, AppError> {
     let user: UserId = header(headers, HEADER_KEY)?
         .parse()
         .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-key is not a user id (64 hex characters)"))?;
@@ -72,8 +85,17 @@ pub(crate) fn authenticate(
         .keys
         .get(&user)
         .ok_or_else(|| AppError::new(ErrorCode::BadSignature, "x-grove-key is not a valid Ed25519 public key"))?;
-    auth::verify_request_key(&key, signature, &state.0.public_key, method.as_str(), pq, ts, nonce, body)
-        .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
+    auth::verify_request_key_prehashed(
+        &key,
+        signature,
+        &state.0.public_key,
+        method.as_str(),
+        pq,
+        ts,
+        nonce,
+        body_sha256,
+    )
+    .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
     if let Err(not_until) = state.0.user_limiter.check_key(&user) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         return Err(rate_limited(wait.as_secs() + 1));

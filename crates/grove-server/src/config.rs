@@ -21,6 +21,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[rooms]`
     pub rooms: RoomsSection,
+    /// `[files]`
+    pub files: FilesSection,
 }
 
 /// `[server]`
@@ -104,10 +106,11 @@ impl Default for LimitsSection {
 }
 
 impl LimitsSection {
-    /// The limits as published in `/v1/info`: the one conversion between the two, field by
-    /// field (a field added to either struct fails to compile here until it is mapped; the test
-    /// `limits_reach_the_wire_field_by_field` checks no two are swapped).
-    pub fn to_wire(&self) -> Limits {
+    /// The limits as published in `/v1/info`, with the blob store's from `files`: the one
+    /// conversion between the two, field by field (a field added to either struct fails to
+    /// compile here until it is mapped; the test `limits_reach_the_wire_field_by_field` checks
+    /// no two are swapped).
+    pub fn to_wire(&self, files: &FilesSection) -> Limits {
         let LimitsSection {
             max_body_bytes,
             max_entry_bytes,
@@ -137,6 +140,67 @@ impl LimitsSection {
             key_items_per_user,
             epoch_window,
             clock_skew_secs,
+            files: files.to_wire(),
+        }
+    }
+}
+
+/// `[files]`: the blob store of encrypted attachments. See
+/// [`FileLimits`](grove_wire::api::FileLimits) for what is published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesSection {
+    /// Where blobs are kept: empty (the default) for the folder `files` in `server.data_dir`,
+    /// an absolute path for another folder, or `memory` (tests only: nothing survives).
+    pub store: String,
+    /// The largest file, before encryption: a blob may be as long as this file's encryption
+    /// (`grove_proto::attachment::ciphertext_len`).
+    pub max_file_bytes: u64,
+    /// Upload part length (every part but the last), bytes.
+    pub part_bytes: u64,
+    /// Blob bytes one user may hold.
+    pub user_quota_bytes: u64,
+    /// Blob bytes one room may hold.
+    pub room_quota_bytes: u64,
+    /// How long a complete blob is kept, seconds; 0 keeps it.
+    pub retention_secs: u64,
+    /// How long an upload may stay incomplete, seconds.
+    pub upload_ttl_secs: u64,
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        FilesSection {
+            store: String::new(),
+            max_file_bytes: 100 * 1024 * 1024,
+            part_bytes: 8 * 1024 * 1024,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            room_quota_bytes: 10 * 1024 * 1024 * 1024,
+            retention_secs: 30 * 24 * 3600,
+            upload_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl FilesSection {
+    /// The limits as published in `/v1/info` (`limits.files`), field by field.
+    pub fn to_wire(&self) -> grove_wire::api::FileLimits {
+        let FilesSection {
+            store: _,
+            max_file_bytes,
+            part_bytes,
+            user_quota_bytes,
+            room_quota_bytes,
+            retention_secs,
+            upload_ttl_secs,
+        } = self.clone();
+        grove_wire::api::FileLimits {
+            max_file_bytes,
+            part_bytes,
+            user_quota_bytes,
+            room_quota_bytes,
+            retention_secs,
+            upload_ttl_secs,
         }
     }
 }
@@ -217,6 +281,20 @@ impl Config {
         if !matches!(self.server.sqlite_synchronous.as_str(), "full" | "normal" | "off") {
             return bad("server.sqlite_synchronous: one of full, normal, off");
         }
+        let f = &self.files;
+        if f.max_file_bytes == 0 || f.max_file_bytes > 1 << 40 {
+            return bad("files.max_file_bytes: between 1 and 2^40 (1 TiB)");
+        }
+        if !(64 * 1024..=1 << 30).contains(&f.part_bytes) {
+            return bad("files.part_bytes: between 65536 (64 KiB) and 2^30 (1 GiB)");
+        }
+        if f.upload_ttl_secs == 0 || f.upload_ttl_secs > 365 * 24 * 3600 || f.retention_secs > 100 * 365 * 24 * 3600 {
+            return bad("files.upload_ttl_secs: 1 s to a year; files.retention_secs: at most 100 years");
+        }
+        let path = std::path::Path::new(&f.store);
+        if !(f.store.is_empty() || f.store == "memory" || path.is_absolute()) {
+            return bad("files.store: empty (data_dir/files), \"memory\", or an absolute path");
+        }
         Ok(())
     }
 }
@@ -231,8 +309,10 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.data_dir, d.server.data_dir);
-        assert_eq!(c.limits.to_wire(), d.limits.to_wire());
+        assert_eq!(c.limits.to_wire(&c.files), d.limits.to_wire(&d.files));
         assert_eq!(c.rooms.creation, d.rooms.creation);
+        assert_eq!(c.files.to_wire(), d.files.to_wire());
+        assert_eq!(c.files.store, d.files.store);
     }
 
     /// Every `[limits]` setting, set to a value no other has, reaches the field of the same
@@ -257,10 +337,28 @@ mod tests {
         let value = |i: usize| 1_000_001 + i as u64;
         let toml: String = names.iter().enumerate().map(|(i, n)| format!("{n} = {}\n", value(i))).collect();
         let c: Config = toml::from_str(&format!("[limits]\n{toml}")).unwrap();
-        let wire = serde_json::to_value(c.limits.to_wire()).unwrap();
+        let wire = serde_json::to_value(c.limits.to_wire(&c.files)).unwrap();
         let wire = wire.as_object().unwrap();
-        assert_eq!(wire.len(), names.len(), "{wire:?}");
+        assert_eq!(wire.len(), names.len() + 1, "{wire:?}");
         for (i, n) in names.iter().enumerate() {
+            assert_eq!(wire.get(*n).and_then(|v| v.as_u64()), Some(value(i)), "{n}");
+        }
+        assert_eq!(wire["files"], serde_json::to_value(c.files.to_wire()).unwrap());
+        let files = [
+            "max_file_bytes",
+            "part_bytes",
+            "user_quota_bytes",
+            "room_quota_bytes",
+            "retention_secs",
+            "upload_ttl_secs",
+        ];
+        let value = |i: usize| 2_000_001 + i as u64;
+        let toml: String = files.iter().enumerate().map(|(i, n)| format!("{n} = {}\n", value(i))).collect();
+        let c: Config = toml::from_str(&format!("[files]\n{toml}")).unwrap();
+        let wire = serde_json::to_value(c.limits.to_wire(&c.files)).unwrap();
+        let wire = wire["files"].as_object().unwrap().clone();
+        assert_eq!(wire.len(), files.len(), "{wire:?}");
+        for (i, n) in files.iter().enumerate() {
             assert_eq!(wire.get(*n).and_then(|v| v.as_u64()), Some(value(i)), "{n}");
         }
     }
@@ -270,5 +368,8 @@ mod tests {
         assert!(Config::from_toml("[server]\nlisten_on = 1\n", "x".into()).is_err());
         assert!(Config::from_toml("[limits]\nmax_body_bytes = 5\n", "x".into()).is_err());
         assert!(Config::from_toml("[rooms]\ncreation = \"maybe\"\n", "x".into()).is_err());
+        assert!(Config::from_toml("[files]\npart_bytes = 10\n", "x".into()).is_err());
+        assert!(Config::from_toml("[files]\nmax_file_bytes = 0\n", "x".into()).is_err());
+        assert!(Config::from_toml("[files]\nstore = \"relative/path\"\n", "x".into()).is_err());
     }
 }

@@ -31,6 +31,7 @@ use ed25519_dalek::SigningKey;
 mod auth;
 pub mod config;
 mod error;
+mod files;
 mod follow;
 mod listener;
 mod metrics;
@@ -65,6 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{room}/log", get(read_log).post(append))
         .route("/v1/rooms/{room}/tree", get(ratchet_tree))
         .route("/v1/rooms/{room}/membership", get(membership))
+        .route("/v1/rooms/{room}/files", post(files::create_upload))
+        .route("/v1/rooms/{room}/files/{blob}", get(files::download).put(files::upload_part))
+        .route("/v1/rooms/{room}/files/{blob}/upload", get(files::upload_state))
         .route("/v1/push", get(push::push))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -105,6 +109,7 @@ pub async fn run(
     });
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
     let evict = tokio::spawn(evict_idle_rooms(state.clone()));
+    let purge_files = tokio::spawn(files::purge_task(state.clone()));
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -116,6 +121,7 @@ pub async fn run(
     state.0.shutdown.send_replace(true);
     let _ = purge.await;
     let _ = evict.await;
+    let _ = purge_files.await;
     served
 }
 

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     commits_rejected: Family<Labels, Counter>,
     push_connections: Gauge,
     storage_latency: Family<Labels, Histogram>,
+    files: crate::files::FileMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -53,7 +54,8 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
         });
         registry.register("storage_seconds", "Storage operation latency, by operation", storage_latency.clone());
-        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency }
+        let files = crate::files::FileMetrics::register(&mut registry);
+        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency, files }
     }
 
     /// Counts one answered request.
@@ -85,6 +87,11 @@ impl Metrics {
     /// Records a storage operation's latency.
     pub(crate) fn storage(&self, op: &'static str, took: Duration) {
         self.storage_latency.get_or_create(&vec![("op", op.to_string())]).observe(took.as_secs_f64());
+    }
+
+    /// The blob store's metrics.
+    pub(crate) fn files(&self) -> &crate::files::FileMetrics {
+        &self.files
     }
 
     /// The text exposition format.

@@ -71,7 +71,7 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
         public_key: UserId(state.0.public_key).to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         room_creation: c.rooms.creation,
-        limits: c.limits.to_wire(),
+        limits: c.limits.to_wire(&c.files),
     })
 }
 

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub rooms: RoomService,
     pub mailboxes: MailboxWatch,
+    /// The blob store of encrypted attachments.
+    pub files: crate::files::FileService,
     /// Turns true when the server begins shutting down; push connections close on it.
     pub shutdown: watch::Sender<bool>,
     /// Other processes write to the store too (several instances on one PostgreSQL): cached
@@ -77,6 +79,7 @@ impl AppState {
             metrics: Metrics::new(),
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
+            files: crate::files::FileService::new(),
             shutdown: watch::channel(false).0,
             shared_store: foreign.is_some(),
             config,

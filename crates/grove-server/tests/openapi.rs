@@ -15,6 +15,7 @@ use tower::ServiceExt;
 const LIB_RS: &str = include_str!("../src/lib.rs");
 const ROUTES_RS: &str = include_str!("../src/routes.rs");
 const PUSH_RS: &str = include_str!("../src/push.rs");
+const FILES_RS: &str = include_str!("../src/files.rs");
 const ERROR_RS: &str = include_str!("../../grove-wire/src/error.rs");
 
 /// The HTTP methods a path item may hold.
@@ -205,15 +206,15 @@ fn every_route_is_documented_with_its_methods_and_nothing_else() {
     }
 }
 
-/// Whether handler `name` (in routes.rs or push.rs) extracts a signed request.
+/// Whether handler `name` (in routes.rs, push.rs or files.rs) extracts a signed request.
 fn handler_is_signed(name: &str) -> bool {
     let needle = format!("async fn {name}(");
-    let src = [ROUTES_RS, PUSH_RS]
+    let src = [ROUTES_RS, PUSH_RS, FILES_RS]
         .into_iter()
         .find_map(|src| src.find(&needle).map(|i| &src[i..]))
-        .unwrap_or_else(|| panic!("handler {name} not found in routes.rs or push.rs"));
+        .unwrap_or_else(|| panic!("handler {name} not found in routes.rs, push.rs or files.rs"));
     let signature = &src[..src.find('{').expect("handler body")];
-    signature.contains("Authed") || signature.contains("Signed<")
+    signature.contains("Authed") || signature.contains("Signed<") || signature.contains("SignedStream")
 }
 
 #[test]

@@ -86,7 +86,9 @@ use grove_store::{
     AppendOutcome, CreateRoomOutcome, DepositOutcome, ForeignWrites, NewEntry, NewMail, NewRoom, PublishOutcome,
     Result, RoomId, RoomRecord, Store, StoreError,
 };
+use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
+use grove_wire::attachment::BlobId;
 use grove_wire::UserId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -94,6 +96,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
 mod codec;
+mod files;
 mod listener;
 mod statements;
 mod writer;
@@ -109,7 +112,10 @@ use writer::{Counters, Op, Reply, ReplyTo, Request};
 pub const NOTIFY_CHANNEL: &str = "grove_entries";
 
 /// The schema migrations, in order: `(version, name, SQL)`.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "files", include_str!("../migrations/0002_files.sql")),
+];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6772_6f76_655f_6d67; // "grove_mg"
@@ -245,7 +251,7 @@ impl PostgresStore {
     }
 }
 
-fn pool_err(e: PoolError) -> StoreError {
+pub(crate) fn pool_err(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => db_err(e),
         other => StoreError::unavailable(format!("postgres read pool: {other}")),
@@ -382,6 +388,36 @@ impl Store for PostgresStore {
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>> {
         let rows = self.query(KEY_COUNTS_SQL, &[&owner.as_bytes().as_slice()]).await?;
         key_counts_from_rows(&rows)
+    }
+
+    async fn create_file(&self, file: NewFile, quota: FileQuota) -> Result<CreateFileOutcome> {
+        self.files_create(file, quota).await
+    }
+
+    async fn file(&self, blob: &BlobId) -> Result<Option<FileRecord>> {
+        self.files_get(blob).await
+    }
+
+    async fn file_part(
+        &self,
+        blob: &BlobId,
+        offset: u64,
+        len: u64,
+        expires_when_complete: i64,
+    ) -> Result<FilePartOutcome> {
+        self.files_part(blob, offset, len, expires_when_complete).await
+    }
+
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {
+        self.files_expired(now, limit).await
+    }
+
+    async fn delete_file(&self, blob: &BlobId) -> Result<bool> {
+        self.files_delete(blob).await
+    }
+
+    async fn file_totals(&self) -> Result<FileTotals> {
+        self.files_totals().await
     }
 
     fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {

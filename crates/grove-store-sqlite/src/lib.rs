@@ -64,16 +64,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use files::FileOp;
 use grove_store::{
     AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
     RoomRecord, Store, StoreError,
 };
+use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
+use grove_wire::attachment::BlobId;
 use grove_wire::UserId;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 mod codec;
+mod files;
 mod writer;
 
 use codec::{
@@ -82,8 +86,11 @@ use codec::{
 use writer::{Counters, Op, Reply};
 
 /// The schema migrations, in order; migration `i` (0-based) brings `user_version` to `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_room_states.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_room_states.sql"),
+    include_str!("../migrations/0003_files.sql"),
+];
 
 /// How many read-only connections the read pool holds.
 const READ_CONNECTIONS: usize = 4;
@@ -498,6 +505,39 @@ impl Store for SqliteStore {
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>> {
         let owner = *owner;
         self.read_with(move |conn| key_counts(conn, &owner)).await
+    }
+
+    async fn create_file(&self, file: NewFile, quota: FileQuota) -> Result<CreateFileOutcome> {
+        self.write(|r| Op::File(FileOp::Create(file, quota, r))).await
+    }
+
+    async fn file(&self, blob: &BlobId) -> Result<Option<FileRecord>> {
+        let blob = *blob;
+        self.read_with(move |conn| files::read(conn, &blob)).await
+    }
+
+    async fn file_part(
+        &self,
+        blob: &BlobId,
+        offset: u64,
+        len: u64,
+        expires_when_complete: i64,
+    ) -> Result<FilePartOutcome> {
+        let blob = *blob;
+        self.write(|r| Op::File(FileOp::Part(blob, offset, len, expires_when_complete, r))).await
+    }
+
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {
+        self.read_with(move |conn| files::expired(conn, now, limit)).await
+    }
+
+    async fn delete_file(&self, blob: &BlobId) -> Result<bool> {
+        let blob = *blob;
+        self.write(|r| Op::File(FileOp::Delete(blob, r))).await
+    }
+
+    async fn file_totals(&self) -> Result<FileTotals> {
+        self.read_with(files::totals).await
     }
 }
 

@@ -43,6 +43,7 @@ pub(crate) enum Op {
     PurgeExpired(i64, Reply<u64>),
     PublishKeys(UserId, Vec<KeyItemUpload>, u64, Reply<PublishOutcome>),
     ClaimKey(UserId, KeyKind, Reply<Option<ClaimedKey>>),
+    File(crate::files::FileOp),
 }
 
 /// Counters shared between the writer thread and the store handle.
@@ -53,7 +54,7 @@ pub(crate) struct Counters {
 }
 
 /// An executed op whose reply waits for the commit.
-trait Finish: Send {
+pub(crate) trait Finish: Send {
     /// Whether the op itself failed (and must be rolled back to its savepoint).
     fn failed(&self) -> bool;
     /// Sends the op's own result, or `err` if the transaction did not commit.
@@ -80,7 +81,7 @@ impl<T: Send> Finish for Pending<T> {
     }
 }
 
-fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Box<dyn Finish> {
+pub(crate) fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Box<dyn Finish> {
     Box::new(Pending { reply, result })
 }
 
@@ -150,6 +151,7 @@ impl Op {
             Op::PurgeExpired(now, reply) => pending(reply, purge_expired(conn, now)),
             Op::PublishKeys(owner, items, cap, reply) => pending(reply, publish_keys(conn, &owner, items, cap)),
             Op::ClaimKey(owner, kind, reply) => pending(reply, claim_key(conn, &owner, kind)),
+            Op::File(op) => op.run(conn),
         }
     }
 
@@ -165,6 +167,7 @@ impl Op {
             Op::PurgeExpired(_, r) => drop(r.send(Err(e))),
             Op::PublishKeys(_, _, _, r) => drop(r.send(Err(e))),
             Op::ClaimKey(_, _, r) => drop(r.send(Err(e))),
+            Op::File(op) => op.fail(e),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use grove_wire::api::{EntryKind, KeyItemUpload, KeyKind, RoomMode};
+use grove_wire::attachment::BlobId;
 use grove_wire::UserId;
 
 use crate::{
@@ -37,6 +38,9 @@ macro_rules! conformance_tests {
             concurrent_claims_never_share_a_one_time_key,
             key_publish_respects_the_cap,
             recent_epochs_states_are_kept,
+            files_respect_user_and_room_quotas,
+            file_parts_land_in_order_once,
+            files_expire_and_are_deleted,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -111,6 +115,28 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn key_counts(&self, owner: &UserId) -> crate::Result<Vec<grove_wire::api::KeyCount>> {
         self.store.key_counts(owner).await
+    }
+    async fn create_file(
+        &self,
+        file: crate::NewFile,
+        quota: crate::FileQuota,
+    ) -> crate::Result<crate::CreateFileOutcome> {
+        self.store.create_file(file, quota).await
+    }
+    async fn file(&self, blob: &BlobId) -> crate::Result<Option<crate::FileRecord>> {
+        self.store.file(blob).await
+    }
+    async fn file_part(&self, blob: &BlobId, offset: u64, len: u64, exp: i64) -> crate::Result<crate::FilePartOutcome> {
+        self.store.file_part(blob, offset, len, exp).await
+    }
+    async fn expired_files(&self, now: i64, limit: u32) -> crate::Result<Vec<crate::FileRecord>> {
+        self.store.expired_files(now, limit).await
+    }
+    async fn delete_file(&self, blob: &BlobId) -> crate::Result<bool> {
+        self.store.delete_file(blob).await
+    }
+    async fn file_totals(&self) -> crate::Result<crate::FileTotals> {
+        self.store.file_totals().await
     }
 }
 
@@ -417,4 +443,104 @@ pub async fn recent_epochs_states_are_kept(store: Arc<dyn Store>) {
     assert_eq!(store.room_state(r.id, 3).await.unwrap().unwrap(), b"state after c3");
     assert_eq!(store.room_state(r.id, last).await.unwrap().unwrap(), format!("state after c{last}").into_bytes());
     assert_eq!(store.room_state(9_999, 0).await.unwrap(), None);
+}
+
+fn new_file(n: u8, room: crate::RoomId, owner: UserId, size: u64) -> crate::NewFile {
+    crate::NewFile {
+        blob: BlobId([n; 16]),
+        room,
+        owner,
+        size,
+        part_bytes: 100,
+        created_at: 1_000 + i64::from(n),
+        expires_at: 10_000 + i64::from(n),
+    }
+}
+
+/// Quotas count every blob not yet deleted (in progress ones with their full size), per
+/// uploader and per room; a refusal stores nothing.
+pub async fn files_respect_user_and_room_quotas(store: Arc<dyn Store>) {
+    use crate::{CreateFileOutcome, FileQuota};
+    let a = create(&*store, "files-a").await.id;
+    let b = create(&*store, "files-b").await.id;
+    let quota = FileQuota { per_user: 1_000, per_room: 1_500 };
+    let created = |o: CreateFileOutcome| matches!(o, CreateFileOutcome::Created(_));
+    assert!(created(store.create_file(new_file(1, a, user(1), 600), quota).await.unwrap()));
+    let r = store.create_file(new_file(2, b, user(1), 401), quota).await.unwrap();
+    assert_eq!(r, CreateFileOutcome::UserQuota { used: 600 });
+    assert!(created(store.create_file(new_file(3, b, user(1), 400), quota).await.unwrap()));
+    assert!(created(store.create_file(new_file(4, a, user(2), 900), quota).await.unwrap()));
+    let r = store.create_file(new_file(5, a, user(3), 1), quota).await.unwrap();
+    assert_eq!(r, CreateFileOutcome::RoomQuota { used: 1_500 });
+    assert_eq!(store.file(&BlobId([2; 16])).await.unwrap(), None, "a refusal stores nothing");
+    let rec = store.file(&BlobId([1; 16])).await.unwrap().unwrap();
+    assert_eq!((rec.room, rec.owner, rec.size, rec.received, rec.part_bytes), (a, user(1), 600, 0, 100));
+    assert_eq!((rec.created_at, rec.expires_at), (1_001, 10_001));
+    assert!(!rec.complete());
+    let totals = store.file_totals().await.unwrap();
+    assert_eq!((totals.files, totals.bytes), (3, 1_900));
+    // Deleting frees the quota.
+    assert!(store.delete_file(&BlobId([4; 16])).await.unwrap());
+    assert!(!store.delete_file(&BlobId([4; 16])).await.unwrap());
+    assert!(created(store.create_file(new_file(5, a, user(3), 900), quota).await.unwrap()));
+}
+
+/// A part lands only at the blob's current offset and within its size, exactly once, also
+/// when many race for the same offset; completing it sets the retention expiry.
+pub async fn file_parts_land_in_order_once(store: Arc<dyn Store>) {
+    use crate::{FilePartOutcome, FileQuota};
+    let room = create(&*store, "parts").await.id;
+    let quota = FileQuota { per_user: u64::MAX, per_room: u64::MAX };
+    store.create_file(new_file(1, room, user(1), 250), quota).await.unwrap();
+    let blob = BlobId([1; 16]);
+    let conflict =
+        |o: &FilePartOutcome, received: u64| matches!(o, FilePartOutcome::Conflict(f) if f.received == received);
+    assert!(conflict(&store.file_part(&blob, 100, 100, 99).await.unwrap(), 0), "not at the offset");
+    assert!(conflict(&store.file_part(&blob, 0, 251, 99).await.unwrap(), 0), "past the size");
+    assert!(conflict(&store.file_part(&blob, 0, u64::MAX, 99).await.unwrap(), 0), "overflowing");
+    // Eight racers for offset 0: exactly one wins.
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        racers.push(tokio::spawn(async move { s.file_part(&blob, 0, 100, 99).await.unwrap() }));
+    }
+    let mut won = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            FilePartOutcome::Recorded(f) => {
+                won += 1;
+                assert_eq!(f.received, 100);
+            }
+            other => assert!(conflict(&other, 100), "{other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 100, 100, 99).await.unwrap() else { panic!() };
+    assert_eq!((f.received, f.expires_at, f.complete()), (200, 10_001, false));
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 200, 50, 77_777).await.unwrap() else { panic!() };
+    assert_eq!((f.received, f.expires_at, f.complete()), (250, 77_777, true));
+    assert_eq!(store.file(&blob).await.unwrap().unwrap(), f);
+    assert!(conflict(&store.file_part(&blob, 250, 1, 1).await.unwrap(), 250), "nothing past a complete blob");
+    assert_eq!(store.file_part(&BlobId([9; 16]), 0, 1, 1).await.unwrap(), FilePartOutcome::NoSuchFile);
+}
+
+/// Expired blobs are listed oldest first, bounded by the limit, and gone once deleted.
+pub async fn files_expire_and_are_deleted(store: Arc<dyn Store>) {
+    use crate::FileQuota;
+    let room = create(&*store, "expiry").await.id;
+    let quota = FileQuota { per_user: u64::MAX, per_room: u64::MAX };
+    for n in [3u8, 1, 2, 4] {
+        store.create_file(new_file(n, room, user(1), 10), quota).await.unwrap();
+    }
+    assert!(store.expired_files(10_000, 10).await.unwrap().is_empty());
+    let due: Vec<BlobId> = store.expired_files(10_003, 10).await.unwrap().into_iter().map(|f| f.blob).collect();
+    assert_eq!(due, vec![BlobId([1; 16]), BlobId([2; 16]), BlobId([3; 16])]);
+    let due = store.expired_files(i64::MAX, 2).await.unwrap();
+    assert_eq!(due.len(), 2);
+    for f in due {
+        assert!(store.delete_file(&f.blob).await.unwrap());
+    }
+    let left: Vec<BlobId> = store.expired_files(i64::MAX, 10).await.unwrap().into_iter().map(|f| f.blob).collect();
+    assert_eq!(left, vec![BlobId([3; 16]), BlobId([4; 16])]);
+    assert_eq!(store.file_totals().await.unwrap().files, 2);
 }

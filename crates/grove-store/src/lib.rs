@@ -1,10 +1,12 @@
 //! grove-store: what a grove server keeps, behind one trait.
 //!
-//! [`Store`] is the storage seam of the server: rooms with their ordered logs, mailboxes and the
-//! key directory. Backends: [`MemoryStore`] here (tests), SQLite in `grove-store-sqlite` (the
-//! default) and PostgreSQL in `grove-store-postgres` (several server instances on one
-//! database); every backend runs the same conformance suite (the `conformance` module and the
-//! `conformance_tests!` macro, behind the cargo feature `testing`, for backends' tests).
+//! [`Store`] is the storage seam of the server: rooms with their ordered logs, mailboxes, the
+//! key directory, and the records of encrypted attachments ([`files`]; their bytes live in an
+//! object store, not here). Backends: [`MemoryStore`] here (tests), SQLite in
+//! `grove-store-sqlite` (the default) and PostgreSQL in `grove-store-postgres` (several server
+//! instances on one database); every backend runs the same conformance suite (the
+//! `conformance` module and the `conformance_tests!` macro, behind the cargo feature
+//! `testing`, for backends' tests).
 //!
 //! The store enforces the ordering invariants itself, so that they hold even with several
 //! server instances on one database: per-room sequence numbers are assigned by the store,
@@ -26,8 +28,10 @@ use grove_wire::UserId;
 pub mod columns;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod files;
 mod memory;
 
+pub use files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 pub use memory::MemoryStore;
 
 /// How many recent epochs of each room's public state a store keeps for
@@ -367,6 +371,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the owner has, per kind.
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>>;
+
+    /// Records a new blob if its uploader and its room stay within `quota` (see
+    /// [`FileQuota`]); decided atomically with the other uploads.
+    async fn create_file(&self, file: NewFile, quota: FileQuota) -> Result<CreateFileOutcome>;
+
+    /// Looks a blob up.
+    async fn file(&self, blob: &grove_wire::attachment::BlobId) -> Result<Option<FileRecord>>;
+
+    /// Records that the blob's bytes `[offset, offset + len)` are stored, if its `received` is
+    /// `offset` (compare-and-set) and `offset + len <= size`. When that completes the blob, its
+    /// expiry becomes `expires_when_complete`.
+    async fn file_part(
+        &self,
+        blob: &grove_wire::attachment::BlobId,
+        offset: u64,
+        len: u64,
+        expires_when_complete: i64,
+    ) -> Result<FilePartOutcome>;
+
+    /// Blobs whose expiry is at or before `now`, at most `limit`, oldest expiry first.
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>>;
+
+    /// Forgets a blob (after its bytes were deleted); answers whether it was there.
+    async fn delete_file(&self, blob: &grove_wire::attachment::BlobId) -> Result<bool>;
+
+    /// What the store holds, for the metrics.
+    async fn file_totals(&self) -> Result<FileTotals>;
 
     /// For a store that several processes share (PostgreSQL): a feed of the writes the others
     /// commit, so that a server instance can wake its subscribers and refresh its cached room

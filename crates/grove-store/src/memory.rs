@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
 use grove_wire::UserId;
 
+use grove_wire::attachment::BlobId;
+
+use crate::files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use crate::{
     AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
     RoomRecord, Store, StoreError,
@@ -26,6 +29,7 @@ struct Inner {
     mail: HashMap<UserId, Mailbox>,
     keys: HashMap<UserId, Keys>,
     states: HashMap<RoomId, BTreeMap<u64, Vec<u8>>>,
+    files: BTreeMap<BlobId, FileRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +264,80 @@ impl Store for MemoryStore {
     async fn key_counts(&self, owner: &UserId) -> Result<Vec<KeyCount>> {
         let g = self.lock()?;
         Ok(g.keys.get(owner).map(counts).unwrap_or_default())
+    }
+
+    async fn create_file(&self, file: NewFile, quota: FileQuota) -> Result<CreateFileOutcome> {
+        let mut g = self.lock()?;
+        let sum = |keep: &dyn Fn(&FileRecord) -> bool| -> u64 {
+            g.files.values().filter(|f| keep(f)).map(|f| f.size).fold(0u64, u64::saturating_add)
+        };
+        let user_used = sum(&|f| f.owner == file.owner);
+        if user_used.saturating_add(file.size) > quota.per_user {
+            return Ok(CreateFileOutcome::UserQuota { used: user_used });
+        }
+        let room_used = sum(&|f| f.room == file.room);
+        if room_used.saturating_add(file.size) > quota.per_room {
+            return Ok(CreateFileOutcome::RoomQuota { used: room_used });
+        }
+        if g.files.contains_key(&file.blob) {
+            return Err(StoreError::backend(format!("blob {} exists already", file.blob)));
+        }
+        let rec = FileRecord {
+            blob: file.blob,
+            room: file.room,
+            owner: file.owner,
+            size: file.size,
+            part_bytes: file.part_bytes,
+            received: 0,
+            created_at: file.created_at,
+            expires_at: file.expires_at,
+        };
+        g.files.insert(file.blob, rec.clone());
+        Ok(CreateFileOutcome::Created(rec))
+    }
+
+    async fn file(&self, blob: &BlobId) -> Result<Option<FileRecord>> {
+        Ok(self.lock()?.files.get(blob).cloned())
+    }
+
+    async fn file_part(
+        &self,
+        blob: &BlobId,
+        offset: u64,
+        len: u64,
+        expires_when_complete: i64,
+    ) -> Result<FilePartOutcome> {
+        let mut g = self.lock()?;
+        let Some(f) = g.files.get_mut(blob) else { return Ok(FilePartOutcome::NoSuchFile) };
+        let end = offset.checked_add(len).filter(|&e| e <= f.size);
+        match end {
+            Some(end) if f.received == offset => {
+                f.received = end;
+                if f.complete() {
+                    f.expires_at = expires_when_complete;
+                }
+                Ok(FilePartOutcome::Recorded(f.clone()))
+            }
+            _ => Ok(FilePartOutcome::Conflict(f.clone())),
+        }
+    }
+
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {
+        let g = self.lock()?;
+        let mut out: Vec<FileRecord> = g.files.values().filter(|f| f.expires_at <= now).cloned().collect();
+        out.sort_by_key(|f| (f.expires_at, f.blob));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    async fn delete_file(&self, blob: &BlobId) -> Result<bool> {
+        Ok(self.lock()?.files.remove(blob).is_some())
+    }
+
+    async fn file_totals(&self) -> Result<FileTotals> {
+        let g = self.lock()?;
+        let bytes = g.files.values().map(|f| f.size).fold(0u64, u64::saturating_add);
+        Ok(FileTotals { files: g.files.len() as u64, bytes })
     }
 }
 

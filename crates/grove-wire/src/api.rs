@@ -61,6 +61,55 @@ pub struct Limits {
     pub epoch_window: u64,
     /// Allowed clock skew of signed requests, seconds.
     pub clock_skew_secs: u64,
+    /// Encrypted attachments (the blob store).
+    #[serde(default)]
+    pub files: FileLimits,
+}
+
+/// The blob store's limits, as published in [`Limits::files`]. Sizes are of blobs (ciphertext,
+/// padded), bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileLimits {
+    /// Largest blob.
+    pub max_file_bytes: u64,
+    /// Every upload part but the last is exactly this long; the last is the rest.
+    pub part_bytes: u64,
+    /// Bytes one user may hold (uploads in progress count with their full size).
+    pub user_quota_bytes: u64,
+    /// Bytes one room may hold.
+    pub room_quota_bytes: u64,
+    /// How long a complete blob is kept, seconds (0: until the room is gone).
+    pub retention_secs: u64,
+    /// How long an upload may stay incomplete before it is discarded, seconds.
+    pub upload_ttl_secs: u64,
+}
+
+/// `POST /v1/rooms/{room}/files`: begin an upload of a blob of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    /// The blob's exact length, 1 to `max_file_bytes`.
+    pub size: u64,
+}
+
+/// An upload's state: the answer of `POST /v1/rooms/{room}/files`, of every part, and of
+/// `GET /v1/rooms/{room}/files/{blob}/upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadState {
+    /// The blob's id, chosen by the server.
+    pub blob: crate::attachment::BlobId,
+    /// The blob's length.
+    pub size: u64,
+    /// Bytes stored so far: the offset of the next part.
+    pub received: u64,
+    /// The part length of this upload (every part but the last).
+    pub part_bytes: u64,
+    /// All `size` bytes are stored: the blob can be downloaded.
+    pub complete: bool,
+    /// When the server discards the blob (an incomplete upload, or a complete one past
+    /// retention), Unix ms; absent if it keeps it until the room is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// The protocol of a room.

@@ -31,7 +31,21 @@ pub fn signing_bytes(
     nonce: &str,
     body: &[u8],
 ) -> Vec<u8> {
-    let body_hash = Sha256::digest(body);
+    signing_bytes_prehashed(server_key, method, path_and_query, timestamp_ms, nonce, &Sha256::digest(body).into())
+}
+
+/// The bytes a request signature covers, given the SHA-256 of the body. A streamed body (an
+/// upload part) is signed this way: the client hashes it first and sends the hash in
+/// [`HEADER_CONTENT_SHA256`], so the server can check the signature before it reads the body
+/// and compare the hash when the body has been read.
+pub fn signing_bytes_prehashed(
+    server_key: &[u8; 32],
+    method: &str,
+    path_and_query: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> Vec<u8> {
     format!(
         "grove-request-v1\n{}\n{}\n{}\n{}\n{}\n{}",
         to_hex(server_key),
@@ -39,9 +53,26 @@ pub fn signing_bytes(
         path_and_query,
         timestamp_ms,
         nonce,
-        to_hex(&body_hash)
+        to_hex(body_sha256)
     )
     .into_bytes()
+}
+
+/// Header carrying the SHA-256 of a streamed body (64 lowercase hex characters); see
+/// [`signing_bytes_prehashed`].
+pub const HEADER_CONTENT_SHA256: &str = "x-grove-content-sha256";
+
+/// Parses a [`HEADER_CONTENT_SHA256`] value: exactly 64 lowercase hex characters.
+pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    crate::hex::decode_array(s)
+}
+
+/// Lowercase hex of a SHA-256, as [`HEADER_CONTENT_SHA256`] carries it.
+pub fn sha256_hex(hash: &[u8; 32]) -> String {
+    to_hex(hash)
 }
 
 /// Whether a nonce has an acceptable shape.
@@ -73,7 +104,22 @@ pub fn sign_request(
     nonce: &str,
     body: &[u8],
 ) -> SignedHeaders {
-    let msg = signing_bytes(server_key, method, path_and_query, timestamp_ms, nonce, body);
+    sign_request_prehashed(key, server_key, method, path_and_query, timestamp_ms, nonce, &Sha256::digest(body).into())
+}
+
+/// [`sign_request`] for a body known by its SHA-256 (a streamed upload part: send the hash in
+/// [`HEADER_CONTENT_SHA256`] too).
+#[allow(clippy::too_many_arguments)] // one argument per signed field, in signing order
+pub fn sign_request_prehashed(
+    key: &SigningKey,
+    server_key: &[u8; 32],
+    method: &str,
+    path_and_query: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> SignedHeaders {
+    let msg = signing_bytes_prehashed(server_key, method, path_and_query, timestamp_ms, nonce, body_sha256);
     let sig = key.sign(&msg);
     SignedHeaders {
         key: UserId(key.verifying_key().to_bytes()).to_string(),
@@ -127,16 +173,52 @@ pub fn verify_request_key(
     nonce: &str,
     body: &[u8],
 ) -> Result<(), VerifyError> {
+    let hash = Sha256::digest(body).into();
+    verify_request_key_prehashed(key, signature_b64, server_key, method, path_and_query, timestamp_ms, nonce, &hash)
+}
+
+/// [`verify_request_key`] for a body known by its (declared) SHA-256. The caller must still
+/// check that the body it reads has that hash.
+#[allow(clippy::too_many_arguments)] // one argument per signed field, in signing order
+pub fn verify_request_key_prehashed(
+    key: &VerifyingKey,
+    signature_b64: &str,
+    server_key: &[u8; 32],
+    method: &str,
+    path_and_query: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> Result<(), VerifyError> {
     let sig = crate::b64::decode(signature_b64).map_err(|_| VerifyError::BadEncoding)?;
     let sig = <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| VerifyError::BadEncoding)?;
     let sig = Signature::from_bytes(&sig);
-    let msg = signing_bytes(server_key, method, path_and_query, timestamp_ms, nonce, body);
+    let msg = signing_bytes_prehashed(server_key, method, path_and_query, timestamp_ms, nonce, body_sha256);
     key.verify_strict(&msg, &sig).map_err(|_| VerifyError::Mismatch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prehashed_signature_is_the_signature_of_the_body() {
+        let k = key(3);
+        let body = b"part bytes";
+        let hash: [u8; 32] = Sha256::digest(body).into();
+        let plain = sign_request(&k, &[1; 32], "PUT", "/p?offset=0", 5, "nonce-nonce-nonce", body);
+        let pre = sign_request_prehashed(&k, &[1; 32], "PUT", "/p?offset=0", 5, "nonce-nonce-nonce", &hash);
+        assert_eq!(plain, pre);
+        let vk = k.verifying_key();
+        let verify = |h: &[u8; 32]| {
+            verify_request_key_prehashed(&vk, &pre.signature, &[1; 32], "PUT", "/p?offset=0", 5, "nonce-nonce-nonce", h)
+        };
+        assert_eq!(verify(&hash), Ok(()));
+        assert_eq!(verify(&[0; 32]), Err(VerifyError::Mismatch));
+        assert_eq!(parse_sha256_hex(&sha256_hex(&hash)), Some(hash));
+        assert_eq!(parse_sha256_hex(&sha256_hex(&hash).to_uppercase()), None);
+        assert_eq!(parse_sha256_hex("ab"), None);
+    }
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])

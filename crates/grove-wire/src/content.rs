@@ -244,6 +244,7 @@ pub fn display_name(name: &str) -> Result<&str, NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attachment::{AttachmentKey, AttachmentScheme, BlobDigest, BlobId};
 
     fn key(seed: u8) -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
@@ -284,9 +285,10 @@ mod tests {
             Content::Reaction { to: 7, key: "👍".into(), remove: true },
             Content::Attachment {
                 file: AttachmentRef {
-                    blob: "b1".into(),
-                    key: vec![1; 32],
-                    digest: vec![2; 32],
+                    scheme: AttachmentScheme::StreamAes256Gcm64k,
+                    blob: BlobId([1; 16]),
+                    key: AttachmentKey([1; 32]),
+                    digest: BlobDigest([2; 32]),
                     size: 5,
                     name: "a.txt".into(),
                     media_type: "text/plain".into(),

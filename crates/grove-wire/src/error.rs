@@ -68,6 +68,19 @@ pub enum ErrorCode {
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
     Internal,
+    /// A file is larger than the server's per-file limit (`limits.files.max_file_bytes`).
+    FileTooLarge,
+    /// The uploader's or the room's file quota would be exceeded.
+    FileQuota,
+    /// An upload part was sent for an offset other than the upload's current one; read the
+    /// upload's state and resume from its `received`.
+    UploadOffset,
+    /// The file is still being uploaded (or the upload was abandoned): it cannot be read yet.
+    UploadIncomplete,
+    /// The `Range` of a download starts at or past the end of the file.
+    RangeNotSatisfiable,
+    /// The body's SHA-256 is not the one the request declared and signed.
+    ContentDigestMismatch,
 }
 
 impl ErrorCode {
@@ -86,6 +99,11 @@ impl ErrorCode {
             MailboxFull | RateLimited => 429,
             Unavailable => 503,
             Internal => 500,
+            FileTooLarge => 413,
+            FileQuota => 403,
+            UploadOffset | UploadIncomplete => 409,
+            RangeNotSatisfiable => 416,
+            ContentDigestMismatch => 400,
         }
     }
 
@@ -123,6 +141,12 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             Unavailable => "unavailable",
             Internal => "internal",
+            FileTooLarge => "file_too_large",
+            FileQuota => "file_quota",
+            UploadOffset => "upload_offset",
+            UploadIncomplete => "upload_incomplete",
+            RangeNotSatisfiable => "range_not_satisfiable",
+            ContentDigestMismatch => "content_digest_mismatch",
         }
     }
 }

@@ -1,9 +1,10 @@
 //! grove-wire: the types that cross the wire between grove clients and servers.
 //!
 //! This crate is pure data: the JSON bodies of HTTP API v1 ([`api`]), the stable error codes
-//! ([`error`]), the request-signing format ([`auth`]), and the signed membership lists of
-//! sender-keys rooms ([`membership`]), and the end-to-end encrypted content of application
-//! messages ([`content`]). It does no I/O, never reads the clock or the OS RNG:
+//! ([`error`]), the request-signing format ([`auth`]), the signed membership lists of
+//! sender-keys rooms ([`membership`]), the end-to-end encrypted content of application
+//! messages ([`content`]) and the reference to an encrypted file it may carry ([`attachment`]).
+//! It does no I/O, never reads the clock or the OS RNG:
 //! callers pass in times and keys.
 
 #![warn(unreachable_pub)]

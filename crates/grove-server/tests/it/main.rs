@@ -2,6 +2,7 @@
 
 mod auth;
 mod errors;
+mod files;
 mod harness;
 mod keys;
 mod mailbox;

@@ -1,0 +1,675 @@
+//! The blob store of encrypted attachments: `/v1/rooms/{room}/files…`.
+//!
+//! A blob belongs to one room. A current member begins an upload by declaring the blob's exact
+//! length (`POST /v1/rooms/{room}/files`); the server checks the per-file limit and the
+//! uploader's and room's quotas, chooses a random [`BlobId`], and records the blob. The
+//! uploader then sends the bytes in parts (`PUT …/files/{blob}?offset=N`): every part but the
+//! last is exactly `part_bytes` long, and a part is accepted only at the blob's current offset.
+//! Each part is streamed into the object store as its own object (`blobs/{blob}/{index}`) and
+//! counted only once it is stored whole and its SHA-256 matches the one the request declared
+//! and signed ([`HEADER_CONTENT_SHA256`]): a dropped connection loses at most the part in
+//! flight, and the client resumes from `received` (`GET …/files/{blob}/upload`). Once all bytes
+//! are in, any current member may download the blob (`GET …/files/{blob}`), whole or by one
+//! HTTP byte `Range`, streamed part by part.
+//!
+//! The server never parses a blob: it is ciphertext (grove-proto `attachment`), and the key is
+//! only in the room's end-to-end encrypted messages. Neither upload nor download holds more
+//! than one chunk of a part in memory, whatever the file's size.
+//!
+//! Incomplete uploads expire after `files.upload_ttl_secs`, complete blobs after
+//! `files.retention_secs` (0: kept); [`purge_task`] deletes the parts, then the record.
+//!
+//! Storage: `object_store` on the local filesystem (`files.store`, by default `files/` in the
+//! data folder), or in memory for tests. Several instances sharing one PostgreSQL database must
+//! share the blob folder too (a network filesystem mounted at the same path).
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{StreamExt, TryStreamExt};
+use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, NewFile};
+use grove_wire::api::{CreateUpload, UploadState};
+use grove_wire::attachment::BlobId;
+use grove_wire::auth::{parse_sha256_hex, HEADER_CONTENT_SHA256};
+use grove_wire::{ErrorCode, UserId};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{authenticate_hashed, Authed, Signed};
+use crate::error::{AppError, AppResult};
+use crate::routes::{P, Q};
+use crate::state::AppState;
+
+/// A part's body may pause this long between chunks before the upload of the part is dropped.
+pub(crate) const PART_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A part must arrive whole within this time.
+pub(crate) const PART_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
+/// Bytes buffered per part before they are handed to the object store (the memory an upload
+/// holds, with [`WRITE_CONCURRENCY`]).
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// Chunks of one part in flight to the object store at once.
+const WRITE_CONCURRENCY: usize = 2;
+
+/// Expired blobs deleted per purge round.
+const PURGE_BATCH: u32 = 100;
+
+/// The blob store: the object store (made on first use) and the metrics.
+pub(crate) struct FileService {
+    objects: OnceLock<Arc<dyn ObjectStore>>,
+}
+
+impl FileService {
+    pub(crate) fn new() -> Self {
+        FileService { objects: OnceLock::new() }
+    }
+
+    /// The object store `files.store` names, made (and its folder created) on first use.
+    pub(crate) fn objects(&self, state: &AppState) -> AppResult<Arc<dyn ObjectStore>> {
+        if let Some(o) = self.objects.get() {
+            return Ok(o.clone());
+        }
+        let made = open_objects(state).map_err(|e| AppError::internal("cannot open the blob store", e))?;
+        Ok(self.objects.get_or_init(|| made).clone())
+    }
+}
+
+fn open_objects(state: &AppState) -> Result<Arc<dyn ObjectStore>, String> {
+    let c = &state.0.config;
+    if c.files.store == "memory" {
+        return Ok(Arc::new(object_store::memory::InMemory::new()));
+    }
+    let dir = if c.files.store.is_empty() { c.server.data_dir.join("files") } else { c.files.store.clone().into() };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(local))
+}
+
+/// The object holding part `index` of `blob`.
+fn part_path(blob: &BlobId, index: u64) -> ObjectPath {
+    ObjectPath::from(format!("blobs/{blob}/{index:08}"))
+}
+
+/// The metrics of the blob store; every label comes from a closed set.
+pub(crate) struct FileMetrics {
+    bytes_stored: Gauge,
+    files_stored: Gauge,
+    uploads: Family<Vec<(&'static str, &'static str)>, Counter>,
+    downloads: Family<Vec<(&'static str, &'static str)>, Counter>,
+    refusals: Family<Vec<(&'static str, &'static str)>, Counter>,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+}
+
+impl FileMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = FileMetrics {
+            bytes_stored: Gauge::default(),
+            files_stored: Gauge::default(),
+            uploads: Family::default(),
+            downloads: Family::default(),
+            refusals: Family::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+        };
+        registry.register(
+            "file_bytes_stored",
+            "Blob bytes held (declared lengths, uploads in progress too)",
+            m.bytes_stored.clone(),
+        );
+        registry.register("files_stored", "Blobs held, complete or not", m.files_stored.clone());
+        registry.register("file_uploads", "Uploads, by stage (started, completed)", m.uploads.clone());
+        registry.register("file_downloads", "Downloads, by kind (full, range)", m.downloads.clone());
+        registry.register("file_refusals", "Refused file requests, by error code", m.refusals.clone());
+        registry.register("file_bytes_received", "Blob bytes received in accepted parts", m.bytes_received.clone());
+        registry.register("file_bytes_sent", "Blob bytes sent in downloads", m.bytes_sent.clone());
+        m
+    }
+
+    fn refused(&self, e: &AppError) {
+        self.refusals.get_or_create(&vec![("code", e.code().as_str())]).inc();
+    }
+
+    fn totals(&self, totals: grove_store::FileTotals) {
+        self.bytes_stored.set(i64::try_from(totals.bytes).unwrap_or(i64::MAX));
+        self.files_stored.set(i64::try_from(totals.files).unwrap_or(i64::MAX));
+    }
+}
+
+/// Counts a refusal in the metrics on its way out.
+fn counted<T>(state: &AppState, r: AppResult<T>) -> AppResult<T> {
+    if let Err(e) = &r {
+        state.0.metrics.files().refused(e);
+    }
+    r
+}
+
+/// The longest blob the server takes: the encryption of a `max_file_bytes` file.
+fn max_blob(state: &AppState) -> u64 {
+    grove_proto::attachment::ciphertext_len(state.0.config.files.max_file_bytes)
+}
+
+fn wire_state(f: &FileRecord) -> UploadState {
+    UploadState {
+        blob: f.blob,
+        size: f.size,
+        received: f.received,
+        part_bytes: f.part_bytes,
+        complete: f.complete(),
+        expires_at: (f.expires_at != i64::MAX).then_some(f.expires_at),
+    }
+}
+
+fn parse_blob(s: &str) -> AppResult<BlobId> {
+    s.parse().map_err(|_| AppError::new(ErrorCode::BadRequest, "a blob id is 32 lowercase hex characters"))
+}
+
+/// The blob `blob` of room `room`, for a current member `user`.
+async fn member_file(state: &AppState, room: &str, blob: &str, user: &UserId) -> AppResult<FileRecord> {
+    let blob = parse_blob(blob)?;
+    let handle = state.0.rooms.get_for_member(state, room, user).await?;
+    match state.0.store.file(&blob).await? {
+        Some(f) if f.room == handle.id && f.expires_at > state.now() => Ok(f),
+        _ => Err(AppError::new(ErrorCode::NotFound, format!("room {room:?} has no blob {blob}"))),
+    }
+}
+
+// ---------------------------------------------------------------- begin an upload
+
+pub(crate) async fn create_upload(
+    State(state): State<AppState>,
+    P(room): P<String>,
+    req: Signed<CreateUpload>,
+) -> AppResult<(StatusCode, Json<UploadState>)> {
+    let r = create(&state, &room, req.user, req.body.size).await;
+    counted(&state, r)
+}
+
+async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppResult<(StatusCode, Json<UploadState>)> {
+    let handle = state.0.rooms.get_for_member(state, room, &user).await?;
+    let f = &state.0.config.files;
+    // The smallest blob grove's cipher makes (an empty file, padded): anything shorter cannot
+    // be an attachment, and a floor bounds the records a quota admits.
+    let min = grove_proto::attachment::ciphertext_len(0);
+    if size < min {
+        return Err(AppError::new(ErrorCode::BadRequest, format!("a blob is at least {min} bytes")));
+    }
+    if size > max_blob(state) {
+        return Err(AppError::new(
+            ErrorCode::FileTooLarge,
+            format!("a blob is at most {} bytes (a file of {} bytes, encrypted)", max_blob(state), f.max_file_bytes),
+        ));
+    }
+    let mut id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    let now = state.now();
+    let ttl_ms = i64::try_from(f.upload_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let new = NewFile {
+        blob: BlobId(id),
+        room: handle.id,
+        owner: user,
+        size,
+        part_bytes: f.part_bytes,
+        created_at: now,
+        expires_at: now.saturating_add(ttl_ms),
+    };
+    let quota = FileQuota { per_user: f.user_quota_bytes, per_room: f.room_quota_bytes };
+    match state.0.store.create_file(new, quota).await? {
+        CreateFileOutcome::Created(rec) => {
+            state.0.metrics.files().uploads.get_or_create(&vec![("stage", "started")]).inc();
+            refresh_totals(state).await;
+            tracing::info!(room, blob = %rec.blob, size, uploader = %user.short(), "upload begun");
+            Ok((StatusCode::CREATED, Json(wire_state(&rec))))
+        }
+        CreateFileOutcome::UserQuota { used } => Err(AppError::new(
+            ErrorCode::FileQuota,
+            format!("you hold {used} of the {} blob bytes a user may hold on this server", f.user_quota_bytes),
+        )),
+        CreateFileOutcome::RoomQuota { used } => Err(AppError::new(
+            ErrorCode::FileQuota,
+            format!("this room holds {used} of the {} blob bytes a room may hold", f.room_quota_bytes),
+        )),
+    }
+}
+
+async fn refresh_totals(state: &AppState) {
+    match state.0.store.file_totals().await {
+        Ok(t) => state.0.metrics.files().totals(t),
+        Err(e) => tracing::warn!(error = %e, "cannot read the blob totals"),
+    }
+}
+
+// ---------------------------------------------------------------- upload state
+
+pub(crate) async fn upload_state(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P((room, blob)): P<(String, String)>,
+) -> AppResult<Json<UploadState>> {
+    let r = member_file(&state, &room, &blob, &user).await.map(|f| Json(wire_state(&f)));
+    counted(&state, r)
+}
+
+// ---------------------------------------------------------------- upload a part
+
+/// A request signed over the SHA-256 its [`HEADER_CONTENT_SHA256`] header declares, with its
+/// body left unread: the signature is checked before a byte of the body is, the hash after.
+pub(crate) struct SignedStream {
+    user: UserId,
+    sha256: [u8; 32],
+    body: Body,
+}
+
+impl FromRequest<AppState> for SignedStream {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let sha256 = parts
+            .headers
+            .get(HEADER_CONTENT_SHA256)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_sha256_hex)
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::Unauthenticated,
+                    "x-grove-content-sha256 must be the body's SHA-256 as 64 lowercase hex characters, signed",
+                )
+            })?;
+        let user = authenticate_hashed(state, &parts.method, &parts.uri, &parts.headers, &sha256)?;
+        Ok(SignedStream { user, sha256, body })
+    }
+}
+
+/// `offset` of a part.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PartQuery {
+    offset: u64,
+}
+
+pub(crate) async fn upload_part(
+    State(state): State<AppState>,
+    P((room, blob)): P<(String, String)>,
+    Q(q): Q<PartQuery>,
+    req: SignedStream,
+) -> AppResult<Json<UploadState>> {
+    let r = part(&state, &room, &blob, q.offset, req).await;
+    counted(&state, r)
+}
+
+async fn part(
+    state: &AppState,
+    room: &str,
+    blob: &str,
+    offset: u64,
+    req: SignedStream,
+) -> AppResult<Json<UploadState>> {
+    let f = member_file(state, room, blob, &req.user).await?;
+    if f.owner != req.user {
+        return Err(AppError::new(ErrorCode::Forbidden, "only the uploader sends a blob's parts"));
+    }
+    if offset != f.received {
+        return Err(AppError::new(
+            ErrorCode::UploadOffset,
+            format!("the upload is at offset {} (of {}), not {offset}: resume from there", f.received, f.size),
+        ));
+    }
+    if f.complete() {
+        return Err(AppError::new(ErrorCode::UploadOffset, "the upload is complete"));
+    }
+    // The part's index and length follow from the offset: offsets are multiples of part_bytes.
+    let index = offset / f.part_bytes.max(1);
+    let expected = f.part_bytes.min(f.size - offset);
+    if let Some(len) = axum::body::HttpBody::size_hint(&req.body).exact() {
+        if len != expected {
+            return Err(part_length_error(expected, len));
+        }
+    }
+    let objects = state.0.files.objects(state)?;
+    let path = part_path(&f.blob, index);
+    let upload =
+        objects.put_multipart(&path).await.map_err(|e| AppError::internal("cannot begin storing a part", e))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
+    let received = tokio::time::timeout(PART_DEADLINE, receive(req.body, &mut writer, expected)).await;
+    let outcome = match received {
+        Ok(Ok((len, hash))) if len == expected && hash == req.sha256 => Ok(()),
+        Ok(Ok((len, _))) if len != expected => Err(part_length_error(expected, len)),
+        Ok(Ok(_)) => Err(AppError::new(
+            ErrorCode::ContentDigestMismatch,
+            "the part's SHA-256 is not the x-grove-content-sha256 the request signed; nothing was stored",
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(AppError::new(ErrorCode::BadRequest, "the part did not arrive in time; resend it")),
+    };
+    if let Err(e) = outcome {
+        if let Err(abort) = writer.abort().await {
+            tracing::warn!(error = %abort, "cannot discard a refused part");
+        }
+        return Err(e);
+    }
+    writer.finish().await.map_err(|e| AppError::internal("cannot store a part", e))?;
+    let c = &state.0.config.files;
+    let expires = if c.retention_secs == 0 {
+        i64::MAX
+    } else {
+        state.now().saturating_add(i64::try_from(c.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+    };
+    match state.0.store.file_part(&f.blob, offset, expected, expires).await? {
+        FilePartOutcome::Recorded(f) => {
+            let m = state.0.metrics.files();
+            m.bytes_received.inc_by(expected);
+            if f.complete() {
+                m.uploads.get_or_create(&vec![("stage", "completed")]).inc();
+                tracing::info!(room, blob = %f.blob, size = f.size, "upload complete");
+            }
+            Ok(Json(wire_state(&f)))
+        }
+        FilePartOutcome::Conflict(now) => Err(AppError::new(
+            ErrorCode::UploadOffset,
+            format!("another part landed first: the upload is at offset {}", now.received),
+        )),
+        FilePartOutcome::NoSuchFile => Err(AppError::new(ErrorCode::NotFound, "the upload expired meanwhile")),
+    }
+}
+
+fn part_length_error(expected: u64, got: u64) -> AppError {
+    AppError::new(
+        ErrorCode::BadRequest,
+        format!("this part is {expected} bytes long (part_bytes, or the rest of the blob), not {got}"),
+    )
+}
+
+/// Streams `body` into `writer`, hashing it; refuses more than `max` bytes as they arrive and a
+/// body that pauses longer than [`PART_IDLE_TIMEOUT`].
+async fn receive(body: Body, writer: &mut WriteMultipart, max: u64) -> AppResult<(u64, [u8; 32])> {
+    let mut stream = body.into_data_stream();
+    let mut hasher = Sha256::new();
+    let mut len: u64 = 0;
+    loop {
+        let next = tokio::time::timeout(PART_IDLE_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| AppError::new(ErrorCode::BadRequest, "the part's body stalled; resend the part"))?;
+        let Some(chunk) = next else { break };
+        let chunk =
+            chunk.map_err(|_| AppError::new(ErrorCode::BadRequest, "the part's body was cut off; resend the part"))?;
+        len = len.saturating_add(chunk.len() as u64);
+        if len > max {
+            return Err(part_length_error(max, len));
+        }
+        hasher.update(&chunk);
+        writer.wait_for_capacity(WRITE_CONCURRENCY).await.map_err(|e| AppError::internal("cannot store a part", e))?;
+        writer.put(chunk);
+    }
+    Ok((len, hasher.finalize().into()))
+}
+
+// ---------------------------------------------------------------- download
+
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P((room, blob)): P<(String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let r = fetch(&state, &room, &blob, &user, &headers).await;
+    counted(&state, r)
+}
+
+async fn fetch(state: &AppState, room: &str, blob: &str, user: &UserId, headers: &HeaderMap) -> AppResult<Response> {
+    let f = member_file(state, room, blob, user).await?;
+    if !f.complete() {
+        return Err(AppError::new(
+            ErrorCode::UploadIncomplete,
+            format!("the blob is still being uploaded ({} of {} bytes)", f.received, f.size),
+        ));
+    }
+    let range = match headers.get(header::RANGE).map(|v| parse_range(v.as_bytes(), f.size)) {
+        None | Some(RangeRequest::Ignored) => None,
+        Some(RangeRequest::Unsatisfiable) => {
+            let mut e = AppError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("the range starts at or past the end of the {}-byte blob", f.size),
+            )
+            .into_response();
+            e.headers_mut().insert(header::CONTENT_RANGE, header_value(format!("bytes */{}", f.size)));
+            state.0.metrics.files().refusals.get_or_create(&vec![("code", "range_not_satisfiable")]).inc();
+            return Ok(e);
+        }
+        Some(RangeRequest::Bytes(r)) => Some(r),
+    };
+    let span = range.clone().unwrap_or(0..f.size);
+    let objects = state.0.files.objects(state)?;
+    let m = state.0.metrics.files();
+    m.downloads.get_or_create(&vec![("kind", if range.is_some() { "range" } else { "full" })]).inc();
+    let sent = m.bytes_sent.clone();
+    let pieces = pieces(&f, span.clone());
+    let stream = futures_util::stream::iter(pieces)
+        .then(move |(path, r)| {
+            let objects = objects.clone();
+            async move {
+                let opts = GetOptions { range: Some(r.into()), ..GetOptions::default() };
+                objects.get_opts(&path, opts).await.map(|g| g.into_stream())
+            }
+        })
+        .try_flatten()
+        .inspect_ok(move |b| {
+            sent.inc_by(b.len() as u64);
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "a blob part could not be read; the download is cut short");
+            std::io::Error::other("blob part unreadable")
+        });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, header_value((span.end - span.start).to_string()));
+    h.insert(header::ETAG, header_value(format!("\"{}\"", f.blob)));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-transform"));
+    if let Some(r) = range {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut()
+            .insert(header::CONTENT_RANGE, header_value(format!("bytes {}-{}/{}", r.start, r.end - 1, f.size)));
+    }
+    Ok(resp)
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Digits, spaces, `-`, `/`, `*`, hex and quotes only: always a valid header value.
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The part objects and the ranges within them that make up bytes `span` of the blob.
+fn pieces(f: &FileRecord, span: Range<u64>) -> Vec<(ObjectPath, Range<u64>)> {
+    let part = f.part_bytes.max(1);
+    let mut out = Vec::new();
+    let mut at = span.start;
+    while at < span.end {
+        let index = at / part;
+        let part_start = index * part;
+        let end = span.end.min(part_start + part);
+        out.push((part_path(&f.blob, index), at - part_start..end - part_start));
+        at = end;
+    }
+    out
+}
+
+/// What a `Range` header asks for, for a blob of some length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    /// Serve these bytes (206).
+    Bytes(Range<u64>),
+    /// A valid single range that starts at or past the end (416).
+    Unsatisfiable,
+    /// Not a single `bytes` range this server reads: serve the whole blob (RFC 9110 §14.2 lets
+    /// a server ignore a `Range`).
+    Ignored,
+}
+
+/// Parses `bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX` against a blob of `len` bytes,
+/// with checked arithmetic. Several ranges, other units and malformed values are ignored.
+pub(crate) fn parse_range(value: &[u8], len: u64) -> RangeRequest {
+    let Ok(value) = std::str::from_utf8(value) else { return RangeRequest::Ignored };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeRequest::Ignored };
+    if spec.contains(',') {
+        return RangeRequest::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return RangeRequest::Ignored };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Bytes(len.saturating_sub(n)..len),
+            None => RangeRequest::Ignored,
+        },
+        (first, "") => match num(first) {
+            Some(a) if a < len => RangeRequest::Bytes(a..len),
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Ignored,
+        },
+        (first, last) => match (num(first), num(last)) {
+            (Some(a), Some(b)) if a <= b => {
+                if a >= len {
+                    RangeRequest::Unsatisfiable
+                } else {
+                    RangeRequest::Bytes(a..b.saturating_add(1).min(len))
+                }
+            }
+            _ => RangeRequest::Ignored,
+        },
+    }
+}
+
+// ---------------------------------------------------------------- retention
+
+impl AppState {
+    /// Deletes the blobs whose upload expired or whose retention ended (parts first, then the
+    /// record), at most a batch; answers how many. The server runs it every minute.
+    pub async fn purge_expired_files(&self) -> Result<u64, AppError> {
+        let due = self.0.store.expired_files(self.now(), PURGE_BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let objects = self.0.files.objects(self)?;
+        let mut purged = 0;
+        for f in due {
+            let parts = f.size.div_ceil(f.part_bytes.max(1));
+            let mut ok = true;
+            for index in 0..parts {
+                match objects.delete(&part_path(&f.blob, index)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(blob = %f.blob, error = %e, "cannot delete a blob part; retrying later");
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok && self.0.store.delete_file(&f.blob).await? {
+                purged += 1;
+            }
+        }
+        refresh_totals(self).await;
+        Ok(purged)
+    }
+}
+
+/// Purges expired blobs every minute until shutdown.
+pub(crate) async fn purge_task(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    refresh_totals(&state).await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match state.purge_expired_files().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired blobs purged"),
+                Err(e) => tracing::warn!(code = e.code().as_str(), "blob purge failed"),
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_with_checked_arithmetic() {
+        fn check(v: &str, len: u64, expect: RangeRequest) {
+            assert_eq!(parse_range(v.as_bytes(), len), expect, "{v:?} of {len}");
+        }
+        use RangeRequest::*;
+        check("bytes=0-99", 1000, Bytes(0..100));
+        check("bytes=900-", 1000, Bytes(900..1000));
+        check("bytes=-100", 1000, Bytes(900..1000));
+        check("bytes=-5000", 1000, Bytes(0..1000));
+        check("bytes=990-2000", 1000, Bytes(990..1000));
+        check("bytes=999-999", 1000, Bytes(999..1000));
+        check("bytes=1000-", 1000, Unsatisfiable);
+        check("bytes=1000-1001", 1000, Unsatisfiable);
+        check("bytes=-0", 1000, Unsatisfiable);
+        check(&format!("bytes=0-{}", u64::MAX), 1000, Bytes(0..1000));
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=0",
+            "",
+            "bytes=99999999999999999999999-",
+            "bytes=+1-2",
+        ] {
+            check(ignored, 1000, Ignored);
+        }
+    }
+
+    #[test]
+    fn pieces_cover_a_span_part_by_part() {
+        let f = FileRecord {
+            blob: BlobId([1; 16]),
+            room: 1,
+            owner: UserId([2; 32]),
+            size: 250,
+            part_bytes: 100,
+            received: 250,
+            created_at: 0,
+            expires_at: 1,
+        };
+        let got: Vec<(String, Range<u64>)> = pieces(&f, 50..250).into_iter().map(|(p, r)| (p.to_string(), r)).collect();
+        let b = BlobId([1; 16]);
+        assert_eq!(
+            got,
+            vec![
+                (format!("blobs/{b}/00000000"), 50..100),
+                (format!("blobs/{b}/00000001"), 0..100),
+                (format!("blobs/{b}/00000002"), 0..50)
+            ]
+        );
+        assert!(pieces(&f, 7..7).is_empty());
+    }
+}
