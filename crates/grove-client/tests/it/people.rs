@@ -234,7 +234,6 @@ async fn a_removed_member_is_added_back_again_and_again() {
 async fn ordinary_mistakes_get_plain_answers() {
     let w = World::start().await;
     let (mut alice, bob, carol) = garden(&w).await;
-    bob.name().unwrap();
     let err = alice.invite("garden", &bob.address().to_string()).await.unwrap_err();
     assert_eq!(err.to_string(), format!("{} is already a member of garden", bob.user_id().short()));
     alice.remove("garden", &carol.user_id()).await.unwrap();
@@ -247,6 +246,19 @@ async fn ordinary_mistakes_get_plain_answers() {
     assert!(err.to_string().contains("takes at most"), "{err}");
     assert!(alice.outbox().unwrap().is_empty());
     alice.send("garden", "a normal message still goes").await.unwrap();
+    // An address with no key material left (here: none ever published) is named, with what to do.
+    let nobody = grove_proto::identity::Identity::generate(&mut rand::rngs::OsRng).user_id();
+    let host = w.url.trim_start_matches("http://");
+    let err = alice.invite("garden", &format!("{nobody}@{host}")).await.unwrap_err();
+    assert!(err.to_string().contains("has no key packages left") && err.to_string().contains("grove sync"), "{err}");
+    // Acting in a room one was removed from.
+    let mut carol = carol;
+    carol.sync().await.unwrap();
+    let err = carol.send("garden", "hello?").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("you can no longer use room \"{}/rooms/garden\": you were removed from it", w.url)
+    );
 }
 
 /// In a sender-keys room, a member who is no admin leaves by asking the admins, and an admin
