@@ -1,3 +1,6 @@
+//! The attachment cipher against its promises: round trips at every edge of padding and
+//! segments, each tampering refused with its own error, and property tests of both.
+
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
