@@ -225,13 +225,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Creates the data folder private to the server's user (0700: the database, the server key
+/// and the blobs are beneath it), or tightens an existing one that others can enter, with a
+/// warning.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            return std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        }
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(folder = %dir.display(), "the data folder was open to other users; it is now private (0700)");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
 /// The default state: the server key at `data_dir/server.key`, and the database the
 /// configuration names — SQLite at `data_dir/grove.db` (created on first start, WAL) unless
 /// `server.database` is a `postgres://` URL.
 pub async fn open(config: Config) -> Result<AppState, OpenError> {
     let dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| OpenError::Io {
-        context: "cannot create the data folder",
+    private_dir(&dir).map_err(|source| OpenError::Io {
+        context: "cannot create the data folder (or make it private)",
         path: dir.clone(),
         source,
     })?;

@@ -169,6 +169,34 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Creates the database file readable by its owner only (0600; SQLite gives its `-wal` and
+/// `-shm` files the same mode), or tightens an existing one that others can read, with a
+/// warning.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            let Ok(meta) = std::fs::metadata(&file) else { continue };
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %file.display(), "the database was readable by other users; it is now private (0600)");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating the file and its parent folder if missing) the database at `path`,
     /// applies pending migrations and starts the writer thread.
@@ -178,6 +206,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| unavailable("cannot create the folder of", &e))?;
         }
+        private_file(path).map_err(|e| unavailable("cannot make private", &e))?;
         let mut conn = Connection::open(path).map_err(|e| unavailable("cannot open", &e))?;
         configure_writer(&conn, options)?;
         migrate(&mut conn)?;

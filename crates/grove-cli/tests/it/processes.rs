@@ -336,4 +336,25 @@ fn profile_files_are_private() {
     assert!(err.contains("now private"), "{err}");
     assert_eq!(mode(&profile), 0o700);
     assert_eq!(mode(&profile.join("state.db")), 0o600);
+
+    // The server's data folder likewise (the test harness created it 0755: the server
+    // tightened it and said so), with its database and key.
+    let data = dir.path().join("server");
+    assert_eq!(mode(&data), 0o700);
+    for f in ["grove.db", "server.key"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    assert!(server.log.lock().unwrap().contains("now private"), "the server warned");
+    // A fresh data folder is created private.
+    let fresh = dir.path().join("fresh").join("data");
+    let _fresh_server = start_fresh(&fresh);
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("grove.db")), 0o600);
+}
+
+/// `grove serve` on a data folder it must create itself.
+fn start_fresh(data: &Path) -> crate::serve::Running {
+    // The harness writes its config beside the folder; the folder itself is the server's to create.
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    crate::serve::start_uncreated(data)
 }

@@ -42,9 +42,20 @@ pub fn start_with(data: &Path, extra: &[&str]) -> Running {
     start_listening(data, "127.0.0.1:0", extra)
 }
 
+/// Starts `grove serve` on a data folder that does not exist yet (the server creates it).
+pub fn start_uncreated(data: &Path) -> Running {
+    start_inner(data, "127.0.0.1:0", &[], false)
+}
+
 fn start_listening(data: &Path, listen: &str, extra: &[&str]) -> Running {
+    start_inner(data, listen, extra, true)
+}
+
+fn start_inner(data: &Path, listen: &str, extra: &[&str], create: bool) -> Running {
     // Load tests send far more than a person would: lift the per-user rate limit.
-    std::fs::create_dir_all(data).unwrap();
+    if create {
+        std::fs::create_dir_all(data).unwrap();
+    }
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n").unwrap();
     let mut child = Command::new(GROVE)
