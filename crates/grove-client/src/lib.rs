@@ -4,6 +4,10 @@
 //! HTTP to a grove server; the local store keeps identity, group state, history and cursors;
 //! the profile ties them to the MLS engine of grove-proto.
 
+#![warn(unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 mod core;
 mod lock;
 pub mod olm;

@@ -13,6 +13,7 @@ pub(crate) mod names;
 mod outbox;
 pub(crate) mod sk;
 
+pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
 use crate::core::{protocol, Change, FollowUp, Prepared};
