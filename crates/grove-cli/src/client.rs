@@ -218,7 +218,6 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
         RoomCommand::Update { room } => p.update(&room).await?,
         RoomCommand::List => {
             let rooms = p.rooms()?;
-            let me = p.user_id();
             if json_out {
                 let mut rows = Vec::new();
                 for r in &rooms {
@@ -234,7 +233,6 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
                     };
                     let unread = p.unread(&r.link)?;
                     let unread = if unread > 0 { format!("{unread} unread") } else { "-".to_string() };
-                    let _ = me;
                     out!("{}\t{}\t{}\t{}{}", r.name, r.mode.as_str(), unread, r.link, status);
                 }
             }

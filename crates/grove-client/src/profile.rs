@@ -363,6 +363,12 @@ impl Profile {
         Ok(guard)
     }
 
+    /// The protocol of a room of `mode` over this profile's fresh state ([`crate::core`]).
+    fn room_protocol(&mut self, mode: RoomMode) -> Result<Box<dyn crate::core::RoomProtocol + '_>> {
+        let me = self.identity.user_id();
+        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, mode)
+    }
+
     /// Reloads the in-memory group state if another process wrote the state file since it was
     /// loaded. Reading alone needs no lock: the state is read in one transaction.
     fn refresh(&mut self) -> Result<()> {
@@ -491,16 +497,14 @@ impl Profile {
     pub fn members(&mut self, key: &str) -> Result<Vec<UserId>> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
-            .members(&room)
+        self.room_protocol(room.mode)?.members(&room)
     }
 
     /// The room's current epoch and epoch authenticator (equal for all members in sync).
     pub fn epoch(&mut self, key: &str) -> Result<(u64, Vec<u8>)> {
         self.refresh()?;
         let room = self.active_room(key)?;
-        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
-            .epoch(&room)
+        self.room_protocol(room.mode)?.epoch(&room)
     }
 
     /// Writes every MLS group's full state and empties its journal (see grove-proto's engine
@@ -624,16 +628,12 @@ impl Profile {
     pub async fn leave(&mut self, key: &str) -> Result<()> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
-        let me = self.user_id();
-        if protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-            .leaves_by_entry(&room)?
-        {
+        if self.room_protocol(room.mode)?.leaves_by_entry(&room)? {
             self.change_membership(&room, &Change::Leave).await?;
         } else {
             self.sk_ask_admins_to_remove(&room).await?;
         }
-        let mut batch =
-            protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?.forget(&room);
+        let mut batch = self.room_protocol(room.mode)?.forget(&room);
         batch.statuses.push((room.link.clone(), RoomStatus::Left));
         self.store.commit(batch)?;
         Ok(())
@@ -658,17 +658,15 @@ impl Profile {
             self.active_room(&room.link)?;
             // A change left by an earlier failure was either applied by the sync above (the
             // server had taken it) or is dead.
-            let stale = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                .drop_stale(room)?;
+            let stale = self.room_protocol(room.mode)?.drop_stale(room)?;
             self.store.commit(stale)?;
-            let mut prepared = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                .prepare(room, &self.identity, change)?;
+            let identity = self.identity.clone();
+            let mut prepared = self.room_protocol(room.mode)?.prepare(room, &identity, change)?;
             self.store.commit(std::mem::take(&mut prepared.batch))?;
             match server.append(&room.name, &prepared.entry).await {
                 Ok(a) => {
                     let (batch, follow_up) =
-                        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                            .accepted(room, me, &prepared, a.seq, a.ts)?;
+                        self.room_protocol(room.mode)?.accepted(room, me, &prepared, a.seq, a.ts)?;
                     self.store.commit(batch)?;
                     if follow_up.rotate {
                         Box::pin(self.update(&room.link)).await?;
@@ -676,16 +674,14 @@ impl Profile {
                     return Ok((a.seq, prepared));
                 }
                 Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::MembershipVersion)) => {
-                    let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                        .refused(room, &prepared)?;
+                    let undo = self.room_protocol(room.mode)?.refused(room, &prepared)?;
                     self.store.commit(undo)?;
                     continue;
                 }
                 // The outcome is unknown: keep what is pending; the next sync settles it.
                 Err(e @ TransportError::Unreachable { .. }) => return Err(e.into()),
                 Err(e) => {
-                    let undo = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                        .refused(room, &prepared)?;
+                    let undo = self.room_protocol(room.mode)?.refused(room, &prepared)?;
                     self.store.commit(undo)?;
                     return Err(e.into());
                 }
@@ -872,9 +868,7 @@ impl Profile {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     // Removed by an entry we have not seen (the server no longer lets us read).
-                    let mut batch =
-                        protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                            .removed_unseen(&room);
+                    let mut batch = self.room_protocol(room.mode)?.removed_unseen(&room);
                     // Say so in history, after the last entry this profile read.
                     let gone = Membership { removed_unseen: true, ..Membership::default() };
                     batch.messages.push(Message::membership(&room.link, cursor + 1, me, 0, &gone));
@@ -887,8 +881,7 @@ impl Profile {
                 break page.epoch;
             }
             let at = LocalRoom { cursor, ..room.clone() };
-            let mut applied = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-                .apply(&at, me, page.entries, mailbox_read)?;
+            let mut applied = self.room_protocol(room.mode)?.apply(&at, me, page.entries, mailbox_read)?;
             for (seq, ts, body) in std::mem::take(&mut applied.own) {
                 self.settle_own_entry(&mut applied.batch, link, seq, ts, &body)?;
             }
@@ -947,9 +940,7 @@ impl Profile {
     pub fn decrypt_entry(&mut self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
         self.refresh()?;
         let room = self.room(key)?;
-        let outcome =
-            protocol(self.engine.get(&self.store, &self.identity)?, &self.store, self.identity.user_id(), room.mode)?
-                .peek(&room, body);
+        let outcome = self.room_protocol(room.mode)?.peek(&room, body);
         self.data_version = self.store.data_version()?;
         self.engine.stale = true;
         outcome

@@ -63,7 +63,8 @@ pub struct Server {
     info: std::sync::Arc<OnceLock<ServerInfo>>,
 }
 
-fn now_ms() -> i64 {
+/// Unix milliseconds (the client is where the clock is read).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -30,8 +30,9 @@ use grove_wire::ErrorCode;
 
 use super::names::learn_names;
 use super::{unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
-use crate::core::{protocol, Seal};
+use crate::core::Seal;
 use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
+use crate::transport::now_ms;
 use crate::transport::TransportError;
 
 /// What encryption adds to a message, at most (MLS framing and padding, or the sender-keys
@@ -41,10 +42,6 @@ pub const SEAL_OVERHEAD: u64 = 512;
 /// How long a post that got no answer may still be on its way into the room's log (a server
 /// handles an append in milliseconds; this leaves room for a loaded one).
 pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// Whether a failed post may succeed later (keep the item) or never will (drop it).
 fn retryable(e: &TransportError) -> bool {
@@ -153,7 +150,7 @@ impl Profile {
             }
             let Some(item) = self.store.outbox(Some(&room.link))?.into_iter().next() else { return Ok(done) };
             if let (Some(_), Some(at)) = (&item.sealed, item.attempted) {
-                let age = unix_ms().saturating_sub(at).max(0) as u128;
+                let age = now_ms().saturating_sub(at).max(0) as u128;
                 if age < IN_FLIGHT_GRACE.as_millis() && waited.insert(item.id) {
                     // An earlier post of this ciphertext may still be entering the log: wait it
                     // out, then look again before posting the same bytes.
@@ -178,7 +175,7 @@ impl Profile {
                 },
             };
             let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
-            self.store.commit(Batch { attempted: vec![(item.id, unix_ms())], ..Batch::default() })?;
+            self.store.commit(Batch { attempted: vec![(item.id, now_ms())], ..Batch::default() })?;
             match server.append(&room.name, &entry).await {
                 Ok(a) => {
                     let mut batch = Batch { sent: vec![item.id], ..Batch::default() };
@@ -219,20 +216,12 @@ impl Profile {
     /// Encrypts an outbox item under the room's next key and persists the ratchet step with
     /// the ciphertext. `None`: the view is stale; sync first.
     async fn seal(&mut self, room: &LocalRoom, item: &OutboxItem, view: u64) -> Result<Option<(Vec<u8>, u64)>> {
-        let me = self.user_id();
         let now = unix_seconds();
-        if protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?
-            .needs_rotation(room, now)?
-        {
+        if self.room_protocol(room.mode)?.needs_rotation(room, now)? {
             // Fresh own keys, distributed, before the next message.
             self.update(&room.link).await?;
         }
-        let sealed = protocol(self.engine.get(&self.store, &self.identity)?, &self.store, me, room.mode)?.seal(
-            room,
-            &item.content,
-            view,
-            now,
-        )?;
+        let sealed = self.room_protocol(room.mode)?.seal(room, &item.content, view, now)?;
         let Seal::Sealed { body, epoch, mut batch } = sealed else { return Ok(None) };
         // The ratchet has moved: persisted, with the ciphertext, before it leaves.
         batch.sealed.push((item.id, Some((body.clone(), epoch))));
