@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use grove_client::profile::{Address, ConnectTo, Profile};
+use grove_client::profile::{ConnectTo, Profile};
 use std::collections::HashMap;
 
-use grove_client::store::{Event, Membership, Message, RoomStatus};
+use grove_client::store::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
 use grove_wire::UserId;
 use serde_json::json;
 
+use crate::describe::{member, membership_sentence, size, who};
 use crate::{Command, RoomCommand};
 
 /// `println!` that answers an error instead of panicking when stdout is closed
@@ -184,7 +185,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     }
                 }
             }
-            Command::Serve(_) | Command::Demo { .. } => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Demo { .. } | Command::Chat { .. } => unreachable!("handled in main"),
         }
         Ok(())
     })
@@ -261,71 +262,6 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
         }
     }
     Ok(())
-}
-
-/// A member named on the command line: an address, a user id, or a display name in the room.
-fn member(p: &mut Profile, room: &str, who: &str) -> anyhow::Result<UserId> {
-    if let Ok(a) = Address::parse(who) {
-        return Ok(a.user);
-    }
-    if let Ok(u) = who.parse::<UserId>() {
-        return Ok(u);
-    }
-    let names = p.display_names(room)?;
-    let found: Vec<UserId> =
-        names.iter().filter(|(_, n)| n.as_str() == who || n.split(" (").next() == Some(who)).map(|(u, _)| *u).collect();
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(anyhow!(
-            "{who:?} is neither a member's name, a user id nor an address: see `grove room members {room}`"
-        )),
-        _ => Err(anyhow!("several members are called {who:?}: use their user id from `grove room members {room}`")),
-    }
-}
-
-/// How a user is called in a room.
-fn who(user: &UserId, me: UserId, names: &HashMap<UserId, String>) -> String {
-    if *user == me {
-        return "you".to_string();
-    }
-    names.get(user).cloned().unwrap_or_else(|| user.short())
-}
-
-/// A membership change as a sentence.
-fn membership_sentence(by: &UserId, change: &Membership, me: UserId, names: &HashMap<UserId, String>) -> String {
-    if change.removed_unseen {
-        return "you were removed from this room (while away); nothing after this reaches you".to_string();
-    }
-    if let Some(n) = change.joined {
-        if change.again {
-            return format!("you were added back ({n} members); what was said while you were out is not readable");
-        }
-        return format!("you joined ({n} members)");
-    }
-    let mut parts = Vec::new();
-    for a in &change.added {
-        parts.push(format!("{} added {}", who(by, me, names), who(a, me, names)));
-    }
-    for r in &change.removed {
-        if r == by {
-            parts.push(format!("{} left", who(r, me, names)));
-        } else {
-            parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
-        }
-    }
-    if parts.is_empty() {
-        parts.push(format!("{} updated their keys", who(by, me, names)));
-    }
-    parts.join(", ")
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId, String>) -> std::io::Result<()> {

@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod chat;
 mod client;
 mod demo;
+mod describe;
 mod serve;
 
 /// grove: user-hosted, end-to-end encrypted group messaging.
@@ -81,6 +83,11 @@ enum Command {
     },
     /// Fetch invitations and new messages of every room.
     Sync,
+    /// The interactive client: rooms, live conversation, commands (/help inside).
+    Chat {
+        /// The room to open first (link or short name).
+        room: Option<String>,
+    },
     /// Start a private server and three profiles, and run a whole conversation.
     Demo {
         /// The rooms' protocol: mls or sender-keys.
@@ -157,17 +164,31 @@ struct ServeArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if matches!(cli.command, Command::Chat { .. }) {
+        // The terminal is the chat's screen: the log goes to chat.log in the profile folder.
+        let file = client::profile_dir(&cli.profile).ok().filter(|d| d.is_dir()).and_then(|d| {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            o.open(d.join("chat.log")).ok()
+        });
+        match file {
+            Some(f) => logs.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init(),
+            None => logs.with_writer(std::io::sink).init(),
+        }
+    } else {
+        logs.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
+        Command::Chat { room } => {
+            client::connect_to(&cli.connect_to).and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room))
+        }
         command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {

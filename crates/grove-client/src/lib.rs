@@ -12,5 +12,6 @@ mod core;
 mod lock;
 pub mod olm;
 pub mod profile;
+pub mod push;
 pub mod store;
 pub mod transport;

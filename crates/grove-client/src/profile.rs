@@ -848,9 +848,13 @@ impl Profile {
         let mut cursor = room.cursor;
         let mut mailbox_read = false;
         let mut follow_up = FollowUp::default();
+        // A page read before (a long poll's answer, pushed entries) says how far the server's
+        // log went: once applied to there, this sync is done (the next poll or push goes on).
+        let mut stop_at = None;
         let view = loop {
             let fetched = match first.take() {
                 Some(mut page) => {
+                    stop_at = Some(page.head);
                     page.entries.retain(|e| e.seq > cursor);
                     if page.entries.is_empty() {
                         if page.head <= cursor {
@@ -880,6 +884,7 @@ impl Profile {
             if page.entries.is_empty() {
                 break page.epoch;
             }
+            let page_epoch = page.epoch;
             let at = LocalRoom { cursor, ..room.clone() };
             let mut applied = self.room_protocol(room.mode)?.apply(&at, me, page.entries, mailbox_read)?;
             for (seq, ts, body) in std::mem::take(&mut applied.own) {
@@ -900,6 +905,9 @@ impl Profile {
                 mailbox_read = true;
                 let mut report = SyncReport::default();
                 Box::pin(self.sync_mailbox(&mut report)).await?;
+            }
+            if stop_at.is_some_and(|head| cursor >= head) {
+                break page_epoch;
             }
         };
         if follow_up.commit_proposals {
@@ -964,6 +972,73 @@ impl Profile {
             self.flush_room_quietly(&room.link).await?;
         }
         Ok(self.room(&room.link)?.status)
+    }
+
+    /// Applies entries the push client handed over ([`crate::push::Feed::Entries`]) for the
+    /// room `name` on `server` (public URL), then posts what waits in its outbox. Entries this
+    /// profile already has (another process applied them) are skipped; if they do not follow
+    /// on from what it has, the room is read from the server instead, so nothing is missed.
+    /// Answers the room's link and status, or `None` for a room the profile does not have.
+    pub async fn apply_pushed(
+        &mut self,
+        server: &str,
+        name: &str,
+        entries: Vec<grove_wire::api::Entry>,
+    ) -> Result<Option<(String, RoomStatus)>> {
+        let link = room_link(server, name);
+        let Ok(room) = self.room(&link) else { return Ok(None) };
+        let _lock = self.lock().await?;
+        let room = self.room(&room.link)?;
+        if room.status != RoomStatus::Active {
+            return Ok(Some((room.link, room.status)));
+        }
+        let head = entries.last().map(|e| e.seq).unwrap_or(0);
+        let follows_on = entries.iter().find(|e| e.seq > room.cursor).is_none_or(|e| e.seq == room.cursor + 1);
+        let (status, _) = if follows_on {
+            self.sync_room_from(&room.link, Some(LogPage { entries, head, epoch: 0 })).await?
+        } else {
+            self.sync_room_locked(&room.link).await?
+        };
+        if status == RoomStatus::Active {
+            self.flush_room_quietly(&room.link).await?;
+        }
+        Ok(Some((room.link.clone(), self.room(&room.link)?.status)))
+    }
+
+    /// Reads the mailbox (joining rooms from invitations, taking sender keys), as [`Profile::sync`]
+    /// does first; for a push client's [`crate::push::Feed::Mail`].
+    pub async fn receive_mail(&mut self) -> Result<SyncReport> {
+        let _lock = self.lock().await?;
+        let mut report = SyncReport::default();
+        self.sync_mailbox(&mut report).await?;
+        Ok(report)
+    }
+
+    /// The request handle for a server's public URL (after `--connect-to`), e.g. for the push
+    /// client.
+    pub fn server_for(&self, public: &str) -> Server {
+        self.server(public)
+    }
+
+    /// The last `limit` lines of a room's history before `before` (all if `None`), in order:
+    /// history is read a screen at a time, never held whole.
+    pub fn messages_before(&self, key: &str, before: Option<u64>, limit: usize) -> Result<Vec<Message>> {
+        let room = self.room(key)?;
+        Ok(self.store.messages_before(&room.link, before.unwrap_or(u64::MAX), limit)?)
+    }
+
+    /// The last mailbox message this profile read (for a push client's subscription).
+    pub fn mailbox_cursor(&self) -> Result<u64> {
+        Ok(self.store.mailbox_cursor()?)
+    }
+
+    /// How many messages wait in the outbox of a room (`None`: of every room).
+    pub fn outbox_len(&self, key: Option<&str>) -> Result<usize> {
+        let link = match key {
+            Some(k) => Some(self.room(k)?.link),
+            None => None,
+        };
+        Ok(self.store.outbox(link.as_deref())?.len())
     }
 
     async fn flush_room_quietly(&mut self, link: &str) -> Result<()> {

@@ -651,10 +651,29 @@ impl ClientStore {
 
     /// A room's history after `after`, in order.
     pub fn messages(&self, link: &str, after: u64) -> Result<Vec<Message>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT seq, kind, sender, ts, body FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq")?;
-        let rows = q.query_map(params![link, after as i64], |r| {
+        self.query_messages(
+            link,
+            "SELECT seq, kind, sender, ts, body FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq",
+            params![link, after as i64],
+        )
+    }
+
+    /// The last `limit` lines of a room's history before `before`, in order.
+    pub fn messages_before(&self, link: &str, before: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut out = self.query_messages(
+            link,
+            "SELECT seq, kind, sender, ts, body FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            params![link, before, limit],
+        )?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn query_messages(&self, link: &str, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Message>, StoreError> {
+        let mut q = self.conn.prepare_cached(sql)?;
+        let rows = q.query_map(params, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,

@@ -163,6 +163,34 @@ impl Server {
         self.signed(reqwest::Method::POST, path, Some(bytes), Duration::from_secs(30)).await
     }
 
+    /// The signed upgrade request of the push WebSocket (`/v1/push`), `ws://` or `wss://` as
+    /// the server's URL is `http://` or `https://`.
+    pub async fn push_request(
+        &self,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, TransportError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let server_key = self.server_key().await?;
+        let ws = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}/v1/push")
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            format!("ws://{rest}/v1/push")
+        } else {
+            return Err(self.unreachable("the server's URL is neither http:// nor https://"));
+        };
+        let h = grove_wire::auth::sign_request(&self.key, &server_key, "GET", "/v1/push", now_ms(), &nonce(), b"");
+        let mut req = ws.into_client_request().map_err(|e| self.unreachable(e))?;
+        let headers = req.headers_mut();
+        for (name, value) in [
+            (grove_wire::auth::HEADER_KEY, h.key),
+            (grove_wire::auth::HEADER_TIMESTAMP, h.timestamp),
+            (grove_wire::auth::HEADER_NONCE, h.nonce),
+            (grove_wire::auth::HEADER_SIGNATURE, h.signature),
+        ] {
+            headers.insert(name, value.parse().map_err(|_| self.unreachable("a signature header is not ASCII"))?);
+        }
+        Ok(req)
+    }
+
     /// Publishes key material.
     pub async fn publish_keys(&self, items: Vec<KeyItemUpload>) -> Result<KeyCounts, TransportError> {
         self.post("/v1/keys", &PublishKeys { items }).await
