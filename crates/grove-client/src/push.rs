@@ -343,7 +343,7 @@ impl Followed {
 }
 
 /// The wait before connection attempt `attempt + 1`: exponential from half a second up to
-/// [`MAX_BACKOFF`], with ±50 % jitter so that clients cut off together do not return together.
+/// 30 seconds, with ±50 % jitter so that clients cut off together do not return together.
 pub fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
     let base = base.min(MAX_BACKOFF);
