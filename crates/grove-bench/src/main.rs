@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod attach;
 mod baseline;
 mod catchup;
+mod chat;
 mod client;
 mod fanout;
 mod harness;
@@ -191,6 +192,19 @@ enum Cmd {
         #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
         mode: String,
     },
+    /// `grove chat`'s latency: one client core's send to another's timeline over the push
+    /// client, beside the server's own append-to-push latency, in the same run.
+    Chat {
+        /// Messages per round and path.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Rounds (each: the server path, then the client path).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Room mode: mls or sender-keys.
+        #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
+        mode: String,
+    },
     /// An encrypted attachment through grove (encrypt, HTTP parts, blob store; download,
     /// decrypt, verify) against a bare axum endpoint and the raw disk, in the same run.
     Attach {
@@ -286,6 +300,10 @@ fn main() -> Result<()> {
             Cmd::Client { messages, rounds, mode } => {
                 let mode = grove_wire::api::RoomMode::parse(&mode).unwrap_or(grove_wire::api::RoomMode::Mls);
                 client::run(&env, messages.max(1), rounds.clamp(1, 20), mode).await?;
+            }
+            Cmd::Chat { messages, rounds, mode } => {
+                let mode = grove_wire::api::RoomMode::parse(&mode).unwrap_or(grove_wire::api::RoomMode::Mls);
+                chat::run(&env, messages.max(1), rounds.clamp(1, 20), mode).await?;
             }
             Cmd::Mls { .. } | Cmd::Senderkeys { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {
