@@ -309,6 +309,8 @@ fn membership_sentence(by: &UserId, change: &Membership, me: UserId, names: &Has
     for r in &change.removed {
         if r == by {
             parts.push(format!("{} left", who(r, me, names)));
+        } else if *r == me {
+            parts.push(format!("{} removed you; nothing after this reaches you", who(by, me, names)));
         } else {
             parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
         }
