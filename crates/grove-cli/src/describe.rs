@@ -59,6 +59,8 @@ pub(crate) fn membership_sentence(
     for r in &change.removed {
         if r == by {
             parts.push(format!("{} left", who(r, me, names)));
+        } else if *r == me {
+            parts.push(format!("{} removed you; nothing after this reaches you", who(by, me, names)));
         } else {
             parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
         }

@@ -665,6 +665,14 @@ impl Profile {
             self.store.commit(std::mem::take(&mut prepared.batch))?;
             match server.append(&room.name, &prepared.entry).await {
                 Ok(a) => {
+                    // Others' entries that the server put before ours (a message racing the
+                    // change, say from a member it removes) are read first: once the change is
+                    // applied, a removed sender's message of the old epoch or view no longer
+                    // decrypts (MLS finds no such member; sender keys forgot the old chains).
+                    let cursor = self.room(&room.link)?.cursor;
+                    if a.seq > cursor + 1 {
+                        self.sync_room_from(&room.link, None, Some(a.seq - 1)).await?;
+                    }
                     let (batch, follow_up) =
                         self.room_protocol(room.mode)?.accepted(room, me, &prepared, a.seq, a.ts)?;
                     self.store.commit(batch)?;
@@ -833,12 +841,19 @@ impl Profile {
     /// persisting what it answers in one transaction per page. Answers the status and the
     /// epoch or membership version the server reported.
     pub(super) async fn sync_room_locked(&mut self, link: &str) -> Result<(RoomStatus, u64)> {
-        self.sync_room_from(link, None).await
+        self.sync_room_from(link, None, None).await
     }
 
     /// [`Profile::sync_room_locked`] starting with a page read before the lock was taken (its
-    /// entries at or before the cursor are skipped: another process applied them meanwhile).
-    async fn sync_room_from(&mut self, link: &str, mut first: Option<LogPage>) -> Result<(RoomStatus, u64)> {
+    /// entries at or before the cursor are skipped: another process applied them meanwhile),
+    /// and stopping after entry `until` if given (then without the follow-ups: see
+    /// `change_membership`).
+    async fn sync_room_from(
+        &mut self,
+        link: &str,
+        mut first: Option<LogPage>,
+        until: Option<u64>,
+    ) -> Result<(RoomStatus, u64)> {
         let room = self.room(link)?;
         if room.status != RoomStatus::Active {
             return Ok((room.status, 0));
@@ -852,6 +867,9 @@ impl Profile {
         // log went: once applied to there, this sync is done (the next poll or push goes on).
         let mut stop_at = None;
         let view = loop {
+            if until.is_some_and(|u| cursor >= u) {
+                break 0;
+            }
             let fetched = match first.take() {
                 Some(mut page) => {
                     stop_at = Some(page.head);
@@ -866,7 +884,10 @@ impl Profile {
                     }
                     Ok(page)
                 }
-                None => server.read_log(&room.name, cursor, PAGE, 0).await,
+                None => {
+                    let limit = until.map_or(PAGE, |u| u32::try_from(u - cursor).unwrap_or(PAGE).min(PAGE));
+                    server.read_log(&room.name, cursor, limit, 0).await
+                }
             };
             let page = match fetched {
                 Ok(p) => p,
@@ -910,6 +931,9 @@ impl Profile {
                 break page_epoch;
             }
         };
+        if until.is_some() {
+            return Ok((RoomStatus::Active, view));
+        }
         if follow_up.commit_proposals {
             // Someone proposed (e.g. to leave): commit it. Losing the race to another member
             // who commits it first is fine, and so is finding nothing left to commit.
@@ -967,7 +991,7 @@ impl Profile {
             Err(e) => return Err(e.into()),
         };
         let _lock = self.lock().await?;
-        let (status, _) = self.sync_room_from(&room.link, first).await?;
+        let (status, _) = self.sync_room_from(&room.link, first, None).await?;
         if status == RoomStatus::Active {
             self.flush_room_quietly(&room.link).await?;
         }
@@ -995,7 +1019,7 @@ impl Profile {
         let head = entries.last().map(|e| e.seq).unwrap_or(0);
         let follows_on = entries.iter().find(|e| e.seq > room.cursor).is_none_or(|e| e.seq == room.cursor + 1);
         let (status, _) = if follows_on {
-            self.sync_room_from(&room.link, Some(LogPage { entries, head, epoch: 0 })).await?
+            self.sync_room_from(&room.link, Some(LogPage { entries, head, epoch: 0 }), None).await?
         } else {
             self.sync_room_locked(&room.link).await?
         };

@@ -10,13 +10,14 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use grove_store::Removal;
 use grove_wire::api::{PushEvent, PushRequest};
 use grove_wire::{ApiError, ErrorCode, UserId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
 use crate::auth::Authed;
-use crate::rooms::{entry_frame, RoomHandle};
+use crate::rooms::{self, entry_frame, RoomHandle};
 use crate::state::AppState;
 
 /// `GET /v1/push`: authenticated like any GET, then upgraded.
@@ -105,17 +106,20 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
     state.0.metrics.push_connections().dec();
 }
 
-/// Sends the backlog of `room` after `*after`, page by page, advancing `*after`.
+/// Sends the backlog of `room` after `*after`, page by page, advancing `*after`, never past
+/// where `user`'s reading ends (`bound`, set here if a page shows it was removed).
 async fn catch_up(
     state: &AppState,
     room: &RoomHandle,
+    user: &UserId,
     after: &mut u64,
+    bound: &mut Option<Removal>,
     tx: &mpsc::Sender<Utf8Bytes>,
 ) -> Result<(), ()> {
     let page = state.0.config.limits.max_page_entries;
     loop {
-        let entries = state.0.store.read(room.id, *after, page).await.map_err(|e| {
-            tracing::warn!(error = %e, room = %room.name, "push catch-up read failed");
+        let entries = room.read_for(state, user, *after, page, bound).await.map_err(|e| {
+            tracing::warn!(error = %e.0.message, room = %room.name, "push catch-up read failed");
         })?;
         let n = entries.len();
         for e in entries {
@@ -128,20 +132,33 @@ async fn catch_up(
     }
 }
 
+/// Whether `after` is the end of the reader's reading: its removal, read.
+fn ended(bound: Option<Removal>, after: u64) -> Option<Removal> {
+    bound.filter(|r| after >= r.seq)
+}
+
+/// Forwards one room's entries after `after`: the backlog, then live ones. A member removed
+/// (before or while subscribed) gets everything up to and including the entry that removed it,
+/// then a `not_member` error frame, and the subscription ends.
 async fn forward_room(state: AppState, user: UserId, name: String, mut after: u64, tx: mpsc::Sender<Utf8Bytes>) {
-    let room: Arc<RoomHandle> = match state.0.rooms.get_for_member(&state, &name, &user).await {
+    let (room, mut bound): (Arc<RoomHandle>, _) = match state.0.rooms.get_for_reader(&state, &name, &user).await {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(frame(&PushEvent::Error { room: Some(name), error: e.0 })).await;
             return;
         }
     };
+    let end = |r: Removal| frame(&PushEvent::Error { room: Some(name.clone()), error: rooms::removed(&name, r).0 });
     // Subscribe before reading the backlog, so nothing falls between the two.
     let mut live = room.subscribe();
-    if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+    if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
         return;
     }
     loop {
+        if let Some(r) = ended(bound, after) {
+            let _ = tx.send(end(r)).await;
+            return;
+        }
         match live.recv().await {
             Ok(p) => {
                 if p.seq <= after {
@@ -149,28 +166,32 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
                 }
                 if p.seq > after + 1 {
                     // Only after a lag: the store has everything up to p.seq.
-                    if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+                    if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
                         return;
                     }
                     continue;
+                }
+                if p.handshake && bound.is_none() {
+                    // It may have removed this reader (or an earlier one did, and this
+                    // instance's view has it only now).
+                    match room.removal_of(&state, &user).await {
+                        Ok(r) => bound = r,
+                        Err(e) => {
+                            tracing::warn!(error = %e.0.message, room = %room.name, "push removal check failed");
+                            return;
+                        }
+                    }
+                    if bound.is_some_and(|r| p.seq > r.seq) {
+                        continue;
+                    }
                 }
                 if tx.send(p.frame.clone()).await.is_err() {
                     return;
                 }
                 after = p.seq;
-                if p.handshake && !room.slot.read().await.is_member(&user) {
-                    let _ = tx
-                        .send(error_frame(
-                            Some(name.clone()),
-                            ErrorCode::NotMember,
-                            "you are no longer a member of this room",
-                        ))
-                        .await;
-                    return;
-                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                if catch_up(&state, &room, &mut after, &tx).await.is_err() {
+                if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
                     return;
                 }
             }

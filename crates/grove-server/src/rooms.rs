@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use grove_store::RoomId;
+use grove_store::{Removal, RoomId};
 use grove_wire::{ErrorCode, UserId};
 
 use crate::error::{AppError, AppResult};
@@ -90,6 +90,32 @@ impl RoomService {
         Ok(h)
     }
 
+    /// Like `get_for_member`, but also lets in a member who was removed, to read the log up to
+    /// and including the entry that removed it: answers the room and, for a removed member,
+    /// where its reading ends. `not_member` for a user who never was one (or whose removal
+    /// predates the store's record of removals).
+    pub(crate) async fn get_for_reader(
+        &self,
+        state: &AppState,
+        name: &str,
+        user: &UserId,
+    ) -> AppResult<(Arc<RoomHandle>, Option<Removal>)> {
+        let h = self.get(state, name).await?;
+        if h.slot.read().await.is_member(user) {
+            return Ok((h, None));
+        }
+        // Another instance may have added them a moment ago.
+        if state.0.shared_store && h.refresh(state).await? && h.slot.read().await.is_member(user) {
+            return Ok((h, None));
+        }
+        match state.0.store.removal(h.id, user).await? {
+            Some(r) => Ok((h, Some(r))),
+            // Added back between the two looks: a member again.
+            None if h.slot.read().await.is_member(user) => Ok((h, None)),
+            None => Err(not_member(name)),
+        }
+    }
+
     /// The loaded room with this storage id, if any.
     pub(crate) fn loaded_by_id(&self, id: RoomId) -> Option<Arc<RoomHandle>> {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
@@ -136,6 +162,17 @@ impl RoomService {
         }
         evicted
     }
+}
+
+/// The refusal of a read past the entry that removed the reader: `not_member`, with that
+/// entry's sequence number as `head` (the last one it may read).
+pub(crate) fn removed(name: &str, r: Removal) -> AppError {
+    let mut e = AppError::new(
+        ErrorCode::NotMember,
+        format!("you were removed from room {name:?} by entry {}; nothing after it is yours to read", r.seq),
+    );
+    e.0.head = Some(r.seq);
+    e
 }
 
 /// The idle period, ms (at least one second).

@@ -344,15 +344,21 @@ pub(crate) async fn read_log(
     P(name): P<String>,
     Q(q): Q<ReadQuery>,
 ) -> AppResult<Json<LogPage>> {
-    let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
+    // A removed member reads up to and including the entry that removed it, and no further.
+    let (room, mut bound) = state.0.rooms.get_for_reader(&state, &name, &user).await?;
     let limit = q.limit(&state);
     let deadline = tokio::time::Instant::now() + q.wait(&state);
     let mut head = room.watch_head();
     loop {
         head.borrow_and_update();
-        let t = std::time::Instant::now();
-        let entries = state.0.store.read(room.id, q.after, limit).await?;
-        state.0.metrics.storage("read", t.elapsed());
+        let entries = room.read_for(&state, &user, q.after, limit, &mut bound).await?;
+        if let Some(r) = bound {
+            if entries.is_empty() {
+                return Err(rooms::removed(&name, r));
+            }
+            // The room as it was when the reader was removed: nothing of what came after.
+            return Ok(Json(LogPage { head: r.seq, epoch: r.epoch, entries }));
+        }
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
             let last = entries.last().map(|e| e.seq).unwrap_or(0);
             let epoch = room.slot.read().await.epoch;

@@ -84,7 +84,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use grove_store::{
     AppendOutcome, CreateRoomOutcome, DepositOutcome, ForeignWrites, NewEntry, NewMail, NewRoom, PublishOutcome,
-    Result, RoomId, RoomRecord, Store, StoreError,
+    Removal, Result, RoomId, RoomRecord, Store, StoreError,
 };
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
@@ -115,6 +115,7 @@ pub const NOTIFY_CHANNEL: &str = "grove_entries";
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "files", include_str!("../migrations/0002_files.sql")),
+    (3, "removals", include_str!("../migrations/0003_removals.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -349,6 +350,18 @@ impl Store for PostgresStore {
             )
             .await?;
         rows.iter().take(limit as usize).map(entry_from_row).collect()
+    }
+
+    async fn removal(&self, room: RoomId, user: &UserId) -> Result<Option<Removal>> {
+        let rows = self
+            .query(
+                "SELECT seq, epoch FROM removals WHERE room = $1 AND \"user\" = $2",
+                &[&room, &user.as_bytes().as_slice()],
+            )
+            .await?;
+        rows.first()
+            .map(|r| Ok(Removal { seq: codec::seq_from_db(col(r, 0)?)?, epoch: codec::u64_from_db(col(r, 1)?) }))
+            .transpose()
     }
 
     async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {

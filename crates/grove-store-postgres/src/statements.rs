@@ -44,6 +44,13 @@ statements! {
     upsert_state = "INSERT INTO room_states (room, epoch, state) VALUES ($1, $2, $3) \
          ON CONFLICT (room, epoch) DO UPDATE SET state = EXCLUDED.state";
     prune_states = "DELETE FROM room_states WHERE room = $1 AND epoch <= $2";
+    /// Where removed members' reading ends, one row per (room, user), the newest removal.
+    upsert_removals = "INSERT INTO removals (room, \"user\", seq, epoch) \
+         SELECT * FROM unnest($1::int8[], $2::bytea[], $3::int8[], $4::int8[]) \
+         ON CONFLICT (room, \"user\") DO UPDATE SET seq = EXCLUDED.seq, epoch = EXCLUDED.epoch";
+    /// Members added back read like any member.
+    delete_removals = "DELETE FROM removals AS r USING unnest($1::int8[], $2::bytea[]) AS a(room, u) \
+         WHERE r.room = a.room AND r.\"user\" = a.u";
     notify = "SELECT pg_notify($1, $2)";
     /// The per-user transaction lock under which room and key counts are checked.
     advisory_lock = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)";

@@ -12,7 +12,8 @@
 //!   its head, epoch and state version; sequence numbers and compare-and-set outcomes are then
 //!   decided in memory under those locks, and the group is written with one multi-row
 //!   `INSERT … SELECT FROM unnest(…)` of entries and one `UPDATE … FROM unnest(…)` of the rooms
-//!   (one head bump per room), plus an upsert and a prune of `room_states` per state update.
+//!   (one head bump per room), plus an upsert and a prune of `room_states` per state update,
+//!   and, when updates removed or added members, one upsert and one delete of `removals`.
 //! - **Room creations**: per creator, an advisory transaction lock serialises the count against
 //!   `max_per_creator`; the name is unique by index (`ON CONFLICT DO NOTHING`).
 //! - **Deposits**: the owners' `mailbox_heads` rows are created if missing and locked in owner
@@ -461,6 +462,9 @@ async fn notify(c: &Conn, origin: &str, reqs: &[&Request], out: &[Option<Outcome
     Ok(())
 }
 
+/// Where a removed member's reading ends, as stored: (seq, epoch).
+type RemovedAt = (i64, i64);
+
 /// A room as the open transaction sees it, under its row lock.
 struct Head<'a> {
     epoch: u64,
@@ -511,6 +515,9 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
         (Vec::<&[u8]>::with_capacity(n), Vec::<i64>::with_capacity(n), Vec::<&[u8]>::with_capacity(n));
     // Each state update's (room, epoch, state, prune bound), in order.
     let mut history: Vec<(i64, i64, &[u8], Option<i64>)> = Vec::new();
+    // Each (room, user) a state update removed (where its reading ends: seq, epoch) or added
+    // back (`None`): the last update of the group wins, as one at a time.
+    let mut removals: BTreeMap<(RoomId, &[u8]), Option<RemovedAt>> = BTreeMap::new();
     for (i, room, entry) in ops {
         let Some(h) = heads.get_mut(&room) else {
             out[i] = Some(Outcome::Append(AppendOutcome::NoSuchRoom));
@@ -534,6 +541,12 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
             h.state = Some((&u.state, users_to_db(&u.members), users_to_db(&u.admins)));
             let prune = u.new_epoch.checked_sub(grove_store::STATE_HISTORY).map(u64_to_db);
             history.push((room, u64_to_db(u.new_epoch), &u.state, prune));
+            for user in &u.removed {
+                removals.insert((room, user.as_bytes().as_slice()), Some((seq_db, u64_to_db(u.new_epoch))));
+            }
+            for user in &u.added {
+                removals.insert((room, user.as_bytes().as_slice()), None);
+            }
         }
         h.head = seq;
         h.moved = true;
@@ -564,6 +577,24 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
         .iter()
         .map(|(r, e, s, prune)| ([r as Param<'_>, e, s], prune.as_ref().map(|p| [r as Param<'_>, p])))
         .collect();
+    let (mut r_room, mut r_user, mut r_seq, mut r_epoch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a_room, mut a_user) = (Vec::new(), Vec::new());
+    for ((room, user), removal) in &removals {
+        match removal {
+            Some((seq, epoch)) => {
+                r_room.push(*room);
+                r_user.push(*user);
+                r_seq.push(*seq);
+                r_epoch.push(*epoch);
+            }
+            None => {
+                a_room.push(*room);
+                a_user.push(*user);
+            }
+        }
+    }
+    let removed_p: [Param<'_>; 4] = [&r_room, &r_user, &r_seq, &r_epoch];
+    let added_p: [Param<'_>; 2] = [&a_room, &a_user];
     // Pipelined: sent together, run in this order. Each state update upserts its epoch's state
     // and then prunes, in the order of the updates, as `MemoryStore` does them one at a time.
     let mut futs: Vec<BoxFut<'_>> = vec![
@@ -575,6 +606,12 @@ async fn appends(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
         if let Some(prune) = prune {
             futs.push(Box::pin(c.client.execute(&c.st.prune_states, prune)));
         }
+    }
+    if !r_room.is_empty() {
+        futs.push(Box::pin(c.client.execute(&c.st.upsert_removals, &removed_p)));
+    }
+    if !a_room.is_empty() {
+        futs.push(Box::pin(c.client.execute(&c.st.delete_removals, &added_p)));
     }
     try_join_all(futs).await?;
     Ok(())

@@ -32,9 +32,9 @@
 //!
 //! # Reads
 //!
-//! Reads (`room`, `public_rooms`, `read`, `mailbox_read`, `key_counts`) use a small pool of
-//! read-only connections inside `tokio::task::spawn_blocking`, so they never wait behind the
-//! writer; WAL readers see every committed (hence every acknowledged) write. Every read returns
+//! Reads (`room`, `public_rooms`, `read`, `removal`, `mailbox_read`, `key_counts`) use a small
+//! pool of read-only connections inside `tokio::task::spawn_blocking`, so they never wait
+//! behind the writer; WAL readers see every committed (hence every acknowledged) write. Every read returns
 //! at most its `limit` rows. Statements are prepared once per connection and cached.
 //!
 //! # Schema
@@ -66,8 +66,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use files::FileOp;
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
-    RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Removal, Result,
+    RoomId, RoomRecord, Store, StoreError,
 };
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
@@ -90,6 +90,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_room_states.sql"),
     include_str!("../migrations/0003_files.sql"),
+    include_str!("../migrations/0004_removals.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -477,6 +478,25 @@ impl Store for SqliteStore {
                 out.push(entry_from_row(row)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn removal(&self, room: RoomId, user: &UserId) -> Result<Option<Removal>> {
+        let user = *user;
+        self.read_with(move |conn| {
+            let row = conn
+                .prepare_cached("SELECT seq, epoch FROM removals WHERE room = ?1 AND user = ?2")
+                .and_then(|mut s| {
+                    rusqlite::OptionalExtension::optional(
+                        s.query_row(rusqlite::params![room, user.as_bytes().as_slice()], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        }),
+                    )
+                })
+                .map_err(db_err)?;
+            row.map(|(seq, epoch)| Ok(Removal { seq: codec::seq_from_db(seq)?, epoch: codec::u64_from_db(epoch) }))
+                .transpose()
         })
         .await
     }

@@ -365,6 +365,7 @@ fn append(conn: &Connection, heads: &mut Heads, room: RoomId, entry: NewEntry) -
         })
         .map_err(db_err)?;
         record_state(conn, room, next.epoch, &update.state)?;
+        record_removals(conn, room, seq_db, next.epoch, &update.removed, &update.added)?;
         next.dirty = false;
     }
     conn.prepare_cached(
@@ -396,6 +397,29 @@ fn record_state(conn: &Connection, room: RoomId, epoch: u64, state: &[u8]) -> Re
     if let Some(oldest) = epoch.checked_sub(grove_store::STATE_HISTORY) {
         conn.prepare_cached("DELETE FROM room_states WHERE room = ?1 AND epoch <= ?2")
             .and_then(|mut s| s.execute(params![room, u64_to_db(oldest)]))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Records where the removed members' reading ends (this entry), and forgets the removal of
+/// the members added (back).
+fn record_removals(
+    conn: &Connection,
+    room: RoomId,
+    seq: i64,
+    epoch: u64,
+    removed: &[UserId],
+    added: &[UserId],
+) -> Result<()> {
+    for user in removed {
+        conn.prepare_cached("INSERT OR REPLACE INTO removals (room, user, seq, epoch) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![room, user.as_bytes().as_slice(), seq, u64_to_db(epoch)]))
+            .map_err(db_err)?;
+    }
+    for user in added {
+        conn.prepare_cached("DELETE FROM removals WHERE room = ?1 AND user = ?2")
+            .and_then(|mut s| s.execute(params![room, user.as_bytes().as_slice()]))
             .map_err(db_err)?;
     }
     Ok(())

@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             concurrent_claims_never_share_a_one_time_key,
             key_publish_respects_the_cap,
             recent_epochs_states_are_kept,
+            removals_are_recorded_with_their_entry,
             files_respect_user_and_room_quotas,
             file_parts_land_in_order_once,
             files_expire_and_are_deleted,
@@ -88,6 +89,9 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn read(&self, room: crate::RoomId, after: u64, limit: u32) -> crate::Result<Vec<grove_wire::api::Entry>> {
         self.store.read(room, after, limit).await
+    }
+    async fn removal(&self, room: crate::RoomId, user: &UserId) -> crate::Result<Option<crate::Removal>> {
+        self.store.removal(room, user).await
     }
     async fn deposit(&self, mail: NewMail, quota: u64) -> crate::Result<DepositOutcome> {
         self.store.deposit(mail, quota).await
@@ -200,6 +204,8 @@ fn commit(expected_version: u64, new_epoch: u64, tag: &str) -> NewEntry {
             state: format!("state after {tag}").into_bytes(),
             members: vec![user(1), user(2)],
             admins: vec![],
+            removed: vec![],
+            added: vec![],
         }),
     }
 }
@@ -443,6 +449,44 @@ pub async fn recent_epochs_states_are_kept(store: Arc<dyn Store>) {
     assert_eq!(store.room_state(r.id, 3).await.unwrap().unwrap(), b"state after c3");
     assert_eq!(store.room_state(r.id, last).await.unwrap().unwrap(), format!("state after c{last}").into_bytes());
     assert_eq!(store.room_state(9_999, 0).await.unwrap(), None);
+}
+
+/// A commit moving the room from state version `expected` to epoch `new_epoch` that removes
+/// and adds these users.
+fn membership_commit(expected: u64, new_epoch: u64, removed: &[UserId], added: &[UserId]) -> NewEntry {
+    let mut e = commit(expected, new_epoch, &format!("c{new_epoch}"));
+    let u = e.update.as_mut().unwrap();
+    u.removed = removed.to_vec();
+    u.added = added.to_vec();
+    e
+}
+
+/// A state update that removes a member records, with its entry, where that member's reading
+/// ends; a rival that lost the compare-and-set records nothing; adding the member back forgets
+/// it; removing it again records the new entry. Other users and rooms are untouched.
+pub async fn removals_are_recorded_with_their_entry(store: Arc<dyn Store>) {
+    let (carol, dave) = (user(3), user(4));
+    let r = create(&*store, "a").await;
+    let other = create(&*store, "b").await;
+    store.append(r.id, app(1)).await.unwrap();
+    assert_eq!(store.removal(r.id, &carol).await.unwrap(), None, "a member reads on");
+    let removed = store.append(r.id, membership_commit(0, 1, &[carol], &[])).await.unwrap();
+    assert_eq!(removed, AppendOutcome::Appended { seq: 2, epoch: 1 });
+    store.append(r.id, app(3)).await.unwrap();
+    let rival = store.append(r.id, membership_commit(0, 1, &[dave], &[])).await.unwrap();
+    assert!(matches!(rival, AppendOutcome::Conflict { .. }), "{rival:?}");
+    assert_eq!(store.removal(r.id, &carol).await.unwrap(), Some(crate::Removal { seq: 2, epoch: 1 }));
+    assert_eq!(store.removal(r.id, &dave).await.unwrap(), None, "the rival that lost recorded nothing");
+    assert_eq!(store.removal(other.id, &carol).await.unwrap(), None, "another room");
+    assert_eq!(store.removal(r.id, &user(1)).await.unwrap(), None, "another user");
+
+    store.append(r.id, membership_commit(1, 2, &[], &[carol])).await.unwrap();
+    assert_eq!(store.removal(r.id, &carol).await.unwrap(), None, "added back");
+    // Removing carol and dave again, in one update.
+    let again = store.append(r.id, membership_commit(2, 3, &[carol, dave], &[])).await.unwrap();
+    assert_eq!(again, AppendOutcome::Appended { seq: 5, epoch: 3 });
+    assert_eq!(store.removal(r.id, &carol).await.unwrap(), Some(crate::Removal { seq: 5, epoch: 3 }));
+    assert_eq!(store.removal(r.id, &dave).await.unwrap(), Some(crate::Removal { seq: 5, epoch: 3 }));
 }
 
 fn new_file(n: u8, room: crate::RoomId, owner: UserId, size: u64) -> crate::NewFile {

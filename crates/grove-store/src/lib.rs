@@ -117,6 +117,22 @@ pub struct StateUpdate {
     pub members: Vec<UserId>,
     /// The admins afterwards.
     pub admins: Vec<UserId>,
+    /// The members this update removes: the store records, durably with the entry, that each
+    /// one's reading of the log ends at this entry (see [`Store::removal`]).
+    pub removed: Vec<UserId>,
+    /// The members this update adds: the store forgets any earlier removal of theirs (a member
+    /// added back reads like any member).
+    pub added: Vec<UserId>,
+}
+
+/// Where a removed member's reading of a room's log ends: the entry that removed it (an MLS
+/// commit, a sender-keys membership update), which it may still read, and nothing after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// The sequence number of the entry that removed the member.
+    pub seq: u64,
+    /// The room's epoch (MLS) or membership version (sender keys) that entry led to.
+    pub epoch: u64,
 }
 
 /// An entry to append to a room's log.
@@ -348,6 +364,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries with `seq > after`, in order, at most `limit`.
     async fn read(&self, room: RoomId, after: u64, limit: u32) -> Result<Vec<Entry>>;
+
+    /// Where `user`'s reading of the room's log ends, if a state update removed them (its
+    /// [`StateUpdate::removed`]) and no later one added them back ([`StateUpdate::added`]).
+    /// `None` for a current member, and for a user who was never one.
+    async fn removal(&self, room: RoomId, user: &UserId) -> Result<Option<Removal>>;
 
     /// Deposits a message if the owner's mailbox holds fewer than `quota` unexpired ones.
     async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome>;

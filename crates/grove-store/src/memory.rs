@@ -12,8 +12,8 @@ use grove_wire::attachment::BlobId;
 
 use crate::files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use crate::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
-    RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Removal, Result,
+    RoomId, RoomRecord, Store, StoreError,
 };
 
 /// An in-memory store.
@@ -29,6 +29,7 @@ struct Inner {
     mail: HashMap<UserId, Mailbox>,
     keys: HashMap<UserId, Keys>,
     states: HashMap<RoomId, BTreeMap<u64, Vec<u8>>>,
+    removals: HashMap<(RoomId, UserId), Removal>,
     files: BTreeMap<BlobId, FileRecord>,
 }
 
@@ -139,6 +140,13 @@ impl Store for MemoryStore {
             }
             rec.members = update.members;
             rec.admins = update.admins;
+            let removal = Removal { seq: rec.head + 1, epoch: rec.epoch };
+            for user in update.removed {
+                g.removals.insert((room, user), removal);
+            }
+            for user in update.added {
+                g.removals.remove(&(room, user));
+            }
         }
         rec.head += 1;
         log.push(Entry {
@@ -165,6 +173,10 @@ impl Store for MemoryStore {
         // seq n lives at index n - 1.
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
         Ok(log[start..].iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn removal(&self, room: RoomId, user: &UserId) -> Result<Option<Removal>> {
+        Ok(self.lock()?.removals.get(&(room, *user)).copied())
     }
 
     async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {

@@ -296,9 +296,11 @@ pub struct Entry {
 pub struct LogPage {
     /// Entries after the requested sequence number, in order.
     pub entries: Vec<Entry>,
-    /// The room's head at the time of the read.
+    /// The room's head at the time of the read (for a member removed since: the entry that
+    /// removed it, the last one it may read).
     pub head: u64,
-    /// The room's epoch at the time of the read.
+    /// The room's epoch at the time of the read (for a member removed since: the epoch that
+    /// entry led to).
     pub epoch: u64,
 }
 

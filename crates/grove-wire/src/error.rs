@@ -162,6 +162,8 @@ pub struct ApiError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_epoch: Option<u64>,
     /// For `wrong_epoch`: the room's head sequence number, so the client knows what to fetch.
+    /// For `not_member` answered to a member removed from the room: the sequence number of the
+    /// entry that removed it, the last one it may read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
     /// For `rate_limited`: seconds to wait (also in the `Retry-After` header).

@@ -96,6 +96,56 @@ fn three_people_chat_through_the_cli_and_carol_is_removed() {
     }
 }
 
+/// Five people say hello in turn, in each mode; carol, away, is removed by alice, and the
+/// others go on. Carol's next `grove sync` says she was removed; `grove read` shows every hello
+/// (dave's and eve's, sent while she was away, too), then that alice removed her, and nothing
+/// after.
+#[test]
+fn carol_removed_while_away_reads_every_hello_then_that_alice_removed_her() {
+    let names = ["alice", "bob", "carol", "dave", "eve"];
+    for mode in ["mls", "sender-keys"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(&dir.path().join("server"));
+        let home = dir.path().join("home");
+        let url = server.base.clone();
+        let mut addr = std::collections::HashMap::new();
+        for name in names {
+            addr.insert(name, ok(grove(&home, name, &["init", "--home", &url])).trim().to_string());
+            ok(grove(&home, name, &["name", name]));
+        }
+        ok(grove(&home, "alice", &["room", "create", "garden", "--server", &url, "--mode", mode]));
+        for name in &names[1..] {
+            ok(grove(&home, "alice", &["room", "invite", "garden", &addr[name]]));
+            assert!(ok(grove(&home, name, &["sync"])).contains("joined"), "{mode}: {name}");
+        }
+        for name in names {
+            ok(grove(&home, name, &["send", "garden", &format!("hello from {name}")]));
+        }
+        let carol_id = addr["carol"].split('@').next().unwrap().to_string();
+        ok(grove(&home, "alice", &["room", "remove", "garden", &carol_id]));
+        ok(grove(&home, "alice", &["send", "garden", "not for carol"]));
+
+        assert!(ok(grove(&home, "carol", &["sync"])).contains("removed from"), "{mode}");
+        let read = ok(grove(&home, "carol", &["read", "garden"]));
+        let lines: Vec<&str> = read.lines().collect();
+        let hellos: Vec<usize> = names
+            .iter()
+            .map(|n| {
+                let said = format!("{n}: hello from {n}");
+                let said = if *n == "carol" { "you: hello from carol".to_string() } else { said };
+                lines
+                    .iter()
+                    .position(|l| l.ends_with(&said))
+                    .unwrap_or_else(|| panic!("{mode}: no {said:?} in\n{read}"))
+            })
+            .collect();
+        assert!(hellos.windows(2).all(|w| w[0] < w[1]), "{mode}: in turn\n{read}");
+        let last = lines.last().unwrap();
+        assert!(last.ends_with("* alice removed you; nothing after this reaches you"), "{mode}: {read}");
+        assert!(!read.contains("not for carol") && !read.contains("unreadable"), "{mode}: {read}");
+    }
+}
+
 #[test]
 fn a_sync_killed_at_any_moment_resumes_with_no_loss_and_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();

@@ -195,6 +195,18 @@ impl Profile {
                     }
                     version = None;
                 }
+                Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    // Removed since the sync above: the server still serves the log up to the
+                    // entry that removed this member, so read it (it says who, in history),
+                    // and give up on the room's queue.
+                    self.store.commit(Batch { sent: vec![item.id], ..Batch::default() })?;
+                    let (status, _) = self.sync_room_locked(&room.link).await?;
+                    if status != RoomStatus::Active {
+                        self.drop_items(room, "you are no longer a member of this room")?;
+                        self.active_room(&room.link)?;
+                    }
+                    return Err(e.into());
+                }
                 Err(e) if retryable(&e) => {
                     if e.code().is_some() {
                         // The server answered "not now": this post is not on its way into the

@@ -4,6 +4,7 @@
 
 mod journal;
 mod people;
+mod removal;
 mod scenarios;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! handshake entries under its write lock with the store's compare-and-set, retried when
 //! another instance moved the room on.
 
+use std::collections::HashSet;
+
 use grove_store::{AppendOutcome, NewEntry, StateUpdate};
 use grove_wire::api::{AppendEntry, Appended, Entry, EntryKind, RoomMode};
 use grove_wire::{ErrorCode, UserId};
@@ -165,6 +167,11 @@ async fn try_handshake(
         ));
     }
     let ts = state.now();
+    // Who this entry removes (each may read the log up to and including it, and no further)
+    // and who it adds (back).
+    let after: HashSet<&UserId> = change.members.iter().collect();
+    let removed = slot.members.iter().filter(|m| !after.contains(m)).copied().collect();
+    let added = change.members.iter().filter(|m| !slot.is_member(m)).copied().collect();
     let entry = NewEntry {
         kind: req.kind,
         epoch: req.epoch,
@@ -177,6 +184,8 @@ async fn try_handshake(
             state: change.state,
             members: change.members.clone(),
             admins: change.admins.clone(),
+            removed,
+            added,
         }),
     };
     match store_append(state, room, entry).await? {

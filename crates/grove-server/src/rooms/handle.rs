@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use grove_proto::mls::hub::HubGroup;
-use grove_store::{RoomId, RoomRecord};
+use grove_store::{Removal, RoomId, RoomRecord};
 use grove_wire::api::{Entry, EntryKind, RoomInfo, RoomMode};
 use grove_wire::UserId;
 use tokio::sync::{broadcast, watch, RwLock};
@@ -187,6 +187,54 @@ impl RoomHandle {
         tracing::debug!(room = %self.name, from = slot.epoch, to = rec.epoch, "room state reloaded from the store");
         *slot = Slot::from_record(&rec)?;
         Ok(true)
+    }
+
+    /// Reads the log after `after` for `user`, at most `limit` entries, never past where its
+    /// reading ends: `bound` is its removal (from [`super::RoomService::get_for_reader`]), or
+    /// `None` for a member, in which case a page holding a handshake entry is checked, since
+    /// that entry may have removed the reader; `bound` is then set and the page clipped at it.
+    pub(crate) async fn read_for(
+        &self,
+        state: &AppState,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+        bound: &mut Option<Removal>,
+    ) -> AppResult<Vec<Entry>> {
+        let limit = match bound {
+            Some(r) if after >= r.seq => return Ok(Vec::new()),
+            Some(r) => limit.min(u32::try_from(r.seq - after).unwrap_or(u32::MAX)),
+            None => limit,
+        };
+        let t = std::time::Instant::now();
+        let mut entries = state.0.store.read(self.id, after, limit).await?;
+        state.0.metrics.storage("read", t.elapsed());
+        if bound.is_none() {
+            *bound = self.removal_in(state, user, &entries).await?;
+            if let Some(r) = bound {
+                entries.retain(|e| e.seq <= r.seq);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Whether `user`, a member when it started reading, was removed by one of `entries` or
+    /// since: its removal, if so.
+    async fn removal_in(&self, state: &AppState, user: &UserId, entries: &[Entry]) -> AppResult<Option<Removal>> {
+        if !entries.iter().any(|e| e.kind != EntryKind::Application) {
+            return Ok(None);
+        }
+        self.removal_of(state, user).await
+    }
+
+    /// `user`'s removal, once a handshake entry it read as a member may have removed it.
+    pub(crate) async fn removal_of(&self, state: &AppState, user: &UserId) -> AppResult<Option<Removal>> {
+        // On its own store this instance's view is never behind what it read: a handshake entry
+        // is written under the state's write lock, which is released only once the view has it.
+        if !state.0.shared_store && self.slot.read().await.is_member(user) {
+            return Ok(None);
+        }
+        Ok(state.0.store.removal(self.id, user).await?)
     }
 
     /// Marks the room used at `now` (server clock, ms).

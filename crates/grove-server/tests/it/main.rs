@@ -10,5 +10,6 @@ mod mls;
 mod multi_instance;
 mod ordering;
 mod push;
+mod removal;
 mod restart;
 mod rooms;

@@ -222,7 +222,9 @@ async fn bob_leaves_by_proposal_alice_commits_it_and_bob_is_out() {
     ag.apply_pending_commit().unwrap();
     let info = alice.get(&s, "/v1/rooms/r").await;
     assert_eq!(info.ok()["members"], json!([alice.id.to_string()]));
-    bob.get(&s, "/v1/rooms/r/log").await.err(403, "not_member");
+    // He reads up to the commit that removed him, and no further.
+    assert_eq!(seqs(bob.get(&s, "/v1/rooms/r/log?after=1").await.ok()), [2, 3]);
+    bob.get(&s, "/v1/rooms/r/log?after=3").await.err(403, "not_member");
     post_handshake(&s, &bob, "r", "application", 1, &late).await.err(403, "not_member");
 }
 

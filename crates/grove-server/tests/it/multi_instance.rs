@@ -260,7 +260,7 @@ async fn eventually_epoch(s: &Server, user: &User, room: &str, epoch: u64) {
 
 /// Carol is added to a sender-keys room through A while B has the room loaded: her first
 /// message through B is accepted (B reloads instead of answering `not_member`); once she is
-/// removed through A, B refuses her.
+/// removed through A, B refuses her posts and serves her the log up to her removal only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_membership_changed_on_one_instance_holds_on_the_other() {
     let db = TestDb::create().await;
@@ -272,7 +272,9 @@ async fn postgresql_membership_changed_on_one_instance_holds_on_the_other() {
     post_app(&b, &carol, "club", 1, b"hello from carol").await.ok();
     post_membership(&a, &alice, &alice, "club", 2, &[&alice], &[&alice]).await.ok();
     post_app(&b, &carol, "club", 2, b"let me in").await.err(403, "not_member");
-    carol.get(&b, "/v1/rooms/club/log").await.err(403, "not_member");
+    assert_eq!(seqs(carol.get(&b, "/v1/rooms/club/log").await.ok()), [1, 2, 3, 4]);
+    post_app(&a, &alice, "club", 2, b"after carol").await.ok();
+    assert_eq!(carol.get(&b, "/v1/rooms/club/log?after=4").await.err(403, "not_member")["head"], json!(4));
     // A stale membership version is refused on B with the current version.
     let r = post_membership(&b, &alice, &alice, "club", 2, &[&alice, &carol], &[&alice]).await;
     assert_eq!(r.err(409, "membership_version")["current_epoch"], json!(2));

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
-struct Live {
+pub(crate) struct Live {
     addr: std::net::SocketAddr,
     state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -21,7 +21,7 @@ struct Live {
 }
 
 impl Live {
-    async fn start() -> Live {
+    pub(crate) async fn start() -> Live {
         Self::start_with(test_config()).await
     }
 
@@ -44,7 +44,7 @@ impl Live {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
     }
 
-    async fn post(&self, user: &User, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&self, user: &User, path: &str, body: Value) -> Value {
         let body = body.to_string().into_bytes();
         let h = sign_request(&user.key, &self.state.public_key(), "POST", path, Self::now(), &fresh_nonce(), &body);
         let resp = reqwest::Client::new()
@@ -62,7 +62,7 @@ impl Live {
         resp.json().await.unwrap()
     }
 
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         user: &User,
     ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
@@ -76,13 +76,13 @@ impl Live {
         tokio_tungstenite::connect_async(req).await.unwrap().0
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("shut down").unwrap().unwrap();
     }
 }
 
-async fn next_event<S>(ws: &mut S) -> Value
+pub(crate) async fn next_event<S>(ws: &mut S) -> Value
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
