@@ -381,6 +381,8 @@ mod tests {
         assert_eq!(c.rooms.creation, d.rooms.creation);
         assert_eq!(c.files.to_wire(), d.files.to_wire());
         assert_eq!(c.files.store, d.files.store);
+        assert_eq!(format!("{:?}", c.connections), format!("{:?}", d.connections));
+        assert_eq!(format!("{:?}", c.quotas), format!("{:?}", d.quotas));
     }
 
     /// Every `[limits]` setting, set to a value no other has, reaches the field of the same

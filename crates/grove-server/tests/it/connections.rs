@@ -166,3 +166,23 @@ async fn healthz_answers_while_one_address_holds_many_idle_connections() {
     assert!(started.elapsed() < Duration::from_secs(2), "healthz took {:?}", started.elapsed());
     drop(idle);
 }
+
+#[tokio::test]
+async fn a_long_poll_outlasts_the_header_timeout() {
+    let addr = start(quick()).await;
+    let alice = User::new(1);
+    let server_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let path = "/v1/mailbox?after=0&wait=3";
+    let h = grove_wire::auth::sign_request(&alice.key, &server_key, "GET", path, now, &fresh_nonce(), b"");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: grove\r\nconnection: close\r\nx-grove-key: {}\r\nx-grove-timestamp: {}\r\n\
+         x-grove-nonce: {}\r\nx-grove-signature: {}\r\n\r\n",
+        h.key, h.timestamp, h.nonce, h.signature
+    );
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    let (answer, took) = until_closed(&mut client, Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took >= Duration::from_millis(2_900), "the long-poll ended after {took:?}, before its wait");
+}
