@@ -194,6 +194,8 @@ pub(crate) async fn ip_rate_limit(
     next: Next,
 ) -> Response {
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        // Unsigned requests from many addresses add buckets too.
+        crate::quota::prune_if_due(&state, state.now());
         let ip = client_ip(addr.ip(), req.headers(), &state.0.config.server.trusted_proxies);
         if let Err(not_until) = state.0.ip_limiter.check_key(&ip) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));

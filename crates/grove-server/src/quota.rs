@@ -81,7 +81,8 @@ const PRUNE_EVERY_MS: i64 = 60_000;
 
 /// Drops the state of identities and addresses that went quiet, once per [`PRUNE_EVERY_MS`] of
 /// server time: rate-limit buckets that have refilled (indistinguishable from a new one),
-/// mailbox watches nobody waits on. Called on every signed request; cheap when not due.
+/// mailbox watches nobody waits on. Called on every request that came over a socket and on
+/// every signed one; cheap when not due.
 pub(crate) fn prune_if_due(state: &AppState, now: i64) {
     let q = &state.0.quotas;
     let last = q.pruned_at.load(Ordering::Relaxed);
