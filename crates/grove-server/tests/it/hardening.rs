@@ -216,3 +216,14 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
 }
+
+#[tokio::test]
+async fn a_cursor_up_to_the_documented_maximum_is_accepted_and_past_it_refused() {
+    let doc: serde_json::Value = serde_json::from_str(grove_server::OPENAPI).unwrap();
+    let max = doc["components"]["parameters"]["After"]["schema"]["maximum"].as_u64().expect("`after` has a maximum");
+    let s = Server::new();
+    let alice = User::new(1);
+    alice.get(&s, &format!("/v1/mailbox?after={max}")).await.ok();
+    let past = format!("{}", u128::from(max) + 1);
+    alice.get(&s, &format!("/v1/mailbox?after={past}")).await.err(400, "bad_request");
+}
