@@ -29,12 +29,34 @@ pub(crate) struct Signed<T> {
     pub body: T,
 }
 
+/// The one value of a signing header: missing, repeated or non-text headers are refused (a
+/// second value would be one the signature does not cover).
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, AppError> {
-    headers
-        .get(name)
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, format!("missing header {name}: sign the request")))?
-        .to_str()
-        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, format!("header {name} is not text")))
+    let mut values = headers.get_all(name).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, format!("missing header {name}: sign the request")))?;
+    if values.next().is_some() {
+        return Err(AppError::new(ErrorCode::Unauthenticated, format!("header {name} is given twice: send it once")));
+    }
+    value.to_str().map_err(|_| AppError::new(ErrorCode::Unauthenticated, format!("header {name} is not text")))
+}
+
+/// Unix milliseconds written the one way the signing format writes them: decimal digits with
+/// no sign, no leading zero and no space (so one timestamp has one signed spelling).
+fn parse_timestamp(text: &str) -> Option<i64> {
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    if canonical {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether `ts` is within `skew_ms` of `now`, without overflow whatever the client sent.
+fn fresh(now: i64, ts: i64, skew_ms: u64) -> bool {
+    now.checked_sub(ts).is_some_and(|d| d.unsigned_abs() <= skew_ms)
 }
 
 /// Checks the four signing headers against the request; answers the signer.
@@ -60,9 +82,9 @@ pub(crate) fn authenticate_hashed(
     let user: UserId = header(headers, HEADER_KEY)?
         .parse()
         .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-key is not a user id (64 hex characters)"))?;
-    let ts: i64 = header(headers, HEADER_TIMESTAMP)?
-        .parse()
-        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-timestamp is not Unix milliseconds"))?;
+    let ts: i64 = parse_timestamp(header(headers, HEADER_TIMESTAMP)?).ok_or_else(|| {
+        AppError::new(ErrorCode::Unauthenticated, "x-grove-timestamp is not Unix milliseconds (decimal digits only)")
+    })?;
     let nonce = header(headers, HEADER_NONCE)?;
     if !auth::nonce_is_valid(nonce) {
         return Err(AppError::new(
@@ -72,11 +94,13 @@ pub(crate) fn authenticate_hashed(
     }
     let signature = header(headers, HEADER_SIGNATURE)?;
     let now = state.now();
-    let skew = state.0.config.limits.clock_skew_secs as i64 * 1000;
-    if (now - ts).abs() > skew {
+    crate::quota::prune_if_due(state, now);
+    let skew_secs = state.0.config.limits.clock_skew_secs;
+    let skew = skew_secs.saturating_mul(1000);
+    if !fresh(now, ts, skew) {
         return Err(AppError::new(
             ErrorCode::StaleTimestamp,
-            format!("request time {ts} is more than {}s from server time {now}: check your clock", skew / 1000),
+            format!("request time {ts} is more than {skew_secs}s from server time {now}: check your clock"),
         ));
     }
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -100,7 +124,8 @@ pub(crate) fn authenticate_hashed(
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         return Err(rate_limited(wait.as_secs() + 1));
     }
-    if !state.0.nonces.insert(user, nonce, ts, now - skew) {
+    let horizon = now.saturating_sub(i64::try_from(skew).unwrap_or(i64::MAX));
+    if !state.0.nonces.insert(user, nonce, ts, horizon) {
         return Err(AppError::new(
             ErrorCode::NonceReused,
             "this nonce was already used: sign every request with a fresh one",
@@ -128,14 +153,37 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let limit = state.0.config.limits.max_body_bytes as usize;
-        let bytes: Bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes")))?;
+        json_content_type(&parts.headers)?;
+        let limit = usize::try_from(state.0.config.limits.max_body_bytes).unwrap_or(usize::MAX);
+        let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, limit))?;
         let user = authenticate(state, &parts.method, &parts.uri, &parts.headers, &bytes)?;
         let body = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::new(ErrorCode::MalformedBody, format!("the body is not the expected JSON: {e}")))?;
         Ok(Signed { user, body })
+    }
+}
+
+/// Refuses a body sent as anything but JSON. A missing `Content-Type` is taken as JSON (the
+/// signature covers the body, not the header).
+fn json_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().ok().and_then(|v| v.split(';').next()).map(|v| v.trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/json") {
+        Ok(())
+    } else {
+        Err(AppError::new(ErrorCode::UnsupportedMediaType, "the body must be sent with Content-Type: application/json"))
+    }
+}
+
+/// Why a request body could not be read, as an answer: too long (413), too slow (408), or
+/// not valid HTTP framing (400; a broken chunked encoding, a connection cut mid-body).
+pub(crate) fn body_error(e: &axum::Error, limit: usize) -> AppError {
+    if crate::serve::caused_by::<http_body_util::LengthLimitError>(e) {
+        AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
+    } else if crate::serve::caused_by::<crate::serve::BodyTimeout>(e) {
+        AppError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time: send it faster or in parts")
+    } else {
+        AppError::new(ErrorCode::MalformedBody, format!("the request body could not be read: {e}"))
     }
 }
 
@@ -146,6 +194,8 @@ pub(crate) async fn ip_rate_limit(
     next: Next,
 ) -> Response {
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        // Unsigned requests from many addresses add buckets too.
+        crate::quota::prune_if_due(&state, state.now());
         let ip = client_ip(addr.ip(), req.headers(), &state.0.config.server.trusted_proxies);
         if let Err(not_until) = state.0.ip_limiter.check_key(&ip) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));

@@ -23,6 +23,61 @@ pub struct Config {
     pub rooms: RoomsSection,
     /// `[files]`
     pub files: FilesSection,
+    /// `[connections]`
+    pub connections: ConnectionsSection,
+    /// `[quotas]`
+    pub quotas: QuotasSection,
+}
+
+/// `[connections]`: what one TCP connection, and one client address, may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Most simultaneous connections from one client address (a trusted proxy's are not
+    /// counted: see `server.trusted_proxies`). Further ones are closed as soon as they open.
+    pub max_per_ip: usize,
+    /// How long a client has to send a request's headers, counted from when the connection
+    /// opens or from the end of its previous response: this also closes idle keep-alive
+    /// connections and connections that never send anything.
+    pub header_timeout_secs: u64,
+    /// How long a client has to send a whole request body, counted from the end of its headers.
+    pub body_timeout_secs: u64,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection { max_per_ip: 256, header_timeout_secs: 30, body_timeout_secs: 60 }
+    }
+}
+
+/// `[quotas]`: what one socket, one sender or one claimer may use of what others share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasSection {
+    /// Most rooms one push WebSocket may be subscribed to at once.
+    pub push_subscriptions: usize,
+    /// Largest key item (KeyPackage, Olm key), bytes.
+    pub key_item_bytes: u64,
+    /// Key items one user may claim of one other user per hour (bursts of this many).
+    pub key_claims_per_pair_per_hour: u32,
+    /// Key items that may be claimed of one user per hour, by everyone together (bursts of
+    /// this many). Once spent, claims get 429 `rate_limited`; the user's last-resort items
+    /// stay theirs to hand out after the one-time ones.
+    pub key_claims_per_target_per_hour: u32,
+    /// Deposits one sender may make to one mailbox per hour (bursts of this many).
+    pub deposits_per_pair_per_hour: u32,
+}
+
+impl Default for QuotasSection {
+    fn default() -> Self {
+        QuotasSection {
+            push_subscriptions: 1_000,
+            key_item_bytes: 64 * 1024,
+            key_claims_per_pair_per_hour: 20,
+            key_claims_per_target_per_hour: 200,
+            deposits_per_pair_per_hour: 600,
+        }
+    }
 }
 
 /// `[server]`
@@ -291,6 +346,19 @@ impl Config {
         if f.upload_ttl_secs == 0 || f.upload_ttl_secs > 365 * 24 * 3600 || f.retention_secs > 100 * 365 * 24 * 3600 {
             return bad("files.upload_ttl_secs: 1 s to a year; files.retention_secs: at most 100 years");
         }
+        let c = &self.connections;
+        if c.max_per_ip == 0 || c.header_timeout_secs == 0 || c.body_timeout_secs == 0 {
+            return bad("connections.max_per_ip, header_timeout_secs and body_timeout_secs must be positive");
+        }
+        let q = &self.quotas;
+        if q.push_subscriptions == 0
+            || q.key_item_bytes == 0
+            || q.key_claims_per_pair_per_hour == 0
+            || q.key_claims_per_target_per_hour == 0
+            || q.deposits_per_pair_per_hour == 0
+        {
+            return bad("every [quotas] setting must be positive");
+        }
         let path = std::path::Path::new(&f.store);
         if !(f.store.is_empty() || f.store == "memory" || path.is_absolute()) {
             return bad("files.store: empty (data_dir/files), \"memory\", or an absolute path");
@@ -313,6 +381,8 @@ mod tests {
         assert_eq!(c.rooms.creation, d.rooms.creation);
         assert_eq!(c.files.to_wire(), d.files.to_wire());
         assert_eq!(c.files.store, d.files.store);
+        assert_eq!(format!("{:?}", c.connections), format!("{:?}", d.connections));
+        assert_eq!(format!("{:?}", c.quotas), format!("{:?}", d.quotas));
     }
 
     /// Every `[limits]` setting, set to a value no other has, reaches the field of the same

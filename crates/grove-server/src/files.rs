@@ -406,8 +406,13 @@ async fn receive(body: Body, writer: &mut WriteMultipart, max: u64) -> AppResult
             .await
             .map_err(|_| AppError::new(ErrorCode::BadRequest, "the part's body stalled; resend the part"))?;
         let Some(chunk) = next else { break };
-        let chunk =
-            chunk.map_err(|_| AppError::new(ErrorCode::BadRequest, "the part's body was cut off; resend the part"))?;
+        let chunk = chunk.map_err(|e| {
+            if crate::serve::caused_by::<crate::serve::BodyTimeout>(&e) {
+                AppError::new(ErrorCode::RequestTimeout, "the part did not arrive in time; resend it faster or smaller")
+            } else {
+                AppError::new(ErrorCode::BadRequest, "the part's body was cut off; resend the part")
+            }
+        })?;
         len = len.saturating_add(chunk.len() as u64);
         if len > max {
             return Err(part_length_error(max, len));

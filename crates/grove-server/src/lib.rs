@@ -16,7 +16,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +23,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use ed25519_dalek::SigningKey;
 
@@ -36,8 +34,10 @@ mod follow;
 mod listener;
 mod metrics;
 mod push;
+mod quota;
 mod rooms;
 mod routes;
+mod serve;
 mod state;
 
 pub use config::Config;
@@ -102,11 +102,17 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = state.0.config.server.max_connections;
-    let listener = LimitedListener::new(listener, max).tap_io(|io| {
-        // Small frames matter more than throughput here; failure only costs latency.
-        let _ = io.stream().set_nodelay(true);
-    });
+    let c = &state.0.config;
+    let listener = LimitedListener::with_per_ip(
+        listener,
+        c.server.max_connections,
+        c.connections.max_per_ip,
+        c.server.trusted_proxies.clone(),
+    );
+    let timeouts = serve::Timeouts {
+        header: std::time::Duration::from_secs(c.connections.header_timeout_secs),
+        body: std::time::Duration::from_secs(c.connections.body_timeout_secs),
+    };
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
     let evict = tokio::spawn(evict_idle_rooms(state.clone()));
     let purge_files = tokio::spawn(files::purge_task(state.clone()));
@@ -116,13 +122,12 @@ pub async fn run(
         tracing::info!("shutting down: finishing in-flight requests");
         st.0.shutdown.send_replace(true);
     };
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    serve::serve(listener, router(state.clone()), timeouts, signal).await;
     state.0.shutdown.send_replace(true);
     let _ = purge.await;
     let _ = evict.await;
     let _ = purge_files.await;
-    served
+    Ok(())
 }
 
 /// Looks for idle rooms to evict every half idle period, whether or not requests come.

@@ -1,10 +1,13 @@
-//! A TCP listener that holds at most `max_connections` connections open: the next `accept`
-//! waits until one closes.
+//! A TCP listener that holds at most `max_connections` connections open (the next `accept`
+//! waits until one closes), and at most `connections.max_per_ip` from one client address
+//! (further ones are closed as soon as they are accepted, so one address cannot take every
+//! connection the server has).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -15,12 +18,61 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    per_ip: usize,
+    /// Addresses whose connections are not counted per address (trusted proxies).
+    exempt: Vec<IpAddr>,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl LimitedListener {
-    /// Wraps a bound listener.
+    /// Wraps a bound listener, with no per-address cap.
     pub fn new(inner: TcpListener, max_connections: usize) -> Self {
-        LimitedListener { inner, permits: Arc::new(Semaphore::new(max_connections.max(1))) }
+        Self::with_per_ip(inner, max_connections, usize::MAX, Vec::new())
+    }
+
+    /// Wraps a bound listener: at most `max_connections` in all and `per_ip` from one address,
+    /// except from the addresses in `exempt` (reverse proxies, whose clients are many).
+    pub fn with_per_ip(inner: TcpListener, max_connections: usize, per_ip: usize, exempt: Vec<IpAddr>) -> Self {
+        LimitedListener {
+            inner,
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            per_ip: per_ip.max(1),
+            exempt,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts a connection from `ip`, unless the address holds its share already.
+    fn admit(&self, ip: IpAddr) -> Option<AddressSlot> {
+        if self.exempt.contains(&ip) {
+            return Some(AddressSlot { ip, open: None });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { ip, open: Some(self.open.clone()) })
+    }
+}
+
+/// One counted connection of an address; uncounted when dropped.
+struct AddressSlot {
+    ip: IpAddr,
+    open: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(open) = &self.open else { return };
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -28,6 +80,7 @@ impl LimitedListener {
 pub struct LimitedIo {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _slot: AddressSlot,
 }
 
 impl LimitedIo {
@@ -46,7 +99,14 @@ impl axum::serve::Listener for LimitedListener {
             // The semaphore is never closed, so acquiring only waits.
             let Ok(permit) = self.permits.clone().acquire_owned().await else { continue };
             match self.inner.accept().await {
-                Ok((stream, addr)) => return (LimitedIo { stream, _permit: permit }, addr),
+                Ok((stream, addr)) => match self.admit(addr.ip()) {
+                    Some(slot) => return (LimitedIo { stream, _permit: permit, _slot: slot }, addr),
+                    None => {
+                        // Closed at once: the address holds its share of connections.
+                        tracing::debug!(%addr, "connection refused: too many from this address");
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     // Like axum's own listener: errors such as EMFILE are transient.
                     tracing::warn!(error = %e, "accept failed");

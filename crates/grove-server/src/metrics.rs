@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     entries: Family<Labels, Counter>,
     commits_rejected: Family<Labels, Counter>,
     push_connections: Gauge,
+    tracked_identities: Gauge,
     storage_latency: Family<Labels, Histogram>,
     files: crate::files::FileMetrics,
 }
@@ -50,20 +51,36 @@ impl Metrics {
         );
         let push_connections = Gauge::default();
         registry.register("push_connections", "Open push WebSocket connections", push_connections.clone());
+        let tracked_identities = Gauge::default();
+        registry.register(
+            "tracked_identities",
+            "Identities, addresses and pairs of them with rate-limit, quota or mailbox-watch state in memory",
+            tracked_identities.clone(),
+        );
         let storage_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
         });
         registry.register("storage_seconds", "Storage operation latency, by operation", storage_latency.clone());
         let files = crate::files::FileMetrics::register(&mut registry);
-        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency, files }
+        Metrics {
+            registry,
+            requests,
+            entries,
+            commits_rejected,
+            push_connections,
+            tracked_identities,
+            storage_latency,
+            files,
+        }
     }
 
-    /// Counts one answered request.
+    /// Counts one answered request. `route` is a route template (or `unmatched`); a method
+    /// outside the standard ones is counted as `other`, so a client cannot add series.
     pub(crate) fn request(&self, route: &str, method: &str, status: u16) {
         self.requests
             .get_or_create(&vec![
                 ("route", route.to_string()),
-                ("method", method.to_string()),
+                ("method", method_label(method).to_string()),
                 ("status", status.to_string()),
             ])
             .inc();
@@ -84,6 +101,11 @@ impl Metrics {
         &self.push_connections
     }
 
+    /// Identities with per-identity state in memory (set when `/metrics` is read).
+    pub(crate) fn tracked_identities(&self) -> &Gauge {
+        &self.tracked_identities
+    }
+
     /// Records a storage operation's latency.
     pub(crate) fn storage(&self, op: &'static str, took: Duration) {
         self.storage_latency.get_or_create(&vec![("op", op.to_string())]).observe(took.as_secs_f64());
@@ -102,4 +124,10 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The `method` label: one of the standard HTTP methods, or `other`.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
 }

@@ -68,9 +68,17 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
                 };
                 match serde_json::from_str::<PushRequest>(text.as_str()) {
                     Ok(PushRequest::Subscribe { rooms: cursors, mailbox_after }) => {
+                        // Subscriptions that ended (no such room, not a member) no longer count.
+                        rooms.retain(|_, h| !h.is_finished());
+                        let cap = state.0.config.quotas.push_subscriptions;
+                        let mut refused = Vec::new();
                         for c in cursors {
                             if let Some(old) = rooms.remove(&c.room) {
                                 old.abort();
+                            }
+                            if rooms.len() >= cap || state.0.user_limiter.check_key(&user).is_err() {
+                                refused.push(c.room);
+                                continue;
                             }
                             let handle = tasks.spawn(forward_room(state.clone(), user, c.room.clone(), c.after, tx.clone()));
                             rooms.insert(c.room, handle);
@@ -80,6 +88,9 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
                                 old.abort();
                             }
                             mailbox = Some(tasks.spawn(forward_mailbox(state.clone(), user, after, tx.clone())));
+                        }
+                        if !refused.is_empty() && !refuse(&mut sink, refused, cap).await {
+                            break;
                         }
                     }
                     Err(e) => {
@@ -105,6 +116,34 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
     tasks.shutdown().await;
     state.0.metrics.push_connections().dec();
 }
+
+/// Tells the client which rooms were not subscribed to, one error frame each (the first
+/// [`REFUSALS_SHOWN`] of them, then one for the rest); false if the socket is gone.
+async fn refuse(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    refused: Vec<String>,
+    cap: usize,
+) -> bool {
+    let message = format!(
+        "this socket follows as many rooms as the server allows ({cap}), or you subscribe too fast: \
+         unsubscribe by closing sockets you do not need, or retry later"
+    );
+    let n = refused.len();
+    for room in refused.into_iter().take(REFUSALS_SHOWN) {
+        let f = error_frame(Some(room), ErrorCode::SubscriptionLimit, &message);
+        if sink.send(Message::Text(f)).await.is_err() {
+            return false;
+        }
+    }
+    if n > REFUSALS_SHOWN {
+        let rest = format!("{} more rooms were not subscribed to: {message}", n - REFUSALS_SHOWN);
+        return sink.send(Message::Text(error_frame(None, ErrorCode::SubscriptionLimit, &rest))).await.is_ok();
+    }
+    true
+}
+
+/// How many refused rooms are named one by one in error frames.
+const REFUSALS_SHOWN: usize = 100;
 
 /// Sends the backlog of `room` after `*after`, page by page, advancing `*after`, never past
 /// where `user`'s reading ends (`bound`, set here if a page shows it was removed).
@@ -164,7 +203,7 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
                 if p.seq <= after {
                     continue;
                 }
-                if p.seq > after + 1 {
+                if p.seq > after.saturating_add(1) {
                     // Only after a lag: the store has everything up to p.seq.
                     if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
                         return;

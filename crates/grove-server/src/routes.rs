@@ -54,6 +54,8 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let tracked = i64::try_from(crate::quota::tracked(&state)).unwrap_or(i64::MAX);
+    state.0.metrics.tracked_identities().set(tracked);
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.0.metrics.render(),
@@ -96,10 +98,11 @@ pub(crate) async fn publish_keys(
     if req.body.items.iter().any(|i| i.data.is_empty()) {
         return Err(AppError::new(ErrorCode::BadRequest, "a key item cannot be empty"));
     }
-    if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > limits.max_entry_bytes) {
+    let max_item = state.0.config.quotas.key_item_bytes.min(limits.max_entry_bytes);
+    if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > max_item) {
         return Err(AppError::new(
             ErrorCode::PayloadTooLarge,
-            format!("a key item is at most {} bytes, not {}", limits.max_entry_bytes, big.data.len()),
+            format!("a key item is at most {max_item} bytes, not {}", big.data.len()),
         ));
     }
     match state.0.store.publish_keys(&req.user, req.body.items, limits.key_items_per_user).await? {
@@ -121,6 +124,7 @@ pub(crate) async fn claim_key(
     req: Signed<ClaimKey>,
 ) -> AppResult<impl IntoResponse> {
     let owner = parse_user(&owner)?;
+    state.0.quotas.claim(req.user, owner)?;
     match state.0.store.claim_key(&owner, req.body.kind).await? {
         Some(k) => Ok(Json(k)),
         None => Err(AppError::new(
@@ -145,8 +149,16 @@ pub(crate) async fn deposit(
             format!("a mailbox message is at most {} bytes", limits.max_entry_bytes),
         ));
     }
+    if owner != req.user && state.0.store.key_counts(&owner).await?.is_empty() {
+        return Err(AppError::new(
+            ErrorCode::NotFound,
+            format!("user {} is not known on this server (they have published no keys here)", owner.short()),
+        ));
+    }
+    state.0.quotas.deposit(req.user, owner)?;
     let ts = state.now();
-    let expires_at = ts + limits.mailbox_ttl_secs as i64 * 1000;
+    let ttl_ms = i64::try_from(limits.mailbox_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let expires_at = ts.saturating_add(ttl_ms);
     let mail = NewMail { owner, sender: req.user, ts, expires_at, body: req.body.body };
     match state.0.store.deposit(mail, limits.mailbox_quota).await? {
         DepositOutcome::Deposited { seq } => {

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub rooms: RoomService,
     pub mailboxes: MailboxWatch,
+    /// Quotas between users (key claims, deposits).
+    pub quotas: crate::quota::Quotas,
     /// The blob store of encrypted attachments.
     pub files: crate::files::FileService,
     /// Turns true when the server begins shutting down; push connections close on it.
@@ -79,6 +81,7 @@ impl AppState {
             metrics: Metrics::new(),
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
+            quotas: crate::quota::Quotas::new(&config.quotas),
             files: crate::files::FileService::new(),
             shutdown: watch::channel(false).0,
             shared_store: foreign.is_some(),
@@ -204,6 +207,18 @@ impl MailboxWatch {
         for tx in m.values() {
             tx.send_modify(|_| {});
         }
+    }
+
+    /// Drops the watches nobody waits on.
+    pub(crate) fn prune(&self) {
+        let mut m = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, tx| tx.receiver_count() > 0);
+        m.shrink_to_fit();
+    }
+
+    /// How many mailboxes are watched.
+    pub(crate) fn len(&self) -> usize {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub(crate) fn notify(&self, owner: UserId, seq: u64) {

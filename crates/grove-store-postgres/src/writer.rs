@@ -827,7 +827,9 @@ async fn publishes(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> 
                 one_time += 1;
             }
         }
-        if one_time.saturating_add(lr_kinds.len() as u64) > cap {
+        // Last-resort items (one per kind, replaced in place) do not count: a user at the cap can
+        // always replace them.
+        if one_time > cap {
             out[i] = Some(Outcome::Publish(PublishOutcome::LimitReached));
             continue;
         }

@@ -503,7 +503,9 @@ fn publish_keys(conn: &Connection, owner: &UserId, items: Vec<KeyItemUpload>, ca
             one_time += 1;
         }
     }
-    if one_time.saturating_add(lr_kinds.len() as u64) > cap {
+    // Last-resort items (one per kind, replaced in place) do not count: a user at the cap can
+    // always replace them.
+    if one_time > cap {
         return Ok(PublishOutcome::LimitReached);
     }
     for it in items {

@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             mailbox_deposit_read_ack,
             mailbox_quota_and_ttl,
             one_time_keys_are_handed_out_once_last_resort_never_consumed,
+            a_user_at_the_key_cap_can_still_replace_a_last_resort_item,
             concurrent_claims_never_share_a_one_time_key,
             key_publish_respects_the_cap,
             recent_epochs_states_are_kept,
@@ -394,6 +395,22 @@ pub async fn one_time_keys_are_handed_out_once_last_resort_never_consumed(store:
     let counts = store.key_counts(&bob).await.unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!((counts[0].one_time, counts[0].last_resort), (0, true));
+}
+
+/// Bob holds as many one-time items as the server allows; he can still publish (and replace)
+/// his last-resort items, but not one more one-time item.
+pub async fn a_user_at_the_key_cap_can_still_replace_a_last_resort_item(store: Arc<dyn Store>) {
+    let bob = user(2);
+    let items = (0..4).map(|n| kp(&format!("kp{n}"), false)).collect();
+    assert!(matches!(store.publish_keys(&bob, items, 4).await.unwrap(), PublishOutcome::Stored(_)));
+    let out = store.publish_keys(&bob, vec![kp("lr1", true)], 4).await.unwrap();
+    assert!(matches!(out, PublishOutcome::Stored(_)), "a first last-resort item at the cap: {out:?}");
+    let out = store.publish_keys(&bob, vec![kp("lr2", true)], 4).await.unwrap();
+    assert!(matches!(out, PublishOutcome::Stored(_)), "a replaced last-resort item at the cap: {out:?}");
+    let out = store.publish_keys(&bob, vec![kp("kp4", false)], 4).await.unwrap();
+    assert!(matches!(out, PublishOutcome::LimitReached), "a fifth one-time item: {out:?}");
+    let counts = store.key_counts(&bob).await.unwrap();
+    assert_eq!((counts[0].one_time, counts[0].last_resort), (4, true));
 }
 
 /// Concurrent claimers never receive the same one-time item.

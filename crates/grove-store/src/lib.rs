@@ -382,8 +382,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every expired mailbox message; answers how many.
     async fn purge_expired(&self, now: i64) -> Result<u64>;
 
-    /// Adds key material, all or nothing, if the owner stays within `cap` items. A last-resort
-    /// item replaces the owner's previous last-resort item of the same kind.
+    /// Adds key material, all or nothing, if the owner stays within `cap` one-time items. A
+    /// last-resort item replaces the owner's previous last-resort item of the same kind and
+    /// does not count against `cap` (there is one per kind), so it can always be replaced.
     async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> Result<PublishOutcome>;
 
     /// Hands out one item of `kind`: a one-time item (removed, never handed out again), or else

@@ -245,7 +245,9 @@ impl Store for MemoryStore {
                 one_time += 1;
             }
         }
-        if one_time + lr.len() as u64 > cap {
+        // Last-resort items (one per kind, replaced in place) do not count: a user at the cap can
+        // always replace them.
+        if one_time > cap {
             return Ok(PublishOutcome::LimitReached);
         }
         for it in items {

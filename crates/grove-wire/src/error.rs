@@ -81,6 +81,12 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// The body's SHA-256 is not the one the request declared and signed.
     ContentDigestMismatch,
+    /// The client did not send the whole request body in time (`connections.body_timeout_secs`).
+    RequestTimeout,
+    /// A request body was sent with a `Content-Type` other than `application/json`.
+    UnsupportedMediaType,
+    /// A push socket follows as many rooms as the server allows (`quotas.push_subscriptions`).
+    SubscriptionLimit,
 }
 
 impl ErrorCode {
@@ -104,6 +110,9 @@ impl ErrorCode {
             UploadOffset | UploadIncomplete => 409,
             RangeNotSatisfiable => 416,
             ContentDigestMismatch => 400,
+            RequestTimeout => 408,
+            UnsupportedMediaType => 415,
+            SubscriptionLimit => 403,
         }
     }
 
@@ -147,6 +156,9 @@ impl ErrorCode {
             UploadIncomplete => "upload_incomplete",
             RangeNotSatisfiable => "range_not_satisfiable",
             ContentDigestMismatch => "content_digest_mismatch",
+            RequestTimeout => "request_timeout",
+            UnsupportedMediaType => "unsupported_media_type",
+            SubscriptionLimit => "subscription_limit",
         }
     }
 }

@@ -53,7 +53,7 @@ pub(super) fn check_application(
         return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
     }
     let window = state.0.config.limits.epoch_window;
-    if req.epoch + window < slot.epoch {
+    if req.epoch.saturating_add(window) < slot.epoch {
         let mut e = AppError::new(
             ErrorCode::EpochTooOld,
             format!(
@@ -102,20 +102,24 @@ pub(super) fn check_membership(
     if m.room != room.name {
         return Err(bad("the membership is signed for another room"));
     }
-    if m.version != slot.epoch + 1 || req.epoch != m.version {
+    let next = slot.epoch.saturating_add(1);
+    if m.version != next || req.epoch != m.version {
         let mut e = AppError::new(
             ErrorCode::MembershipVersion,
-            format!(
-                "the room is at membership version {}; the next update must be version {}",
-                slot.epoch,
-                slot.epoch + 1
-            ),
+            format!("the room is at membership version {}; the next update must be version {next}", slot.epoch,),
         );
         e.0.current_epoch = Some(slot.epoch);
         return Err(e);
     }
     if !slot.admins.contains(&m.signer) {
         return Err(bad("the membership is not signed by an admin of the current version"));
+    }
+    // With no admin, nobody could ever sign the next version: the room would be frozen.
+    if m.admins.is_empty() {
+        return Err(bad("a membership names at least one admin (else nobody could change it again)"));
+    }
+    if let Some(bad_id) = m.members.iter().find(|u| u.verifying_key().is_none()) {
+        return Err(bad(&format!("member {bad_id} is not a valid Ed25519 public key")));
     }
     let _ = state;
     Ok(Change {

@@ -11,6 +11,7 @@ use crate::harness::*;
 async fn alice_deposits_and_only_bob_reads_and_acknowledges() {
     let s = Server::new();
     let (alice, bob, carol) = (User::new(1), User::new(2), User::new(3));
+    register(&s, &bob).await;
     let to_bob = format!("/v1/mailboxes/{}", bob.id);
     for n in 1..=3u64 {
         let r = alice.post(&s, &to_bob, json!({"body": b64(format!("welcome {n}").as_bytes())})).await;
@@ -36,6 +37,7 @@ async fn a_full_mailbox_refuses_and_expired_messages_vanish() {
     c.limits.max_entry_bytes = 100;
     let s = Server::with_config(c);
     let (alice, bob) = (User::new(1), User::new(2));
+    register(&s, &bob).await;
     let to_bob = format!("/v1/mailboxes/{}", bob.id);
     alice.post(&s, &to_bob, json!({"body": b64(b"1")})).await.ok();
     alice.post(&s, &to_bob, json!({"body": b64(b"2")})).await.ok();
@@ -54,6 +56,7 @@ async fn a_full_mailbox_refuses_and_expired_messages_vanish() {
 async fn a_long_poll_wakes_when_mail_arrives() {
     let s = Arc::new(Server::new());
     let (alice, bob) = (User::new(1), User::new(2));
+    register(&s, &bob).await;
     let reader = {
         let s = s.clone();
         tokio::spawn(async move { bob.get(&s, "/v1/mailbox?after=0&wait=10").await })

@@ -1,8 +1,10 @@
 //! grove-server scenarios, through the real router.
 
 mod auth;
+mod connections;
 mod errors;
 mod files;
+mod hardening;
 mod harness;
 mod keys;
 mod mailbox;

@@ -80,6 +80,7 @@ async fn alice_invites_bob_who_joins_with_the_servers_tree_and_they_talk() {
     let kp = bc.generate_key_package_message(Default::default(), Default::default(), None).unwrap();
     let item = json!({"kind": "mls_key_package", "data": b64(&bytes(&kp))});
     bob.post(&s, "/v1/keys", json!({"items": [item]})).await.ok();
+    register(&s, &bob).await;
     let claimed = alice.post(&s, &format!("/v1/keys/{}/claim", bob.id), json!({"kind": "mls_key_package"})).await;
     let kp = MlsMessage::from_bytes(&grove_wire::b64::decode(claimed.ok()["data"].as_str().unwrap()).unwrap()).unwrap();
     let out = ag.commit_builder().add_member(kp).unwrap().build().unwrap();

@@ -391,6 +391,7 @@ async fn postgresql_a_deposit_through_a_wakes_a_mailbox_reader_on_b() {
     let db = TestDb::create().await;
     let (a, b) = db.two_instances().await;
     let (alice, bob) = (User::new(1), User::new(2));
+    register(&b, &bob).await;
     let (b_state, clock) = (b.state.clone(), b.clock.clone());
     let reader = {
         let bob = bob.clone();

@@ -1,6 +1,7 @@
 //! The push WebSocket on a real socket: backlog then live entries, in order; reconnecting
 //! with a cursor resumes with no gap and no duplicate; the mailbox too.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +150,8 @@ async fn push_carries_the_mailbox_and_refuses_rooms_of_others() {
     let live = Live::start().await;
     let (alice, bob) = (User::new(1), User::new(2));
     live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    let fallback = json!({"kind": "olm_fallback", "last_resort": true, "data": b64(b"bob's fallback key")});
+    live.post(&bob, "/v1/keys", json!({"items": [fallback]})).await;
     live.post(&alice, &format!("/v1/mailboxes/{}", bob.id), json!({"body": b64(b"first")})).await;
     let mut ws = live.connect(&bob).await;
     ws.send(Message::text(
@@ -222,5 +225,42 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
     // A client cannot escape its limit by writing its own header: the proxy appends the
     // address it saw, and only that one counts.
     assert_eq!(get("198.51.100.1, 203.0.113.7").await, 429);
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_socket_follows_at_most_the_configured_number_of_rooms() {
+    let mut config = test_config();
+    config.quotas.push_subscriptions = 3;
+    let live = Live::start_with(config).await;
+    let alice = User::new(1);
+    for n in 0..5 {
+        live.post(&alice, "/v1/rooms", json!({"name": format!("r{n}"), "mode": "sender-keys"})).await;
+    }
+    let mut ws = live.connect(&alice).await;
+    let rooms: Vec<Value> = (0..5).map(|n| json!({"room": format!("r{n}"), "after": 0})).collect();
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": rooms}).to_string())).await.unwrap();
+    let mut refused = BTreeSet::new();
+    for _ in 0..2 {
+        let ev = next_event(&mut ws).await;
+        assert_eq!((ev["type"].clone(), ev["error"]["code"].clone()), (json!("error"), json!("subscription_limit")));
+        refused.insert(ev["room"].as_str().unwrap().to_string());
+    }
+    assert_eq!(refused, ["r3".to_string(), "r4".to_string()].into_iter().collect());
+    // The three rooms it follows still deliver.
+    live.post(&alice, "/v1/rooms/r2/log", json!({"kind": "application", "epoch": 0, "body": b64(b"hello")})).await;
+    let ev = next_event(&mut ws).await;
+    assert_eq!((ev["type"].clone(), ev["room"].clone()), (json!("entry"), json!("r2")));
+    // The socket is full: fifty more rooms (which do not even exist) are all refused.
+    let ghosts: Vec<Value> = (0..50).map(|n| json!({"room": format!("ghost{n}"), "after": 0})).collect();
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": ghosts}).to_string())).await.unwrap();
+    let mut limited = 0;
+    for _ in 0..50 {
+        let ev = next_event(&mut ws).await;
+        if ev["error"]["code"] == json!("subscription_limit") {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 50, "subscriptions over the cap");
     live.stop().await;
 }

@@ -34,6 +34,7 @@ async fn carol_removed_while_away_reads_up_to_her_removal_and_no_further() {
     let s = Server::new();
     let [alice, bob, carol, dave, eve] = five_said_hello(&s).await;
     // A sender key for carol, left before her removal, stays hers to collect.
+    register(&s, &carol).await;
     alice.post(&s, &format!("/v1/mailboxes/{}", carol.id), json!({"body": b64(b"alice's sender key")})).await.ok();
     post_membership(&s, &alice, &alice, "r", 2, &[&alice, &bob, &dave, &eve], &[&alice]).await.ok();
     post_app(&s, &bob, "r", 2, b"carol is gone").await.ok();
@@ -166,6 +167,9 @@ async fn carols_push_stream_ends_with_the_entry_that_removed_her() {
         live.post(alice, "/v1/rooms/r/log", body)
     };
     members(1, people.iter().collect()).await;
+    // Known to the server (a last-resort key item), so its mailbox takes deposits.
+    let item = json!({"kind": "olm_fallback", "last_resort": true, "data": b64(&carol.id.0)});
+    live.post(carol, "/v1/keys", json!({"items": [item]})).await;
     let mut ws = live.connect(carol).await;
     let subscribe = json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}], "mailbox_after": 0});
     ws.send(Message::text(subscribe.to_string())).await.unwrap();
