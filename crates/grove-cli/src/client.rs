@@ -184,7 +184,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     }
                 }
             }
-            Command::Serve(_) | Command::Demo { .. } => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Demo { .. } | Command::Admin(_) => unreachable!("handled in main"),
         }
         Ok(())
     })

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod client;
 mod demo;
 mod serve;
@@ -38,6 +39,10 @@ struct Cli {
 enum Command {
     /// Run a grove server (SQLite in a data folder by default).
     Serve(ServeArgs),
+    /// Administer a grove server: rooms, users, blocks, statistics, backups. Reaches the
+    /// running server through the admin socket in its data folder, or acts on its database
+    /// directly when it is not running.
+    Admin(admin::AdminArgs),
     /// Create this profile's identity and publish its keys to a home server.
     Init {
         /// The home server, e.g. http://127.0.0.1:8080.
@@ -152,22 +157,40 @@ struct ServeArgs {
     /// Print the commented example configuration with every default, and exit.
     #[arg(long)]
     print_config: bool,
+    /// How to log: `text` (for people, on standard error) or `json` (one JSON object per line
+    /// on standard output, for log collectors: journald, Docker, Loki...).
+    #[arg(long, value_name = "FORMAT", default_value = "text", env = "GROVE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    match &cli.command {
+        Command::Serve(ServeArgs { log_format: LogFormat::Json, .. }) => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .init(),
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
+        Command::Admin(args) => admin::run(args, cli.json),
         command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {

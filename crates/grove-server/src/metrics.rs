@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     push_connections: Gauge,
     storage_latency: Family<Labels, Histogram>,
     files: crate::files::FileMetrics,
+    storage: crate::storage::StorageWatch,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,7 +56,8 @@ impl Metrics {
         });
         registry.register("storage_seconds", "Storage operation latency, by operation", storage_latency.clone());
         let files = crate::files::FileMetrics::register(&mut registry);
-        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency, files }
+        let storage = crate::storage::StorageWatch::register(&mut registry);
+        Metrics { registry, requests, entries, commits_rejected, push_connections, storage_latency, files, storage }
     }
 
     /// Counts one answered request.
@@ -92,6 +94,11 @@ impl Metrics {
     /// The blob store's metrics.
     pub(crate) fn files(&self) -> &crate::files::FileMetrics {
         &self.files
+    }
+
+    /// The storage watch (exhaustion, reserve), with its metrics.
+    pub(crate) fn storage_watch(&self) -> &crate::storage::StorageWatch {
+        &self.storage
     }
 
     /// The text exposition format.

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub mailboxes: MailboxWatch,
     /// The blob store of encrypted attachments.
     pub files: crate::files::FileService,
+    /// Keys the operator blocked (`grove admin block`).
+    pub blocked: crate::admin::Blocklist,
     /// Turns true when the server begins shutting down; push connections close on it.
     pub shutdown: watch::Sender<bool>,
     /// Other processes write to the store too (several instances on one PostgreSQL): cached
@@ -80,6 +82,7 @@ impl AppState {
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
             files: crate::files::FileService::new(),
+            blocked: crate::admin::Blocklist::default(),
             shutdown: watch::channel(false).0,
             shared_store: foreign.is_some(),
             config,

@@ -81,6 +81,13 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// The body's SHA-256 is not the one the request declared and signed.
     ContentDigestMismatch,
+    /// The server's storage is full (or, for new rooms and uploads, down to the reserve it keeps
+    /// for messages): nothing was written; retry later, once the operator has freed space.
+    StorageFull,
+    /// No room by that name on this server (never created, or deleted by the operator).
+    RoomNotFound,
+    /// The server's operator blocked the request's key (or, for a deposit, the recipient's).
+    Blocked,
 }
 
 impl ErrorCode {
@@ -104,6 +111,9 @@ impl ErrorCode {
             UploadOffset | UploadIncomplete => 409,
             RangeNotSatisfiable => 416,
             ContentDigestMismatch => 400,
+            StorageFull => 507,
+            RoomNotFound => 404,
+            Blocked => 403,
         }
     }
 
@@ -147,6 +157,9 @@ impl ErrorCode {
             UploadIncomplete => "upload_incomplete",
             RangeNotSatisfiable => "range_not_satisfiable",
             ContentDigestMismatch => "content_digest_mismatch",
+            StorageFull => "storage_full",
+            RoomNotFound => "room_not_found",
+            Blocked => "blocked",
         }
     }
 }

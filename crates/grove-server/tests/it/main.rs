@@ -1,6 +1,8 @@
 //! grove-server scenarios, through the real router.
 
+mod admin;
 mod auth;
+mod backup;
 mod errors;
 mod files;
 mod harness;
@@ -12,3 +14,4 @@ mod ordering;
 mod push;
 mod restart;
 mod rooms;
+mod storage;
