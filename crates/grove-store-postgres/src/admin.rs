@@ -56,9 +56,9 @@ impl PostgresStore {
         let entries = tx.execute("DELETE FROM entries WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM room_states WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await.map_err(db_err)?;
-        // Every instance re-reads the room (and finds it gone); an origin no store has, so that
-        // none ignores it as its own.
-        let payload = crate::listener::payload("admin", &[id], &[]);
+        // Every instance forgets the room (`listener`: a `-ID` room); an origin no store has, so
+        // that none ignores it as its own.
+        let payload = format!("admin;-{id};");
         tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload]).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(DeletedRoom { id, entries, files }))

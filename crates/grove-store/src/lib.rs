@@ -332,6 +332,8 @@ pub struct ForeignWrites {
     pub rooms: Vec<RoomId>,
     /// Users whose mailboxes received messages.
     pub mailboxes: Vec<UserId>,
+    /// Rooms the operator deleted ([`Store::delete_room`]): forget whatever is cached of them.
+    pub deleted_rooms: Vec<RoomId>,
     /// Announcements may have been missed (the listener reconnected, or this receiver lagged):
     /// anything may have changed, re-check every room and mailbox of interest.
     pub everything: bool,
