@@ -238,7 +238,10 @@ pub async fn open_store(env: &Env, dir: PathBuf) -> Result<Arc<SqliteStore>> {
     let store = env
         .srv
         .spawn_blocking(move || {
-            SqliteStore::open(&dir.join("grove.db"), SqliteOptions { synchronous: Synchronous::Full })
+            SqliteStore::open(
+                &dir.join("grove.db"),
+                SqliteOptions { synchronous: Synchronous::Full, ..SqliteOptions::default() },
+            )
         })
         .await??;
     Ok(Arc::new(store))

@@ -185,7 +185,9 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     }
                 }
             }
-            Command::Serve(_) | Command::Demo { .. } | Command::Chat { .. } => unreachable!("handled in main"),
+            Command::Serve(_) | Command::Demo { .. } | Command::Chat { .. } | Command::Admin(_) => {
+                unreachable!("handled in main")
+            }
         }
         Ok(())
     })

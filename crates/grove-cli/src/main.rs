@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod chat;
 mod client;
 mod demo;
@@ -40,6 +41,10 @@ struct Cli {
 enum Command {
     /// Run a grove server (SQLite in a data folder by default).
     Serve(ServeArgs),
+    /// Administer a grove server: rooms, users, blocks, statistics, backups. Reaches the
+    /// running server through the admin socket in its data folder, or acts on its database
+    /// directly when it is not running.
+    Admin(admin::AdminArgs),
     /// Create this profile's identity and publish its keys to a home server.
     Init {
         /// The home server, e.g. http://127.0.0.1:8080.
@@ -159,6 +164,16 @@ struct ServeArgs {
     /// Print the commented example configuration with every default, and exit.
     #[arg(long)]
     print_config: bool,
+    /// How to log: `text` (for people, on standard error) or `json` (one JSON object per line
+    /// on standard output, for log collectors: journald, Docker, Loki...).
+    #[arg(long, value_name = "FORMAT", default_value = "text", env = "GROVE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
@@ -166,22 +181,33 @@ fn main() -> std::process::ExitCode {
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if matches!(cli.command, Command::Chat { .. }) {
-        // The terminal is the chat's screen: the log goes to chat.log in the profile folder.
-        let file = client::profile_dir(&cli.profile).ok().filter(|d| d.is_dir()).and_then(|d| {
-            let mut o = std::fs::OpenOptions::new();
-            o.create(true).append(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            o.open(d.join("chat.log")).ok()
-        });
-        match file {
-            Some(f) => logs.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init(),
-            None => logs.with_writer(std::io::sink).init(),
+    match &cli.command {
+        Command::Serve(ServeArgs { log_format: LogFormat::Json, .. }) => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .init(),
+        Command::Chat { .. } => {
+            // The terminal is the chat's screen: the log goes to chat.log in the profile folder.
+            let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+            let file = client::profile_dir(&cli.profile).ok().filter(|d| d.is_dir()).and_then(|d| {
+                let mut o = std::fs::OpenOptions::new();
+                o.create(true).append(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                o.open(d.join("chat.log")).ok()
+            });
+            match file {
+                Some(f) => logs.with_writer(std::sync::Mutex::new(f)).init(),
+                None => logs.with_writer(std::io::sink).init(),
+            }
         }
-    } else {
-        logs.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
@@ -189,6 +215,7 @@ fn main() -> std::process::ExitCode {
         Command::Chat { room } => {
             client::connect_to(&cli.connect_to).and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room))
         }
+        Command::Admin(args) => admin::run(args, cli.json),
         command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {

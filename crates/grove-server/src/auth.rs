@@ -120,6 +120,10 @@ pub(crate) fn authenticate_hashed(
         body_sha256,
     )
     .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
+    // After the signature: only the key's holder learns that it is blocked.
+    if state.0.blocked.contains(&user) {
+        return Err(AppError::new(ErrorCode::Blocked, "this key is blocked on this server by its operator"));
+    }
     if let Err(not_until) = state.0.user_limiter.check_key(&user) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         return Err(rate_limited(wait.as_secs() + 1));

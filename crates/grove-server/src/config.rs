@@ -103,6 +103,12 @@ pub struct ServerSection {
     /// A loaded room nobody used for this long, with no push subscriber or long-poll waiting on
     /// it, is dropped from memory (it is loaded again from the store on its next use).
     pub room_idle_secs: u64,
+    /// Free storage kept for messages: below it, new rooms and uploads are refused with
+    /// `507 storage_full` while messages are still taken (see `storage`).
+    pub storage_reserve_bytes: u64,
+    /// SQLite only: a cap on the database's size in bytes (0: none). A write past it is
+    /// refused with `507 storage_full`, as on a full disk.
+    pub sqlite_max_bytes: u64,
 }
 
 impl Default for ServerSection {
@@ -116,6 +122,8 @@ impl Default for ServerSection {
             database: "sqlite".into(),
             trusted_proxies: Vec::new(),
             room_idle_secs: 300,
+            storage_reserve_bytes: 64 * 1024 * 1024,
+            sqlite_max_bytes: 0,
         }
     }
 }

@@ -46,6 +46,8 @@ impl From<grove_store::StoreError> for AppError {
                 tracing::warn!(detail = %with_sources(&e), "storage unavailable");
                 AppError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
             }
+            // Logged once per episode by `storage`, not per request.
+            grove_store::StoreError::Full { .. } => crate::storage::store_full(),
             other => AppError::internal("storage failure", with_sources(&other)),
         }
     }
@@ -71,7 +73,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry = self.0.retry_after;
+        let store_full = self.0.code == ErrorCode::StorageFull && self.0.message == crate::storage::FULL_MESSAGE;
         let mut resp = (status, Json(self.0)).into_response();
+        if store_full {
+            resp.extensions_mut().insert(crate::storage::StoreFullAnswer);
+        }
         if let Some(secs) = retry {
             resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
         }

@@ -215,6 +215,7 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
             format!("a blob is at most {} bytes (a file of {} bytes, encrypted)", max_blob(state), f.max_file_bytes),
         ));
     }
+    state.0.metrics.storage_watch().reserve(state, "uploads", size).await?;
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let now = state.now();
@@ -247,7 +248,7 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
     }
 }
 
-async fn refresh_totals(state: &AppState) {
+pub(crate) async fn refresh_totals(state: &AppState) {
     match state.0.store.file_totals().await {
         Ok(t) => state.0.metrics.files().totals(t),
         Err(e) => tracing::warn!(error = %e, "cannot read the blob totals"),
@@ -341,10 +342,13 @@ async fn part(
             return Err(part_length_error(expected, len));
         }
     }
+    state.0.metrics.storage_watch().reserve(state, "uploads", expected).await?;
     let objects = state.0.files.objects(state)?;
     let path = part_path(&f.blob, index);
-    let upload =
-        objects.put_multipart(&path).await.map_err(|e| AppError::internal("cannot begin storing a part", e))?;
+    let upload = objects
+        .put_multipart(&path)
+        .await
+        .map_err(|e| crate::storage::blob_write_error("cannot begin storing a part", e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
     let received = tokio::time::timeout(PART_DEADLINE, receive(req.body, &mut writer, expected)).await;
     let outcome = match received {
@@ -363,7 +367,7 @@ async fn part(
         }
         return Err(e);
     }
-    writer.finish().await.map_err(|e| AppError::internal("cannot store a part", e))?;
+    writer.finish().await.map_err(|e| crate::storage::blob_write_error("cannot store a part", e))?;
     let c = &state.0.config.files;
     let expires = if c.retention_secs == 0 {
         i64::MAX
@@ -418,7 +422,10 @@ async fn receive(body: Body, writer: &mut WriteMultipart, max: u64) -> AppResult
             return Err(part_length_error(max, len));
         }
         hasher.update(&chunk);
-        writer.wait_for_capacity(WRITE_CONCURRENCY).await.map_err(|e| AppError::internal("cannot store a part", e))?;
+        writer
+            .wait_for_capacity(WRITE_CONCURRENCY)
+            .await
+            .map_err(|e| crate::storage::blob_write_error("cannot store a part", e))?;
         writer.put(chunk);
     }
     Ok((len, hasher.finalize().into()))
@@ -576,18 +583,7 @@ impl AppState {
         let objects = self.0.files.objects(self)?;
         let mut purged = 0;
         for f in due {
-            let parts = f.size.div_ceil(f.part_bytes.max(1));
-            let mut ok = true;
-            for index in 0..parts {
-                match objects.delete(&part_path(&f.blob, index)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => {
-                        tracing::warn!(blob = %f.blob, error = %e, "cannot delete a blob part; retrying later");
-                        ok = false;
-                        break;
-                    }
-                }
-            }
+            let ok = delete_parts(&objects, &f).await;
             if ok && self.0.store.delete_file(&f.blob).await? {
                 purged += 1;
             }
@@ -595,6 +591,21 @@ impl AppState {
         refresh_totals(self).await;
         Ok(purged)
     }
+}
+
+/// Deletes a blob's parts from the object store; false (after a warning) if one could not be.
+pub(crate) async fn delete_parts(objects: &Arc<dyn ObjectStore>, f: &FileRecord) -> bool {
+    let parts = f.size.div_ceil(f.part_bytes.max(1));
+    for index in 0..parts {
+        match objects.delete(&part_path(&f.blob, index)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(blob = %f.blob, error = %e, "cannot delete a blob part");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Purges expired blobs every minute until shutdown.

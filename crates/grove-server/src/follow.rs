@@ -49,6 +49,11 @@ async fn follow(state: Weak<Shared>, mut rx: broadcast::Receiver<ForeignWrites>)
             state.0.mailboxes.poke_all();
             continue;
         }
+        for id in writes.deleted_rooms {
+            if let Some(room) = state.0.rooms.loaded_by_id(id) {
+                state.0.rooms.forget(&room.name);
+            }
+        }
         for id in writes.rooms {
             if let Some(room) = state.0.rooms.loaded_by_id(id) {
                 room.kick(&state);

@@ -26,7 +26,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use ed25519_dalek::SigningKey;
 
+pub mod admin;
 mod auth;
+pub mod backup;
 pub mod config;
 mod error;
 mod files;
@@ -39,7 +41,9 @@ mod rooms;
 mod routes;
 mod serve;
 mod state;
+mod storage;
 
+pub use backup::{backup, BackupReport};
 pub use config::Config;
 pub use error::AppError;
 pub use listener::LimitedListener;
@@ -90,6 +94,11 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
+    if resp.extensions().get::<storage::StoreFullAnswer>().is_some() {
+        state.0.metrics.storage_watch().write_failed(&state);
+    } else if resp.status().is_success() && !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        state.0.metrics.storage_watch().write_succeeded(&state);
+    }
     state.0.metrics.request(&route, method.as_str(), status);
     tracing::debug!(%method, %route, status, took_us = started.elapsed().as_micros() as u64, "request");
     resp
@@ -116,6 +125,9 @@ pub async fn run(
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
     let evict = tokio::spawn(evict_idle_rooms(state.clone()));
     let purge_files = tokio::spawn(files::purge_task(state.clone()));
+    let blocklist = tokio::spawn(refresh_blocklist(state.clone()));
+    #[cfg(unix)]
+    let admin_socket = tokio::spawn(admin::serve_socket(state.clone()));
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -127,6 +139,9 @@ pub async fn run(
     let _ = purge.await;
     let _ = evict.await;
     let _ = purge_files.await;
+    let _ = blocklist.await;
+    #[cfg(unix)]
+    let _ = admin_socket.await;
     Ok(())
 }
 
@@ -138,6 +153,27 @@ async fn evict_idle_rooms(state: AppState) {
     loop {
         tokio::select! {
             _ = tick.tick() => state.0.rooms.sweep_if_due(&state, state.now()),
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Re-reads the blocked keys every [`admin::BLOCKLIST_REFRESH`] (blocks made through another
+/// instance on the same database).
+async fn refresh_blocklist(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let mut tick = tokio::time::interval(admin::BLOCKLIST_REFRESH);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = admin::load_blocklist(&state).await {
+                    tracing::warn!(error = %e.detail(), "cannot re-read the blocked keys");
+                }
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;
@@ -216,7 +252,7 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, OpenError> {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -233,7 +269,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Creates the data folder private to the server's user (0700: the database, the server key
 /// and the blobs are beneath it), or tightens an existing one that others can enter, with a
 /// warning.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -263,7 +299,9 @@ pub async fn open(config: Config) -> Result<AppState, OpenError> {
     })?;
     let key = load_or_create_key(&dir)?;
     let store = open_store(&config, &dir).await?;
-    Ok(AppState::new(config, store, key))
+    let state = AppState::new(config, store, key);
+    admin::load_blocklist(&state).await?;
+    Ok(state)
 }
 
 /// The backend `server.database` names, if this build has it (cargo features `sqlite` and
@@ -275,7 +313,9 @@ async fn open_store(config: &Config, dir: &Path) -> Result<Arc<dyn grove_store::
             let synchronous = grove_store_sqlite::Synchronous::parse(&config.server.sqlite_synchronous)
                 .unwrap_or(grove_store_sqlite::Synchronous::Full);
             let db = dir.join("grove.db");
-            let store = grove_store_sqlite::SqliteStore::open(&db, grove_store_sqlite::SqliteOptions { synchronous })?;
+            let max_bytes = Some(config.server.sqlite_max_bytes).filter(|b| *b > 0);
+            let options = grove_store_sqlite::SqliteOptions { synchronous, max_bytes };
+            let store = grove_store_sqlite::SqliteStore::open(&db, options)?;
             tracing::info!(path = %db.display(), synchronous = synchronous.as_str(), "database open (SQLite)");
             return Ok(Arc::new(store));
         }

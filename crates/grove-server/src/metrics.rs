@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     tracked_identities: Gauge,
     storage_latency: Family<Labels, Histogram>,
     files: crate::files::FileMetrics,
+    storage: crate::storage::StorageWatch,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
         });
         registry.register("storage_seconds", "Storage operation latency, by operation", storage_latency.clone());
         let files = crate::files::FileMetrics::register(&mut registry);
+        let storage = crate::storage::StorageWatch::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -71,6 +73,7 @@ impl Metrics {
             tracked_identities,
             storage_latency,
             files,
+            storage,
         }
     }
 
@@ -114,6 +117,11 @@ impl Metrics {
     /// The blob store's metrics.
     pub(crate) fn files(&self) -> &crate::files::FileMetrics {
         &self.files
+    }
+
+    /// The storage watch (exhaustion, reserve), with its metrics.
+    pub(crate) fn storage_watch(&self) -> &crate::storage::StorageWatch {
+        &self.storage
     }
 
     /// The text exposition format.

@@ -58,6 +58,7 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
     let mut rooms: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let mut mailbox: Option<tokio::task::AbortHandle> = None;
     let mut shutdown = state.0.shutdown.subscribe();
+    let mut blocks = state.0.blocked.subscribe();
     loop {
         tokio::select! {
             msg = stream.next() => {
@@ -109,6 +110,14 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
             _ = shutdown.changed() => {
                 let _ = sink.send(Message::Close(None)).await;
                 break;
+            }
+            Ok(()) = blocks.changed() => {
+                if state.0.blocked.contains(&user) {
+                    let f = error_frame(None, ErrorCode::Blocked, "this key is blocked on this server by its operator");
+                    let _ = sink.send(Message::Text(f)).await;
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }

@@ -47,12 +47,10 @@ impl RoomService {
             h.touch(now);
             return Ok(h.clone());
         }
-        let rec = state
-            .0
-            .store
-            .room(name)
-            .await?
-            .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no room named {name:?} on this server")))?;
+        let rec =
+            state.0.store.room(name).await?.ok_or_else(|| {
+                AppError::new(ErrorCode::RoomNotFound, format!("no room named {name:?} on this server"))
+            })?;
         let handle = Arc::new(RoomHandle::new(&rec)?);
         let (handle, fresh) = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,6 +111,15 @@ impl RoomService {
             // Added back between the two looks: a member again.
             None if h.slot.read().await.is_member(user) => Ok((h, None)),
             None => Err(not_member(name)),
+        }
+    }
+
+    /// Forgets a room deleted by the operator: its next use reads the store, and finds nothing.
+    /// Requests holding its handle meanwhile fail at the store (`room_not_found`).
+    pub(crate) fn forget(&self, name: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = rooms.remove(name) {
+            self.by_id.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.id);
         }
     }
 

@@ -49,8 +49,13 @@ fn parse_user(s: &str) -> AppResult<UserId> {
     s.parse().map_err(|_| AppError::new(ErrorCode::BadRequest, "a user id is 64 hex characters"))
 }
 
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// `ok`, or `degraded` with the reason (storage full, or below the reserve) while the server
+/// still serves what it can: reads always, messages unless the storage is full.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    match state.0.metrics.storage_watch().health(&state).await {
+        None => Json(serde_json::json!({ "status": "ok" })),
+        Some(d) => Json(serde_json::json!({ "status": "degraded", "reason": d.reason, "message": d.message })),
+    }
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -142,6 +147,12 @@ pub(crate) async fn deposit(
     req: Signed<Deposit>,
 ) -> AppResult<(StatusCode, Json<Deposited>)> {
     let owner = parse_user(&owner)?;
+    if state.0.blocked.contains(&owner) {
+        return Err(AppError::new(
+            ErrorCode::Blocked,
+            "this user is blocked on this server: their mailbox takes nothing",
+        ));
+    }
     let limits = &state.0.config.limits;
     if req.body.body.len() as u64 > limits.max_entry_bytes {
         return Err(AppError::new(
@@ -315,6 +326,7 @@ pub(crate) async fn create_room(
         members,
         admins,
     };
+    state.0.metrics.storage_watch().reserve(&state, "rooms", 0).await?;
     match state.0.store.create_room(new, c.limits.rooms_per_user).await? {
         CreateRoomOutcome::Created(_) => {
             tracing::info!(room = %name, mode = mode.as_str(), creator = %user.short(), "room created");
@@ -431,7 +443,7 @@ pub(crate) async fn membership(
         .store
         .room(&name)
         .await?
-        .ok_or_else(|| AppError::new(ErrorCode::NotFound, "the room no longer exists"))?;
+        .ok_or_else(|| AppError::new(ErrorCode::RoomNotFound, "the room no longer exists"))?;
     let current = if rec.state.is_empty() {
         None
     } else {

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub quotas: crate::quota::Quotas,
     /// The blob store of encrypted attachments.
     pub files: crate::files::FileService,
+    /// Keys the operator blocked (`grove admin block`).
+    pub blocked: crate::admin::Blocklist,
     /// Turns true when the server begins shutting down; push connections close on it.
     pub shutdown: watch::Sender<bool>,
     /// Other processes write to the store too (several instances on one PostgreSQL): cached
@@ -83,6 +85,7 @@ impl AppState {
             mailboxes: MailboxWatch::default(),
             quotas: crate::quota::Quotas::new(&config.quotas),
             files: crate::files::FileService::new(),
+            blocked: crate::admin::Blocklist::default(),
             shutdown: watch::channel(false).0,
             shared_store: foreign.is_some(),
             config,

@@ -14,6 +14,8 @@ use tokio_postgres::Row;
 /// unusable connection is `Unavailable`.
 pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
     let failure = match e.as_db_error() {
+        // 53100 disk_full: the database server's disk is full.
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::DISK_FULL => StoreError::full("postgres 53100"),
         Some(db) => StoreError::backend(format!("postgres {}", db.code().code())),
         None if e.is_closed() => StoreError::unavailable("postgres connection closed"),
         None => StoreError::unavailable("postgres"),

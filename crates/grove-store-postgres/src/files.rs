@@ -16,9 +16,9 @@ use crate::PostgresStore;
 const LOCK_FILE_OWNER: i32 = 0x6772_0003;
 const LOCK_FILE_ROOM: i32 = 0x6772_0004;
 
-const FILE_COLUMNS: &str = "blob, room, owner, size, part_bytes, received, created_at, expires_at";
+pub(crate) const FILE_COLUMNS: &str = "blob, room, owner, size, part_bytes, received, created_at, expires_at";
 
-fn file_from_row(row: &Row) -> Result<FileRecord> {
+pub(crate) fn file_from_row(row: &Row) -> Result<FileRecord> {
     let blob: Vec<u8> = col(row, 0)?;
     let owner: Vec<u8> = col(row, 2)?;
     Ok(FileRecord {

@@ -95,6 +95,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
+mod admin;
 mod codec;
 mod files;
 mod listener;
@@ -116,6 +117,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "files", include_str!("../migrations/0002_files.sql")),
     (3, "removals", include_str!("../migrations/0003_removals.sql")),
+    (4, "blocked", include_str!("../migrations/0004_blocked.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -431,6 +433,26 @@ impl Store for PostgresStore {
 
     async fn file_totals(&self) -> Result<FileTotals> {
         self.files_totals().await
+    }
+
+    async fn rooms_overview(&self) -> Result<Vec<grove_store::RoomOverview>> {
+        self.admin_rooms().await
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<Option<grove_store::DeletedRoom>> {
+        self.admin_delete_room(name).await
+    }
+
+    async fn users_usage(&self) -> Result<Vec<grove_store::UserUsage>> {
+        self.admin_users().await
+    }
+
+    async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
+        self.admin_set_blocked(user, blocked, at).await
+    }
+
+    async fn blocked_users(&self) -> Result<Vec<UserId>> {
+        self.admin_blocked().await
     }
 
     fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {

@@ -4,7 +4,8 @@
 //! A notification's payload is `ORIGIN;ROOMS;MAILBOXES` (see [`payload`]): `ORIGIN` names the
 //! store that committed the group, so a store ignores its own groups (its server saw those
 //! writes directly); `ROOMS` lists the room ids appended to and `MAILBOXES` the owners (hex)
-//! deposited to, each `*` when the list would not fit in PostgreSQL's 8,000-byte payload.
+//! deposited to, each `*` when the list would not fit in PostgreSQL's 8,000-byte payload. A
+//! room id written `-ID` names a room the operator deleted.
 //!
 //! PostgreSQL delivers a notification to every session that was listening when the notifying
 //! transaction committed, and to no other. So after every (re)connection, once `LISTEN` is in
@@ -58,8 +59,12 @@ pub(crate) fn parse(own_origin: &str, payload: &str) -> Option<ForeignWrites> {
         return Some(w);
     }
     for r in rooms.split(',').filter(|s| !s.is_empty()) {
-        match r.parse() {
-            Ok(id) => w.rooms.push(id),
+        let (list, id) = match r.strip_prefix('-') {
+            Some(deleted) => (&mut w.deleted_rooms, deleted),
+            None => (&mut w.rooms, r),
+        };
+        match id.parse() {
+            Ok(id) => list.push(id),
             Err(_) => return Some(ForeignWrites::everything()),
         }
     }
@@ -169,7 +174,15 @@ mod tests {
         let bob = UserId([7; 32]);
         let p = payload("a1", &[3, 9], &[bob]);
         assert_eq!(parse("a1", &p), None);
-        assert_eq!(parse("b2", &p), Some(ForeignWrites { rooms: vec![3, 9], mailboxes: vec![bob], everything: false }));
+        assert_eq!(
+            parse("b2", &p),
+            Some(ForeignWrites { rooms: vec![3, 9], mailboxes: vec![bob], everything: false, deleted_rooms: vec![] })
+        );
+        assert_eq!(
+            parse("b2", "admin;-7;"),
+            Some(ForeignWrites { deleted_rooms: vec![7], ..ForeignWrites::default() }),
+            "a deleted room"
+        );
         let many: Vec<RoomId> = (0..1_000_000).step_by(997).collect();
         assert_eq!(parse("b2", &payload("a1", &many, &[])), Some(ForeignWrites::everything()));
         assert_eq!(parse("b2", "a1;x;"), Some(ForeignWrites::everything()));

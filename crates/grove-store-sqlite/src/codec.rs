@@ -21,6 +21,8 @@ pub(crate) fn db_err(e: Error) -> StoreError {
         Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             StoreError::corrupt("the database file is corrupt")
         }
+        // "database or disk is full": the disk, or the page cap (`max_page_count`).
+        Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => StoreError::full("sqlite"),
         _ => StoreError::backend("sqlite"),
     };
     failure.caused_by(e)

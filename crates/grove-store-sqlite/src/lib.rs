@@ -76,6 +76,7 @@ use grove_wire::UserId;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+mod admin;
 mod codec;
 mod files;
 mod writer;
@@ -91,6 +92,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_room_states.sql"),
     include_str!("../migrations/0003_files.sql"),
     include_str!("../migrations/0004_removals.sql"),
+    include_str!("../migrations/0005_blocked.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -144,6 +146,10 @@ impl Synchronous {
 pub struct SqliteOptions {
     /// Durability of commits; [`Synchronous::Full`] unless benchmarking.
     pub synchronous: Synchronous,
+    /// A cap on the database's size, in bytes (SQLite's `max_page_count`, rounded down to
+    /// whole pages); `None`: as large as the disk allows. A write past the cap fails with
+    /// [`StoreError::Full`], as it would on a full disk.
+    pub max_bytes: Option<u64>,
 }
 
 /// What the writer thread has committed since the store was opened.
@@ -162,6 +168,8 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
     counters: Arc<Counters>,
+    /// The page cap set on the writer (`max_page_count`), if any.
+    max_pages: Option<u64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -211,6 +219,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(|e| unavailable("cannot open", &e))?;
         configure_writer(&conn, options)?;
         migrate(&mut conn)?;
+        let max_pages = cap_pages(&conn, options.max_bytes)?;
         sync_parent_dir(path);
 
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
@@ -239,6 +248,7 @@ impl SqliteStore {
             writer: Some(writer),
             readers: Arc::new(ReadPool { conns: Mutex::new(readers), available: Condvar::new() }),
             counters,
+            max_pages,
         })
     }
 
@@ -317,6 +327,58 @@ fn configure_writer(conn: &Connection, options: SqliteOptions) -> Result<()> {
     // Savepoint sub-journals and temporary indexes stay in memory.
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
     Ok(())
+}
+
+/// Copies the database at `db` into a new file `to`, consistent as of one instant, while the
+/// database may be in use: another process (a running server) keeps reading and writing, since
+/// the copy is one read transaction of SQLite's `VACUUM INTO` on a connection of its own (WAL
+/// readers do not block the writer). Everything committed before the copy began is in it. The
+/// copy is made private (0600) and fsynced; `to` must not exist.
+pub fn backup(db: &Path, to: &Path) -> Result<(), StoreError> {
+    if to.exists() {
+        return Err(StoreError::backend(format!("{} exists already: back up to a new file", to.display())));
+    }
+    if !db.exists() {
+        return Err(StoreError::unavailable(format!("no database at {}", db.display())));
+    }
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", db.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    // Created private first, so that the copy is never readable by others, even for a moment;
+    // VACUUM INTO refuses an existing non-empty file only, and writes into this empty one.
+    private_file(to).map_err(|e| StoreError::backend(format!("cannot create {}: {e}", to.display())))?;
+    let target = to.to_str().ok_or_else(|| StoreError::backend(format!("{} is not UTF-8", to.display())))?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(db_err)?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::backend(format!("cannot sync {}: {e}", to.display())))?;
+    sync_parent_dir(to);
+    Ok(())
+}
+
+/// Sets the writer's page cap for `max_bytes` (after the migrations, which must not be capped
+/// out of a database that grew past a lowered cap); answers the cap in pages.
+fn cap_pages(conn: &Connection, max_bytes: Option<u64>) -> Result<Option<u64>> {
+    let Some(max_bytes) = max_bytes else { return Ok(None) };
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(db_err)?;
+    let pages = max_bytes / u64::try_from(page_size.max(1)).unwrap_or(4096);
+    let pages = i64::try_from(pages.max(1)).unwrap_or(i64::MAX);
+    // SQLite never sets the cap below the current size; it answers the cap in force.
+    let set: i64 = conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0)).map_err(db_err)?;
+    Ok(Some(u64::try_from(set).unwrap_or(0)))
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+#[cfg(unix)]
+fn filesystem_free(path: &Path) -> Option<u64> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn filesystem_free(_path: &Path) -> Option<u64> {
+    None
 }
 
 /// Applies pending migrations, each in its own transaction.
@@ -588,6 +650,55 @@ impl Store for SqliteStore {
     async fn file_totals(&self) -> Result<FileTotals> {
         self.read_with(files::totals).await
     }
+
+    async fn rooms_overview(&self) -> Result<Vec<grove_store::RoomOverview>> {
+        self.read_with(admin::rooms_overview).await
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<Option<grove_store::DeletedRoom>> {
+        let (path, name) = (self.path.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || admin::delete_room(&path, &name))
+            .await
+            .map_err(|e| StoreError::backend(format!("delete task failed: {e}")))?
+    }
+
+    async fn users_usage(&self) -> Result<Vec<grove_store::UserUsage>> {
+        self.read_with(admin::users_usage).await
+    }
+
+    async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
+        let (path, user) = (self.path.clone(), *user);
+        tokio::task::spawn_blocking(move || admin::set_blocked(&path, &user, blocked, at))
+            .await
+            .map_err(|e| StoreError::backend(format!("block task failed: {e}")))?
+    }
+
+    async fn blocked_users(&self) -> Result<Vec<UserId>> {
+        self.read_with(admin::blocked_users).await
+    }
+
+    async fn headroom(&self) -> Result<Option<u64>> {
+        let max_pages = self.max_pages;
+        let path = self.path.clone();
+        self.read_with(move |conn| {
+            let under_cap = match max_pages {
+                None => None,
+                Some(max) => {
+                    let pragma = |name: &str| -> Result<u64> {
+                        let v: i64 = conn.pragma_query_value(None, name, |r| r.get(0)).map_err(db_err)?;
+                        Ok(u64::try_from(v).unwrap_or(0))
+                    };
+                    let (count, free, size) = (pragma("page_count")?, pragma("freelist_count")?, pragma("page_size")?);
+                    Some(max.saturating_sub(count).saturating_add(free).saturating_mul(size))
+                }
+            };
+            Ok(match (under_cap, filesystem_free(&path)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -683,7 +794,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nested").join("grove.db");
         SqliteStore::open(&path, SqliteOptions::default()).expect("open").close().expect("close");
-        SqliteStore::open(&path, SqliteOptions { synchronous: Synchronous::Normal })
+        SqliteStore::open(&path, SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() })
             .expect("reopen")
             .close()
             .expect("close");

@@ -56,7 +56,11 @@ pub(crate) struct Counters {
 /// An executed op whose reply waits for the commit.
 pub(crate) trait Finish: Send {
     /// Whether the op itself failed (and must be rolled back to its savepoint).
-    fn failed(&self) -> bool;
+    fn failed(&self) -> bool {
+        self.error().is_some()
+    }
+    /// The op's own error, if it failed.
+    fn error(&self) -> Option<&StoreError>;
     /// Sends the op's own result, or `err` if the transaction did not commit.
     fn finish(self: Box<Self>, err: Option<&StoreError>);
 }
@@ -67,8 +71,8 @@ struct Pending<T> {
 }
 
 impl<T: Send> Finish for Pending<T> {
-    fn failed(&self) -> bool {
-        self.result.is_err()
+    fn error(&self) -> Option<&StoreError> {
+        self.result.as_ref().err()
     }
 
     fn finish(self: Box<Self>, err: Option<&StoreError>) {
@@ -220,11 +224,11 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     for op in ops.by_ref() {
         if op.is_plain_append() {
             let d = op.run(conn, &mut heads);
-            let failed = d.failed();
+            let ended = ended_by(d.error(), conn);
             done.push(d);
             // Some errors (I/O, disk full) end the whole transaction, not just the statement.
-            if failed && conn.is_autocommit() {
-                abort = Some(StoreError::backend("the transaction ended after a failed append"));
+            if let Some(e) = ended {
+                abort = Some(e);
                 break;
             }
             continue;
@@ -235,6 +239,11 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
             break;
         }
         let d = op.run(conn, &mut heads);
+        if let Some(e) = ended_by(d.error(), conn) {
+            done.push(d);
+            abort = Some(e);
+            break;
+        }
         let end = if d.failed() {
             // The cache needs no repair: an op moves it only after all its statements succeeded.
             exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
@@ -267,7 +276,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     if let Err(e) = exec(conn, "COMMIT") {
         tracing::error!("sqlite commit failed: {}", e.detail());
         rollback(conn);
-        let e = StoreError::backend("commit failed").caused_by(e);
+        let e = match e {
+            StoreError::Full { .. } => StoreError::full("commit failed").caused_by(e),
+            e => StoreError::backend("commit failed").caused_by(e),
+        };
         for d in done {
             d.finish(Some(&e));
         }
@@ -278,6 +290,20 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Op>, counters: &Counters) {
     for d in done {
         d.finish(None);
     }
+}
+
+/// When an op's error ended the whole transaction (SQLite rolls it back on some errors: I/O,
+/// disk full), the error the whole batch is answered with: `Full` stays `Full`, so that every
+/// caller learns the storage is full rather than "failed".
+fn ended_by(error: Option<&StoreError>, conn: &Connection) -> Option<StoreError> {
+    let e = error?;
+    if !conn.is_autocommit() {
+        return None;
+    }
+    Some(match e {
+        StoreError::Full { .. } => StoreError::full("the transaction ended: the storage is full").caused_by(e.clone()),
+        _ => StoreError::backend("the transaction ended after a failed write").caused_by(e.clone()),
+    })
 }
 
 fn create_room(conn: &Connection, room: NewRoom, max_per_creator: u64) -> Result<CreateRoomOutcome> {

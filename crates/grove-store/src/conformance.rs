@@ -43,6 +43,8 @@ macro_rules! conformance_tests {
             files_respect_user_and_room_quotas,
             file_parts_land_in_order_once,
             files_expire_and_are_deleted,
+            the_operator_sees_rooms_and_users_and_deletes_a_room,
+            blocked_keys_are_kept,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -142,6 +144,24 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn file_totals(&self) -> crate::Result<crate::FileTotals> {
         self.store.file_totals().await
+    }
+    async fn rooms_overview(&self) -> crate::Result<Vec<crate::RoomOverview>> {
+        self.store.rooms_overview().await
+    }
+    async fn delete_room(&self, name: &str) -> crate::Result<Option<crate::DeletedRoom>> {
+        self.store.delete_room(name).await
+    }
+    async fn users_usage(&self) -> crate::Result<Vec<crate::UserUsage>> {
+        self.store.users_usage().await
+    }
+    async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> crate::Result<bool> {
+        self.store.set_blocked(user, blocked, at).await
+    }
+    async fn blocked_users(&self) -> crate::Result<Vec<UserId>> {
+        self.store.blocked_users().await
+    }
+    async fn headroom(&self) -> crate::Result<Option<u64>> {
+        self.store.headroom().await
     }
 }
 
@@ -604,4 +624,75 @@ pub async fn files_expire_and_are_deleted(store: Arc<dyn Store>) {
     let left: Vec<BlobId> = store.expired_files(i64::MAX, 10).await.unwrap().into_iter().map(|f| f.blob).collect();
     assert_eq!(left, vec![BlobId([3; 16]), BlobId([4; 16])]);
     assert_eq!(store.file_totals().await.unwrap().files, 2);
+}
+
+/// The operator's view: every room with its size and last activity, every user's mailbox and
+/// key-directory usage; deleting a room removes its log, states and attachment records, frees
+/// its name, and leaves the other rooms alone.
+pub async fn the_operator_sees_rooms_and_users_and_deletes_a_room(store: Arc<dyn Store>) {
+    use crate::{FileQuota, UserUsage};
+    let a = create(&*store, "alpha").await;
+    let b = create(&*store, "beta").await;
+    for n in 0..3 {
+        store.append(a.id, app(n)).await.unwrap();
+    }
+    store.append(b.id, app(9)).await.unwrap();
+    let quota = FileQuota { per_user: u64::MAX, per_room: u64::MAX };
+    store.create_file(new_file(1, a.id, user(1), 10), quota).await.unwrap();
+    store.create_file(new_file(2, b.id, user(1), 10), quota).await.unwrap();
+    for body in ["one", "three"] {
+        let mail =
+            NewMail { owner: user(2), sender: user(1), ts: 5, expires_at: 99_999, body: body.as_bytes().to_vec() };
+        store.deposit(mail, 100).await.unwrap();
+    }
+    let items =
+        (0..2u8).map(|i| KeyItemUpload { kind: KeyKind::OlmOneTime, last_resort: false, data: vec![i] }).collect();
+    store.publish_keys(&user(3), items, 100).await.unwrap();
+
+    let rooms = store.rooms_overview().await.unwrap();
+    let names: Vec<&str> = rooms.iter().map(|r| r.room.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let alpha = &rooms[0];
+    assert_eq!((alpha.room.head, alpha.bytes, alpha.last_activity), (3, 36, 2_002));
+    assert_eq!((rooms[1].room.head, rooms[1].bytes, rooms[1].last_activity), (1, 12, 2_009));
+    let empty = create(&*store, "gamma").await;
+    let g = store.rooms_overview().await.unwrap().into_iter().find(|r| r.room.id == empty.id).unwrap();
+    assert_eq!((g.bytes, g.last_activity), (0, 1_000), "an empty room was last active when created");
+    let users = store.users_usage().await.unwrap();
+    assert_eq!(
+        users,
+        vec![
+            UserUsage { user: user(2), mailbox_messages: 2, mailbox_bytes: 8, key_items: 0 },
+            UserUsage { user: user(3), mailbox_messages: 0, mailbox_bytes: 0, key_items: 2 },
+        ]
+    );
+
+    let deleted = store.delete_room("alpha").await.unwrap().unwrap();
+    assert_eq!((deleted.id, deleted.entries), (a.id, 3));
+    assert_eq!(deleted.files.iter().map(|f| f.blob).collect::<Vec<_>>(), vec![BlobId([1; 16])]);
+    assert_eq!(store.room("alpha").await.unwrap(), None);
+    assert!(store.read(a.id, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.room_state(a.id, 0).await.unwrap(), None);
+    assert_eq!(store.append(a.id, app(7)).await.unwrap(), AppendOutcome::NoSuchRoom);
+    assert_eq!(store.file(&BlobId([1; 16])).await.unwrap(), None);
+    assert!(store.file(&BlobId([2; 16])).await.unwrap().is_some(), "other rooms' files stay");
+    assert_eq!(store.read(b.id, 0, 100).await.unwrap().len(), 1, "other rooms stay");
+    assert_eq!(store.delete_room("alpha").await.unwrap(), None);
+    let names: Vec<String> = store.rooms_overview().await.unwrap().into_iter().map(|r| r.room.name).collect();
+    assert_eq!(names, ["beta", "gamma"]);
+    let again = create(&*store, "alpha").await;
+    assert_ne!(again.id, a.id, "the name is free; the id is new");
+    assert!(store.read(again.id, 0, 100).await.unwrap().is_empty());
+}
+
+/// Blocked keys are kept, listed in order, and each change is reported once.
+pub async fn blocked_keys_are_kept(store: Arc<dyn Store>) {
+    assert!(store.blocked_users().await.unwrap().is_empty());
+    assert!(store.set_blocked(&user(2), true, 10).await.unwrap());
+    assert!(!store.set_blocked(&user(2), true, 11).await.unwrap(), "blocked already");
+    assert!(store.set_blocked(&user(1), true, 12).await.unwrap());
+    assert_eq!(store.blocked_users().await.unwrap(), vec![user(1), user(2)]);
+    assert!(store.set_blocked(&user(2), false, 13).await.unwrap());
+    assert!(!store.set_blocked(&user(2), false, 14).await.unwrap(), "not blocked");
+    assert_eq!(store.blocked_users().await.unwrap(), vec![user(1)]);
 }

@@ -25,12 +25,14 @@ use async_trait::async_trait;
 use grove_wire::api::{ClaimedKey, Entry, EntryKind, KeyCount, KeyItemUpload, KeyKind, MailboxEntry, RoomMode};
 use grove_wire::UserId;
 
+pub mod admin;
 pub mod columns;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod files;
 mod memory;
 
+pub use admin::{DeletedRoom, RoomOverview, UserUsage};
 pub use files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 pub use memory::MemoryStore;
 
@@ -238,6 +240,16 @@ pub enum StoreError {
         #[source]
         source: Option<Source>,
     },
+    /// The storage is full (no space left on the disk, or the database reached its size cap):
+    /// nothing was written; the same write can succeed once space is freed.
+    #[error("storage full: {message}")]
+    Full {
+        /// What could not be written.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Source>,
+    },
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {message}")]
     Corrupt {
@@ -258,6 +270,11 @@ impl StoreError {
     /// The backend failed.
     pub fn backend(message: impl Into<String>) -> StoreError {
         StoreError::Backend { message: message.into(), source: None }
+    }
+
+    /// The storage is full.
+    pub fn full(message: impl Into<String>) -> StoreError {
+        StoreError::Full { message: message.into(), source: None }
     }
 
     /// Stored data could not be decoded.
@@ -282,6 +299,7 @@ impl StoreError {
     pub fn caused_by(mut self, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
         let (StoreError::Unavailable { source, .. }
         | StoreError::Backend { source, .. }
+        | StoreError::Full { source, .. }
         | StoreError::Corrupt { source, .. }) = &mut self;
         *source = Some(Source(Arc::new(e)));
         self
@@ -330,6 +348,8 @@ pub struct ForeignWrites {
     pub rooms: Vec<RoomId>,
     /// Users whose mailboxes received messages.
     pub mailboxes: Vec<UserId>,
+    /// Rooms the operator deleted ([`Store::delete_room`]): forget whatever is cached of them.
+    pub deleted_rooms: Vec<RoomId>,
     /// Announcements may have been missed (the listener reconnected, or this receiver lagged):
     /// anything may have changed, re-check every room and mailbox of interest.
     pub everything: bool,
@@ -420,6 +440,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the store holds, for the metrics.
     async fn file_totals(&self) -> Result<FileTotals>;
+
+    /// Every room, by name, with its size and last activity (`grove admin rooms`).
+    async fn rooms_overview(&self) -> Result<Vec<RoomOverview>>;
+
+    /// Deletes the room named `name` with its log, its kept states and its attachments'
+    /// records, in one transaction; answers what was removed (`None`: no such room). Its name
+    /// is free again afterwards. Deleted rows do not linger in the database's files where the
+    /// backend can help it (SQLite: `secure_delete` and a truncating checkpoint).
+    async fn delete_room(&self, name: &str) -> Result<Option<DeletedRoom>>;
+
+    /// Every user with a mailbox message or a key-directory item, by user id.
+    async fn users_usage(&self) -> Result<Vec<UserUsage>>;
+
+    /// Blocks (`blocked`) or unblocks a key, at time `at`; answers whether that changed
+    /// anything.
+    async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool>;
+
+    /// The blocked keys, by user id.
+    async fn blocked_users(&self) -> Result<Vec<UserId>>;
+
+    /// How many more bytes the store can take before it is full, if it can tell: SQLite
+    /// answers the smaller of its filesystem's free space and the room left under its size cap
+    /// (`max_page_count`); the default, `None`, is "cannot tell" (PostgreSQL: the database
+    /// server's disk is not visible from here). The server keeps a reserve with it: below the
+    /// reserve, new rooms and uploads are refused while messages are still taken.
+    async fn headroom(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// For a store that several processes share (PostgreSQL): a feed of the writes the others
     /// commit, so that a server instance can wake its subscribers and refresh its cached room

@@ -31,6 +31,9 @@ struct Inner {
     states: HashMap<RoomId, BTreeMap<u64, Vec<u8>>>,
     removals: HashMap<(RoomId, UserId), Removal>,
     files: BTreeMap<BlobId, FileRecord>,
+    /// Rooms deleted (their slots in `rooms` stay, emptied, so that ids stay indexes).
+    deleted: std::collections::HashSet<RoomId>,
+    blocked: std::collections::BTreeSet<UserId>,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +78,9 @@ impl Store for MemoryStore {
         if g.by_name.contains_key(&room.name) {
             return Ok(CreateRoomOutcome::NameTaken);
         }
-        let owned = g.rooms.iter().filter(|(r, _)| r.created_by == room.created_by).count() as u64;
+        let owned =
+            g.rooms.iter().filter(|(r, _)| r.created_by == room.created_by && !g.deleted.contains(&r.id)).count()
+                as u64;
         if owned >= max_per_creator {
             return Ok(CreateRoomOutcome::LimitReached);
         }
@@ -119,6 +124,9 @@ impl Store for MemoryStore {
     async fn append(&self, room: RoomId, entry: NewEntry) -> Result<AppendOutcome> {
         let mut guard = self.lock()?;
         let g = &mut *guard;
+        if g.deleted.contains(&room) {
+            return Ok(AppendOutcome::NoSuchRoom);
+        }
         let Some((rec, log)) = usize::try_from(room - 1).ok().and_then(|i| g.rooms.get_mut(i)) else {
             return Ok(AppendOutcome::NoSuchRoom);
         };
@@ -346,6 +354,64 @@ impl Store for MemoryStore {
 
     async fn delete_file(&self, blob: &BlobId) -> Result<bool> {
         Ok(self.lock()?.files.remove(blob).is_some())
+    }
+
+    async fn rooms_overview(&self) -> Result<Vec<crate::RoomOverview>> {
+        let g = self.lock()?;
+        Ok(g.by_name
+            .values()
+            .map(|id| {
+                let (rec, log) = &g.rooms[(*id - 1) as usize];
+                crate::RoomOverview {
+                    room: rec.clone(),
+                    bytes: log.iter().map(|e| e.body.len() as u64).sum(),
+                    last_activity: log.last().map_or(rec.created_at, |e| e.ts),
+                }
+            })
+            .collect())
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<Option<crate::DeletedRoom>> {
+        let mut guard = self.lock()?;
+        let g = &mut *guard;
+        let Some(id) = g.by_name.remove(name) else { return Ok(None) };
+        g.deleted.insert(id);
+        g.states.remove(&id);
+        let entries = g.rooms.get_mut((id - 1) as usize).map_or(0, |(_, log)| std::mem::take(log).len() as u64);
+        let files: Vec<FileRecord> = g.files.values().filter(|f| f.room == id).cloned().collect();
+        for f in &files {
+            g.files.remove(&f.blob);
+        }
+        Ok(Some(crate::DeletedRoom { id, entries, files }))
+    }
+
+    async fn users_usage(&self) -> Result<Vec<crate::UserUsage>> {
+        let g = self.lock()?;
+        let mut out: BTreeMap<UserId, crate::UserUsage> = BTreeMap::new();
+        let blank = |user: UserId| crate::UserUsage { user, mailbox_messages: 0, mailbox_bytes: 0, key_items: 0 };
+        for (user, mb) in &g.mail {
+            if !mb.entries.is_empty() {
+                let u = out.entry(*user).or_insert_with(|| blank(*user));
+                u.mailbox_messages = mb.entries.len() as u64;
+                u.mailbox_bytes = mb.entries.values().map(|m| m.body.len() as u64).sum();
+            }
+        }
+        for (user, k) in &g.keys {
+            let n = (k.one_time.len() + k.last_resort.len()) as u64;
+            if n > 0 {
+                out.entry(*user).or_insert_with(|| blank(*user)).key_items = n;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    async fn set_blocked(&self, user: &UserId, blocked: bool, _at: i64) -> Result<bool> {
+        let mut g = self.lock()?;
+        Ok(if blocked { g.blocked.insert(*user) } else { g.blocked.remove(user) })
+    }
+
+    async fn blocked_users(&self) -> Result<Vec<UserId>> {
+        Ok(self.lock()?.blocked.iter().copied().collect())
     }
 
     async fn file_totals(&self) -> Result<FileTotals> {

@@ -87,6 +87,13 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// A push socket follows as many rooms as the server allows (`quotas.push_subscriptions`).
     SubscriptionLimit,
+    /// The server's storage is full (or, for new rooms and uploads, down to the reserve it keeps
+    /// for messages): nothing was written; retry later, once the operator has freed space.
+    StorageFull,
+    /// No room by that name on this server (never created, or deleted by the operator).
+    RoomNotFound,
+    /// The server's operator blocked the request's key (or, for a deposit, the recipient's).
+    Blocked,
 }
 
 impl ErrorCode {
@@ -113,6 +120,9 @@ impl ErrorCode {
             RequestTimeout => 408,
             UnsupportedMediaType => 415,
             SubscriptionLimit => 403,
+            StorageFull => 507,
+            RoomNotFound => 404,
+            Blocked => 403,
         }
     }
 
@@ -159,6 +169,9 @@ impl ErrorCode {
             RequestTimeout => "request_timeout",
             UnsupportedMediaType => "unsupported_media_type",
             SubscriptionLimit => "subscription_limit",
+            StorageFull => "storage_full",
+            RoomNotFound => "room_not_found",
+            Blocked => "blocked",
         }
     }
 }

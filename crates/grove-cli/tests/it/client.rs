@@ -90,7 +90,11 @@ fn three_people_chat_through_the_cli_and_carol_is_removed() {
     for text in want.iter().chain(["not for carol"].iter()) {
         assert!(!log.contains(text));
         for e in std::fs::read_dir(dir.path().join("server")).unwrap() {
-            let data = std::fs::read(e.unwrap().path()).unwrap();
+            let path = e.unwrap().path();
+            if !path.is_file() {
+                continue; // the admin socket a killed server leaves behind holds nothing
+            }
+            let data = std::fs::read(path).unwrap();
             assert!(!data.windows(text.len()).any(|w| w == text.as_bytes()), "{text} on the server");
         }
     }

@@ -1,5 +1,6 @@
 //! The `grove` binary, run as a user would run it.
 
+mod admin;
 mod chat;
 mod client;
 mod multi_instance;

@@ -206,6 +206,6 @@ async fn try_handshake(
             }
             Ok(Err(Attempt::Conflict { epoch, head }))
         }
-        AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::NotFound, "the room no longer exists")),
+        AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::RoomNotFound, "the room no longer exists")),
     }
 }

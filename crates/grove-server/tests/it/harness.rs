@@ -41,14 +41,14 @@ impl Server {
     }
 
     pub fn with(config: Config, store: Arc<dyn Store>) -> Self {
+        Self::with_key(config, store, SigningKey::from_bytes(&[200; 32]))
+    }
+
+    /// A server with its own key (as `grove serve` loads it from the data folder).
+    pub fn with_key(config: Config, store: Arc<dyn Store>, key: SigningKey) -> Self {
         let clock = Arc::new(AtomicI64::new(T0));
         let c = clock.clone();
-        let state = AppState::with_clock(
-            config,
-            store,
-            SigningKey::from_bytes(&[200; 32]),
-            Arc::new(move || c.load(Ordering::SeqCst)),
-        );
+        let state = AppState::with_clock(config, store, key, Arc::new(move || c.load(Ordering::SeqCst)));
         Server { router: grove_server::router(state.clone()), state, clock }
     }
 

@@ -1,6 +1,8 @@
 //! grove-server scenarios, through the real router.
 
+mod admin;
 mod auth;
+mod backup;
 mod connections;
 mod errors;
 mod files;
@@ -15,3 +17,4 @@ mod push;
 mod removal;
 mod restart;
 mod rooms;
+mod storage;

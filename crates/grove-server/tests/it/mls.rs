@@ -252,5 +252,5 @@ async fn a_room_must_be_a_valid_group_containing_its_creator() {
         .post(&s, "/v1/rooms", json!({"name": "r", "mode": "sender-keys", "mls": state}))
         .await
         .err(400, "malformed_body");
-    alice.get(&s, "/v1/rooms/r").await.err(404, "not_found");
+    alice.get(&s, "/v1/rooms/r").await.err(404, "room_not_found");
 }

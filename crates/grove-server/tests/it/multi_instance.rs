@@ -408,3 +408,41 @@ async fn postgresql_a_deposit_through_a_wakes_a_mailbox_reader_on_b() {
     assert_eq!(got, vec![b"an invitation".to_vec()]);
     assert!(took < Duration::from_secs(5), "the mailbox reader waited {took:?}: it was not woken");
 }
+
+/// The operator acts through instance A (`grove admin` on A's socket): B, which has the room
+/// loaded, forgets it at the deletion's announcement and answers `room_not_found`; a key blocked
+/// through A is refused by B once B re-reads the blocklist (every 5 s while serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_a_room_deleted_and_a_key_blocked_through_one_instance_hold_on_the_other() {
+    use grove_server::admin::{execute, AdminAnswer, AdminRequest};
+    let db = TestDb::create().await;
+    let (a, b) = db.two_instances().await;
+    let (alice, bob) = (User::new(1), User::new(2));
+    sk_room(&a, &alice, "club").await;
+    post_membership(&a, &alice, &alice, "club", 1, &[&alice, &bob], &[&alice]).await.ok();
+    post_app(&b, &bob, "club", 1, b"b loads the room").await.ok();
+
+    let deleted = execute(&a.state, AdminRequest::DeleteRoom { name: "club".into() }).await.unwrap();
+    assert!(matches!(deleted, AdminAnswer::Deleted { entries: 2, .. }), "{deleted:?}");
+    alice.get(&a, "/v1/rooms/club/log?after=0").await.err(404, "room_not_found");
+    let started = Instant::now();
+    loop {
+        let r = bob.get(&b, "/v1/rooms/club/log?after=0").await;
+        if r.status == 404 {
+            r.err(404, "room_not_found");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "B still serves the deleted room: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    post_app(&b, &bob, "club", 1, b"anyone?").await.err(404, "room_not_found");
+
+    execute(&a.state, AdminRequest::Block { user: bob.id.to_string() }).await.unwrap();
+    bob.get(&a, "/v1/mailbox?after=0").await.err(403, "blocked");
+    b.state.reload_blocklist().await.unwrap();
+    bob.get(&b, "/v1/mailbox?after=0").await.err(403, "blocked");
+    let AdminAnswer::Users { users } = execute(&b.state, AdminRequest::Users).await.unwrap() else {
+        panic!("not a user list")
+    };
+    assert!(users.iter().any(|u| u.user == bob.id.to_string() && u.blocked), "B's view of the database agrees");
+}

@@ -30,7 +30,7 @@ async fn alice_creates_a_room_and_the_name_is_hers() {
     // Room info is for members only.
     assert_eq!(alice.get(&s, "/v1/rooms/paris").await.ok()["name"], json!("paris"));
     bob.get(&s, "/v1/rooms/paris").await.err(403, "not_member");
-    alice.get(&s, "/v1/rooms/nowhere").await.err(404, "not_found");
+    alice.get(&s, "/v1/rooms/nowhere").await.err(404, "room_not_found");
 }
 
 #[tokio::test]
