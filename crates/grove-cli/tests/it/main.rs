@@ -1,6 +1,7 @@
 //! The `grove` binary, run as a user would run it.
 
 mod client;
+mod files;
 mod multi_instance;
 mod processes;
 mod senderkeys;
