@@ -36,6 +36,9 @@ impl Bar {
                     .progress_chars("=> ");
             bar.set_style(style);
             bar.set_message(self.label.clone());
+            // The rate counts from here, not from the jump to where the transfer already is.
+            bar.set_position(done);
+            bar.reset_eta();
             self.bar = Some(bar);
         }
         if let Some(bar) = &self.bar {
