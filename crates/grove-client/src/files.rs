@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use grove_proto::attachment::{self, AttachmentDecryptor, AttachmentEncryptor, AttachmentError};
 use grove_wire::api::UploadState;
-use grove_wire::attachment::{AttachmentRef, BlobId};
+use grove_wire::attachment::{AttachmentKey, AttachmentRef, BlobId};
 use grove_wire::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -188,39 +188,98 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
 }
 
-/// Encrypts the file at `path` and uploads it to `room` on `server`, streaming; answers the
-/// reference to send in the room (it holds the file's key: it goes only into an end-to-end
-/// encrypted message).
+/// An upload begun: the blob the server gave, the file's key, and the file as it was when the
+/// upload began (a changed file is never resumed under the same key). Persisted by the caller
+/// before the first part goes, so that a process killed midway resumes where the server is.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingUpload {
+    /// The blob on the room's server.
+    pub blob: BlobId,
+    /// The file's key.
+    pub key: AttachmentKey,
+    /// The file's size.
+    pub size: u64,
+    /// The file's modification time, nanoseconds since the Unix epoch (0 if unknown).
+    pub modified_ns: u64,
+}
+
+impl std::fmt::Debug for PendingUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUpload").field("blob", &self.blob).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// The size and modification time of the regular file at `path`.
+pub async fn fingerprint(path: &Path) -> Result<(u64, u64), FileError> {
+    let meta = tokio::fs::metadata(path).await.map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Err(FileError::NotAFile(path.to_path_buf()));
+    }
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok((meta.len(), modified))
+}
+
+/// Begins the upload of the file at `path` to `room`: checks it against the server's limit,
+/// draws the file's key, and asks the server for a blob.
+pub async fn begin_upload(server: &Server, room: &str, path: &Path, name: &str) -> Result<PendingUpload, FileError> {
+    let (size, modified_ns) = fingerprint(path).await?;
+    if let Ok(info) = server.cached_info().await {
+        let max = info.limits.files.max_file_bytes;
+        if max > 0 && size > max {
+            return Err(FileError::TooLarge { name: name.to_string(), size, max });
+        }
+    }
+    if size > attachment::MAX_SIZE {
+        return Err(FileError::TooLarge { name: name.to_string(), size, max: attachment::MAX_SIZE });
+    }
+    let mut key = AttachmentKey([0; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key.0);
+    let state = server.begin_upload(room, attachment::ciphertext_len(size)).await?;
+    Ok(PendingUpload { blob: state.blob, key, size, modified_ns })
+}
+
+/// Encrypts the file at `path` and uploads it into the blob `pending` names, streaming, from
+/// wherever the server is (the parts it holds are encrypted again, to carry the digest on, but
+/// not sent); answers the reference to send in the room (it holds the file's key: it goes only
+/// into an end-to-end encrypted message).
 pub async fn upload(
     server: &Server,
     room: &str,
     path: &Path,
+    pending: &PendingUpload,
     name: String,
     media_type: String,
     progress: Progress<'_>,
 ) -> Result<AttachmentRef, FileError> {
     let io = |source| FileError::Io { path: path.to_path_buf(), source };
-    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let meta = file.metadata().await.map_err(io)?;
-    if !meta.is_file() {
-        return Err(FileError::NotAFile(path.to_path_buf()));
-    }
-    let size = meta.len();
-    if let Ok(info) = server.cached_info().await {
-        let max = info.limits.files.max_file_bytes;
-        if max > 0 && size > max {
-            return Err(FileError::TooLarge { name, size, max });
-        }
-    }
     let changed = |why| FileError::Changed { path: path.to_path_buf(), why };
-    let mut enc = AttachmentEncryptor::new(&mut rand::rngs::OsRng, size).map_err(changed)?;
+    if fingerprint(path).await? != (pending.size, pending.modified_ns) {
+        return Err(FileError::Invalid(format!(
+            "{} changed since its upload began; send it again as a new file",
+            path.display()
+        )));
+    }
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let size = pending.size;
+    let mut enc = AttachmentEncryptor::with_key(pending.key.clone(), size).map_err(changed)?;
     let blob_len = enc.blob_len();
-    let state = server.begin_upload(room, blob_len).await?;
-    let blob = state.blob;
+    let state = server.upload_state(room, &pending.blob).await?;
+    if state.size != blob_len {
+        return Err(FileError::Invalid(format!(
+            "the server's blob {} is {} bytes, not the {blob_len} this file makes",
+            pending.blob, state.size
+        )));
+    }
+    let blob = pending.blob;
     let part_len = usize::try_from(state.part_bytes)
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| FileError::Invalid(format!("the server asks for parts of {} bytes", state.part_bytes)))?;
+    let mut up = Parts { server, room, blob, blob_len, held: state.received };
     let mut pending: Vec<u8> = Vec::with_capacity(part_len + PIECE + attachment::SEGMENT_LEN);
     let mut piece = vec![0u8; PIECE];
     let mut offset = 0u64;
@@ -235,25 +294,47 @@ pub async fn upload(
         enc.push(&piece[..n], &mut pending).map_err(changed)?;
         read += n as u64;
         while pending.len() >= part_len {
-            offset = send_part(server, room, &blob, offset, &mut pending, part_len, blob_len).await?;
+            offset = up.send(offset, &mut pending, part_len).await?;
             progress(read.min(size), size);
         }
     }
     while enc.pad(PIECE, &mut pending).map_err(changed)? > 0 {
         while pending.len() >= part_len {
-            offset = send_part(server, room, &blob, offset, &mut pending, part_len, blob_len).await?;
+            offset = up.send(offset, &mut pending, part_len).await?;
         }
     }
     let done = enc.finish(&mut pending).map_err(changed)?;
     while !pending.is_empty() {
         let n = part_len.min(pending.len());
-        offset = send_part(server, room, &blob, offset, &mut pending, n, blob_len).await?;
+        offset = up.send(offset, &mut pending, n).await?;
     }
     if offset != blob_len {
         return Err(FileError::Invalid(format!("sent {offset} bytes of a {blob_len}-byte blob")));
     }
     progress(size, size);
     Ok(done.into_ref(blob, name, media_type))
+}
+
+/// The parts of one blob going up.
+struct Parts<'a> {
+    server: &'a Server,
+    room: &'a str,
+    blob: BlobId,
+    blob_len: u64,
+    /// What the server held when this run began: parts below it are not sent again.
+    held: u64,
+}
+
+impl Parts<'_> {
+    /// Takes the first `len` bytes of `pending` as the part at `offset` (sent unless the server
+    /// holds it already); answers the next offset.
+    async fn send(&mut self, offset: u64, pending: &mut Vec<u8>, len: usize) -> Result<u64, FileError> {
+        if offset + len as u64 <= self.held {
+            pending.drain(..len);
+            return Ok(offset + len as u64);
+        }
+        send_part(self.server, self.room, &self.blob, offset, pending, len, self.blob_len).await
+    }
 }
 
 /// Sends the first `len` bytes of `pending` as the part at `offset`, trying again (from what

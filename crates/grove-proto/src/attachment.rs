@@ -240,7 +240,11 @@ impl AttachmentEncryptor {
         Self::with_key(key, size)
     }
 
-    fn with_key(key: AttachmentKey, size: u64) -> Result<Self, AttachmentError> {
+    /// An encryptor with a key drawn earlier, for a caller resuming an interrupted upload: the
+    /// same key and the same file give the same blob, byte for byte, so the parts the server
+    /// already holds can be computed again and skipped. Never use a key for two different
+    /// plaintexts (nonces repeat under it): resume only if the file is unchanged.
+    pub fn with_key(key: AttachmentKey, size: u64) -> Result<Self, AttachmentError> {
         let (padded, segments) = check_size(size)?;
         Ok(AttachmentEncryptor {
             stream: stream(&key.0),

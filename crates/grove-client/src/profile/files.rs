@@ -6,6 +6,12 @@
 //! The upload holds no profile lock: it touches no group state, so other `grove` processes
 //! (a `read --follow`, other sends) go on while a large file goes up. The message that follows
 //! takes the lock like every send.
+//!
+//! An upload begun is remembered in the profile (its blob and key, with the file's size and
+//! modification time) before its first part leaves, until its message is sent or queued: if
+//! the process is killed midway, sending the same unchanged file to the same room again goes
+//! on from the parts the server holds, under the same key (the same file and key make the
+//! same blob). A changed file, or an upload the server has dropped, begins anew.
 
 use std::path::Path;
 
@@ -55,10 +61,43 @@ impl Profile {
                 return Err(ClientError::TooLarge { size: len, max: max.saturating_sub(SEAL_OVERHEAD) });
             }
         }
-        let file = files::upload(&server, &room.name, path, name, media_type, progress).await?;
-        self.send_content(&room.link, &Content::Attachment { file, caption }).await
+        // An upload of this very file that a killed process left goes on where the server is;
+        // otherwise a new one begins, its key persisted before a byte of it leaves.
+        let record = upload_record(&room.link, path);
+        let (size, modified_ns) = files::fingerprint(path).await?;
+        let earlier = self
+            .store
+            .meta(&record)?
+            .and_then(|v| serde_json::from_slice::<files::PendingUpload>(&v).ok())
+            .filter(|p| (p.size, p.modified_ns) == (size, modified_ns));
+        let pending = match earlier {
+            Some(p) if server.upload_state(&room.name, &p.blob).await.is_ok() => p,
+            _ => {
+                let p = files::begin_upload(&server, &room.name, path, &name).await?;
+                let json = serde_json::to_vec(&p).map_err(|e| ClientError::Invalid(e.to_string()))?;
+                let _lock = self.lock().await?;
+                self.store.set_meta(&record, &json)?;
+                p
+            }
+        };
+        let file = files::upload(&server, &room.name, path, &pending, name, media_type, progress).await?;
+        let sent = self.send_content(&room.link, &Content::Attachment { file, caption }).await;
+        // Sent, or waiting in the outbox with its reference: the upload is done either way.
+        if matches!(sent, Ok(_) | Err(ClientError::Queued { .. })) {
+            let _lock = self.lock().await?;
+            self.store.delete_meta(&record)?;
+        }
+        sent
     }
+}
 
+/// Where the upload of `path` to a room is remembered until its message is sent.
+fn upload_record(link: &str, path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("upload\0{link}\0{}", path.display())
+}
+
+impl Profile {
     /// The file sent as entry `seq` of a room, with its caption, from this profile's history.
     pub fn attachment(&self, key: &str, seq: u64) -> Result<(AttachmentRef, Option<String>)> {
         let room = self.room(key)?;

@@ -379,3 +379,95 @@ async fn too_large_files_and_folders_are_refused_before_uploading() {
         .count();
     assert_eq!(files_sent, 0, "nothing was sent");
 }
+
+/// A proxy that lets the first part of an upload through and holds every later part without
+/// answering while `hang` is set (a process killed mid-upload is modelled by dropping the send
+/// meanwhile); counts the first parts it saw.
+#[derive(Default)]
+struct Gate {
+    hang: std::sync::atomic::AtomicBool,
+    first_parts: AtomicUsize,
+}
+
+async fn hanging_proxy(upstream: String) -> (String, Arc<Gate>) {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+
+    #[derive(Clone)]
+    struct P {
+        upstream: String,
+        gate: Arc<Gate>,
+        http: reqwest::Client,
+    }
+    async fn forward(State(p): State<P>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        if parts.method == axum::http::Method::PUT && path.contains("?offset=") {
+            if path.ends_with("?offset=0") {
+                p.gate.first_parts.fetch_add(1, Ordering::SeqCst);
+            } else if p.gate.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+        let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
+        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
+        for (k, v) in parts.headers.iter() {
+            if k != "host" {
+                rb = rb.header(k, v);
+            }
+        }
+        let resp = rb.body(bytes).send().await.unwrap();
+        let mut out = Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+    }
+    let gate = Arc::new(Gate::default());
+    gate.hang.store(true, Ordering::SeqCst);
+    let state = P { upstream, gate: gate.clone(), http: reqwest::Client::new() };
+    let app = axum::Router::new().fallback(forward).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, gate)
+}
+
+/// Alice's send dies after the first part of a file went up (the send is dropped, as a killed
+/// process would stop). Sending the same file again goes on in the same blob from the parts
+/// the server holds — the first part is not sent twice — and Bob gets the file whole. Once the
+/// message is sent, the same file sent again is a new upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_midway_goes_on_where_the_server_is_when_sent_again() {
+    let w = World::start_with(|c| c.files.part_bytes = PART).await;
+    let (mut alice, mut bob) = alice_and_bob(&w, RoomMode::Mls).await;
+    let (proxy, gate) = hanging_proxy(w.url.clone()).await;
+    let mut rules = ConnectTo::none();
+    rules.add(&w.url, &proxy);
+    alice.set_connect_to(rules);
+    let (path, plain) = write_file(&w.dir.path().join("src"), "video.mp4", 4 * PART as usize + 123, 11);
+
+    let cut =
+        tokio::time::timeout(std::time::Duration::from_secs(3), alice.send_file("garden", &path, None, &mut quiet()))
+            .await;
+    assert!(cut.is_err(), "the send was cut off midway: {cut:?}");
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 1);
+    let blobs = w.dir.path().join("server/files/blobs");
+    assert_eq!(names_in(&blobs).len(), 1, "one blob begun");
+
+    gate.hang.store(false, Ordering::SeqCst);
+    let seq = alice.send_file("garden", &path, Some("resumed"), &mut quiet()).await.unwrap();
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 1, "the part the server held was not sent again");
+    assert_eq!(names_in(&blobs).len(), 1, "the same blob, resumed");
+    bob.sync().await.unwrap();
+    let (file, _) = bob.attachment("garden", seq).unwrap();
+    assert_eq!(file.blob.to_string(), names_in(&blobs)[0]);
+    let out = w.dir.path().join("video.mp4");
+    bob.save_file("garden", &file, &out, false, &mut quiet()).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == plain);
+
+    alice.send_file("garden", &path, None, &mut quiet()).await.unwrap();
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 2);
+    assert_eq!(names_in(&blobs).len(), 2, "a new upload once the first was sent");
+}
