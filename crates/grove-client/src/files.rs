@@ -199,8 +199,21 @@ pub struct PendingUpload {
     pub key: AttachmentKey,
     /// The file's size.
     pub size: u64,
-    /// The file's modification time, nanoseconds since the Unix epoch (0 if unknown).
+    /// The file as it was when the upload began ([`fingerprint`]).
+    pub version: FileVersion,
+}
+
+/// What tells a file unchanged: its modification time and, on Unix, its status-change time
+/// (which any write, and any resetting of the modification time, moves on; nobody but the
+/// kernel sets it), device and inode. Nanoseconds since the Unix epoch; 0 where unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileVersion {
+    /// Modification time.
     pub modified_ns: u64,
+    /// Status-change time (Unix).
+    pub changed_ns: i64,
+    /// Device and inode (Unix).
+    pub inode: (u64, u64),
 }
 
 impl std::fmt::Debug for PendingUpload {
@@ -209,8 +222,8 @@ impl std::fmt::Debug for PendingUpload {
     }
 }
 
-/// The size and modification time of the regular file at `path`.
-pub async fn fingerprint(path: &Path) -> Result<(u64, u64), FileError> {
+/// The size and [`FileVersion`] of the regular file at `path`.
+pub async fn fingerprint(path: &Path) -> Result<(u64, FileVersion), FileError> {
     let meta = tokio::fs::metadata(path).await.map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
     if !meta.is_file() {
         return Err(FileError::NotAFile(path.to_path_buf()));
@@ -220,13 +233,21 @@ pub async fn fingerprint(path: &Path) -> Result<(u64, u64), FileError> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    Ok((meta.len(), modified))
+    #[cfg(unix)]
+    let (changed_ns, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        let changed = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
+        (changed, (meta.dev(), meta.ino()))
+    };
+    #[cfg(not(unix))]
+    let (changed_ns, inode) = (0, (0, 0));
+    Ok((meta.len(), FileVersion { modified_ns: modified, changed_ns, inode }))
 }
 
 /// Begins the upload of the file at `path` to `room`: checks it against the server's limit,
 /// draws the file's key, and asks the server for a blob.
 pub async fn begin_upload(server: &Server, room: &str, path: &Path, name: &str) -> Result<PendingUpload, FileError> {
-    let (size, modified_ns) = fingerprint(path).await?;
+    let (size, version) = fingerprint(path).await?;
     if let Ok(info) = server.cached_info().await {
         let max = info.limits.files.max_file_bytes;
         if max > 0 && size > max {
@@ -239,7 +260,7 @@ pub async fn begin_upload(server: &Server, room: &str, path: &Path, name: &str) 
     let mut key = AttachmentKey([0; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key.0);
     let state = server.begin_upload(room, attachment::ciphertext_len(size)).await?;
-    Ok(PendingUpload { blob: state.blob, key, size, modified_ns })
+    Ok(PendingUpload { blob: state.blob, key, size, version })
 }
 
 /// Encrypts the file at `path` and uploads it into the blob `pending` names, streaming, from
@@ -257,7 +278,7 @@ pub async fn upload(
 ) -> Result<AttachmentRef, FileError> {
     let io = |source| FileError::Io { path: path.to_path_buf(), source };
     let changed = |why| FileError::Changed { path: path.to_path_buf(), why };
-    if fingerprint(path).await? != (pending.size, pending.modified_ns) {
+    if fingerprint(path).await? != (pending.size, pending.version) {
         return Err(FileError::Invalid(format!(
             "{} changed since its upload began; send it again as a new file",
             path.display()

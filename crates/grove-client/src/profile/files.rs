@@ -7,8 +7,8 @@
 //! (a `read --follow`, other sends) go on while a large file goes up. The message that follows
 //! takes the lock like every send.
 //!
-//! An upload begun is remembered in the profile (its blob and key, with the file's size and
-//! modification time) before its first part leaves, until its message is sent or queued: if
+//! An upload begun is remembered in the profile (its blob and key, with the file's size,
+//! modification and status-change times and inode) before its first part leaves, until its message is sent or queued: if
 //! the process is killed midway, sending the same unchanged file to the same room again goes
 //! on from the parts the server holds, under the same key (the same file and key make the
 //! same blob). A changed file, or an upload the server has dropped, begins anew.
@@ -64,12 +64,12 @@ impl Profile {
         // An upload of this very file that a killed process left goes on where the server is;
         // otherwise a new one begins, its key persisted before a byte of it leaves.
         let record = upload_record(&room.link, path);
-        let (size, modified_ns) = files::fingerprint(path).await?;
+        let (size, version) = files::fingerprint(path).await?;
         let earlier = self
             .store
             .meta(&record)?
             .and_then(|v| serde_json::from_slice::<files::PendingUpload>(&v).ok())
-            .filter(|p| (p.size, p.modified_ns) == (size, modified_ns));
+            .filter(|p| (p.size, p.version) == (size, version));
         let pending = match earlier {
             Some(p) if server.upload_state(&room.name, &p.blob).await.is_ok() => p,
             _ => {

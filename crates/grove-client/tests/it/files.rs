@@ -435,9 +435,10 @@ async fn hanging_proxy(upstream: String) -> (String, Arc<Gate>) {
 }
 
 /// Alice's send dies after the first part of a file went up (the send is dropped, as a killed
-/// process would stop). Sending the same file again goes on in the same blob from the parts
-/// the server holds — the first part is not sent twice — and Bob gets the file whole. Once the
-/// message is sent, the same file sent again is a new upload.
+/// process would stop). A file rewritten meanwhile starts over; the same file sent again goes
+/// on in the same blob from the parts the server holds — the first part is not sent twice —
+/// and Bob gets the file whole. Once the message is sent, the same file sent again is a new
+/// upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_off_midway_goes_on_where_the_server_is_when_sent_again() {
     let w = World::start_with(|c| c.files.part_bytes = PART).await;
@@ -446,7 +447,7 @@ async fn an_upload_cut_off_midway_goes_on_where_the_server_is_when_sent_again() 
     let mut rules = ConnectTo::none();
     rules.add(&w.url, &proxy);
     alice.set_connect_to(rules);
-    let (path, plain) = write_file(&w.dir.path().join("src"), "video.mp4", 4 * PART as usize + 123, 11);
+    let (path, _) = write_file(&w.dir.path().join("src"), "video.mp4", 4 * PART as usize + 123, 11);
 
     let cut =
         tokio::time::timeout(std::time::Duration::from_secs(3), alice.send_file("garden", &path, None, &mut quiet()))
@@ -456,18 +457,30 @@ async fn an_upload_cut_off_midway_goes_on_where_the_server_is_when_sent_again() 
     let blobs = w.dir.path().join("server/files/blobs");
     assert_eq!(names_in(&blobs).len(), 1, "one blob begun");
 
+    // The file is rewritten meanwhile, same size, its modification time put back: never
+    // resumed under the old key (the status-change time tells), a new upload begins.
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let (_, plain) = write_file(&w.dir.path().join("src"), "video.mp4", 4 * PART as usize + 123, 12);
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+    let cut =
+        tokio::time::timeout(std::time::Duration::from_secs(3), alice.send_file("garden", &path, None, &mut quiet()))
+            .await;
+    assert!(cut.is_err(), "cut off again");
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 2, "a changed file starts over");
+    assert_eq!(names_in(&blobs).len(), 2);
+
     gate.hang.store(false, Ordering::SeqCst);
     let seq = alice.send_file("garden", &path, Some("resumed"), &mut quiet()).await.unwrap();
-    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 1, "the part the server held was not sent again");
-    assert_eq!(names_in(&blobs).len(), 1, "the same blob, resumed");
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 2, "the part the server held was not sent again");
+    assert_eq!(names_in(&blobs).len(), 2, "the second blob, resumed");
     bob.sync().await.unwrap();
     let (file, _) = bob.attachment("garden", seq).unwrap();
-    assert_eq!(file.blob.to_string(), names_in(&blobs)[0]);
+    assert!(names_in(&blobs).contains(&file.blob.to_string()));
     let out = w.dir.path().join("video.mp4");
     bob.save_file("garden", &file, &out, false, &mut quiet()).await.unwrap();
     assert!(std::fs::read(&out).unwrap() == plain);
 
     alice.send_file("garden", &path, None, &mut quiet()).await.unwrap();
-    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 2);
-    assert_eq!(names_in(&blobs).len(), 2, "a new upload once the first was sent");
+    assert_eq!(gate.first_parts.load(Ordering::SeqCst), 3);
+    assert_eq!(names_in(&blobs).len(), 3, "a new upload once the first was sent");
 }
