@@ -301,7 +301,8 @@ pub async fn upload(
         .filter(|&p| p > 0)
         .ok_or_else(|| FileError::Invalid(format!("the server asks for parts of {} bytes", state.part_bytes)))?;
     let mut up = Parts { server, room, blob, blob_len, held: state.received };
-    let mut pending: Vec<u8> = Vec::with_capacity(part_len + PIECE + attachment::SEGMENT_LEN);
+    // Ciphertext not sent yet: under a part, plus one piece and one segment.
+    let mut sealed: Vec<u8> = Vec::with_capacity(part_len + PIECE + attachment::SEGMENT_LEN);
     let mut piece = vec![0u8; PIECE];
     let mut offset = 0u64;
     let mut read = 0u64;
@@ -312,22 +313,22 @@ pub async fn upload(
         if n == 0 {
             break;
         }
-        enc.push(&piece[..n], &mut pending).map_err(changed)?;
+        enc.push(&piece[..n], &mut sealed).map_err(changed)?;
         read += n as u64;
-        while pending.len() >= part_len {
-            offset = up.send(offset, &mut pending, part_len).await?;
+        while sealed.len() >= part_len {
+            offset = up.send(offset, &mut sealed, part_len).await?;
             progress(read.min(size), size);
         }
     }
-    while enc.pad(PIECE, &mut pending).map_err(changed)? > 0 {
-        while pending.len() >= part_len {
-            offset = up.send(offset, &mut pending, part_len).await?;
+    while enc.pad(PIECE, &mut sealed).map_err(changed)? > 0 {
+        while sealed.len() >= part_len {
+            offset = up.send(offset, &mut sealed, part_len).await?;
         }
     }
-    let done = enc.finish(&mut pending).map_err(changed)?;
-    while !pending.is_empty() {
-        let n = part_len.min(pending.len());
-        offset = up.send(offset, &mut pending, n).await?;
+    let done = enc.finish(&mut sealed).map_err(changed)?;
+    while !sealed.is_empty() {
+        let n = part_len.min(sealed.len());
+        offset = up.send(offset, &mut sealed, n).await?;
     }
     if offset != blob_len {
         return Err(FileError::Invalid(format!("sent {offset} bytes of a {blob_len}-byte blob")));
