@@ -93,7 +93,23 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 }
             }
             Command::Room(rc) => room(&dir, json_out, connect, rc).await?,
-            Command::Send { room, text } => {
+            Command::Send { room, file: Some(path), caption, .. } => {
+                let mut p = open(&dir, connect)?;
+                let seq = crate::files::send(&mut p, &room, &path, caption.as_deref()).await?;
+                if json_out {
+                    out!("{}", json!({"seq": seq}));
+                }
+            }
+            Command::Save { room, seq, out, force } => {
+                let mut p = open(&dir, connect)?;
+                let saved = crate::files::save(&mut p, &room, seq, out.as_deref(), force, json_out).await?;
+                if json_out {
+                    out!("{saved}");
+                } else {
+                    out!("{}", saved["path"].as_str().unwrap_or_default());
+                }
+            }
+            Command::Send { room, text, .. } => {
                 let text = match text.as_deref() {
                     None | Some("-") => {
                         let mut buf = String::new();
@@ -284,16 +300,20 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
                     let verb = if remove { "withdrew" } else { "reacted" };
                     (format!("* {sender} {verb} {key} on {to}"), json!({"to": to, "key": key, "remove": remove}))
                 }
-                Content::Attachment { file, caption } => (
-                    format!(
-                        "{sender}: [file {}, {}, {}]{}",
-                        file.name,
-                        size(file.size),
-                        file.media_type,
-                        caption.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
-                    ),
-                    json!({"file": file, "caption": caption}),
-                ),
+                Content::Attachment { file, caption } => {
+                    // The sender's words: shown as the name `grove save` would write, and
+                    // without the key (`grove save` fetches it from history).
+                    let name = grove_client::files::safe_file_name(&file.name);
+                    (
+                        format!(
+                            "{sender}: [file {name}, {}, {}]{}",
+                            size(file.size),
+                            file.media_type.escape_default(),
+                            caption.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
+                        ),
+                        json!({"file": {"name": name, "size": file.size, "media_type": file.media_type, "blob": file.blob}, "caption": caption}),
+                    )
+                }
                 Content::Profile(p) => {
                     (format!("* {} is called {}", m.sender.short(), p.name), json!({"name": p.name}))
                 }

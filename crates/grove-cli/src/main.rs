@@ -16,6 +16,7 @@ mod chat;
 mod client;
 mod demo;
 mod describe;
+mod files;
 mod serve;
 
 /// grove: user-hosted, end-to-end encrypted group messaging.
@@ -59,12 +60,33 @@ enum Command {
     /// Rooms: create, invite, remove, leave, list, members, update.
     #[command(subcommand)]
     Room(RoomCommand),
-    /// Send a message to a room.
+    /// Send a message, or a file, to a room.
     Send {
         /// The room's link or short name.
         room: String,
         /// The message; without it (or with `-`), the text is read from standard input.
+        #[arg(conflicts_with = "file")]
         text: Option<String>,
+        /// Send this file instead (end to end encrypted; the server stores what it cannot read).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// A text shown with the file.
+        #[arg(long, value_name = "TEXT", requires = "file")]
+        caption: Option<String>,
+    },
+    /// Save a file sent to a room: download it, decrypt it and check it is the one sent.
+    Save {
+        /// The room's link or short name.
+        room: String,
+        /// The file's message number (the `[N]` of `grove read`).
+        seq: u64,
+        /// Where to write it: a path, or a folder to put it in [default: its name, in the
+        /// current folder].
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing file at the output path.
+        #[arg(long)]
+        force: bool,
     },
     /// Set your display name, in every room you are in (end to end encrypted: the servers
     /// never see it).

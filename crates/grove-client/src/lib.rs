@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod core;
+pub mod files;
 mod lock;
 pub mod olm;
 pub mod profile;

@@ -9,6 +9,7 @@ use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, LogPage, MlsGroupState
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
+mod files;
 pub(crate) mod names;
 mod outbox;
 pub(crate) mod sk;
@@ -103,6 +104,9 @@ pub enum ClientError {
         /// The room's name.
         room: String,
     },
+    /// A file could not be sent or saved.
+    #[error(transparent)]
+    File(Box<crate::files::FileError>),
     /// The profile's lock file could not be used.
     #[error("cannot lock the profile {path}: {source}")]
     Lock {
@@ -112,6 +116,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<crate::files::FileError> for ClientError {
+    fn from(e: crate::files::FileError) -> Self {
+        ClientError::File(Box::new(e))
+    }
 }
 
 /// Result alias.

@@ -404,6 +404,12 @@ impl ClientStore {
         Ok(())
     }
 
+    /// Removes a metadata value.
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
     /// SQLite's `PRAGMA data_version`: it changes whenever another connection (another
     /// process on this profile) committed, and not for this connection's own commits.
     pub fn data_version(&self) -> Result<i64, StoreError> {

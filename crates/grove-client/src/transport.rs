@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use grove_wire::api::{
-    Ack, Acked, AppendEntry, Appended, ClaimKey, ClaimedKey, CreateRoom, Deposit, Deposited, KeyCounts, KeyItemUpload,
-    KeyKind, LogPage, MailboxPage, PublishKeys, RatchetTree, RoomInfo, ServerInfo,
+    Ack, Acked, AppendEntry, Appended, ClaimKey, ClaimedKey, CreateRoom, CreateUpload, Deposit, Deposited, KeyCounts,
+    KeyItemUpload, KeyKind, LogPage, MailboxPage, PublishKeys, RatchetTree, RoomInfo, ServerInfo, UploadState,
 };
+use grove_wire::attachment::BlobId;
 use grove_wire::{ApiError, ErrorCode, UserId};
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -251,5 +253,116 @@ impl Server {
     /// The room's public ratchet tree as of `epoch`.
     pub async fn ratchet_tree_at(&self, room: &str, epoch: u64) -> Result<RatchetTree, TransportError> {
         self.get(&format!("/v1/rooms/{room}/tree?epoch={epoch}")).await
+    }
+}
+
+/// How long one upload part may take to go up and be answered (the server's own deadline).
+const PART_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How long a download may wait for its answer to begin.
+pub(crate) const DOWNLOAD_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The blob store of encrypted attachments (`/v1/rooms/{room}/files`); see [`crate::files`].
+impl Server {
+    /// A request signed over a body known by its SHA-256 (sent in `x-grove-content-sha256`
+    /// where the body is streamed; otherwise the server hashes the body itself).
+    async fn signed_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body_sha256: &[u8; 32],
+    ) -> Result<reqwest::RequestBuilder, TransportError> {
+        let server_key = self.server_key().await?;
+        let h = grove_wire::auth::sign_request_prehashed(
+            &self.key,
+            &server_key,
+            method.as_str(),
+            path,
+            now_ms(),
+            &nonce(),
+            body_sha256,
+        );
+        Ok(self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(grove_wire::auth::HEADER_KEY, h.key)
+            .header(grove_wire::auth::HEADER_TIMESTAMP, h.timestamp)
+            .header(grove_wire::auth::HEADER_NONCE, h.nonce)
+            .header(grove_wire::auth::HEADER_SIGNATURE, h.signature))
+    }
+
+    /// Begins the upload of a blob of `size` bytes to `room`: the server chooses its id and
+    /// the part length.
+    pub async fn begin_upload(&self, room: &str, size: u64) -> Result<UploadState, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/files"), &CreateUpload { size }).await
+    }
+
+    /// Where an upload stands: how many bytes the server holds.
+    pub async fn upload_state(&self, room: &str, blob: &BlobId) -> Result<UploadState, TransportError> {
+        self.get(&format!("/v1/rooms/{room}/files/{blob}/upload")).await
+    }
+
+    /// Sends the part of `blob` that starts at `offset` (`part_bytes` long, or the rest).
+    pub async fn upload_part(
+        &self,
+        room: &str,
+        blob: &BlobId,
+        offset: u64,
+        part: bytes::Bytes,
+    ) -> Result<UploadState, TransportError> {
+        let hash: [u8; 32] = Sha256::digest(&part).into();
+        let path = format!("/v1/rooms/{room}/files/{blob}?offset={offset}");
+        let resp = self
+            .signed_request(reqwest::Method::PUT, &path, &hash)
+            .await?
+            .header(grove_wire::auth::HEADER_CONTENT_SHA256, grove_wire::auth::sha256_hex(&hash))
+            .header("content-type", "application/octet-stream")
+            .timeout(PART_TIMEOUT)
+            .body(part)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(resp).await
+    }
+
+    /// Starts the download of `blob` from byte `from` (an HTTP `Range` when not 0). The answer's
+    /// body is the blob's bytes from there on, to be read with `chunk()`.
+    pub(crate) async fn download_blob(
+        &self,
+        room: &str,
+        blob: &BlobId,
+        from: u64,
+    ) -> Result<reqwest::Response, TransportError> {
+        let path = format!("/v1/rooms/{room}/files/{blob}");
+        let mut req = self.signed_request(reqwest::Method::GET, &path, &Sha256::digest(b"").into()).await?;
+        if from > 0 {
+            req = req.header("range", format!("bytes={from}-"));
+        }
+        let resp = tokio::time::timeout(DOWNLOAD_START_TIMEOUT, req.send())
+            .await
+            .map_err(|_| self.unreachable("no answer to a download within a minute"))?
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return match self.answer::<serde::de::IgnoredAny>(resp).await {
+                Err(e) => Err(e),
+                Ok(_) => Err(self.unreachable(format!("HTTP {status} to a download"))),
+            };
+        }
+        // A resumed download must continue exactly where the bytes stopped.
+        let starts_at = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if starts_at != from || (from > 0 && status.as_u16() != 206) {
+            return Err(self.unreachable(format!(
+                "asked for the blob from byte {from}, the server answered HTTP {status} from byte {starts_at}"
+            )));
+        }
+        Ok(resp)
     }
 }

@@ -221,6 +221,8 @@ pub struct AttachmentEncryptor {
     segment: Zeroizing<Vec<u8>>,
     /// Plaintext bytes taken so far (padding excluded).
     taken: u64,
+    /// Padding bytes taken so far (by [`pad`](Self::pad)).
+    padding_taken: u64,
     hasher: Sha256,
 }
 
@@ -238,7 +240,11 @@ impl AttachmentEncryptor {
         Self::with_key(key, size)
     }
 
-    fn with_key(key: AttachmentKey, size: u64) -> Result<Self, AttachmentError> {
+    /// An encryptor with a key drawn earlier, for a caller resuming an interrupted upload: the
+    /// same key and the same file give the same blob, byte for byte, so the parts the server
+    /// already holds can be computed again and skipped. Never use a key for two different
+    /// plaintexts (nonces repeat under it): resume only if the file is unchanged.
+    pub fn with_key(key: AttachmentKey, size: u64) -> Result<Self, AttachmentError> {
         let (padded, segments) = check_size(size)?;
         Ok(AttachmentEncryptor {
             stream: stream(&key.0),
@@ -249,6 +255,7 @@ impl AttachmentEncryptor {
             index: 0,
             segment: Zeroizing::new(Vec::with_capacity(SEGMENT_LEN + TAG_LEN)),
             taken: 0,
+            padding_taken: 0,
             hasher: Sha256::new(),
         })
     }
@@ -270,18 +277,32 @@ impl AttachmentEncryptor {
         self.absorb(plaintext, out)
     }
 
-    /// Pads, seals the last segment into `out`, and returns the key and digest.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<EncryptedAttachment, AttachmentError> {
+    /// Once all the plaintext is in, takes up to `max` bytes of the padding and appends every
+    /// segment they complete to `out`; answers how many padding bytes are left. A caller that
+    /// must bound its memory calls this until it answers 0 (or little) before
+    /// [`finish`](Self::finish), which pads whatever is left at once: up to 1/16 of the size.
+    pub fn pad(&mut self, max: usize, out: &mut Vec<u8>) -> Result<u64, AttachmentError> {
         if self.taken != self.size {
             return Err(AttachmentError::PlaintextTooShort { declared: self.size, got: self.taken });
         }
         let zeros = [0u8; 4096];
-        let mut padding = self.padded - self.size;
-        while padding > 0 {
-            let n = padding.min(zeros.len() as u64) as usize;
+        let mut budget = max as u64;
+        loop {
+            let left = self.padded - self.size - self.padding_taken;
+            let n = left.min(budget).min(zeros.len() as u64) as usize;
+            if n == 0 {
+                return Ok(left);
+            }
             self.absorb(&zeros[..n], out)?;
-            padding -= n as u64;
+            self.padding_taken += n as u64;
+            budget -= n as u64;
         }
+    }
+
+    /// Pads (what [`pad`](Self::pad) has not), seals the last segment into `out`, and returns
+    /// the key and digest.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<EncryptedAttachment, AttachmentError> {
+        self.pad(usize::MAX, out)?;
         self.seal(true, out)?;
         let blob_len = self.blob_len();
         let digest = BlobDigest(self.hasher.finalize().into());

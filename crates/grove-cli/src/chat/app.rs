@@ -466,6 +466,33 @@ impl App {
                 }
                 worker(Cmd::Name { name: args.to_string() })
             }
+            "file" => {
+                if args.is_empty() {
+                    return Err("/file takes a PATH, then an optional caption".into());
+                }
+                // The whole argument if it names a file, else its first word, then the caption.
+                let (path, caption) = if expand(args).exists() {
+                    (args, None)
+                } else {
+                    args.split_once(' ').map(|(p, c)| (p, Some(c.trim().to_string()))).unwrap_or((args, None))
+                };
+                let path = expand(path);
+                if !path.is_file() {
+                    return Err(format!("no file {}", path.display()));
+                }
+                worker(Cmd::SendFile { link: self.active_link()?, path, caption })
+            }
+            "save" => {
+                let (seq, out) = seq_and_rest("")?;
+                match self.post(seq) {
+                    Some(p) if p.file => {}
+                    Some(_) => return Err(format!("message {seq} is not a file")),
+                    None => return Err(format!("no message {seq} on screen")),
+                }
+                let link = self.room().map(|r| r.link.clone()).ok_or("no room")?;
+                let out = (!out.is_empty()).then(|| expand(&out));
+                worker(Cmd::Save { link, seq, out })
+            }
             "reply" => {
                 let (to, text) = seq_and_rest("your reply")?;
                 Ok(self.send(Content::Reply { to, text }))
@@ -535,4 +562,12 @@ pub(crate) enum ConnState {
     Up,
     Trying,
     Offline,
+}
+
+/// A path as typed: `~/` is the home folder.
+fn expand(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => std::path::PathBuf::from(path),
+    }
 }

@@ -49,10 +49,13 @@ pub fn run(dir: &Path, connect: &ConnectTo, room: Option<String>) -> anyhow::Res
         reader.room(key)?;
     }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    // The worker runs on this thread beside the screen (a profile is not shared between
+    // threads); the push client's connections run on the runtime's threads.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (note_tx, note_rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(worker::run(worker_profile, cmd_rx, note_tx));
+        let worker = tokio::task::spawn_local(worker::run(worker_profile, cmd_rx, note_tx));
         let mut app = App::new(reader.user_id());
         if let Some(key) = room {
             app.pending_show = Some(reader.room(&key)?.link);

@@ -56,6 +56,7 @@ fn garden() -> App {
         text(2, bob, NOON + 60_000, Content::text("the tomatoes are in")),
         text(3, alice, NOON + 120_000, Content::Reply { to: 2, text: "lovely, which kind?".into() }),
         text(4, bob, NOON + 180_000, Content::text("cherry, I thnik")),
+        text(13, bob, NOON + 185_000, Content::text("an escape \u{1b}[2J in the middle")),
         text(5, bob, NOON + 190_000, Content::Edit { of: 4, text: "cherry, I think".into() }),
         text(6, carol, NOON + 200_000, Content::Reaction { to: 2, key: "🍅".into(), remove: false }),
         text(7, alice, NOON + 210_000, Content::Reaction { to: 2, key: "🍅".into(), remove: false }),
@@ -116,6 +117,8 @@ fn a_room_with_names_replies_edits_reactions_and_unread_counts_on_a_wide_termina
     assert!(screen.contains("↳ reply to #2 Bob: the tomatoes are in"), "{screen}");
     assert!(screen.contains("Alice: lovely, which kind?"), "{screen}");
     assert!(screen.contains("Bob: cherry, I think (edited)") && !screen.contains("thnik"), "{screen}");
+    // Control characters from others never reach the terminal.
+    assert!(screen.contains("an escape  [2J in the middle") && !screen.contains('\u{1b}'), "{screen}");
     // Two people reacted with the same key: counted once, 2.
     assert!(screen.contains("🍅 2"), "{screen}");
     // A deleted message, an unsupported kind, an unreadable entry, membership in words.

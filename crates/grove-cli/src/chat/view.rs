@@ -30,6 +30,8 @@ pub(crate) struct Post {
     pub(crate) deleted: bool,
     /// A kind this client does not show (a newer grove's).
     pub(crate) unsupported: bool,
+    /// A file (`/save N` fetches it).
+    pub(crate) file: bool,
     /// Reaction keys in order of first use, with who reacted.
     pub(crate) reactions: Vec<(String, Vec<UserId>)>,
 }
@@ -66,6 +68,7 @@ pub(crate) fn fold(history: &[Message]) -> Vec<Line> {
             edited: false,
             deleted: false,
             unsupported,
+            file: false,
             reactions: Vec::new(),
         };
         match m.event() {
@@ -81,13 +84,13 @@ pub(crate) fn fold(history: &[Message]) -> Vec<Line> {
                 Content::Attachment { file, caption } => {
                     let text = format!(
                         "[file {}, {}, {}]{}",
-                        file.name,
+                        grove_client::files::safe_file_name(&file.name),
                         size(file.size),
                         file.media_type,
                         caption.map(|c| format!(" {c}")).unwrap_or_default()
                     );
                     index.insert(m.seq, lines.len());
-                    lines.push(Line::Post(post(text, None, false)));
+                    lines.push(Line::Post(Post { file: true, ..post(text, None, false) }));
                 }
                 Content::Edit { of, text } => {
                     if let Some(i) = target(&index, of) {
@@ -292,7 +295,10 @@ pub(crate) fn wrap(spans: Vec<Span<'static>>, width: usize, indent: usize) -> Ve
     let mut used = 0usize;
     for span in spans {
         let style = span.style;
-        for word in span.content.split_inclusive(' ') {
+        // What others wrote reaches the terminal as text only: no control characters (escape
+        // sequences, carriage returns), which could repaint the screen.
+        let content: String = span.content.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        for word in content.split_inclusive(' ') {
             let w = word.width();
             if used + w.min(width.saturating_sub(indent)) > width && used > indent {
                 rows.push(TextLine::from(std::mem::take(&mut row)));
@@ -336,6 +342,7 @@ pub(crate) const HELP: &[&str] = &[
     "  /leave   /update   /name NAME       leave; fresh keys; your display name",
     "  /reply N TEXT   /edit N TEXT        N: the number left of a message",
     "  /delete N   /react N EMOJI          the same reaction again withdraws it",
+    "  /file PATH [CAPTION]   /save N [PATH]   send a file; save the file of message N",
     "  /members   /help   /quit            members pane; this help; leave the chat",
     "Keys: Tab / Shift-Tab next / previous room (with text: complete a name),",
     "  PageUp / PageDown or the mouse wheel scroll, Up / Down recall what you typed,",

@@ -32,6 +32,10 @@ pub(crate) enum Cmd {
     Name { name: String },
     /// The screen showed a room up to `seq`.
     Seen { link: String, seq: u64 },
+    /// Send a file (encrypted, uploaded, then announced in the room).
+    SendFile { link: String, path: std::path::PathBuf, caption: Option<String> },
+    /// Save the file of message `seq` (to `out`, else its name in the current folder).
+    Save { link: String, seq: u64, out: Option<std::path::PathBuf> },
 }
 
 /// What the worker tells the screen.
@@ -128,6 +132,19 @@ impl Worker {
 
     fn error(&self, e: impl std::fmt::Display) {
         self.tell(Note::Error(e.to_string()));
+    }
+
+    /// A transfer's progress, said on the status line at most four times a second.
+    fn progress(&self, label: String) -> impl FnMut(u64, u64) + Send + 'static {
+        let notes = self.notes.clone();
+        let mut last: Option<std::time::Instant> = None;
+        move |done, total| {
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+                last = Some(std::time::Instant::now());
+                let pct = done.saturating_mul(100) / total.max(1);
+                let _ = notes.send(Note::Info(format!("{label}: {pct} %")));
+            }
+        }
     }
 
     fn any_live(&self) -> bool {
@@ -244,6 +261,22 @@ impl Worker {
                     self.tell(Note::Info(format!("you are now {name:?} in {n} room(s)")));
                 }
                 Cmd::Seen { link, seq } => p.mark_seen(&link, seq).await?,
+                Cmd::SendFile { link, path, caption } => {
+                    let name = grove_client::files::file_name_of(&path);
+                    let mut progress = self.progress(format!("sending {name}"));
+                    match p.send_file(&link, &path, caption.as_deref(), &mut progress).await {
+                        Ok(_) => self.tell(Note::Info(format!("sent {name}"))),
+                        Err(e @ ClientError::Queued { .. }) => self.tell(Note::Info(e.to_string())),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Cmd::Save { link, seq, out } => {
+                    let (file, _) = p.attachment(&link, seq)?;
+                    let path = grove_client::files::output_path(out.as_deref(), &file.name);
+                    let mut progress = self.progress(format!("saving {}", path.display()));
+                    let size = p.save_file(&link, &file, &path, false, &mut progress).await?;
+                    self.tell(Note::Info(format!("saved {} ({})", path.display(), crate::describe::size(size))));
+                }
             }
             Ok(())
         }

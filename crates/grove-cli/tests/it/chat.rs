@@ -120,6 +120,20 @@ fn alice_and_bob_chat_live_across_a_server_restart() {
     tmux.wait_for("alice", "Bob's scripted message", |s| s.contains("Bob: sent by a script"));
     tmux.wait_for("bob", "his own scripted message", |s| s.contains("Bob: sent by a script"));
 
+    // A file: Alice sends it from the chat, Bob sees it and saves it from his.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "plant the beans in May\n".repeat(1000)).unwrap();
+    tmux.type_line("alice", &format!("/file {} the plan", notes.display()));
+    let seen =
+        tmux.wait_for("bob", "Alice's file", |s| s.contains("Alice: [file notes.txt, 22.5 KiB, text/plain] the plan"));
+    let line = seen.lines().find(|l| l.contains("[file notes.txt")).unwrap();
+    let seq: u64 =
+        line.trim_start_matches(|c: char| c == '│' || c.is_whitespace()).split(' ').next().unwrap().parse().unwrap();
+    let saved = dir.path().join("saved.txt");
+    tmux.type_line("bob", &format!("/save {seq} {}", saved.display()));
+    tmux.wait_for("bob", "the file saved", |s| s.contains("saved ") && s.contains("saved.txt"));
+    assert_eq!(std::fs::read(&saved).unwrap(), std::fs::read(&notes).unwrap());
+
     // The server dies: the status line says so, and what Alice types waits in the outbox.
     drop(server);
     tmux.wait_for("alice", "reconnecting", |s| s.contains("reconnecting") || s.contains("offline"));

@@ -3,6 +3,7 @@
 mod admin;
 mod chat;
 mod client;
+mod files;
 mod multi_instance;
 mod processes;
 mod senderkeys;

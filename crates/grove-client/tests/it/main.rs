@@ -2,6 +2,7 @@
 
 #![allow(missing_docs)]
 
+mod files;
 mod journal;
 mod people;
 mod removal;
@@ -21,11 +22,17 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`World::start`] with a server configured by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut grove_server::Config)) -> World {
         let dir = tempfile::tempdir().unwrap();
         let mut config = grove_server::Config::default();
         config.server.data_dir = dir.path().join("server");
         config.limits.user_requests_per_sec = 100_000;
         config.limits.ip_requests_per_sec = 100_000;
+        tweak(&mut config);
         let state = grove_server::open(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

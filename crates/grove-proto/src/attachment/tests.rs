@@ -90,6 +90,33 @@ fn round_trips_at_the_edges() {
 }
 
 #[test]
+fn padding_taken_in_steps_gives_the_same_blob_and_bounds_each_step() {
+    // 1,000,000 bytes pad to 1,015,808: 15,808 bytes of padding, taken in steps of 5,000.
+    let plain = file(1_000_000, 4);
+    let (whole, _) = encrypt(&mut rng(8), &plain).unwrap();
+    let mut enc = AttachmentEncryptor::new(&mut rng(8), plain.len() as u64).unwrap();
+    let mut blob = Vec::new();
+    assert_eq!(
+        enc.pad(10, &mut blob),
+        Err(AttachmentError::PlaintextTooShort { declared: 1_000_000, got: 0 }),
+        "padding comes after the plaintext"
+    );
+    enc.push(&plain, &mut blob).unwrap();
+    let mut left = padded_len(1_000_000) - 1_000_000;
+    assert_eq!(left, 15_808);
+    while left > 0 {
+        let before = blob.len();
+        let now = enc.pad(5000, &mut blob).unwrap();
+        assert_eq!(now, left.saturating_sub(5000));
+        assert!(blob.len() - before <= SEALED, "a step seals at most one segment here");
+        left = now;
+    }
+    assert_eq!(enc.pad(5000, &mut blob), Ok(0));
+    enc.finish(&mut blob).unwrap();
+    assert!(blob == whole, "the same blob as padding at once");
+}
+
+#[test]
 fn whole_buffer_helpers_round_trip_and_blobs_depend_only_on_the_rng() {
     let plain = file(100_000, 1);
     let (blob, done) = encrypt(&mut rng(5), &plain).unwrap();
