@@ -66,7 +66,11 @@ pub(crate) fn membership_sentence(
         }
     }
     if parts.is_empty() {
-        parts.push(format!("{} updated their keys", who(by, me, names)));
+        if *by == me {
+            parts.push("you updated your keys".to_string());
+        } else {
+            parts.push(format!("{} updated their keys", who(by, me, names)));
+        }
     }
     parts.join(", ")
 }
