@@ -161,4 +161,13 @@ fn alice_and_bob_chat_live_across_a_server_restart() {
     let after = tmux.wait_for("alice", "the chat's exit", |s| s.contains("chat exited with"));
     assert!(after.contains("chat exited with 0"), "{after}");
     assert!(!after.contains("● connected"), "the chat's screen was left behind:\n{after}");
+
+    // SIGTERM (a logout, a service manager) ends Bob's chat the same way.
+    let shell = tmux.tmux(&["display-message", "-p", "-t", "chat:bob", "#{pane_pid}"]);
+    let chat = Command::new("pgrep").args(["-P", shell.trim()]).output().expect("pgrep runs");
+    let pid = String::from_utf8_lossy(&chat.stdout).split_whitespace().next().expect("bob's chat runs").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let after = tmux.wait_for("bob", "the chat's exit", |s| s.contains("chat exited with"));
+    assert!(after.contains("chat exited with 0"), "{after}");
+    assert!(!after.contains("● connected"), "the chat's screen was left behind:\n{after}");
 }

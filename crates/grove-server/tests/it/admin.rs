@@ -44,6 +44,7 @@ async fn populate(s: &Server) -> (User, User, User) {
     post_app(s, &bob, "garden", 1, SECRET).await.ok();
     post_app(s, &alice, "garden", 1, b"noted").await.ok();
     alice.post(s, "/v1/rooms/garden/files", json!({"size": 8192})).await.ok();
+    register(s, &bob).await;
     carol.post(s, &format!("/v1/mailboxes/{}", bob.id), json!({"body": b64(b"psst")})).await.ok();
     (alice, bob, carol)
 }

@@ -45,6 +45,7 @@ async fn a_full_disk_is_answered_507_with_a_reserve_for_messages_and_recovers_wh
     assert_eq!(health(&s).await, json!({"status": "ok"}));
 
     // Bob's mailbox takes a few large deposits (freed later, when he acknowledges them).
+    register(&s, &bob).await;
     let to_bob = format!("/v1/mailboxes/{}", bob.id);
     for i in 0..24 {
         alice.post(&s, &to_bob, json!({"body": b64(&body(i))})).await.ok();
