@@ -1,0 +1,249 @@
+//! The push client as `grove chat` uses it: Bob follows his rooms and his mailbox, and what it
+//! hands over is applied with `apply_pushed` / `receive_mail`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use grove_client::profile::Profile;
+use grove_client::push::{Feed, Link, PushClient};
+use grove_client::store::RoomStatus;
+use tokio::sync::mpsc;
+
+use crate::{texts, World};
+
+/// How long Bob waits for the next thing the push client hands over before the test fails.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Bob's push client and what it handed over so far.
+struct Follower {
+    push: PushClient,
+    feed: mpsc::Receiver<Feed>,
+    /// Every connection state reported, in order.
+    links: Vec<Link>,
+    /// Per room name, the sequence number the next entry handed over must have.
+    next: HashMap<String, u64>,
+}
+
+impl Follower {
+    /// Follows every active room of `p` and its mailbox, as `grove chat` does.
+    fn start(p: &Profile) -> Follower {
+        let (tx, feed) = mpsc::channel(1024);
+        let mut f = Follower { push: PushClient::new(tx), feed, links: Vec::new(), next: HashMap::new() };
+        let mut rooms = Vec::new();
+        for r in p.rooms().unwrap() {
+            assert_eq!(r.server, p.home(), "these tests keep every room on the home server");
+            if r.status == RoomStatus::Active {
+                f.next.insert(r.name.clone(), r.cursor + 1);
+                rooms.push((r.name, r.cursor));
+            }
+        }
+        let home = p.home().to_string();
+        f.push.follow(&home, p.server_for(&home), rooms, Some(p.mailbox_cursor().unwrap()));
+        f
+    }
+
+    /// Applies what the push client hands over until `done` holds, checking that each room's
+    /// entries come in order, with no gap and no duplicate.
+    async fn until(&mut self, p: &mut Profile, what: &str, mut done: impl FnMut(&Profile, &[Link]) -> bool) {
+        while !done(p, &self.links) {
+            let feed = match tokio::time::timeout(WAIT, self.feed.recv()).await {
+                Ok(Some(feed)) => feed,
+                Ok(None) => panic!("the push client stopped while waiting for {what}"),
+                Err(_) => panic!("nothing handed over for {WAIT:?} while waiting for {what}; links: {:?}", self.links),
+            };
+            match feed {
+                Feed::Entries { server, room, entries } => {
+                    let next =
+                        self.next.get_mut(&room).unwrap_or_else(|| panic!("entries of a room not followed: {room}"));
+                    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+                    let want: Vec<u64> = (*next..*next + seqs.len() as u64).collect();
+                    assert_eq!(seqs, want, "{room}: entries handed over out of order, twice or with a gap");
+                    *next += seqs.len() as u64;
+                    let (_, status) = p.apply_pushed(&server, &room, entries).await.unwrap().unwrap();
+                    assert_eq!(status, RoomStatus::Active);
+                }
+                Feed::Mail { .. } => {
+                    for link in p.receive_mail().await.unwrap().joined {
+                        let r = p.room(&link).unwrap();
+                        self.next.insert(r.name.clone(), r.cursor + 1);
+                        self.push.follow(&r.server, p.server_for(&r.server), vec![(r.name, r.cursor)], None);
+                    }
+                }
+                Feed::RoomError { room, error, .. } => panic!("{room}: {error}"),
+                Feed::Link { link, .. } => self.links.push(link),
+            }
+        }
+    }
+}
+
+fn is_down(l: &Link) -> bool {
+    matches!(l, Link::Down { .. })
+}
+
+/// Alice creates `garden` and invites Bob, who joins.
+async fn alice_and_bob(w: &World) -> (Profile, Profile) {
+    let mut alice = w.user("alice").await;
+    let mut bob = w.user("bob").await;
+    alice.create_room(&w.url, "garden").await.unwrap();
+    alice.invite("garden", &bob.address().to_string()).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().joined.len(), 1);
+    alice.sync().await.unwrap();
+    (alice, bob)
+}
+
+/// Bob follows the room over the push WebSocket while Alice sends 50 messages: applied as
+/// they come, they give Bob all 50, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bob_follows_the_room_live_and_gets_every_message_once_in_order() {
+    let w = World::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&w).await;
+    let mut follower = Follower::start(&bob);
+    follower.until(&mut bob, "the push WebSocket", |_, links| links.contains(&Link::Live)).await;
+
+    let want: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
+    let sends = async {
+        for text in &want {
+            alice.send("garden", text).await.unwrap();
+        }
+    };
+    let receives = follower.until(&mut bob, "50 messages", |p, _| texts(p, "garden").len() >= 50);
+    tokio::join!(sends, receives);
+
+    assert_eq!(texts(&bob, "garden"), want);
+    assert!(follower.links.iter().all(|l| *l == Link::Live), "{:?}", follower.links);
+    // A full read from the server finds nothing missing and adds nothing.
+    bob.sync().await.unwrap();
+    assert_eq!(texts(&bob, "garden"), want);
+}
+
+/// A proxy in front of the server that refuses WebSocket upgrades (502, as some reverse
+/// proxies do) and forwards everything else, long polls included. Answers its URL and how many
+/// upgrades it refused.
+async fn no_websocket_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct P {
+        upstream: String,
+        refused: Arc<AtomicUsize>,
+        http: reqwest::Client,
+    }
+    async fn forward(State(p): State<P>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        if parts.headers.contains_key(axum::http::header::UPGRADE) {
+            p.refused.fetch_add(1, Ordering::SeqCst);
+            return Response::builder().status(502).body(Body::from("502 Bad Gateway")).unwrap();
+        }
+        let bytes = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
+        for (k, v) in parts.headers.iter() {
+            if k != "host" {
+                rb = rb.header(k, v);
+            }
+        }
+        let resp = rb.body(bytes).send().await.unwrap();
+        let mut out = Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+    }
+    let refused = Arc::new(AtomicUsize::new(0));
+    let state = P { upstream, refused: refused.clone(), http: reqwest::Client::new() };
+    let app = axum::Router::new().fallback(forward).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, refused)
+}
+
+/// Bob reaches his server through a proxy that refuses WebSockets: his push client says it is
+/// polling, and still hands over Alice's messages in order, once, and her invitation to a
+/// second room, which Bob joins and then follows too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_refuses_websockets_bob_long_polls() {
+    let w = World::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&w).await;
+    let (proxy, refused) = no_websocket_proxy(w.url.clone()).await;
+    let mut rules = grove_client::profile::ConnectTo::none();
+    rules.add(&w.url, &proxy);
+    bob.set_connect_to(rules);
+    let mut follower = Follower::start(&bob);
+    follower.until(&mut bob, "polling", |_, links| links.contains(&Link::Polling)).await;
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    let want: Vec<String> = (0..20).map(|i| format!("message {i}")).collect();
+    let sends = async {
+        for text in &want {
+            alice.send("garden", text).await.unwrap();
+        }
+    };
+    let receives = follower.until(&mut bob, "20 messages", |p, _| texts(p, "garden").len() >= 20);
+    tokio::join!(sends, receives);
+    assert_eq!(texts(&bob, "garden"), want);
+
+    // Alice invites Bob to a second room: the invitation comes by the mailbox's long poll.
+    alice.create_room(&w.url, "shed").await.unwrap();
+    alice.invite("shed", &bob.address().to_string()).await.unwrap();
+    follower
+        .until(&mut bob, "the invitation", |p, _| p.room("shed").is_ok_and(|r| r.status == RoomStatus::Active))
+        .await;
+    alice.sync().await.unwrap();
+    let in_shed: Vec<String> = (0..5).map(|i| format!("in the shed {i}")).collect();
+    for text in &in_shed {
+        alice.send("shed", text).await.unwrap();
+    }
+    follower.until(&mut bob, "5 messages in the shed", |p, _| texts(p, "shed").len() >= 5).await;
+    assert_eq!(texts(&bob, "shed"), in_shed);
+    assert_eq!(texts(&bob, "garden"), want);
+    assert!(!follower.links.contains(&Link::Live), "{:?}", follower.links);
+}
+
+/// Bob's server stops and starts again on the same address while Alice writes before, during
+/// (her message waits in her outbox) and after: Bob's push client says the link is down, then
+/// live again, and Bob ends with every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_restarts_and_bob_misses_nothing_and_gets_nothing_twice() {
+    let mut w = World::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&w).await;
+    let mut follower = Follower::start(&bob);
+    follower.until(&mut bob, "the push WebSocket", |_, links| links.contains(&Link::Live)).await;
+
+    let mut want = Vec::new();
+    for i in 0..10 {
+        let text = format!("before {i}");
+        alice.send("garden", &text).await.unwrap();
+        want.push(text);
+    }
+    follower.until(&mut bob, "the messages before", |p, _| texts(p, "garden").len() >= 10).await;
+
+    w.stop().await;
+    follower.until(&mut bob, "the link to go down", |_, links| links.last().is_some_and(is_down)).await;
+    match alice.send("garden", "while the server is down").await {
+        Err(grove_client::profile::ClientError::Queued { .. }) => {}
+        other => panic!("expected queued, got {other:?}"),
+    }
+    want.push("while the server is down".into());
+
+    w.restart().await;
+    follower.until(&mut bob, "the link to come back", |_, links| links.last() == Some(&Link::Live)).await;
+    alice.sync().await.unwrap();
+    assert!(alice.outbox().unwrap().is_empty());
+    for i in 0..10 {
+        let text = format!("after {i}");
+        alice.send("garden", &text).await.unwrap();
+        want.push(text);
+    }
+    follower.until(&mut bob, "every message", |p, _| texts(p, "garden").len() >= want.len()).await;
+    assert_eq!(texts(&bob, "garden"), want);
+    let first_down = follower.links.iter().position(is_down).unwrap();
+    assert!(follower.links[..first_down].iter().all(|l| *l == Link::Live), "{:?}", follower.links);
+    assert!(!follower.links.contains(&Link::Polling), "{:?}", follower.links);
+    bob.sync().await.unwrap();
+    assert_eq!(texts(&bob, "garden"), want);
+}
