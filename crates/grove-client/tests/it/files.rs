@@ -299,17 +299,7 @@ async fn cutting_proxy(upstream: String) -> (String, Arc<Cuts>) {
             // Lost on the way: the server never sees it.
             return broken(200, &reqwest::header::HeaderMap::new(), Vec::new());
         }
-        let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
-        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
-        for (k, v) in parts.headers.iter() {
-            if k != "host" {
-                rb = rb.header(k, v);
-            }
-        }
-        let resp = rb.body(bytes).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap().to_vec();
+        let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, body).await;
         if part_no == 1 {
             // Stored, but the answer is lost.
             return broken(200, &reqwest::header::HeaderMap::new(), Vec::new());
@@ -317,18 +307,12 @@ async fn cutting_proxy(upstream: String) -> (String, Arc<Cuts>) {
         if is_download && status == 200 && p.cuts.downloads.fetch_add(1, Ordering::SeqCst) == 0 {
             return broken(status, &headers, body[..body.len() / 2].to_vec());
         }
-        let mut out = Response::builder().status(status);
-        for (k, v) in &headers {
-            out = out.header(k, v);
-        }
-        out.body(Body::from(body)).unwrap()
+        crate::proxy::respond(status, &headers, body)
     }
     let cuts = Arc::new(Cuts::default());
     let state = P { upstream, cuts: cuts.clone(), http: reqwest::Client::new() };
     let app = axum::Router::new().fallback(forward).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = crate::proxy::serve(app).await;
     (url, cuts)
 }
 
@@ -390,7 +374,6 @@ struct Gate {
 }
 
 async fn hanging_proxy(upstream: String) -> (String, Arc<Gate>) {
-    use axum::body::Body;
     use axum::extract::{Request, State};
     use axum::response::Response;
 
@@ -410,27 +393,14 @@ async fn hanging_proxy(upstream: String) -> (String, Arc<Gate>) {
                 std::future::pending::<()>().await;
             }
         }
-        let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
-        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
-        for (k, v) in parts.headers.iter() {
-            if k != "host" {
-                rb = rb.header(k, v);
-            }
-        }
-        let resp = rb.body(bytes).send().await.unwrap();
-        let mut out = Response::builder().status(resp.status().as_u16());
-        for (k, v) in resp.headers() {
-            out = out.header(k, v);
-        }
-        out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+        let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, body).await;
+        crate::proxy::respond(status, &headers, body)
     }
     let gate = Arc::new(Gate::default());
     gate.hang.store(true, Ordering::SeqCst);
     let state = P { upstream, gate: gate.clone(), http: reqwest::Client::new() };
     let app = axum::Router::new().fallback(forward).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = crate::proxy::serve(app).await;
     (url, gate)
 }
 

@@ -5,6 +5,7 @@
 mod files;
 mod journal;
 mod people;
+mod proxy;
 mod push;
 mod removal;
 mod scenarios;

@@ -318,26 +318,13 @@ async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::
                 .body(Body::from(r#"{"code":"unavailable","message":"try again later"}"#))
                 .unwrap();
         }
-        let bytes = axum::body::to_bytes(body, 1 << 24).await.unwrap();
-        let mut rb = p.http.request(parts.method.clone(), format!("{}{path}", p.upstream));
-        for (k, v) in parts.headers.iter() {
-            if k != "host" {
-                rb = rb.header(k, v);
-            }
-        }
-        let resp = rb.body(bytes).send().await.unwrap();
-        let mut out = Response::builder().status(resp.status().as_u16());
-        for (k, v) in resp.headers() {
-            out = out.header(k, v);
-        }
-        out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+        let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, body).await;
+        crate::proxy::respond(status, &headers, body)
     }
     let refused = Arc::new(AtomicUsize::new(0));
     let state = P { upstream, refused: refused.clone(), refuse, http: reqwest::Client::new() };
     let app = axum::Router::new().fallback(forward).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = crate::proxy::serve(app).await;
     (url, refused)
 }
 
