@@ -168,21 +168,6 @@ pub fn output_path(out: Option<&Path>, name: &str) -> PathBuf {
     }
 }
 
-/// Whether a failed request may succeed if tried again.
-fn transient(e: &TransportError) -> bool {
-    match e.code() {
-        None => true,
-        Some(code) => matches!(
-            code,
-            ErrorCode::RateLimited
-                | ErrorCode::Unavailable
-                | ErrorCode::Internal
-                | ErrorCode::StaleTimestamp
-                | ErrorCode::NonceReused
-        ),
-    }
-}
-
 /// The pause before try `n` (from 1): 250 ms, doubling, at most 4 s.
 fn backoff(n: u32) -> Duration {
     Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
@@ -380,7 +365,7 @@ async fn send_part(
         let failure = match server.upload_part(room, blob, offset, part.clone()).await {
             Ok(state) => return landed(&state, end),
             // "Not at that offset": an earlier try of this part may have landed after all.
-            Err(e) if transient(&e) || e.code() == Some(ErrorCode::UploadOffset) => e,
+            Err(e) if e.is_transient() || e.code() == Some(ErrorCode::UploadOffset) => e,
             Err(e) => return Err(e.into()),
         };
         tracing::info!(%blob, offset, error = %failure, "a part did not go up; asking the server where the upload is");
@@ -397,7 +382,7 @@ async fn send_part(
                     state.received
                 )))
             }
-            Err(e) if transient(&e) => {}
+            Err(e) if e.is_transient() => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -467,7 +452,7 @@ pub async fn download(
                 written += plain.len() as u64;
                 progress(written, reference.size);
             },
-            Err(e) if transient(&e) => Some(e),
+            Err(e) if e.is_transient() => Some(e),
             Err(e) => return Err(e.into()),
         };
         if got >= total {

@@ -38,6 +38,25 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Whether the request may succeed if made again later: the server could not be reached,
+    /// or it said "not now" (rate limited, unavailable, an internal failure, storage full, a
+    /// clock or nonce problem of this one attempt). The outbox keeps such a message; an
+    /// upload goes on from where the server is.
+    pub fn is_transient(&self) -> bool {
+        match self.code() {
+            None => true,
+            Some(code) => matches!(
+                code,
+                ErrorCode::RateLimited
+                    | ErrorCode::Unavailable
+                    | ErrorCode::Internal
+                    | ErrorCode::StorageFull
+                    | ErrorCode::StaleTimestamp
+                    | ErrorCode::NonceReused
+            ),
+        }
+    }
+
     /// The API error code, if the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -364,5 +383,25 @@ impl Server {
             )));
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: ErrorCode) -> TransportError {
+        TransportError::Api { url: "http://s".into(), error: ApiError::new(code, "said") }
+    }
+
+    #[test]
+    fn a_full_disk_or_a_busy_server_means_later_and_a_refusal_means_never() {
+        for code in [ErrorCode::StorageFull, ErrorCode::Unavailable, ErrorCode::RateLimited, ErrorCode::Internal] {
+            assert!(api(code).is_transient(), "{code:?}");
+        }
+        assert!(TransportError::Unreachable { url: "http://s".into(), detail: "refused".into() }.is_transient());
+        for code in [ErrorCode::NotMember, ErrorCode::PayloadTooLarge, ErrorCode::Blocked] {
+            assert!(!api(code).is_transient(), "{code:?}");
+        }
     }
 }

@@ -33,7 +33,6 @@ use super::{unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
 use crate::core::Seal;
 use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
 use crate::transport::now_ms;
-use crate::transport::TransportError;
 
 /// What encryption adds to a message, at most (MLS framing and padding, or the sender-keys
 /// header, tag and signature), kept free under the server's entry limit.
@@ -42,21 +41,6 @@ pub const SEAL_OVERHEAD: u64 = 512;
 /// How long a post that got no answer may still be on its way into the room's log (a server
 /// handles an append in milliseconds; this leaves room for a loaded one).
 pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether a failed post may succeed later (keep the item) or never will (drop it).
-fn retryable(e: &TransportError) -> bool {
-    match e.code() {
-        None => true,
-        Some(code) => matches!(
-            code,
-            ErrorCode::RateLimited
-                | ErrorCode::Unavailable
-                | ErrorCode::Internal
-                | ErrorCode::StaleTimestamp
-                | ErrorCode::NonceReused
-        ),
-    }
-}
 
 impl Profile {
     /// Sends a message of any content kind to a room. Answers its sequence number in the log;
@@ -105,7 +89,7 @@ impl Profile {
             }
             match self.flush_room(&room).await {
                 Ok(p) => posted += p.len(),
-                Err(ClientError::Server(e)) if retryable(&e) => {
+                Err(ClientError::Server(e)) if e.is_transient() => {
                     tracing::info!(room = link, error = %e, "the outbox waits for the server");
                 }
                 Err(e) => tracing::warn!(room = link, error = %e, "could not post from the outbox"),
@@ -207,7 +191,7 @@ impl Profile {
                     }
                     return Err(e.into());
                 }
-                Err(e) if retryable(&e) => {
+                Err(e) if e.is_transient() => {
                     if e.code().is_some() {
                         // The server answered "not now": this post is not on its way into the
                         // log, so the next attempt need not wait out the in-flight grace.
@@ -265,7 +249,7 @@ impl Profile {
 /// A send whose server could not be reached waits in the outbox.
 fn queued(e: ClientError, id: i64) -> ClientError {
     match e {
-        ClientError::Server(e) if retryable(&e) => ClientError::Queued { id, why: e.to_string() },
+        ClientError::Server(e) if e.is_transient() => ClientError::Queued { id, why: e.to_string() },
         e => e,
     }
 }

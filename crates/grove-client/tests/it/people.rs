@@ -310,12 +310,17 @@ async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::
         let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
         if parts.method == axum::http::Method::POST
             && path.ends_with("/log")
-            && p.refused.fetch_add(1, Ordering::SeqCst) < p.refuse
+            && p.refused.load(Ordering::SeqCst) < p.refuse
         {
+            // "Not now", as a busy server or a full disk says it.
+            let (status, body) = match p.refused.fetch_add(1, Ordering::SeqCst) % 2 {
+                0 => (503, r#"{"code":"unavailable","message":"try again later"}"#),
+                _ => (507, r#"{"code":"storage_full","message":"the server's storage is full"}"#),
+            };
             return Response::builder()
-                .status(503)
+                .status(status)
                 .header("content-type", "application/json")
-                .body(Body::from(r#"{"code":"unavailable","message":"try again later"}"#))
+                .body(Body::from(body))
                 .unwrap();
         }
         let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, body).await;
