@@ -21,6 +21,7 @@ mod attach;
 mod baseline;
 mod catchup;
 mod chat;
+mod chat_memory;
 mod client;
 mod fanout;
 mod harness;
@@ -205,6 +206,16 @@ enum Cmd {
         #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
         mode: String,
     },
+    /// The resident memory of a real `grove chat` (the `grove` binary built beside this one,
+    /// in tmux) with a large history, beside an empty profile's.
+    ChatMemory {
+        /// Rooms in the profile.
+        #[arg(long, default_value_t = 50)]
+        rooms: usize,
+        /// History lines per room.
+        #[arg(long, default_value_t = 2000)]
+        per_room: usize,
+    },
     /// An encrypted attachment through grove (encrypt, HTTP parts, blob store; download,
     /// decrypt, verify) against a bare axum endpoint and the raw disk, in the same run.
     Attach {
@@ -304,6 +315,9 @@ fn main() -> Result<()> {
             Cmd::Chat { messages, rounds, mode } => {
                 let mode = grove_wire::api::RoomMode::parse(&mode).unwrap_or(grove_wire::api::RoomMode::Mls);
                 chat::run(&env, messages.max(1), rounds.clamp(1, 20), mode).await?;
+            }
+            Cmd::ChatMemory { rooms, per_room } => {
+                chat_memory::run(&env, rooms.clamp(1, 500), per_room.max(1)).await?;
             }
             Cmd::Mls { .. } | Cmd::Senderkeys { .. } => unreachable!("handled before the runtimes start"),
             Cmd::All { runs, messages, fanout_seconds } => {

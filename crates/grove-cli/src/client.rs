@@ -192,6 +192,12 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 } else {
                     for j in &r.joined {
                         out!("joined {j}");
+                        if let Ok(Some(i)) = p.invitation(j) {
+                            let names = p.display_names(j).unwrap_or_default();
+                            let by = crate::describe::who(&i.inviter, p.user_id(), &names);
+                            let name = p.room(j).map(|r| r.name).unwrap_or_else(|_| j.clone());
+                            out!("  {by} invited you: read it with `grove read {name}`; `grove room accept {name}` tells the room your name, `grove room decline {name}` leaves it");
+                        }
                     }
                     for (room, n) in &r.new_messages {
                         out!("{room}: {n} new");
@@ -234,21 +240,34 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
             p.remove(&room, &user).await?;
         }
         RoomCommand::Leave { room } => p.leave(&room).await?,
+        RoomCommand::Accept { room } => p.accept(&room).await?,
+        RoomCommand::Decline { room } => p.decline(&room).await?,
         RoomCommand::Update { room } => p.update(&room).await?,
         RoomCommand::List => {
             let rooms = p.rooms()?;
+            let invitations = p.invitations()?;
+            let invited_by = |link: &str| invitations.iter().find(|i| i.room == link).map(|i| i.inviter);
             if json_out {
                 let mut rows = Vec::new();
                 for r in &rooms {
-                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?}));
+                    let invited_by = invited_by(&r.link).map(|u| u.to_string());
+                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?, "invited_by": invited_by}));
                 }
                 out!("{}", serde_json::Value::Array(rows));
             } else {
                 for r in rooms {
-                    let status = match r.status {
-                        RoomStatus::Active => "",
-                        RoomStatus::Left => " (left)",
-                        RoomStatus::Removed => " (removed)",
+                    let status = match (r.status, invited_by(&r.link)) {
+                        (RoomStatus::Active, Some(by)) => {
+                            let names = p.display_names(&r.link)?;
+                            format!(
+                                " (invited by {}: `grove room accept {}` or `decline`)",
+                                crate::describe::who(&by, p.user_id(), &names),
+                                r.name
+                            )
+                        }
+                        (RoomStatus::Active, None) => String::new(),
+                        (RoomStatus::Left, _) => " (left)".into(),
+                        (RoomStatus::Removed, _) => " (removed)".into(),
                     };
                     let unread = p.unread(&r.link)?;
                     let unread = if unread > 0 { format!("{unread} unread") } else { "-".to_string() };

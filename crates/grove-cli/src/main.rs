@@ -155,6 +155,16 @@ enum RoomCommand {
         /// The room's link or short name.
         room: String,
     },
+    /// Accept an invitation: the room learns your name (sending into it accepts too).
+    Accept {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// Decline an invitation: leave the room without telling it your name.
+    Decline {
+        /// The room's link or short name.
+        room: String,
+    },
     /// List this profile's rooms.
     List,
     /// List a room's members.

@@ -10,10 +10,12 @@ use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
 mod files;
+mod invitations;
 pub(crate) mod names;
 mod outbox;
 pub(crate) mod sk;
 
+pub use invitations::Invitation;
 pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
@@ -204,7 +206,7 @@ pub enum MailMessage {
 /// What a sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
-    /// Rooms joined from invitations.
+    /// Rooms joined from invitations (pending until accepted: see [`Profile::accept`]).
     pub joined: Vec<String>,
     /// New history lines, per room link.
     pub new_messages: HashMap<String, usize>,
@@ -749,6 +751,7 @@ impl Profile {
                         match self.join(&room, epoch, seq, &welcome).await {
                             Ok((local, changes, event)) => {
                                 report.joined.push(local.link.clone());
+                                batch.invitations.push((local.link.clone(), entry.sender, unix_seconds() as i64));
                                 batch.changes.push(changes);
                                 batch.rooms.push(local);
                                 batch.messages.push(event);
@@ -771,12 +774,12 @@ impl Profile {
             home.ack_mailbox(after).await?;
         }
         // Tree hygiene: a new member commits an update right away, so the group does not keep
-        // the blank tree nodes that make everyone's commits large.
+        // the blank tree nodes that make everyone's commits large. The user's name waits until
+        // the invitation is accepted.
         for link in report.joined.clone() {
             if let Err(e) = self.update(&link).await {
                 tracing::warn!(room = link, error = %e, "post-join update failed; it will be retried by the next `grove room update`");
             }
-            self.announce_profile_quietly(&link).await;
         }
         self.sk_handle_leaves(leaves).await;
         Ok(())

@@ -35,12 +35,18 @@ pub enum StoreError {
 /// `IF NOT EXISTS`, so a file from then (user_version 0, any of its tables present) is
 /// completed, not rebuilt.
 const MIGRATIONS: &[Migration] =
-    &[Migration::Sql(SCHEMA_1), Migration::Code(structured_history), Migration::Sql(SCHEMA_3)];
+    &[Migration::Sql(SCHEMA_1), Migration::Code(structured_history), Migration::Sql(SCHEMA_3), Migration::Sql(SCHEMA_4)];
 
 enum Migration {
     Sql(&'static str),
     Code(fn(&Transaction<'_>) -> Result<(), StoreError>),
 }
+
+/// 4: invitations not yet accepted: the room (joined, so its history can be read) and who
+/// invited this user. Until it is accepted, the user's name is not told to the room.
+const SCHEMA_4: &str = "
+CREATE TABLE invitations (room TEXT PRIMARY KEY, inviter BLOB NOT NULL, at INTEGER NOT NULL);
+";
 
 /// 3: names learned in rooms, the outbox, the read marker of each room.
 const SCHEMA_3: &str = "
@@ -333,6 +339,11 @@ pub struct Batch {
     pub attempted: Vec<(i64, i64)>,
     /// Read markers: (room link, last seq shown).
     pub seen: Vec<(String, u64)>,
+    /// Invitations received: (room link, inviter, Unix seconds); the room is pending until it is
+    /// accepted.
+    pub invitations: Vec<(String, UserId, i64)>,
+    /// Invitations accepted (or settled by leaving): room links.
+    pub accepted: Vec<String>,
 }
 
 /// One stored record: key (prefix stripped) and value (secret: wiped on drop).
@@ -493,6 +504,18 @@ impl ClientStore {
         }
         for (link, status) in &batch.statuses {
             tx.execute("UPDATE rooms SET status = ?2 WHERE link = ?1", params![link, status.as_str()])?;
+            if *status != RoomStatus::Active {
+                tx.execute("DELETE FROM invitations WHERE room = ?1", [link])?;
+            }
+        }
+        for (link, inviter, at) in &batch.invitations {
+            tx.execute(
+                "INSERT OR REPLACE INTO invitations (room, inviter, at) VALUES (?1, ?2, ?3)",
+                params![link, inviter.as_bytes().as_slice(), at],
+            )?;
+        }
+        for link in &batch.accepted {
+            tx.execute("DELETE FROM invitations WHERE room = ?1", [link])?;
         }
         for r in &batch.records {
             match &r.value {
@@ -599,6 +622,20 @@ impl ClientStore {
             let (user, name, rev, profile) = row?;
             let user = UserId::from_slice(&user).ok_or_else(|| StoreError::Corrupt("a name's user".into()))?;
             out.push(KnownName { user, name, rev: rev as u64, profile });
+        }
+        Ok(out)
+    }
+
+    /// Invitations not yet accepted: (room link, inviter, Unix seconds), oldest first.
+    pub fn invitations(&self) -> Result<Vec<(String, UserId, i64)>, StoreError> {
+        let mut q = self.conn.prepare("SELECT room, inviter, at FROM invitations ORDER BY at, room")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (room, inviter, at) = row?;
+            let inviter =
+                UserId::from_slice(&inviter).ok_or_else(|| StoreError::Corrupt("an invitation's inviter".into()))?;
+            out.push((room, inviter, at));
         }
         Ok(out)
     }

@@ -25,6 +25,8 @@ pub(crate) struct RoomRow {
     pub(crate) mode: RoomMode,
     pub(crate) unread: u64,
     pub(crate) status: RoomStatus,
+    /// Who invited this user, while the invitation waits for /accept or /decline.
+    pub(crate) invited_by: Option<UserId>,
 }
 
 /// What the event loop does after a key.
@@ -176,9 +178,11 @@ impl App {
         let selected = self.pending_show.take().or_else(|| self.room().map(|r| r.link.clone()));
         self.my_name = p.name()?;
         let mut rooms = Vec::new();
+        let invitations = p.invitations()?;
         for r in p.rooms()? {
             let unread = p.unread(&r.link)?;
-            rooms.push(RoomRow { link: r.link, name: r.name, mode: r.mode, unread, status: r.status });
+            let invited_by = invitations.iter().find(|i| i.room == r.link).map(|i| i.inviter);
+            rooms.push(RoomRow { link: r.link, name: r.name, mode: r.mode, unread, status: r.status, invited_by });
         }
         // Rooms one is in first, then by name.
         rooms.sort_by(|a, b| (a.status != RoomStatus::Active, &a.name).cmp(&(b.status != RoomStatus::Active, &b.name)));
@@ -459,6 +463,13 @@ impl App {
                 worker(Cmd::Remove { link: self.active_link()?, who: args.to_string() })
             }
             "leave" => worker(Cmd::Leave { link: self.active_link()? }),
+            "accept" | "decline" => {
+                let link = self.active_link()?;
+                if self.room().and_then(|r| r.invited_by).is_none() {
+                    return Err(format!("no invitation waits in this room (/{verb} answers one)"));
+                }
+                worker(if verb == "accept" { Cmd::Accept { link } } else { Cmd::Decline { link } })
+            }
             "update" => worker(Cmd::Update { link: self.active_link()? }),
             "name" | "nick" => {
                 if args.is_empty() {

@@ -42,6 +42,7 @@ fn garden() -> App {
             mode: RoomMode::Mls,
             unread: 0,
             status: RoomStatus::Active,
+            invited_by: None,
         },
         RoomRow {
             link: "http://127.0.0.1:8080/rooms/shed".into(),
@@ -49,6 +50,7 @@ fn garden() -> App {
             mode: RoomMode::SenderKeys,
             unread: 3,
             status: RoomStatus::Active,
+            invited_by: None,
         },
     ];
     let history = vec![
@@ -227,4 +229,22 @@ fn tab_completes_a_member_name_and_switches_rooms_on_an_empty_line() {
     app.on_event(Event::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)), 10);
     assert_eq!(app.room().unwrap().name, "shed");
     assert!(app.reload_wanted);
+}
+
+#[test]
+fn an_invitation_waits_in_the_room_list_until_it_is_answered() {
+    let mut app = garden();
+    // Bob invited Alice to "shed": the list marks it, and the room says what to do.
+    app.rooms[1].invited_by = Some(user(2));
+    let screen = draw(&app, 120, 20);
+    assert!(screen.lines().any(|l| l.starts_with("shed ") && l.contains(" invited sk")), "{screen}");
+    // In garden, which Alice is in, /accept has nothing to answer.
+    assert_eq!(typed(&mut app, "/accept"), vec![]);
+    assert!(app.notice.as_ref().is_some_and(|(n, err)| *err && n.contains("no invitation waits")), "{:?}", app.notice);
+    app.selected = 1;
+    let screen = draw(&app, 120, 20);
+    assert!(screen.contains("Bob invited you. /accept tells the room your name; /decline leaves it."), "{screen}");
+    let shed = "http://127.0.0.1:8080/rooms/shed".to_string();
+    assert_eq!(typed(&mut app, "/accept"), vec![Action::Worker(Cmd::Accept { link: shed.clone() })]);
+    assert_eq!(typed(&mut app, "/decline"), vec![Action::Worker(Cmd::Decline { link: shed })]);
 }

@@ -272,6 +272,13 @@ pub(crate) fn rows(app: &App, width: u16) -> Vec<TextLine<'static>> {
         ];
         out.extend(wrap(spans, width, 11));
     }
+    if let Some(by) = app.room().and_then(|r| r.invited_by) {
+        let text = format!(
+            "{} invited you. /accept tells the room your name; /decline leaves it. Writing here accepts too.",
+            app.call(&by)
+        );
+        out.extend(wrap(vec![Span::styled(text, Style::new().fg(Color::Yellow))], width, 2));
+    }
     out
 }
 
@@ -340,6 +347,7 @@ pub(crate) const HELP: &[&str] = &[
     "  /invite ADDRESS                     invite someone (their `grove whoami`)",
     "  /remove NAME                        remove a member",
     "  /leave   /update   /name NAME       leave; fresh keys; your display name",
+    "  /accept   /decline                  answer an invitation (writing accepts too)",
     "  /reply N TEXT   /edit N TEXT        N: the number left of a message",
     "  /delete N   /react N EMOJI          the same reaction again withdraws it",
     "  /file PATH [CAPTION]   /save N [PATH]   send a file; save the file of message N",
@@ -401,13 +409,14 @@ fn render_rooms(f: &mut Frame, app: &App, area: Rect) {
         let mut style = Style::new();
         if r.status != RoomStatus::Active {
             style = MUTED;
-        } else if r.unread > 0 {
+        } else if r.unread > 0 || r.invited_by.is_some() {
             style = style.add_modifier(Modifier::BOLD);
         }
         if i == app.selected {
             style = style.add_modifier(Modifier::REVERSED);
         }
         let badge = match r.status {
+            RoomStatus::Active if r.invited_by.is_some() => " invited".into(),
             RoomStatus::Active if r.unread > 0 => format!(" {}", r.unread),
             RoomStatus::Active => String::new(),
             RoomStatus::Left => " left".into(),

@@ -26,6 +26,10 @@ pub(crate) enum Cmd {
     Remove { link: String, who: String },
     /// Leave a room.
     Leave { link: String },
+    /// Accept the invitation to a room (the room learns the user's name).
+    Accept { link: String },
+    /// Decline the invitation to a room (leave it).
+    Decline { link: String },
     /// Refresh own keys in a room.
     Update { link: String },
     /// Set the display name.
@@ -190,7 +194,17 @@ impl Worker {
                 Ok(report) => {
                     for link in &report.joined {
                         self.follow_room(p, push, link);
-                        self.tell(Note::Info(format!("you were invited to {} and joined it", short(link))));
+                        let by = match p.invitation(link) {
+                            Ok(Some(i)) => {
+                                let names = p.display_names(link).unwrap_or_default();
+                                crate::describe::who(&i.inviter, p.user_id(), &names)
+                            }
+                            _ => "someone".to_string(),
+                        };
+                        self.tell(Note::Info(format!(
+                            "{by} invited you to {}: open it to read, /accept to join in, /decline to leave",
+                            short(link)
+                        )));
                     }
                     self.tell(Note::Changed);
                 }
@@ -251,6 +265,14 @@ impl Worker {
                 Cmd::Leave { link } => {
                     p.leave(&link).await?;
                     self.tell(Note::Info(format!("you left {}", short(&link))));
+                }
+                Cmd::Accept { link } => {
+                    p.accept(&link).await?;
+                    self.tell(Note::Info(format!("you accepted the invitation to {}", short(&link))));
+                }
+                Cmd::Decline { link } => {
+                    p.decline(&link).await?;
+                    self.tell(Note::Info(format!("you declined the invitation to {} and left it", short(&link))));
                 }
                 Cmd::Update { link } => {
                     p.update(&link).await?;

@@ -55,8 +55,15 @@ fn three_people_chat_through_the_cli_and_carol_is_removed() {
     assert_eq!(link, format!("{url}/rooms/garden"));
     ok(grove(&home, "alice", &["room", "invite", "garden", &addr["bob"]]));
     ok(grove(&home, "alice", &["room", "invite", &link, &addr["carol"]]));
-    assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    let synced = ok(grove(&home, "bob", &["sync"]));
+    assert!(synced.contains("joined") && synced.contains("grove room accept garden"), "{synced}");
     assert!(ok(grove(&home, "carol", &["sync"])).contains("joined"));
+    // Bob's invitation waits for his answer; he accepts it. Carol will accept by writing.
+    assert!(ok(grove(&home, "bob", &["room", "list"])).contains("(invited by "), "bob's room list");
+    ok(grove(&home, "bob", &["room", "accept", "garden"]));
+    assert!(!ok(grove(&home, "bob", &["room", "list"])).contains("invited by"));
+    let again = grove(&home, "bob", &["room", "accept", "garden"]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no invitation"));
 
     ok(grove(&home, "alice", &["send", "garden", "hello from alice"]));
     ok(grove(&home, "bob", &["send", "garden", "hello from bob"]));

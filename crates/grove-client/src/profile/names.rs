@@ -33,8 +33,10 @@ impl Profile {
         self.store.set_meta(NAME, name.as_bytes())?;
         self.store.set_meta(REV, &rev.to_be_bytes())?;
         let mut told = 0;
+        let pending: Vec<String> = self.store.invitations()?.into_iter().map(|(room, _, _)| room).collect();
         for room in self.store.rooms()? {
-            if room.status != RoomStatus::Active {
+            // A room not yet accepted learns the name when it is.
+            if room.status != RoomStatus::Active || pending.contains(&room.link) {
                 continue;
             }
             match self.announce_profile(&room.link).await {
@@ -56,7 +58,7 @@ impl Profile {
     }
 
     /// The user's own profile for a room, signed; `None` without a name.
-    fn own_profile(&self, link: &str) -> Result<Option<SignedProfile>> {
+    pub(super) fn own_profile(&self, link: &str) -> Result<Option<SignedProfile>> {
         let Some(name) = self.name()? else { return Ok(None) };
         let user = self.user_id();
         let rev = self.profile_rev()?;

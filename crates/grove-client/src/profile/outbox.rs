@@ -60,6 +60,8 @@ impl Profile {
                 });
             }
         }
+        // Writing into a room one was invited to accepts the invitation.
+        self.accept_pending(&room.link)?;
         let id = self.store.outbox_add(&room.link, &plaintext, unix_seconds() as i64)?;
         let posted = self.flush_room(&room).await.map_err(|e| queued(e, id))?;
         match posted.get(&id) {

@@ -320,6 +320,7 @@ impl Profile {
                         let joined =
                             Membership { joined: Some(membership.members.len()), again, ..Membership::default() };
                         batch.messages.push(Message::membership(&room, at, self.user_id(), 0, &joined));
+                        batch.invitations.push((room.clone(), from, unix_seconds() as i64));
                         report.joined.push(room);
                     }
                     Err(e) => tracing::warn!(room, error = %e, "an invitation could not be used"),

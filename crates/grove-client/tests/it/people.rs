@@ -4,8 +4,72 @@
 use grove_client::profile::{ClientError, Profile};
 use grove_client::store::{Event, MessageKind};
 use grove_wire::content::{Content, SignedProfile};
+use grove_wire::api::RoomMode;
 
 use crate::{garden, texts, World};
+
+/// Bob is invited to Alice's room: he reads it at once, but the room learns his name only
+/// when he accepts. Carol declines: she leaves, and the room never learned her name. Dave
+/// just writes: that accepts, and his name arrives before his message. In both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_read_before_it_is_accepted_and_a_declined_one_tells_nothing() {
+    let w = World::start().await;
+    let mut alice = w.user("alice").await;
+    let mut bob = w.user("bob").await;
+    let mut carol = w.user("carol").await;
+    let mut dave = w.user("dave").await;
+    for (p, name) in [(&mut alice, "Alice"), (&mut bob, "Bob"), (&mut carol, "Carol"), (&mut dave, "Dave")] {
+        p.set_name(name).await.unwrap();
+    }
+    for (room, mode) in [("garden", RoomMode::Mls), ("shed", RoomMode::SenderKeys)] {
+        alice.create_room_with_mode(&w.url, room, mode).await.unwrap();
+        alice.invite(room, &bob.address().to_string()).await.unwrap();
+        alice.send(room, "the seeds arrived").await.unwrap();
+
+        // Bob's sync joins the room, pending: he sees who invited him and can read it.
+        assert_eq!(bob.sync().await.unwrap().joined.len(), 1, "{room}");
+        let waiting = bob.invitations().unwrap();
+        assert_eq!(waiting.len(), 1, "{room}");
+        assert_eq!(waiting[0].inviter, alice.user_id(), "{room}");
+        assert!(texts(&bob, room).contains(&"the seeds arrived".to_string()), "{room}: {:?}", texts(&bob, room));
+        // Bob renames himself: a pending room is not told.
+        bob.set_name("Bob").await.unwrap();
+        alice.sync().await.unwrap();
+        assert_eq!(alice.display_names(room).unwrap().get(&bob.user_id()), None, "{room}");
+
+        // Bob accepts: the room learns his name; there is nothing left to accept.
+        bob.accept(room).await.unwrap();
+        assert!(bob.invitations().unwrap().is_empty(), "{room}");
+        alice.sync().await.unwrap();
+        assert_eq!(alice.display_names(room).unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"), "{room}");
+        let again = bob.accept(room).await.unwrap_err().to_string();
+        assert!(again.contains("no invitation"), "{again}");
+        assert!(bob.decline(room).await.unwrap_err().to_string().contains("grove room leave"));
+
+        // Carol declines: she has left, and nobody learned her name.
+        alice.invite(room, &carol.address().to_string()).await.unwrap();
+        carol.sync().await.unwrap();
+        carol.decline(room).await.unwrap();
+        assert_eq!(carol.room(room).unwrap().status, grove_client::store::RoomStatus::Left, "{room}");
+        assert!(carol.invitations().unwrap().is_empty(), "{room}");
+        for p in [&mut alice, &mut bob] {
+            p.sync().await.unwrap();
+            p.sync().await.unwrap();
+            assert_eq!(p.display_names(room).unwrap().get(&carol.user_id()), None, "{room}");
+        }
+        alice.sync().await.unwrap();
+        assert!(!alice.members(room).unwrap().contains(&carol.user_id()), "{room}: Carol is still a member");
+
+        // Dave writes without accepting: his name arrives with his first message.
+        alice.invite(room, &dave.address().to_string()).await.unwrap();
+        dave.sync().await.unwrap();
+        dave.send(room, "hello from Dave").await.unwrap();
+        assert!(dave.invitations().unwrap().is_empty(), "{room}");
+        alice.sync().await.unwrap();
+        assert_eq!(alice.display_names(room).unwrap().get(&dave.user_id()).map(String::as_str), Some("Dave"));
+        assert!(texts(&alice, room).contains(&"hello from Dave".to_string()), "{room}");
+    }
+}
 
 /// Alice's profile open twice (as two processes would): one sends while the other
 /// checkpoints. Before the profile lock, a checkpoint from a stale in-memory state could erase
@@ -90,6 +154,7 @@ async fn names_come_from_each_member_and_nobody_sets_anothers() {
     alice.create_room(&w.url, "garden").await.unwrap();
     alice.invite("garden", &bob.address().to_string()).await.unwrap();
     bob.sync().await.unwrap();
+    bob.accept("garden").await.unwrap();
     alice.sync().await.unwrap();
     assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"));
     assert_eq!(bob.display_names("garden").unwrap().get(&alice.user_id()).map(String::as_str), Some("Alice"));
