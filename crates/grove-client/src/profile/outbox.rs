@@ -122,6 +122,8 @@ impl Profile {
         let server = self.server(&room.server);
         let mut attempts = 0;
         let mut version = None;
+        // The room's cursor after the last sync (and own posts right after it).
+        let mut cursor = 0;
         let mut waited = std::collections::HashSet::new();
         loop {
             if version.is_none() {
@@ -133,6 +135,7 @@ impl Profile {
                     self.active_room(&room.link)?;
                 }
                 version = Some(v);
+                cursor = self.room(&room.link)?.cursor;
             }
             let Some(item) = self.store.outbox(Some(&room.link))?.into_iter().next() else { return Ok(done) };
             if let (Some(_), Some(at)) = (&item.sealed, item.attempted) {
@@ -146,7 +149,11 @@ impl Profile {
                 }
             }
             let (body, epoch) = match item.sealed.clone() {
-                Some(sealed) => sealed,
+                Some(sealed) => {
+                    self.store.commit(Batch { attempted: vec![(item.id, now_ms())], ..Batch::default() })?;
+                    sealed
+                }
+                // Sealing marks the item attempted in the same transaction.
                 None => match self.seal(room, &item, version.unwrap_or(0)).await? {
                     Some(sealed) => sealed,
                     None => {
@@ -161,10 +168,16 @@ impl Profile {
                 },
             };
             let entry = AppendEntry { kind: EntryKind::Application, epoch, body };
-            self.store.commit(Batch { attempted: vec![(item.id, now_ms())], ..Batch::default() })?;
             match server.append(&room.name, &entry).await {
                 Ok(a) => {
                     let mut batch = Batch { sent: vec![item.id], ..Batch::default() };
+                    if a.seq == cursor + 1 {
+                        // Nothing came between the last sync and this post: the log is read
+                        // up to it (the profile lock keeps other processes from applying
+                        // meanwhile), so the next sync need not read it back to settle it.
+                        batch.cursors.push((room.link.clone(), a.seq));
+                        cursor = a.seq;
+                    }
                     let me = self.user_id();
                     learn_names(&mut batch, &room.link, me, &Content::decode(&item.content));
                     batch.messages.push(Message::content(&room.link, a.seq, me, a.ts, item.content));
@@ -223,6 +236,7 @@ impl Profile {
         let Seal::Sealed { body, epoch, mut batch } = sealed else { return Ok(None) };
         // The ratchet has moved: persisted, with the ciphertext, before it leaves.
         batch.sealed.push((item.id, Some((body.clone(), epoch))));
+        batch.attempted.push((item.id, now_ms()));
         self.store.commit(*batch)?;
         Ok(Some((body, epoch)))
     }

@@ -121,11 +121,12 @@ async fn a_state_file_from_before_the_journal_opens() {
     bob.checkpoint().await.unwrap();
     assert_eq!(group_rows(&w, "bob").1, 0);
     drop(bob);
-    // The layout before numbered migrations: no journal, names, outbox or read marker, no
+    // The layout before numbered migrations: no journal, names, outbox, invitations or read marker, no
     // user_version, and history as bare text and English sentences.
     let conn = rusqlite::Connection::open(w.profile_dir("bob").join("state.db")).unwrap();
     conn.execute_batch(
-        "DROP TABLE mls_journal; DROP TABLE names; DROP TABLE outbox; ALTER TABLE rooms DROP COLUMN seen;
+        "DROP TABLE mls_journal; DROP TABLE names; DROP TABLE outbox; DROP TABLE invitations;
+         ALTER TABLE rooms DROP COLUMN seen;
          UPDATE messages SET kind = 'event', body = CAST('someone joined' AS BLOB) WHERE kind = 'membership';
          PRAGMA user_version = 0;",
     )
@@ -163,5 +164,5 @@ async fn a_state_file_from_before_the_journal_opens() {
         .unwrap()
         .iter()
         .any(|m| m.event() == grove_client::store::Event::Note("someone joined".into())));
-    assert_eq!(ClientStore::open(&w.profile_dir("bob").join("state.db")).unwrap().layout().unwrap(), 3);
+    assert_eq!(ClientStore::open(&w.profile_dir("bob").join("state.db")).unwrap().layout().unwrap(), 4);
 }
