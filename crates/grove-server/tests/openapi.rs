@@ -307,3 +307,111 @@ fn error_responses_name_codes_of_their_status() {
         }
     }
 }
+
+/// Calls `f` on every object under `v` with its JSON pointer.
+fn walk_objects(v: &Value, pointer: &str, f: &mut impl FnMut(&str, &serde_json::Map<String, Value>)) {
+    match v {
+        Value::Object(map) => {
+            f(pointer, map);
+            for (k, i) in map {
+                walk_objects(i, &format!("{pointer}/{k}"), f);
+            }
+        }
+        Value::Array(items) => {
+            for (n, i) in items.iter().enumerate() {
+                walk_objects(i, &format!("{pointer}/{n}"), f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON types a schema object allows (`type` as a string or a list).
+fn types(schema: &serde_json::Map<String, Value>) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn every_integer_says_its_bounds_and_no_field_is_a_float() {
+    let doc = doc();
+    let mut integers = 0;
+    walk_objects(&doc, "", &mut |pointer, schema| {
+        let ts = types(schema);
+        assert!(!ts.contains(&"number"), "{pointer}: a `number`; every numeric field of the API is an integer");
+        if ts.contains(&"integer") {
+            integers += 1;
+            let min = schema.get("minimum").and_then(Value::as_i64);
+            let max = schema.get("maximum").map(|m| m.as_u64().is_some() || m.as_i64().is_some());
+            assert!(min.is_some() && max == Some(true), "{pointer}: an integer without an integer minimum and maximum");
+        }
+    });
+    assert!(integers > 40, "only {integers} integers: is the walk broken?");
+}
+
+/// Canonical standard base64 as `grove_wire::b64` writes and reads it, and strings that are
+/// almost that: every sample the server decodes or refuses for a reason a pattern can see.
+fn base64_samples() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut x: u32 = 0x9e37_79b9;
+    for n in 0..100usize {
+        let random: Vec<u8> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        for bytes in [vec![0u8; n], vec![0xff; n], random] {
+            let good = grove_wire::b64::encode(&bytes);
+            let trimmed = good.trim_end_matches('=').to_string();
+            out.push(format!("{good}\n"));
+            out.push(format!(" {good}"));
+            out.push(format!("{good}="));
+            out.push(good.replace('+', "-").replace('/', "_"));
+            if trimmed.len() != good.len() {
+                out.push(trimmed.clone());
+                // The last character with its unused low bits set: decodable by a lax decoder.
+                let last = trimmed.chars().last().expect("non-empty");
+                let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                let i = alphabet.find(last).expect("in the alphabet");
+                out.push(format!("{}{}{}", &trimmed[..trimmed.len() - 1], &alphabet[i | 1..=i | 1], &good[trimmed.len()..]));
+            }
+            out.push(good);
+        }
+    }
+    out.extend(["=", "==", "A", "AA", "AAA", "A===", "AA=A", "AAAA====", "AAAAA", "QQ==QQ=="].map(String::from));
+    out
+}
+
+#[test]
+fn every_binary_field_has_the_pattern_of_what_the_server_decodes() {
+    let doc = doc();
+    let samples = base64_samples();
+    let mut fields = 0;
+    walk_objects(&doc, "", &mut |pointer, schema| {
+        if schema.get("contentEncoding").and_then(Value::as_str) != Some("base64") {
+            return;
+        }
+        fields += 1;
+        let pattern = schema.get("pattern").and_then(Value::as_str);
+        let pattern = pattern.unwrap_or_else(|| panic!("{pointer}: a base64 field without a `pattern`"));
+        let re = regex::Regex::new(pattern).unwrap_or_else(|e| panic!("{pointer}: pattern does not compile: {e}"));
+        let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+        let max = schema.get("maxLength").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        // A field of a fixed number of bytes says so in `x-grove-bytes` (an annotation).
+        let bytes = schema.get("x-grove-bytes").and_then(Value::as_u64);
+        for s in &samples {
+            let decoded = grove_wire::b64::decode(s).ok();
+            let decodes = decoded.is_some();
+            let expected = decoded.is_some_and(|d| bytes.is_none_or(|n| d.len() as u64 == n))
+                && (min..=max).contains(&(s.chars().count() as u64));
+            assert_eq!(re.is_match(s), expected, "{pointer}: pattern {pattern} on {s:?} (the server decodes it: {decodes})");
+        }
+    });
+    assert!(fields >= 10, "only {fields} base64 fields: is the walk broken?");
+}

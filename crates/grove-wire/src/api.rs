@@ -89,6 +89,7 @@ pub struct FileLimits {
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {
     /// The blob's exact length, 1 to `max_file_bytes`.
+    #[serde(with = "crate::int")]
     pub size: u64,
 }
 
@@ -255,6 +256,7 @@ pub struct AppendEntry {
     /// What the entry is.
     pub kind: EntryKind,
     /// The epoch the entry was made in (for `membership`: the new version).
+    #[serde(with = "crate::int")]
     pub epoch: u64,
     /// The entry: an MLS message, a sender-keys message, or for `membership` the JSON of a
     /// [`SignedMembership`].
@@ -465,6 +467,7 @@ pub struct MailboxPage {
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     /// Every message with a sequence number up to and including this one is deleted.
+    #[serde(with = "crate::int")]
     pub up_to: u64,
 }
 
@@ -487,7 +490,7 @@ pub enum PushRequest {
         #[serde(default)]
         rooms: Vec<RoomCursor>,
         /// The last mailbox sequence number the client has; absent to not subscribe.
-        #[serde(default)]
+        #[serde(default, with = "crate::int::option")]
         mailbox_after: Option<u64>,
     },
 }
@@ -499,6 +502,7 @@ pub struct RoomCursor {
     /// The room's name.
     pub room: String,
     /// The last sequence number the client has (0 for none).
+    #[serde(with = "crate::int")]
     pub after: u64,
 }
 

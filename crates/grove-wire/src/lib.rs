@@ -18,6 +18,7 @@ pub mod b64;
 pub mod content;
 pub mod error;
 pub mod hex;
+pub mod int;
 pub mod membership;
 
 mod user;

@@ -107,3 +107,28 @@ async fn health_info_and_metrics_answer_without_a_signature() {
         assert!(m.text.contains(needle), "missing {needle} in\n{}", m.text);
     }
 }
+
+/// JSON Schema, and so the OpenAPI document, calls `2.0` an integer: Bob acknowledges his mail
+/// up to `2.0` and `3e0`, and Alice begins an upload of `4112.0` bytes, as if they had written
+/// the digits; a fraction, a negative number or one past u64 is still refused.
+#[tokio::test]
+async fn integers_written_with_a_fraction_or_an_exponent_are_integers() {
+    let s = Server::new();
+    let alice = User::new(1);
+    let bob = User::new(2);
+    register(&s, &bob).await;
+    for text in [b"one".as_slice(), b"two", b"three"] {
+        alice.post(&s, &format!("/v1/mailboxes/{}", bob.id), json!({ "body": b64(text) })).await.ok();
+    }
+    for bad in [r#"{"up_to": 2.5}"#, r#"{"up_to": -1.0}"#, r#"{"up_to": 1.8446744073709552e19}"#] {
+        bob.post_raw(&s, "/v1/mailbox/ack", bad.as_bytes()).await.err(400, "malformed_body");
+    }
+    assert_eq!(bob.post_raw(&s, "/v1/mailbox/ack", br#"{"up_to": 2.0}"#).await.ok()["removed"], json!(2));
+    assert_eq!(bob.post_raw(&s, "/v1/mailbox/ack", br#"{"up_to": 3e0}"#).await.ok()["removed"], json!(1));
+    assert_eq!(bob.get(&s, "/v1/mailbox").await.ok()["entries"], json!([]));
+
+    sk_room(&s, &alice, "r").await;
+    alice.post_raw(&s, "/v1/rooms/r/files", br#"{"size": 4112.5}"#).await.err(400, "malformed_body");
+    let upload = alice.post_raw(&s, "/v1/rooms/r/files", br#"{"size": 4112.0}"#).await;
+    assert_eq!(upload.ok()["size"], json!(4112));
+}
