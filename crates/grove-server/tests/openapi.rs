@@ -1,6 +1,8 @@
 //! The OpenAPI document (`openapi.json`, served at `/v1/openapi.json`) against the code: it is a
 //! well-formed OpenAPI 3.1 document, it documents exactly the routes the router registers, the
-//! server serves it verbatim, and it knows every error code with the right HTTP status.
+//! server serves it verbatim, it knows every error code with the right HTTP status, every
+//! integer has its bounds, and every base64 field's `pattern` accepts exactly what the server's
+//! decoder does. `.ci/schemathesis` checks it against a running server (docs/testing.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
