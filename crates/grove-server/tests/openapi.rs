@@ -381,7 +381,12 @@ fn base64_samples() -> Vec<String> {
                 let last = trimmed.chars().last().expect("non-empty");
                 let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
                 let i = alphabet.find(last).expect("in the alphabet");
-                out.push(format!("{}{}{}", &trimmed[..trimmed.len() - 1], &alphabet[i | 1..=i | 1], &good[trimmed.len()..]));
+                out.push(format!(
+                    "{}{}{}",
+                    &trimmed[..trimmed.len() - 1],
+                    &alphabet[i | 1..=i | 1],
+                    &good[trimmed.len()..]
+                ));
             }
             out.push(good);
         }
@@ -412,7 +417,11 @@ fn every_binary_field_has_the_pattern_of_what_the_server_decodes() {
             let decodes = decoded.is_some();
             let expected = decoded.is_some_and(|d| bytes.is_none_or(|n| d.len() as u64 == n))
                 && (min..=max).contains(&(s.chars().count() as u64));
-            assert_eq!(re.is_match(s), expected, "{pointer}: pattern {pattern} on {s:?} (the server decodes it: {decodes})");
+            assert_eq!(
+                re.is_match(s),
+                expected,
+                "{pointer}: pattern {pattern} on {s:?} (the server decodes it: {decodes})"
+            );
         }
     });
     assert!(fields >= 10, "only {fields} base64 fields: is the walk broken?");
