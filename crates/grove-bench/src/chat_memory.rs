@@ -76,7 +76,8 @@ fn rss(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
     let field = |name: &str| -> Result<u64> {
         let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow!("no {name} in status"))?;
-        let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad {line}"))?;
+        let kb: u64 =
+            line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad {line}"))?;
         Ok(kb * 1024)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
@@ -175,10 +176,6 @@ pub async fn run(env: &Env, rooms: usize, per_room: usize) -> Result<()> {
     println!("| after {pages} PageUps in one room | {} | {} | {} |", mib(page_rss), mib(page_peak), ratio(page_rss));
     let peak = tab_peak.max(page_peak);
     let goal = 100 * 1024 * 1024;
-    println!(
-        "\nPeak {} against the goal of 100 MiB: {}.",
-        mib(peak),
-        if peak < goal { "met" } else { "MISSED" }
-    );
+    println!("\nPeak {} against the goal of 100 MiB: {}.", mib(peak), if peak < goal { "met" } else { "MISSED" });
     Ok(())
 }

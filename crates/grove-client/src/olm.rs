@@ -330,4 +330,45 @@ mod tests {
         let env2 = alice.encrypt(&b, b"two").unwrap();
         assert_eq!(&bob.decrypt(&a, &env2).unwrap()[..], b"two");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    ))]
+
+        /// A mailbox envelope from a hostile server: Alice's genuine envelope with one field
+        /// changed (any byte of the ciphertext, key or signature; the message type; the home).
+        /// Bob refuses it without a panic, and Alice's genuine envelope still decrypts, once.
+        #[test]
+        fn a_tampered_envelope_is_refused_and_the_genuine_one_still_reads(
+            field in 0..5u8,
+            at in proptest::prelude::any::<usize>(),
+            x in 1..=255u8,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let (mut alice, mut bob) = (device(1), device(2));
+            let (a, b) = (alice.identity.user_id(), bob.identity.user_id());
+            let (bundles, _) = bob.new_keys(1, false);
+            alice.start_session(&b, &bundles[0]).unwrap();
+            let env = alice.encrypt(&b, b"the distribution").unwrap();
+            let mut bad = env.clone();
+            let flip = |v: &mut Vec<u8>| {
+                let n = v.len().max(1);
+                if let Some(byte) = v.get_mut(at % n) {
+                    *byte ^= x;
+                }
+            };
+            match field {
+                0 => flip(&mut bad.ciphertext),
+                1 => flip(&mut bad.curve25519),
+                2 => flip(&mut bad.signature),
+                3 => bad.message_type = at,
+                _ => bad.ciphertext = junk,
+            }
+            if bad != env {
+                proptest::prop_assert!(bob.decrypt(&a, &bad).is_err(), "a tampered envelope was accepted");
+            }
+            proptest::prop_assert_eq!(&bob.decrypt(&a, &env).unwrap()[..], b"the distribution");
+        }
+    }
 }

@@ -34,8 +34,12 @@ pub enum StoreError {
 /// Migration 1 is the layout of the releases before numbering. Its statements are
 /// `IF NOT EXISTS`, so a file from then (user_version 0, any of its tables present) is
 /// completed, not rebuilt.
-const MIGRATIONS: &[Migration] =
-    &[Migration::Sql(SCHEMA_1), Migration::Code(structured_history), Migration::Sql(SCHEMA_3), Migration::Sql(SCHEMA_4)];
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(SCHEMA_1),
+    Migration::Code(structured_history),
+    Migration::Sql(SCHEMA_3),
+    Migration::Sql(SCHEMA_4),
+];
 
 enum Migration {
     Sql(&'static str),

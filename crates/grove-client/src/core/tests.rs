@@ -231,3 +231,150 @@ fn sender_keys_alice_and_bob_talk_over_the_hub_and_a_missing_chain_asks_for_the_
     assert!(got.follow_up.rotate);
     assert!(ra.needs_rotation(&at, NOW).unwrap());
 }
+
+/// What a hostile server (or a member posting garbage) can put in a page of the log.
+#[derive(Debug, Clone)]
+enum Hostile {
+    /// Random bytes.
+    Junk(Vec<u8>),
+    /// A genuine entry of the room with one byte changed.
+    Flipped { index: usize, xor: u8 },
+    /// A genuine entry cut short.
+    Truncated(usize),
+    /// A genuine entry posted again.
+    Replayed,
+}
+
+fn hostile() -> impl proptest::strategy::Strategy<Value = (Hostile, u8, u64)> {
+    use proptest::prelude::*;
+    let body = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..600).prop_map(Hostile::Junk),
+        (any::<usize>(), 1..=255u8).prop_map(|(index, xor)| Hostile::Flipped { index, xor }),
+        any::<usize>().prop_map(Hostile::Truncated),
+        Just(Hostile::Replayed),
+    ];
+    // The entry's kind (0 application, 1 commit or membership) and epoch are the server's to
+    // say, so they are hostile too.
+    (body, 0..2u8, 0..4u64)
+}
+
+fn corrupt(h: &Hostile, genuine: &[u8]) -> Vec<u8> {
+    match h {
+        Hostile::Junk(b) => b.clone(),
+        Hostile::Flipped { index, xor } => {
+            let mut b = genuine.to_vec();
+            let i = index % b.len().max(1);
+            if let Some(x) = b.get_mut(i) {
+                *x ^= xor;
+            }
+            b
+        }
+        Hostile::Truncated(n) => genuine[..n % genuine.len().max(1)].to_vec(),
+        Hostile::Replayed => genuine.to_vec(),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
+    ))]
+
+    /// A page of Alice's MLS room with hostile entries before her next message: Bob's core
+    /// applies the whole page without an error or a panic, records each hostile entry as
+    /// unreadable (or drops a replay), reads Alice's message, and the room goes on.
+    #[test]
+    fn hostile_entries_never_wedge_an_mls_room(entries in proptest::collection::vec(hostile(), 1..6)) {
+        let (alice_id, bob_id) =
+            (Identity::generate(&mut StdRng::seed_from_u64(1)), Identity::generate(&mut StdRng::seed_from_u64(2)));
+        let (alice, bob) = (alice_id.user_id(), bob_id.user_id());
+        let (mut a, mut b) = (engine(&alice_id, 11), engine(&bob_id, 12));
+        let (g, public, _) = a.create_group().unwrap();
+        let mut hub =
+            Hub { log: Vec::new(), mls: Some(HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap()), version: 0 };
+        let (kps, _, _) = b.key_packages(1, false).unwrap();
+        let (pending, _) = a.commit_add(&g, &kps).unwrap();
+        let genuine_commit = pending.commit.clone();
+        let add = hub.append(alice, EntryKind::Commit, pending.epoch, pending.commit.clone()).unwrap();
+        a.apply_pending(&g).unwrap();
+        let tree = hub.mls.as_ref().unwrap().ratchet_tree().unwrap();
+        b.join(&pending.welcome.unwrap(), &tree).unwrap();
+        let gid = g.as_bytes().to_vec();
+        let at = room(RoomMode::Mls, gid.clone(), add);
+        let first = post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &at, "before", 0);
+        let genuine_app = hub.log[first as usize - 1].body.clone();
+        let got = MlsRoom { engine: &mut b }.apply(&at, bob, hub.after(add), false).unwrap();
+        proptest::prop_assert_eq!(texts(&got), ["before"]);
+
+        // The hostile server slips its entries in, then Alice's next message.
+        for (h, kind, epoch) in &entries {
+            let (kind, genuine) = if *kind == 0 {
+                (EntryKind::Application, &genuine_app)
+            } else {
+                (EntryKind::Commit, &genuine_commit)
+            };
+            let seq = hub.log.len() as u64 + 1;
+            hub.log.push(Entry { seq, kind, epoch: *epoch, sender: alice, ts: seq as i64, body: corrupt(h, genuine) });
+        }
+        let head = hub.log.len() as u64;
+        post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), head), "after", 0);
+        let got = MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), first), bob, hub.after(first), false);
+        let got = got.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("the page wedged the room: {e}")))?;
+        proptest::prop_assert_eq!(got.status, RoomStatus::Active);
+        proptest::prop_assert_eq!(got.cursor, head + 1);
+        proptest::prop_assert_eq!(texts(&got), ["after"]);
+        // Alice and Bob still share the epoch: a commit of Bob's is taken and Alice follows.
+        let (pb, _) = b.commit_update(&g).unwrap();
+        let won = hub.append(bob, EntryKind::Commit, pb.epoch, pb.commit.clone()).unwrap();
+        b.apply_pending(&g).unwrap();
+        MlsRoom { engine: &mut a }.apply(&room(RoomMode::Mls, gid.clone(), head + 1), alice, hub.after(head + 1), false).unwrap();
+        proptest::prop_assert_eq!(a.epoch_authenticator(&g).unwrap(), b.epoch_authenticator(&g).unwrap());
+        proptest::prop_assert_eq!(won, head + 2);
+    }
+
+    /// The same in a sender-keys room: hostile application and membership entries before
+    /// Alice's next message never stop Bob's core, and the message is read.
+    #[test]
+    fn hostile_entries_never_wedge_a_sender_keys_room(entries in proptest::collection::vec(hostile(), 1..6)) {
+        let (alice_id, bob_id) =
+            (Identity::generate(&mut StdRng::seed_from_u64(3)), Identity::generate(&mut StdRng::seed_from_u64(4)));
+        let (alice, bob) = (alice_id.user_id(), bob_id.user_id());
+        let link = "http://hub.test/rooms/garden";
+        let mut a = SkEngine::new(alice, RotationPolicy::default());
+        let mut b = SkEngine::new(bob, RotationPolicy::default());
+        let _ = a.create_room(link, "garden").unwrap();
+        let mut hub = Hub { log: Vec::new(), mls: None, version: 0 };
+        let m = a.next_membership(link, alice_id.signing_key(), &[bob], &[]).unwrap();
+        let genuine_membership = serde_json::to_vec(&m).unwrap();
+        let add = hub.append(alice, EntryKind::Membership, m.version, genuine_membership.clone()).unwrap();
+        let _ = a.apply_membership(link, &m).unwrap();
+        let _ = b.join_room(link, &alice, &m).unwrap();
+        let (rotation, _) = a.rotate(link, &mut StdRng::seed_from_u64(5), NOW).unwrap();
+        let _ = a.mark_distributed(link).unwrap();
+        let (mut ra, mut rb) = (SkRoom { engine: a }, SkRoom { engine: b });
+        for (_, dist) in &rotation.distributions {
+            let _ = rb.engine.receive_distribution(&alice, dist).unwrap();
+        }
+        let at = room(RoomMode::SenderKeys, Vec::new(), add);
+        let first = post(&mut hub, &mut ra, alice, &at, "before", 1);
+        let genuine_app = hub.log[first as usize - 1].body.clone();
+        let got = rb.apply(&at, bob, hub.after(add), true).unwrap();
+        proptest::prop_assert_eq!(texts(&got), ["before"]);
+
+        for (h, kind, epoch) in &entries {
+            let (kind, genuine) = if *kind == 0 {
+                (EntryKind::Application, &genuine_app)
+            } else {
+                (EntryKind::Membership, &genuine_membership)
+            };
+            let seq = hub.log.len() as u64 + 1;
+            hub.log.push(Entry { seq, kind, epoch: *epoch, sender: alice, ts: seq as i64, body: corrupt(h, genuine) });
+        }
+        let head = hub.log.len() as u64;
+        post(&mut hub, &mut ra, alice, &room(RoomMode::SenderKeys, Vec::new(), head), "after", 1);
+        let got = rb.apply(&room(RoomMode::SenderKeys, Vec::new(), first), bob, hub.after(first), true);
+        let got = got.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("the page wedged the room: {e}")))?;
+        proptest::prop_assert_eq!(got.status, RoomStatus::Active);
+        proptest::prop_assert_eq!(got.cursor, head + 1);
+        proptest::prop_assert_eq!(texts(&got), ["after"]);
+    }
+}

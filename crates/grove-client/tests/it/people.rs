@@ -3,8 +3,8 @@
 
 use grove_client::profile::{ClientError, Profile};
 use grove_client::store::{Event, MessageKind};
-use grove_wire::content::{Content, SignedProfile};
 use grove_wire::api::RoomMode;
+use grove_wire::content::{Content, SignedProfile};
 
 use crate::{garden, texts, World};
 

@@ -233,3 +233,48 @@ async fn the_server_restarts_and_bob_misses_nothing_and_gets_nothing_twice() {
     bob.sync().await.unwrap();
     assert_eq!(texts(&bob, "garden"), want);
 }
+
+/// Bob follows two rooms over one push connection, garden and shed. Alice removes him from
+/// garden while he is connected: his feed hands over garden up to and including the commit
+/// that removed him, then says garden is over for him (`not_member`), and nothing after it;
+/// shed, on the same connection, goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bob_is_removed_from_one_room_while_following_two_and_the_other_goes_on() {
+    let w = World::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&w).await;
+    alice.create_room(&w.url, "shed").await.unwrap();
+    alice.invite("shed", &bob.address().to_string()).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    let mut follower = Follower::start(&bob);
+    follower.until(&mut bob, "the push WebSocket", |_, links| links.contains(&Link::Live)).await;
+
+    alice.send("garden", "before").await.unwrap();
+    alice.remove("garden", &bob.user_id()).await.unwrap();
+    alice.send("garden", "after Bob left").await.unwrap();
+    alice.send("shed", "shed goes on").await.unwrap();
+
+    let (mut ended, mut removed) = (None, false);
+    while ended.is_none() || !texts(&bob, "shed").contains(&"shed goes on".to_string()) {
+        let feed = tokio::time::timeout(WAIT, follower.feed.recv()).await.expect("the feed went quiet").unwrap();
+        match feed {
+            Feed::Entries { server, room, entries } => {
+                assert!(room == "shed" || ended.is_none(), "garden entries after its end: {entries:?}");
+                let (_, status) = bob.apply_pushed(&server, &room, entries).await.unwrap().unwrap();
+                removed |= room == "garden" && status == RoomStatus::Removed;
+            }
+            Feed::RoomError { room, error, .. } => {
+                assert_eq!(room, "garden");
+                assert_eq!(error.code, grove_wire::ErrorCode::NotMember, "{error}");
+                ended = Some(error);
+            }
+            Feed::Link { link, .. } => follower.links.push(link),
+            Feed::Mail { .. } => {}
+        }
+    }
+    assert!(removed, "garden's removal commit was handed over and applied");
+    assert_eq!(bob.room("garden").unwrap().status, RoomStatus::Removed);
+    assert_eq!(texts(&bob, "garden"), ["before"]);
+    assert_eq!(texts(&bob, "shed"), ["shed goes on"]);
+    assert!(follower.links.iter().all(|l| *l == Link::Live), "one connection throughout: {:?}", follower.links);
+}

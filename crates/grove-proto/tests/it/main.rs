@@ -4,6 +4,7 @@
 
 mod determinism;
 mod engine;
+mod hostile;
 mod journal;
 mod senderkeys;
 
