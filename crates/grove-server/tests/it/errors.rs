@@ -117,8 +117,8 @@ async fn integers_written_with_a_fraction_or_an_exponent_are_integers() {
     let alice = User::new(1);
     let bob = User::new(2);
     register(&s, &bob).await;
-    for text in [b"one".as_slice(), b"two", b"three"] {
-        alice.post(&s, &format!("/v1/mailboxes/{}", bob.id), json!({ "body": b64(text) })).await.ok();
+    for text in ["one", "two", "three"] {
+        alice.post(&s, &format!("/v1/mailboxes/{}", bob.id), json!({ "body": b64(text.as_bytes()) })).await.ok();
     }
     for bad in [r#"{"up_to": 2.5}"#, r#"{"up_to": -1.0}"#, r#"{"up_to": 1.8446744073709552e19}"#] {
         bob.post_raw(&s, "/v1/mailbox/ack", bad.as_bytes()).await.err(400, "malformed_body");
