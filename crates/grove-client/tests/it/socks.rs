@@ -172,6 +172,7 @@ async fn everything_alice_sends_goes_through_her_proxy_and_nothing_when_it_is_do
     // Her push WebSocket too.
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let mut push = PushClient::new(tx);
+    alice.sync().await.unwrap();
     let cursor = alice.room("burrow").unwrap().cursor;
     let before_push = socks.targets.lock().unwrap().len();
     push.follow(&public, alice.server_for(&public), vec![("burrow".into(), cursor)], None);
