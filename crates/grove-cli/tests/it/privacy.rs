@@ -212,3 +212,28 @@ fn a_server_on_a_unix_socket_serves_people_behind_a_forwarder_like_tor() {
     stop(child);
     assert!(!sock.exists(), "a server that stops removes its socket");
 }
+
+/// A proxy that cannot be reached fails the command, and nothing reaches the server; an
+/// `ALL_PROXY` that is not SOCKS5 is refused rather than ignored.
+#[test]
+fn a_dead_proxy_fails_closed_and_a_foreign_all_proxy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // A "server" that counts connections.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    server.set_nonblocking(true).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = format!("socks5h://{dead}");
+    let out = grove_env(&home, "alice", &[], &["--proxy", &proxy, "init", "--home", &url]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let out = grove_env(&home, "alice", &[("GROVE_PROXY", &proxy)], &["init", "--home", &url]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let out = grove_env(&home, "alice", &[("ALL_PROXY", &proxy)], &["init", "--home", &url]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(server.accept().is_err(), "a connection reached the server without the proxy");
+    let out = grove_env(&home, "alice", &[("ALL_PROXY", "http://127.0.0.1:3128")], &["init", "--home", &url]);
+    assert!(!out.status.success() && stderr(&out).contains("ALL_PROXY"), "{}", stderr(&out));
+    let out = grove(&home, "alice", &["whoami"]);
+    assert!(stderr(&out).contains("grove init --home URL"), "no identity was made: {}", stderr(&out));
+}
