@@ -49,7 +49,9 @@ fn from_env(env: &str) -> anyhow::Result<Option<Passphrase>> {
 
 fn read(prompt: &str, env: &str) -> anyhow::Result<Zeroizing<String>> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return Err(anyhow!("this profile is locked with a passphrase and there is no terminal to ask it on: set {env}"));
+        return Err(anyhow!(
+            "this profile is locked with a passphrase and there is no terminal to ask it on: set {env}"
+        ));
     }
     rpassword::prompt_password(prompt)
         .map(Zeroizing::new)

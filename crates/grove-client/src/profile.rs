@@ -20,8 +20,8 @@ pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 use crate::core::{protocol, Change, FollowUp, Prepared};
 use crate::lock::{LockGuard, ProfileLock};
 use crate::olm::Envelope;
-use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, Passphrase, RoomStatus, StoreError};
 use crate::proxy::Proxy;
+use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, Passphrase, RoomStatus, StoreError};
 use crate::transport::{Server, TransportError};
 
 /// How many one-time KeyPackages a profile keeps published.

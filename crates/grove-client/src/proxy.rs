@@ -77,7 +77,9 @@ mod tests {
         assert_eq!(Proxy::parse("socks5h://127.0.0.1:9050").unwrap().url(), "socks5h://127.0.0.1:9050");
         assert_eq!(Proxy::parse("socks5://localhost:1080/").unwrap().url(), "socks5h://localhost:1080");
         assert_eq!(Proxy::parse("socks5h://[::1]:9050").unwrap().url(), "socks5h://[::1]:9050");
-        for bad in ["http://127.0.0.1:3128", "socks5h://127.0.0.1", "socks5h://:9050", "socks5h://u:p@h:1", "socks4://h:1"] {
+        for bad in
+            ["http://127.0.0.1:3128", "socks5h://127.0.0.1", "socks5h://:9050", "socks5h://u:p@h:1", "socks4://h:1"]
+        {
             assert!(Proxy::parse(bad).is_err(), "{bad}");
         }
     }

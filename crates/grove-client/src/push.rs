@@ -454,4 +454,3 @@ mod tests {
         assert!(spread.len() > 1, "backoff has no jitter");
     }
 }
-

@@ -533,7 +533,9 @@ impl ClientStore {
                 .iter_mut()
                 .find(|g| g.group_id.as_bytes() == id.as_slice())
                 .ok_or_else(|| StoreError::Corrupt("an epoch record without its group".into()))?;
-            group.epochs.push(StoredEpoch { epoch: epoch as u64, data: self.cipher.open("mls_epochs.data", data)?.into() });
+            group
+                .epochs
+                .push(StoredEpoch { epoch: epoch as u64, data: self.cipher.open("mls_epochs.data", data)?.into() });
         }
         let mut q = self.conn.prepare("SELECT group_id, seq, entry FROM mls_journal ORDER BY group_id, seq")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))? {
@@ -543,12 +545,16 @@ impl ClientStore {
                 .iter_mut()
                 .find(|g| g.group_id.as_bytes() == id.as_slice())
                 .ok_or_else(|| StoreError::Corrupt("a journal row without its group".into()))?;
-            group.journal.push(JournalRow { seq: seq as u64, entry: self.cipher.open("mls_journal.entry", entry)?.into() });
+            group
+                .journal
+                .push(JournalRow { seq: seq as u64, entry: self.cipher.open("mls_journal.entry", entry)?.into() });
         }
         let mut q = self.conn.prepare("SELECT id, data FROM mls_key_packages ORDER BY id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, data) = row?;
-            state.key_packages.push(StoredKeyPackage { id, data: self.cipher.open("mls_key_packages.data", data)?.into() });
+            state
+                .key_packages
+                .push(StoredKeyPackage { id, data: self.cipher.open("mls_key_packages.data", data)?.into() });
         }
         Ok(state)
     }
@@ -574,7 +580,14 @@ impl ClientStore {
         for m in &batch.messages {
             tx.execute(
                 "INSERT OR IGNORE INTO messages (room, seq, kind, sender, ts, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![m.room, m.seq as i64, m.kind.as_str(), m.sender.as_bytes().as_slice(), m.ts, c.seal("messages.body", &m.body)],
+                params![
+                    m.room,
+                    m.seq as i64,
+                    m.kind.as_str(),
+                    m.sender.as_bytes().as_slice(),
+                    m.ts,
+                    c.seal("messages.body", &m.body)
+                ],
             )?;
         }
         for (link, cursor) in &batch.cursors {

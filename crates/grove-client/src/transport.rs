@@ -117,7 +117,9 @@ impl Server {
         let Some(p) = proxy else { return Server::new(base, key) };
         let http = p
             .for_reqwest()
-            .and_then(|via| reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).no_proxy().proxy(via).build())
+            .and_then(|via| {
+                reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).no_proxy().proxy(via).build()
+            })
             .map_err(|e| format!("cannot set up the proxy {p}: {e}"));
         let info = std::sync::Arc::new(OnceLock::new());
         Server { base: base.trim_end_matches('/').to_string(), http, key, info, proxy: Some(p) }

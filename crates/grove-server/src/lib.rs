@@ -93,9 +93,9 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let method = req.method().clone();
     // A client's address is written down only where the operator asked (`privacy`).
     let client = state.0.config.privacy.log_ip_addresses.then(|| {
-        req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| {
-            auth::client_ip(c.0.ip(), req.headers(), &state.0.config.server.trusted_proxies).to_string()
-        })
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| auth::client_ip(c.0.ip(), req.headers(), &state.0.config.server.trusted_proxies).to_string())
     });
     let client = client.flatten();
     let started = std::time::Instant::now();

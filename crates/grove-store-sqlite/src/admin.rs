@@ -120,9 +120,7 @@ pub(crate) fn delete_room(path: &Path, name: &str) -> Result<Option<DeletedRoom>
 /// so their bytes are overwritten, then checkpoints the WAL (truncating it) so none stay there.
 pub(crate) fn purge_messages(path: &Path, before: i64) -> Result<u64> {
     let conn = writer(path)?;
-    let n = conn
-        .execute("DELETE FROM entries WHERE kind = 'application' AND ts < ?1", [before])
-        .map_err(db_err)?;
+    let n = conn.execute("DELETE FROM entries WHERE kind = 'application' AND ts < ?1", [before]).map_err(db_err)?;
     if n > 0 {
         let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(db_err)?;
         if busy != 0 {

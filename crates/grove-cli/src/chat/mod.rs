@@ -33,7 +33,6 @@ mod tests;
 
 use app::{Action, App};
 
-
 /// Runs the chat until the user quits, on a terminal.
 pub fn run(dir: &Path, net: &Network, room: Option<String>) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {

@@ -39,9 +39,13 @@ fn a_locked_profile_through_the_cli() {
     let out = grove_env(&home, "alice", &pass, &["init", "--home", &url, "--passphrase"]);
     let address = ok(out.clone()).trim().to_string();
     assert!(stderr(&out).contains("encrypted at rest"), "{}", stderr(&out));
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(grove_env(&home, "carol", &pass, &["--json", "init", "--home", &url, "--passphrase"])))
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(grove_env(
+        &home,
+        "carol",
+        &pass,
+        &["--json", "init", "--home", &url, "--passphrase"],
+    )))
+    .unwrap();
     assert_eq!(json["encrypted"], true);
 
     assert_eq!(ok(grove_env(&home, "alice", &pass, &["whoami"])).trim(), address);
@@ -88,7 +92,8 @@ fn serve(data: &Path, config: &str, level: &str, listen: &str) -> (std::process:
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             if let Some(i) = line.find("grove listening on ") {
-                let _ = tx.send(line[i + "grove listening on ".len()..].split_whitespace().next().unwrap_or("").to_string());
+                let _ = tx
+                    .send(line[i + "grove listening on ".len()..].split_whitespace().next().unwrap_or("").to_string());
             }
             l.lock().unwrap().push_str(&line);
             l.lock().unwrap().push('\n');

@@ -52,7 +52,9 @@ impl Passphrase {
     pub fn new(s: String) -> Result<Passphrase, StoreError> {
         let s = Zeroizing::new(s);
         if s.is_empty() {
-            return Err(StoreError::Corrupt("the passphrase is empty: choose one, or make the profile without --passphrase".into()));
+            return Err(StoreError::Corrupt(
+                "the passphrase is empty: choose one, or make the profile without --passphrase".into(),
+            ));
         }
         Ok(Passphrase(s))
     }

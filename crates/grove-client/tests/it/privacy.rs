@@ -60,7 +60,8 @@ async fn alices_locked_profile_hides_her_secret_and_every_word_from_a_thief() {
         assert_eq!(texts(&alice, room), [from_alice.clone(), from_bob.clone()]);
         said.extend([from_alice, from_bob]);
     }
-    let secret = ClientStore::open_with(&dir.join("state.db"), Some(&first)).unwrap().meta("identity").unwrap().unwrap();
+    let secret =
+        ClientStore::open_with(&dir.join("state.db"), Some(&first)).unwrap().meta("identity").unwrap().unwrap();
     assert_eq!(secret.len(), 32);
     drop(alice);
     drop(bob);
@@ -68,7 +69,11 @@ async fn alices_locked_profile_hides_her_secret_and_every_word_from_a_thief() {
     let stolen = raw_files(&dir);
     assert!(holds(&stolen, &secret).is_empty(), "the identity secret is on disk");
     for text in &said {
-        assert!(holds(&stolen, text.as_bytes()).is_empty(), "{text:?} is on disk: {:?}", holds(&stolen, text.as_bytes()));
+        assert!(
+            holds(&stolen, text.as_bytes()).is_empty(),
+            "{text:?} is on disk: {:?}",
+            holds(&stolen, text.as_bytes())
+        );
     }
     assert!(holds(&stolen, b"Alice Pleasance Liddell").is_empty(), "the display name is on disk");
     // The same look at Bob's unlocked profile finds the words: the check can fail.
@@ -90,10 +95,7 @@ async fn alices_locked_profile_hides_her_secret_and_every_word_from_a_thief() {
     let mut alice = Profile::open_with(&dir, Some(&first)).unwrap();
     alice.change_passphrase(&second).await.unwrap();
     drop(alice);
-    assert!(matches!(
-        Profile::open_with(&dir, Some(&first)),
-        Err(ClientError::Store(StoreError::WrongPassphrase))
-    ));
+    assert!(matches!(Profile::open_with(&dir, Some(&first)), Err(ClientError::Store(StoreError::WrongPassphrase))));
     let mut alice = Profile::open_with(&dir, Some(&second)).unwrap();
     assert_eq!(texts(&alice, "hedge"), said[2..4]);
     // Her Olm sessions and chains (pickled under the data key) still work.

@@ -135,7 +135,9 @@ async fn socks_conn(mut down: TcpStream, s: Socks) -> std::io::Result<()> {
 async fn next_entries(rx: &mut tokio::sync::mpsc::Receiver<Feed>, room: &str) -> Vec<u64> {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("a push in time") {
-            Some(Feed::Entries { room: r, entries, .. }) if r == room => return entries.iter().map(|e| e.seq).collect(),
+            Some(Feed::Entries { room: r, entries, .. }) if r == room => {
+                return entries.iter().map(|e| e.seq).collect()
+            }
             Some(_) => continue,
             None => panic!("the push client stopped"),
         }
