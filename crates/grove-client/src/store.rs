@@ -429,7 +429,7 @@ impl ClientStore {
             return Err(StoreError::NotEncrypted);
         }
         let (rec, cipher) = KeyRecord::create(passphrase)?;
-        tx.execute("INSERT INTO meta (key, value) VALUES ('cipher', ?1)", [rec.encode()])?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('cipher', ?1)", [rec.encode()?])?;
         tx.commit()?;
         self.cipher = cipher;
         self.conn.pragma_update(None, "secure_delete", "ON")?;
@@ -440,7 +440,7 @@ impl ClientStore {
     /// The old sealed key is overwritten (`secure_delete`) and the write-ahead log truncated.
     pub fn change_passphrase(&mut self, new: &Passphrase) -> Result<(), StoreError> {
         let rec = KeyRecord::reseal(&self.cipher, new)?;
-        self.conn.execute("UPDATE meta SET value = ?1 WHERE key = 'cipher'", [rec.encode()])?;
+        self.conn.execute("UPDATE meta SET value = ?1 WHERE key = 'cipher'", [rec.encode()?])?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
@@ -487,7 +487,7 @@ impl ClientStore {
 
     /// Sets a metadata value.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let value = self.cipher.seal(&format!("meta.{key}"), value);
+        let value = self.cipher.seal(&format!("meta.{key}"), value)?;
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
         Ok(())
     }
@@ -586,7 +586,7 @@ impl ClientStore {
                     m.kind.as_str(),
                     m.sender.as_bytes().as_slice(),
                     m.ts,
-                    c.seal("messages.body", &m.body)
+                    c.seal("messages.body", &m.body)?
                 ],
             )?;
         }
@@ -600,7 +600,7 @@ impl ClientStore {
             match &r.value {
                 Some(v) => tx.execute(
                     "INSERT OR REPLACE INTO sk_records (key, value) VALUES (?1, ?2)",
-                    params![r.key, c.seal("sk_records.value", v)],
+                    params![r.key, c.seal("sk_records.value", v)?],
                 )?,
                 None => tx.execute("DELETE FROM sk_records WHERE key = ?1", [&r.key])?,
             };
@@ -611,12 +611,12 @@ impl ClientStore {
                 "INSERT INTO names (room, user, name, rev, profile) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (room, user) DO UPDATE SET name = excluded.name, rev = excluded.rev, profile = excluded.profile
                  WHERE excluded.rev > names.rev",
-                params![room, p.user.as_bytes().as_slice(), c.seal_text("names.name", &p.name), p.rev as i64, c.seal("names.profile", &body)],
+                params![room, p.user.as_bytes().as_slice(), c.seal_text("names.name", &p.name)?, p.rev as i64, c.seal("names.profile", &body)?],
             )?;
         }
         for (id, sealed) in &batch.sealed {
             let (body, epoch) = match sealed {
-                Some((b, e)) => (Some(c.seal("outbox.body", b)), Some(*e as i64)),
+                Some((b, e)) => (Some(c.seal("outbox.body", b)?), Some(*e as i64)),
                 None => (None, None),
             };
             tx.execute("UPDATE outbox SET body = ?2, epoch = ?3 WHERE id = ?1", params![id, body, epoch])?;
@@ -633,7 +633,7 @@ impl ClientStore {
         if let Some(c) = batch.mailbox_cursor {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)",
-                [self.cipher.seal("meta.mailbox_cursor", &c.to_be_bytes())],
+                [self.cipher.seal("meta.mailbox_cursor", &c.to_be_bytes())?],
             )?;
         }
         tx.commit()?;
@@ -660,7 +660,7 @@ impl ClientStore {
     pub fn outbox_add(&mut self, room: &str, content: &[u8], created: i64) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO outbox (room, content, created) VALUES (?1, ?2, ?3)",
-            params![room, self.cipher.seal("outbox.content", content), created],
+            params![room, self.cipher.seal("outbox.content", content)?, created],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -862,7 +862,7 @@ fn apply_changes(tx: &Transaction<'_>, c: &Cipher, changes: &Changes) -> Result<
             SnapshotWrite::Checkpoint(snapshot) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO mls_groups (group_id, snapshot) VALUES (?1, ?2)",
-                    params![id, c.seal("mls_groups.snapshot", snapshot)],
+                    params![id, c.seal("mls_groups.snapshot", snapshot)?],
                 )?;
                 tx.execute("DELETE FROM mls_journal WHERE group_id = ?1", [id])?;
             }
@@ -876,7 +876,7 @@ fn apply_changes(tx: &Transaction<'_>, c: &Cipher, changes: &Changes) -> Result<
             match &e.data {
                 Some(data) => tx.execute(
                     "INSERT OR REPLACE INTO mls_epochs (group_id, epoch_id, data) VALUES (?1, ?2, ?3)",
-                    params![id, e.epoch as i64, c.seal("mls_epochs.data", data)],
+                    params![id, e.epoch as i64, c.seal("mls_epochs.data", data)?],
                 )?,
                 None => tx.execute(
                     "DELETE FROM mls_epochs WHERE group_id = ?1 AND epoch_id = ?2",
@@ -888,14 +888,14 @@ fn apply_changes(tx: &Transaction<'_>, c: &Cipher, changes: &Changes) -> Result<
         // transaction fails rather than overwrite it.
         let mut insert = tx.prepare_cached("INSERT INTO mls_journal (group_id, seq, entry) VALUES (?1, ?2, ?3)")?;
         for r in &g.journal {
-            insert.execute(params![id, r.seq as i64, c.seal("mls_journal.entry", &r.entry)])?;
+            insert.execute(params![id, r.seq as i64, c.seal("mls_journal.entry", &r.entry)?])?;
         }
     }
     for k in &changes.key_packages {
         match &k.data {
             Some(data) => tx.execute(
                 "INSERT OR REPLACE INTO mls_key_packages (id, data) VALUES (?1, ?2)",
-                params![k.id, c.seal("mls_key_packages.data", data)],
+                params![k.id, c.seal("mls_key_packages.data", data)?],
             )?,
             None => tx.execute("DELETE FROM mls_key_packages WHERE id = ?1", [&k.id])?,
         };

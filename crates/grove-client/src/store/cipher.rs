@@ -112,13 +112,14 @@ fn derive(passphrase: &Passphrase, rec: &KeyRecord) -> Result<Zeroizing<[u8; 32]
     Ok(out)
 }
 
-fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
+    // Fails only past 256 GiB, far beyond any SQLite value.
     let ct = XChaCha20Poly1305::new(key.into())
         .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .expect("XChaCha20-Poly1305 encrypts any length a SQLite value can have");
-    [&[SEALED_V1][..], &nonce, &ct].concat()
+        .map_err(|_| StoreError::Corrupt("a value too large to seal".into()))?;
+    Ok([&[SEALED_V1][..], &nonce, &ct].concat())
 }
 
 fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
@@ -151,7 +152,7 @@ impl KeyRecord {
             sealed_key: Vec::new(),
         };
         let kek = derive(passphrase, &rec)?;
-        rec.sealed_key = seal_with(&kek, KEY_CONTEXT, data_key);
+        rec.sealed_key = seal_with(&kek, KEY_CONTEXT, data_key)?;
         Ok(rec)
     }
 
@@ -171,8 +172,8 @@ impl KeyRecord {
         }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a key record encodes")
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self).map_err(|e| StoreError::Corrupt(format!("the profile's key record: {e}")))
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
@@ -187,20 +188,20 @@ impl Cipher {
     }
 
     /// A value to write into `column` (`table.column`).
-    pub(crate) fn seal(&self, column: &str, plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, column: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         match self {
-            Cipher::Plain => plain.to_vec(),
+            Cipher::Plain => Ok(plain.to_vec()),
             Cipher::Sealed(key) => seal_with(key, column.as_bytes(), plain),
         }
     }
 
     /// A text value to write into `column`: text as today without a passphrase, sealed bytes
     /// with one.
-    pub(crate) fn seal_text(&self, column: &str, plain: &str) -> rusqlite::types::Value {
-        match self {
+    pub(crate) fn seal_text(&self, column: &str, plain: &str) -> Result<rusqlite::types::Value, StoreError> {
+        Ok(match self {
             Cipher::Plain => rusqlite::types::Value::Text(plain.to_string()),
-            Cipher::Sealed(_) => rusqlite::types::Value::Blob(self.seal(column, plain.as_bytes())),
-        }
+            Cipher::Sealed(_) => rusqlite::types::Value::Blob(self.seal(column, plain.as_bytes())?),
+        })
     }
 
     /// A value read from `column`.
@@ -238,11 +239,11 @@ mod tests {
     fn a_value_opens_only_in_its_column_and_only_under_its_key() {
         let pass = Passphrase::new("correct horse".into()).unwrap();
         let (rec, cipher) = KeyRecord::create(&pass).unwrap();
-        let sealed = cipher.seal("messages.body", b"hello");
+        let sealed = cipher.seal("messages.body", b"hello").unwrap();
         assert!(!sealed.windows(5).any(|w| w == b"hello"));
         assert_eq!(cipher.open("messages.body", sealed.clone()).unwrap(), b"hello");
         assert!(cipher.open("outbox.content", sealed.clone()).is_err());
-        let again = KeyRecord::decode(&rec.encode()).unwrap().unlock(&pass).unwrap();
+        let again = KeyRecord::decode(&rec.encode().unwrap()).unwrap().unlock(&pass).unwrap();
         assert_eq!(again.open("messages.body", sealed).unwrap(), b"hello");
         let wrong = Passphrase::new("wrong horse".into()).unwrap();
         assert!(matches!(rec.unlock(&wrong), Err(StoreError::WrongPassphrase)));
@@ -253,7 +254,7 @@ mod tests {
         let old = Passphrase::new("old".into()).unwrap();
         let new = Passphrase::new("new".into()).unwrap();
         let (_, cipher) = KeyRecord::create(&old).unwrap();
-        let sealed = cipher.seal("meta.value", b"secret");
+        let sealed = cipher.seal("meta.value", b"secret").unwrap();
         let rec = KeyRecord::reseal(&cipher, &new).unwrap();
         assert!(matches!(rec.unlock(&old), Err(StoreError::WrongPassphrase)));
         assert_eq!(rec.unlock(&new).unwrap().open("meta.value", sealed).unwrap(), b"secret");
