@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use grove_client::profile::{ConnectTo, Profile};
+use grove_client::profile::{ConnectTo, InitOptions, Profile};
+use grove_client::proxy::Proxy;
+use grove_client::store::Passphrase;
 use std::collections::HashMap;
 
 use grove_client::store::{Event, Message, RoomStatus};
@@ -47,36 +49,84 @@ pub fn connect_to(rules: &[String]) -> anyhow::Result<ConnectTo> {
     Ok(c)
 }
 
-/// Opens the profile in `dir`, with the `--connect-to` rules.
-fn open(dir: &std::path::Path, connect: &ConnectTo) -> anyhow::Result<Profile> {
-    let mut p = Profile::open(dir)?;
-    p.set_connect_to(connect.clone());
+/// How this process reaches servers: the `--connect-to` rules and the `--proxy`.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub connect_to: ConnectTo,
+    pub proxy: Option<Proxy>,
+}
+
+/// The network settings from `--connect-to` and `--proxy` (or `GROVE_PROXY`; else `ALL_PROXY`).
+pub fn network(rules: &[String], proxy: Option<&str>) -> anyhow::Result<Network> {
+    let from_env = ["ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
+    let proxy = match (proxy.filter(|s| !s.is_empty()), from_env) {
+        (Some(p), _) => Some(Proxy::parse(p).map_err(|e| anyhow!("--proxy: {e}"))?),
+        (None, Some(p)) => Some(Proxy::parse(&p).map_err(|e| anyhow!("ALL_PROXY: {e}; unset it or set GROVE_PROXY"))?),
+        (None, None) => None,
+    };
+    Ok(Network { connect_to: connect_to(rules)?, proxy })
+}
+
+/// Opens the profile in `dir` (asking for its passphrase if it has one), with the network
+/// settings.
+pub fn open(dir: &std::path::Path, net: &Network) -> anyhow::Result<Profile> {
+    open_with(dir, net, crate::passphrase::current(dir)?.as_ref())
+}
+
+/// [`open`] with the passphrase already known.
+pub fn open_with(dir: &std::path::Path, net: &Network, passphrase: Option<&Passphrase>) -> anyhow::Result<Profile> {
+    let mut p = Profile::open_with(dir, passphrase)?;
+    p.set_connect_to(net.connect_to.clone());
+    p.set_proxy(net.proxy.clone());
     Ok(p)
 }
 
-pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command) -> anyhow::Result<()> {
+pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> anyhow::Result<()> {
     let dir = profile_dir(profile)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         match command {
-            Command::Init { home, name } => {
+            Command::Init { home, name, passphrase } => {
                 // Check the name before anything is created.
                 if let Some(n) = &name {
                     grove_wire::content::display_name(n).map_err(|e| anyhow!("--name: {e}"))?;
                 }
-                let mut p = Profile::init_with(&dir, &home, connect.clone()).await?;
+                let passphrase =
+                    if passphrase { Some(crate::passphrase::choose(crate::passphrase::ENV)?) } else { None };
+                let options =
+                    InitOptions { connect_to: net.connect_to.clone(), passphrase, proxy: net.proxy.clone() };
+                let mut p = Profile::create(&dir, &home, options).await?;
                 if let Some(n) = &name {
                     p.set_name(n).await?;
                 }
+                let encrypted = p.is_encrypted();
                 if json_out {
-                    out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "name": name}));
+                    out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "name": name, "encrypted": encrypted}));
                 } else {
                     out!("{}", p.address());
                     eprintln!("identity created in {}; give this address to people who want to invite you", dir.display());
+                    if encrypted {
+                        eprintln!("the profile is encrypted at rest: every grove command asks for its passphrase (or reads GROVE_PASSPHRASE); a lost passphrase cannot be recovered");
+                    } else {
+                        eprintln!("the profile is NOT encrypted at rest: whoever can read {} can read your identity and history (`grove init --passphrase` locks a new profile)", dir.display());
+                    }
+                }
+            }
+            Command::Passphrase => {
+                if !Profile::is_locked(&dir)? {
+                    return Err(grove_client::store::StoreError::NotEncrypted.into());
+                }
+                let mut p = open(&dir, net)?;
+                let new = crate::passphrase::choose(crate::passphrase::NEW_ENV)?;
+                p.change_passphrase(&new).await?;
+                if json_out {
+                    out!("{}", json!({"changed": true}));
+                } else {
+                    eprintln!("passphrase changed: the old one no longer opens this profile");
                 }
             }
             Command::Whoami => {
-                let p = open(&dir, connect)?;
+                let p = open(&dir, net)?;
                 if json_out {
                     out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "home": p.home(), "name": p.name()?}));
                 } else {
@@ -84,7 +134,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 }
             }
             Command::Name { name } => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let told = p.set_name(&name).await?;
                 if json_out {
                     out!("{}", json!({"name": p.name()?, "rooms_told": told}));
@@ -92,16 +142,16 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     eprintln!("you are now {:?} in {told} room(s)", p.name()?.unwrap_or_default());
                 }
             }
-            Command::Room(rc) => room(&dir, json_out, connect, rc).await?,
+            Command::Room(rc) => room(&dir, json_out, net, rc).await?,
             Command::Send { room, file: Some(path), caption, .. } => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let seq = crate::files::send(&mut p, &room, &path, caption.as_deref()).await?;
                 if json_out {
                     out!("{}", json!({"seq": seq}));
                 }
             }
             Command::Save { room, seq, out, force } => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let saved = crate::files::save(&mut p, &room, seq, out.as_deref(), force, json_out).await?;
                 if json_out {
                     out!("{saved}");
@@ -122,14 +172,14 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 if text.trim().is_empty() {
                     return Err(anyhow!("the message is empty: give it as an argument or on standard input"));
                 }
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let seq = p.send(&room, &text).await?;
                 if json_out {
                     out!("{}", json!({"seq": seq}));
                 }
             }
             Command::Outbox => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let sent = p.flush_outbox().await?;
                 let waiting = p.outbox()?;
                 if json_out {
@@ -155,7 +205,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 }
             }
             Command::Read { room, follow, after } => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let link = p.room(&room)?.link;
                 let mut status = match p.sync_room(&link).await {
                     Ok(s) => s,
@@ -185,7 +235,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 }
             }
             Command::Sync => {
-                let mut p = open(&dir, connect)?;
+                let mut p = open(&dir, net)?;
                 let r = p.sync().await?;
                 if json_out {
                     out!("{}", json!({"joined": r.joined, "new_messages": r.new_messages, "removed_from": r.removed_from}));
@@ -215,8 +265,8 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
     })
 }
 
-async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: RoomCommand) -> anyhow::Result<()> {
-    let mut p = open(dir, connect)?;
+async fn room(dir: &std::path::Path, json_out: bool, net: &Network, rc: RoomCommand) -> anyhow::Result<()> {
+    let mut p = open(dir, net)?;
     match rc {
         RoomCommand::Create { name, server, mode } => {
             let server = server.unwrap_or_else(|| p.home().to_string());

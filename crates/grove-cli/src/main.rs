@@ -1,6 +1,5 @@
 //! `grove`: the grove command. Thin: it parses arguments and wires libraries together.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +16,7 @@ mod client;
 mod demo;
 mod describe;
 mod files;
+mod passphrase;
 mod serve;
 
 /// grove: user-hosted, end-to-end encrypted group messaging.
@@ -34,6 +34,12 @@ struct Cli {
     /// public URL. Repeatable; in the environment, comma-separated.
     #[arg(long, global = true, value_name = "PUBLIC_URL=ACTUAL_URL", env = "GROVE_CONNECT_TO", value_delimiter = ',')]
     connect_to: Vec<String>,
+    /// Reach every server through this SOCKS5 proxy, host names resolved by the proxy (so
+    /// .onion and .loki servers work): Tor's is socks5h://127.0.0.1:9050. Every request and
+    /// WebSocket goes through it; if it cannot be reached, commands fail rather than connect
+    /// directly. Without it, ALL_PROXY is used when set.
+    #[arg(long, global = true, value_name = "socks5h://HOST:PORT", env = "GROVE_PROXY")]
+    proxy: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,7 +60,15 @@ enum Command {
         /// Your display name, shown to the members of your rooms (`grove name` changes it).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// Lock the profile at rest: its identity secret, group secrets and history are
+        /// encrypted under a key derived from a passphrase (asked twice, or GROVE_PASSPHRASE),
+        /// which every later command then needs (the prompt, or GROVE_PASSPHRASE).
+        #[arg(long)]
+        passphrase: bool,
     },
+    /// Change the passphrase of a profile made with `grove init --passphrase` (the current one
+    /// from the prompt or GROVE_PASSPHRASE, the new one from the prompt or GROVE_NEW_PASSPHRASE).
+    Passphrase,
     /// Print this profile's address (give it to people who want to invite you).
     Whoami,
     /// Rooms: create, invite, remove, leave, list, members, update.
@@ -181,9 +195,11 @@ enum RoomCommand {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080, or the config file's server.listen].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    /// Address to listen on [default: 127.0.0.1:8080, or the config file's server.listen], or
+    /// `unix:PATH` for a Unix socket (to publish the server as a Tor onion service or a
+    /// Lokinet SNApp: see docs/operating.md).
+    #[arg(long, value_name = "ADDR", value_parser = serve::parse_listen)]
+    listen: Option<serve::Listen>,
     /// Data folder for the database and server key [default: ./grove-data].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -244,11 +260,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
-        Command::Chat { room } => {
-            client::connect_to(&cli.connect_to).and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room))
-        }
+        Command::Chat { room } => client::network(&cli.connect_to, cli.proxy.as_deref())
+            .and_then(|n| chat::run(&client::profile_dir(&cli.profile)?, &n, room)),
         Command::Admin(args) => admin::run(args, cli.json),
-        command => client::connect_to(&cli.connect_to).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
+        command => client::network(&cli.connect_to, cli.proxy.as_deref())
+            .and_then(|n| client::run(&cli.profile, cli.json, &n, command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

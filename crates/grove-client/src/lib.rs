@@ -13,6 +13,7 @@ pub mod files;
 mod lock;
 pub mod olm;
 pub mod profile;
+pub mod proxy;
 pub mod push;
 pub mod store;
 pub mod transport;

@@ -14,8 +14,10 @@
 //! This lives in the client, not in sans-IO grove-proto: vodozemac draws its key material from
 //! the OS RNG itself and takes no injected RNG.
 //!
-//! State: the account and each peer's sessions are vodozemac pickles encrypted with a key
-//! derived from the identity secret, as records (`olm/account`, `olm/s/<user>`).
+//! State: the account and each peer's sessions are vodozemac pickles, as records
+//! (`olm/account`, `olm/s/<user>`), encrypted with a key derived from the profile's data key
+//! when the profile is locked with a passphrase (`store::cipher`: never stored in clear), else
+//! from the identity secret.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -106,9 +108,15 @@ fn identity_message(curve: &[u8], home: &str) -> Vec<u8> {
 }
 
 impl OlmDevice {
-    /// A new account (records to persist: [`OlmDevice::take_changes`]).
+    /// A new account (records to persist: [`OlmDevice::take_changes`]), pickled under a key
+    /// derived from the identity secret.
     pub fn new(identity: Identity, home: &str) -> OlmDevice {
-        let pickle_key = pickle_key(&identity);
+        let key = pickle_key(&identity);
+        Self::new_with_key(identity, home, key)
+    }
+
+    /// [`OlmDevice::new`], pickled under `pickle_key`.
+    pub fn new_with_key(identity: Identity, home: &str, pickle_key: Zeroizing<[u8; 32]>) -> OlmDevice {
         OlmDevice {
             identity,
             home: home.to_string(),
@@ -127,9 +135,19 @@ impl OlmDevice {
         records: &[(String, Zeroizing<Vec<u8>>)],
     ) -> Result<OlmDevice, OlmError> {
         let key = pickle_key(&identity);
+        Self::load_with_key(identity, home, records, key)
+    }
+
+    /// [`OlmDevice::load`] with the pickles under `key` (a locked profile's: from its data key).
+    pub fn load_with_key(
+        identity: Identity,
+        home: &str,
+        records: &[(String, Zeroizing<Vec<u8>>)],
+        key: Zeroizing<[u8; 32]>,
+    ) -> Result<OlmDevice, OlmError> {
         let corrupt = |w: &str| OlmError::Corrupt(w.to_string());
         let Some((_, account)) = records.iter().find(|(k, _)| k == "account") else {
-            return Ok(OlmDevice::new(identity, home));
+            return Ok(OlmDevice::new_with_key(identity, home, key));
         };
         let text = std::str::from_utf8(account).map_err(|_| corrupt("account"))?;
         let account = Account::from_pickle(AccountPickle::from_encrypted(text, &key).map_err(|_| corrupt("account"))?);

@@ -22,7 +22,8 @@ pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 use crate::core::{protocol, Change, FollowUp, Prepared};
 use crate::lock::{LockGuard, ProfileLock};
 use crate::olm::Envelope;
-use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, StoreError};
+use crate::proxy::Proxy;
+use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, Passphrase, RoomStatus, StoreError};
 use crate::transport::{Server, TransportError};
 
 /// How many one-time KeyPackages a profile keeps published.
@@ -222,6 +223,8 @@ pub struct Profile {
     engine: EngineSlot,
     home: String,
     connect_to: ConnectTo,
+    /// The SOCKS5 proxy every connection goes through, if any ([`crate::proxy`]).
+    proxy: Option<Proxy>,
     /// Serialises the profile's writers across processes (see [`crate::lock`]).
     lock: ProfileLock,
     /// The state file's `data_version` when `engine` was loaded from it: when the file's
@@ -231,6 +234,17 @@ pub struct Profile {
     settled: HashMap<i64, u64>,
     /// Server handles by URL (see [`Profile::server`]).
     servers: std::sync::Mutex<HashMap<String, Server>>,
+}
+
+/// How a profile is made ([`Profile::create`]).
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Where to send the requests meant for some servers ([`ConnectTo`]).
+    pub connect_to: ConnectTo,
+    /// Lock the profile at rest with this passphrase.
+    pub passphrase: Option<Passphrase>,
+    /// Reach every server through this SOCKS5 proxy.
+    pub proxy: Option<Proxy>,
 }
 
 /// Where to send the requests meant for a server URL, when that is not the URL itself — like
@@ -295,6 +309,18 @@ impl Profile {
 
     /// [`Profile::init`], sending the requests for the servers `connect_to` lists elsewhere.
     pub async fn init_with(dir: &Path, home: &str, connect_to: ConnectTo) -> Result<Profile> {
+        Self::create(dir, home, InitOptions { connect_to, ..InitOptions::default() }).await
+    }
+
+    /// [`Profile::init`] with [`InitOptions`]: with a passphrase, the profile is locked at
+    /// rest (its secrets and history sealed under a key only the passphrase opens: see
+    /// [`crate::store`]'s `cipher`, and every later open needs it); with a proxy, every
+    /// connection goes through it.
+    pub async fn create(dir: &Path, home: &str, options: InitOptions) -> Result<Profile> {
+        let InitOptions { connect_to, passphrase, proxy } = options;
+        if ClientStore::is_locked(&state_file(dir))? {
+            return Err(ClientError::AlreadyInitialised(format!("locked with a passphrase, in {}", dir.display())));
+        }
         private_dir(dir)
             .map_err(|e| ClientError::Invalid(format!("cannot create the profile folder {}: {e}", dir.display())))?;
         let lock = ProfileLock::open(dir).map_err(|source| ClientError::Lock { path: dir.to_path_buf(), source })?;
@@ -311,8 +337,13 @@ impl Profile {
             return Err(ClientError::Invalid(format!("--home must be a URL like http://127.0.0.1:8080, not {home:?}")));
         }
         // Check the server answers before creating anything.
-        Server::new(connect_to.resolve(&home), ed25519_dalek::SigningKey::from_bytes(&[0; 32])).info().await?;
+        let anonymous = ed25519_dalek::SigningKey::from_bytes(&[0; 32]);
+        Server::with_proxy(connect_to.resolve(&home), anonymous, proxy.clone()).info().await?;
         let identity = Identity::generate(&mut rand::rngs::OsRng);
+        let mut store = store;
+        if let Some(passphrase) = &passphrase {
+            store.lock_new(passphrase)?;
+        }
         store.set_meta("home", home.as_bytes())?;
         store.set_meta("identity", &identity.secret_bytes())?;
         let engine = MlsEngine::with_rng(identity.clone(), rand::rngs::OsRng).with_clock(unix_seconds);
@@ -324,6 +355,7 @@ impl Profile {
             engine: EngineSlot::new(engine),
             home,
             connect_to,
+            proxy,
             lock,
             data_version,
             settled: HashMap::new(),
@@ -334,14 +366,25 @@ impl Profile {
         Ok(p)
     }
 
-    /// Opens the profile in `dir`.
+    /// Opens the profile in `dir` (one without a passphrase).
     pub fn open(dir: &Path) -> Result<Profile> {
+        Self::open_with(dir, None)
+    }
+
+    /// Whether the profile in `dir` is locked with a passphrase.
+    pub fn is_locked(dir: &Path) -> Result<bool> {
+        Ok(ClientStore::is_locked(&state_file(dir))?)
+    }
+
+    /// Opens the profile in `dir`, with its passphrase if it has one. A wrong passphrase
+    /// answers [`StoreError::WrongPassphrase`] and changes nothing.
+    pub fn open_with(dir: &Path, passphrase: Option<&Passphrase>) -> Result<Profile> {
         let file = state_file(dir);
         if !file.exists() {
             return Err(ClientError::NoIdentity(dir.to_path_buf()));
         }
         private_dir(dir).map_err(|e| ClientError::Invalid(format!("cannot make {} private: {e}", dir.display())))?;
-        let store = ClientStore::open(&file)?;
+        let store = ClientStore::open_with(&file, passphrase)?;
         let secret = store.meta("identity")?.ok_or_else(|| ClientError::NoIdentity(dir.to_path_buf()))?;
         let identity = identity_from(&secret)?;
         let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
@@ -356,6 +399,7 @@ impl Profile {
             engine: EngineSlot::new(engine),
             home,
             connect_to: ConnectTo::none(),
+            proxy: None,
             lock,
             data_version,
             settled: HashMap::new(),
@@ -394,6 +438,17 @@ impl Profile {
         Ok(())
     }
 
+    /// Whether the profile is locked at rest with a passphrase.
+    pub fn is_encrypted(&self) -> bool {
+        self.store.is_encrypted()
+    }
+
+    /// Changes the passphrase of a locked profile (opened with the current one).
+    pub async fn change_passphrase(&mut self, new: &Passphrase) -> Result<()> {
+        let _guard = self.lock().await?;
+        Ok(self.store.change_passphrase(new)?)
+    }
+
     /// The user's id.
     pub fn user_id(&self) -> UserId {
         self.identity.user_id()
@@ -414,12 +469,22 @@ impl Profile {
         self.connect_to = connect_to;
     }
 
+    /// Sends every request and opens every WebSocket through `proxy` from now on (`None`:
+    /// directly).
+    pub fn set_proxy(&mut self, proxy: Option<Proxy>) {
+        if self.proxy != proxy {
+            self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.proxy = proxy;
+        }
+    }
+
     /// A handle on a server, kept for the life of the profile: one HTTP connection pool and
     /// one `/v1/info` per server, not one per call.
     fn server(&self, base: &str) -> Server {
         let url = self.connect_to.resolve(base).to_string();
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.entry(url.clone()).or_insert_with(|| Server::new(&url, self.identity.signing_key().clone())).clone()
+        let key = self.identity.signing_key();
+        servers.entry(url.clone()).or_insert_with(|| Server::with_proxy(&url, key.clone(), self.proxy.clone())).clone()
     }
 
     /// Keeps enough one-time KeyPackages and a last-resort one on the home server.

@@ -15,6 +15,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+mod cipher;
+pub use cipher::Passphrase;
+use cipher::{Cipher, KeyRecord};
+
 /// Why the local state could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,6 +29,15 @@ pub enum StoreError {
     /// Stored data does not decode.
     #[error("local state is corrupt: {0}")]
     Corrupt(String),
+    /// The profile is locked with a passphrase and none was given.
+    #[error("this profile is locked with a passphrase: give it (the prompt, or GROVE_PASSPHRASE in scripts)")]
+    Locked,
+    /// The passphrase does not open the profile.
+    #[error("wrong passphrase: the profile was not opened and nothing in it changed")]
+    WrongPassphrase,
+    /// A passphrase operation on a profile made without one.
+    #[error("this profile has no passphrase (it is not encrypted at rest); make an encrypted one with `grove init --passphrase` under another --profile")]
+    NotEncrypted,
 }
 
 /// The layout, as numbered migrations: the file's `PRAGMA user_version` is the number of
@@ -356,6 +369,8 @@ pub type RecordRow = (String, Zeroizing<Vec<u8>>);
 /// The profile's state file.
 pub struct ClientStore {
     conn: Connection,
+    /// How secret values are written and read ([`cipher`]).
+    cipher: Cipher,
 }
 
 impl std::fmt::Debug for ClientStore {
@@ -370,14 +385,84 @@ impl ClientStore {
     /// files the same mode), and an existing one readable by others is tightened, with a
     /// warning.
     pub fn open(path: &Path) -> Result<ClientStore, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating) the state file; a profile locked with a passphrase needs it
+    /// ([`StoreError::Locked`] without, [`StoreError::WrongPassphrase`] for another), and a
+    /// passphrase given for a profile without one is ignored.
+    pub fn open_with(path: &Path, passphrase: Option<&Passphrase>) -> Result<ClientStore, StoreError> {
         private_file(path).map_err(|e| StoreError::Corrupt(format!("cannot make {} private: {e}", path.display())))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut store = ClientStore { conn };
+        let mut store = ClientStore { conn, cipher: Cipher::Plain };
         store.migrate()?;
+        if let Some(rec) = store.key_record()? {
+            store.cipher = rec.unlock(passphrase.ok_or(StoreError::Locked)?)?;
+            // A changed passphrase leaves no old sealed key in freed pages.
+            store.conn.pragma_update(None, "secure_delete", "ON")?;
+        }
         Ok(store)
+    }
+
+    /// Whether the state file at `path` is locked with a passphrase (without opening it).
+    pub fn is_locked(path: &Path) -> Result<bool, StoreError> {
+        if !path.exists() {
+            return Ok(false);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let has_meta: bool =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
+                r.get::<_, i64>(0).map(|n| n > 0)
+            })?;
+        if !has_meta {
+            return Ok(false);
+        }
+        Ok(conn.query_row("SELECT count(*) FROM meta WHERE key = 'cipher'", [], |r| r.get::<_, i64>(0))? > 0)
+    }
+
+    fn key_record(&self) -> Result<Option<KeyRecord>, StoreError> {
+        let raw: Option<Vec<u8>> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'cipher'", [], |r| r.get(0)).optional()?;
+        raw.map(|r| KeyRecord::decode(&r)).transpose()
+    }
+
+    /// Whether the file's secrets are sealed under a passphrase.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_sealed()
+    }
+
+    /// Locks a new, empty profile with `passphrase`: a fresh data key, sealed under it. Refused
+    /// once the profile holds an identity (its secrets are already written in clear).
+    pub fn lock_new(&mut self, passphrase: &Passphrase) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows: i64 = tx.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?;
+        if rows > 0 {
+            return Err(StoreError::NotEncrypted);
+        }
+        let (rec, cipher) = KeyRecord::create(passphrase)?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('cipher', ?1)", [rec.encode()?])?;
+        tx.commit()?;
+        self.cipher = cipher;
+        self.conn.pragma_update(None, "secure_delete", "ON")?;
+        Ok(())
+    }
+
+    /// Seals the data key under a new passphrase (the profile was opened with the old one).
+    /// The old sealed key is overwritten (`secure_delete`) and the write-ahead log truncated.
+    pub fn change_passphrase(&mut self, new: &Passphrase) -> Result<(), StoreError> {
+        let rec = KeyRecord::reseal(&self.cipher, new)?;
+        self.conn.execute("UPDATE meta SET value = ?1 WHERE key = 'cipher'", [rec.encode()?])?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// The key the Olm pickles are encrypted with ([`Cipher::pickle_key`]).
+    pub(crate) fn pickle_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+        self.cipher.pickle_key()
     }
 
     /// Applies the migrations the file lacks.
@@ -410,11 +495,14 @@ impl ClientStore {
 
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        let raw: Option<Vec<u8>> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        raw.map(|v| self.cipher.open(&format!("meta.{key}"), v)).transpose()
     }
 
     /// Sets a metadata value.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let value = self.cipher.seal(&format!("meta.{key}"), value)?;
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
         Ok(())
     }
@@ -447,7 +535,7 @@ impl ClientStore {
             let (id, snapshot) = row?;
             state.groups.push(StoredGroup {
                 group_id: GroupId::new(id),
-                snapshot: snapshot.into(),
+                snapshot: self.cipher.open("mls_groups.snapshot", snapshot)?.into(),
                 epochs: Vec::new(),
                 journal: Vec::new(),
             });
@@ -460,7 +548,9 @@ impl ClientStore {
                 .iter_mut()
                 .find(|g| g.group_id.as_bytes() == id.as_slice())
                 .ok_or_else(|| StoreError::Corrupt("an epoch record without its group".into()))?;
-            group.epochs.push(StoredEpoch { epoch: epoch as u64, data: data.into() });
+            group
+                .epochs
+                .push(StoredEpoch { epoch: epoch as u64, data: self.cipher.open("mls_epochs.data", data)?.into() });
         }
         let mut q = self.conn.prepare("SELECT group_id, seq, entry FROM mls_journal ORDER BY group_id, seq")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))? {
@@ -470,12 +560,16 @@ impl ClientStore {
                 .iter_mut()
                 .find(|g| g.group_id.as_bytes() == id.as_slice())
                 .ok_or_else(|| StoreError::Corrupt("a journal row without its group".into()))?;
-            group.journal.push(JournalRow { seq: seq as u64, entry: entry.into() });
+            group
+                .journal
+                .push(JournalRow { seq: seq as u64, entry: self.cipher.open("mls_journal.entry", entry)?.into() });
         }
         let mut q = self.conn.prepare("SELECT id, data FROM mls_key_packages ORDER BY id")?;
         for row in q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
             let (id, data) = row?;
-            state.key_packages.push(StoredKeyPackage { id, data: data.into() });
+            state
+                .key_packages
+                .push(StoredKeyPackage { id, data: self.cipher.open("mls_key_packages.data", data)?.into() });
         }
         Ok(state)
     }
@@ -490,7 +584,8 @@ impl ClientStore {
         for c in batch.changes {
             merged.merge(c);
         }
-        apply_changes(&tx, &merged)?;
+        let c = &self.cipher;
+        apply_changes(&tx, c, &merged)?;
         for r in &batch.rooms {
             tx.execute(
                 "INSERT OR REPLACE INTO rooms (link, server, name, mode, group_id, cursor, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -500,7 +595,14 @@ impl ClientStore {
         for m in &batch.messages {
             tx.execute(
                 "INSERT OR IGNORE INTO messages (room, seq, kind, sender, ts, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![m.room, m.seq as i64, m.kind.as_str(), m.sender.as_bytes().as_slice(), m.ts, m.body],
+                params![
+                    m.room,
+                    m.seq as i64,
+                    m.kind.as_str(),
+                    m.sender.as_bytes().as_slice(),
+                    m.ts,
+                    c.seal("messages.body", &m.body)?
+                ],
             )?;
         }
         for (link, cursor) in &batch.cursors {
@@ -525,7 +627,7 @@ impl ClientStore {
             match &r.value {
                 Some(v) => tx.execute(
                     "INSERT OR REPLACE INTO sk_records (key, value) VALUES (?1, ?2)",
-                    params![r.key, v.as_slice()],
+                    params![r.key, c.seal("sk_records.value", v)?],
                 )?,
                 None => tx.execute("DELETE FROM sk_records WHERE key = ?1", [&r.key])?,
             };
@@ -536,12 +638,12 @@ impl ClientStore {
                 "INSERT INTO names (room, user, name, rev, profile) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (room, user) DO UPDATE SET name = excluded.name, rev = excluded.rev, profile = excluded.profile
                  WHERE excluded.rev > names.rev",
-                params![room, p.user.as_bytes().as_slice(), p.name, p.rev as i64, body],
+                params![room, p.user.as_bytes().as_slice(), c.seal_text("names.name", &p.name)?, p.rev as i64, c.seal("names.profile", &body)?],
             )?;
         }
         for (id, sealed) in &batch.sealed {
             let (body, epoch) = match sealed {
-                Some((b, e)) => (Some(b.as_slice()), Some(*e as i64)),
+                Some((b, e)) => (Some(c.seal("outbox.body", b)?), Some(*e as i64)),
                 None => (None, None),
             };
             tx.execute("UPDATE outbox SET body = ?2, epoch = ?3 WHERE id = ?1", params![id, body, epoch])?;
@@ -558,7 +660,7 @@ impl ClientStore {
         if let Some(c) = batch.mailbox_cursor {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_cursor', ?1)",
-                [c.to_be_bytes().to_vec()],
+                [self.cipher.seal("meta.mailbox_cursor", &c.to_be_bytes())?],
             )?;
         }
         tx.commit()?;
@@ -575,6 +677,7 @@ impl ClientStore {
         let mut out = Vec::new();
         for row in rows {
             let (k, v) = row?;
+            let v = Zeroizing::new(self.cipher.open("sk_records.value", v.to_vec())?);
             out.push((k[prefix.len()..].to_string(), v));
         }
         Ok(out)
@@ -584,7 +687,7 @@ impl ClientStore {
     pub fn outbox_add(&mut self, room: &str, content: &[u8], created: i64) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO outbox (room, content, created) VALUES (?1, ?2, ?3)",
-            params![room, content, created],
+            params![room, self.cipher.seal("outbox.content", content)?, created],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -606,7 +709,16 @@ impl ClientStore {
                 attempted: r.get(6)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let mut item = row?;
+            item.content = self.cipher.open("outbox.content", std::mem::take(&mut item.content))?;
+            if let Some((body, _)) = &mut item.sealed {
+                *body = self.cipher.open("outbox.body", std::mem::take(body))?;
+            }
+            out.push(item);
+        }
+        Ok(out)
     }
 
     /// The outbox item of `room` whose ciphertext is `body`, if any (an own entry seen in the
@@ -619,11 +731,13 @@ impl ClientStore {
     pub fn names(&self, room: &str) -> Result<Vec<KnownName>, StoreError> {
         let mut q = self.conn.prepare("SELECT user, name, rev, profile FROM names WHERE room = ?1 ORDER BY user")?;
         let rows = q.query_map([room], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+            Ok((r.get::<_, Vec<u8>>(0)?, bytes(r.get_ref(1)?), r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (user, name, rev, profile) = row?;
+            let name = self.cipher.open_text("names.name", name)?;
+            let profile = self.cipher.open("names.profile", profile)?;
             let user = UserId::from_slice(&user).ok_or_else(|| StoreError::Corrupt("a name's user".into()))?;
             out.push(KnownName { user, name, rev: rev as u64, profile });
         }
@@ -738,7 +852,7 @@ impl ClientStore {
                 kind: MessageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("message kind {kind:?}")))?,
                 sender: UserId::from_slice(&sender).ok_or_else(|| StoreError::Corrupt("sender".into()))?,
                 ts,
-                body,
+                body: self.cipher.open("messages.body", body)?,
             });
         }
         Ok(out)
@@ -773,7 +887,15 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreError> {
+/// A value's bytes, whether SQLite holds it as text or as a blob (a sealed text column).
+fn bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    match v {
+        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn apply_changes(tx: &Transaction<'_>, c: &Cipher, changes: &Changes) -> Result<(), StoreError> {
     for g in &changes.groups {
         let id = g.group_id.as_bytes();
         match &g.snapshot {
@@ -781,7 +903,7 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
             SnapshotWrite::Checkpoint(snapshot) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO mls_groups (group_id, snapshot) VALUES (?1, ?2)",
-                    params![id, snapshot.as_slice()],
+                    params![id, c.seal("mls_groups.snapshot", snapshot)?],
                 )?;
                 tx.execute("DELETE FROM mls_journal WHERE group_id = ?1", [id])?;
             }
@@ -795,7 +917,7 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
             match &e.data {
                 Some(data) => tx.execute(
                     "INSERT OR REPLACE INTO mls_epochs (group_id, epoch_id, data) VALUES (?1, ?2, ?3)",
-                    params![id, e.epoch as i64, data.as_slice()],
+                    params![id, e.epoch as i64, c.seal("mls_epochs.data", data)?],
                 )?,
                 None => tx.execute(
                     "DELETE FROM mls_epochs WHERE group_id = ?1 AND epoch_id = ?2",
@@ -807,14 +929,14 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes) -> Result<(), StoreErr
         // transaction fails rather than overwrite it.
         let mut insert = tx.prepare_cached("INSERT INTO mls_journal (group_id, seq, entry) VALUES (?1, ?2, ?3)")?;
         for r in &g.journal {
-            insert.execute(params![id, r.seq as i64, r.entry.as_slice()])?;
+            insert.execute(params![id, r.seq as i64, c.seal("mls_journal.entry", &r.entry)?])?;
         }
     }
     for k in &changes.key_packages {
         match &k.data {
             Some(data) => tx.execute(
                 "INSERT OR REPLACE INTO mls_key_packages (id, data) VALUES (?1, ?2)",
-                params![k.id, data.as_slice()],
+                params![k.id, c.seal("mls_key_packages.data", data)?],
             )?,
             None => tx.execute("DELETE FROM mls_key_packages WHERE id = ?1", [&k.id])?,
         };

@@ -78,10 +78,14 @@ impl TransportError {
 #[derive(Debug, Clone)]
 pub struct Server {
     base: String,
-    http: reqwest::Client,
+    /// The HTTP client; an error if a proxied one could not be made (every request then fails:
+    /// never a direct client in its place).
+    http: Result<reqwest::Client, String>,
     key: SigningKey,
     /// The server's `/v1/info`, fetched once (its key signs every request; its limits).
     info: std::sync::Arc<OnceLock<ServerInfo>>,
+    /// The SOCKS5 proxy every connection goes through, if any.
+    proxy: Option<crate::proxy::Proxy>,
 }
 
 /// Unix milliseconds (the client is where the clock is read).
@@ -102,7 +106,33 @@ impl Server {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Server { base: base.trim_end_matches('/').to_string(), http, key, info: std::sync::Arc::new(OnceLock::new()) }
+        let info = std::sync::Arc::new(OnceLock::new());
+        Server { base: base.trim_end_matches('/').to_string(), http: Ok(http), key, info, proxy: None }
+    }
+
+    /// [`Server::new`], every connection through `proxy` when there is one (see
+    /// [`crate::proxy`]). A proxied client that cannot be made fails every request: there is
+    /// never a direct client in its place.
+    pub fn with_proxy(base: &str, key: SigningKey, proxy: Option<crate::proxy::Proxy>) -> Server {
+        let Some(p) = proxy else { return Server::new(base, key) };
+        let http = p
+            .for_reqwest()
+            .and_then(|via| {
+                reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).no_proxy().proxy(via).build()
+            })
+            .map_err(|e| format!("cannot set up the proxy {p}: {e}"));
+        let info = std::sync::Arc::new(OnceLock::new());
+        Server { base: base.trim_end_matches('/').to_string(), http, key, info, proxy: Some(p) }
+    }
+
+    /// The HTTP client (see [`Server::with_proxy`]).
+    fn http(&self) -> Result<&reqwest::Client, TransportError> {
+        self.http.as_ref().map_err(|e| self.unreachable(e))
+    }
+
+    /// The proxy this server is reached through.
+    pub fn proxy(&self) -> Option<&crate::proxy::Proxy> {
+        self.proxy.as_ref()
     }
 
     /// The server's base URL.
@@ -128,7 +158,7 @@ impl Server {
 
     /// `GET /v1/info` (unsigned).
     pub async fn info(&self) -> Result<ServerInfo, TransportError> {
-        let resp = self.http.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self.http()?.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.unreachable(e))?;
         self.answer(resp).await
     }
 
@@ -160,7 +190,7 @@ impl Server {
         let h =
             grove_wire::auth::sign_request(&self.key, &server_key, method.as_str(), path, now_ms(), &nonce(), &body);
         let resp = self
-            .http
+            .http()?
             .request(method, format!("{}{path}", self.base))
             .timeout(timeout)
             .header(grove_wire::auth::HEADER_KEY, h.key)
@@ -302,7 +332,7 @@ impl Server {
             body_sha256,
         );
         Ok(self
-            .http
+            .http()?
             .request(method, format!("{}{path}", self.base))
             .header(grove_wire::auth::HEADER_KEY, h.key)
             .header(grove_wire::auth::HEADER_TIMESTAMP, h.timestamp)

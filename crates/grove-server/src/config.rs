@@ -27,6 +27,33 @@ pub struct Config {
     pub connections: ConnectionsSection,
     /// `[quotas]`
     pub quotas: QuotasSection,
+    /// `[privacy]`
+    pub privacy: PrivacySection,
+}
+
+/// `[privacy]`: what the server writes down about its users, and for how long it keeps what
+/// they send. Mailbox messages expire after `limits.mailbox_ttl_secs` (published to clients)
+/// and blobs after `files.retention_secs`; this section adds the rooms' logs and the log
+/// lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// Whether log lines name client addresses (IP and port). Off by default: turn it on for
+    /// abuse handling (the request lines, at debug level, then carry `client`, and refused
+    /// connections their address).
+    pub log_ip_addresses: bool,
+    /// How long a room's application messages are kept, seconds; 0 (the default) keeps them.
+    /// Older ones are deleted from the log (commits, proposals and membership entries stay:
+    /// members catching up need them). A member away longer than this misses what was said.
+    pub log_retention_secs: u64,
+    /// How often the retention task runs (mailbox expiry and `log_retention_secs`), seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        PrivacySection { log_ip_addresses: false, log_retention_secs: 0, purge_interval_secs: 60 }
+    }
 }
 
 /// `[connections]`: what one TCP connection, and one client address, may hold.
@@ -367,6 +394,13 @@ impl Config {
         {
             return bad("every [quotas] setting must be positive");
         }
+        let p = &self.privacy;
+        if p.purge_interval_secs == 0 || p.purge_interval_secs > 24 * 3600 {
+            return bad("privacy.purge_interval_secs: 1 s to a day");
+        }
+        if p.log_retention_secs > 100 * 365 * 24 * 3600 {
+            return bad("privacy.log_retention_secs: at most 100 years (0 keeps messages)");
+        }
         let path = std::path::Path::new(&f.store);
         if !(f.store.is_empty() || f.store == "memory" || path.is_absolute()) {
             return bad("files.store: empty (data_dir/files), \"memory\", or an absolute path");
@@ -391,6 +425,7 @@ mod tests {
         assert_eq!(c.files.store, d.files.store);
         assert_eq!(format!("{:?}", c.connections), format!("{:?}", d.connections));
         assert_eq!(format!("{:?}", c.quotas), format!("{:?}", d.quotas));
+        assert_eq!(format!("{:?}", c.privacy), format!("{:?}", d.privacy));
     }
 
     /// Every `[limits]` setting, set to a value no other has, reaches the field of the same
@@ -449,5 +484,7 @@ mod tests {
         assert!(Config::from_toml("[files]\npart_bytes = 10\n", "x".into()).is_err());
         assert!(Config::from_toml("[files]\nmax_file_bytes = 0\n", "x".into()).is_err());
         assert!(Config::from_toml("[files]\nstore = \"relative/path\"\n", "x".into()).is_err());
+        assert!(Config::from_toml("[privacy]\npurge_interval_secs = 0\n", "x".into()).is_err());
+        assert!(Config::from_toml("[privacy]\nlog_ips = true\n", "x".into()).is_err());
     }
 }

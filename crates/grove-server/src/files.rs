@@ -234,7 +234,8 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
         CreateFileOutcome::Created(rec) => {
             state.0.metrics.files().uploads.get_or_create(&vec![("stage", "started")]).inc();
             refresh_totals(state).await;
-            tracing::info!(room, blob = %rec.blob, size, uploader = %user.short(), "upload begun");
+            tracing::info!(room, blob = %rec.blob, size, "upload begun");
+            tracing::debug!(blob = %rec.blob, uploader = %user.short(), "upload begun by");
             Ok((StatusCode::CREATED, Json(wire_state(&rec))))
         }
         CreateFileOutcome::UserQuota { used } => Err(AppError::new(

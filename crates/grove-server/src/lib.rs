@@ -91,6 +91,13 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().clone();
+    // A client's address is written down only where the operator asked (`privacy`).
+    let client = state.0.config.privacy.log_ip_addresses.then(|| {
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| auth::client_ip(c.0.ip(), req.headers(), &state.0.config.server.trusted_proxies).to_string())
+    });
+    let client = client.flatten();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
@@ -100,7 +107,11 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         state.0.metrics.storage_watch().write_succeeded(&state);
     }
     state.0.metrics.request(&route, method.as_str(), status);
-    tracing::debug!(%method, %route, status, took_us = started.elapsed().as_micros() as u64, "request");
+    let took_us = started.elapsed().as_micros() as u64;
+    match client {
+        Some(client) => tracing::debug!(%method, %route, status, took_us, %client, "request"),
+        None => tracing::debug!(%method, %route, status, took_us, "request"),
+    }
     resp
 }
 
@@ -117,7 +128,30 @@ pub async fn run(
         c.server.max_connections,
         c.connections.max_per_ip,
         c.server.trusted_proxies.clone(),
-    );
+    )
+    .log_addresses(c.privacy.log_ip_addresses);
+    run_on(listener, state, shutdown).await
+}
+
+/// [`run`] on a Unix socket (`grove serve --listen unix:PATH`, for a Tor onion service or a
+/// Lokinet SNApp in front): connections have no address, so `max_connections` bounds them
+/// all and the per-IP rate limit counts them as one client.
+#[cfg(unix)]
+pub async fn run_unix(
+    listener: tokio::net::UnixListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = LimitedListener::unix(listener, state.0.config.server.max_connections);
+    run_on(listener, state, shutdown).await
+}
+
+async fn run_on(
+    listener: LimitedListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let c = &state.0.config;
     let timeouts = serve::Timeouts {
         header: std::time::Duration::from_secs(c.connections.header_timeout_secs),
         body: std::time::Duration::from_secs(c.connections.body_timeout_secs),
@@ -183,9 +217,12 @@ async fn refresh_blocklist(state: AppState) {
     }
 }
 
+/// Retention, every `privacy.purge_interval_secs`: expired mailbox messages, and room
+/// messages older than `privacy.log_retention_secs` (when set).
 async fn purge_expired_mail(state: AppState) {
     let mut stop = state.0.shutdown.subscribe();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let privacy = state.0.config.privacy.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(privacy.purge_interval_secs));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -193,6 +230,14 @@ async fn purge_expired_mail(state: AppState) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "expired mailbox messages purged"),
                     Err(e) => tracing::warn!(error = %e, "mailbox purge failed"),
+                }
+                if privacy.log_retention_secs > 0 {
+                    let keep_ms = i64::try_from(privacy.log_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    match state.0.store.purge_messages(state.now().saturating_sub(keep_ms)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "room messages past log_retention_secs purged"),
+                        Err(e) => tracing::warn!(error = %e, "room log purge failed"),
+                    }
                 }
             }
             changed = stop.changed() => {

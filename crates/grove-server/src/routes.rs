@@ -329,7 +329,8 @@ pub(crate) async fn create_room(
     state.0.metrics.storage_watch().reserve(&state, "rooms", 0).await?;
     match state.0.store.create_room(new, c.limits.rooms_per_user).await? {
         CreateRoomOutcome::Created(_) => {
-            tracing::info!(room = %name, mode = mode.as_str(), creator = %user.short(), "room created");
+            tracing::info!(room = %name, mode = mode.as_str(), "room created");
+            tracing::debug!(room = %name, creator = %user.short(), "room creator");
             let handle = state.0.rooms.get(&state, &name).await?;
             Ok((StatusCode::CREATED, Json(handle.info().await)))
         }

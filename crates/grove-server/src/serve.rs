@@ -60,7 +60,7 @@ pub(crate) async fn serve(
             _ = signal_tx.closed() => break,
         };
         // Small frames matter more than throughput here; failure only costs latency.
-        let _ = io.stream().set_nodelay(true);
+        let _ = io.set_nodelay();
         let app = app.clone();
         let signal_tx = signal_tx.clone();
         let close_rx = close_rx.clone();
@@ -79,7 +79,7 @@ pub(crate) async fn serve(
                 tokio::select! {
                     result = conn.as_mut() => {
                         if let Err(e) = result {
-                            tracing::trace!(error = %e, %addr, "connection ended");
+                            tracing::trace!(error = %e, "connection ended");
                         }
                         break;
                     }

@@ -89,6 +89,12 @@ impl PostgresStore {
         Ok(out.into_values().collect())
     }
 
+    /// Deletes application entries accepted before `before` (log retention).
+    pub(crate) async fn admin_purge_messages(&self, before: i64) -> Result<u64> {
+        let client = self.pool.get().await.map_err(crate::pool_err)?;
+        client.execute("DELETE FROM entries WHERE kind = 'application' AND ts < $1", &[&before]).await.map_err(db_err)
+    }
+
     pub(crate) async fn admin_set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
         let client = self.pool.get().await.map_err(crate::pool_err)?;
         let owner = user.as_bytes().as_slice();

@@ -447,6 +447,10 @@ impl Store for PostgresStore {
         self.admin_users().await
     }
 
+    async fn purge_messages(&self, before: i64) -> Result<u64> {
+        self.admin_purge_messages(before).await
+    }
+
     async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
         self.admin_set_blocked(user, blocked, at).await
     }

@@ -116,6 +116,20 @@ pub(crate) fn delete_room(path: &Path, name: &str) -> Result<Option<DeletedRoom>
     Ok(Some(DeletedRoom { id, entries: entries as u64, files }))
 }
 
+/// Deletes application entries accepted before `before` (log retention), with `secure_delete`
+/// so their bytes are overwritten, then checkpoints the WAL (truncating it) so none stay there.
+pub(crate) fn purge_messages(path: &Path, before: i64) -> Result<u64> {
+    let conn = writer(path)?;
+    let n = conn.execute("DELETE FROM entries WHERE kind = 'application' AND ts < ?1", [before]).map_err(db_err)?;
+    if n > 0 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(db_err)?;
+        if busy != 0 {
+            tracing::debug!("purged messages stay in the WAL until the next checkpoint");
+        }
+    }
+    Ok(n as u64)
+}
+
 pub(crate) fn set_blocked(path: &Path, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
     let conn = writer(path)?;
     let user = user.as_bytes().as_slice();

@@ -666,6 +666,13 @@ impl Store for SqliteStore {
         self.read_with(admin::users_usage).await
     }
 
+    async fn purge_messages(&self, before: i64) -> Result<u64> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || admin::purge_messages(&path, before))
+            .await
+            .map_err(|e| StoreError::backend(format!("purge task failed: {e}")))?
+    }
+
     async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool> {
         let (path, user) = (self.path.clone(), *user);
         tokio::task::spawn_blocking(move || admin::set_blocked(&path, &user, blocked, at))

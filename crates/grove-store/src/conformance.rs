@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             files_expire_and_are_deleted,
             the_operator_sees_rooms_and_users_and_deletes_a_room,
             blocked_keys_are_kept,
+            old_messages_are_purged_and_handshakes_kept,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -113,6 +114,9 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn purge_expired(&self, now: i64) -> crate::Result<u64> {
         self.store.purge_expired(now).await
+    }
+    async fn purge_messages(&self, before: i64) -> crate::Result<u64> {
+        self.store.purge_messages(before).await
     }
     async fn publish_keys(&self, owner: &UserId, items: Vec<KeyItemUpload>, cap: u64) -> crate::Result<PublishOutcome> {
         self.store.publish_keys(owner, items, cap).await
@@ -683,6 +687,32 @@ pub async fn the_operator_sees_rooms_and_users_and_deletes_a_room(store: Arc<dyn
     let again = create(&*store, "alpha").await;
     assert_ne!(again.id, a.id, "the name is free; the id is new");
     assert!(store.read(again.id, 0, 100).await.unwrap().is_empty());
+}
+
+/// Log retention: application messages accepted before the cutoff go, in every room; commits
+/// stay; reads skip the gaps; new entries take the next sequence number, never a purged one.
+pub async fn old_messages_are_purged_and_handshakes_kept(store: Arc<dyn Store>) {
+    let a = create(&*store, "a").await;
+    let b = create(&*store, "b").await;
+    for n in 1..=3 {
+        store.append(a.id, app(n)).await.unwrap(); // ts 2_001..2_003
+    }
+    store.append(a.id, commit(0, 1, "c1")).await.unwrap(); // seq 4, ts 3_000
+    store.append(b.id, app(1)).await.unwrap();
+    let mut late = app(9);
+    late.ts = 5_000;
+    store.append(a.id, late).await.unwrap(); // seq 5
+    assert_eq!(store.purge_messages(2_003).await.unwrap(), 3, "a's 1 and 2, b's 1");
+    let seqs = |page: Vec<crate::Entry>| page.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.read(a.id, 0, 100).await.unwrap()), [3, 4, 5]);
+    assert_eq!(seqs(store.read(a.id, 1, 2).await.unwrap()), [3, 4]);
+    assert!(store.read(b.id, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.purge_messages(10_000).await.unwrap(), 2, "a's 3 and 5; the commit stays");
+    let left = store.read(a.id, 0, 100).await.unwrap();
+    assert_eq!((left.len(), left[0].seq, left[0].kind), (1, 4, EntryKind::Commit));
+    assert_eq!(store.append(a.id, app(10)).await.unwrap(), AppendOutcome::Appended { seq: 6, epoch: 1 });
+    assert_eq!(store.purge_messages(2_000).await.unwrap(), 0, "nothing older than 2_000 is left");
+    assert_eq!(seqs(store.read(a.id, 0, 100).await.unwrap()), [4, 6]);
 }
 
 /// Blocked keys are kept, listed in order, and each change is reported once.

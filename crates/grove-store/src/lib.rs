@@ -453,6 +453,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every user with a mailbox message or a key-directory item, by user id.
     async fn users_usage(&self) -> Result<Vec<UserUsage>>;
 
+    /// Log retention: deletes from every room's log the application messages accepted before
+    /// `before` (Unix ms), and answers how many. Commits, proposals and membership entries
+    /// stay (a member catching up needs them to follow the room's epochs and versions); reads
+    /// after a purge skip the deleted sequence numbers, which are never given out again. Deleted
+    /// rows do not linger in the database's files where the backend can help it.
+    async fn purge_messages(&self, before: i64) -> Result<u64>;
+
     /// Blocks (`blocked`) or unblocks a key, at time `at`; answers whether that changed
     /// anything.
     async fn set_blocked(&self, user: &UserId, blocked: bool, at: i64) -> Result<bool>;

@@ -178,8 +178,8 @@ impl Store for MemoryStore {
         let Some((_, log)) = usize::try_from(room - 1).ok().and_then(|i| g.rooms.get(i)) else {
             return Ok(Vec::new());
         };
-        // seq n lives at index n - 1.
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
+        // In seq order, with gaps where retention deleted messages.
+        let start = log.partition_point(|e| e.seq <= after);
         Ok(log[start..].iter().take(limit as usize).cloned().collect())
     }
 
@@ -403,6 +403,17 @@ impl Store for MemoryStore {
             }
         }
         Ok(out.into_values().collect())
+    }
+
+    async fn purge_messages(&self, before: i64) -> Result<u64> {
+        let mut g = self.lock()?;
+        let mut removed = 0;
+        for (_, log) in g.rooms.iter_mut() {
+            let n = log.len();
+            log.retain(|e| !(e.kind == grove_wire::api::EntryKind::Application && e.ts < before));
+            removed += (n - log.len()) as u64;
+        }
+        Ok(removed)
     }
 
     async fn set_blocked(&self, user: &UserId, blocked: bool, _at: i64) -> Result<bool> {

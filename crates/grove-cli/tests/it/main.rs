@@ -5,6 +5,7 @@ mod chat;
 mod client;
 mod files;
 mod multi_instance;
+mod privacy;
 mod processes;
 mod senderkeys;
 mod serve;

@@ -89,7 +89,10 @@ impl Profile {
 
     fn olm_device(&self) -> Result<OlmDevice> {
         let records = self.store.records("olm/")?;
-        Ok(OlmDevice::load(self.identity.clone(), host_port(&self.home), &records)?)
+        Ok(match self.store.pickle_key() {
+            Some(key) => OlmDevice::load_with_key(self.identity.clone(), host_port(&self.home), &records, key)?,
+            None => OlmDevice::load(self.identity.clone(), host_port(&self.home), &records)?,
+        })
     }
 
     fn homes(&self) -> Result<BTreeMap<UserId, String>> {

@@ -5,10 +5,12 @@
 mod files;
 mod journal;
 mod people;
+mod privacy;
 mod proxy;
 mod push;
 mod removal;
 mod scenarios;
+mod socks;
 
 use std::path::{Path, PathBuf};
 
