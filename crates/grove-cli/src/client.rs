@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
+use grove_client::net::{Net, NetConfig};
 use grove_client::profile::{ConnectTo, Profile};
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use grove_wire::UserId;
 use serde_json::json;
 
 use crate::describe::{member, membership_sentence, size, who};
-use crate::{Command, RoomCommand};
+use crate::{Command, RoomCommand, ServerCommand};
 
 /// `println!` that answers an error instead of panicking when stdout is closed
 /// (`grove read ROOM | head -1`); `main` exits quietly on a broken pipe.
@@ -37,24 +38,37 @@ pub fn profile_dir(profile: &str) -> anyhow::Result<PathBuf> {
     Ok(home.join(profile))
 }
 
-/// The `--connect-to PUBLIC=ACTUAL` rules.
-pub fn connect_to(rules: &[String]) -> anyhow::Result<ConnectTo> {
+/// How this invocation reaches servers: where requests go (`--connect-to`) and how
+/// connections are made (`--ca-file`).
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub connect_to: ConnectTo,
+    pub net: Net,
+}
+
+/// The `--connect-to PUBLIC=ACTUAL` rules and the `--ca-file`.
+pub fn reach(rules: &[String], ca_file: Option<PathBuf>) -> anyhow::Result<Reach> {
     let mut c = ConnectTo::none();
     for rule in rules {
         let (public, actual) = ConnectTo::parse_rule(rule)?;
         c.add(&public, &actual);
     }
-    Ok(c)
+    let net = match ca_file {
+        None => Net::shared_default(),
+        Some(path) => Net::new(&NetConfig { ca_file: Some(path) })?,
+    };
+    Ok(Reach { connect_to: c, net })
 }
 
-/// Opens the profile in `dir`, with the `--connect-to` rules.
-fn open(dir: &std::path::Path, connect: &ConnectTo) -> anyhow::Result<Profile> {
+/// Opens the profile in `dir`, reached as `reach` says.
+pub fn open(dir: &std::path::Path, reach: &Reach) -> anyhow::Result<Profile> {
     let mut p = Profile::open(dir)?;
-    p.set_connect_to(connect.clone());
+    p.set_connect_to(reach.connect_to.clone());
+    p.set_net(reach.net.clone());
     Ok(p)
 }
 
-pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command) -> anyhow::Result<()> {
+pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> anyhow::Result<()> {
     let dir = profile_dir(profile)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -64,7 +78,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                 if let Some(n) = &name {
                     grove_wire::content::display_name(n).map_err(|e| anyhow!("--name: {e}"))?;
                 }
-                let mut p = Profile::init_with(&dir, &home, connect.clone()).await?;
+                let mut p = Profile::init_with_net(&dir, &home, connect.connect_to.clone(), connect.net.clone()).await?;
                 if let Some(n) = &name {
                     p.set_name(n).await?;
                 }
@@ -201,6 +215,7 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
                     }
                 }
             }
+            Command::Server(sc) => server(&dir, json_out, sc)?,
             Command::Serve(_) | Command::Demo { .. } | Command::Chat { .. } | Command::Admin(_) => {
                 unreachable!("handled in main")
             }
@@ -209,11 +224,50 @@ pub fn run(profile: &str, json_out: bool, connect: &ConnectTo, command: Command)
     })
 }
 
-async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: RoomCommand) -> anyhow::Result<()> {
+/// `grove server list` and `grove server trust URL KEY`.
+fn server(dir: &std::path::Path, json_out: bool, sc: ServerCommand) -> anyhow::Result<()> {
+    let known = Profile::open(dir)?.known_servers();
+    match sc {
+        ServerCommand::List => {
+            let all = known.list().with_context(|| format!("reading {}", dir.display()))?;
+            if json_out {
+                let all: Vec<_> = all.iter().map(|(u, k)| json!({"url": u, "key": k.to_string()})).collect();
+                out!("{}", json!(all));
+            } else {
+                for (url, key) in all {
+                    out!("{url} {key}");
+                }
+            }
+        }
+        ServerCommand::Trust { url, key } => {
+            let url = grove_client::profile::server_url(&url)
+                .ok_or_else(|| anyhow!("{url:?} is not a server URL like https://chat.example:8443"))?;
+            let key: UserId =
+                key.parse().map_err(|_| anyhow!("{key:?} is not a server key (64 hex characters, as the error said)"))?;
+            let old = known.trust(&url, &key).with_context(|| format!("writing {}", dir.display()))?;
+            if json_out {
+                out!("{}", json!({"url": url, "key": key.to_string(), "replaced": old.map(|k| k.to_string())}));
+            } else {
+                match old {
+                    Some(old) if old != key => eprintln!("{url}: key {key} accepted (it replaces {old})"),
+                    Some(_) => eprintln!("{url}: that key was already the one remembered"),
+                    None => eprintln!("{url}: key {key} remembered"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCommand) -> anyhow::Result<()> {
     let mut p = open(dir, connect)?;
     match rc {
         RoomCommand::Create { name, server, mode } => {
-            let server = server.unwrap_or_else(|| p.home().to_string());
+            let server = match server {
+                None => p.home().to_string(),
+                Some(s) => grove_client::profile::server_url(&s)
+                    .ok_or_else(|| anyhow!("--server must be a server like https://chat.example:8443, not {s:?}"))?,
+            };
             let mode = grove_wire::api::RoomMode::parse(&mode)
                 .ok_or_else(|| anyhow::anyhow!("--mode must be mls or sender-keys, not {mode:?}"))?;
             let room = p.create_room_with_mode(&server, &name, mode).await?;

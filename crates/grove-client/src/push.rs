@@ -218,7 +218,7 @@ impl Followed {
             Err(e) => return Ended::Retry(e.to_string()),
         };
         let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let mut ws = match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+        let mut ws = match self.server.net().websocket(request, config).await {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status();
@@ -230,7 +230,10 @@ impl Followed {
                 }
                 return Ended::Refused(format!("HTTP {status}"));
             }
-            Err(e) => return Ended::Retry(format!("cannot reach the grove server at {}: {e}", self.server.base())),
+            Err(e) => {
+                let why = crate::net::describe(&e);
+                return Ended::Retry(format!("cannot reach the grove server at {}: {why}", self.server.base()));
+            }
         };
         let rooms = self.rooms.iter().map(|(room, after)| RoomCursor { room: room.clone(), after: *after }).collect();
         let frame = self.subscribe_frame(rooms, self.mailbox);

@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::known::KnownServers;
+use crate::net::Net;
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +38,22 @@ pub enum TransportError {
         /// Why.
         detail: String,
     },
+    /// The server presents another key than the one this profile learned on first contact
+    /// (see [`KnownServers`]).
+    #[error(
+        "the server at {url} now presents the key {presented}, but this profile first met it with the key \
+         {known}: something between you and the server may be impersonating it, so nothing was sent. If its \
+         operator replaced the server's key on purpose (ask them), accept the new key with `grove server trust \
+         {url} {presented}`"
+    )]
+    KeyChanged {
+        /// The server.
+        url: String,
+        /// The key remembered from the first contact.
+        known: UserId,
+        /// The key it presents now.
+        presented: UserId,
+    },
 }
 
 impl TransportError {
@@ -43,10 +62,11 @@ impl TransportError {
     /// clock or nonce problem of this one attempt). The outbox keeps such a message; an
     /// upload goes on from where the server is.
     pub fn is_transient(&self) -> bool {
-        match self.code() {
-            None => true,
-            Some(code) => matches!(
-                code,
+        match self {
+            TransportError::KeyChanged { .. } => false,
+            TransportError::Unreachable { .. } => true,
+            TransportError::Api { error, .. } => matches!(
+                error.code,
                 ErrorCode::RateLimited
                     | ErrorCode::Unavailable
                     | ErrorCode::Internal
@@ -61,7 +81,7 @@ impl TransportError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             TransportError::Api { error, .. } => Some(error.code),
-            TransportError::Unreachable { .. } => None,
+            TransportError::Unreachable { .. } | TransportError::KeyChanged { .. } => None,
         }
     }
 
@@ -69,7 +89,7 @@ impl TransportError {
     pub fn api(&self) -> Option<&ApiError> {
         match self {
             TransportError::Api { error, .. } => Some(error),
-            TransportError::Unreachable { .. } => None,
+            TransportError::Unreachable { .. } | TransportError::KeyChanged { .. } => None,
         }
     }
 }
@@ -78,8 +98,10 @@ impl TransportError {
 #[derive(Debug, Clone)]
 pub struct Server {
     base: String,
-    http: reqwest::Client,
+    net: Net,
     key: SigningKey,
+    /// The servers' keys learned on first contact, checked on every `/v1/info` (none: unchecked).
+    known: Option<KnownServers>,
     /// The server's `/v1/info`, fetched once (its key signs every request; its limits).
     info: std::sync::Arc<OnceLock<ServerInfo>>,
 }
@@ -96,13 +118,39 @@ fn nonce() -> String {
 }
 
 impl Server {
-    /// A server at `base` (e.g. `http://127.0.0.1:8080`), acting as the holder of `key`.
+    /// A server at `base` (e.g. `https://chat.example`), acting as the holder of `key`, reached
+    /// with the built-in TLS roots ([`Net::shared_default`]) and its key not checked against a
+    /// remembered one.
     pub fn new(base: &str, key: SigningKey) -> Server {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Server { base: base.trim_end_matches('/').to_string(), http, key, info: std::sync::Arc::new(OnceLock::new()) }
+        Server::with_net(base, key, Net::shared_default(), None)
+    }
+
+    /// A server at `base`, reached through `net`; with `known`, its key must be the one
+    /// remembered there (the first contact remembers it). Plain `http://` to another machine
+    /// is logged as a warning once per handle.
+    pub fn with_net(base: &str, key: SigningKey, net: Net, known: Option<KnownServers>) -> Server {
+        let base = base.trim_end_matches('/').to_string();
+        if crate::net::is_clear_text(&base) {
+            tracing::warn!(
+                "talking to {base} in clear text (no TLS): anyone on the way can see which rooms you use and \
+                 when; write https:// if the server has a certificate"
+            );
+        }
+        Server { base, net, key, known, info: std::sync::Arc::new(OnceLock::new()) }
+    }
+
+    /// How this handle makes connections.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, TransportError> {
+        self.net.http().map_err(|e| self.unreachable(e))
+    }
+
+    /// A request that could not be made or answered, its TLS problem (if any) said plainly.
+    fn failed(&self, e: reqwest::Error) -> TransportError {
+        self.unreachable(crate::net::describe(&e))
     }
 
     /// The server's base URL.
@@ -128,14 +176,21 @@ impl Server {
 
     /// `GET /v1/info` (unsigned).
     pub async fn info(&self) -> Result<ServerInfo, TransportError> {
-        let resp = self.http.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self.http()?.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
     /// `/v1/info`, fetched on first use and kept for the life of this handle and its clones.
+    /// Its key is checked against the one remembered for this server (and remembered on the
+    /// first contact) before anything is signed for it.
     pub async fn cached_info(&self) -> Result<&ServerInfo, TransportError> {
         if self.info.get().is_none() {
             let info = self.info().await?;
+            if let Some(known) = &self.known {
+                let key: UserId =
+                    info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
+                known.check(&self.base, &key)?;
+            }
             let _ = self.info.set(info);
         }
         self.info.get().ok_or_else(|| self.unreachable("no server information"))
@@ -160,7 +215,7 @@ impl Server {
         let h =
             grove_wire::auth::sign_request(&self.key, &server_key, method.as_str(), path, now_ms(), &nonce(), &body);
         let resp = self
-            .http
+            .http()?
             .request(method, format!("{}{path}", self.base))
             .timeout(timeout)
             .header(grove_wire::auth::HEADER_KEY, h.key)
@@ -171,7 +226,7 @@ impl Server {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
@@ -302,7 +357,7 @@ impl Server {
             body_sha256,
         );
         Ok(self
-            .http
+            .http()?
             .request(method, format!("{}{path}", self.base))
             .header(grove_wire::auth::HEADER_KEY, h.key)
             .header(grove_wire::auth::HEADER_TIMESTAMP, h.timestamp)
@@ -340,7 +395,7 @@ impl Server {
             .body(part)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
@@ -360,7 +415,7 @@ impl Server {
         let resp = tokio::time::timeout(DOWNLOAD_START_TIMEOUT, req.send())
             .await
             .map_err(|_| self.unreachable("no answer to a download within a minute"))?
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         let status = resp.status();
         if !status.is_success() {
             return match self.answer::<serde::de::IgnoredAny>(resp).await {

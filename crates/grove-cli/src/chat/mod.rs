@@ -16,7 +16,9 @@ use crossterm::event::{
 };
 use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
 use futures_util::StreamExt;
-use grove_client::profile::{ConnectTo, Profile};
+use grove_client::profile::Profile;
+
+use crate::client::Reach;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use tokio::signal::unix::{signal, SignalKind};
@@ -32,14 +34,12 @@ mod tests;
 use app::{Action, App};
 
 /// Opens the profile twice (the worker's and the screen's handle) with the `--connect-to` rules.
-fn open(dir: &Path, connect: &ConnectTo) -> anyhow::Result<Profile> {
-    let mut p = Profile::open(dir)?;
-    p.set_connect_to(connect.clone());
-    Ok(p)
+fn open(dir: &Path, connect: &Reach) -> anyhow::Result<Profile> {
+    crate::client::open(dir, connect)
 }
 
 /// Runs the chat until the user quits, on a terminal.
-pub fn run(dir: &Path, connect: &ConnectTo, room: Option<String>) -> anyhow::Result<()> {
+pub fn run(dir: &Path, connect: &Reach, room: Option<String>) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("grove chat needs a terminal; for scripts use `grove send` and `grove read --follow`");
     }

@@ -8,3 +8,4 @@ mod multi_instance;
 mod processes;
 mod senderkeys;
 mod serve;
+mod tls;

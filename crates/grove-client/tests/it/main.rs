@@ -9,6 +9,7 @@ mod proxy;
 mod push;
 mod removal;
 mod scenarios;
+mod tls;
 
 use std::path::{Path, PathBuf};
 
