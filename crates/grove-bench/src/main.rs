@@ -279,9 +279,8 @@ fn main() -> Result<()> {
             }
             Cmd::Tls { rooms, senders, messages, rounds } => {
                 let runs = ingest::tls_cost(&env, rounds.clamp(1, 10), rooms, senders, messages).await?;
-                let rates = |t| {
-                    harness::median(runs.iter().filter(|(x, _)| *x == t).map(|(_, r)| r.rate).collect::<Vec<_>>())
-                };
+                let rates =
+                    |t| harness::median(runs.iter().filter(|(x, _)| *x == t).map(|(_, r)| r.rate).collect::<Vec<_>>());
                 let p50 = |t| {
                     harness::median(runs.iter().filter(|(x, _)| *x == t).map(|(_, r)| r.ack.p50_us).collect::<Vec<_>>())
                 };

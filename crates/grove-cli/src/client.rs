@@ -242,8 +242,9 @@ fn server(dir: &std::path::Path, json_out: bool, sc: ServerCommand) -> anyhow::R
         ServerCommand::Trust { url, key } => {
             let url = grove_client::profile::server_url(&url)
                 .ok_or_else(|| anyhow!("{url:?} is not a server URL like https://chat.example:8443"))?;
-            let key: UserId =
-                key.parse().map_err(|_| anyhow!("{key:?} is not a server key (64 hex characters, as the error said)"))?;
+            let key: UserId = key
+                .parse()
+                .map_err(|_| anyhow!("{key:?} is not a server key (64 hex characters, as the error said)"))?;
             let old = known.trust(&url, &key).with_context(|| format!("writing {}", dir.display()))?;
             if json_out {
                 out!("{}", json!({"url": url, "key": key.to_string(), "replaced": old.map(|k| k.to_string())}));

@@ -263,11 +263,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
-        Command::Chat { room } => {
-            client::reach(&cli.connect_to, cli.ca_file).and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room))
-        }
+        Command::Chat { room } => client::reach(&cli.connect_to, cli.ca_file)
+            .and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room)),
         Command::Admin(args) => admin::run(args, cli.json),
-        command => client::reach(&cli.connect_to, cli.ca_file).and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
+        command => {
+            client::reach(&cli.connect_to, cli.ca_file).and_then(|c| client::run(&cli.profile, cli.json, &c, command))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

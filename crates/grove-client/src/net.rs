@@ -173,8 +173,7 @@ pub(crate) fn host_of(host_port: &str) -> &str {
 
 /// `localhost`, `127.x.x.x` and `::1`.
 pub(crate) fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A sentence for a failed connection, naming TLS problems plainly (an untrusted certificate,
@@ -182,10 +181,7 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut next = Some(e);
     while let Some(err) = next {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = tls_error(err) {
             return tls_sentence(tls);
         }
         next = err.source();
@@ -202,6 +198,18 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         next = err.source();
     }
     out
+}
+
+/// The rustls error `e` is, or wraps in `io::Error`s (how tokio-rustls and hyper-rustls report
+/// a failed handshake; `io::Error::source` skips the error it wraps).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io.get_ref().and_then(|inner| tls_error(inner));
+    }
+    None
 }
 
 fn tls_sentence(e: &rustls::Error) -> String {

@@ -18,11 +18,11 @@ pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
 use crate::core::{protocol, Change, FollowUp, Prepared};
+use crate::known::KnownServers;
 use crate::lock::{LockGuard, ProfileLock};
+use crate::net::Net;
 use crate::olm::Envelope;
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, StoreError};
-use crate::known::KnownServers;
-use crate::net::Net;
 use crate::transport::{Server, TransportError};
 
 /// How many one-time KeyPackages a profile keeps published.

@@ -62,7 +62,12 @@ pub struct ConnectionsSection {
 
 impl Default for ConnectionsSection {
     fn default() -> Self {
-        ConnectionsSection { max_per_ip: 256, header_timeout_secs: 30, body_timeout_secs: 60, tls_handshake_timeout_secs: 10 }
+        ConnectionsSection {
+            max_per_ip: 256,
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
+        }
     }
 }
 

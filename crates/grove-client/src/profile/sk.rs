@@ -24,7 +24,9 @@ use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{room_link, server_url, written_server, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport};
+use super::{
+    room_link, server_url, unix_seconds, written_server, Address, ClientError, MailMessage, Profile, Result, SyncReport,
+};
 use crate::core::Change;
 use crate::olm::{Envelope, OlmDevice, OlmError};
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus};
@@ -174,7 +176,10 @@ impl Profile {
         // A session first: an invitee without published Olm keys is refused before the
         // membership changes.
         self.ensure_session(&addr.user, &addr.home_url()).await?;
-        self.store.commit(Batch { records: vec![home_record(&addr.user, &written_server(&addr.home))], ..Batch::default() })?;
+        self.store.commit(Batch {
+            records: vec![home_record(&addr.user, &written_server(&addr.home))],
+            ..Batch::default()
+        })?;
         let add = Change::Add { users: vec![addr.user], key_packages: Vec::new() };
         let (seq, prepared) = self.change_membership(room, &add).await?;
         let m = prepared.membership.ok_or_else(|| ClientError::Invalid("no membership was prepared".into()))?;

@@ -52,7 +52,6 @@ pub struct TlsWorld {
     /// `https://127.0.0.1:PORT`.
     pub url: String,
     pub dir: tempfile::TempDir,
-    pub ca: TestCa,
     /// The CA's certificate, for `--ca-file`.
     pub ca_file: PathBuf,
     pub state: grove_server::AppState,
@@ -69,7 +68,7 @@ impl TlsWorld {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let (state, stop, task) = serve(dir.path(), listener).await;
-        TlsWorld { url, dir, ca, ca_file, state, stop: Some(stop), task: Some(task) }
+        TlsWorld { url, dir, ca_file, state, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the server and starts it again on the same address and data folder.
@@ -96,11 +95,7 @@ impl TlsWorld {
     }
 }
 
-type Serving = (
-    grove_server::AppState,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-);
+type Serving = (grove_server::AppState, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
 
 /// Serves the data folder `dir/server` over TLS with `dir/cert.pem` and `dir/key.pem`.
 async fn serve(dir: &Path, listener: tokio::net::TcpListener) -> Serving {
