@@ -12,11 +12,11 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use crate::client::{grove, ok};
 use crate::serve::{Running, GROVE};
 
-/// Writes a fresh CA's certificate to `ca`, and a certificate it signed for 127.0.0.1 with its
+/// Writes the certificate of a fresh CA named `name` to `ca`, and a certificate it signed for 127.0.0.1 with its
 /// key to `cert` and `key`.
-fn certificate(ca: &Path, cert: &Path, key: &Path) {
+fn certificate(name: &str, ca: &Path, cert: &Path, key: &Path) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "grove test CA");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().unwrap();
@@ -79,7 +79,7 @@ fn wait_for_log(server: &Running, what: &str) {
 fn grove_serve_terminates_tls_and_takes_a_renewed_certificate_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    certificate(&ca, &cert, &key);
+    certificate("grove test CA", &ca, &cert, &key);
     let server = start_tls(&dir.path().join("server"), &cert, &key);
     let home = dir.path().join("home");
     let url = server.base.clone();
@@ -103,7 +103,7 @@ fn grove_serve_terminates_tls_and_takes_a_renewed_certificate_on_sighup() {
     assert!(!out.status.success() && err.contains("this port speaks HTTPS"), "{err}");
 
     let renewed = dir.path().join("renewed-ca.pem");
-    certificate(&renewed, &cert, &key);
+    certificate("renewed CA", &renewed, &cert, &key);
     let kill = Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     wait_for_log(&server, "TLS certificate reloaded");
