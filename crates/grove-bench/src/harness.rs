@@ -157,12 +157,64 @@ pub fn with_headers(rb: reqwest::RequestBuilder, h: &SignedHeaders) -> reqwest::
 
 /// The load generator's HTTP client: keep-alive, no Nagle, a pool large enough for every sender.
 pub fn http_client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(client_builder().build()?)
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(4096)
         .pool_idle_timeout(Duration::from_secs(300))
         .timeout(Duration::from_secs(60))
-        .build()?)
+}
+
+/// [`http_client`] for `server`: over TLS it trusts the server's CA and offers only HTTP/1.1
+/// (so a TLS run makes the same connections as a plain one: one per sender, one request at a
+/// time), on rustls with ring as grove's client does.
+pub fn http_client_for(server: &Server) -> Result<reqwest::Client> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(ca) = &server.ca_pem else { return http_client() };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    // ring, as grove's client: rustls 0.23.48 deprecates it (no post-quantum key exchange).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(client_builder().use_preconfigured_tls(tls).build()?)
+}
+
+/// How the benchmark's server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP.
+    Plain,
+    /// TLS terminated by grove (`[tls]`), with a certificate of a CA made for the run.
+    Tls,
+}
+
+/// Writes a fresh CA and a certificate for 127.0.0.1 signed by it into `dir`: answers the CA's
+/// PEM and the certificate and key files.
+fn make_certificate(dir: &std::path::Path) -> Result<(String, PathBuf, PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name.push(DnType::CommonName, "grove-bench CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&leaf_key, &issuer)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, leaf.pem())?;
+    std::fs::write(&key, leaf_key.serialize_pem())?;
+    Ok((ca_pem, cert, key))
 }
 
 /// A request signed ahead of time: the timed loop only sends it.
@@ -206,6 +258,8 @@ pub async fn send(client: &reqwest::Client, p: Prepared) -> Result<(u16, String)
 pub struct Server {
     pub addr: SocketAddr,
     pub base: String,
+    /// The CA that signed the server's certificate, when it speaks TLS.
+    pub ca_pem: Option<String>,
     _state: AppState,
     pub store: Arc<SqliteStore>,
     pub server_key: [u8; 32],
@@ -249,16 +303,37 @@ pub async fn open_store(env: &Env, dir: PathBuf) -> Result<Arc<SqliteStore>> {
 
 /// Starts the grove server on 127.0.0.1:0, on the server runtime, with a fresh data folder.
 pub async fn start_server(env: &Env) -> Result<Server> {
+    start_server_with(env, Transport::Plain).await
+}
+
+/// [`start_server`], speaking TLS or not.
+pub async fn start_server_with(env: &Env, transport: Transport) -> Result<Server> {
     let dir = tempfile::Builder::new().prefix("grove-bench-").tempdir_in(&env.dir)?;
-    let config = bench_config(dir.path());
+    let mut config = bench_config(dir.path());
+    let mut ca_pem = None;
+    if transport == Transport::Tls {
+        let (ca, cert, key) = make_certificate(dir.path())?;
+        config.tls.cert = Some(cert);
+        config.tls.key = Some(key);
+        ca_pem = Some(ca);
+    }
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => Some(grove_server::tls::TlsFiles::load(c, k)?),
+        _ => None,
+    };
     let store = open_store(env, dir.path().to_path_buf()).await?;
     let key = grove_server::load_or_create_key(dir.path())?;
-    let state = AppState::new(config, store.clone(), key);
+    let mut state = AppState::new(config, store.clone(), key);
+    if let Some(tls) = tls {
+        state = state.with_tls(tls);
+    }
     let server_key = state.public_key();
     let (addr, stop_tx, task) = serve_on(env, state.clone()).await?;
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
     Ok(Server {
         addr,
-        base: format!("http://{addr}"),
+        base: format!("{scheme}://{addr}"),
+        ca_pem,
         _state: state,
         store,
         server_key,

@@ -8,7 +8,7 @@ use grove_store::{NewEntry, NewRoom, Store};
 use grove_wire::api::{EntryKind, RoomMode};
 use tokio::sync::Barrier;
 
-use crate::harness::{self, histogram, Cores, Env, Lat, Prepared, User};
+use crate::harness::{self, histogram, Cores, Env, Lat, Prepared, Transport, User};
 
 /// Size of every message body.
 pub const BODY: usize = 256;
@@ -44,8 +44,19 @@ impl std::fmt::Display for IngestResult {
 /// sender-keys rooms, each sender one request at a time (64 concurrent keep-alive connections).
 /// Requests are signed before the clock starts: the figure is the server's, not the signer's.
 pub async fn http(env: &Env, rooms: usize, senders: usize, messages: usize) -> Result<IngestResult> {
-    let server = harness::start_server(env).await?;
-    let client = harness::http_client()?;
+    http_over(env, Transport::Plain, rooms, senders, messages).await
+}
+
+/// [`http`] over plain HTTP or TLS (grove terminating it; the client on rustls, HTTP/1.1).
+pub async fn http_over(
+    env: &Env,
+    transport: Transport,
+    rooms: usize,
+    senders: usize,
+    messages: usize,
+) -> Result<IngestResult> {
+    let server = harness::start_server_with(env, transport).await?;
+    let client = harness::http_client_for(&server)?;
     let admin = User::random();
     let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
     let ids: Vec<_> = users.iter().map(|u| u.id).collect();
@@ -282,4 +293,24 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
         mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
         cores,
     })
+}
+
+/// Plain HTTP and TLS ingest in turn, `rounds` times each (alternating, so drift in the
+/// machine's load hits both alike); answers each run's result.
+pub async fn tls_cost(
+    env: &Env,
+    rounds: usize,
+    rooms: usize,
+    senders: usize,
+    messages: usize,
+) -> Result<Vec<(Transport, IngestResult)>> {
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        for t in [Transport::Plain, Transport::Tls] {
+            let r = http_over(env, t, rooms, senders, messages).await?;
+            eprintln!("  {t:?}: {r}");
+            out.push((t, r));
+        }
+    }
+    Ok(out)
 }

@@ -76,6 +76,18 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
+    /// The cost of TLS on ingest: plain HTTP and TLS runs alternating in one process (grove
+    /// terminating TLS with a certificate of a CA made for the run); prints the median ratio.
+    Tls {
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Durable ingest at the store level (tokio tasks calling `store.append`, no HTTP).
     StoreIngest {
         #[arg(long, default_value_t = 10)]
@@ -275,6 +287,23 @@ fn main() -> Result<()> {
         match cli.cmd {
             Cmd::Ingest { rooms, senders, messages } => {
                 println!("ingest: {}", ingest::http(&env, rooms, senders, messages).await?);
+            }
+            Cmd::Tls { rooms, senders, messages, rounds } => {
+                let runs = ingest::tls_cost(&env, rounds.clamp(1, 10), rooms, senders, messages).await?;
+                let rates =
+                    |t| harness::median(runs.iter().filter(|(x, _)| *x == t).map(|(_, r)| r.rate).collect::<Vec<_>>());
+                let p50 = |t| {
+                    harness::median(runs.iter().filter(|(x, _)| *x == t).map(|(_, r)| r.ack.p50_us).collect::<Vec<_>>())
+                };
+                let (plain, tls) = (rates(harness::Transport::Plain), rates(harness::Transport::Tls));
+                println!(
+                    "tls: plain {plain:.0} msgs/s, TLS {tls:.0} msgs/s (medians of {rounds}): TLS ÷ plain = {:.3} \
+                     (cost {:.1} %; goal < 15 %); ack p50 plain {:.0} µs, TLS {:.0} µs",
+                    tls / plain,
+                    (1.0 - tls / plain) * 100.0,
+                    p50(harness::Transport::Plain),
+                    p50(harness::Transport::Tls)
+                );
             }
             Cmd::StoreIngest { rooms, tasks, messages } => {
                 println!("store-ingest: {}", ingest::store_level(&env, rooms, tasks, messages).await?);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
+use grove_client::net::{Net, NetConfig};
 use grove_client::profile::{ConnectTo, InitOptions, Profile};
 use grove_client::proxy::Proxy;
 use grove_client::store::Passphrase;
@@ -14,7 +15,7 @@ use grove_wire::UserId;
 use serde_json::json;
 
 use crate::describe::{member, membership_sentence, size, who};
-use crate::{Command, RoomCommand};
+use crate::{Command, RoomCommand, ServerCommand};
 
 /// `println!` that answers an error instead of panicking when stdout is closed
 /// (`grove read ROOM | head -1`); `main` exits quietly on a broken pipe.
@@ -39,49 +40,50 @@ pub fn profile_dir(profile: &str) -> anyhow::Result<PathBuf> {
     Ok(home.join(profile))
 }
 
-/// The `--connect-to PUBLIC=ACTUAL` rules.
-pub fn connect_to(rules: &[String]) -> anyhow::Result<ConnectTo> {
+/// How this invocation reaches servers: where requests go (`--connect-to`) and how
+/// connections are made (`--ca-file`).
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub connect_to: ConnectTo,
+    pub net: Net,
+}
+
+/// The `--connect-to PUBLIC=ACTUAL` rules and the `--ca-file`.
+pub fn reach(rules: &[String], ca_file: Option<PathBuf>, proxy: Option<&str>) -> anyhow::Result<Reach> {
     let mut c = ConnectTo::none();
     for rule in rules {
         let (public, actual) = ConnectTo::parse_rule(rule)?;
         c.add(&public, &actual);
     }
-    Ok(c)
-}
-
-/// How this process reaches servers: the `--connect-to` rules and the `--proxy`.
-#[derive(Debug, Clone)]
-pub struct Network {
-    pub connect_to: ConnectTo,
-    pub proxy: Option<Proxy>,
-}
-
-/// The network settings from `--connect-to` and `--proxy` (or `GROVE_PROXY`; else `ALL_PROXY`).
-pub fn network(rules: &[String], proxy: Option<&str>) -> anyhow::Result<Network> {
+    // `--proxy` (or GROVE_PROXY); else ALL_PROXY.
     let from_env = ["ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
     let proxy = match (proxy.filter(|s| !s.is_empty()), from_env) {
         (Some(p), _) => Some(Proxy::parse(p).map_err(|e| anyhow!("--proxy: {e}"))?),
         (None, Some(p)) => Some(Proxy::parse(&p).map_err(|e| anyhow!("ALL_PROXY: {e}; unset it or set GROVE_PROXY"))?),
         (None, None) => None,
     };
-    Ok(Network { connect_to: connect_to(rules)?, proxy })
+    let net = match (ca_file, proxy) {
+        (None, None) => Net::shared_default(),
+        (ca_file, proxy) => Net::new(&NetConfig { ca_file, proxy })?,
+    };
+    Ok(Reach { connect_to: c, net })
 }
 
-/// Opens the profile in `dir` (asking for its passphrase if it has one), with the network
-/// settings.
-pub fn open(dir: &std::path::Path, net: &Network) -> anyhow::Result<Profile> {
-    open_with(dir, net, crate::passphrase::current(dir)?.as_ref())
+/// Opens the profile in `dir` (asking for its passphrase if it has one), reached as `reach`
+/// says.
+pub fn open(dir: &std::path::Path, reach: &Reach) -> anyhow::Result<Profile> {
+    open_with(dir, reach, crate::passphrase::current(dir)?.as_ref())
 }
 
 /// [`open`] with the passphrase already known.
-pub fn open_with(dir: &std::path::Path, net: &Network, passphrase: Option<&Passphrase>) -> anyhow::Result<Profile> {
+pub fn open_with(dir: &std::path::Path, reach: &Reach, passphrase: Option<&Passphrase>) -> anyhow::Result<Profile> {
     let mut p = Profile::open_with(dir, passphrase)?;
-    p.set_connect_to(net.connect_to.clone());
-    p.set_proxy(net.proxy.clone());
+    p.set_connect_to(reach.connect_to.clone());
+    p.set_net(reach.net.clone());
     Ok(p)
 }
 
-pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> anyhow::Result<()> {
+pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> anyhow::Result<()> {
     let dir = profile_dir(profile)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -93,8 +95,12 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 }
                 let passphrase =
                     if passphrase { Some(crate::passphrase::choose(crate::passphrase::ENV)?) } else { None };
-                let options =
-                    InitOptions { connect_to: net.connect_to.clone(), passphrase, proxy: net.proxy.clone() };
+                let options = InitOptions {
+                    connect_to: connect.connect_to.clone(),
+                    passphrase,
+                    proxy: None,
+                    net: connect.net.clone(),
+                };
                 let mut p = Profile::create(&dir, &home, options).await?;
                 if let Some(n) = &name {
                     p.set_name(n).await?;
@@ -116,7 +122,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 if !Profile::is_locked(&dir)? {
                     return Err(grove_client::store::StoreError::NotEncrypted.into());
                 }
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let new = crate::passphrase::choose(crate::passphrase::NEW_ENV)?;
                 p.change_passphrase(&new).await?;
                 if json_out {
@@ -126,7 +132,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 }
             }
             Command::Whoami => {
-                let p = open(&dir, net)?;
+                let p = open(&dir, connect)?;
                 if json_out {
                     out!("{}", json!({"address": p.address().to_string(), "user_id": p.user_id().to_string(), "home": p.home(), "name": p.name()?}));
                 } else {
@@ -134,7 +140,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 }
             }
             Command::Name { name } => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let told = p.set_name(&name).await?;
                 if json_out {
                     out!("{}", json!({"name": p.name()?, "rooms_told": told}));
@@ -142,16 +148,16 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                     eprintln!("you are now {:?} in {told} room(s)", p.name()?.unwrap_or_default());
                 }
             }
-            Command::Room(rc) => room(&dir, json_out, net, rc).await?,
+            Command::Room(rc) => room(&dir, json_out, connect, rc).await?,
             Command::Send { room, file: Some(path), caption, .. } => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let seq = crate::files::send(&mut p, &room, &path, caption.as_deref()).await?;
                 if json_out {
                     out!("{}", json!({"seq": seq}));
                 }
             }
             Command::Save { room, seq, out, force } => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let saved = crate::files::save(&mut p, &room, seq, out.as_deref(), force, json_out).await?;
                 if json_out {
                     out!("{saved}");
@@ -172,14 +178,14 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 if text.trim().is_empty() {
                     return Err(anyhow!("the message is empty: give it as an argument or on standard input"));
                 }
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let seq = p.send(&room, &text).await?;
                 if json_out {
                     out!("{}", json!({"seq": seq}));
                 }
             }
             Command::Outbox => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let sent = p.flush_outbox().await?;
                 let waiting = p.outbox()?;
                 if json_out {
@@ -205,7 +211,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 }
             }
             Command::Read { room, follow, after } => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let link = p.room(&room)?.link;
                 let mut status = match p.sync_room(&link).await {
                     Ok(s) => s,
@@ -235,7 +241,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                 }
             }
             Command::Sync => {
-                let mut p = open(&dir, net)?;
+                let mut p = open(&dir, connect)?;
                 let r = p.sync().await?;
                 if json_out {
                     out!("{}", json!({"joined": r.joined, "new_messages": r.new_messages, "removed_from": r.removed_from}));
@@ -257,6 +263,7 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
                     }
                 }
             }
+            Command::Server(sc) => server(&dir, json_out, sc)?,
             Command::Serve(_) | Command::Demo { .. } | Command::Chat { .. } | Command::Admin(_) => {
                 unreachable!("handled in main")
             }
@@ -265,11 +272,51 @@ pub fn run(profile: &str, json_out: bool, net: &Network, command: Command) -> an
     })
 }
 
-async fn room(dir: &std::path::Path, json_out: bool, net: &Network, rc: RoomCommand) -> anyhow::Result<()> {
-    let mut p = open(dir, net)?;
+/// `grove server list` and `grove server trust URL KEY`.
+fn server(dir: &std::path::Path, json_out: bool, sc: ServerCommand) -> anyhow::Result<()> {
+    let known = Profile::open(dir)?.known_servers();
+    match sc {
+        ServerCommand::List => {
+            let all = known.list().with_context(|| format!("reading {}", dir.display()))?;
+            if json_out {
+                let all: Vec<_> = all.iter().map(|(u, k)| json!({"url": u, "key": k.to_string()})).collect();
+                out!("{}", json!(all));
+            } else {
+                for (url, key) in all {
+                    out!("{url} {key}");
+                }
+            }
+        }
+        ServerCommand::Trust { url, key } => {
+            let url = grove_client::profile::server_url(&url)
+                .ok_or_else(|| anyhow!("{url:?} is not a server URL like https://chat.example:8443"))?;
+            let key: UserId = key
+                .parse()
+                .map_err(|_| anyhow!("{key:?} is not a server key (64 hex characters, as the error said)"))?;
+            let old = known.trust(&url, &key).with_context(|| format!("writing {}", dir.display()))?;
+            if json_out {
+                out!("{}", json!({"url": url, "key": key.to_string(), "replaced": old.map(|k| k.to_string())}));
+            } else {
+                match old {
+                    Some(old) if old != key => eprintln!("{url}: key {key} accepted (it replaces {old})"),
+                    Some(_) => eprintln!("{url}: that key was already the one remembered"),
+                    None => eprintln!("{url}: key {key} remembered"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCommand) -> anyhow::Result<()> {
+    let mut p = open(dir, connect)?;
     match rc {
         RoomCommand::Create { name, server, mode } => {
-            let server = server.unwrap_or_else(|| p.home().to_string());
+            let server = match server {
+                None => p.home().to_string(),
+                Some(s) => grove_client::profile::server_url(&s)
+                    .ok_or_else(|| anyhow!("--server must be a server like https://chat.example:8443, not {s:?}"))?,
+            };
             let mode = grove_wire::api::RoomMode::parse(&mode)
                 .ok_or_else(|| anyhow::anyhow!("--mode must be mls or sender-keys, not {mode:?}"))?;
             let room = p.create_room_with_mode(&server, &name, mode).await?;

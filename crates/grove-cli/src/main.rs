@@ -40,6 +40,10 @@ struct Cli {
     /// directly. Without it, ALL_PROXY is used when set.
     #[arg(long, global = true, value_name = "socks5h://HOST:PORT", env = "GROVE_PROXY")]
     proxy: Option<String>,
+    /// Trust the CA certificates in this PEM file besides the built-in roots (a server whose
+    /// certificate a private CA signed).
+    #[arg(long, global = true, value_name = "PATH", env = "GROVE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,7 +58,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Create this profile's identity and publish its keys to a home server.
     Init {
-        /// The home server, e.g. http://127.0.0.1:8080.
+        /// The home server, e.g. https://chat.example:8443 (`HOST:PORT` alone means https://,
+        /// or http:// for a loopback address; plain http:// elsewhere only when written out).
         #[arg(long, value_name = "URL")]
         home: String,
         /// Your display name, shown to the members of your rooms (`grove name` changes it).
@@ -74,6 +79,9 @@ enum Command {
     /// Rooms: create, invite, remove, leave, list, members, update.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// The servers' keys this profile remembers from its first contact with each.
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Send a message, or a file, to a room.
     Send {
         /// The room's link or short name.
@@ -134,6 +142,20 @@ enum Command {
         /// The rooms' protocol: mls or sender-keys.
         #[arg(long, default_value = "mls", value_parser = ["mls", "sender-keys"])]
         mode: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// List the servers met and the key each presented first.
+    List,
+    /// Accept a server's new key after its operator replaced it on purpose (grove refuses a
+    /// changed key until then, and its error names the command to run).
+    Trust {
+        /// The server's URL, as in the error (e.g. https://chat.example:8443).
+        url: String,
+        /// The new key (64 hex characters), as the error and the operator say.
+        key: String,
     },
 }
 
@@ -212,6 +234,13 @@ struct ServeArgs {
     /// Print the commented example configuration with every default, and exit.
     #[arg(long)]
     print_config: bool,
+    /// Terminate TLS: the certificate chain (PEM; the config file's tls.cert). Read again on
+    /// SIGHUP, without a restart.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM; the config file's tls.key). Read again on SIGHUP.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How to log: `text` (for people, on standard error) or `json` (one JSON object per line
     /// on standard output, for log collectors: journald, Docker, Loki...).
     #[arg(long, value_name = "FORMAT", default_value = "text", env = "GROVE_LOG_FORMAT")]
@@ -260,11 +289,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
-        Command::Chat { room } => client::network(&cli.connect_to, cli.proxy.as_deref())
-            .and_then(|n| chat::run(&client::profile_dir(&cli.profile)?, &n, room)),
+        Command::Chat { room } => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
+            .and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room)),
         Command::Admin(args) => admin::run(args, cli.json),
-        command => client::network(&cli.connect_to, cli.proxy.as_deref())
-            .and_then(|n| client::run(&cli.profile, cli.json, &n, command)),
+        command => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
+            .and_then(|c| client::run(&cli.profile, cli.json, &c, command)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

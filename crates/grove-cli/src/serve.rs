@@ -45,8 +45,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(db) = args.database {
         config.server.database = db;
-        config.validate()?;
     }
+    if args.tls_cert.is_some() || args.tls_key.is_some() {
+        config.tls.cert = args.tls_cert.or(config.tls.cert);
+        config.tls.key = args.tls_key.or(config.tls.key);
+    }
+    config.validate()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listen = config.server.listen;
@@ -58,7 +62,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there? use --listen)"))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, public_key = %grove_wire::UserId(state.public_key()), "grove listening on http://{addr}");
+        let scheme = if state.config().tls.cert.is_some() { "https" } else { "http" };
+        let public_key = grove_wire::UserId(state.public_key());
+        tracing::info!(%addr, %public_key, "grove listening on {scheme}://{addr}");
         grove_server::run(listener, state, shutdown_signal()).await?;
         tracing::info!("grove stopped");
         Ok(())

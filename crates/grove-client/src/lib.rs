@@ -10,7 +10,9 @@
 
 mod core;
 pub mod files;
+pub mod known;
 mod lock;
+pub mod net;
 pub mod olm;
 pub mod profile;
 pub mod proxy;

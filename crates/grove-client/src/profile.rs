@@ -20,7 +20,9 @@ pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
 pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
 
 use crate::core::{protocol, Change, FollowUp, Prepared};
+use crate::known::KnownServers;
 use crate::lock::{LockGuard, ProfileLock};
+use crate::net::{Net, NetConfig};
 use crate::olm::Envelope;
 use crate::proxy::Proxy;
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, Passphrase, RoomStatus, StoreError};
@@ -130,36 +132,70 @@ impl From<crate::files::FileError> for ClientError {
 /// Result alias.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// A user's address: `USERID@HOST:PORT`, the user and their home server.
+/// A user's address: `USERID@HOST:PORT`, the user and their home server. The server is
+/// reached over `https://` unless the address says `USERID@http://HOST:PORT` (or names a
+/// loopback host, which defaults to `http://`); an address is written with its scheme
+/// whenever that is not what reading it back would assume, so it keeps its scheme end to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     /// The user.
     pub user: UserId,
-    /// The home server, `HOST:PORT`.
+    /// The home server's base URL (`https://HOST:PORT` or `http://HOST:PORT`).
     pub home: String,
 }
 
 impl Address {
-    /// Parses `USERID@HOST:PORT`.
+    /// Parses `USERID@HOST:PORT` or `USERID@SCHEME://HOST:PORT`.
     pub fn parse(s: &str) -> Result<Address> {
         let (user, home) = s.split_once('@').ok_or_else(|| ClientError::BadAddress(s.into()))?;
         let user = user.parse().map_err(|_| ClientError::BadAddress(s.into()))?;
-        if home.is_empty() || home.contains('/') {
-            return Err(ClientError::BadAddress(s.into()));
-        }
-        Ok(Address { user, home: home.to_string() })
+        let home = server_url(home).ok_or_else(|| ClientError::BadAddress(s.into()))?;
+        Ok(Address { user, home })
     }
 
     /// The home server's base URL.
     pub fn home_url(&self) -> String {
-        format!("http://{}", self.home)
+        self.home.clone()
     }
 }
 
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.user, self.home)
+        write!(f, "{}@{}", self.user, written_server(&self.home))
     }
+}
+
+/// A server's base URL as an address writes it: `HOST:PORT` where [`server_url`] reads that
+/// back to the same URL, the whole URL otherwise.
+pub(crate) fn written_server(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let bare = host_port(url);
+    if server_url(bare).as_deref() == Some(url) {
+        bare.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+/// A server's base URL from what a user wrote: `https://HOST[:PORT]` and `http://HOST[:PORT]`
+/// as they are; a bare `HOST[:PORT]` is `https://`, except a loopback host (`localhost`,
+/// `127.0.0.1`, `[::1]`), which is `http://`. None if it is not a server's address.
+pub fn server_url(written: &str) -> Option<String> {
+    let written = written.trim().trim_end_matches('/');
+    let (scheme, rest) = if let Some(rest) = written.strip_prefix("https://") {
+        ("https", rest)
+    } else if let Some(rest) = written.strip_prefix("http://") {
+        ("http", rest)
+    } else if crate::net::is_loopback(crate::net::host_of(written)) {
+        ("http", written)
+    } else {
+        ("https", written)
+    };
+    let ok = !rest.is_empty()
+        && !rest.contains(['/', '@', '?', '#', ' '])
+        && !rest.contains("://")
+        && !crate::net::host_of(rest).is_empty();
+    ok.then(|| format!("{scheme}://{rest}"))
 }
 
 /// `http://HOST:PORT` → `HOST:PORT`.
@@ -223,8 +259,6 @@ pub struct Profile {
     engine: EngineSlot,
     home: String,
     connect_to: ConnectTo,
-    /// The SOCKS5 proxy every connection goes through, if any ([`crate::proxy`]).
-    proxy: Option<Proxy>,
     /// Serialises the profile's writers across processes (see [`crate::lock`]).
     lock: ProfileLock,
     /// The state file's `data_version` when `engine` was loaded from it: when the file's
@@ -234,6 +268,8 @@ pub struct Profile {
     settled: HashMap<i64, u64>,
     /// Server handles by URL (see [`Profile::server`]).
     servers: std::sync::Mutex<HashMap<String, Server>>,
+    /// How connections are made (TLS roots, a private CA).
+    net: Net,
 }
 
 /// How a profile is made ([`Profile::create`]).
@@ -245,6 +281,8 @@ pub struct InitOptions {
     pub passphrase: Option<Passphrase>,
     /// Reach every server through this SOCKS5 proxy.
     pub proxy: Option<Proxy>,
+    /// How connections are made (TLS roots, a private CA; the proxy above is added to it).
+    pub net: Net,
 }
 
 /// Where to send the requests meant for a server URL, when that is not the URL itself — like
@@ -312,12 +350,21 @@ impl Profile {
         Self::create(dir, home, InitOptions { connect_to, ..InitOptions::default() }).await
     }
 
+    /// [`Profile::init_with`], making connections through `net` (e.g. trusting a private CA).
+    pub async fn init_with_net(dir: &Path, home: &str, connect_to: ConnectTo, net: Net) -> Result<Profile> {
+        Self::create(dir, home, InitOptions { connect_to, net, ..InitOptions::default() }).await
+    }
+
     /// [`Profile::init`] with [`InitOptions`]: with a passphrase, the profile is locked at
     /// rest (its secrets and history sealed under a key only the passphrase opens: see
     /// [`crate::store`]'s `cipher`, and every later open needs it); with a proxy, every
     /// connection goes through it.
     pub async fn create(dir: &Path, home: &str, options: InitOptions) -> Result<Profile> {
-        let InitOptions { connect_to, passphrase, proxy } = options;
+        let InitOptions { connect_to, passphrase, proxy, net } = options;
+        let net = match proxy {
+            None => net,
+            Some(proxy) => Net::new_or_failing(&NetConfig { ca_file: net.config().ca_file.clone(), proxy: Some(proxy) }),
+        };
         if ClientStore::is_locked(&state_file(dir))? {
             return Err(ClientError::AlreadyInitialised(format!("locked with a passphrase, in {}", dir.display())));
         }
@@ -330,15 +377,17 @@ impl Profile {
         if let Some(secret) = store.meta("identity")? {
             let id = identity_from(&secret)?;
             let home = String::from_utf8_lossy(&store.meta("home")?.unwrap_or_default()).into_owned();
-            return Err(ClientError::AlreadyInitialised(format!("{}@{}", id.user_id(), host_port(&home))));
+            return Err(ClientError::AlreadyInitialised(Address { user: id.user_id(), home }.to_string()));
         }
-        let home = home.trim_end_matches('/').to_string();
-        if !(home.starts_with("http://") || home.starts_with("https://")) {
-            return Err(ClientError::Invalid(format!("--home must be a URL like http://127.0.0.1:8080, not {home:?}")));
-        }
-        // Check the server answers before creating anything.
-        let anonymous = ed25519_dalek::SigningKey::from_bytes(&[0; 32]);
-        Server::with_proxy(connect_to.resolve(&home), anonymous, proxy.clone()).info().await?;
+        let home = server_url(home).ok_or_else(|| {
+            ClientError::Invalid(format!("--home must be a server like https://chat.example:8443, not {home:?}"))
+        })?;
+        // Check the server answers (and remember its key) before creating anything.
+        let known = KnownServers::in_profile(dir);
+        let url = connect_to.resolve(&home);
+        Server::with_net(url, ed25519_dalek::SigningKey::from_bytes(&[0; 32]), net.clone(), Some(known))
+            .cached_info()
+            .await?;
         let identity = Identity::generate(&mut rand::rngs::OsRng);
         let mut store = store;
         if let Some(passphrase) = &passphrase {
@@ -355,11 +404,11 @@ impl Profile {
             engine: EngineSlot::new(engine),
             home,
             connect_to,
-            proxy,
             lock,
             data_version,
             settled: HashMap::new(),
             servers: Default::default(),
+            net,
         };
         p.replenish_keys().await?;
         p.replenish_olm_keys().await?;
@@ -399,11 +448,11 @@ impl Profile {
             engine: EngineSlot::new(engine),
             home,
             connect_to: ConnectTo::none(),
-            proxy: None,
             lock,
             data_version,
             settled: HashMap::new(),
             servers: Default::default(),
+            net: Net::shared_default(),
         })
     }
 
@@ -456,7 +505,7 @@ impl Profile {
 
     /// The user's address.
     pub fn address(&self) -> Address {
-        Address { user: self.user_id(), home: host_port(&self.home).to_string() }
+        Address { user: self.user_id(), home: self.home.clone() }
     }
 
     /// The home server's URL.
@@ -467,14 +516,26 @@ impl Profile {
     /// Sends the requests for the servers `connect_to` lists elsewhere from now on.
     pub fn set_connect_to(&mut self, connect_to: ConnectTo) {
         self.connect_to = connect_to;
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Makes connections through `net` from now on (e.g. trusting a private CA).
+    pub fn set_net(&mut self, net: Net) {
+        self.net = net;
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The servers' keys this profile remembers (see [`KnownServers`]).
+    pub fn known_servers(&self) -> KnownServers {
+        KnownServers::in_profile(&self.dir)
     }
 
     /// Sends every request and opens every WebSocket through `proxy` from now on (`None`:
     /// directly).
     pub fn set_proxy(&mut self, proxy: Option<Proxy>) {
-        if self.proxy != proxy {
-            self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            self.proxy = proxy;
+        if self.net.config().proxy != proxy {
+            let config = NetConfig { ca_file: self.net.config().ca_file.clone(), proxy };
+            self.set_net(Net::new_or_failing(&config));
         }
     }
 
@@ -483,8 +544,13 @@ impl Profile {
     fn server(&self, base: &str) -> Server {
         let url = self.connect_to.resolve(base).to_string();
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        let key = self.identity.signing_key();
-        servers.entry(url.clone()).or_insert_with(|| Server::with_proxy(&url, key.clone(), self.proxy.clone())).clone()
+        servers
+            .entry(url.clone())
+            .or_insert_with(|| {
+                let key = self.identity.signing_key().clone();
+                Server::with_net(&url, key, self.net.clone(), Some(self.known_servers()))
+            })
+            .clone()
     }
 
     /// Keeps enough one-time KeyPackages and a last-resort one on the home server.

@@ -218,11 +218,7 @@ impl Followed {
             Err(e) => return Ended::Retry(e.to_string()),
         };
         let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let connected = match self.server.proxy() {
-            None => tokio_tungstenite::connect_async_with_config(request, Some(config), true).await,
-            Some(proxy) => via_proxy(proxy, request, config).await,
-        };
-        let mut ws = match connected {
+        let mut ws = match self.server.net().websocket(request, config).await {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status();
@@ -234,7 +230,10 @@ impl Followed {
                 }
                 return Ended::Refused(format!("HTTP {status}"));
             }
-            Err(e) => return Ended::Retry(format!("cannot reach the grove server at {}: {e}", self.server.base())),
+            Err(e) => {
+                let why = crate::net::describe(&e);
+                return Ended::Retry(format!("cannot reach the grove server at {}: {why}", self.server.base()));
+            }
         };
         let rooms = self.rooms.iter().map(|(room, after)| RoomCursor { room: room.clone(), after: *after }).collect();
         let frame = self.subscribe_frame(rooms, self.mailbox);
@@ -409,33 +408,6 @@ async fn poll_mailbox(server: Server, mut after: u64, feed: mpsc::Sender<Feed>) 
             }
         }
     }
-}
-
-/// The push WebSocket through a SOCKS5 proxy: the TCP connection from the proxy (the host name
-/// resolved there), then the same handshake as a direct connection. A proxy that cannot be
-/// reached is an error (retried like any dropped connection), never a direct connection.
-async fn via_proxy(
-    proxy: &crate::proxy::Proxy,
-    request: tungstenite::handshake::client::Request,
-    config: tungstenite::protocol::WebSocketConfig,
-) -> Result<
-    (
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-        tungstenite::handshake::client::Response,
-    ),
-    tungstenite::Error,
-> {
-    let uri = request.uri();
-    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
-    if uri.scheme_str() == Some("wss") {
-        // This build speaks no TLS on the push socket (wss://); the TLS connector goes here.
-        return Err(tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled));
-    }
-    let tcp = proxy.connect(&host, port).await.map_err(tungstenite::Error::Io)?;
-    let _ = tcp.set_nodelay(true);
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-    tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::known::KnownServers;
+use crate::net::{Net, NetConfig};
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +38,22 @@ pub enum TransportError {
         /// Why.
         detail: String,
     },
+    /// The server presents another key than the one this profile learned on first contact
+    /// (see [`KnownServers`]).
+    #[error(
+        "the server at {url} now presents the key {presented}, but this profile first met it with the key \
+         {known}: something between you and the server may be impersonating it, so nothing was sent. If its \
+         operator replaced the server's key on purpose (ask them), accept the new key with `grove server trust \
+         {url} {presented}`"
+    )]
+    KeyChanged {
+        /// The server.
+        url: String,
+        /// The key remembered from the first contact.
+        known: UserId,
+        /// The key it presents now.
+        presented: UserId,
+    },
 }
 
 impl TransportError {
@@ -43,10 +62,11 @@ impl TransportError {
     /// clock or nonce problem of this one attempt). The outbox keeps such a message; an
     /// upload goes on from where the server is.
     pub fn is_transient(&self) -> bool {
-        match self.code() {
-            None => true,
-            Some(code) => matches!(
-                code,
+        match self {
+            TransportError::KeyChanged { .. } => false,
+            TransportError::Unreachable { .. } => true,
+            TransportError::Api { error, .. } => matches!(
+                error.code,
                 ErrorCode::RateLimited
                     | ErrorCode::Unavailable
                     | ErrorCode::Internal
@@ -61,7 +81,7 @@ impl TransportError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             TransportError::Api { error, .. } => Some(error.code),
-            TransportError::Unreachable { .. } => None,
+            TransportError::Unreachable { .. } | TransportError::KeyChanged { .. } => None,
         }
     }
 
@@ -69,7 +89,7 @@ impl TransportError {
     pub fn api(&self) -> Option<&ApiError> {
         match self {
             TransportError::Api { error, .. } => Some(error),
-            TransportError::Unreachable { .. } => None,
+            TransportError::Unreachable { .. } | TransportError::KeyChanged { .. } => None,
         }
     }
 }
@@ -78,14 +98,12 @@ impl TransportError {
 #[derive(Debug, Clone)]
 pub struct Server {
     base: String,
-    /// The HTTP client; an error if a proxied one could not be made (every request then fails:
-    /// never a direct client in its place).
-    http: Result<reqwest::Client, String>,
+    net: Net,
     key: SigningKey,
+    /// The servers' keys learned on first contact, checked on every `/v1/info` (none: unchecked).
+    known: Option<KnownServers>,
     /// The server's `/v1/info`, fetched once (its key signs every request; its limits).
     info: std::sync::Arc<OnceLock<ServerInfo>>,
-    /// The SOCKS5 proxy every connection goes through, if any.
-    proxy: Option<crate::proxy::Proxy>,
 }
 
 /// Unix milliseconds (the client is where the clock is read).
@@ -100,39 +118,55 @@ fn nonce() -> String {
 }
 
 impl Server {
-    /// A server at `base` (e.g. `http://127.0.0.1:8080`), acting as the holder of `key`.
+    /// A server at `base` (e.g. `https://chat.example`), acting as the holder of `key`, reached
+    /// with the built-in TLS roots ([`Net::shared_default`]) and its key not checked against a
+    /// remembered one.
     pub fn new(base: &str, key: SigningKey) -> Server {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        let info = std::sync::Arc::new(OnceLock::new());
-        Server { base: base.trim_end_matches('/').to_string(), http: Ok(http), key, info, proxy: None }
+        Server::with_net(base, key, Net::shared_default(), None)
+    }
+
+    /// A server at `base`, reached through `net`; with `known`, its key must be the one
+    /// remembered there (the first contact remembers it). Plain `http://` to another machine
+    /// is logged as a warning once per handle.
+    pub fn with_net(base: &str, key: SigningKey, net: Net, known: Option<KnownServers>) -> Server {
+        let base = base.trim_end_matches('/').to_string();
+        if crate::net::is_clear_text(&base) {
+            tracing::warn!(
+                "talking to {base} in clear text (no TLS): anyone on the way can see which rooms you use and \
+                 when; write https:// if the server has a certificate"
+            );
+        }
+        Server { base, net, key, known, info: std::sync::Arc::new(OnceLock::new()) }
+    }
+
+    /// How this handle makes connections.
+    pub fn net(&self) -> &Net {
+        &self.net
     }
 
     /// [`Server::new`], every connection through `proxy` when there is one (see
-    /// [`crate::proxy`]). A proxied client that cannot be made fails every request: there is
-    /// never a direct client in its place.
+    /// [`crate::proxy`]). A proxy that cannot be set up fails every request: there is never a
+    /// direct connection in its place.
     pub fn with_proxy(base: &str, key: SigningKey, proxy: Option<crate::proxy::Proxy>) -> Server {
-        let Some(p) = proxy else { return Server::new(base, key) };
-        let http = p
-            .for_reqwest()
-            .and_then(|via| {
-                reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).no_proxy().proxy(via).build()
-            })
-            .map_err(|e| format!("cannot set up the proxy {p}: {e}"));
-        let info = std::sync::Arc::new(OnceLock::new());
-        Server { base: base.trim_end_matches('/').to_string(), http, key, info, proxy: Some(p) }
-    }
-
-    /// The HTTP client (see [`Server::with_proxy`]).
-    fn http(&self) -> Result<&reqwest::Client, TransportError> {
-        self.http.as_ref().map_err(|e| self.unreachable(e))
+        let net = match proxy {
+            None => Net::shared_default(),
+            Some(proxy) => Net::new_or_failing(&NetConfig { ca_file: None, proxy: Some(proxy) }),
+        };
+        Server::with_net(base, key, net, None)
     }
 
     /// The proxy this server is reached through.
     pub fn proxy(&self) -> Option<&crate::proxy::Proxy> {
-        self.proxy.as_ref()
+        self.net.config().proxy.as_ref()
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, TransportError> {
+        self.net.http().map_err(|e| self.unreachable(e))
+    }
+
+    /// A request that could not be made or answered, its TLS problem (if any) said plainly.
+    fn failed(&self, e: reqwest::Error) -> TransportError {
+        self.unreachable(crate::net::describe(&e))
     }
 
     /// The server's base URL.
@@ -158,14 +192,21 @@ impl Server {
 
     /// `GET /v1/info` (unsigned).
     pub async fn info(&self) -> Result<ServerInfo, TransportError> {
-        let resp = self.http()?.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self.http()?.get(format!("{}/v1/info", self.base)).send().await.map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
     /// `/v1/info`, fetched on first use and kept for the life of this handle and its clones.
+    /// Its key is checked against the one remembered for this server (and remembered on the
+    /// first contact) before anything is signed for it.
     pub async fn cached_info(&self) -> Result<&ServerInfo, TransportError> {
         if self.info.get().is_none() {
             let info = self.info().await?;
+            if let Some(known) = &self.known {
+                let key: UserId =
+                    info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
+                known.check(&self.base, &key)?;
+            }
             let _ = self.info.set(info);
         }
         self.info.get().ok_or_else(|| self.unreachable("no server information"))
@@ -201,7 +242,7 @@ impl Server {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
@@ -370,7 +411,7 @@ impl Server {
             .body(part)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         self.answer(resp).await
     }
 
@@ -390,7 +431,7 @@ impl Server {
         let resp = tokio::time::timeout(DOWNLOAD_START_TIMEOUT, req.send())
             .await
             .map_err(|_| self.unreachable("no answer to a download within a minute"))?
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e))?;
         let status = resp.status();
         if !status.is_success() {
             return match self.answer::<serde::de::IgnoredAny>(resp).await {

@@ -29,6 +29,8 @@ pub struct Config {
     pub quotas: QuotasSection,
     /// `[privacy]`
     pub privacy: PrivacySection,
+    /// `[tls]`
+    pub tls: TlsSection,
 }
 
 /// `[privacy]`: what the server writes down about its users, and for how long it keeps what
@@ -56,6 +58,18 @@ impl Default for PrivacySection {
     }
 }
 
+/// `[tls]`: the server terminates TLS itself when both files are set (otherwise it speaks
+/// plain HTTP, for a reverse proxy in front of it to terminate TLS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// The certificate chain, PEM, the server's certificate first (e.g. Let's Encrypt's
+    /// `fullchain.pem`). Read again on SIGHUP.
+    pub cert: Option<PathBuf>,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    pub key: Option<PathBuf>,
+}
+
 /// `[connections]`: what one TCP connection, and one client address, may hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,11 +83,18 @@ pub struct ConnectionsSection {
     pub header_timeout_secs: u64,
     /// How long a client has to send a whole request body, counted from the end of its headers.
     pub body_timeout_secs: u64,
+    /// With `[tls]`: how long a client has to complete the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for ConnectionsSection {
     fn default() -> Self {
-        ConnectionsSection { max_per_ip: 256, header_timeout_secs: 30, body_timeout_secs: 60 }
+        ConnectionsSection {
+            max_per_ip: 256,
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
+        }
     }
 }
 
@@ -370,6 +391,12 @@ impl Config {
         }
         if !matches!(self.server.sqlite_synchronous.as_str(), "full" | "normal" | "off") {
             return bad("server.sqlite_synchronous: one of full, normal, off");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key: set both (the server terminates TLS) or neither (plain HTTP)");
+        }
+        if self.connections.tls_handshake_timeout_secs == 0 {
+            return bad("connections.tls_handshake_timeout_secs: at least 1");
         }
         let f = &self.files;
         if f.max_file_bytes == 0 || f.max_file_bytes > 1 << 40 {

@@ -42,6 +42,7 @@ mod routes;
 mod serve;
 mod state;
 mod storage;
+pub mod tls;
 
 pub use backup::{backup, BackupReport};
 pub use config::Config;
@@ -155,7 +156,11 @@ async fn run_on(
     let timeouts = serve::Timeouts {
         header: std::time::Duration::from_secs(c.connections.header_timeout_secs),
         body: std::time::Duration::from_secs(c.connections.body_timeout_secs),
+        tls_handshake: std::time::Duration::from_secs(c.connections.tls_handshake_timeout_secs),
     };
+    let tls = state.0.tls.get().cloned();
+    #[cfg(unix)]
+    let reload_on_hangup = tls.as_ref().map(|_| tokio::spawn(reload_tls_on_hangup(state.clone())));
     let purge = tokio::spawn(purge_expired_mail(state.clone()));
     let evict = tokio::spawn(evict_idle_rooms(state.clone()));
     let purge_files = tokio::spawn(files::purge_task(state.clone()));
@@ -168,8 +173,12 @@ async fn run_on(
         tracing::info!("shutting down: finishing in-flight requests");
         st.0.shutdown.send_replace(true);
     };
-    serve::serve(listener, router(state.clone()), timeouts, signal).await;
+    serve::serve(listener, router(state.clone()), timeouts, tls, signal).await;
     state.0.shutdown.send_replace(true);
+    #[cfg(unix)]
+    if let Some(task) = reload_on_hangup {
+        let _ = task.await;
+    }
     let _ = purge.await;
     let _ = evict.await;
     let _ = purge_files.await;
@@ -177,6 +186,34 @@ async fn run_on(
     #[cfg(unix)]
     let _ = admin_socket.await;
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP (what certificate renewal tools
+/// send), until the server stops.
+#[cfg(unix)]
+async fn reload_tls_on_hangup(state: AppState) {
+    let mut stop = state.0.shutdown.subscribe();
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the TLS certificate is reloaded only by a restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                if let Err(e) = state.reload_tls() {
+                    tracing::error!(error = %e, "SIGHUP: cannot reload the TLS certificate; the previous one stays in use");
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Looks for idle rooms to evict every half idle period, whether or not requests come.
@@ -273,6 +310,9 @@ pub enum OpenError {
     /// grove-server: `sqlite`, `postgres`).
     #[error("this build of grove has no {0} backend (cargo feature `{0}` of grove-server)")]
     NotBuiltIn(&'static str),
+    /// The TLS certificate or key (`[tls]`) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Loads the server key from `dir/server.key`, creating it (mode 0600) on first start.
@@ -343,8 +383,15 @@ pub async fn open(config: Config) -> Result<AppState, OpenError> {
         source,
     })?;
     let key = load_or_create_key(&dir)?;
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(tls::TlsFiles::load(cert, key)?),
+        _ => None,
+    };
     let store = open_store(&config, &dir).await?;
-    let state = AppState::new(config, store, key);
+    let mut state = AppState::new(config, store, key);
+    if let Some(tls) = tls {
+        state = state.with_tls(tls);
+    }
     admin::load_blocklist(&state).await?;
     Ok(state)
 }

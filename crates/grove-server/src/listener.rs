@@ -140,6 +140,15 @@ pub struct LimitedIo {
 }
 
 impl LimitedIo {
+    /// The TCP stream (`None` on the Unix socket), e.g. to peek at a TLS port's first byte.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Stream::Tcp(s) => Some(s),
+            #[cfg(unix)]
+            Stream::Unix(_) => None,
+        }
+    }
+
     /// Sends small frames at once (TCP_NODELAY; nothing to do on a Unix socket).
     pub fn set_nodelay(&self) -> io::Result<()> {
         match &self.stream {

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// Other processes write to the store too (several instances on one PostgreSQL): cached
     /// room state may be behind, and their writes are followed (see `follow`).
     pub shared_store: bool,
+    /// The TLS certificate and key, when the server terminates TLS itself (`[tls]`).
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsFiles>>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
             blocked: crate::admin::Blocklist::default(),
             shutdown: watch::channel(false).0,
             shared_store: foreign.is_some(),
+            tls: std::sync::OnceLock::new(),
             config,
             store,
             public_key,
@@ -102,6 +105,23 @@ impl AppState {
     /// The server's public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.0.public_key
+    }
+
+    /// Serves TLS with `files` (as [`crate::open`] does when the configuration's `[tls]` is
+    /// set). Only the first call counts.
+    pub fn with_tls(self, files: crate::tls::TlsFiles) -> Self {
+        let _ = self.0.tls.set(Arc::new(files));
+        self
+    }
+
+    /// Reads the TLS certificate and key again (what SIGHUP does): new connections use them,
+    /// open ones keep theirs. False when the server does not terminate TLS. On an error the
+    /// previous certificate stays in use.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
+        let Some(tls) = self.0.tls.get() else { return Ok(false) };
+        tls.reload()?;
+        tracing::info!(cert = %tls.cert().display(), "TLS certificate reloaded");
+        Ok(true)
     }
 
     /// The configuration in force.

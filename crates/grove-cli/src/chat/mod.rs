@@ -18,7 +18,7 @@ use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScree
 use futures_util::StreamExt;
 use grove_client::profile::Profile;
 
-use crate::client::{open_with, Network};
+use crate::client::{open_with, Reach};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use tokio::signal::unix::{signal, SignalKind};
@@ -34,14 +34,14 @@ mod tests;
 use app::{Action, App};
 
 /// Runs the chat until the user quits, on a terminal.
-pub fn run(dir: &Path, net: &Network, room: Option<String>) -> anyhow::Result<()> {
+pub fn run(dir: &Path, connect: &Reach, room: Option<String>) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("grove chat needs a terminal; for scripts use `grove send` and `grove read --follow`");
     }
     let passphrase = crate::passphrase::current(dir)?;
     // The profile twice: the worker's and the screen's handle.
-    let worker_profile = open_with(dir, net, passphrase.as_ref())?;
-    let mut reader = open_with(dir, net, passphrase.as_ref())?;
+    let worker_profile = open_with(dir, connect, passphrase.as_ref())?;
+    let mut reader = open_with(dir, connect, passphrase.as_ref())?;
     drop(passphrase);
     if let Some(key) = &room {
         reader.room(key)?;

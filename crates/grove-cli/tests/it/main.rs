@@ -9,3 +9,4 @@ mod privacy;
 mod processes;
 mod senderkeys;
 mod serve;
+mod tls;

@@ -24,7 +24,9 @@ use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{host_port, room_link, unix_seconds, Address, ClientError, MailMessage, Profile, Result, SyncReport};
+use super::{
+    room_link, server_url, unix_seconds, written_server, Address, ClientError, MailMessage, Profile, Result, SyncReport,
+};
 use crate::core::Change;
 use crate::olm::{Envelope, OlmDevice, OlmError};
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus};
@@ -89,9 +91,10 @@ impl Profile {
 
     fn olm_device(&self) -> Result<OlmDevice> {
         let records = self.store.records("olm/")?;
+        let home = written_server(&self.home);
         Ok(match self.store.pickle_key() {
-            Some(key) => OlmDevice::load_with_key(self.identity.clone(), host_port(&self.home), &records, key)?,
-            None => OlmDevice::load(self.identity.clone(), host_port(&self.home), &records)?,
+            Some(key) => OlmDevice::load_with_key(self.identity.clone(), &home, &records, key)?,
+            None => OlmDevice::load(self.identity.clone(), &home, &records)?,
         })
     }
 
@@ -111,7 +114,8 @@ impl Profile {
             return Ok(self.home.clone());
         }
         Ok(match self.homes()?.get(user) {
-            Some(h) => format!("http://{h}"),
+            // Written as in an address: `HOST:PORT` (https, or http on loopback) or a whole URL.
+            Some(h) => server_url(h).unwrap_or_else(|| room.server.clone()),
             None => room.server.clone(),
         })
     }
@@ -176,14 +180,17 @@ impl Profile {
         // A session first: an invitee without published Olm keys is refused before the
         // membership changes.
         self.ensure_session(&addr.user, &addr.home_url()).await?;
-        self.store.commit(Batch { records: vec![home_record(&addr.user, &addr.home)], ..Batch::default() })?;
+        self.store.commit(Batch {
+            records: vec![home_record(&addr.user, &written_server(&addr.home))],
+            ..Batch::default()
+        })?;
         let add = Change::Add { users: vec![addr.user], key_packages: Vec::new() };
         let (seq, prepared) = self.change_membership(room, &add).await?;
         let m = prepared.membership.ok_or_else(|| ClientError::Invalid("no membership was prepared".into()))?;
         let homes = self.homes()?;
         let mut list: Vec<(UserId, String)> =
             m.members.iter().filter_map(|u| homes.get(u).map(|h| (*u, h.clone()))).collect();
-        list.push((self.user_id(), host_port(&self.home).to_string()));
+        list.push((self.user_id(), written_server(&self.home)));
         let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: m, homes: list };
         self.send_pairwise(&addr.user, &addr.home_url(), &invite).await?;
         self.send_roster_quietly(&room.link).await;

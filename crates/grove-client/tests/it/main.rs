@@ -11,6 +11,7 @@ mod push;
 mod removal;
 mod scenarios;
 mod socks;
+mod tls;
 
 use std::path::{Path, PathBuf};
 

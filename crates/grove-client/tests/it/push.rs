@@ -15,18 +15,18 @@ use crate::{texts, World};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Bob's push client and what it handed over so far.
-struct Follower {
+pub struct Follower {
     push: PushClient,
     feed: mpsc::Receiver<Feed>,
     /// Every connection state reported, in order.
-    links: Vec<Link>,
+    pub links: Vec<Link>,
     /// Per room name, the sequence number the next entry handed over must have.
     next: HashMap<String, u64>,
 }
 
 impl Follower {
     /// Follows every active room of `p` and its mailbox, as `grove chat` does.
-    fn start(p: &Profile) -> Follower {
+    pub fn start(p: &Profile) -> Follower {
         let (tx, feed) = mpsc::channel(1024);
         let mut f = Follower { push: PushClient::new(tx), feed, links: Vec::new(), next: HashMap::new() };
         let mut rooms = Vec::new();
@@ -44,7 +44,7 @@ impl Follower {
 
     /// Applies what the push client hands over until `done` holds, checking that each room's
     /// entries come in order, with no gap and no duplicate.
-    async fn until(&mut self, p: &mut Profile, what: &str, mut done: impl FnMut(&Profile, &[Link]) -> bool) {
+    pub async fn until(&mut self, p: &mut Profile, what: &str, mut done: impl FnMut(&Profile, &[Link]) -> bool) {
         while !done(p, &self.links) {
             let feed = match tokio::time::timeout(WAIT, self.feed.recv()).await {
                 Ok(Some(feed)) => feed,
