@@ -173,6 +173,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 /// time), on rustls with ring as grove's client does.
 pub fn http_client_for(server: &Server) -> Result<reqwest::Client> {
     let Some(ca) = &server.ca_pem else { return http_client() };
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
         roots.add(cert?)?;
