@@ -5,6 +5,7 @@
 mod files;
 mod journal;
 mod people;
+mod poison;
 mod proxy;
 mod push;
 mod removal;
