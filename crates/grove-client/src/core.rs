@@ -312,7 +312,8 @@ impl RoomProtocol for MlsRoom<'_> {
         out.batch.changes.push(changes);
         let mut failed_commits = Vec::new();
         // The first commit a void in this page goes back on (with every handshake after it).
-        let voided_from = voids.iter().filter_map(|v| serde_json::from_slice::<Void>(&v.body).ok()).map(|v| v.voided).min();
+        let voided_from =
+            voids.iter().filter_map(|v| serde_json::from_slice::<Void>(&v.body).ok()).map(|v| v.voided).min();
         let mut voids = voids.into_iter().peekable();
         for ((e, outcome), body) in entries.into_iter().zip(outcomes).zip(bodies) {
             while let Some(v) = voids.next_if(|v| v.seq < e.seq) {

@@ -52,8 +52,7 @@ impl Profile {
         prepared.entry.body = alter(Forge { commit: prepared.entry.body.clone(), membership_key, context });
         let appended = self.server(&room.server).append(&room.name, &prepared.entry).await?;
         let me = self.user_id();
-        let (batch, _) =
-            self.room_protocol(room.mode)?.accepted(&room, me, &prepared, appended.seq, appended.ts)?;
+        let (batch, _) = self.room_protocol(room.mode)?.accepted(&room, me, &prepared, appended.seq, appended.ts)?;
         self.store.commit(batch)?;
         Ok(appended.seq)
     }
