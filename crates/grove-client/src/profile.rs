@@ -991,6 +991,9 @@ impl Profile {
             if updated.status == RoomStatus::Active {
                 match Box::pin(self.change_membership(&updated, &Change::CommitProposals)).await {
                     Ok(_) | Err(ClientError::Busy(_)) | Err(ClientError::Engine(EngineError::NothingToCommit)) => {}
+                    // Behind the room (a commit this profile cannot process): nothing to commit
+                    // into; the sync itself went fine.
+                    Err(ClientError::Behind { .. }) => {}
                     Err(ClientError::Engine(EngineError::LeaveProposed)) => {}
                     Err(e) => return Err(e),
                 }
