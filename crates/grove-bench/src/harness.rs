@@ -174,7 +174,6 @@ fn client_builder() -> reqwest::ClientBuilder {
 pub fn http_client_for(server: &Server) -> Result<reqwest::Client> {
     use rustls::pki_types::pem::PemObject;
     let Some(ca) = &server.ca_pem else { return http_client() };
-    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
         roots.add(cert?)?;

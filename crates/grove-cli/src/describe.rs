@@ -43,6 +43,14 @@ pub(crate) fn membership_sentence(
     me: UserId,
     names: &HashMap<UserId, String>,
 ) -> String {
+    if let Some(v) = &change.voided {
+        return format!(
+            "the server voided {}'s commit (entry {}): members proved it faulty, and the room is back at epoch {}",
+            who(by, me, names),
+            v.seq,
+            v.epoch
+        );
+    }
     if change.removed_unseen {
         return "you were removed from this room (while away); nothing after this reaches you".to_string();
     }

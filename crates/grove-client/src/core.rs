@@ -24,7 +24,7 @@ use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, GroupId, Incoming, MlsEngine};
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
-use grove_wire::api::{AppendEntry, Entry, EntryKind, RoomMode};
+use grove_wire::api::{AppendEntry, Entry, EntryKind, FaultReport, RoomMode, Void};
 use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
 use grove_wire::UserId;
@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::profile::names::learn_names;
 use crate::profile::sk::{load_sk_engine, sk_records};
 use crate::profile::{describe, ClientError, Result};
-use crate::store::{Batch, ClientStore, LocalRoom, Message, RoomStatus};
+use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, Voided};
 
 /// What the driver does after a page.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub(crate) struct FollowUp {
     /// Sender keys: an entry's chain is unknown; read the mailbox (its distribution may be
     /// there), then read the log again from `cursor`.
     pub read_mailbox: bool,
+    /// MLS: commits this member cannot process, to report to the server.
+    pub reports: Vec<FaultReport>,
 }
 
 /// One page applied.
@@ -192,6 +194,28 @@ pub(crate) struct MlsRoom<'a> {
     pub engine: &'a mut MlsEngine,
 }
 
+/// A void entry: the server went back on a commit that members proved faulty. This member,
+/// which could not process that commit, is still in the epoch the room went back to; one that
+/// did process it (only its committer, for a bad membership tag) is ahead of the room.
+fn read_void(out: &mut Applied, room: &LocalRoom, v: Entry) {
+    out.cursor = out.cursor.max(v.seq);
+    match serde_json::from_slice::<Void>(&v.body) {
+        Ok(void) => {
+            tracing::warn!(room = room.link, voided = void.voided, committer = %void.committer, "a commit was voided");
+            let change =
+                Membership { voided: Some(Voided { seq: void.voided, epoch: void.epoch }), ..Membership::default() };
+            out.batch.messages.push(Message::membership(&room.link, v.seq, void.committer, v.ts, &change));
+        }
+        Err(e) => out.batch.messages.push(Message::undecryptable(
+            &room.link,
+            v.seq,
+            v.sender,
+            v.ts,
+            &format!("a void entry that does not decode: {e}"),
+        )),
+    }
+}
+
 fn batch_of(changes: Changes) -> Batch {
     Batch { changes: vec![changes], ..Batch::default() }
 }
@@ -274,16 +298,27 @@ impl RoomProtocol for MlsRoom<'_> {
         }
     }
 
-    fn apply(&mut self, room: &LocalRoom, _me: UserId, mut entries: Vec<Entry>, _: bool) -> Result<Applied> {
+    fn apply(&mut self, room: &LocalRoom, _me: UserId, entries: Vec<Entry>, _: bool) -> Result<Applied> {
         let g = GroupId::new(room.group_id.clone());
         let mut out = Applied { cursor: room.cursor, ..Applied::default() };
+        // Void entries are the server's, not MLS messages: they are read, not processed.
+        let (voids, mut entries): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.kind == EntryKind::Void);
         // One engine call per page: the group's state is written once, not per entry. Each
         // entry's outcome is what `process` would have given for it, in order; after a commit
         // removing us the rest fail, and the loop below stops at that commit.
         let bodies: Vec<Vec<u8>> = entries.iter_mut().map(|e| std::mem::take(&mut e.body)).collect();
         let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
         out.batch.changes.push(changes);
+        let mut failed_commits = Vec::new();
+        // The first commit a void in this page goes back on (with every handshake after it).
+        let voided_from =
+            voids.iter().filter_map(|v| serde_json::from_slice::<Void>(&v.body).ok()).map(|v| v.voided).min();
+        let mut voids = voids.into_iter().peekable();
         for ((e, outcome), body) in entries.into_iter().zip(outcomes).zip(bodies) {
+            while let Some(v) = voids.next_if(|v| v.seq < e.seq) {
+                read_void(&mut out, room, v);
+            }
             out.cursor = e.seq;
             match outcome {
                 Ok(Incoming::Application { sender, plaintext }) => {
@@ -295,6 +330,8 @@ impl RoomProtocol for MlsRoom<'_> {
                     out.batch.messages.push(describe(&room.link, e.seq, e.ts, e.sender, &added, &removed));
                     if removed_me {
                         out.status = RoomStatus::Removed;
+                        // Nothing after this commit is read: not even a void after it.
+                        voids = Vec::new().into_iter().peekable();
                         break;
                     }
                 }
@@ -305,15 +342,30 @@ impl RoomProtocol for MlsRoom<'_> {
                     // A forged or garbled entry: the engine's state is unchanged; record it and
                     // move on, so one bad entry cannot wedge the room.
                     tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
-                    out.batch.messages.push(Message::undecryptable(
-                        &room.link,
-                        e.seq,
-                        e.sender,
-                        e.ts,
-                        &err.to_string(),
-                    ));
+                    let why = if e.kind == EntryKind::Commit {
+                        format!("a commit this member cannot process ({err}); reported to the server")
+                    } else {
+                        err.to_string()
+                    };
+                    out.batch.messages.push(Message::undecryptable(&room.link, e.seq, e.sender, e.ts, &why));
+                    if e.kind == EntryKind::Commit {
+                        failed_commits.push((e.seq, e.epoch, body, err.to_string()));
+                    }
                 }
             }
+        }
+        for v in voids {
+            read_void(&mut out, room, v);
+        }
+        // A commit of the epoch this member is still in, which it could not process: the room
+        // went on without it. Report it, with the proof if its fault is provable.
+        let epoch = self.engine.epoch(&g).ok();
+        for (seq, commit_epoch, body, reason) in failed_commits {
+            if Some(commit_epoch) != epoch || voided_from.is_some_and(|from| from <= seq) {
+                continue;
+            }
+            let membership_key = self.engine.reveal_membership_key(&g, &body)?.map(|k| k.to_vec());
+            out.follow_up.reports.push(FaultReport { seq, membership_key, reason });
         }
         Ok(out)
     }

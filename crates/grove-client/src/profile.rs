@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 mod files;
 mod invitations;
+#[cfg(feature = "testing")]
+pub mod misbehave;
 pub(crate) mod names;
 mod outbox;
 pub(crate) mod sk;
@@ -73,6 +75,23 @@ pub enum ClientError {
     /// Others kept committing first.
     #[error("room {0:?} is busy: others kept changing it first; try again")]
     Busy(String),
+    /// The room moved on by a commit this client cannot process: not contention, nothing to
+    /// retry. The commit is in the room's history as unreadable, with its sender, and was
+    /// reported to the server.
+    #[error(
+        "room {room:?} is at epoch {room_epoch}, but this profile cannot get past epoch {ours}: a commit it \
+         cannot process moved the room on (see the unreadable entry in its history, which names who made \
+         it; it was reported to the server). Messages of epoch {ours} are still accepted for a while; the \
+         room can be changed again once the server voids that commit (when members prove it faulty)"
+    )]
+    Behind {
+        /// The room's link.
+        room: String,
+        /// This profile's epoch (or membership version).
+        ours: u64,
+        /// The room's, on the server.
+        room_epoch: u64,
+    },
     /// Something in the profile is inconsistent.
     #[error("{0}")]
     Invalid(String),
@@ -827,6 +846,7 @@ impl Profile {
                 Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::MembershipVersion)) => {
                     let undo = self.room_protocol(room.mode)?.refused(room, &prepared)?;
                     self.store.commit(undo)?;
+                    self.check_not_behind(room, &e).await?;
                     continue;
                 }
                 // The outcome is unknown: keep what is pending; the next sync settles it.
@@ -839,6 +859,23 @@ impl Profile {
             }
         }
         Err(ClientError::Busy(room.link.clone()))
+    }
+
+    /// After the server said the room is at another epoch: syncs, and answers
+    /// [`ClientError::Behind`] if this profile still cannot reach the epoch the server named
+    /// (a commit it cannot process is in the way: retrying would not help).
+    pub(super) async fn check_not_behind(&mut self, room: &LocalRoom, refusal: &TransportError) -> Result<()> {
+        let TransportError::Api { error, .. } = refusal else { return Ok(()) };
+        let Some(room_epoch) = error.current_epoch else { return Ok(()) };
+        self.sync_room_locked(&room.link).await?;
+        if self.room(&room.link)?.status != RoomStatus::Active {
+            return Ok(());
+        }
+        let ours = self.room_protocol(room.mode)?.epoch(room)?.0;
+        if ours < room_epoch {
+            return Err(ClientError::Behind { room: room.link.clone(), ours, room_epoch });
+        }
+        Ok(())
     }
 
     /// Reads the mailbox (joining rooms from invitations) and every active room.
@@ -1064,6 +1101,9 @@ impl Profile {
             if applied.status != RoomStatus::Active {
                 return Ok((applied.status, 0));
             }
+            for report in std::mem::take(&mut applied.follow_up.reports) {
+                report_fault(&server, &room.name, &report).await;
+            }
             follow_up.commit_proposals |= applied.follow_up.commit_proposals;
             follow_up.rotate |= applied.follow_up.rotate;
             if applied.follow_up.read_mailbox {
@@ -1085,6 +1125,9 @@ impl Profile {
             if updated.status == RoomStatus::Active {
                 match Box::pin(self.change_membership(&updated, &Change::CommitProposals)).await {
                     Ok(_) | Err(ClientError::Busy(_)) | Err(ClientError::Engine(EngineError::NothingToCommit)) => {}
+                    // Behind the room (a commit this profile cannot process): nothing to commit
+                    // into; the sync itself went fine.
+                    Err(ClientError::Behind { .. }) => {}
                     Err(ClientError::Engine(EngineError::LeaveProposed)) => {}
                     Err(e) => return Err(e),
                 }
@@ -1276,6 +1319,24 @@ fn identity_from(secret: &[u8]) -> Result<Identity> {
 }
 
 /// The history line of a membership change `by` made.
+/// Tells the room's server that this member cannot process the commit `report` names. The
+/// answer changes nothing here: a void it leads to comes as an entry of the log. A report that
+/// does not reach the server is not retried (the member stays behind, as without reports).
+async fn report_fault(server: &Server, room: &str, report: &grove_wire::api::FaultReport) {
+    match server.report_fault(room, report).await {
+        Ok(outcome) => tracing::warn!(
+            room,
+            seq = report.seq,
+            proof = report.membership_key.is_some(),
+            reports = outcome.reports,
+            agreeing = outcome.agreeing,
+            voided_by = ?outcome.void_seq,
+            "reported a commit this member cannot process"
+        ),
+        Err(e) => tracing::warn!(room, seq = report.seq, error = %e, "the report of a faulty commit failed"),
+    }
+}
+
 pub(crate) fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
     Message::membership(
         link,

@@ -217,6 +217,19 @@ pub struct Membership {
     /// server stopped letting it read the room.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed_unseen: bool,
+    /// The server voided a commit (the line's sender made it): members proved it faulty, and
+    /// the room went back to the epoch before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voided: Option<Voided>,
+}
+
+/// A voided commit, as history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voided {
+    /// The voided commit's sequence number.
+    pub seq: u64,
+    /// The epoch the room went back to.
+    pub epoch: u64,
 }
 
 /// A history line, decoded.

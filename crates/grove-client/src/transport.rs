@@ -329,6 +329,16 @@ impl Server {
         self.post(&format!("/v1/rooms/{room}/log"), entry).await
     }
 
+    /// Reports a commit of the room that this member cannot process (see
+    /// [`grove_wire::api::FaultReport`]).
+    pub async fn report_fault(
+        &self,
+        room: &str,
+        report: &grove_wire::api::FaultReport,
+    ) -> Result<grove_wire::api::ReportOutcome, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/reports"), report).await
+    }
+
     /// Reads the log after a cursor, waiting up to `wait` seconds for something new.
     pub async fn read_log(&self, room: &str, after: u64, limit: u32, wait: u64) -> Result<LogPage, TransportError> {
         let path = format!("/v1/rooms/{room}/log?after={after}&limit={limit}&wait={wait}");

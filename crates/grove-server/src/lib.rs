@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms", get(public_rooms).post(create_room))
         .route("/v1/rooms/{room}", get(room_info))
         .route("/v1/rooms/{room}/log", get(read_log).post(append))
+        .route("/v1/rooms/{room}/reports", post(report_fault))
         .route("/v1/rooms/{room}/tree", get(ratchet_tree))
         .route("/v1/rooms/{room}/membership", get(membership))
         .route("/v1/rooms/{room}/files", post(files::create_upload))

@@ -17,6 +17,7 @@ pub(crate) struct Metrics {
     requests: Family<Labels, Counter>,
     entries: Family<Labels, Counter>,
     commits_rejected: Family<Labels, Counter>,
+    fault_reports: Family<Labels, Counter>,
     push_connections: Gauge,
     tracked_identities: Gauge,
     storage_latency: Family<Labels, Histogram>,
@@ -50,6 +51,12 @@ impl Metrics {
             "Commits and proposals rejected, by error code",
             commits_rejected.clone(),
         );
+        let fault_reports = Family::<Labels, Counter>::default();
+        registry.register(
+            "fault_reports",
+            "Members' reports of commits they cannot process, by outcome (recorded, voided, false)",
+            fault_reports.clone(),
+        );
         let push_connections = Gauge::default();
         registry.register("push_connections", "Open push WebSocket connections", push_connections.clone());
         let tracked_identities = Gauge::default();
@@ -69,6 +76,7 @@ impl Metrics {
             requests,
             entries,
             commits_rejected,
+            fault_reports,
             push_connections,
             tracked_identities,
             storage_latency,
@@ -97,6 +105,11 @@ impl Metrics {
     /// Counts one rejected handshake message.
     pub(crate) fn commit_rejected(&self, code: &str) {
         self.commits_rejected.get_or_create(&vec![("code", code.to_string())]).inc();
+    }
+
+    /// Counts one fault report by its outcome.
+    pub(crate) fn fault_report(&self, outcome: &'static str) {
+        self.fault_reports.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
     }
 
     /// Tracks open push connections.

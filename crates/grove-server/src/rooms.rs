@@ -9,6 +9,7 @@
 //! instances sharing a database.
 
 mod append;
+mod fault;
 mod handle;
 mod policy;
 
@@ -23,6 +24,7 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub(crate) use append::append;
+pub(crate) use fault::report;
 pub(crate) use handle::{entry_frame, RoomHandle};
 use policy::not_member;
 

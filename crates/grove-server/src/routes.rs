@@ -363,6 +363,19 @@ pub(crate) async fn append(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+/// `POST /v1/rooms/{room}/reports`: a member cannot process a commit (see `rooms::fault`).
+pub(crate) async fn report_fault(
+    State(state): State<AppState>,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::FaultReport>,
+) -> AppResult<Json<grove_wire::api::ReportOutcome>> {
+    let room = state.0.rooms.get(&state, &name).await?;
+    if room.mode != grove_wire::api::RoomMode::Mls {
+        return Err(AppError::new(ErrorCode::WrongKind, "only MLS rooms take fault reports"));
+    }
+    Ok(Json(rooms::report(&state, &room, req.user, req.body).await?))
+}
+
 pub(crate) async fn read_log(
     State(state): State<AppState>,
     Authed(user): Authed,

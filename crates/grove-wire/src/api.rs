@@ -224,6 +224,9 @@ pub enum EntryKind {
     Application,
     /// A signed membership update of a sender-keys room; advances the version.
     Membership,
+    /// Written by the server, never posted: an MLS commit proven faulty was voided, and the
+    /// room went back to the epoch before it (the body is the JSON of a [`Void`]).
+    Void,
 }
 
 impl EntryKind {
@@ -234,6 +237,7 @@ impl EntryKind {
             EntryKind::Proposal => "proposal",
             EntryKind::Application => "application",
             EntryKind::Membership => "membership",
+            EntryKind::Void => "void",
         }
     }
 
@@ -244,6 +248,7 @@ impl EntryKind {
             "proposal" => Some(EntryKind::Proposal),
             "application" => Some(EntryKind::Application),
             "membership" => Some(EntryKind::Membership),
+            "void" => Some(EntryKind::Void),
             _ => None,
         }
     }
@@ -552,4 +557,52 @@ mod tests {
             PushRequest::Subscribe { rooms: vec![RoomCursor { room: "a".into(), after: 2 }], mailbox_after: None }
         );
     }
+}
+
+/// `POST /v1/rooms/{room}/reports`: a member cannot process a commit the server accepted.
+///
+/// The request's signature makes the report the reporter's. With `membership_key` (the
+/// membership key of the commit's epoch, which the reporter's client revealed because the
+/// commit's membership tag does not verify under it), the report is evidence the server checks:
+/// see `grove_proto::mls::fault`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultReport {
+    /// The sequence number of the commit.
+    pub seq: u64,
+    /// The membership key of the commit's epoch, if the fault is a bad membership tag.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::b64::option")]
+    pub membership_key: Option<Vec<u8>>,
+    /// What the reporter's client found, for the room's history and the operator (at most 200
+    /// characters are kept).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The answer to a [`FaultReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportOutcome {
+    /// The commit was voided: the sequence number of the [`EntryKind::Void`] entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub void_seq: Option<u64>,
+    /// How many members (the reporter included) have reported this commit so far.
+    pub reports: u32,
+    /// How many of them revealed the same membership key as this report, so far.
+    pub agreeing: u32,
+}
+
+/// The body of an [`EntryKind::Void`] entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Void {
+    /// The sequence number of the voided commit. Every commit and proposal after it, up to
+    /// this entry, is void with it (they were made on top of it).
+    pub voided: u64,
+    /// Who made the voided commit.
+    pub committer: UserId,
+    /// The epoch the room is back in (the voided commit's epoch).
+    pub epoch: u64,
+    /// The members whose revealed membership key proved the fault.
+    pub reporters: Vec<UserId>,
+    /// Why: `membership_tag` (its membership tag does not verify under the epoch's key).
+    pub reason: String,
 }

@@ -94,6 +94,12 @@ pub enum ErrorCode {
     RoomNotFound,
     /// The server's operator blocked the request's key (or, for a deposit, the recipient's).
     Blocked,
+    /// A fault report is contradicted by its own evidence: the commit's membership tag verifies
+    /// under the membership key the report revealed. Counted against the reporter.
+    FalseReport,
+    /// The reported entry is not a commit the room can still go back on (not a commit, already
+    /// voided or superseded, the reporter's own, or older than the server keeps states for).
+    NotReportable,
 }
 
 impl ErrorCode {
@@ -123,6 +129,8 @@ impl ErrorCode {
             StorageFull => 507,
             RoomNotFound => 404,
             Blocked => 403,
+            FalseReport => 422,
+            NotReportable => 409,
         }
     }
 
@@ -172,6 +180,8 @@ impl ErrorCode {
             StorageFull => "storage_full",
             RoomNotFound => "room_not_found",
             Blocked => "blocked",
+            FalseReport => "false_report",
+            NotReportable => "not_reportable",
         }
     }
 }

@@ -188,6 +188,7 @@ impl Profile {
                     // The ciphertext never entered the log: forget it; it is sealed again,
                     // under a new key, after the sync.
                     self.store.commit(Batch { sealed: vec![(item.id, None)], ..Batch::default() })?;
+                    self.check_not_behind(room, &e).await?;
                     attempts += 1;
                     if attempts >= COMMIT_ATTEMPTS {
                         return Err(ClientError::Busy(room.link.clone()));
@@ -266,6 +267,8 @@ impl Profile {
 fn queued(e: ClientError, id: i64) -> ClientError {
     match e {
         ClientError::Server(e) if e.is_transient() => ClientError::Queued { id, why: e.to_string() },
+        // The room went on by a commit this profile cannot process: the message waits.
+        e @ ClientError::Behind { .. } => ClientError::Queued { id, why: e.to_string() },
         e => e,
     }
 }

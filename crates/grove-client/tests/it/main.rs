@@ -6,6 +6,7 @@ mod files;
 mod journal;
 mod people;
 mod privacy;
+mod poison;
 mod proxy;
 mod push;
 mod removal;

@@ -33,6 +33,14 @@
 //!
 //! [`GroveCryptoProvider::verify_only`] has no RNG at all: any operation that needs randomness
 //! fails with [`GroveCryptoError::NoRandomness`]. The hub uses it: it only verifies.
+//!
+//! # The MAC tap
+//!
+//! mls-rs never hands out an epoch's membership key, yet a member who finds a commit's membership
+//! tag wrong must reveal that key to prove it (see [`crate::mls::fault`]). So every provider made
+//! from one [`GroveCryptoProvider`] shares a [`MacTap`]: off by default (then `mac` records
+//! nothing); while the engine has it on, around the processing of one message it suspects, each
+//! `mac` call's key and input are kept, and the engine takes them back with the tap off again.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,6 +133,33 @@ impl IntoAnyError for GroveCryptoError {
 #[derive(Clone)]
 pub struct GroveCryptoProvider {
     randomness: Randomness,
+    tap: MacTap,
+}
+
+/// The keys and inputs of the `mac` calls made while it is on (see the [module docs](self#the-mac-tap)).
+/// Clones share one record.
+#[derive(Clone, Default)]
+pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>);
+
+/// One recorded `mac` call: its key and its input.
+pub type TappedMac = (Zeroizing<Vec<u8>>, Vec<u8>);
+
+impl MacTap {
+    /// Starts recording (dropping anything recorded before).
+    pub fn start(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+    }
+
+    /// Stops recording; answers what was recorded since [`MacTap::start`], in call order.
+    pub fn stop(&self) -> Vec<TappedMac> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default()
+    }
+
+    fn record(&self, key: &[u8], data: &[u8]) {
+        if let Some(calls) = self.0.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            calls.push((Zeroizing::new(key.to_vec()), data.to_vec()));
+        }
+    }
 }
 
 impl GroveCryptoProvider {
@@ -132,14 +167,19 @@ impl GroveCryptoProvider {
     /// CSPRNG (e.g. `rand::rngs::StdRng::seed_from_u64`); in production a CSPRNG seeded by the
     /// caller from the platform's entropy source.
     pub fn new(rng: impl RngCore + CryptoRng + Send + 'static) -> GroveCryptoProvider {
-        GroveCryptoProvider { randomness: Randomness::Injected(Arc::new(Mutex::new(rng))) }
+        GroveCryptoProvider { randomness: Randomness::Injected(Arc::new(Mutex::new(rng))), tap: MacTap::default() }
+    }
+
+    /// The tap shared by every cipher suite provider made from this one.
+    pub fn tap(&self) -> MacTap {
+        self.tap.clone()
     }
 
     /// A provider without an RNG, for verification only (the hub): hashing, signature
     /// verification, decryption work; anything that needs randomness (generating keys, group
     /// ids, HPKE encryption) fails with [`GroveCryptoError::NoRandomness`].
     pub fn verify_only() -> GroveCryptoProvider {
-        GroveCryptoProvider { randomness: Randomness::Absent }
+        GroveCryptoProvider { randomness: Randomness::Absent, tap: MacTap::default() }
     }
 }
 
@@ -170,7 +210,7 @@ impl CryptoProvider for GroveCryptoProvider {
         let kem = DhKem::new(dh, kdf, kem_id as u16, kem_id.n_secret());
         let aead = Aead::new(cipher_suite)?;
         let inner = RustCryptoCipherSuite::new(cipher_suite, kem, kdf, aead)?;
-        Some(GroveCipherSuite { inner, randomness: self.randomness.clone() })
+        Some(GroveCipherSuite { inner, randomness: self.randomness.clone(), tap: self.tap.clone() })
     }
 }
 
@@ -228,6 +268,7 @@ type Inner = RustCryptoCipherSuite<DhKem<SeededEcdh, Kdf>, Kdf, Aead>;
 pub struct GroveCipherSuite {
     inner: Inner,
     randomness: Randomness,
+    tap: MacTap,
 }
 
 impl fmt::Debug for GroveCipherSuite {
@@ -253,6 +294,7 @@ impl CipherSuiteProvider for GroveCipherSuite {
     }
 
     fn mac(&self, key: &[u8], data: &[u8]) -> Result<Vec<u8>, GroveCryptoError> {
+        self.tap.record(key, data);
         Ok(self.inner.mac(key, data)?)
     }
 

@@ -213,6 +213,7 @@
 
 mod changes;
 mod error;
+mod fault;
 mod groups;
 mod journal;
 mod outcome;
@@ -238,7 +239,7 @@ use mls_rs_core::key_package::KeyPackageData;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::identity::{Identity, UserId};
-use crate::mls::crypto::GroveCryptoProvider;
+use crate::mls::crypto::{GroveCryptoProvider, MacTap};
 use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
 use crate::mls::CIPHER_SUITE;
 
@@ -357,6 +358,8 @@ pub struct MlsEngine {
     clock: Option<Clock>,
     /// When a group's journal is checkpointed.
     bounds: Bounds,
+    /// The crypto provider's MAC tap (see [`MlsEngine::reveal_membership_key`]).
+    tap: MacTap,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -404,8 +407,10 @@ impl MlsEngine {
 
     fn fresh(identity: Identity, crypto: GroveCryptoProvider) -> MlsEngine {
         let store = RecordingStore::default();
+        let tap = crypto.tap();
         MlsEngine {
             user: identity.user_id(),
+            tap,
             client: build_client(&identity, &store, crypto),
             store,
             groups: Groups::default(),
@@ -442,6 +447,7 @@ impl MlsEngine {
         }
 
         let store = RecordingStore::from_state(state);
+        let tap = crypto.tap();
         let client = build_client(&identity, &store, crypto);
         // Each group is loaded on first use (see `Groups`).
         let mut groups = Groups::default();
@@ -456,6 +462,7 @@ impl MlsEngine {
             departed: BTreeSet::new(),
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
+            tap,
         })
     }
 

@@ -401,3 +401,16 @@ impl fmt::Debug for HubGroup {
             .finish()
     }
 }
+
+/// What a fault report needs of the hub (see [`crate::mls::fault`]).
+impl HubGroup {
+    /// The group context of the current epoch, TLS-encoded: the context of the membership tags
+    /// of this epoch's handshake messages.
+    pub fn group_context(&self) -> Result<Vec<u8>, HubError> {
+        use mls_rs::mls_rs_codec::MlsEncode;
+        self.group
+            .group_context()
+            .mls_encode_to_vec()
+            .map_err(|e| HubError::Internal(Internal::caused("encoding the group context", e)))
+    }
+}

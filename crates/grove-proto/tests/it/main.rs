@@ -1,10 +1,12 @@
 //! Hub scenarios with real mls-rs clients, client engine scenarios ([`engine`]), and the
 //! engine's determinism under an injected RNG and its interop with plain mls-rs ([`determinism`]),
-//! and the Sender Keys cipher's scenarios ([`senderkeys`]).
+//! the proof of a commit's bad membership tag ([`fault`]), and the Sender Keys cipher's
+//! scenarios ([`senderkeys`]).
 
 mod determinism;
 mod engine;
 mod hostile;
+mod fault;
 mod journal;
 mod senderkeys;
 

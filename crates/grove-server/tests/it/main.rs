@@ -5,6 +5,7 @@ mod auth;
 mod backup;
 mod connections;
 mod errors;
+mod fault;
 mod files;
 mod hardening;
 mod harness;

@@ -1,0 +1,198 @@
+//! A member who poisons a commit (issue 15): Mallory, a member whose client alters its
+//! self-update before posting it (`grove_client::profile::misbehave`, feature `testing`). The
+//! server checks what it can and takes the commit; the honest members cannot process it, say so
+//! to the server, and the room must neither freeze nor split.
+
+use grove_client::profile::misbehave::Forge;
+use grove_client::profile::{ClientError, Profile};
+use grove_client::store::{Event, MessageKind};
+use grove_proto::mls::fault::{commit_framing, with_membership_tag};
+use grove_wire::api::FaultReport;
+use grove_wire::ErrorCode;
+
+use crate::{garden, texts, World};
+
+/// Alice, Bob, Carol and Mallory in `garden`, each of whom said hello.
+async fn garden_with_mallory(w: &World) -> (Profile, Profile, Profile, Profile) {
+    let (mut alice, mut bob, mut carol) = garden(w).await;
+    let mut mallory = w.user("mallory").await;
+    alice.invite("garden", &mallory.address().to_string()).await.unwrap();
+    assert_eq!(mallory.sync().await.unwrap().joined.len(), 1);
+    for (p, name) in [(&mut alice, "alice"), (&mut bob, "bob"), (&mut carol, "carol"), (&mut mallory, "mallory")] {
+        p.sync().await.unwrap();
+        p.send("garden", &format!("hello from {name}")).await.unwrap();
+    }
+    for p in [&mut alice, &mut bob, &mut carol, &mut mallory] {
+        p.sync().await.unwrap();
+    }
+    (alice, bob, carol, mallory)
+}
+
+/// Flips one bit of the membership tag (the commit's last byte).
+fn flip_membership_tag(f: Forge) -> Vec<u8> {
+    let mut c = f.commit;
+    *c.last_mut().unwrap() ^= 1;
+    c
+}
+
+/// Flips one bit of the confirmation tag and makes the membership tag anew, so that it
+/// verifies.
+fn flip_confirmation_tag(f: Forge) -> Vec<u8> {
+    let mut c = f.commit;
+    let at = commit_framing(&c).unwrap().confirmation_tag.start;
+    c[at] ^= 1;
+    with_membership_tag(&c, &f.context, &f.membership_key).unwrap()
+}
+
+/// The room's epoch on the server.
+async fn server_epoch(p: &Profile, url: &str) -> u64 {
+    p.server_for(url).room("garden").await.unwrap().epoch
+}
+
+/// Every profile's epoch and authenticator: one group, the same for all.
+fn one_group(people: &mut [&mut Profile]) -> u64 {
+    let views: Vec<(u64, Vec<u8>)> = people.iter_mut().map(|p| p.epoch("garden").unwrap()).collect();
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "one epoch and authenticator for all: {views:?}");
+    views[0].0
+}
+
+/// Mallory's self-update has one bit of its membership tag flipped. The server takes it;
+/// Alice, Bob and Carol cannot process it. Alice says something meanwhile. Each honest member's
+/// next sync reports the commit with the epoch's membership key; the second report proves the
+/// fault and the server voids the commit. After one round of syncs the three are in one epoch,
+/// the room's, Bob's update goes through at once, everything Alice said reached everyone, the
+/// history names Mallory's commit as voided, and Mallory, removed, reads nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_membership_tag_is_voided_and_the_room_goes_on() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+
+    let poisoned = mallory.update_altered("garden", flip_membership_tag).await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "the server cannot tell");
+    alice.send("garden", "alice, while mallory's commit stands").await.unwrap();
+
+    // One round of syncs: Alice reports (one key), Bob reports (the same key: void), Carol
+    // reads the void.
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch, "the room is back before the commit");
+    alice.sync().await.unwrap();
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch);
+
+    // The room works again: Bob commits, everyone follows, Carol talks.
+    bob.update("garden").await.unwrap();
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+    carol.send("garden", "carol, after the void").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    for p in [&alice, &bob, &carol] {
+        let said = texts(p, "garden");
+        for line in ["alice, while mallory's commit stands", "carol, after the void"] {
+            assert_eq!(said.iter().filter(|t| *t == line).count(), 1, "{said:?}");
+        }
+        // History names the poisoned commit and its void, both from Mallory.
+        let history = p.messages("garden", 0).unwrap();
+        let bad = history.iter().find(|m| m.seq == poisoned).expect("a line for the poisoned commit");
+        assert_eq!((bad.kind, bad.sender), (MessageKind::Undecryptable, mallory.user_id()));
+        let void = history
+            .iter()
+            .find_map(|m| match m.event() {
+                Event::Membership(c) => c.voided.map(|v| (m.sender, v.seq, v.epoch)),
+                _ => None,
+            })
+            .expect("a line for the void");
+        assert_eq!(void, (mallory.user_id(), poisoned, epoch));
+    }
+
+    // Mallory is removed; what follows does not reach her.
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
+    }
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+}
+
+/// A report is believed only as far as its evidence goes. Bob's honest update is reported by
+/// Carol with a made-up key (recorded, nothing voided: one key is not enough), then by Mallory
+/// with the epoch's true key, under which the tag verifies: refused as false, counted, and after
+/// three such, Mallory's reports are not taken at all. A member cannot report its own commit or
+/// something that is not a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_report_is_refused_and_counted_and_one_key_voids_nothing() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mallory) = garden_with_mallory(&w).await;
+    let epoch = server_epoch(&alice, &w.url).await;
+    let mut true_key = Vec::new();
+    let update = bob
+        .update_altered("garden", |f| {
+            true_key = f.membership_key.clone();
+            f.commit
+        })
+        .await
+        .unwrap();
+    let report = |key: &[u8]| FaultReport { seq: update, membership_key: Some(key.to_vec()), reason: "test".into() };
+
+    let made_up = carol.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap();
+    assert_eq!((made_up.void_seq, made_up.agreeing), (None, 1));
+    for n in 1..=3 {
+        let e = mallory.server_for(&w.url).report_fault("garden", &report(&true_key)).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::FalseReport), "false report {n}: {e}");
+    }
+    let e = mallory.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    let own = bob.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap_err();
+    assert_eq!(own.code(), Some(ErrorCode::NotReportable), "{own}");
+    let not_commit = FaultReport { seq: 1, membership_key: None, reason: String::new() };
+    let e = alice.server_for(&w.url).report_fault("garden", &not_commit).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotReportable), "{e}");
+
+    // Bob's update stands: everyone follows it.
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1);
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+}
+
+/// Mallory's commit has a wrong confirmation tag under a valid membership tag: nothing the
+/// server can check. The honest members cannot process it and report it without proof; the
+/// server records the reports and voids nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_confirmation_tag_is_reported_without_proof() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let poisoned = mallory.update_altered("garden", flip_confirmation_tag).await.unwrap();
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        let line = p.messages("garden", 0).unwrap().into_iter().find(|m| m.seq == poisoned).unwrap();
+        assert_eq!(line.kind, MessageKind::Undecryptable);
+    }
+    // Each honest member reported it (so a fourth report from one of them is its second, the
+    // count does not grow), with no key.
+    let again = FaultReport { seq: poisoned, membership_key: None, reason: "again".into() };
+    let outcome = alice.server_for(&w.url).report_fault("garden", &again).await.unwrap();
+    assert_eq!((outcome.reports, outcome.agreeing, outcome.void_seq), (3, 0, None));
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1);
+
+    // Alice is told why she cannot change the room (not "busy"), and her messages are still
+    // taken (her epoch is within the server's window) and reach Bob and Carol.
+    match alice.update("garden").await {
+        Err(ClientError::Behind { ours, room_epoch, .. }) => assert_eq!((ours, room_epoch), (epoch, epoch + 1)),
+        other => panic!("expected Behind, got {other:?}"),
+    }
+    alice.send("garden", "alice, behind").await.unwrap();
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"alice, behind".to_string()));
+    }
+}
