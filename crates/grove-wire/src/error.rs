@@ -94,6 +94,9 @@ pub enum ErrorCode {
     RoomNotFound,
     /// The server's operator blocked the request's key (or, for a deposit, the recipient's).
     Blocked,
+    /// The room's policy does not let the sender make this change (add, remove, ban, change a
+    /// role or a setting), or it adds a banned user.
+    NotAllowed,
 }
 
 impl ErrorCode {
@@ -123,6 +126,7 @@ impl ErrorCode {
             StorageFull => 507,
             RoomNotFound => 404,
             Blocked => 403,
+            NotAllowed => 403,
         }
     }
 
@@ -172,6 +176,7 @@ impl ErrorCode {
             StorageFull => "storage_full",
             RoomNotFound => "room_not_found",
             Blocked => "blocked",
+            NotAllowed => "not_allowed",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 #![allow(missing_docs)]
 
+mod community;
 mod files;
 mod journal;
 mod people;

@@ -29,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod hub;
 pub mod identity;
+pub mod policy;
 
 use mls_rs::CipherSuite;
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
