@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use grove_client::store::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
-use grove_proto::policy::Edit;
+use grove_client::profile::Edit;
 use grove_wire::policy::Role;
 use grove_wire::UserId;
 use serde_json::json;

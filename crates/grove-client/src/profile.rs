@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
-use grove_proto::policy::Edit;
+/// An edit of a room's policy ([`Profile::edit_policy`]).
+pub use grove_proto::policy::Edit;
 use grove_wire::policy::RoomPolicy;
 use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
 use grove_wire::{ErrorCode, UserId};
