@@ -6,9 +6,9 @@ use anyhow::{anyhow, Context};
 use grove_client::profile::{ConnectTo, Profile};
 use std::collections::HashMap;
 
+use grove_client::profile::Edit;
 use grove_client::store::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
-use grove_client::profile::Edit;
 use grove_wire::policy::Role;
 use grove_wire::UserId;
 use serde_json::json;
@@ -254,7 +254,8 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &ConnectTo, rc: Ro
             let bans: Vec<UserId> = p.policy(&room)?.map(|p| p.bans.into_iter().collect()).unwrap_or_default();
             let names = p.display_names(&room)?;
             if json_out {
-                let rows: Vec<_> = bans.iter().map(|u| json!({"user_id": u.to_string(), "name": names.get(u)})).collect();
+                let rows: Vec<_> =
+                    bans.iter().map(|u| json!({"user_id": u.to_string(), "name": names.get(u)})).collect();
                 out!("{}", serde_json::Value::Array(rows));
             } else {
                 for u in bans {

@@ -22,13 +22,13 @@
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, GroupId, Incoming, MlsEngine};
+use grove_proto::policy::Edit;
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
 use grove_wire::api::{AppendEntry, Entry, EntryKind, RoomMode};
 use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
 use grove_wire::policy::RoomPolicy;
-use grove_proto::policy::Edit;
 use grove_wire::UserId;
 use sha2::{Digest, Sha256};
 

@@ -7,8 +7,8 @@ use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
 /// An edit of a room's policy ([`Profile::edit_policy`]).
 pub use grove_proto::policy::Edit;
-use grove_wire::policy::RoomPolicy;
 use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
+use grove_wire::policy::RoomPolicy;
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 

@@ -117,7 +117,13 @@ pub fn check(
                     let has = need(before, by, "removing members", before.rights.remove)?;
                     let target_role = before.role_of(&user);
                     if !outrank(has, target_role) {
-                        return Err(PolicyError::Outranked { actor: by, has, action: "remove", target: user, target_role });
+                        return Err(PolicyError::Outranked {
+                            actor: by,
+                            has,
+                            action: "remove",
+                            target: user,
+                            target_role,
+                        });
                     }
                 }
                 base.roles.remove(&user);
@@ -144,7 +150,13 @@ pub fn check(
             let has = need(before, by, "changing roles", before.rights.roles)?;
             let target_role = old.max(new);
             if !outrank(has, target_role) {
-                return Err(PolicyError::Outranked { actor: by, has, action: "change the role of", target: user, target_role });
+                return Err(PolicyError::Outranked {
+                    actor: by,
+                    has,
+                    action: "change the role of",
+                    target: user,
+                    target_role,
+                });
             }
         }
     }

@@ -284,8 +284,10 @@ fn mls_members_refuse_a_removal_the_policy_forbids_even_if_the_server_let_it_thr
     assert_eq!(a.members(&g).unwrap().len(), 3, "Bob is still a member");
     assert_eq!((a.epoch(&g).unwrap(), b.epoch(&g).unwrap()), (epoch, epoch));
     // Alice and Bob still talk.
-    let posted = post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), at), "fine", 0);
-    let got = MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), at), bob, hub.after(at), false).unwrap();
+    let posted =
+        post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), at), "fine", 0);
+    let got =
+        MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), at), bob, hub.after(at), false).unwrap();
     assert_eq!((texts(&got), got.cursor), (vec!["fine".to_string()], posted));
 }
 

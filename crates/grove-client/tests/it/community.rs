@@ -104,10 +104,7 @@ async fn a_banned_user_cannot_be_invited_back_until_unbanned() {
         // Carol may invite, but not Bob: the server refuses the commit or membership that adds
         // him.
         let err = carol.invite("square", &bob.address().to_string()).await.unwrap_err();
-        assert!(
-            matches!(&err, ClientError::Server(e) if e.code() == Some(ErrorCode::NotAllowed)),
-            "{mode:?}: {err:?}"
-        );
+        assert!(matches!(&err, ClientError::Server(e) if e.code() == Some(ErrorCode::NotAllowed)), "{mode:?}: {err:?}");
         // Mallory, a plain member, cannot lift the ban, nor ban Carol.
         not_allowed(mallory.edit_policy("square", Edit::Unban(bob.user_id())).await);
         not_allowed(mallory.edit_policy("square", Edit::Ban(carol.user_id())).await);

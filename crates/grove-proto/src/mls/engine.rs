@@ -241,9 +241,9 @@ use crate::identity::{Identity, UserId};
 use crate::mls::crypto::GroveCryptoProvider;
 use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
 use crate::mls::policy::{self, PolicyRules};
+use crate::mls::CIPHER_SUITE;
 use crate::policy::Edit;
 use grove_wire::policy::RoomPolicy;
-use crate::mls::CIPHER_SUITE;
 
 pub use changes::{
     Changes, EpochWrite, GroupWrite, JournalRow, KeyPackageWrite, SnapshotWrite, StoredEpoch, StoredGroup,

@@ -47,9 +47,7 @@
 use std::fmt;
 
 use mls_rs::error::MlsError;
-use mls_rs::external_client::builder::{
-    ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules,
-};
+use mls_rs::external_client::builder::{ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules};
 use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot};
 use mls_rs::group::{CommitEffect, ContentType, ExportedTree, Sender};
 use mls_rs::mls_rs_codec::MlsDecode;

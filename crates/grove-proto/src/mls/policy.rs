@@ -69,7 +69,11 @@ pub fn with_policy(extensions: &ExtensionList, policy: &RoomPolicy) -> Extension
 /// requirement that every member support the policy extension.
 pub(crate) fn new_group_extensions(creator: UserId) -> Result<ExtensionList, mls_rs::error::ExtensionError> {
     let mut list = with_policy(&ExtensionList::default(), &RoomPolicy::for_creator(creator));
-    list.set_from(RequiredCapabilitiesExt { extensions: vec![extension_type()], proposals: vec![], credentials: vec![] })?;
+    list.set_from(RequiredCapabilitiesExt {
+        extensions: vec![extension_type()],
+        proposals: vec![],
+        credentials: vec![],
+    })?;
     Ok(list)
 }
 
@@ -120,7 +124,8 @@ fn filter(
         CommitSource::ExistingMember(m) => m.index,
         CommitSource::NewMember(_) => return Err(PolicyError::Invalid("this room takes no external joins")),
     };
-    let mut members: BTreeSet<UserId> = roster.members_iter().filter_map(|m| user_of(&m.signing_identity).ok()).collect();
+    let mut members: BTreeSet<UserId> =
+        roster.members_iter().filter_map(|m| user_of(&m.signing_identity).ok()).collect();
     let mut ops = Vec::new();
     let mut removed = Vec::new();
     for r in proposals.remove_proposals() {
@@ -130,8 +135,8 @@ fn filter(
         removed.push(user);
     }
     for a in proposals.add_proposals() {
-        let user =
-            user_of(a.proposal.signing_identity()).map_err(|_| PolicyError::Invalid("an added leaf is no grove user"))?;
+        let user = user_of(a.proposal.signing_identity())
+            .map_err(|_| PolicyError::Invalid("an added leaf is no grove user"))?;
         ops.push(Op::Add { by: sender_user(roster, &a.sender)?, user });
         members.insert(user);
     }

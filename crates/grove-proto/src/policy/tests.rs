@@ -53,8 +53,7 @@ fn roles_need_the_roles_right_and_a_higher_rank() {
     // Bob, admin, may make Carol a moderator but not an admin, nor demote Alice.
     check(&with_admin, &Edit::SetRole(u(CAROL), Role::Moderator).apply(&with_admin), &members, &[], Some(u(BOB)))
         .unwrap();
-    let err =
-        check(&with_admin, &Edit::SetRole(u(CAROL), Role::Admin).apply(&with_admin), &members, &[], Some(u(BOB)));
+    let err = check(&with_admin, &Edit::SetRole(u(CAROL), Role::Admin).apply(&with_admin), &members, &[], Some(u(BOB)));
     assert!(matches!(err, Err(PolicyError::Outranked { .. })));
     let err =
         check(&with_admin, &Edit::SetRole(u(ALICE), Role::Member).apply(&with_admin), &members, &[], Some(u(BOB)));

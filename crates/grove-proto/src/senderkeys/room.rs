@@ -349,8 +349,7 @@ impl SkEngine {
         if self.rooms.contains_key(room) {
             return Err(RoomError::RoomExists(room.to_string()));
         }
-        let view =
-        View {
+        let view = View {
             name: name.to_string(),
             version: 0,
             members: vec![self.me],

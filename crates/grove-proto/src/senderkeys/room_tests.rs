@@ -280,7 +280,8 @@ fn memberships_must_be_allowed_by_the_policy_and_follow_the_version() {
     let by_bob = bob.engine.next_membership(ROOM, &bob.key, &[], &[carol.id()]).unwrap();
     let before = bob.db.clone();
     assert!(matches!(bob.engine.apply_membership(ROOM, &by_bob), Err(RoomError::NotAllowed(_))));
-    let forged = SignedMembership::sign(&bob.key, "paris", 2, vec![alice.id(), bob.id()], RoomPolicy::for_creator(bob.id()));
+    let forged =
+        SignedMembership::sign(&bob.key, "paris", 2, vec![alice.id(), bob.id()], RoomPolicy::for_creator(bob.id()));
     assert!(matches!(bob.engine.apply_membership(ROOM, &forged), Err(RoomError::NotAllowed(_))));
     // A bad signature.
     let mut m = alice.engine.next_membership(ROOM, &alice.key, &[], &[carol.id()]).unwrap();

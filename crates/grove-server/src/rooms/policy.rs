@@ -5,9 +5,9 @@
 
 use grove_proto::mls::hub::{HubError, HubGroup};
 use grove_proto::policy::PolicyError;
-use grove_wire::policy::RoomPolicy;
 use grove_wire::api::{AppendEntry, RoomMode};
 use grove_wire::membership::SignedMembership;
+use grove_wire::policy::RoomPolicy;
 use grove_wire::{ErrorCode, UserId};
 
 use super::handle::{RoomHandle, Slot};
@@ -117,7 +117,8 @@ pub(super) fn check_membership(
     }
     let mut before = slot.members.clone();
     before.sort();
-    let policy = slot.sk_policy.as_ref().ok_or_else(|| AppError::internal("sender-keys room without a policy", &room.name))?;
+    let policy =
+        slot.sk_policy.as_ref().ok_or_else(|| AppError::internal("sender-keys room without a policy", &room.name))?;
     grove_proto::policy::check_membership(&before, policy, &m.members, &m.policy, m.signer).map_err(not_allowed)?;
     if let Some(bad_id) = m.members.iter().find(|u| u.verifying_key().is_none()) {
         return Err(bad(&format!("member {bad_id} is not a valid Ed25519 public key")));

@@ -172,8 +172,13 @@ async fn a_membership_whose_policy_does_not_fit_or_with_ids_that_are_not_keys_is
     sk_room(&s, &alice, "r").await;
     // A role for Carol, who is not a member.
     post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice, &carol]).await.err(400, "bad_membership");
-    let m =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, not_a_key()], grove_wire::policy::RoomPolicy::for_creator(alice.id));
+    let m = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "r",
+        1,
+        vec![alice.id, not_a_key()],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&m).unwrap())});
     alice.post(&s, "/v1/rooms/r/log", body).await.err(400, "bad_membership");
     post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice]).await.ok();

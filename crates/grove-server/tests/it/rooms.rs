@@ -90,13 +90,23 @@ async fn membership_updates_must_be_allowed_by_the_policy_and_have_the_next_vers
     post_membership(&s, &alice, &alice, "r", 2, &[&alice, &bob], &[&alice]).await.err(409, "membership_version");
     // Mallory, no member, signs her own way in as owner: the policy does not allow it.
     post_membership(&s, &alice, &mallory, "r", 1, &[&alice, &mallory], &[&mallory]).await.err(403, "not_allowed");
-    let elsewhere =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "other-room", 1, vec![alice.id], grove_wire::policy::RoomPolicy::for_creator(alice.id));
+    let elsewhere = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "other-room",
+        1,
+        vec![alice.id],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&elsewhere).unwrap())});
     alice.post(&s, "/v1/rooms/r/log", body).await.err(400, "bad_membership");
     // A forged signature.
-    let mut m =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, mallory.id], grove_wire::policy::RoomPolicy::for_creator(alice.id));
+    let mut m = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "r",
+        1,
+        vec![alice.id, mallory.id],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     m.members = vec![alice.id, bob.id];
     m.members.sort();
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&m).unwrap())});
