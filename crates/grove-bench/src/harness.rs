@@ -425,7 +425,7 @@ impl Server {
         }
         let mut all = vec![admin.id];
         all.extend_from_slice(members);
-        let m = SignedMembership::sign(&admin.key, name, 1, all, vec![admin.id]);
+        let m = SignedMembership::sign(&admin.key, name, 1, all, grove_wire::policy::RoomPolicy::for_creator(admin.id));
         let payload = serde_json::to_vec(&m)?;
         let path = format!("/v1/rooms/{name}/log");
         let body = serde_json::to_vec(&AppendEntry { kind: EntryKind::Membership, epoch: 1, body: payload })?;

@@ -284,7 +284,13 @@ async fn setup_room(
     }
     let mut all = vec![admin.id];
     all.extend_from_slice(members);
-    let m = grove_wire::membership::SignedMembership::sign(&admin.key, name, 1, all, vec![admin.id]);
+    let m = grove_wire::membership::SignedMembership::sign(
+        &admin.key,
+        name,
+        1,
+        all,
+        grove_wire::policy::RoomPolicy::for_creator(admin.id),
+    );
     let path = format!("/v1/rooms/{name}/log");
     let body = serde_json::to_vec(&grove_wire::api::AppendEntry {
         kind: grove_wire::api::EntryKind::Membership,

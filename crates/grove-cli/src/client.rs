@@ -9,8 +9,10 @@ use grove_client::proxy::Proxy;
 use grove_client::store::Passphrase;
 use std::collections::HashMap;
 
+use grove_client::profile::Edit;
 use grove_client::store::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
+use grove_wire::policy::Role;
 use grove_wire::UserId;
 use serde_json::json;
 
@@ -336,6 +338,34 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
             let user = member(&mut p, &room, &user)?;
             p.remove(&room, &user).await?;
         }
+        RoomCommand::Role { room, user, role } => {
+            let role: Role = role.parse()?;
+            let user = member(&mut p, &room, &user)?;
+            p.edit_policy(&room, Edit::SetRole(user, role)).await?;
+        }
+        RoomCommand::Ban { room, user } => {
+            let user = member(&mut p, &room, &user)?;
+            p.edit_policy(&room, Edit::Ban(user)).await?;
+        }
+        RoomCommand::Unban { room, user } => {
+            let user = member(&mut p, &room, &user)?;
+            p.edit_policy(&room, Edit::Unban(user)).await?;
+        }
+        RoomCommand::Bans { room } => {
+            let link = p.room(&room)?.link;
+            p.sync_room(&link).await?;
+            let bans: Vec<UserId> = p.policy(&room)?.map(|p| p.bans.into_iter().collect()).unwrap_or_default();
+            let names = p.display_names(&room)?;
+            if json_out {
+                let rows: Vec<_> =
+                    bans.iter().map(|u| json!({"user_id": u.to_string(), "name": names.get(u)})).collect();
+                out!("{}", serde_json::Value::Array(rows));
+            } else {
+                for u in bans {
+                    out!("{}\t{u}", names.get(&u).cloned().unwrap_or_else(|| u.short()));
+                }
+            }
+        }
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
@@ -377,19 +407,22 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
             p.sync_room(&link).await?;
             let members = p.members(&room)?;
             let names = p.display_names(&room)?;
+            let policy = p.policy(&room)?;
+            let role = |m: &UserId| policy.as_ref().map_or(Role::Member, |p| p.role_of(m));
             let me = p.user_id();
             if json_out {
                 let rows: Vec<_> = members
                     .iter()
-                    .map(|m| json!({"user_id": m.to_string(), "name": names.get(m), "you": *m == me}))
+                    .map(|m| json!({"user_id": m.to_string(), "name": names.get(m), "you": *m == me, "role": role(m).as_str()}))
                     .collect();
                 out!("{}", serde_json::Value::Array(rows));
             } else {
                 for m in members {
                     let you = if m == me { " (you)" } else { "" };
+                    let r = role(&m);
                     match names.get(&m) {
-                        Some(n) => out!("{n}{you}\t{m}"),
-                        None => out!("{}{you}\t{m}", m.short()),
+                        Some(n) => out!("{n}{you}\t{r}\t{m}"),
+                        None => out!("{}{you}\t{r}\t{m}", m.short()),
                     }
                 }
             }

@@ -76,7 +76,7 @@ enum Command {
     Passphrase,
     /// Print this profile's address (give it to people who want to invite you).
     Whoami,
-    /// Rooms: create, invite, remove, leave, list, members, update.
+    /// Rooms: create, invite, remove, leave, list, members, update, role, ban, unban, bans.
     #[command(subcommand)]
     Room(RoomCommand),
     /// The servers' keys this profile remembers from its first contact with each.
@@ -210,6 +210,35 @@ enum RoomCommand {
     },
     /// Refresh your keys in a room (post-compromise security).
     Update {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// Give a member a role: owner, admin, moderator or member (the room's policy says who may).
+    Role {
+        /// The room's link or short name.
+        room: String,
+        /// The member's name in the room, user id or address.
+        user: String,
+        /// owner, admin, moderator or member.
+        role: String,
+    },
+    /// Ban a user: removes them if they are a member, and keeps them out (invitations of them
+    /// are refused).
+    Ban {
+        /// The room's link or short name.
+        room: String,
+        /// The user's name in the room, user id or address.
+        user: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// The room's link or short name.
+        room: String,
+        /// The user's user id or address (or name, if the room still knows it).
+        user: String,
+    },
+    /// List the users banned from a room.
+    Bans {
         /// The room's link or short name.
         room: String,
     },

@@ -22,11 +22,13 @@
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, GroupId, Incoming, MlsEngine};
+use grove_proto::policy::Edit;
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
 use grove_wire::api::{AppendEntry, Entry, EntryKind, FaultReport, RoomMode, Void};
 use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
+use grove_wire::policy::RoomPolicy;
 use grove_wire::UserId;
 use sha2::{Digest, Sha256};
 
@@ -99,9 +101,11 @@ pub(crate) enum Change {
     Update,
     /// MLS: commit the proposals cached from the log.
     CommitProposals,
-    /// Leave: MLS proposes the own removal (another member commits it); a sender-keys admin
-    /// posts the version without itself.
+    /// Leave: MLS proposes the own removal (another member commits it); a sender-keys member
+    /// posts the version without itself (a member may always leave).
     Leave,
+    /// Edit the room's policy: a role, a ban (removing a banned member), an unban.
+    Policy(Edit),
 }
 
 /// A change made, ready to post.
@@ -141,9 +145,9 @@ pub(crate) trait RoomProtocol {
     /// The server refused the prepared entry (lost race or for good): undo it.
     fn refused(&mut self, room: &LocalRoom, prepared: &Prepared) -> Result<Batch>;
 
-    /// Whether this member leaves by a log entry ([`Change::Leave`]); if not (a sender-keys
-    /// member who is no admin), the driver asks the admins to remove it.
-    fn leaves_by_entry(&self, room: &LocalRoom) -> Result<bool>;
+    /// The room's policy (roles, bans, rights), as this member's state says; `None` for an MLS
+    /// room created before rooms had policies.
+    fn policy(&self, room: &LocalRoom) -> Result<Option<RoomPolicy>>;
 
     /// What to forget once this member has left.
     fn forget(&mut self, room: &LocalRoom) -> Batch;
@@ -236,6 +240,7 @@ impl RoomProtocol for MlsRoom<'_> {
             Change::Remove(users) => self.engine.commit_remove(&g, users)?,
             Change::Update => self.engine.commit_update(&g)?,
             Change::CommitProposals => self.engine.commit_pending_proposals(&g)?,
+            Change::Policy(edit) => self.engine.commit_policy(&g, *edit)?,
             Change::Leave => {
                 let (proposal, changes) = self.engine.propose_leave(&g)?;
                 let epoch = self.engine.epoch(&g)?;
@@ -272,8 +277,8 @@ impl RoomProtocol for MlsRoom<'_> {
         Ok(batch_of(self.engine.discard_pending(&GroupId::new(room.group_id.clone()))?))
     }
 
-    fn leaves_by_entry(&self, _: &LocalRoom) -> Result<bool> {
-        Ok(true)
+    fn policy(&self, room: &LocalRoom) -> Result<Option<RoomPolicy>> {
+        Ok(self.engine.policy(&GroupId::new(room.group_id.clone()))?)
     }
 
     fn forget(&mut self, _: &LocalRoom) -> Batch {
@@ -403,6 +408,7 @@ impl RoomProtocol for SkRoom {
             Change::Add { users, .. } => self.engine.next_membership(&room.link, key, users, &[])?,
             Change::Remove(users) => self.engine.next_membership(&room.link, key, &[], users)?,
             Change::Leave => self.engine.next_membership(&room.link, key, &[], &[identity.user_id()])?,
+            Change::Policy(edit) => self.engine.next_policy(&room.link, key, *edit)?,
             Change::Update | Change::CommitProposals => {
                 return Err(ClientError::Invalid(
                     "a sender-keys room changes keys by rotating, not by a log entry".into(),
@@ -438,8 +444,8 @@ impl RoomProtocol for SkRoom {
         Ok(Batch::default())
     }
 
-    fn leaves_by_entry(&self, room: &LocalRoom) -> Result<bool> {
-        Ok(self.engine.view(&room.link)?.admins.contains(&self.engine.me()))
+    fn policy(&self, room: &LocalRoom) -> Result<Option<RoomPolicy>> {
+        Ok(Some(self.engine.view(&room.link)?.policy.clone()))
     }
 
     fn forget(&mut self, room: &LocalRoom) -> Batch {

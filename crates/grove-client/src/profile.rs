@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::{Changes, EngineError, GroupId, MlsEngine};
+/// An edit of a room's policy ([`Profile::edit_policy`]).
+pub use grove_proto::policy::Edit;
 use grove_wire::api::{CreateRoom, KeyItemUpload, KeyKind, LogPage, MlsGroupState, RoomMode};
+use grove_wire::policy::RoomPolicy;
 use grove_wire::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -382,7 +385,9 @@ impl Profile {
         let InitOptions { connect_to, passphrase, proxy, net } = options;
         let net = match proxy {
             None => net,
-            Some(proxy) => Net::new_or_failing(&NetConfig { ca_file: net.config().ca_file.clone(), proxy: Some(proxy) }),
+            Some(proxy) => {
+                Net::new_or_failing(&NetConfig { ca_file: net.config().ca_file.clone(), proxy: Some(proxy) })
+            }
         };
         if ClientStore::is_locked(&state_file(dir))? {
             return Err(ClientError::AlreadyInitialised(format!("locked with a passphrase, in {}", dir.display())));
@@ -775,6 +780,30 @@ impl Profile {
         Ok(())
     }
 
+    /// Changes the room's policy: a member's role, a ban (which removes the user if it is a
+    /// member), an unban. The server refuses with `not_allowed` what the policy does not let
+    /// this user do ([`grove_proto::policy`]).
+    pub async fn edit_policy(&mut self, key: &str, edit: Edit) -> Result<()> {
+        let _lock = self.lock().await?;
+        let room = self.active_room(key)?;
+        self.sync_room_locked(&room.link).await?;
+        let room = self.active_room(key)?;
+        if let Edit::SetRole(user, _) = edit {
+            if !self.members(&room.link)?.contains(&user) {
+                return Err(ClientError::NotAMember { who: self.call(&room.link, &user), room: room.name });
+            }
+        }
+        self.change_membership(&room, &Change::Policy(edit)).await?;
+        Ok(())
+    }
+
+    /// The room's policy as this member's state says (`None`: an MLS room created before rooms
+    /// had policies).
+    pub fn policy(&mut self, key: &str) -> Result<Option<RoomPolicy>> {
+        let room = self.room(key)?;
+        self.room_protocol(room.mode)?.policy(&room)
+    }
+
     /// A self-update: fresh leaf keys, so a leaked copy of the old state stops working.
     pub async fn update(&mut self, key: &str) -> Result<()> {
         let _lock = self.lock().await?;
@@ -790,11 +819,7 @@ impl Profile {
     pub async fn leave(&mut self, key: &str) -> Result<()> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
-        if self.room_protocol(room.mode)?.leaves_by_entry(&room)? {
-            self.change_membership(&room, &Change::Leave).await?;
-        } else {
-            self.sk_ask_admins_to_remove(&room).await?;
-        }
+        self.change_membership(&room, &Change::Leave).await?;
         let mut batch = self.room_protocol(room.mode)?.forget(&room);
         batch.statuses.push((room.link.clone(), RoomStatus::Left));
         self.store.commit(batch)?;

@@ -14,6 +14,8 @@
 //! - [`attachment`]: encrypted attachments: a fresh key per file, padding to size buckets,
 //!   64 KiB segments sealed with AES-256-GCM in the STREAM construction, a SHA-256 digest of
 //!   the blob; streaming in both directions.
+//! - [`policy`]: the room policy's rules (roles, bans, rights), one implementation for both
+//!   modes, the hub and the clients; [`mls::policy`] carries it in an MLS group.
 //! - [`senderkeys`]: Signal-style Sender Keys (per-sender HMAC chain ratchet, AES-256-GCM per
 //!   message, Ed25519 signature per chain): sender and receiver chains, the receiver store, and
 //!   their persisted states. Randomness and time come from the caller.
@@ -35,6 +37,7 @@
 pub mod attachment;
 pub mod identity;
 pub mod mls;
+pub mod policy;
 pub mod senderkeys;
 
 /// Who is to blame for an error of this crate ([`senderkeys::SenderKeyError::kind`],

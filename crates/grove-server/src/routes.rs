@@ -296,7 +296,8 @@ pub(crate) async fn create_room(
                 return Err(AppError::new(ErrorCode::Forbidden, "the group must contain the creator's own leaf"));
             }
             let snapshot = hub.snapshot().map_err(|e| AppError::internal("cannot snapshot a new MLS group", e))?;
-            (hub.epoch(), snapshot, members, Vec::new())
+            let admins = hub.policy().map(|p| p.admins()).unwrap_or_default();
+            (hub.epoch(), snapshot, members, admins)
         }
         (RoomMode::Mls, None) => {
             return Err(AppError::new(

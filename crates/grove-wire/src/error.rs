@@ -100,6 +100,9 @@ pub enum ErrorCode {
     /// The reported entry is not a commit the room can still go back on (not a commit, already
     /// voided or superseded, the reporter's own, or older than the server keeps states for).
     NotReportable,
+    /// The room's policy does not let the sender make this change (add, remove, ban, change a
+    /// role or a setting), or it adds a banned user.
+    NotAllowed,
 }
 
 impl ErrorCode {
@@ -131,6 +134,7 @@ impl ErrorCode {
             Blocked => 403,
             FalseReport => 422,
             NotReportable => 409,
+            NotAllowed => 403,
         }
     }
 
@@ -182,6 +186,7 @@ impl ErrorCode {
             Blocked => "blocked",
             FalseReport => "false_report",
             NotReportable => "not_reportable",
+            NotAllowed => "not_allowed",
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! This crate is pure data: the JSON bodies of HTTP API v1 ([`api`]), the stable error codes
 //! ([`error`]), the request-signing format ([`auth`]), the signed membership lists of
-//! sender-keys rooms ([`membership`]), the end-to-end encrypted content of application
+//! sender-keys rooms ([`membership`]), a room's roles, bans and rights ([`policy`]), the end-to-end encrypted content of application
 //! messages ([`content`]) and the reference to an encrypted file it may carry ([`attachment`]).
 //! It does no I/O, never reads the clock or the OS RNG:
 //! callers pass in times and keys.
@@ -20,6 +20,7 @@ pub mod error;
 pub mod hex;
 pub mod int;
 pub mod membership;
+pub mod policy;
 
 mod user;
 

@@ -4,7 +4,7 @@
 
 use grove_proto::identity::Identity;
 use grove_proto::mls::engine::MlsEngine;
-use grove_proto::mls::hub::HubGroup;
+use grove_proto::mls::hub::{HubError, HubGroup};
 use grove_proto::senderkeys::room::SkEngine;
 use grove_proto::senderkeys::RotationPolicy;
 use grove_wire::api::{Entry, EntryKind, RoomMode};
@@ -23,6 +23,9 @@ struct Hub {
     log: Vec<Entry>,
     mls: Option<HubGroup>,
     version: u64,
+    /// A server that skips validation of MLS commits (the policy check with it). Sender-keys
+    /// memberships this hub never checks beyond their version.
+    lax: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +37,7 @@ enum Refused {
 impl Hub {
     fn append(&mut self, sender: UserId, kind: EntryKind, epoch: u64, body: Vec<u8>) -> Result<u64, Refused> {
         match (&mut self.mls, kind) {
+            (Some(_), EntryKind::Commit) if self.lax => {}
             (Some(g), EntryKind::Commit) => {
                 if epoch != g.epoch() {
                     return Err(Refused::WrongEpoch);
@@ -111,6 +115,7 @@ fn mls_alice_and_bob_talk_and_lose_a_commit_race_over_the_hub() {
         log: Vec::new(),
         mls: Some(HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap()),
         version: 0,
+        lax: false,
     };
     let (kps, _, _) = b.key_packages(1, false).unwrap();
     let (pending, _) = a.commit_add(&g, &kps).unwrap();
@@ -188,7 +193,7 @@ fn sender_keys_alice_and_bob_talk_over_the_hub_and_a_missing_chain_asks_for_the_
     let mut a = SkEngine::new(alice, RotationPolicy::default());
     let mut b = SkEngine::new(bob, RotationPolicy::default());
     let _ = a.create_room(link, "garden").unwrap();
-    let mut hub = Hub { log: Vec::new(), mls: None, version: 0 };
+    let mut hub = Hub { log: Vec::new(), mls: None, version: 0, lax: false };
     let m = a.next_membership(link, alice_id.signing_key(), &[bob], &[]).unwrap();
     let add = hub.append(alice, EntryKind::Membership, m.version, serde_json::to_vec(&m).unwrap()).unwrap();
     let _ = a.apply_membership(link, &m).unwrap();
@@ -230,6 +235,91 @@ fn sender_keys_alice_and_bob_talk_over_the_hub_and_a_missing_chain_asks_for_the_
     let got = ra.apply(&room(RoomMode::SenderKeys, Vec::new(), first), alice, hub.after(first), true).unwrap();
     assert!(got.follow_up.rotate);
     assert!(ra.needs_rotation(&at, NOW).unwrap());
+}
+
+fn undecryptable_reasons(applied: &super::Applied) -> Vec<String> {
+    applied
+        .batch
+        .messages
+        .iter()
+        .filter_map(|m| match m.event() {
+            Event::Undecryptable(why) => Some(why),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Mallory, a plain member, removes Bob through a server that skips the policy check: the real
+/// hub would refuse her commit, and Alice's and Bob's clients refuse it too (it is recorded as
+/// unreadable, nobody is removed, the room goes on).
+#[test]
+fn mls_members_refuse_a_removal_the_policy_forbids_even_if_the_server_let_it_through() {
+    let ids: Vec<Identity> = (21..24).map(|n| Identity::generate(&mut StdRng::seed_from_u64(n))).collect();
+    let (alice, bob, mallory) = (ids[0].user_id(), ids[1].user_id(), ids[2].user_id());
+    let (mut a, mut b, mut m) = (engine(&ids[0], 31), engine(&ids[1], 32), engine(&ids[2], 33));
+    let (g, public, _) = a.create_group().unwrap();
+    let observed = HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap();
+    let mut hub = Hub { log: Vec::new(), mls: Some(observed), version: 0, lax: false };
+    let kps: Vec<Vec<u8>> = [&mut b, &mut m].into_iter().flat_map(|e| e.key_packages(1, false).unwrap().0).collect();
+    let (pending, _) = a.commit_add(&g, &kps).unwrap();
+    let add = hub.append(alice, EntryKind::Commit, pending.epoch, pending.commit.clone()).unwrap();
+    a.apply_pending(&g).unwrap();
+    let tree = hub.mls.as_ref().unwrap().ratchet_tree().unwrap();
+    b.join(pending.welcome.as_ref().unwrap(), &tree).unwrap();
+    m.join(pending.welcome.as_ref().unwrap(), &tree).unwrap();
+    let gid = g.as_bytes().to_vec();
+
+    let (bad, _) = m.commit_remove(&g, &[bob]).unwrap();
+    let refused = hub.mls.as_ref().unwrap().check_commit(&bad.commit, &mallory).unwrap_err();
+    assert!(matches!(refused, HubError::NotAllowed(_)), "the real hub refuses: {refused}");
+    hub.lax = true;
+    let at = hub.append(mallory, EntryKind::Commit, bad.epoch, bad.commit.clone()).unwrap();
+    let epoch = a.epoch(&g).unwrap();
+    for (engine, me) in [(&mut a, alice), (&mut b, bob)] {
+        let got = MlsRoom { engine }.apply(&room(RoomMode::Mls, gid.clone(), add), me, hub.after(add), false).unwrap();
+        assert_eq!((got.cursor, got.status), (at, RoomStatus::Active));
+        let why = undecryptable_reasons(&got);
+        assert!(why.len() == 1 && why[0].contains("not allowed"), "{why:?}");
+    }
+    assert_eq!(a.members(&g).unwrap().len(), 3, "Bob is still a member");
+    assert_eq!((a.epoch(&g).unwrap(), b.epoch(&g).unwrap()), (epoch, epoch));
+    // Alice and Bob still talk.
+    let posted =
+        post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), at), "fine", 0);
+    let got =
+        MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), at), bob, hub.after(at), false).unwrap();
+    assert_eq!((texts(&got), got.cursor), (vec!["fine".to_string()], posted));
+}
+
+/// The same in a sender-keys room: Mallory signs a membership without Bob; the in-memory hub
+/// (which checks only versions) takes it; Alice and Bob refuse it and keep their view.
+#[test]
+fn sender_keys_members_refuse_a_removal_the_policy_forbids_even_if_the_server_let_it_through() {
+    let ids: Vec<Identity> = (41..44).map(|n| Identity::generate(&mut StdRng::seed_from_u64(n))).collect();
+    let (alice, bob, mallory) = (ids[0].user_id(), ids[1].user_id(), ids[2].user_id());
+    let link = "http://hub.test/rooms/garden";
+    let mut a = SkEngine::new(alice, RotationPolicy::default());
+    let _ = a.create_room(link, "garden").unwrap();
+    let mut hub = Hub { log: Vec::new(), mls: None, version: 0, lax: true };
+    let m1 = a.next_membership(link, ids[0].signing_key(), &[bob, mallory], &[]).unwrap();
+    let add = hub.append(alice, EntryKind::Membership, m1.version, serde_json::to_vec(&m1).unwrap()).unwrap();
+    let _ = a.apply_membership(link, &m1).unwrap();
+    let mut b = SkEngine::new(bob, RotationPolicy::default());
+    let _ = b.join_room(link, &alice, &m1).unwrap();
+    let mut m = SkEngine::new(mallory, RotationPolicy::default());
+    let _ = m.join_room(link, &alice, &m1).unwrap();
+
+    let bad = m.next_membership(link, ids[2].signing_key(), &[], &[bob]).unwrap();
+    let at = hub.append(mallory, EntryKind::Membership, bad.version, serde_json::to_vec(&bad).unwrap()).unwrap();
+    for (engine, me) in [(a, alice), (b, bob)] {
+        let mut core = SkRoom { engine };
+        let got = core.apply(&room(RoomMode::SenderKeys, Vec::new(), add), me, hub.after(add), true).unwrap();
+        assert_eq!((got.cursor, got.status), (at, RoomStatus::Active));
+        let why = undecryptable_reasons(&got);
+        assert!(why.len() == 1 && why[0].contains("not allowed"), "{why:?}");
+        let view = core.engine.view(link).unwrap();
+        assert_eq!((view.version, view.members.len()), (1, 3), "Bob is still a member");
+    }
 }
 
 /// What a hostile server (or a member posting garbage) can put in a page of the log.
@@ -290,7 +380,7 @@ proptest::proptest! {
         let (mut a, mut b) = (engine(&alice_id, 11), engine(&bob_id, 12));
         let (g, public, _) = a.create_group().unwrap();
         let mut hub =
-            Hub { log: Vec::new(), mls: Some(HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap()), version: 0 };
+            Hub { log: Vec::new(), mls: Some(HubGroup::observe(&public.group_info, &public.ratchet_tree).unwrap()), version: 0, lax: false };
         let (kps, _, _) = b.key_packages(1, false).unwrap();
         let (pending, _) = a.commit_add(&g, &kps).unwrap();
         let genuine_commit = pending.commit.clone();
@@ -342,7 +432,7 @@ proptest::proptest! {
         let mut a = SkEngine::new(alice, RotationPolicy::default());
         let mut b = SkEngine::new(bob, RotationPolicy::default());
         let _ = a.create_room(link, "garden").unwrap();
-        let mut hub = Hub { log: Vec::new(), mls: None, version: 0 };
+        let mut hub = Hub { log: Vec::new(), mls: None, version: 0, lax: false };
         let m = a.next_membership(link, alice_id.signing_key(), &[bob], &[]).unwrap();
         let genuine_membership = serde_json::to_vec(&m).unwrap();
         let add = hub.append(alice, EntryKind::Membership, m.version, genuine_membership.clone()).unwrap();

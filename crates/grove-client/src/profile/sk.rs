@@ -7,8 +7,9 @@
 //!   invitation (the signed membership and the members' home servers) over Olm to the invitee.
 //! - remove: the next version without the member; then a fresh own chain for the others.
 //!   Every other member rotates as soon as its sync applies the removal.
-//! - leave: an admin posts the version without itself; a member asks the admins over Olm and
-//!   stops using the room; the first admin to sync removes it.
+//! - leave: the member posts the version without itself (the policy lets anyone leave). A
+//!   leave request over Olm (what clients from before policies sent) is carried out by the
+//!   first member who may remove and syncs.
 //! - update: a fresh own chain, distributed.
 //! - send: sync first (the view must be the server's version); rotate if the chain is due
 //!   (version changed, age, count); encrypt; persist; post.
@@ -197,20 +198,6 @@ impl Profile {
         Ok(())
     }
 
-    /// A member who is no admin leaves by asking the admins (over Olm) to remove it; the first
-    /// admin to sync does.
-    pub(super) async fn sk_ask_admins_to_remove(&mut self, room: &LocalRoom) -> Result<()> {
-        let view = self.sk_engine()?.view(&room.link)?.clone();
-        for admin in &view.admins {
-            let home = self.home_of(admin, room)?;
-            let leave = Pairwise::Leave { room: room.link.clone() };
-            if let Err(e) = self.send_pairwise(admin, &home, &leave).await {
-                tracing::warn!(admin = %admin.short(), error = %e, "could not ask an admin to remove us");
-            }
-        }
-        Ok(())
-    }
-
     /// A fresh own chain, distributed to every other current member.
     pub(super) async fn sk_rotate(&mut self, room: &LocalRoom) -> Result<()> {
         let mut engine = self.sk_engine()?;
@@ -341,13 +328,14 @@ impl Profile {
         Ok(None)
     }
 
-    /// Removes the members who asked to leave, where this user is an admin.
+    /// Removes the members who asked to leave, where this user may remove members.
     pub(super) async fn sk_handle_leaves(&mut self, leaves: Vec<(String, UserId)>) {
         for (link, user) in leaves {
             let Ok(room) = self.active_room(&link) else { continue };
             let Ok(engine) = self.sk_engine() else { continue };
             let Ok(view) = engine.view(&link) else { continue };
-            if !view.admins.contains(&self.user_id()) || !view.members.contains(&user) {
+            let policy = &view.policy;
+            if policy.role_of(&self.user_id()) < policy.rights.remove || !view.members.contains(&user) {
                 continue;
             }
             if let Err(e) = self.remove(&room.link, &user).await {

@@ -2,11 +2,12 @@
 
 #![allow(missing_docs)]
 
+mod community;
 mod files;
 mod journal;
 mod people;
-mod privacy;
 mod poison;
+mod privacy;
 mod proxy;
 mod push;
 mod removal;

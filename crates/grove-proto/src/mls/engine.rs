@@ -241,7 +241,10 @@ use rand_core::{CryptoRng, RngCore};
 use crate::identity::{Identity, UserId};
 use crate::mls::crypto::{GroveCryptoProvider, MacTap};
 use crate::mls::identity::{signing_identity, user_of, GroveIdentityProvider};
+use crate::mls::policy::{self, PolicyRules};
 use crate::mls::CIPHER_SUITE;
+use crate::policy::Edit;
+use grove_wire::policy::RoomPolicy;
 
 pub use changes::{
     Changes, EpochWrite, GroupWrite, JournalRow, KeyPackageWrite, SnapshotWrite, StoredEpoch, StoredGroup,
@@ -269,7 +272,7 @@ pub const DEFAULT_HANDSHAKE_BOUND: usize = 16;
 type EngineConfig = WithCryptoProvider<
     GroveCryptoProvider,
     WithMlsRules<
-        DefaultMlsRules,
+        PolicyRules,
         WithIdentityProvider<
             GroveIdentityProvider,
             WithGroupStateStorage<RecordingStore, WithKeyPackageRepo<RecordingStore, BaseConfig>>,
@@ -321,10 +324,11 @@ fn rules() -> DefaultMlsRules {
 fn build_client(identity: &Identity, store: &RecordingStore, crypto: GroveCryptoProvider) -> Client<EngineConfig> {
     let (si, sk) = signing_identity(identity);
     Client::builder()
+        .extension_type(policy::extension_type())
         .key_package_repo(store.clone())
         .group_state_storage(store.clone())
         .identity_provider(GroveIdentityProvider)
-        .mls_rules(rules())
+        .mls_rules(PolicyRules::new(rules()))
         .crypto_provider(crypto)
         .signing_identity(si, sk, CIPHER_SUITE)
         .build()
@@ -589,7 +593,12 @@ impl MlsEngine {
     pub fn create_group(&mut self) -> Result<(GroupId, PublicGroupState, Changes), EngineError> {
         let mut group = self
             .client
-            .create_group(ExtensionList::default(), ExtensionList::default(), self.now())
+            .create_group(
+                policy::new_group_extensions(self.user)
+                    .map_err(|e| EngineError::Internal(Internal::caused("the policy extension", e)))?,
+                ExtensionList::default(),
+                self.now(),
+            )
             .map_err(internal("creating a group"))?;
         let id = GroupId::new(group.group_id().to_vec());
         if self.groups.contains_key(&id) || self.store.has_group(id.as_bytes()) {
@@ -846,6 +855,34 @@ impl MlsEngine {
                 builder = builder.remove_member(index).map_err(local("removing a member"))?;
             }
             builder.build().map_err(local("building a commit"))
+        })
+    }
+
+    /// The room's policy (`None` for a group created before grove had policies).
+    pub fn policy(&self, g: &GroupId) -> Result<Option<RoomPolicy>, EngineError> {
+        policy::read(&self.group(g)?.context().extensions)
+            .map_err(|e| EngineError::Internal(Internal::caused("the group's policy", e)))
+    }
+
+    /// Makes a pending commit that edits the room's policy (a ban of a member also removes
+    /// it). Whether the edit is allowed is for the room's server to answer first, and for every
+    /// member when it processes the commit ([`crate::mls::policy`]).
+    pub fn commit_policy(&mut self, g: &GroupId, edit: Edit) -> Result<(PendingCommit, Changes), EngineError> {
+        let group = self.group(g)?;
+        let current = group.context().extensions.clone();
+        let before = policy::read(&current)
+            .map_err(|e| EngineError::Internal(Internal::caused("the group's policy", e)))?
+            .ok_or(EngineError::NoPolicy)?;
+        let remove = edit.removes().and_then(|user| {
+            group.roster().members_iter().find(|m| user_of(&m.signing_identity).ok() == Some(user)).map(|m| m.index)
+        });
+        let list = policy::with_policy(&current, &edit.apply(&before));
+        self.commit_with(g, |mut builder| {
+            if let Some(index) = remove {
+                builder = builder.remove_member(index).map_err(local("removing a member"))?;
+            }
+            builder = builder.set_group_context_ext(list).map_err(rejected)?;
+            builder.build().map_err(rejected)
         })
     }
 

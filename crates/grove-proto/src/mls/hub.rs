@@ -9,6 +9,9 @@
 //!   not members, invalid proposals, invalid update paths, leaves whose credential does not match
 //!   their signature key ([`GroveIdentityProvider`]);
 //! - bind the MLS sender to the user who signed the HTTP request ([`HubError::SenderMismatch`]);
+//! - refuse commits the room's policy does not allow ([`HubError::NotAllowed`]; see
+//!   [`crate::mls::policy`]: the same `MlsRules` run in every client), and proposals other than
+//!   a member's own leave in a room with a policy;
 //! - serve the current ratchet tree to joiners, since grove sends trees out of band (GroupInfo
 //!   and Welcome messages do not need the ratchet-tree extension).
 //!
@@ -44,7 +47,7 @@
 use std::fmt;
 
 use mls_rs::error::MlsError;
-use mls_rs::external_client::builder::{ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider};
+use mls_rs::external_client::builder::{ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules};
 use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot};
 use mls_rs::group::{CommitEffect, ContentType, ExportedTree, Sender};
 use mls_rs::mls_rs_codec::MlsDecode;
@@ -54,19 +57,24 @@ use crate::identity::UserId;
 use crate::mls::crypto::GroveCryptoProvider;
 use crate::mls::error::{Cause, Expected, Internal, Malformed, Rejection};
 use crate::mls::identity::{membership_change, user_of, GroveIdentityProvider};
+use crate::mls::policy::PolicyRules;
+use crate::policy::PolicyError;
 use crate::ErrorKind;
 
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
 
-type HubConfig =
-    WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<GroveCryptoProvider, ExternalBaseConfig>>;
+type HubConfig = WithMlsRules<
+    PolicyRules,
+    WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<GroveCryptoProvider, ExternalBaseConfig>>,
+>;
 
 /// The hub verifies and generates nothing: its provider has no RNG (any draw would fail).
 fn hub_client() -> ExternalClient<HubConfig> {
     ExternalClient::builder()
         .crypto_provider(GroveCryptoProvider::verify_only())
         .identity_provider(GroveIdentityProvider)
+        .mls_rules(PolicyRules::new(mls_rs::mls_rules::DefaultMlsRules::new()))
         .build()
 }
 
@@ -112,6 +120,9 @@ pub enum HubError {
     /// does not match the GroupInfo, bad credential, unsupported ciphersuite, ...
     #[error("rejected by MLS validation: {0}")]
     Rejected(#[source] Rejection),
+    /// The room's policy ([`crate::policy`]) does not let the sender make this change.
+    #[error("not allowed by the room's policy: {0}")]
+    NotAllowed(#[source] PolicyError),
     /// Bytes passed to [`HubGroup::restore`] are not a snapshot this code wrote.
     #[error("corrupt hub snapshot: {0}")]
     CorruptSnapshot(#[source] CorruptSnapshot),
@@ -133,7 +144,8 @@ impl HubError {
             | Self::WrongContentType
             | Self::NotAMember
             | Self::SenderMismatch
-            | Self::Rejected(_) => ErrorKind::Rejected,
+            | Self::Rejected(_)
+            | Self::NotAllowed(_) => ErrorKind::Rejected,
             Self::CorruptSnapshot(_) => ErrorKind::Misuse,
             Self::Internal(_) => ErrorKind::Internal,
         }
@@ -161,6 +173,9 @@ pub enum CorruptSnapshot {
 
 /// Maps an mls-rs error raised while processing *input* to a hub error.
 fn rejected(e: MlsError) -> HubError {
+    if let Some(refusal) = crate::mls::policy::refusal(&e) {
+        return HubError::NotAllowed(refusal);
+    }
     match e {
         MlsError::SerializationError(_) => HubError::Malformed(Malformed::Message(Cause::new(e))),
         other => HubError::Rejected(Rejection::Mls(Cause::new(other))),
@@ -226,6 +241,11 @@ impl HubGroup {
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.group.group_context().epoch()
+    }
+
+    /// The room's policy (`None` for a group created before grove had policies).
+    pub fn policy(&self) -> Option<grove_wire::policy::RoomPolicy> {
+        crate::mls::policy::read(&self.group.group_context().extensions).ok().flatten()
     }
 
     /// Current members' user ids, in leaf order.
@@ -357,13 +377,15 @@ impl HubGroup {
     pub fn check_proposal(&self, message: &[u8], sender: &UserId) -> Result<CheckedProposal, HubError> {
         let msg = parse(message)?;
         let from = self.check_handshake(&msg, ContentType::Proposal)?;
-        self.check_sender(from, sender)?;
+        let proposer = self.check_sender(from, sender)?;
 
         let mut next = self.group.clone();
         let received = next.process_incoming_message(msg).map_err(rejected)?;
-        let ExternalReceivedMessage::Proposal(_) = received else {
+        let ExternalReceivedMessage::Proposal(desc) = received else {
             return Err(HubError::bug("mls-rs did not process a proposal as a proposal"));
         };
+        crate::mls::policy::check_proposal(self.group.group_context(), proposer, &desc.proposal)
+            .map_err(HubError::NotAllowed)?;
         Ok(CheckedProposal { next: HubGroup { group: next } })
     }
 

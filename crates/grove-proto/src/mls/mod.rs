@@ -31,6 +31,7 @@ pub mod error;
 pub mod fault;
 pub mod hub;
 pub mod identity;
+pub mod policy;
 
 use mls_rs::CipherSuite;
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;

@@ -11,8 +11,10 @@
 //! ([`SkEngine::receive_distribution`]).
 //!
 //! Rules the engine enforces:
-//! - A membership version is accepted only if it is signed by an admin of the version before,
-//!   names this room and is exactly the next version ([`SkEngine::apply_membership`]).
+//! - A membership version is accepted only if it names this room, is exactly the next version,
+//!   and the policy of the version before lets its signer make the change
+//!   ([`crate::policy::check_membership`], the rule the server applies too;
+//!   [`SkEngine::apply_membership`]). A member may always sign its own leaving.
 //! - A distribution is accepted only if it names the user whose pairwise session delivered it
 //!   and that user is a member at the distribution's version; one for a version the view has not
 //!   reached yet is held (bounded) until the view gets there; one for an older version is dropped.
@@ -31,6 +33,7 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use grove_wire::membership::SignedMembership;
+use grove_wire::policy::RoomPolicy;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -38,6 +41,7 @@ use zeroize::Zeroizing;
 use super::store::ChainRef;
 use super::{Decrypted, RotationPolicy, SenderChain, SenderKeyDistribution, SenderKeyError, SenderKeyStore};
 use crate::identity::UserId;
+use crate::policy::{Edit, PolicyError};
 
 /// At most this many distributions are held for versions (or rooms) not reached yet.
 pub const MAX_PENDING: usize = 256;
@@ -55,7 +59,7 @@ pub enum RoomError {
     /// The room is already known.
     #[error("the sender-keys room {0:?} already exists here")]
     RoomExists(String),
-    /// A membership update is not valid: bad signature or shape, another room, not from an admin.
+    /// A membership update is not valid: bad signature or shape, another room.
     #[error("invalid membership: {0}")]
     BadMembership(&'static str),
     /// A membership update is not the next version.
@@ -77,9 +81,12 @@ pub enum RoomError {
     /// The own chain must be rotated (and distributed) before sending.
     #[error("the sender chain must be rotated before sending")]
     NeedsRotation,
-    /// The user is not an admin and cannot change the membership.
-    #[error("only an admin of the room can change its membership")]
-    NotAdmin,
+    /// The room's policy does not let the signer make this change.
+    #[error("not allowed by the room's policy: {0}")]
+    NotAllowed(#[source] PolicyError),
+    /// A membership must be signed with the engine's own key.
+    #[error("a membership is signed with one's own key")]
+    WrongKey,
     /// The message's or distribution's sender is not a member at its version.
     #[error("{0} is not a member of the room at that version")]
     NotMember(UserId),
@@ -105,6 +112,7 @@ impl RoomError {
         match self {
             RoomError::Cipher(e) => e.kind() == super::ErrorKind::Rejected,
             RoomError::BadMembership(_)
+            | RoomError::NotAllowed(_)
             | RoomError::MembershipVersion { .. }
             | RoomError::NotMember(_)
             | RoomError::StaleDistribution { .. }
@@ -171,8 +179,8 @@ pub struct View {
     pub version: u64,
     /// The members, sorted.
     pub members: Vec<UserId>,
-    /// The admins, sorted.
-    pub admins: Vec<UserId>,
+    /// The room's policy at this version (roles, bans, rights).
+    pub policy: RoomPolicy,
     /// The signed membership of this version (absent at version 0: the creator alone).
     pub signed: Option<SignedMembership>,
 }
@@ -341,8 +349,13 @@ impl SkEngine {
         if self.rooms.contains_key(room) {
             return Err(RoomError::RoomExists(room.to_string()));
         }
-        let view =
-            View { name: name.to_string(), version: 0, members: vec![self.me], admins: vec![self.me], signed: None };
+        let view = View {
+            name: name.to_string(),
+            version: 0,
+            members: vec![self.me],
+            policy: RoomPolicy::for_creator(self.me),
+            signed: None,
+        };
         let state = RoomState { view, own: None, distributed: false };
         let mut changes = RoomChanges::default();
         changes.put(format!("{ROOM}{room}"), room_record(&state)?);
@@ -351,8 +364,8 @@ impl SkEngine {
     }
 
     /// Joins room `room` from an invitation that arrived over `inviter`'s pairwise session: the
-    /// invitation's membership must verify, be signed by `inviter` as an admin, name this room
-    /// and include this user. Distributions held for the room are applied.
+    /// invitation's membership must verify, be signed by `inviter`, whom its policy lets invite,
+    /// name this room and include this user. Distributions held for the room are applied.
     pub fn join_room(
         &mut self,
         room: &str,
@@ -366,8 +379,8 @@ impl SkEngine {
         if !membership.verify() {
             return Err(RoomError::BadMembership("the signature or shape is invalid"));
         }
-        if membership.signer != *inviter || membership.admins.binary_search(inviter).is_err() {
-            return Err(RoomError::BadMembership("the invitation is not signed by the admin who sent it"));
+        if membership.signer != *inviter || !crate::policy::may_invite(&membership.policy, inviter) {
+            return Err(RoomError::BadMembership("the invitation is not signed by a member who may invite"));
         }
         if membership.members.binary_search(&self.me).is_err() {
             return Err(RoomError::BadMembership("the invitation's membership does not include you"));
@@ -376,7 +389,7 @@ impl SkEngine {
             name: membership.room.clone(),
             version: membership.version,
             members: membership.members.clone(),
-            admins: membership.admins.clone(),
+            policy: membership.policy.clone(),
             signed: Some(membership.clone()),
         };
         let state = RoomState { view, own: None, distributed: false };
@@ -388,8 +401,9 @@ impl SkEngine {
     }
 
     /// Signs the next membership version of `room` with `added` added and `removed` removed
-    /// (admins removed lose admin rights). Changes nothing: post it, then
-    /// [`SkEngine::apply_membership`] it once the server accepted it.
+    /// (removed members' roles go with them). Changes nothing: post it, then
+    /// [`SkEngine::apply_membership`] it once the server accepted it. Whether the room's policy
+    /// allows it is the server's to answer first, then every member's.
     pub fn next_membership(
         &self,
         room: &str,
@@ -398,21 +412,37 @@ impl SkEngine {
         removed: &[UserId],
     ) -> Result<SignedMembership, RoomError> {
         let view = &self.room(room)?.view;
-        if view.admins.binary_search(&self.me).is_err() || UserId(key.verifying_key().to_bytes()) != self.me {
-            return Err(RoomError::NotAdmin);
+        let policy = crate::policy::without(&view.policy, removed);
+        self.sign_next(room, key, added, removed, policy)
+    }
+
+    /// Signs the next membership version of `room` with the policy edited (a ban of a member
+    /// also removes it). Changes nothing, like [`SkEngine::next_membership`].
+    pub fn next_policy(&self, room: &str, key: &SigningKey, edit: Edit) -> Result<SignedMembership, RoomError> {
+        let view = &self.room(room)?.view;
+        let removed: Vec<UserId> = edit.removes().filter(|u| view.is_member(u)).into_iter().collect();
+        self.sign_next(room, key, &[], &removed, edit.apply(&view.policy))
+    }
+
+    fn sign_next(
+        &self,
+        room: &str,
+        key: &SigningKey,
+        added: &[UserId],
+        removed: &[UserId],
+        policy: RoomPolicy,
+    ) -> Result<SignedMembership, RoomError> {
+        let view = &self.room(room)?.view;
+        if UserId(key.verifying_key().to_bytes()) != self.me {
+            return Err(RoomError::WrongKey);
         }
         let members: Vec<UserId> = view.members.iter().chain(added).filter(|m| !removed.contains(m)).copied().collect();
-        let mut admins: Vec<UserId> = view.admins.iter().filter(|m| !removed.contains(m)).copied().collect();
-        if admins.is_empty() {
-            // The last admin leaves: the remaining members keep a way to manage the room.
-            admins = members.clone();
-        }
-        Ok(SignedMembership::sign(key, &view.name, view.version + 1, members, admins))
+        Ok(SignedMembership::sign(key, &view.name, view.version + 1, members, policy))
     }
 
     /// Applies the next membership version of `room`, as read from the room's log (or as
-    /// posted by this user). Checks signature, room, version and that the signer is an admin of
-    /// the current view. On any change the own chain is dropped (the next send rotates), and
+    /// posted by this user). Checks signature, room, version and that the current view's policy
+    /// lets the signer make the change. On any change the own chain is dropped (the next send rotates), and
     /// receiver chains of older versions are deleted. If this user was removed, every state of
     /// the room is deleted.
     pub fn apply_membership(
@@ -435,9 +465,8 @@ impl SkEngine {
         if m.version != view.version + 1 {
             return Err(RoomError::MembershipVersion { current: view.version, got: m.version });
         }
-        if view.admins.binary_search(&m.signer).is_err() {
-            return Err(RoomError::BadMembership("not signed by an admin of the previous version"));
-        }
+        crate::policy::check_membership(&view.members, &view.policy, &m.members, &m.policy, m.signer)
+            .map_err(RoomError::NotAllowed)?;
         let added: Vec<UserId> = m.members.iter().filter(|u| !view.is_member(u)).copied().collect();
         let removed: Vec<UserId> =
             view.members.iter().filter(|u| m.members.binary_search(u).is_err()).copied().collect();
@@ -452,7 +481,7 @@ impl SkEngine {
             name: m.room.clone(),
             version: m.version,
             members: m.members.clone(),
-            admins: m.admins.clone(),
+            policy: m.policy.clone(),
             signed: Some(m.clone()),
         };
         let state = self.rooms.get_mut(room).ok_or_else(|| RoomError::UnknownRoom(room.to_string()))?;

@@ -11,6 +11,7 @@ use super::room::{DistributionOutcome, RoomChanges, RoomError, SkEngine};
 use super::{RotationPolicy, SenderKeyError};
 use crate::identity::UserId;
 use grove_wire::membership::SignedMembership;
+use grove_wire::policy::RoomPolicy;
 
 const ROOM: &str = "http://h:1/rooms/paris";
 const NOW: u64 = 1_700_000_000;
@@ -271,25 +272,33 @@ fn a_distribution_for_a_version_not_reached_yet_waits_and_one_for_a_left_version
 }
 
 #[test]
-fn memberships_must_be_signed_by_an_admin_and_follow_the_version() {
+fn memberships_must_be_allowed_by_the_policy_and_follow_the_version() {
     let (room, mut alice, mut bob, carol) = trio();
     let _ = room;
-    // Bob is not an admin.
-    assert_eq!(bob.engine.next_membership(ROOM, &bob.key, &[], &[carol.id()]).unwrap_err(), RoomError::NotAdmin);
-    let forged = SignedMembership::sign(&bob.key, "paris", 2, vec![alice.id(), bob.id()], vec![bob.id()]);
+    // Bob, a plain member, signs Carol's removal: his own engine signs it (the server answers
+    // first), but every member refuses it.
+    let by_bob = bob.engine.next_membership(ROOM, &bob.key, &[], &[carol.id()]).unwrap();
     let before = bob.db.clone();
-    assert!(matches!(bob.engine.apply_membership(ROOM, &forged), Err(RoomError::BadMembership(_))));
+    assert!(matches!(bob.engine.apply_membership(ROOM, &by_bob), Err(RoomError::NotAllowed(_))));
+    let forged =
+        SignedMembership::sign(&bob.key, "paris", 2, vec![alice.id(), bob.id()], RoomPolicy::for_creator(bob.id()));
+    assert!(matches!(bob.engine.apply_membership(ROOM, &forged), Err(RoomError::NotAllowed(_))));
     // A bad signature.
     let mut m = alice.engine.next_membership(ROOM, &alice.key, &[], &[carol.id()]).unwrap();
     m.members.retain(|u| *u != bob.id());
     assert!(matches!(bob.engine.apply_membership(ROOM, &m), Err(RoomError::BadMembership(_))));
     // A version skipped.
-    let m = SignedMembership::sign(&alice.key, "paris", 3, vec![alice.id(), bob.id()], vec![alice.id()]);
+    let policy = RoomPolicy::for_creator(alice.id());
+    let m = SignedMembership::sign(&alice.key, "paris", 3, vec![alice.id(), bob.id()], policy.clone());
     assert_eq!(bob.engine.apply_membership(ROOM, &m).unwrap_err(), RoomError::MembershipVersion { current: 1, got: 3 });
     // Another room's.
-    let m = SignedMembership::sign(&alice.key, "lyon", 2, vec![alice.id(), bob.id()], vec![alice.id()]);
+    let m = SignedMembership::sign(&alice.key, "lyon", 2, vec![alice.id(), bob.id()], policy);
     assert!(matches!(bob.engine.apply_membership(ROOM, &m), Err(RoomError::BadMembership(_))));
     assert_eq!(bob.db, before);
+    // Bob may always leave: his own version without himself is accepted.
+    let leave = bob.engine.next_membership(ROOM, &bob.key, &[], &[bob.id()]).unwrap();
+    let (change, _) = alice.engine.apply_membership(ROOM, &leave).unwrap();
+    assert_eq!(change.removed, vec![bob.id()]);
     // Applying one's own accepted update again (read back from the log) changes nothing.
     let m = alice.engine.next_membership(ROOM, &alice.key, &[], &[carol.id()]).unwrap();
     let (_, c) = alice.engine.apply_membership(ROOM, &m).unwrap();

@@ -5,8 +5,8 @@
 
 mod determinism;
 mod engine;
-mod hostile;
 mod fault;
+mod hostile;
 mod journal;
 mod senderkeys;
 
@@ -33,7 +33,9 @@ fn user(n: u8) -> Identity {
 /// A client as grove builds it.
 fn client(id: &Identity) -> Client<impl MlsConfig> {
     let (si, sk) = signing_identity(id);
+    // It can join groups made by the engine, which carry grove's policy extension.
     Client::builder()
+        .extension_type(grove_proto::mls::policy::extension_type())
         .identity_provider(GroveIdentityProvider)
         .crypto_provider(crypto_provider())
         .mls_rules(rules())

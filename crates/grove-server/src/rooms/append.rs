@@ -153,9 +153,10 @@ async fn try_handshake(
             Change {
                 new_epoch: next.epoch(),
                 members: next.members(),
-                admins: Vec::new(),
+                admins: next.policy().map(|p| p.admins()).unwrap_or_default(),
                 state: next.snapshot().map_err(|e| AppError::internal("cannot snapshot MLS state", e))?,
                 hub: Some(next),
+                sk_policy: None,
             }
         }
     };
@@ -194,6 +195,9 @@ async fn try_handshake(
             slot.state_version += 1;
             slot.set_members(change.members);
             slot.admins = change.admins;
+            if change.sk_policy.is_some() {
+                slot.sk_policy = change.sk_policy;
+            }
             if change.hub.is_some() {
                 slot.hub = change.hub;
             }

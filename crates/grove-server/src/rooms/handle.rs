@@ -9,6 +9,8 @@ use axum::extract::ws::Utf8Bytes;
 use grove_proto::mls::hub::HubGroup;
 use grove_store::{Removal, RoomId, RoomRecord};
 use grove_wire::api::{Entry, EntryKind, RoomInfo, RoomMode};
+use grove_wire::membership::SignedMembership;
+use grove_wire::policy::{Role, RoomPolicy};
 use grove_wire::UserId;
 use tokio::sync::{broadcast, watch, RwLock};
 
@@ -63,6 +65,8 @@ pub(crate) struct Slot {
     member_set: HashSet<UserId>,
     pub admins: Vec<UserId>,
     pub hub: Option<HubGroup>,
+    /// Sender-keys rooms: the policy of the current membership version.
+    pub sk_policy: Option<RoomPolicy>,
 }
 
 struct Publisher {
@@ -78,7 +82,21 @@ impl Slot {
             })?),
             RoomMode::SenderKeys => None,
         };
+        let sk_policy = match rec.mode {
+            RoomMode::Mls => None,
+            RoomMode::SenderKeys if rec.state.is_empty() => Some(RoomPolicy::for_creator(rec.created_by)),
+            // A membership signed before rooms had policies (no `policy` field): its admins
+            // keep their power as admins.
+            RoomMode::SenderKeys => Some(match serde_json::from_slice::<SignedMembership>(&rec.state) {
+                Ok(m) => m.policy,
+                Err(_) => RoomPolicy {
+                    roles: rec.admins.iter().map(|a| (*a, Role::Admin)).collect(),
+                    ..RoomPolicy::default()
+                },
+            }),
+        };
         Ok(Slot {
+            sk_policy,
             epoch: rec.epoch,
             state_version: rec.state_version,
             member_set: rec.members.iter().copied().collect(),

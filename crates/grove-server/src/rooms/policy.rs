@@ -1,10 +1,13 @@
 //! The room rules an entry is judged by, against the room's public state as this instance
 //! knows it: membership, epochs and the epoch window, sender-keys membership versions, and MLS
-//! validation by grove-proto's hub (its refusals as HTTP answers).
+//! validation by grove-proto's hub (its refusals as HTTP answers), and the room policy of
+//! sender-keys memberships (grove-proto's `policy::check_membership`, the rule clients apply).
 
 use grove_proto::mls::hub::{HubError, HubGroup};
+use grove_proto::policy::PolicyError;
 use grove_wire::api::{AppendEntry, RoomMode};
 use grove_wire::membership::SignedMembership;
+use grove_wire::policy::RoomPolicy;
 use grove_wire::{ErrorCode, UserId};
 
 use super::handle::{RoomHandle, Slot};
@@ -74,6 +77,7 @@ pub(super) struct Change {
     pub(super) admins: Vec<UserId>,
     pub(super) state: Vec<u8>,
     pub(super) hub: Option<HubGroup>,
+    pub(super) sk_policy: Option<RoomPolicy>,
 }
 
 /// A sender-keys message is accepted only at the current membership version: one made on an
@@ -111,13 +115,11 @@ pub(super) fn check_membership(
         e.0.current_epoch = Some(slot.epoch);
         return Err(e);
     }
-    if !slot.admins.contains(&m.signer) {
-        return Err(bad("the membership is not signed by an admin of the current version"));
-    }
-    // With no admin, nobody could ever sign the next version: the room would be frozen.
-    if m.admins.is_empty() {
-        return Err(bad("a membership names at least one admin (else nobody could change it again)"));
-    }
+    let mut before = slot.members.clone();
+    before.sort();
+    let policy =
+        slot.sk_policy.as_ref().ok_or_else(|| AppError::internal("sender-keys room without a policy", &room.name))?;
+    grove_proto::policy::check_membership(&before, policy, &m.members, &m.policy, m.signer).map_err(not_allowed)?;
     if let Some(bad_id) = m.members.iter().find(|u| u.verifying_key().is_none()) {
         return Err(bad(&format!("member {bad_id} is not a valid Ed25519 public key")));
     }
@@ -125,10 +127,16 @@ pub(super) fn check_membership(
     Ok(Change {
         new_epoch: m.version,
         members: m.members.clone(),
-        admins: m.admins.clone(),
+        admins: m.admins(),
         state: req.body.clone(),
         hub: None,
+        sk_policy: Some(m.policy),
     })
+}
+
+/// A change the room's policy does not allow, as an HTTP answer.
+pub(super) fn not_allowed(e: PolicyError) -> AppError {
+    AppError::new(ErrorCode::NotAllowed, format!("the room's policy does not allow this: {e}"))
 }
 
 /// A refused commit or proposal as an HTTP answer.
@@ -147,6 +155,7 @@ pub(super) fn commit_error(e: HubError, head: u64, is_commit: bool) -> AppError 
             AppError::new(ErrorCode::NotMember, format!("the {what}'s sender is not a member leaf"))
         }
         HubError::Internal(d) => AppError::internal("MLS hub failure", d),
+        HubError::NotAllowed(e) => not_allowed(e),
         HubError::NotPublicMessage => AppError::new(invalid, format!("a {what} must be sent as an MLS PublicMessage")),
         other => AppError::new(invalid, format!("the {what} failed validation: {other}")),
     }

@@ -166,14 +166,19 @@ async fn key_items_are_size_capped_and_the_last_resort_is_always_replaceable() {
 }
 
 #[tokio::test]
-async fn a_membership_with_no_admin_or_with_ids_that_are_not_keys_is_refused() {
+async fn a_membership_whose_policy_does_not_fit_or_with_ids_that_are_not_keys_is_refused() {
     let s = Server::new();
-    let (alice, bob) = (User::new(1), User::new(2));
+    let (alice, bob, carol) = (User::new(1), User::new(2), User::new(3));
     sk_room(&s, &alice, "r").await;
-    // Nobody could sign version 2 of this one: the room would be frozen for good.
-    post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[]).await.err(400, "bad_membership");
-    let m =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, not_a_key()], vec![alice.id]);
+    // A role for Carol, who is not a member.
+    post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice, &carol]).await.err(400, "bad_membership");
+    let m = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "r",
+        1,
+        vec![alice.id, not_a_key()],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&m).unwrap())});
     alice.post(&s, "/v1/rooms/r/log", body).await.err(400, "bad_membership");
     post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice]).await.ok();

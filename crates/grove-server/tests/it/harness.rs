@@ -179,7 +179,15 @@ pub async fn post_app(server: &Server, user: &User, room: &str, epoch: u64, body
     .await
 }
 
-/// Posts a membership version signed by `admin`.
+/// A room policy in which `users` are owners.
+pub fn owners(users: &[&User]) -> grove_wire::policy::RoomPolicy {
+    grove_wire::policy::RoomPolicy {
+        roles: users.iter().map(|u| (u.id, grove_wire::policy::Role::Owner)).collect(),
+        ..Default::default()
+    }
+}
+
+/// Posts a membership version signed by `admin`, with `admins` as the room's owners.
 pub async fn post_membership(
     server: &Server,
     poster: &User,
@@ -194,7 +202,7 @@ pub async fn post_membership(
         room,
         version,
         members.iter().map(|u| u.id).collect(),
-        admins.iter().map(|u| u.id).collect(),
+        owners(admins),
     );
     poster
         .post(

@@ -161,7 +161,7 @@ async fn carols_push_stream_ends_with_the_entry_that_removed_her() {
             "r",
             version,
             who.iter().map(|u| u.id).collect(),
-            vec![alice.id],
+            grove_wire::policy::RoomPolicy::for_creator(alice.id),
         );
         let body = json!({"kind": "membership", "epoch": version, "body": b64(&serde_json::to_vec(&m).unwrap())});
         live.post(alice, "/v1/rooms/r/log", body)

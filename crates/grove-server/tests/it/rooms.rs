@@ -83,19 +83,30 @@ async fn members_post_and_read_in_order_others_cannot() {
 }
 
 #[tokio::test]
-async fn membership_updates_must_be_signed_by_an_admin_with_the_next_version() {
+async fn membership_updates_must_be_allowed_by_the_policy_and_have_the_next_version() {
     let s = Server::new();
     let (alice, bob, mallory) = (User::new(1), User::new(2), User::new(66));
     sk_room(&s, &alice, "r").await;
     post_membership(&s, &alice, &alice, "r", 2, &[&alice, &bob], &[&alice]).await.err(409, "membership_version");
-    post_membership(&s, &alice, &mallory, "r", 1, &[&alice, &mallory], &[&mallory]).await.err(400, "bad_membership");
-    let elsewhere =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "other-room", 1, vec![alice.id], vec![alice.id]);
+    // Mallory, no member, signs her own way in as owner: the policy does not allow it.
+    post_membership(&s, &alice, &mallory, "r", 1, &[&alice, &mallory], &[&mallory]).await.err(403, "not_allowed");
+    let elsewhere = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "other-room",
+        1,
+        vec![alice.id],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&elsewhere).unwrap())});
     alice.post(&s, "/v1/rooms/r/log", body).await.err(400, "bad_membership");
     // A forged signature.
-    let mut m =
-        grove_wire::membership::SignedMembership::sign(&alice.key, "r", 1, vec![alice.id, mallory.id], vec![alice.id]);
+    let mut m = grove_wire::membership::SignedMembership::sign(
+        &alice.key,
+        "r",
+        1,
+        vec![alice.id, mallory.id],
+        grove_wire::policy::RoomPolicy::for_creator(alice.id),
+    );
     m.members = vec![alice.id, bob.id];
     m.members.sort();
     let body = json!({"kind": "membership", "epoch": 1, "body": b64(&serde_json::to_vec(&m).unwrap())});
@@ -111,7 +122,7 @@ async fn membership_updates_must_be_signed_by_an_admin_with_the_next_version() {
         .err(400, "wrong_kind");
     let info = alice.get(&s, "/v1/rooms/r").await;
     assert_eq!((info.ok()["epoch"].clone(), info.json["head"].clone()), (json!(0), json!(0)), "state unchanged");
-    // A new admin can be named, and then signs the next version.
+    // A new owner can be named, and then signs the next version.
     post_membership(&s, &alice, &alice, "r", 1, &[&alice, &bob], &[&alice, &bob]).await.ok();
     post_membership(&s, &bob, &bob, "r", 2, &[&bob], &[&bob]).await.ok();
     post_app(&s, &alice, "r", 2, b"x").await.err(403, "not_member");

@@ -17,7 +17,8 @@ use crate::ErrorKind;
 ///   [`Malformed`](Self::Malformed), [`Rejected`](Self::Rejected),
 ///   [`WrongGroup`](Self::WrongGroup), [`WrongEpoch`](Self::WrongEpoch),
 ///   [`EpochUnavailable`](Self::EpochUnavailable),
-///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost);
+///   [`NoMatchingKeyPackage`](Self::NoMatchingKeyPackage), [`OwnCommitLost`](Self::OwnCommitLost),
+///   [`NotAllowed`](Self::NotAllowed);
 /// - the caller asked for something the state does not allow, or gave back stored state this
 ///   engine did not write ([`ErrorKind::Misuse`]): [`CorruptState`](Self::CorruptState),
 ///   [`NoSuchGroup`](Self::NoSuchGroup),
@@ -25,7 +26,8 @@ use crate::ErrorKind;
 ///   [`PendingCommitExists`](Self::PendingCommitExists),
 ///   [`NoPendingCommit`](Self::NoPendingCommit), [`CommitRequired`](Self::CommitRequired),
 ///   [`NothingToCommit`](Self::NothingToCommit), [`NotInGroup`](Self::NotInGroup),
-///   [`CannotRemoveSelf`](Self::CannotRemoveSelf), [`LeaveProposed`](Self::LeaveProposed);
+///   [`CannotRemoveSelf`](Self::CannotRemoveSelf), [`LeaveProposed`](Self::LeaveProposed),
+///   [`NoPolicy`](Self::NoPolicy);
 /// - a bug on our side ([`ErrorKind::Internal`]): [`Internal`](Self::Internal).
 ///
 /// Every variant that stems from an mls-rs error keeps it as its
@@ -105,6 +107,14 @@ pub enum EngineError {
     /// the commit, and the commit would cancel the leave); another member must commit.
     #[error("this member proposed to leave and cannot commit")]
     LeaveProposed,
+    /// The room's policy does not allow the commit (see [`crate::mls::policy`]): whoever made
+    /// it lacked the right, or it adds a banned user.
+    #[error("not allowed by the room's policy: {0}")]
+    NotAllowed(#[source] crate::policy::PolicyError),
+    /// The group carries no policy (it was created before grove had policies): its roles and
+    /// bans cannot be changed.
+    #[error("this room was created before rooms had policies: it has no roles or bans")]
+    NoPolicy,
     /// A bug on our side (an invariant of this module or of mls-rs did not hold).
     #[error("internal error: {0}")]
     Internal(#[source] Internal),
@@ -120,6 +130,7 @@ impl EngineError {
             | Self::WrongEpoch { .. }
             | Self::EpochUnavailable { .. }
             | Self::NoMatchingKeyPackage
+            | Self::NotAllowed(_)
             | Self::OwnCommitLost => ErrorKind::Rejected,
             Self::CorruptState(_)
             | Self::NoSuchGroup(_)
@@ -131,6 +142,7 @@ impl EngineError {
             | Self::NothingToCommit
             | Self::NotInGroup(_)
             | Self::CannotRemoveSelf
+            | Self::NoPolicy
             | Self::LeaveProposed => ErrorKind::Misuse,
             Self::Internal(_) => ErrorKind::Internal,
         }
@@ -219,6 +231,9 @@ pub(super) fn internal(what: &'static str) -> impl FnOnce(MlsError) -> EngineErr
 
 /// Maps an mls-rs error raised while processing outside input.
 pub(super) fn rejected(e: MlsError) -> EngineError {
+    if let Some(refusal) = crate::mls::policy::refusal(&e) {
+        return EngineError::NotAllowed(refusal);
+    }
     match e {
         MlsError::SerializationError(_) => EngineError::Malformed(Malformed::Message(Cause::new(e))),
         MlsError::GroupStorageError(_) | MlsError::KeyPackageRepoError(_) => {
