@@ -58,7 +58,7 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Create this profile's identity and publish its keys to a home server.
     Init {
-        /// The home server, e.g. https://chat.example:8443 (`HOST:PORT` alone means https://,
+        /// The home server, e.g. `https://chat.example:8443` (`HOST:PORT` alone means https://,
         /// or http:// for a loopback address; plain http:// elsewhere only when written out).
         #[arg(long, value_name = "URL")]
         home: String,
@@ -152,7 +152,7 @@ enum ServerCommand {
     /// Accept a server's new key after its operator replaced it on purpose (grove refuses a
     /// changed key until then, and its error names the command to run).
     Trust {
-        /// The server's URL, as in the error (e.g. https://chat.example:8443).
+        /// The server's URL, as in the error (e.g. `https://chat.example:8443`).
         url: String,
         /// The new key (64 hex characters), as the error and the operator say.
         key: String,

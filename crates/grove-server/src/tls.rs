@@ -5,7 +5,7 @@
 //! says why in the log; connections already open keep the certificate they began with.
 //!
 //! A client that speaks plain HTTP to the TLS port gets a plain-HTTP `400 bad_request` telling
-//! it to use `https://` (see [`refuse_plain_http`]), not a TLS alert it cannot read.
+//! it to use `https://` (see `refuse_plain_http`), not a TLS alert it cannot read.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
