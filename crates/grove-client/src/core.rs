@@ -369,7 +369,15 @@ impl RoomProtocol for MlsRoom<'_> {
             if Some(commit_epoch) != epoch || voided_from.is_some_and(|from| from <= seq) {
                 continue;
             }
-            let membership_key = self.engine.reveal_membership_key(&g, &body)?.map(|k| k.to_vec());
+            // Bytes that are not even an MLS commit (a hostile server's) prove nothing, and must
+            // not stop the page: reported without a key.
+            let membership_key = match self.engine.reveal_membership_key(&g, &body) {
+                Ok(key) => key.map(|k| k.to_vec()),
+                Err(e) => {
+                    tracing::debug!(room = room.link, seq, error = %e, "no proof for a commit that cannot be parsed");
+                    None
+                }
+            };
             out.follow_up.reports.push(FaultReport { seq, membership_key, reason });
         }
         Ok(out)
