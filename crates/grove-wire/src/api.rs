@@ -569,6 +569,7 @@ mod tests {
 #[serde(deny_unknown_fields)]
 pub struct FaultReport {
     /// The sequence number of the commit.
+    #[serde(with = "crate::int")]
     pub seq: u64,
     /// The membership key of the commit's epoch, if the fault is a bad membership tag.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::b64::option")]

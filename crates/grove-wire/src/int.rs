@@ -121,6 +121,14 @@ mod tests {
         assert_eq!(read(r#"{"n": -0.0}"#), Some(T { n: 0, m: None }));
     }
 
+    /// Schemathesis found the fault report's `seq` refused when written `14639711.0`.
+    #[test]
+    fn a_fault_reports_sequence_number_is_read_the_same_way() {
+        let r: crate::api::FaultReport = serde_json::from_str(r#"{"seq": 14639711.0, "reason": "x"}"#).unwrap();
+        assert_eq!(r.seq, 14_639_711);
+        assert!(serde_json::from_str::<crate::api::FaultReport>(r#"{"seq": 1.5}"#).is_err());
+    }
+
     #[test]
     fn fractions_signs_and_huge_values_are_refused() {
         for json in [
