@@ -2,6 +2,10 @@
 //! and of their mailbox, in order. A subscription starts from a cursor: the backlog after it
 //! is read from the store first, then live entries follow; entries are numbered, so the
 //! client's cursor makes reconnection exact (no gap, no duplicate).
+//!
+//! The server pings each socket every `connections.push_ping_secs` and closes one it heard
+//! nothing from for two of them, or one that followed nothing for `connections.push_idle_secs`:
+//! an upgraded socket is outside the HTTP timeouts, so these are what free a dead peer's slot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +17,10 @@ use futures_util::{SinkExt, StreamExt};
 use grove_store::Removal;
 use grove_wire::api::{PushEvent, PushRequest};
 use grove_wire::{ApiError, ErrorCode, UserId};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::Authed;
 use crate::rooms::{self, entry_frame, RoomHandle};
@@ -59,9 +65,19 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
     let mut mailbox: Option<tokio::task::AbortHandle> = None;
     let mut shutdown = state.0.shutdown.subscribe();
     let mut blocks = state.0.blocked.subscribe();
+    let conn = &state.0.config.connections;
+    let ping_every = Duration::from_secs(conn.push_ping_secs);
+    let idle_limit = Duration::from_secs(conn.push_idle_secs);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    // Since when the socket follows nothing (checked at each ping): from the start until a
+    // subscription is seen at a ping.
+    let mut idle_since = Some(Instant::now());
     loop {
         tokio::select! {
             msg = stream.next() => {
+                heard = Instant::now();
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -120,6 +136,28 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = ping.tick() => {
+                if heard.elapsed() >= 2 * ping_every {
+                    tracing::debug!("push socket silent for two pings: closed");
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                rooms.retain(|_, h| !h.is_finished());
+                if rooms.is_empty() && mailbox.as_ref().is_none_or(|h| h.is_finished()) {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= idle_limit {
+                        let message = format!("this push socket followed nothing for {} s", idle_limit.as_secs());
+                        let _ = sink.send(Message::Text(error_frame(None, ErrorCode::RequestTimeout, &message))).await;
+                        let _ = sink.send(Message::Close(None)).await;
+                        break;
+                    }
+                } else {
+                    idle_since = None;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     tasks.shutdown().await;

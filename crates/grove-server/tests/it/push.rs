@@ -264,3 +264,66 @@ async fn one_socket_follows_at_most_the_configured_number_of_rooms() {
     assert_eq!(limited, 50, "subscriptions over the cap");
     live.stop().await;
 }
+
+/// A socket that subscribes to nothing is closed after `push_idle_secs`, with a reason; one
+/// that stopped reading (no pong to the server's pings) is closed too; one that reads and
+/// follows a room stays open and still gets its entries.
+#[tokio::test]
+async fn idle_and_silent_push_sockets_are_closed_and_live_ones_kept() {
+    let mut config = test_config();
+    config.connections.push_ping_secs = 1;
+    config.connections.push_idle_secs = 1;
+    let live = Live::start_with(config).await;
+    let alice = User::new(1);
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    let subscribe = Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}]}).to_string());
+
+    let mut idle = live.connect(&alice).await;
+    let mut silent = live.connect(&alice).await;
+    silent.send(subscribe.clone()).await.unwrap();
+    let mut reader = live.connect(&alice).await;
+    reader.send(subscribe).await.unwrap();
+    // The reader answers pings by reading, until its first entry arrives.
+    let reading = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(until, reader.next()).await.expect("an entry before the deadline") {
+                Some(Ok(Message::Text(t))) => {
+                    let ev: Value = serde_json::from_str(t.as_str()).unwrap();
+                    assert_eq!(ev["type"], json!("entry"), "{ev}");
+                    return ev;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => panic!("a reading, subscribed socket was closed"),
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+
+    let ev = next_event(&mut idle).await;
+    assert_eq!((ev["type"].clone(), ev["error"]["code"].clone()), (json!("error"), json!("request_timeout")));
+    assert!(closes(&mut idle).await, "the idle socket is closed after its error event");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(closes(&mut silent).await, "a socket that answered no ping for two periods is closed");
+
+    live.post(&alice, "/v1/rooms/r/log", json!({"kind": "application", "epoch": 0, "body": b64(b"still here")})).await;
+    let ev = reading.await.unwrap();
+    assert_eq!(ev["room"], json!("r"), "the live socket still delivers after five pings");
+    live.stop().await;
+}
+
+/// Reads until the socket ends (a close frame, the end of the stream or a reset): true if it
+/// does within ten seconds.
+async fn closes<S>(ws: &mut S) -> bool
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
