@@ -368,6 +368,40 @@ pub async fn push_subscribe(url: &str, user: &User, server_key: &[u8; 32], subsc
     Ok(ws)
 }
 
+/// Opens `user`'s push WebSocket at `url` (`ws://…/v1/push`) with a frame binding, so that it
+/// can send entries; answers it and the frame key (the server's half checked against its key).
+pub async fn push_bound(
+    url: &str,
+    user: &User,
+    server_key: &[u8; 32],
+) -> Result<(PushSocket, grove_wire::push::FrameKey)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let offer = grove_wire::push::Offer::new(&mut rand::rngs::OsRng);
+    let path = format!("/v1/push?{}={}", grove_wire::push::QUERY_BIND, offer.public_hex());
+    let h = sign(user, server_key, "GET", &path, b"");
+    let mut req = format!("{url}?{}={}", grove_wire::push::QUERY_BIND, offer.public_hex()).into_client_request()?;
+    let hs = req.headers_mut();
+    hs.insert(auth::HEADER_KEY, h.key.parse()?);
+    hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
+    hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
+    hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, response) =
+        tokio_tungstenite::connect_async_with_config(req, Some(config), true).await.context("websocket connect")?;
+    let header = |name: &str| -> Result<String> {
+        Ok(response.headers().get(name).context("no push binding in the answer")?.to_str()?.to_string())
+    };
+    let key = offer.accept(
+        &user.id,
+        server_key,
+        &header(grove_wire::push::HEADER_PUSH_KEY)?,
+        &header(grove_wire::push::HEADER_PUSH_SIGNATURE)?,
+    )?;
+    Ok((ws, key))
+}
+
 /// A running server task: its address, the sender that stops it, and the task.
 pub type Serving = (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
 

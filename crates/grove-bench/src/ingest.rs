@@ -314,3 +314,142 @@ pub async fn tls_cost(
     }
     Ok(out)
 }
+
+/// [`http`] and the same load over the push WebSocket in one run: `senders` users, each with
+/// one bound socket keeping up to `window` entries in flight, post `messages` 256-byte
+/// application entries round-robin over `rooms` sender-keys rooms. Answers (HTTP, WebSocket).
+pub async fn websocket_vs_http(
+    env: &Env,
+    rooms: usize,
+    senders: usize,
+    window: usize,
+    messages: usize,
+) -> Result<(IngestResult, IngestResult)> {
+    let over_http = http(env, rooms, senders, messages).await?;
+    let over_ws = websocket(env, rooms, senders, window, messages).await?;
+    Ok((over_http, over_ws))
+}
+
+/// The WebSocket half of [`websocket_vs_http`]. Frames (with their MACs) are made before the
+/// clock starts; an entry's latency runs from its frame's send to its `sent` answer.
+pub async fn websocket(
+    env: &Env,
+    rooms: usize,
+    senders: usize,
+    window: usize,
+    messages: usize,
+) -> Result<IngestResult> {
+    use futures_util::{SinkExt, StreamExt};
+    use grove_wire::api::{AppendEntry, PushRequest};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = harness::start_server_with(env, Transport::Plain).await?;
+    let client = harness::http_client_for(&server)?;
+    let admin = User::random();
+    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
+    for n in &names {
+        server.setup_room(&client, &admin, n, &ids).await?;
+    }
+    let url = format!("{}/v1/push", server.base.replacen("http://", "ws://", 1));
+    let window = window.max(1);
+    let barrier = Arc::new(Barrier::new(senders + 1));
+    let mut tasks = Vec::with_capacity(senders);
+    for (i, user) in users.iter().enumerate() {
+        let n = messages / senders + usize::from(i < messages % senders);
+        let (ws, key) = harness::push_bound(&url, user, &server.server_key).await?;
+        let frames: Vec<String> = (0..WARMUP_PER_SENDER + n)
+            .map(|k| {
+                let room = names[(i + k) % names.len()].clone();
+                let entry = AppendEntry { kind: EntryKind::Application, epoch: 1, body: harness::random_body(BODY) };
+                let id = k as u64 + 1;
+                let mac = key.mac(id, &room, &entry);
+                serde_json::to_string(&PushRequest::Send { id, room, entry, mac }).unwrap_or_default()
+            })
+            .collect();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let mut h = histogram();
+            let (mut errors, mut first_error) = (0usize, None);
+            let mut sent_at = std::collections::VecDeque::with_capacity(window);
+            let mut frames = frames.into_iter();
+            let mut answered = 0usize;
+            let total = WARMUP_PER_SENDER + n;
+            while answered < total {
+                if answered == WARMUP_PER_SENDER && sent_at.is_empty() {
+                    barrier.wait().await;
+                }
+                let warming = answered < WARMUP_PER_SENDER;
+                let limit = if warming { WARMUP_PER_SENDER } else { total };
+                let sent = answered + sent_at.len();
+                if sent_at.len() < window && sent < limit {
+                    if let Some(f) = frames.next() {
+                        sink.send(Message::text(f)).await?;
+                        sent_at.push_back(Instant::now());
+                        continue;
+                    }
+                }
+                let Some(msg) = stream.next().await else { bail!("the server closed the push socket") };
+                let Message::Text(text) = msg? else { continue };
+                let ev: serde_json::Value = serde_json::from_str(text.as_str())?;
+                let t = sent_at.pop_front().ok_or_else(|| anyhow::anyhow!("an answer to no send: {ev}"))?;
+                answered += 1;
+                if ev["type"] == "sent" {
+                    if !warming {
+                        let _ = h.record(t.elapsed().as_nanos() as u64);
+                    }
+                } else {
+                    errors += 1;
+                    first_error.get_or_insert(ev.to_string());
+                }
+            }
+            anyhow::Ok((h, errors, first_error))
+        }));
+    }
+    barrier.wait().await;
+    let before = server.store.stats();
+    let c0 = harness::cpu_snap();
+    let t0 = Instant::now();
+    let mut hist = histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await???;
+        hist.add(&h).ok();
+        errors += e;
+        if first_error.is_none() {
+            first_error = fe;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cores = Cores::between(env, &c0, &harness::cpu_snap());
+    let after = server.store.stats();
+    if let Some(e) = first_error {
+        eprintln!("ingest over the push WebSocket: first error: {e}");
+    }
+    let mut stored = 0u64;
+    for n in &names {
+        stored += server.store.room(n).await?.map(|r| r.head).unwrap_or(0);
+    }
+    let expected = (rooms + senders * WARMUP_PER_SENDER + messages - errors) as u64;
+    if stored != expected {
+        bail!("ingest over the push WebSocket: the store holds {stored} entries, expected {expected}");
+    }
+    server.stop().await;
+    let ok = hist.len() as usize;
+    let txns = after.transactions - before.transactions;
+    Ok(IngestResult {
+        rooms,
+        senders,
+        messages: ok,
+        secs,
+        rate: ok as f64 / secs,
+        ack: Lat::of(&hist),
+        errors,
+        transactions: txns,
+        mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
+        cores,
+    })
+}
