@@ -152,9 +152,29 @@ pub async fn http_over(
                     }
                 }
             }
-            (h, errors, first_error)
+            anyhow::Ok((h, errors, first_error))
         }));
     }
+    finish(env, server, &names, senders, messages, barrier, tasks, "ingest").await
+}
+
+/// What one sender task of an ingest run hands back: its latencies, errors, and the first.
+type SenderOutcome = Result<(hdrhistogram::Histogram<u64>, usize, Option<String>)>;
+
+/// Starts the clock when every sender has warmed up (`barrier`), waits for them all, checks
+/// that the store holds every acknowledged entry (plus each room's setup entry and the
+/// warm-up), stops the server and says what the run measured.
+#[allow(clippy::too_many_arguments)] // one per figure of the run
+async fn finish(
+    env: &Env,
+    server: harness::Server,
+    names: &[String],
+    senders: usize,
+    messages: usize,
+    barrier: Arc<Barrier>,
+    tasks: Vec<tokio::task::JoinHandle<SenderOutcome>>,
+    what: &str,
+) -> Result<IngestResult> {
     barrier.wait().await;
     let before = server.store.stats();
     let c0 = harness::cpu_snap();
@@ -163,7 +183,7 @@ pub async fn http_over(
     let mut errors = 0;
     let mut first_error = None;
     for t in tasks {
-        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await??;
+        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await???;
         hist.add(&h).ok();
         errors += e;
         if first_error.is_none() {
@@ -174,22 +194,22 @@ pub async fn http_over(
     let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let after = server.store.stats();
     if let Some(e) = first_error {
-        eprintln!("ingest: first error: {e}");
+        eprintln!("{what}: first error: {e}");
     }
     // Every acknowledged entry must be in the store.
     let mut stored = 0u64;
-    for n in &names {
+    for n in names {
         stored += server.store.room(n).await?.map(|r| r.head).unwrap_or(0);
     }
-    let expected = (rooms + senders * WARMUP_PER_SENDER + messages - errors) as u64;
+    let expected = (names.len() + senders * WARMUP_PER_SENDER + messages - errors) as u64;
     if stored != expected {
-        bail!("ingest: the store holds {stored} entries, expected {expected}");
+        bail!("{what}: the store holds {stored} entries, expected {expected}");
     }
     server.stop().await;
     let ok = hist.len() as usize;
     let txns = after.transactions - before.transactions;
     Ok(IngestResult {
-        rooms,
+        rooms: names.len(),
         senders,
         messages: ok,
         secs,
@@ -408,48 +428,5 @@ pub async fn websocket(
             anyhow::Ok((h, errors, first_error))
         }));
     }
-    barrier.wait().await;
-    let before = server.store.stats();
-    let c0 = harness::cpu_snap();
-    let t0 = Instant::now();
-    let mut hist = histogram();
-    let mut errors = 0;
-    let mut first_error = None;
-    for t in tasks {
-        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await???;
-        hist.add(&h).ok();
-        errors += e;
-        if first_error.is_none() {
-            first_error = fe;
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let cores = Cores::between(env, &c0, &harness::cpu_snap());
-    let after = server.store.stats();
-    if let Some(e) = first_error {
-        eprintln!("ingest over the push WebSocket: first error: {e}");
-    }
-    let mut stored = 0u64;
-    for n in &names {
-        stored += server.store.room(n).await?.map(|r| r.head).unwrap_or(0);
-    }
-    let expected = (rooms + senders * WARMUP_PER_SENDER + messages - errors) as u64;
-    if stored != expected {
-        bail!("ingest over the push WebSocket: the store holds {stored} entries, expected {expected}");
-    }
-    server.stop().await;
-    let ok = hist.len() as usize;
-    let txns = after.transactions - before.transactions;
-    Ok(IngestResult {
-        rooms,
-        senders,
-        messages: ok,
-        secs,
-        rate: ok as f64 / secs,
-        ack: Lat::of(&hist),
-        errors,
-        transactions: txns,
-        mean_batch: (after.ops - before.ops) as f64 / txns.max(1) as f64,
-        cores,
-    })
+    finish(env, server, &names, senders, messages, barrier, tasks, "ingest over the push WebSocket").await
 }

@@ -172,7 +172,8 @@ impl FrameKey {
 mod tests {
     use super::*;
     use crate::api::EntryKind;
-    use rand::rngs::OsRng;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
 
     fn entry(body: &[u8]) -> AppendEntry {
         AppendEntry { kind: EntryKind::Application, epoch: 3, body: body.to_vec() }
@@ -182,10 +183,11 @@ mod tests {
     /// change to its number, room, kind, epoch or body, or another connection's key, does not.
     #[test]
     fn both_ends_agree_and_a_frame_verifies_only_as_sent_on_its_own_connection() {
-        let server = SigningKey::generate(&mut OsRng);
+        let mut rng = StdRng::seed_from_u64(1);
+        let server = SigningKey::generate(&mut rng);
         let alice = UserId([7; 32]);
-        let offer = Offer::new(&mut OsRng);
-        let (at_server, half, sig) = answer(&mut OsRng, &server, &alice, &offer.public_hex()).unwrap();
+        let offer = Offer::new(&mut rng);
+        let (at_server, half, sig) = answer(&mut rng, &server, &alice, &offer.public_hex()).unwrap();
         let at_client = offer.accept(&alice, &server.verifying_key().to_bytes(), &half, &sig).unwrap();
         let mac = at_client.mac(1, "garden", &entry(b"hello"));
         assert!(at_server.verify(1, "garden", &entry(b"hello"), &mac));
@@ -200,8 +202,8 @@ mod tests {
         assert!(!at_server.verify(1, "garden", &e, &mac), "another kind");
         assert!(!at_server.verify(1, "garden", &entry(b"hello"), "zz"), "not hex");
 
-        let other = Offer::new(&mut OsRng);
-        let (elsewhere, _, _) = answer(&mut OsRng, &server, &alice, &other.public_hex()).unwrap();
+        let other = Offer::new(&mut rng);
+        let (elsewhere, _, _) = answer(&mut rng, &server, &alice, &other.public_hex()).unwrap();
         assert!(!elsewhere.verify(1, "garden", &entry(b"hello"), &mac), "another connection");
     }
 
@@ -209,24 +211,25 @@ mod tests {
     /// another user, is refused by the client.
     #[test]
     fn the_client_refuses_an_answer_the_server_did_not_sign_for_it() {
-        let server = SigningKey::generate(&mut OsRng);
+        let mut rng = StdRng::seed_from_u64(2);
+        let server = SigningKey::generate(&mut rng);
         let key = server.verifying_key().to_bytes();
         let alice = UserId([7; 32]);
-        let offer = Offer::new(&mut OsRng);
-        let (_, half, sig) = answer(&mut OsRng, &server, &alice, &offer.public_hex()).unwrap();
-        let mallory = Offer::new(&mut OsRng);
-        assert_eq!(Offer::new(&mut OsRng).accept(&alice, &key, &half, &sig).unwrap_err(), BindError::BadSignature);
+        let offer = Offer::new(&mut rng);
+        let (_, half, sig) = answer(&mut rng, &server, &alice, &offer.public_hex()).unwrap();
+        let mallory = Offer::new(&mut rng);
+        assert_eq!(Offer::new(&mut rng).accept(&alice, &key, &half, &sig).unwrap_err(), BindError::BadSignature);
         assert_eq!(
-            Offer::new(&mut OsRng).accept(&alice, &key, &mallory.public_hex(), &sig).unwrap_err(),
+            Offer::new(&mut rng).accept(&alice, &key, &mallory.public_hex(), &sig).unwrap_err(),
             BindError::BadSignature
         );
-        let impostor = SigningKey::generate(&mut OsRng);
-        let (_, half2, sig2) = answer(&mut OsRng, &impostor, &alice, &offer.public_hex()).unwrap();
+        let impostor = SigningKey::generate(&mut rng);
+        let (_, half2, sig2) = answer(&mut rng, &impostor, &alice, &offer.public_hex()).unwrap();
         assert_eq!(offer.accept(&alice, &key, &half2, &sig2).unwrap_err(), BindError::BadSignature);
-        let offer = Offer::new(&mut OsRng);
-        let (_, half, sig) = answer(&mut OsRng, &server, &UserId([8; 32]), &offer.public_hex()).unwrap();
+        let offer = Offer::new(&mut rng);
+        let (_, half, sig) = answer(&mut rng, &server, &UserId([8; 32]), &offer.public_hex()).unwrap();
         assert_eq!(offer.accept(&alice, &key, &half, &sig).unwrap_err(), BindError::BadSignature);
-        assert_eq!(answer(&mut OsRng, &server, &alice, "00").unwrap_err(), BindError::MalformedKey);
-        assert_eq!(answer(&mut OsRng, &server, &alice, &"00".repeat(32)).unwrap_err(), BindError::WeakKey);
+        assert_eq!(answer(&mut rng, &server, &alice, "00").unwrap_err(), BindError::MalformedKey);
+        assert_eq!(answer(&mut rng, &server, &alice, &"00".repeat(32)).unwrap_err(), BindError::WeakKey);
     }
 }

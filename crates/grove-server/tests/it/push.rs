@@ -67,14 +67,20 @@ impl Live {
         &self,
         user: &User,
     ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-        let h = sign_request(&user.key, &self.state.public_key(), "GET", "/v1/push", Self::now(), &fresh_nonce(), b"");
-        let mut req = format!("ws://{}/v1/push", self.addr).into_client_request().unwrap();
+        tokio_tungstenite::connect_async(self.upgrade(user, "/v1/push")).await.unwrap().0
+    }
+
+    /// The upgrade request to `path_and_query`, signed by `user`.
+    fn upgrade(&self, user: &User, path_and_query: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        let h =
+            sign_request(&user.key, &self.state.public_key(), "GET", path_and_query, Self::now(), &fresh_nonce(), b"");
+        let mut req = format!("ws://{}{path_and_query}", self.addr).into_client_request().unwrap();
         let hs = req.headers_mut();
         hs.insert("x-grove-key", h.key.parse().unwrap());
         hs.insert("x-grove-timestamp", h.timestamp.parse().unwrap());
         hs.insert("x-grove-nonce", h.nonce.parse().unwrap());
         hs.insert("x-grove-signature", h.signature.parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        req
     }
 
     /// A push socket opened with a frame binding: it can send entries. Answers the socket and
@@ -88,14 +94,7 @@ impl Live {
     ) {
         let offer = grove_wire::push::Offer::new(&mut rand::rngs::OsRng);
         let path = format!("/v1/push?bind={}", offer.public_hex());
-        let h = sign_request(&user.key, &self.state.public_key(), "GET", &path, Self::now(), &fresh_nonce(), b"");
-        let mut req = format!("ws://{}{path}", self.addr).into_client_request().unwrap();
-        let hs = req.headers_mut();
-        hs.insert("x-grove-key", h.key.parse().unwrap());
-        hs.insert("x-grove-timestamp", h.timestamp.parse().unwrap());
-        hs.insert("x-grove-nonce", h.nonce.parse().unwrap());
-        hs.insert("x-grove-signature", h.signature.parse().unwrap());
-        let (ws, response) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let (ws, response) = tokio_tungstenite::connect_async(self.upgrade(user, &path)).await.unwrap();
         let header = |name: &str| response.headers().get(name).unwrap().to_str().unwrap().to_string();
         let key = offer
             .accept(
