@@ -181,9 +181,11 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
                     return Err(anyhow!("the message is empty: give it as an argument or on standard input"));
                 }
                 let mut p = open(&dir, connect)?;
-                let seq = p.send(&room, &text).await?;
+                let sent = p.send_reporting(&room, &Content::text(&text)).await?;
+                key_pending(&p, &room, &sent.key_pending);
                 if json_out {
-                    out!("{}", json!({"seq": seq}));
+                    let pending: Vec<String> = sent.key_pending.iter().map(|k| k.user.to_string()).collect();
+                    out!("{}", json!({"seq": sent.seq, "key_pending": pending}));
                 }
             }
             Command::Outbox => {
@@ -369,7 +371,10 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
-        RoomCommand::Update { room } => p.update(&room).await?,
+        RoomCommand::Update { room } => {
+            p.update(&room).await?;
+            key_pending(&p, &room, &p.key_pending(&room)?);
+        }
         RoomCommand::List => {
             let rooms = p.rooms()?;
             let invitations = p.invitations()?;
@@ -513,4 +518,20 @@ fn emit(
         out!("[{}] {line}", m.seq);
     }
     Ok(())
+}
+
+/// Says on standard error which members of a sender-keys room have not got this user's key yet
+/// (their home server could not be reached), and that it is retried.
+fn key_pending(p: &Profile, room: &str, pending: &[grove_client::profile::KeyPending]) {
+    if pending.is_empty() {
+        return;
+    }
+    let names = p.display_names(room).unwrap_or_default();
+    let me = p.user_id();
+    let who: Vec<String> =
+        pending.iter().map(|k| format!("{} (home {})", crate::describe::who(&k.user, me, &names), k.home)).collect();
+    eprintln!(
+        "not yet delivered: your key to {}: their home server could not be reached. They will read your messages once it is delivered; it is retried on your next `grove sync` or `grove send` in this room",
+        who.join(", ")
+    );
 }

@@ -21,8 +21,8 @@ mod outbox;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
-pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
-pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
+pub use outbox::{Sent, IN_FLIGHT_GRACE, SEAL_OVERHEAD};
+pub use sk::{KeyPending, OLM_KEY_LOW, OLM_KEY_TARGET};
 
 use crate::core::{protocol, Change, FollowUp, Prepared};
 use crate::known::KnownServers;
@@ -809,7 +809,8 @@ impl Profile {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
-            return self.sk_rotate(&room).await;
+            // Members whose home could not be reached get the key on a later sync or send.
+            return self.sk_rotate(&room).await.map(|_| ());
         }
         self.change_membership(&room, &Change::Update).await?;
         Ok(())
@@ -1158,10 +1159,21 @@ impl Profile {
                 }
             }
         }
+        let room = self.room(link)?;
+        let sk = room.mode == RoomMode::SenderKeys;
+        if sk && !self.store.records("sk/held/")?.is_empty() {
+            // Messages whose sender key arrived since they were read: readable now.
+            let released = self.room_protocol(room.mode)?.release_held(&room)?;
+            self.store.commit(released)?;
+        }
         if follow_up.rotate {
-            let room = self.room(link)?;
             if let Err(e) = Box::pin(self.sk_rotate(&room)).await {
                 tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
+            }
+        } else if sk && self.sk_delivery_waits(&room)? {
+            // Members whose home could not be reached before get the own sender key now.
+            if let Err(e) = Box::pin(self.sk_deliver(&room)).await {
+                tracing::warn!(room = link, error = %e, "delivering the sender key failed; retried on the next sync");
             }
         }
         Ok((RoomStatus::Active, view))
