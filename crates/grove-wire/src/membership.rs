@@ -205,7 +205,14 @@ mod tests {
         let odd = BTreeMap::from([(UserId([9; 32]), "c.example:1".to_string())]);
         assert!(SignedMembership::sign_with_homes(&k, "paris", 1, vec![me], p.clone(), odd).homes.is_empty());
         for bad in ["", "a b:1", "a,b:1", "a=b:1", "caf\u{e9}:1"] {
-            let m = SignedMembership::sign_with_homes(&k, "paris", 1, vec![me], p.clone(), BTreeMap::from([(me, bad.into())]));
+            let m = SignedMembership::sign_with_homes(
+                &k,
+                "paris",
+                1,
+                vec![me],
+                p.clone(),
+                BTreeMap::from([(me, bad.into())]),
+            );
             assert!(!m.verify(), "{bad:?}");
         }
     }

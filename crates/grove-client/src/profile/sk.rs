@@ -59,7 +59,7 @@ enum Pairwise {
         room: String,
         /// The sequence number of the membership entry that added the invitee.
         seq: u64,
-        membership: SignedMembership,
+        membership: Box<SignedMembership>,
         /// Members' home servers, `HOST:PORT`.
         homes: Vec<(UserId, String)>,
     },
@@ -165,8 +165,8 @@ impl Profile {
             return Ok(Vec::new());
         }
         let engine = self.sk_engine()?;
-        let Some((waiting, _)) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
-        waiting.into_iter().map(|user| Ok(KeyPending { user, home: self.home_of(&user, &room)? })).collect()
+        let Some(waiting) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
+        waiting.members.into_iter().map(|user| Ok(KeyPending { user, home: self.home_of(&user, &room)? })).collect()
     }
 
     /// Keeps enough one-time Olm keys and a fallback key on the home server.
@@ -240,7 +240,7 @@ impl Profile {
         let mut list: Vec<(UserId, String)> =
             m.members.iter().filter_map(|u| homes.get(u).map(|h| (*u, h.clone()))).collect();
         list.push((self.user_id(), written_server(&self.home)));
-        let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: m, homes: list };
+        let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: Box::new(m), homes: list };
         self.send_pairwise(&addr.user, &addr.home_url(), &invite).await?;
         self.send_roster_quietly(&room.link).await;
         Ok(())
@@ -267,10 +267,11 @@ impl Profile {
     /// stays waiting; the others are recorded as served. Answers who still waits.
     pub(super) async fn sk_deliver(&mut self, room: &LocalRoom) -> Result<Vec<KeyPending>> {
         let engine = self.sk_engine()?;
-        let Some((waiting, dist)) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
+        let Some(waiting) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
+        let dist = waiting.distribution;
         let mut delivered = Vec::new();
         let mut pending = Vec::new();
-        for user in waiting {
+        for user in waiting.members {
             let home = self.home_of(&user, room)?;
             match self.send_pairwise(&user, &home, &Pairwise::SenderKey { dist: dist.to_vec() }).await {
                 Ok(()) => delivered.push(user),

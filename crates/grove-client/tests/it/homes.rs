@@ -50,7 +50,7 @@ async fn a_room_on_a_with_members_homed_on_a_b_and_c_talks_and_a_removal_rotates
         let names = ["alice", "bob", "carol", "dave"];
         for (i, name) in names.iter().enumerate() {
             let sent = people[i]
-                .send_reporting("garden", &grove_wire::content::Content::text(&format!("hello from {name}")))
+                .send_reporting("garden", &grove_wire::content::Content::text(format!("hello from {name}")))
                 .await
                 .unwrap_or_else(|e| panic!("{mode:?}: {name} cannot send: {e}"));
             assert!(sent.key_pending.is_empty(), "{mode:?}: {name}: {:?}", sent.key_pending);
@@ -137,11 +137,18 @@ async fn a_home_down_during_a_rotation_delays_only_its_member_and_nothing_is_los
             people[i].send("garden", &format!("{name}: welcome back")).await.unwrap();
         }
         everyone_syncs(&mut people).await;
-        let mut want: Vec<String> = ["alice", "bob", "carol", "dave"].iter().map(|n| format!("hello from {n}")).collect();
+        let mut want: Vec<String> =
+            ["alice", "bob", "carol", "dave"].iter().map(|n| format!("hello from {n}")).collect();
         let before = want.clone();
         want.extend(
-            ["alice: while C is down", "bob: while C is down", "carol: back", "alice: welcome back", "bob: welcome back"]
-                .map(String::from),
+            [
+                "alice: while C is down",
+                "bob: while C is down",
+                "carol: back",
+                "alice: welcome back",
+                "bob: welcome back",
+            ]
+            .map(String::from),
         );
         for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
             assert_eq!(texts(&people[i], "garden"), want, "{mode:?}: {name}");

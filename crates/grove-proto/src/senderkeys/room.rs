@@ -127,7 +127,9 @@ impl RoomError {
     pub fn is_missing_chain(&self) -> bool {
         matches!(
             self,
-            RoomError::Cipher(SenderKeyError::UnknownChain | SenderKeyError::WrongRoom | SenderKeyError::WrongEpoch { .. })
+            RoomError::Cipher(
+                SenderKeyError::UnknownChain | SenderKeyError::WrongRoom | SenderKeyError::WrongEpoch { .. }
+            )
         )
     }
 
@@ -251,6 +253,21 @@ struct HeldMessage {
     ts: i64,
     #[serde(with = "grove_wire::b64")]
     body: Vec<u8>,
+}
+
+/// The own chain's distribution and the members it has not reached yet
+/// ([`SkEngine::undelivered`]).
+pub struct Undelivered {
+    /// The members still waiting.
+    pub members: Vec<UserId>,
+    /// The distribution ([`SenderKeyDistribution::to_bytes`]). Secret.
+    pub distribution: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Undelivered").field("members", &self.members).finish_non_exhaustive()
+    }
 }
 
 /// A held message that became readable ([`SkEngine::take_readable`]).
@@ -396,8 +413,7 @@ impl SkEngine {
                 outs.push((id.to_string(), Zeroizing::new(v.to_vec())));
             } else if let Some(rest) = k.strip_prefix(HELD) {
                 let (_, room) = rest.split_once('/').ok_or(RoomError::CorruptState("held message key"))?;
-                let m: HeldMessage =
-                    serde_json::from_slice(v).map_err(|_| RoomError::CorruptState("held message"))?;
+                let m: HeldMessage = serde_json::from_slice(v).map_err(|_| RoomError::CorruptState("held message"))?;
                 held.entry(room.to_string()).or_default().push(m);
             } else if let Some(id) = k.strip_prefix(OWN) {
                 owns.push((id.to_string(), SenderChain::from_bytes(v)?));
@@ -673,14 +689,14 @@ impl SkEngine {
 
     /// The current members the own chain's distribution of `room` has not reached yet, with that
     /// distribution (secret) to hand them; `None` if everyone has it (or there is no chain).
-    pub fn undelivered(&self, room: &str) -> Result<Option<(Vec<UserId>, Zeroizing<Vec<u8>>)>, RoomError> {
+    pub fn undelivered(&self, room: &str) -> Result<Option<Undelivered>, RoomError> {
         let s = self.room(room)?;
         let Some(out) = &s.out else { return Ok(None) };
         let waiting: Vec<UserId> = s.undelivered.iter().filter(|u| s.view.is_member(u)).copied().collect();
         if waiting.is_empty() {
             return Ok(None);
         }
-        Ok(Some((waiting, out.clone())))
+        Ok(Some(Undelivered { members: waiting, distribution: out.clone() }))
     }
 
     /// Records that the own chain's distribution of `room` was delivered to `users`; once every
@@ -829,11 +845,21 @@ impl SkEngine {
     /// decrypt once its distribution arrives ([`SkEngine::take_readable`]). Only a message of
     /// the view's version from another member is held, at most [`MAX_HELD`] per room (the
     /// oldest goes first). Answers whether it was held.
-    pub fn hold_message(&mut self, room: &str, seq: u64, ts: i64, body: &[u8]) -> Result<(bool, RoomChanges), RoomError> {
+    pub fn hold_message(
+        &mut self,
+        room: &str,
+        seq: u64,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<(bool, RoomChanges), RoomError> {
         let view = &self.room(room)?.view;
         let mut changes = RoomChanges::default();
         let Ok(header) = super::MessageHeader::parse(body) else { return Ok((false, changes)) };
-        if header.room != room || header.epoch != view.version || !view.is_member(&header.sender) || header.sender == self.me {
+        if header.room != room
+            || header.epoch != view.version
+            || !view.is_member(&header.sender)
+            || header.sender == self.me
+        {
             return Ok((false, changes));
         }
         let list = self.held.entry(room.to_string()).or_default();

@@ -405,8 +405,9 @@ fn homes_are_in_the_membership_and_a_late_distribution_makes_a_held_message_read
     alice.persist(c);
     alice.restart();
     assert!(!alice.engine.needs_rotation(ROOM, NOW).unwrap(), "the chain is kept for Carol");
-    let (waiting, dist) = alice.engine.undelivered(ROOM).unwrap().unwrap();
-    assert_eq!(waiting, [carol.id()]);
+    let waiting = alice.engine.undelivered(ROOM).unwrap().unwrap();
+    assert_eq!(waiting.members, [carol.id()]);
+    let dist = waiting.distribution;
     let (msg, _, c) = alice.engine.encrypt(ROOM, b"while carol waits", room.version, NOW).unwrap();
     alice.persist(c);
     assert_eq!(read(&mut bob, &msg).unwrap(), "while carol waits");
