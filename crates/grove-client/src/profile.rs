@@ -915,6 +915,9 @@ impl Profile {
             }
             let before = self.store.messages(&room.link, room.cursor)?.len();
             let (status, _) = self.sync_room_locked(&room.link).await?;
+            if status == RoomStatus::Active {
+                self.sk_deliver_quietly(&room.link).await?;
+            }
             let after = self.store.messages(&room.link, room.cursor)?.len();
             if after > before {
                 report.new_messages.insert(room.link.clone(), after - before);
@@ -1038,6 +1041,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let (status, _) = self.sync_room_locked(link).await?;
         if status == RoomStatus::Active {
+            self.sk_deliver_quietly(link).await?;
             self.flush_room_quietly(link).await?;
         }
         Ok(self.room(link)?.status)
@@ -1160,8 +1164,7 @@ impl Profile {
             }
         }
         let room = self.room(link)?;
-        let sk = room.mode == RoomMode::SenderKeys;
-        if sk && !self.store.records("sk/held/")?.is_empty() {
+        if room.mode == RoomMode::SenderKeys && !self.store.records("sk/held/")?.is_empty() {
             // Messages whose sender key arrived since they were read: readable now.
             let released = self.room_protocol(room.mode)?.release_held(&room)?;
             self.store.commit(released)?;
@@ -1169,11 +1172,6 @@ impl Profile {
         if follow_up.rotate {
             if let Err(e) = Box::pin(self.sk_rotate(&room)).await {
                 tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
-            }
-        } else if sk && self.sk_delivery_waits(&room)? {
-            // Members whose home could not be reached before get the own sender key now.
-            if let Err(e) = Box::pin(self.sk_deliver(&room)).await {
-                tracing::warn!(room = link, error = %e, "delivering the sender key failed; retried on the next sync");
             }
         }
         Ok((RoomStatus::Active, view))

@@ -16,9 +16,10 @@
 //!   the homes it knows), then from the address book (homes a member signed in its own pairwise
 //!   envelopes, or typed in an address), else the room's server.
 //! - distribution: member by member; a member whose home cannot be reached (or refuses) does
-//!   not hold up the others. The engine keeps who still waits, and every later sync or send of
-//!   the room delivers the same distribution again to them ([`Profile::key_pending`] says who
-//!   they are), so what was sent meanwhile becomes readable to them.
+//!   not hold up the others. The engine keeps who still waits, and every later sync of the
+//!   room (`grove sync`; not entries pushed by the server) or send in it delivers the same
+//!   distribution again to them ([`Profile::key_pending`] says who they are), so what was sent
+//!   meanwhile becomes readable to them.
 //! - send: sync first (the view must be the server's version); rotate if the chain is due
 //!   (version changed, age, count); encrypt; persist; post.
 //! - sync: mailbox (distributions, invitations), then the log in order (memberships, messages).
@@ -260,6 +261,20 @@ impl Profile {
     /// look at the records, before loading the engine).
     pub(super) fn sk_delivery_waits(&self, room: &LocalRoom) -> Result<bool> {
         Ok(!self.store.records(&format!("sk/out/{}", room.link))?.is_empty())
+    }
+
+    /// On an explicit sync of the room (not on pushed entries: a home that cannot be reached
+    /// may take the connect timeout): delivers the own sender key to the members it has not
+    /// reached yet, if any. A failure is logged; they stay waiting.
+    pub(super) async fn sk_deliver_quietly(&mut self, link: &str) -> Result<()> {
+        let room = self.room(link)?;
+        if room.mode != RoomMode::SenderKeys || !self.sk_delivery_waits(&room)? {
+            return Ok(());
+        }
+        if let Err(e) = self.sk_deliver(&room).await {
+            tracing::warn!(room = link, error = %e, "delivering the sender key failed; retried on the next sync or send");
+        }
+        Ok(())
     }
 
     /// Delivers the own chain's distribution to each member who has not got it yet, over Olm to
