@@ -164,7 +164,8 @@ pub(crate) trait RoomProtocol {
     fn peek(&mut self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>>;
 
     /// Applies a page of the room's log, in order, from `room.cursor` on. `mailbox_read`: the
-    /// mailbox was just read for this page, so an unknown chain is now unreadable for good.
+    /// mailbox was just read for this page, so a message whose chain is still unknown is recorded
+    /// as unreadable and held (sender keys) until its key comes ([`RoomProtocol::release_held`]).
     fn apply(&mut self, room: &LocalRoom, me: UserId, entries: Vec<Entry>, mailbox_read: bool) -> Result<Applied>;
 
     /// Seals a plaintext for the room. `view` is the epoch or version the server reported at
