@@ -523,15 +523,7 @@ fn emit(
 /// Says on standard error which members of a sender-keys room have not got this user's key yet
 /// (their home server could not be reached), and that it is retried.
 fn key_pending(p: &Profile, room: &str, pending: &[grove_client::profile::KeyPending]) {
-    if pending.is_empty() {
-        return;
+    if let Some(sentence) = crate::describe::key_pending_sentence(p, room, pending) {
+        eprintln!("{sentence}");
     }
-    let names = p.display_names(room).unwrap_or_default();
-    let me = p.user_id();
-    let who: Vec<String> =
-        pending.iter().map(|k| format!("{} (home {})", crate::describe::who(&k.user, me, &names), k.home)).collect();
-    eprintln!(
-        "not yet delivered: your key to {}: their home server could not be reached. They will read your messages once it is delivered; it is retried on your next `grove sync` or `grove send` in this room",
-        who.join(", ")
-    );
 }
