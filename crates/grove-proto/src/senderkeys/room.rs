@@ -674,15 +674,22 @@ impl SkEngine {
     /// Whether the own chain of `room` must be replaced before the next message: none yet, made
     /// for another version, too old or too used for `policy`, or not fully distributed with no
     /// record of whom it still must reach (a rotation interrupted before its first delivery).
-    /// A chain some members have not got yet is kept: see [`SkEngine::undelivered`].
+    /// A chain some members have not got yet is kept: see [`SkEngine::undelivered`]; its
+    /// rotation by age or count waits for them (a new chain would leave them unable to read
+    /// what was sent on this one), up to twice the policy's bounds.
     pub fn needs_rotation(&self, room: &str, now: u64) -> Result<bool, RoomError> {
         let s = self.room(room)?;
+        let waiting = s.out.is_some();
+        let overdue = RotationPolicy {
+            max_age_secs: self.policy.max_age_secs.saturating_mul(2),
+            max_messages: self.policy.max_messages.saturating_mul(2),
+        };
         Ok(match &s.own {
             None => true,
             Some(c) => {
                 c.epoch() != s.view.version
-                    || (!s.distributed && s.out.is_none())
-                    || c.needs_rotation(now, &self.policy)
+                    || (!s.distributed && !waiting)
+                    || c.needs_rotation(now, if waiting { &overdue } else { &self.policy })
             }
         })
     }

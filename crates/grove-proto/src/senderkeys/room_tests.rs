@@ -430,8 +430,13 @@ fn homes_are_in_the_membership_and_a_late_distribution_makes_a_held_message_read
     assert_eq!(carol.engine.held_len(ROOM), 0);
     assert!(!carol.db.keys().any(|k| k.starts_with("held/")));
 
+    // A week later the chain is due by age, but Carol still waits for it: kept, up to two weeks.
+    let week = RotationPolicy::default().max_age_secs;
+    assert!(!alice.engine.needs_rotation(ROOM, NOW + week).unwrap());
+    assert!(alice.engine.needs_rotation(ROOM, NOW + 2 * week).unwrap());
     let c = alice.engine.mark_delivered(ROOM, &[carol.id()]).unwrap();
     alice.persist(c);
+    assert!(alice.engine.needs_rotation(ROOM, NOW + week).unwrap(), "everyone has it: rotated by age again");
     assert!(alice.engine.undelivered(ROOM).unwrap().is_none());
     assert!(!alice.db.keys().any(|k| k.starts_with("out/")), "the kept distribution is gone");
 }
