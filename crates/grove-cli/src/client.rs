@@ -154,8 +154,11 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
             Command::Send { room, file: Some(path), caption, .. } => {
                 let mut p = open(&dir, connect)?;
                 let seq = crate::files::send(&mut p, &room, &path, caption.as_deref()).await?;
+                let pending = p.key_pending(&room)?;
+                key_pending(&p, &room, &pending);
                 if json_out {
-                    out!("{}", json!({"seq": seq}));
+                    let pending: Vec<String> = pending.iter().map(|k| k.user.to_string()).collect();
+                    out!("{}", json!({"seq": seq, "key_pending": pending}));
                 }
             }
             Command::Save { room, seq, out, force } => {
