@@ -366,6 +366,21 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                 }
             }
         }
+        RoomCommand::Profile { room, name, topic } => {
+            let profile = if name.is_none() && topic.is_none() {
+                let link = p.room(&room)?.link;
+                p.sync_room(&link).await?;
+                p.room_profile(&link)?
+            } else {
+                p.set_room_profile(&room, name.as_deref(), topic.as_deref()).await?
+            };
+            if json_out {
+                out!("{}", json!({"name": profile.name, "topic": profile.topic}));
+            } else {
+                out!("name:\t{}", profile.name);
+                out!("topic:\t{}", profile.topic);
+            }
+        }
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
@@ -378,7 +393,8 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                 let mut rows = Vec::new();
                 for r in &rooms {
                     let invited_by = invited_by(&r.link).map(|u| u.to_string());
-                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?, "invited_by": invited_by}));
+                    let profile = p.room_profile(&r.link)?;
+                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?, "invited_by": invited_by, "title": profile.name, "topic": profile.topic}));
                 }
                 out!("{}", serde_json::Value::Array(rows));
             } else {
@@ -398,7 +414,9 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                     };
                     let unread = p.unread(&r.link)?;
                     let unread = if unread > 0 { format!("{unread} unread") } else { "-".to_string() };
-                    out!("{}\t{}\t{}\t{}{}", r.name, r.mode.as_str(), unread, r.link, status);
+                    let profile = p.room_profile(&r.link)?;
+                    let title = if profile.name.is_empty() { String::new() } else { format!("\t\"{}\"", profile.name) };
+                    out!("{}\t{}\t{}\t{}{}{}", r.name, r.mode.as_str(), unread, r.link, status, title);
                 }
             }
         }
@@ -470,6 +488,10 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
                     format!("* {sender} passed on {} member name(s)", profiles.len()),
                     json!({"names": profiles.len()}),
                 ),
+                Content::RoomProfile(r) => (
+                    format!("* {}", crate::describe::room_profile_sentence(&sender, &r)),
+                    json!({"name": r.name, "topic": r.topic}),
+                ),
                 Content::Unsupported { kind, .. } => (
                     format!("{sender}: (unsupported message of kind {kind:?}: a newer grove shows it)"),
                     json!({"unsupported": kind}),
@@ -483,7 +505,7 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
             (
                 "event",
                 format!("* {text}"),
-                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided}),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided, "roles": change.roles, "banned": change.banned, "unbanned": change.unbanned, "rights": change.rights, "join": change.join}),
             )
         }
         Event::Undecryptable(why) => {

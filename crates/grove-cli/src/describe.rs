@@ -73,6 +73,22 @@ pub(crate) fn membership_sentence(
             parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
         }
     }
+    let by_name = who(by, me, names);
+    for (u, role) in &change.roles {
+        parts.push(format!("{by_name} made {} {role}", who(u, me, names)));
+    }
+    for u in &change.banned {
+        parts.push(format!("{by_name} banned {}", who(u, me, names)));
+    }
+    for u in &change.unbanned {
+        parts.push(format!("{by_name} lifted the ban of {}", who(u, me, names)));
+    }
+    if change.rights {
+        parts.push(format!("{by_name} changed the room's settings"));
+    }
+    if let Some(rule) = change.join {
+        parts.push(format!("{by_name} set the room's join policy to {rule}"));
+    }
     if parts.is_empty() {
         if *by == me {
             parts.push("you updated your keys".to_string());
@@ -81,6 +97,13 @@ pub(crate) fn membership_sentence(
         }
     }
     parts.join(", ")
+}
+
+/// A change of the room's name and topic as a sentence (`sender` already named).
+pub(crate) fn room_profile_sentence(sender: &str, r: &grove_wire::content::RoomProfile) -> String {
+    let name = if r.name.is_empty() { "no name".to_string() } else { format!("the name {:?}", r.name) };
+    let topic = if r.topic.is_empty() { "no topic".to_string() } else { format!("the topic {:?}", r.topic) };
+    format!("{sender} gave the room {name} and {topic}")
 }
 
 pub(crate) fn size(bytes: u64) -> String {

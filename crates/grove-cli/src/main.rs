@@ -242,6 +242,18 @@ enum RoomCommand {
         /// The room's link or short name.
         room: String,
     },
+    /// Show a room's name and topic, or change them (end-to-end encrypted; the room's policy
+    /// says who may: admins by default).
+    Profile {
+        /// The room's link or short name.
+        room: String,
+        /// The room's new name (an empty one clears it).
+        #[arg(long)]
+        name: Option<String>,
+        /// The room's new topic (an empty one clears it).
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

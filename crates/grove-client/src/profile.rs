@@ -18,6 +18,7 @@ mod invitations;
 pub mod misbehave;
 pub(crate) mod names;
 mod outbox;
+pub(crate) mod room_profile;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
@@ -1362,12 +1363,17 @@ async fn report_fault(server: &Server, room: &str, report: &grove_wire::api::Fau
     }
 }
 
-pub(crate) fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
-    Message::membership(
-        link,
-        seq,
-        by,
-        ts,
-        &Membership { added: added.to_vec(), removed: removed.to_vec(), ..Membership::default() },
-    )
+/// The history line of a membership or policy change made by `by`: who it added and removed,
+/// and what it changed of the room's policy (`before`, `after`).
+pub(crate) fn describe(
+    link: &str,
+    (seq, ts): (u64, i64),
+    by: UserId,
+    (added, removed): (&[UserId], &[UserId]),
+    before: Option<&RoomPolicy>,
+    after: Option<&RoomPolicy>,
+) -> Message {
+    let change = Membership { added: added.to_vec(), removed: removed.to_vec(), ..Membership::default() }
+        .with_policy_change(before, after);
+    Message::membership(link, seq, by, ts, &change)
 }

@@ -3,9 +3,10 @@
 //! outcomes.
 
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::RoomStatus;
+use grove_client::store::{Event, RoomStatus};
 use grove_proto::policy::Edit;
 use grove_wire::api::RoomMode;
+use grove_wire::content::{Content, RoomProfile};
 use grove_wire::policy::Role;
 use grove_wire::ErrorCode;
 
@@ -118,5 +119,62 @@ async fn a_banned_user_cannot_be_invited_back_until_unbanned() {
         bob.send("square", "back again").await.unwrap();
         alice.sync().await.unwrap();
         assert!(alice.messages("square", 0).unwrap().iter().any(|m| m.text().as_deref() == Some("back again")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_has_a_name_and_topic_only_its_admins_set_and_the_server_cannot_read() {
+    for mode in MODES {
+        let mut w = World::start().await;
+        let (mut alice, mut bob, mut carol, mut mallory) = square(&w, mode).await;
+
+        // Alice, the owner, names the room; everyone sees it.
+        alice.set_room_profile("square", Some("Paris protests"), Some("Saturday at République")).await.unwrap();
+        for p in [&mut bob, &mut carol, &mut mallory] {
+            p.sync().await.unwrap();
+            let r = p.room_profile("square").unwrap();
+            assert_eq!((r.name.as_str(), r.topic.as_str()), ("Paris protests", "Saturday at République"), "{mode:?}");
+        }
+
+        // Mallory, a plain member, cannot change the room's name: her client says so...
+        let err = mallory.set_room_profile("square", Some("Mallory's party"), None).await.unwrap_err();
+        assert!(matches!(&err, ClientError::Invalid(m) if m.contains("admin")), "{mode:?}: {err:?}");
+        // ...and a client that sends it anyway (the server cannot check what it cannot read) is
+        // ignored by every client, hers included.
+        let forged = RoomProfile { name: "Mallory's party".into(), topic: "free beer".into() };
+        mallory.send_content("square", &Content::RoomProfile(forged)).await.unwrap();
+        for p in [&mut alice, &mut bob, &mut mallory] {
+            p.sync().await.unwrap();
+            assert_eq!(p.room_profile("square").unwrap().name, "Paris protests", "{mode:?}");
+        }
+        let last = bob.messages("square", 0).unwrap().pop().unwrap();
+        assert!(matches!(last.event(), Event::Note(t) if t.contains("ignored")), "{mode:?}: {last:?}");
+
+        // Alice makes Carol an admin: Carol may now change the topic (the name stays), and a
+        // role change reads as what it is in history.
+        alice.edit_policy("square", Edit::SetRole(carol.user_id(), Role::Admin)).await.unwrap();
+        bob.sync().await.unwrap();
+        let line = bob.messages("square", 0).unwrap().pop().unwrap();
+        match line.event() {
+            Event::Membership(m) => assert_eq!(m.roles, vec![(carol.user_id(), Role::Admin)], "{mode:?}"),
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        carol.set_room_profile("square", None, Some("Sunday, 2pm")).await.unwrap();
+        // Then she loses the role; what she sends after that is ignored.
+        alice.edit_policy("square", Edit::SetRole(carol.user_id(), Role::Member)).await.unwrap();
+        let stale = RoomProfile { name: "Carol's room".into(), topic: "".into() };
+        carol.send_content("square", &Content::RoomProfile(stale)).await.unwrap();
+        for p in [&mut alice, &mut bob, &mut carol, &mut mallory] {
+            p.sync().await.unwrap();
+            let r = p.room_profile("square").unwrap();
+            assert_eq!((r.name.as_str(), r.topic.as_str()), ("Paris protests", "Sunday, 2pm"), "{mode:?}");
+        }
+
+        // The server never saw the name nor the topic.
+        for (path, bytes) in w.stop().await {
+            for secret in [b"Paris protests".as_slice(), b"Sunday, 2pm", "République".as_bytes()] {
+                assert!(!bytes.windows(secret.len()).any(|win| win == secret), "{mode:?}: {} holds it", path.display());
+            }
+        }
     }
 }
