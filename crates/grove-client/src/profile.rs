@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 mod files;
 mod invitations;
+mod joins;
 #[cfg(feature = "testing")]
 pub mod misbehave;
 pub(crate) mod names;
@@ -926,6 +927,7 @@ impl Profile {
         self.replenish_keys().await?;
         self.replenish_olm_keys().await?;
         self.flush_outbox().await?;
+        self.carry_out_link_joins().await;
         Ok(report)
     }
 
