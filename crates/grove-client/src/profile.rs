@@ -761,11 +761,16 @@ impl Profile {
         Ok(())
     }
 
-    /// Passes the room's known names on to a new member; a failure only delays its learning.
+    /// Passes the room's known names on to a new member, and its name and topic if this
+    /// member may set them; a failure only delays its learning.
     async fn send_roster_quietly(&mut self, link: &str) {
         match self.send_roster(link).await {
             Ok(()) | Err(ClientError::Queued { .. }) => {}
             Err(e) => tracing::warn!(room = link, error = %e, "could not pass the room's names on"),
+        }
+        match self.pass_room_profile_on(link).await {
+            Ok(()) | Err(ClientError::Queued { .. }) => {}
+            Err(e) => tracing::warn!(room = link, error = %e, "could not pass the room's profile on"),
         }
     }
 

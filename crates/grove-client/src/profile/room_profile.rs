@@ -78,6 +78,21 @@ pub(crate) fn read_content(
 }
 
 impl Profile {
+    /// After an invitation: the new member cannot read what was said before it joined, so a
+    /// member who may set the room's profile sends it again (one whose role may not would be
+    /// ignored; the newcomer then learns it when an admin next invites or sets it).
+    pub(super) async fn pass_room_profile_on(&mut self, link: &str) -> Result<()> {
+        let profile = self.room_profile(link)?;
+        if profile == RoomProfile::default() {
+            return Ok(());
+        }
+        let policy = self.policy(link)?;
+        if !may_set(policy.as_ref().into(), &self.user_id()) {
+            return Ok(());
+        }
+        self.send_content(link, &Content::RoomProfile(profile)).await.map(|_| ())
+    }
+
     /// Reads this member's own message, taken by the server as `seq`, into `batch` (as
     /// [`read_content`], under the room's policy now).
     pub(super) fn read_own_content(&mut self, batch: &mut Batch, link: &str, at: (u64, i64), plaintext: Vec<u8>) {
