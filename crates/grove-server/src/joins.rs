@@ -103,8 +103,8 @@ pub(crate) async fn ask(
     body: AskToJoin,
 ) -> AppResult<JoinAsked> {
     let room = state.0.rooms.get(state, name).await?;
-    if body.token.len() != 32 {
-        return Err(bad("token is the link's 32-byte token"));
+    if body.token.len() != 32 || body.proof.len() != 32 {
+        return Err(bad("token and proof are 32 bytes each"));
     }
     if !home_ok(&body.home) {
         return Err(bad("home must be your home server's base URL, https://HOST[:PORT]"));
@@ -122,7 +122,7 @@ pub(crate) async fn ask(
     }
     let policy = room.policy().await.ok_or_else(no_policy)?;
     let join = may_request_join(&policy, &user).map_err(not_allowed)?;
-    let request = JoinRequest { user, home: body.home, at: now };
+    let request = JoinRequest { user, home: body.home, at: now, proof: body.proof };
     let max = state.0.config.limits.pending_joins_per_room;
     match state.0.store.request_join(room.id, token_hash, request, max).await? {
         JoinOutcome::Requested | JoinOutcome::AlreadyRequested => {
@@ -158,7 +158,7 @@ pub(crate) async fn list(state: &AppState, name: &str, user: UserId) -> AppResul
     let mut requests = Vec::new();
     for r in state.0.store.join_requests(room.id).await? {
         if !room.has_member(&r.user).await && !policy.is_banned(&r.user) {
-            requests.push(JoinRequestItem { user: r.user, home: r.home, at: r.at });
+            requests.push(JoinRequestItem { user: r.user, home: r.home, at: r.at, proof: r.proof });
         }
     }
     Ok(JoinRequests { requests })

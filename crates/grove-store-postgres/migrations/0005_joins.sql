@@ -13,6 +13,7 @@ CREATE TABLE join_requests (
     room  bigint NOT NULL,
     "user" bytea NOT NULL,
     home  text   NOT NULL,
+    proof bytea  NOT NULL,
     at    bigint NOT NULL,
     PRIMARY KEY (room, "user")
 );

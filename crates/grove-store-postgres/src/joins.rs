@@ -97,8 +97,8 @@ impl PostgresStore {
             return Ok(JoinOutcome::TooManyPending);
         }
         tx.execute(
-            "INSERT INTO join_requests (room, \"user\", home, at) VALUES ($1, $2, $3, $4)",
-            &[&room, &user, &request.home, &request.at],
+            "INSERT INTO join_requests (room, \"user\", home, at, proof) VALUES ($1, $2, $3, $4, $5)",
+            &[&room, &user, &request.home, &request.at, &request.proof],
         )
         .await
         .map_err(db_err)?;
@@ -109,7 +109,10 @@ impl PostgresStore {
 
     pub(crate) async fn pg_join_requests(&self, room: RoomId) -> Result<Vec<JoinRequest>> {
         let rows = self
-            .query("SELECT \"user\", home, at FROM join_requests WHERE room = $1 ORDER BY at, \"user\"", &[&room])
+            .query(
+                "SELECT \"user\", home, at, proof FROM join_requests WHERE room = $1 ORDER BY at, \"user\"",
+                &[&room],
+            )
             .await?;
         rows.iter()
             .map(|row| {
@@ -118,6 +121,7 @@ impl PostgresStore {
                     user: user_from_db(&user, "join_requests.user")?,
                     home: col(row, 1)?,
                     at: col(row, 2)?,
+                    proof: col(row, 3)?,
                 })
             })
             .collect()

@@ -13,6 +13,7 @@ CREATE TABLE join_requests (
     room  INTEGER NOT NULL,
     user  BLOB    NOT NULL,
     home  TEXT    NOT NULL,
+    proof BLOB    NOT NULL,
     at    INTEGER NOT NULL,
     PRIMARY KEY (room, user)
 ) WITHOUT ROWID;

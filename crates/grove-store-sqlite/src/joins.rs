@@ -50,7 +50,7 @@ pub(crate) fn room_link(conn: &Connection, room: RoomId) -> Result<Option<RoomLi
 
 pub(crate) fn join_requests(conn: &Connection, room: RoomId) -> Result<Vec<JoinRequest>> {
     let mut stmt = conn
-        .prepare_cached("SELECT user, home, at FROM join_requests WHERE room = ?1 ORDER BY at, user")
+        .prepare_cached("SELECT user, home, at, proof FROM join_requests WHERE room = ?1 ORDER BY at, user")
         .map_err(db_err)?;
     let mut rows = stmt.query([room]).map_err(db_err)?;
     let mut out = Vec::new();
@@ -60,6 +60,7 @@ pub(crate) fn join_requests(conn: &Connection, room: RoomId) -> Result<Vec<JoinR
             user: user_from_db(&user, "join_requests.user")?,
             home: row.get(1).map_err(db_err)?,
             at: row.get(2).map_err(db_err)?,
+            proof: row.get(3).map_err(db_err)?,
         });
     }
     Ok(out)
@@ -121,8 +122,8 @@ pub(crate) fn request_join(
         return Ok(JoinOutcome::TooManyPending);
     }
     tx.execute(
-        "INSERT INTO join_requests (room, user, home, at) VALUES (?1, ?2, ?3, ?4)",
-        params![room, user, request.home, request.at],
+        "INSERT INTO join_requests (room, user, home, at, proof) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![room, user, request.home, request.at, request.proof],
     )
     .map_err(db_err)?;
     tx.execute("UPDATE room_links SET uses = uses + 1 WHERE room = ?1", [room]).map_err(db_err)?;

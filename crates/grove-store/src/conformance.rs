@@ -754,7 +754,12 @@ pub async fn blocked_keys_are_kept(store: Arc<dyn Store>) {
 pub async fn a_link_counts_uses_and_expiry_and_requests_wait(store: Arc<dyn Store>) {
     use crate::{JoinOutcome, JoinRequest, RoomLink};
     let room = create(&*store, "commons").await.id;
-    let ask = |n: u8, at: i64| JoinRequest { user: user(n), home: format!("https://home{n}.example"), at };
+    let ask = |n: u8, at: i64| JoinRequest {
+        user: user(n),
+        home: format!("https://home{n}.example"),
+        proof: vec![n; 32],
+        at,
+    };
     let link = |hash: u8, max_uses: Option<u64>, expires_at: Option<i64>| RoomLink {
         token_hash: [hash; 32],
         max_uses,

@@ -32,6 +32,9 @@ pub struct JoinRequest {
     pub user: UserId,
     /// The asker's home server (where its key material and mailbox are), a base URL.
     pub home: String,
+    /// The asker's proof that it holds the link (opaque to the server: an HMAC keyed from the
+    /// link's secret, checked by the admin's client).
+    pub proof: Vec<u8>,
     /// When, Unix ms.
     pub at: i64,
 }

@@ -644,6 +644,10 @@ pub struct AskToJoin {
     /// The asker's home server (its base URL), where an admin's client finds its key material
     /// and mailbox to invite it.
     pub home: String,
+    /// The asker's proof that it holds the link (32 bytes, grove-proto's `invite::proof`):
+    /// opaque to the server, checked by the admin's client that carries the request out.
+    #[serde(with = "crate::b64")]
+    pub proof: Vec<u8>,
 }
 
 /// The answer to [`AskToJoin`]: the request waits, and how it will be decided.
@@ -670,6 +674,9 @@ pub struct JoinRequestItem {
     pub home: String,
     /// When it asked, Unix ms.
     pub at: i64,
+    /// Its proof that it holds the link.
+    #[serde(with = "crate::b64")]
+    pub proof: Vec<u8>,
 }
 
 /// The answer to [`SetRoomLink`]: the link as the server now keeps it.

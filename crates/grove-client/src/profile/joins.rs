@@ -2,10 +2,12 @@
 //!
 //! A link is the room's link with a secret in its fragment (`grove_wire::invite`); the room's
 //! server gets only the hash of a token derived from the secret. `join_link` asks the room's
-//! server to let this user in; the request waits there. An admin's client carries requests out
-//! as ordinary invitations: by itself on every sync while the room's join rule is `link`
-//! (admins only: a member whose role may change the room's settings), on `approve` under
-//! `approval`. The invitation is a commit or signed membership like any other, so the room's
+//! server to let this user in, with a proof that it holds the link (grove-proto's `invite`:
+//! an HMAC keyed from the secret, which the server cannot make); the request waits there. An
+//! admin's client carries requests out as ordinary invitations: by itself on every sync while
+//! the room's join rule is `link` — only the link's maker, who keeps the secret (sealed in the
+//! profile), and only requests whose proof verifies, so a server cannot make it add someone
+//! who does not hold the link —, on `approve` (an admin's decision) otherwise. The invitation is a commit or signed membership like any other, so the room's
 //! policy judges it again (a user banned since asking is refused), on the server and in every
 //! client.
 //!
@@ -20,7 +22,16 @@ use grove_wire::{ErrorCode, UserId};
 use super::{parse_link, unix_seconds, Address, ClientError, Profile, Result};
 use crate::store::RoomStatus;
 
+fn secret_key(room_link: &str) -> String {
+    format!("invite_secret.{room_link}")
+}
+
 impl Profile {
+    /// The secret of the room's link this user made, if any.
+    fn link_secret(&self, room_link: &str) -> Option<[u8; 32]> {
+        self.store.meta(&secret_key(room_link)).ok().flatten().and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+    }
+
     /// Sets how people not invited come into the room (`invite-only`, `link`, `approval`). The
     /// room's policy says who may (admins by default).
     pub async fn set_join_rule(&mut self, key: &str, rule: JoinRule) -> Result<()> {
@@ -42,13 +53,16 @@ impl Profile {
         let expires_at = expires_in_secs.map(|s| unix_seconds().saturating_add(s).saturating_mul(1000));
         let req = SetRoomLink { token_hash: grove_wire::invite::token_hash(&token).to_vec(), max_uses, expires_at };
         let info = self.server(&room.server).set_room_link(&room.name, &req).await?;
+        self.store.set_meta(&secret_key(&room.link), &secret)?;
         Ok((grove_wire::invite::link(&room.link, &secret), info))
     }
 
     /// Revokes the room's invite link; whether there was one.
     pub async fn revoke_link(&mut self, key: &str) -> Result<bool> {
         let room = self.room(key)?;
-        Ok(self.server(&room.server).revoke_room_link(&room.name).await?.existed)
+        let existed = self.server(&room.server).revoke_room_link(&room.name).await?.existed;
+        self.store.delete_meta(&secret_key(&room.link))?;
+        Ok(existed)
     }
 
     /// Asks to join the room behind `link`. Answers how the request will be decided: `link`,
@@ -67,7 +81,8 @@ impl Profile {
                 return Err(ClientError::Invalid(format!("you are in {name} already")));
             }
         }
-        let req = AskToJoin { token: grove_wire::invite::token(&secret).to_vec(), home: self.home.clone() };
+        let proof = grove_proto::invite::proof(&secret, &room_link, &self.user_id()).to_vec();
+        let req = AskToJoin { token: grove_wire::invite::token(&secret).to_vec(), home: self.home.clone(), proof };
         Ok(self.server(&server).ask_to_join(&name, &req).await?.join)
     }
 
@@ -108,9 +123,10 @@ impl Profile {
         outcome
     }
 
-    /// An admin's sync: in every active room whose join rule is `link` and whose settings this
-    /// user's role may change, carries out the waiting requests. A failure waits for the next
-    /// sync.
+    /// An admin's sync: in every active room whose join rule is `link`, whose settings this
+    /// user's role may change and whose link this user made, carries out the waiting requests
+    /// whose proof verifies under the link's secret (others wait for an admin's `approve`). A
+    /// failure waits for the next sync.
     pub(super) async fn carry_out_link_joins(&mut self) {
         let Ok(rooms) = self.store.rooms() else { return };
         let me = self.user_id();
@@ -119,6 +135,7 @@ impl Profile {
             if policy.join != JoinRule::Link || !may_change_settings(&policy, &me) {
                 continue;
             }
+            let Some(secret) = self.link_secret(&room.link) else { continue };
             let requests = match self.server(&room.server).join_requests(&room.name).await {
                 Ok(r) => r.requests,
                 Err(e) => {
@@ -127,6 +144,10 @@ impl Profile {
                 }
             };
             for request in requests {
+                if !grove_proto::invite::verify(&secret, &room.link, &request.user, &request.proof) {
+                    tracing::warn!(room = room.link, user = %request.user.short(), "a join request without a valid proof of the link: left for an admin");
+                    continue;
+                }
                 if let Err(e) = self.carry_out(&room.link, &room.server, &room.name, &request).await {
                     tracing::warn!(room = room.link, user = %request.user.short(), error = %e, "a join request was not carried out");
                 }

@@ -229,6 +229,22 @@ async fn a_link_for_two_uses_lets_two_in_and_no_one_after_it_is_used_up_revoked_
         assert_eq!(texts(&bob, "square").iter().filter(|t| *t == "hello, square").count(), 2, "{mode:?}");
         assert!(alice.join_requests("square").await.unwrap().is_empty());
 
+        // A request the server could make up (the token, but no proof of the secret) is not
+        // carried out by Alice's client: it waits for an admin's decision.
+        let token = grove_wire::invite::token(&grove_wire::invite::parse(&link).unwrap().1).to_vec();
+        let forged = grove_wire::api::AskToJoin { token, home: w.url.clone(), proof: vec![0; 32] };
+        let room_server = frank.server_for(&w.url);
+        refused(room_server.ask_to_join("square", &forged).await.map_err(ClientError::from), ErrorCode::LinkUsedUp);
+        alice.revoke_link("square").await.unwrap();
+        let (link, _) = alice.make_link("square", None, None).await.unwrap();
+        let token = grove_wire::invite::token(&grove_wire::invite::parse(&link).unwrap().1).to_vec();
+        let forged = grove_wire::api::AskToJoin { token, home: w.url.clone(), proof: vec![0; 32] };
+        room_server.ask_to_join("square", &forged).await.unwrap();
+        alice.sync().await.unwrap();
+        assert!(frank.sync().await.unwrap().joined.is_empty(), "{mode:?}: a request without a proof was carried out");
+        assert_eq!(alice.join_requests("square").await.unwrap().len(), 1, "{mode:?}: it waits for an admin");
+        assert!(alice.deny("square", &frank.user_id()).await.unwrap());
+
         // Alice revokes it: Frank is refused again, now because there is no such link.
         assert!(alice.revoke_link("square").await.unwrap());
         refused(frank.join_link(&link).await, ErrorCode::LinkInvalid);

@@ -21,7 +21,7 @@ async fn a_link_is_set_by_an_admin_used_by_a_stranger_and_refused_with_a_reason(
     let (alice, bob, carol) = (User::new(1), User::new(2), User::new(3));
     sk_room(&server, &alice, "square").await;
     let token = [9u8; 32];
-    let ask = |token: &[u8], home: &str| json!({"token": b64(token), "home": home});
+    let ask = |token: &[u8], home: &str| json!({"token": b64(token), "home": home, "proof": b64(&[5; 32])});
 
     // Only a member whose role may change settings sets the link; bounds are checked.
     bob.post(&server, "/v1/rooms/square/link", json!({"token_hash": token_hash(&token)})).await.err(403, "not_member");
@@ -48,6 +48,8 @@ async fn a_link_is_set_by_an_admin_used_by_a_stranger_and_refused_with_a_reason(
     // Bad requests, then a wrong token, then Bob's request, which waits.
     bob.post(&server, joins, ask(&token[..31], "https://home.example")).await.err(400, "bad_request");
     bob.post(&server, joins, ask(&token, "ftp://home.example")).await.err(400, "bad_request");
+    let short_proof = json!({"token": b64(&token), "home": "https://home.example", "proof": b64(&[5; 31])});
+    bob.post(&server, joins, short_proof).await.err(400, "bad_request");
     bob.post(&server, joins, ask(&token, "https://home.example/x y")).await.err(400, "bad_request");
     bob.post(&server, joins, ask(&[8; 32], "https://home.example")).await.err(403, "link_invalid");
     let asked = bob.post(&server, joins, ask(&token, "https://home.example")).await;
@@ -60,6 +62,7 @@ async fn a_link_is_set_by_an_admin_used_by_a_stranger_and_refused_with_a_reason(
     let waiting = alice.get(&server, joins).await.ok().clone();
     assert_eq!(waiting["requests"][0]["user"], bob.id.to_string());
     assert_eq!(waiting["requests"][0]["home"], "https://home.example");
+    assert_eq!(waiting["requests"][0]["proof"], b64(&[5; 32]));
     bob.get(&server, joins).await.err(403, "not_member");
     delete(&alice, &server, "/v1/rooms/square/joins/nothex").await.err(400, "bad_request");
     assert_eq!(delete(&alice, &server, &format!("{joins}/{}", bob.id)).await.ok()["existed"], true);
