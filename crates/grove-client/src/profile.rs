@@ -915,6 +915,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let mut report = SyncReport::default();
         self.sync_mailbox(&mut report).await?;
+        self.accept_asked(&report.joined);
         for room in self.store.rooms()? {
             if room.status != RoomStatus::Active {
                 continue;
@@ -1255,6 +1256,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let mut report = SyncReport::default();
         self.sync_mailbox(&mut report).await?;
+        self.accept_asked(&report.joined);
         Ok(report)
     }
 

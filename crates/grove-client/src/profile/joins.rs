@@ -26,6 +26,10 @@ fn secret_key(room_link: &str) -> String {
     format!("invite_secret.{room_link}")
 }
 
+fn asked_key(room_link: &str) -> String {
+    format!("join_asked.{room_link}")
+}
+
 impl Profile {
     /// The secret of the room's link this user made, if any.
     fn link_secret(&self, room_link: &str) -> Option<[u8; 32]> {
@@ -83,7 +87,25 @@ impl Profile {
         }
         let proof = grove_proto::invite::proof(&secret, &room_link, &self.user_id()).to_vec();
         let req = AskToJoin { token: grove_wire::invite::token(&secret).to_vec(), home: self.home.clone(), proof };
-        Ok(self.server(&server).ask_to_join(&name, &req).await?.join)
+        let join = self.server(&server).ask_to_join(&name, &req).await?.join;
+        self.store.set_meta(&asked_key(&room_link), b"1")?;
+        Ok(join)
+    }
+
+    /// After a sync joined rooms: an invitation to a room this user asked to join is accepted
+    /// at once (it asked; the room learns its name). Called with the profile lock held.
+    pub(super) fn accept_asked(&mut self, joined: &[String]) {
+        for link in joined {
+            if !matches!(self.store.meta(&asked_key(link)), Ok(Some(_))) {
+                continue;
+            }
+            if let Err(e) = self.accept_pending(link) {
+                tracing::warn!(room = link, error = %e, "could not accept the invitation asked for");
+            }
+            if let Err(e) = self.store.delete_meta(&asked_key(link)) {
+                tracing::warn!(room = link, error = %e, "could not forget the join request");
+            }
+        }
     }
 
     /// The join requests waiting in the room.

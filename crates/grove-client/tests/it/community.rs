@@ -290,8 +290,9 @@ async fn on_approval_bob_waits_for_alice_who_approves_him_and_denies_carol() {
         assert!(alice.deny("square", &carol.user_id()).await.unwrap());
         assert!(alice.join_requests("square").await.unwrap().is_empty());
 
-        // Bob reads and writes; Carol is not in.
+        // Bob reads and writes (he asked, so the invitation is accepted); Carol is not in.
         assert_eq!(bob.sync().await.unwrap().joined.len(), 1, "{mode:?}");
+        assert_eq!(bob.invitation("square").unwrap(), None, "{mode:?}");
         bob.send("square", "thanks for letting me in").await.unwrap();
         alice.sync().await.unwrap();
         assert!(texts(&alice, "square").contains(&"thanks for letting me in".to_string()), "{mode:?}");
