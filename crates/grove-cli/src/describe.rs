@@ -114,3 +114,26 @@ pub(crate) fn size(bytes: u64) -> String {
         b => format!("{b} B"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use grove_wire::policy::{JoinRule, Role};
+
+    use super::*;
+
+    #[test]
+    fn role_ban_and_join_policy_changes_read_as_what_they_are() {
+        let (alice, bob, carol) = (UserId([1; 32]), UserId([2; 32]), UserId([3; 32]));
+        let names = HashMap::from([(bob, "Bob".to_string()), (carol, "Carol".to_string())]);
+        let made = Membership { roles: vec![(bob, Role::Moderator)], ..Membership::default() };
+        assert_eq!(membership_sentence(&alice, &made, alice, &names), "you made Bob moderator");
+        let banned = Membership { removed: vec![carol], banned: vec![carol], ..Membership::default() };
+        assert_eq!(membership_sentence(&bob, &banned, alice, &names), "Bob removed Carol, Bob banned Carol");
+        let opened = Membership { join: Some(JoinRule::Approval), ..Membership::default() };
+        assert_eq!(membership_sentence(&bob, &opened, alice, &names), "Bob set the room's join policy to approval");
+        // A commit that changes nothing of these is still a key update.
+        assert_eq!(membership_sentence(&bob, &Membership::default(), alice, &names), "Bob updated their keys");
+        let r = grove_wire::content::RoomProfile { name: "Square".into(), topic: String::new() };
+        assert_eq!(room_profile_sentence("Bob", &r), "Bob gave the room the name \"Square\" and no topic");
+    }
+}
