@@ -377,6 +377,33 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                 }
             }
         }
+        RoomCommand::Info { room } => {
+            let r = p.room(&room)?;
+            p.sync_room(&r.link).await?;
+            let r = p.room(&room)?;
+            let profile = p.room_profile(&r.link)?;
+            let policy = p.policy(&r.link)?;
+            let active = r.status == RoomStatus::Active;
+            let members = if active { p.members(&r.link)?.len() } else { 0 };
+            let me = p.user_id();
+            let role = policy.as_ref().map_or(Role::Member, |pol| pol.role_of(&me));
+            let join = policy.as_ref().map_or(JoinRule::InviteOnly, |pol| pol.join);
+            let status = format!("{:?}", r.status).to_lowercase();
+            if json_out {
+                out!(
+                    "{}",
+                    json!({"link": r.link, "mode": r.mode.as_str(), "title": profile.name, "topic": profile.topic, "members": members, "join": join.as_str(), "role": role.as_str(), "status": status})
+                );
+            } else {
+                out!("link:\t{}", r.link);
+                out!("mode:\t{}", r.mode.as_str());
+                out!("name:\t{}", profile.name);
+                out!("topic:\t{}", profile.topic);
+                out!("members:\t{members}");
+                out!("join:\t{join}");
+                out!("you:\t{role} ({status})");
+            }
+        }
         RoomCommand::Policy { room, join } => {
             let rule: JoinRule = join.parse()?;
             p.set_join_rule(&room, rule).await?;

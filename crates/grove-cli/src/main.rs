@@ -250,6 +250,12 @@ enum RoomCommand {
         /// The room's link or short name.
         room: String,
     },
+    /// Show a room: its link, mode, name and topic, members, join policy and your role
+    /// (syncing first).
+    Info {
+        /// The room's link or short name.
+        room: String,
+    },
     /// Set how people who were not invited come in: invite-only (every new room), link (a
     /// holder of the room's link joins at once), approval (an admin approves each request).
     /// The room's policy says who may (admins by default).

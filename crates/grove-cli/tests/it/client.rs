@@ -306,6 +306,9 @@ fn alice_names_her_room_and_lets_bob_in_by_a_link_she_approves() {
     assert!(ok(grove(&home, "alice", &["room", "requests", "square"])).trim().is_empty());
 
     assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    let info = ok(grove(&home, "bob", &["room", "info", "square"]));
+    assert!(info.contains("name:\tParis protests") && info.contains("join:\tapproval"), "{info}");
+    assert!(info.contains("members:\t2") && info.contains("you:\tmember"), "{info}");
     let list = ok(grove(&home, "bob", &["room", "list"]));
     assert!(list.contains("\"Paris protests\"") && !list.contains("invited by"), "{list}");
     let profile = ok(grove(&home, "bob", &["room", "profile", "square", "--json"]));

@@ -148,9 +148,11 @@ impl Profile {
     /// An admin's sync: in every active room whose join rule is `link`, whose settings this
     /// user's role may change and whose link this user made, carries out the waiting requests
     /// whose proof verifies under the link's secret (others wait for an admin's `approve`). A
-    /// failure waits for the next sync.
-    pub(super) async fn carry_out_link_joins(&mut self) {
-        let Ok(rooms) = self.store.rooms() else { return };
+    /// failure waits for the next sync. `sync` calls it; a long-running client (`grove chat`)
+    /// calls it now and then. Answers how many were let in.
+    pub async fn carry_out_link_joins(&mut self) -> usize {
+        let mut done = 0;
+        let Ok(rooms) = self.store.rooms() else { return done };
         let me = self.user_id();
         for room in rooms.into_iter().filter(|r| r.status == RoomStatus::Active) {
             let Ok(Some(policy)) = self.policy(&room.link) else { continue };
@@ -170,10 +172,14 @@ impl Profile {
                     tracing::warn!(room = room.link, user = %request.user.short(), "a join request without a valid proof of the link: left for an admin");
                     continue;
                 }
-                if let Err(e) = self.carry_out(&room.link, &room.server, &room.name, &request).await {
-                    tracing::warn!(room = room.link, user = %request.user.short(), error = %e, "a join request was not carried out");
+                match self.carry_out(&room.link, &room.server, &room.name, &request).await {
+                    Ok(()) => done += 1,
+                    Err(e) => {
+                        tracing::warn!(room = room.link, user = %request.user.short(), error = %e, "a join request was not carried out")
+                    }
                 }
             }
         }
+        done
     }
 }
