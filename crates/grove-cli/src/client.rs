@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use grove_client::profile::Edit;
 use grove_client::store::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
-use grove_wire::policy::Role;
+use grove_wire::policy::{JoinRule, Role};
 use grove_wire::UserId;
 use serde_json::json;
 
@@ -247,6 +247,17 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
                     eprintln!("you were removed from this room");
                 }
             }
+            Command::Join { link } => {
+                let mut p = open(&dir, connect)?;
+                let rule = p.join_link(&link).await?;
+                if json_out {
+                    out!("{}", json!({"join": rule.as_str()}));
+                } else if rule == JoinRule::Approval {
+                    eprintln!("asked to join; an admin of the room decides, then `grove sync` joins");
+                } else {
+                    eprintln!("asked to join; an admin's client lets you in shortly, then `grove sync` joins");
+                }
+            }
             Command::Sync => {
                 let mut p = open(&dir, connect)?;
                 let r = p.sync().await?;
@@ -371,6 +382,104 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                 }
             }
         }
+        RoomCommand::Info { room } => {
+            let r = p.room(&room)?;
+            p.sync_room(&r.link).await?;
+            let r = p.room(&room)?;
+            let profile = p.room_profile(&r.link)?;
+            let policy = p.policy(&r.link)?;
+            let active = r.status == RoomStatus::Active;
+            let members = if active { p.members(&r.link)?.len() } else { 0 };
+            let me = p.user_id();
+            let role = policy.as_ref().map_or(Role::Member, |pol| pol.role_of(&me));
+            let join = policy.as_ref().map_or(JoinRule::InviteOnly, |pol| pol.join);
+            let status = format!("{:?}", r.status).to_lowercase();
+            if json_out {
+                out!(
+                    "{}",
+                    json!({"link": r.link, "mode": r.mode.as_str(), "title": profile.name, "topic": profile.topic, "members": members, "join": join.as_str(), "role": role.as_str(), "status": status})
+                );
+            } else {
+                out!("link:\t{}", r.link);
+                out!("mode:\t{}", r.mode.as_str());
+                out!("name:\t{}", profile.name);
+                out!("topic:\t{}", profile.topic);
+                out!("members:\t{members}");
+                out!("join:\t{join}");
+                out!("you:\t{role} ({status})");
+            }
+        }
+        RoomCommand::Policy { room, join } => {
+            let rule: JoinRule = join.parse()?;
+            p.set_join_rule(&room, rule).await?;
+            if !json_out {
+                eprintln!("the room's join policy is now {rule}");
+            }
+        }
+        RoomCommand::Link { room, revoke: true, .. } => {
+            let existed = p.revoke_link(&room).await?;
+            if json_out {
+                out!("{}", json!({"revoked": existed}));
+            } else if existed {
+                eprintln!("revoked: the link no longer works");
+            } else {
+                eprintln!("the room had no link");
+            }
+        }
+        RoomCommand::Link { room, uses, expires, .. } => {
+            let expires = expires.map(|e| parse_duration(&e)).transpose()?;
+            let (link, info) = p.make_link(&room, uses, expires).await?;
+            if json_out {
+                out!("{}", json!({"link": link, "max_uses": info.max_uses, "expires_at": info.expires_at}));
+            } else {
+                out!("{link}");
+                if p.policy(&room)?.is_some_and(|pol| pol.join == JoinRule::InviteOnly) {
+                    eprintln!("the room is invite-only: nobody can use the link until `grove room policy {room} link` (or approval)");
+                }
+            }
+        }
+        RoomCommand::Requests { room } => {
+            let requests = p.join_requests(&room).await?;
+            if json_out {
+                let rows: Vec<_> = requests
+                    .iter()
+                    .map(|r| json!({"user_id": r.user.to_string(), "home": r.home, "at": r.at}))
+                    .collect();
+                out!("{}", serde_json::Value::Array(rows));
+            } else {
+                for r in requests {
+                    out!("{}\t{}", r.user, r.home);
+                }
+            }
+        }
+        RoomCommand::Approve { room, user } => {
+            let user = asker(&user)?;
+            p.approve(&room, &user).await?;
+            if !json_out {
+                eprintln!("approved: they join with `grove sync`");
+            }
+        }
+        RoomCommand::Deny { room, user } => {
+            let user = asker(&user)?;
+            if !p.deny(&room, &user).await? {
+                return Err(anyhow!("{} has no request waiting: see `grove room requests {room}`", user.short()));
+            }
+        }
+        RoomCommand::Profile { room, name, topic } => {
+            let profile = if name.is_none() && topic.is_none() {
+                let link = p.room(&room)?.link;
+                p.sync_room(&link).await?;
+                p.room_profile(&link)?
+            } else {
+                p.set_room_profile(&room, name.as_deref(), topic.as_deref()).await?
+            };
+            if json_out {
+                out!("{}", json!({"name": profile.name, "topic": profile.topic}));
+            } else {
+                out!("name:\t{}", profile.name);
+                out!("topic:\t{}", profile.topic);
+            }
+        }
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
@@ -386,7 +495,8 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                 let mut rows = Vec::new();
                 for r in &rooms {
                     let invited_by = invited_by(&r.link).map(|u| u.to_string());
-                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?, "invited_by": invited_by}));
+                    let profile = p.room_profile(&r.link)?;
+                    rows.push(json!({"link": r.link, "name": r.name, "mode": r.mode.as_str(), "status": format!("{:?}", r.status).to_lowercase(), "cursor": r.cursor, "unread": p.unread(&r.link)?, "invited_by": invited_by, "title": profile.name, "topic": profile.topic}));
                 }
                 out!("{}", serde_json::Value::Array(rows));
             } else {
@@ -406,7 +516,9 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
                     };
                     let unread = p.unread(&r.link)?;
                     let unread = if unread > 0 { format!("{unread} unread") } else { "-".to_string() };
-                    out!("{}\t{}\t{}\t{}{}", r.name, r.mode.as_str(), unread, r.link, status);
+                    let profile = p.room_profile(&r.link)?;
+                    let title = if profile.name.is_empty() { String::new() } else { format!("\t\"{}\"", profile.name) };
+                    out!("{}\t{}\t{}\t{}{}{}", r.name, r.mode.as_str(), unread, r.link, status, title);
                 }
             }
         }
@@ -437,6 +549,37 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
         }
     }
     Ok(())
+}
+
+/// Who asks to join: a user id or an address (a request names no display name the room knows).
+fn asker(who: &str) -> anyhow::Result<UserId> {
+    if let Ok(a) = grove_client::profile::Address::parse(who) {
+        return Ok(a.user);
+    }
+    who.parse::<UserId>().map_err(|_| anyhow!("{who:?} is not a user id: see `grove room requests ROOM`"))
+}
+
+/// `30s`, `15m`, `12h`, `7d` (or a bare number of seconds) as seconds.
+fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let bad = || anyhow!("{s:?} is not a duration: write a number with s, m, h or d, like 30m or 7d");
+    let t = s.trim();
+    let (n, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_lowercase()),
+        _ => (t, 's'),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n.checked_mul(scale).ok_or_else(bad)?;
+    if secs == 0 {
+        return Err(anyhow!("a link that expires at once is no link: give a duration above 0"));
+    }
+    Ok(secs)
 }
 
 fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId, String>) -> std::io::Result<()> {
@@ -478,6 +621,10 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
                     format!("* {sender} passed on {} member name(s)", profiles.len()),
                     json!({"names": profiles.len()}),
                 ),
+                Content::RoomProfile(r) => (
+                    format!("* {}", crate::describe::room_profile_sentence(&sender, &r)),
+                    json!({"name": r.name, "topic": r.topic}),
+                ),
                 Content::Unsupported { kind, .. } => (
                     format!("{sender}: (unsupported message of kind {kind:?}: a newer grove shows it)"),
                     json!({"unsupported": kind}),
@@ -491,7 +638,7 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
             (
                 "event",
                 format!("* {text}"),
-                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided}),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided, "roles": change.roles, "banned": change.banned, "unbanned": change.unbanned, "rights": change.rights, "join": change.join}),
             )
         }
         Event::Undecryptable(why) => {

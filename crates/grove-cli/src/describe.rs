@@ -73,6 +73,22 @@ pub(crate) fn membership_sentence(
             parts.push(format!("{} removed {}", who(by, me, names), who(r, me, names)));
         }
     }
+    let by_name = who(by, me, names);
+    for (u, role) in &change.roles {
+        parts.push(format!("{by_name} made {} {role}", who(u, me, names)));
+    }
+    for u in &change.banned {
+        parts.push(format!("{by_name} banned {}", who(u, me, names)));
+    }
+    for u in &change.unbanned {
+        parts.push(format!("{by_name} lifted the ban of {}", who(u, me, names)));
+    }
+    if change.rights {
+        parts.push(format!("{by_name} changed the room's settings"));
+    }
+    if let Some(rule) = change.join {
+        parts.push(format!("{by_name} set the room's join policy to {rule}"));
+    }
     if parts.is_empty() {
         if *by == me {
             parts.push("you updated your keys".to_string());
@@ -81,6 +97,13 @@ pub(crate) fn membership_sentence(
         }
     }
     parts.join(", ")
+}
+
+/// A change of the room's name and topic as a sentence (`sender` already named).
+pub(crate) fn room_profile_sentence(sender: &str, r: &grove_wire::content::RoomProfile) -> String {
+    let name = if r.name.is_empty() { "no name".to_string() } else { format!("the name {:?}", r.name) };
+    let topic = if r.topic.is_empty() { "no topic".to_string() } else { format!("the topic {:?}", r.topic) };
+    format!("{sender} gave the room {name} and {topic}")
 }
 
 pub(crate) fn size(bytes: u64) -> String {
@@ -109,4 +132,27 @@ pub(crate) fn key_pending_sentence(
         "not yet delivered: your key to {}: their home server could not be reached. They will read your messages once it is delivered; it is retried on your next sync or send in this room",
         list.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use grove_wire::policy::{JoinRule, Role};
+
+    use super::*;
+
+    #[test]
+    fn role_ban_and_join_policy_changes_read_as_what_they_are() {
+        let (alice, bob, carol) = (UserId([1; 32]), UserId([2; 32]), UserId([3; 32]));
+        let names = HashMap::from([(bob, "Bob".to_string()), (carol, "Carol".to_string())]);
+        let made = Membership { roles: vec![(bob, Role::Moderator)], ..Membership::default() };
+        assert_eq!(membership_sentence(&alice, &made, alice, &names), "you made Bob moderator");
+        let banned = Membership { removed: vec![carol], banned: vec![carol], ..Membership::default() };
+        assert_eq!(membership_sentence(&bob, &banned, alice, &names), "Bob removed Carol, Bob banned Carol");
+        let opened = Membership { join: Some(JoinRule::Approval), ..Membership::default() };
+        assert_eq!(membership_sentence(&bob, &opened, alice, &names), "Bob set the room's join policy to approval");
+        // A commit that changes nothing of these is still a key update.
+        assert_eq!(membership_sentence(&bob, &Membership::default(), alice, &names), "Bob updated their keys");
+        let r = grove_wire::content::RoomProfile { name: "Square".into(), topic: String::new() };
+        assert_eq!(room_profile_sentence("Bob", &r), "Bob gave the room the name \"Square\" and no topic");
+    }
 }

@@ -76,7 +76,8 @@ enum Command {
     Passphrase,
     /// Print this profile's address (give it to people who want to invite you).
     Whoami,
-    /// Rooms: create, invite, remove, leave, list, members, update, role, ban, unban, bans.
+    /// Rooms: create, invite, remove, leave, list, members, update, role, ban, unban, bans,
+    /// profile, policy, link, requests, approve, deny.
     #[command(subcommand)]
     Room(RoomCommand),
     /// The servers' keys this profile remembers from its first contact with each.
@@ -132,6 +133,13 @@ enum Command {
     },
     /// Fetch invitations and new messages of every room.
     Sync,
+    /// Ask to join a room with its invite link (`grove room link` makes one). Under the room's
+    /// `link` policy an admin's client lets you in on its next sync, under `approval` an admin
+    /// decides; then `grove sync` joins.
+    Join {
+        /// The invite link: the room's link with a secret after `#`.
+        link: String,
+    },
     /// The interactive client: rooms, live conversation, commands (/help inside).
     Chat {
         /// The room to open first (link or short name).
@@ -241,6 +249,67 @@ enum RoomCommand {
     Bans {
         /// The room's link or short name.
         room: String,
+    },
+    /// Show a room: its link, mode, name and topic, members, join policy and your role
+    /// (syncing first).
+    Info {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// Set how people who were not invited come in: invite-only (every new room), link (a
+    /// holder of the room's link joins at once), approval (an admin approves each request).
+    /// The room's policy says who may (admins by default).
+    Policy {
+        /// The room's link or short name.
+        room: String,
+        /// invite-only, link or approval.
+        join: String,
+    },
+    /// Make the room's invite link (replacing any other, which stops working), or revoke it.
+    /// Hand it out privately: whoever holds it may ask to join.
+    Link {
+        /// The room's link or short name.
+        room: String,
+        /// How many people may use it [default: no limit].
+        #[arg(long, value_name = "N", conflicts_with = "revoke")]
+        uses: Option<u64>,
+        /// How long it works: a number with s, m, h or d (`30m`, `7d`) [default: until revoked].
+        #[arg(long, value_name = "DURATION", conflicts_with = "revoke")]
+        expires: Option<String>,
+        /// Revoke the room's link instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// List the requests to join a room that wait for an admin.
+    Requests {
+        /// The room's link or short name.
+        room: String,
+    },
+    /// Let a waiting request in (an invitation, judged by the room's policy like any other).
+    Approve {
+        /// The room's link or short name.
+        room: String,
+        /// The user id (or address) of the one asking.
+        user: String,
+    },
+    /// Deny a waiting request.
+    Deny {
+        /// The room's link or short name.
+        room: String,
+        /// The user id (or address) of the one asking.
+        user: String,
+    },
+    /// Show a room's name and topic, or change them (end-to-end encrypted; the room's policy
+    /// says who may: admins by default).
+    Profile {
+        /// The room's link or short name.
+        room: String,
+        /// The room's new name (an empty one clears it).
+        #[arg(long)]
+        name: Option<String>,
+        /// The room's new topic (an empty one clears it).
+        #[arg(long)]
+        topic: Option<String>,
     },
 }
 

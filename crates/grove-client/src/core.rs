@@ -26,13 +26,12 @@ use grove_proto::policy::Edit;
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
 use grove_wire::api::{AppendEntry, Entry, EntryKind, FaultReport, RoomMode, Void};
-use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
 use grove_wire::policy::RoomPolicy;
 use grove_wire::UserId;
 use sha2::{Digest, Sha256};
 
-use crate::profile::names::learn_names;
+use crate::profile::room_profile::{read_content, PolicyAt};
 use crate::profile::sk::{load_sk_engine, sk_records};
 use crate::profile::{describe, ClientError, Result};
 use crate::store::{Batch, ClientStore, LocalRoom, Membership, Message, RoomStatus, Voided};
@@ -271,9 +270,19 @@ impl RoomProtocol for MlsRoom<'_> {
             // A leave proposal: another member commits it.
             return Ok((Batch::default(), FollowUp::default()));
         }
-        let (applied, changes) = self.engine.apply_pending(&GroupId::new(room.group_id.clone()))?;
+        let g = GroupId::new(room.group_id.clone());
+        let before = self.engine.policy(&g)?;
+        let (applied, changes) = self.engine.apply_pending(&g)?;
+        let after = self.engine.policy(&g).ok().flatten();
         let mut batch = batch_of(changes);
-        batch.messages.push(describe(&room.link, seq, ts, me, &applied.added, &applied.removed));
+        batch.messages.push(describe(
+            &room.link,
+            (seq, ts),
+            me,
+            (&applied.added, &applied.removed),
+            before.as_ref(),
+            after.as_ref(),
+        ));
         Ok((batch, FollowUp::default()))
     }
 
@@ -320,6 +329,8 @@ impl RoomProtocol for MlsRoom<'_> {
         // entry's outcome is what `process` would have given for it, in order; after a commit
         // removing us the rest fail, and the loop below stops at that commit.
         let bodies: Vec<Vec<u8>> = entries.iter_mut().map(|e| std::mem::take(&mut e.body)).collect();
+        // The policy as the log goes: a room profile counts if its sender may set it there.
+        let mut policy = self.engine.policy(&g).ok();
         let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
         out.batch.changes.push(changes);
         let mut failed_commits = Vec::new();
@@ -334,12 +345,24 @@ impl RoomProtocol for MlsRoom<'_> {
             out.cursor = e.seq;
             match outcome {
                 Ok(Incoming::Application { sender, plaintext }) => {
-                    learn_names(&mut out.batch, &room.link, sender, &Content::decode(&plaintext));
-                    out.batch.messages.push(Message::content(&room.link, e.seq, sender, e.ts, plaintext));
+                    let at = policy.as_ref().map_or(PolicyAt::Unknown, |p| p.as_ref().into());
+                    read_content(&mut out.batch, &room.link, (e.seq, e.ts), sender, plaintext, at);
                 }
                 Ok(Incoming::Own) if e.kind == EntryKind::Application => out.own.push((e.seq, e.ts, body)),
-                Ok(Incoming::Commit { added, removed, removed_me, .. }) => {
-                    out.batch.messages.push(describe(&room.link, e.seq, e.ts, e.sender, &added, &removed));
+                Ok(Incoming::Commit { added, removed, removed_me, policy: changed, .. }) => {
+                    let before = policy.clone().flatten();
+                    if let Some(p) = changed {
+                        policy = Some(Some(p));
+                    }
+                    let after = policy.clone().flatten();
+                    out.batch.messages.push(describe(
+                        &room.link,
+                        (e.seq, e.ts),
+                        e.sender,
+                        (&added, &removed),
+                        before.as_ref(),
+                        after.as_ref(),
+                    ));
                     if removed_me {
                         out.status = RoomStatus::Removed;
                         // Nothing after this commit is read: not even a void after it.
@@ -444,9 +467,17 @@ impl RoomProtocol for SkRoom {
         ts: i64,
     ) -> Result<(Batch, FollowUp)> {
         let m = prepared.membership.as_ref().ok_or_else(|| ClientError::Invalid("no membership prepared".into()))?;
+        let before = self.engine.view(&room.link).ok().map(|v| v.policy.clone());
         let (change, changes) = self.engine.apply_membership(&room.link, m)?;
         let mut batch = Batch { records: sk_records(changes), ..Batch::default() };
-        batch.messages.push(describe(&room.link, seq, ts, me, &change.added, &change.removed));
+        batch.messages.push(describe(
+            &room.link,
+            (seq, ts),
+            me,
+            (&change.added, &change.removed),
+            before.as_ref(),
+            Some(&m.policy),
+        ));
         if change.removed_me {
             batch.statuses.push((room.link.clone(), RoomStatus::Left));
         }
@@ -487,20 +518,21 @@ impl RoomProtocol for SkRoom {
         for e in entries {
             match e.kind {
                 EntryKind::Membership => {
+                    let before = self.engine.view(link).ok().map(|v| v.policy.clone());
                     let applied = serde_json::from_slice::<SignedMembership>(&e.body)
                         .map_err(|_| RoomError::BadMembership("not JSON"))
-                        .and_then(|m| self.engine.apply_membership(link, &m));
+                        .and_then(|m| self.engine.apply_membership(link, &m).map(|r| (r, m.policy)));
                     match applied {
-                        Ok((change, changes)) => {
+                        Ok(((change, changes), after)) => {
                             out.batch.records.extend(sk_records(changes));
                             if !change.already_applied {
                                 out.batch.messages.push(describe(
                                     link,
-                                    e.seq,
-                                    e.ts,
+                                    (e.seq, e.ts),
                                     e.sender,
-                                    &change.added,
-                                    &change.removed,
+                                    (&change.added, &change.removed),
+                                    before.as_ref(),
+                                    Some(&after),
                                 ));
                             }
                             if change.removed_me {
@@ -525,8 +557,8 @@ impl RoomProtocol for SkRoom {
                 EntryKind::Application => match self.engine.decrypt(link, &e.body) {
                     Ok((d, changes)) => {
                         out.batch.records.extend(sk_records(changes));
-                        learn_names(&mut out.batch, link, d.sender, &Content::decode(&d.plaintext));
-                        out.batch.messages.push(Message::content(link, e.seq, d.sender, e.ts, d.plaintext));
+                        let at = self.engine.view(link).map_or(PolicyAt::Unknown, |v| PolicyAt::Policy(&v.policy));
+                        read_content(&mut out.batch, link, (e.seq, e.ts), d.sender, d.plaintext, at);
                     }
                     Err(RoomError::Cipher(SenderKeyError::UnknownChain | SenderKeyError::WrongRoom))
                         if !mailbox_read =>
@@ -592,10 +624,17 @@ impl RoomProtocol for SkRoom {
         }
         let (readable, changes) = self.engine.take_readable(&room.link)?;
         batch.records.extend(sk_records(changes));
+        let view = self.engine.view(&room.link);
         for r in readable {
             let d = r.decrypted;
-            learn_names(&mut batch, &room.link, d.sender, &Content::decode(&d.plaintext));
-            batch.replaced.push(Message::content(&room.link, r.seq, d.sender, r.ts, d.plaintext));
+            // Read as any message is (names learned, a room profile judged by the policy), its
+            // line replacing the one that said the key had not arrived.
+            let mut read = Batch::default();
+            let at = view.as_ref().map_or(PolicyAt::Unknown, |v| PolicyAt::Policy(&v.policy));
+            read_content(&mut read, &room.link, (r.seq, r.ts), d.sender, d.plaintext, at);
+            batch.names.append(&mut read.names);
+            batch.meta.append(&mut read.meta);
+            batch.replaced.append(&mut read.messages);
         }
         Ok(batch)
     }

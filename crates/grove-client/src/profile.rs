@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 
 mod files;
 mod invitations;
+mod joins;
 #[cfg(feature = "testing")]
 pub mod misbehave;
 pub(crate) mod names;
 mod outbox;
+pub(crate) mod room_profile;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
@@ -759,11 +761,16 @@ impl Profile {
         Ok(())
     }
 
-    /// Passes the room's known names on to a new member; a failure only delays its learning.
+    /// Passes the room's known names on to a new member, and its name and topic if this
+    /// member may set them; a failure only delays its learning.
     async fn send_roster_quietly(&mut self, link: &str) {
         match self.send_roster(link).await {
             Ok(()) | Err(ClientError::Queued { .. }) => {}
             Err(e) => tracing::warn!(room = link, error = %e, "could not pass the room's names on"),
+        }
+        match self.pass_room_profile_on(link).await {
+            Ok(()) | Err(ClientError::Queued { .. }) => {}
+            Err(e) => tracing::warn!(room = link, error = %e, "could not pass the room's profile on"),
         }
     }
 
@@ -909,6 +916,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let mut report = SyncReport::default();
         self.sync_mailbox(&mut report).await?;
+        self.accept_asked(&report.joined);
         for room in self.store.rooms()? {
             if room.status != RoomStatus::Active {
                 continue;
@@ -929,6 +937,7 @@ impl Profile {
         self.replenish_keys().await?;
         self.replenish_olm_keys().await?;
         self.flush_outbox().await?;
+        self.carry_out_link_joins().await;
         Ok(report)
     }
 
@@ -1257,6 +1266,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let mut report = SyncReport::default();
         self.sync_mailbox(&mut report).await?;
+        self.accept_asked(&report.joined);
         Ok(report)
     }
 
@@ -1372,12 +1382,17 @@ async fn report_fault(server: &Server, room: &str, report: &grove_wire::api::Fau
     }
 }
 
-pub(crate) fn describe(link: &str, seq: u64, ts: i64, by: UserId, added: &[UserId], removed: &[UserId]) -> Message {
-    Message::membership(
-        link,
-        seq,
-        by,
-        ts,
-        &Membership { added: added.to_vec(), removed: removed.to_vec(), ..Membership::default() },
-    )
+/// The history line of a membership or policy change made by `by`: who it added and removed,
+/// and what it changed of the room's policy (`before`, `after`).
+pub(crate) fn describe(
+    link: &str,
+    (seq, ts): (u64, i64),
+    by: UserId,
+    (added, removed): (&[UserId], &[UserId]),
+    before: Option<&RoomPolicy>,
+    after: Option<&RoomPolicy>,
+) -> Message {
+    let change = Membership { added: added.to_vec(), removed: removed.to_vec(), ..Membership::default() }
+        .with_policy_change(before, after);
+    Message::membership(link, seq, by, ts, &change)
 }

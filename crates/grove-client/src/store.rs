@@ -10,6 +10,7 @@ use grove_proto::mls::engine::{
 use grove_proto::senderkeys::room::Record;
 use grove_wire::api::RoomMode;
 use grove_wire::content::{Content, SignedProfile};
+use grove_wire::policy::{JoinRule, Role, RoomPolicy};
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -172,7 +173,8 @@ pub enum MessageKind {
     Membership,
     /// An entry that could not be decrypted or verified; `body` says why.
     Undecryptable,
-    /// A sentence from a client before structured history (migration 2).
+    /// A sentence: from a client before structured history (migration 2), or about an entry
+    /// read but not taken ([`Message::note`]).
     Note,
 }
 
@@ -221,6 +223,42 @@ pub struct Membership {
     /// the room went back to the epoch before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voided: Option<Voided>,
+    /// Roles given by the change (the sender made it; [`Role::Member`] takes a role away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<(UserId, Role)>,
+    /// Users banned by the change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<UserId>,
+    /// Users whose ban the change lifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unbanned: Vec<UserId>,
+    /// The change altered the rights (which role each action needs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rights: bool,
+    /// The change set how people not invited come in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinRule>,
+}
+
+impl Membership {
+    /// Fills in what changed between two policies of a room: roles (but those of removed
+    /// members, which go with them), bans, rights.
+    pub fn with_policy_change(mut self, before: Option<&RoomPolicy>, after: Option<&RoomPolicy>) -> Membership {
+        let (Some(before), Some(after)) = (before, after) else { return self };
+        let users: std::collections::BTreeSet<UserId> =
+            before.roles.keys().chain(after.roles.keys()).copied().collect();
+        for u in users {
+            let (old, new) = (before.role_of(&u), after.role_of(&u));
+            if old != new && !self.removed.contains(&u) && !after.is_banned(&u) {
+                self.roles.push((u, new));
+            }
+        }
+        self.banned = after.bans.difference(&before.bans).copied().collect();
+        self.unbanned = before.bans.difference(&after.bans).copied().collect();
+        self.rights = before.rights != after.rights;
+        self.join = (before.join != after.join).then_some(after.join);
+        self
+    }
 }
 
 /// A voided commit, as history keeps it.
@@ -290,6 +328,12 @@ impl Message {
     pub fn membership(room: &str, seq: u64, by: UserId, ts: i64, change: &Membership) -> Message {
         let body = serde_json::to_vec(change).unwrap_or_default();
         Message { room: room.to_string(), seq, kind: MessageKind::Membership, sender: by, ts, body }
+    }
+
+    /// A sentence about an entry this client read but did not take (a room profile from a member
+    /// whose role may not set it).
+    pub fn note(room: &str, seq: u64, sender: UserId, ts: i64, text: &str) -> Message {
+        Message { room: room.to_string(), seq, kind: MessageKind::Note, sender, ts, body: text.as_bytes().to_vec() }
     }
 
     /// A line for an unreadable entry.
@@ -377,6 +421,8 @@ pub struct Batch {
     pub invitations: Vec<(String, UserId, i64)>,
     /// Invitations accepted (or settled by leaving): room links.
     pub accepted: Vec<String>,
+    /// Metadata values to set (sealed like [`ClientStore::set_meta`]'s), in order.
+    pub meta: Vec<(String, Vec<u8>)>,
 }
 
 /// One stored record: key (prefix stripped) and value (secret: wiped on drop).
@@ -651,6 +697,12 @@ impl ClientStore {
         }
         for link in &batch.accepted {
             tx.execute("DELETE FROM invitations WHERE room = ?1", [link])?;
+        }
+        for (key, value) in &batch.meta {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, c.seal(&format!("meta.{key}"), value)?],
+            )?;
         }
         for r in &batch.records {
             match &r.value {

@@ -404,6 +404,44 @@ impl Server {
         self.post(&format!("/v1/rooms/{room}/reports"), report).await
     }
 
+    /// Sets (or resets) the room's invite link.
+    pub async fn set_room_link(
+        &self,
+        room: &str,
+        req: &grove_wire::api::SetRoomLink,
+    ) -> Result<grove_wire::api::RoomLinkInfo, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/link"), req).await
+    }
+
+    /// Revokes the room's invite link.
+    pub async fn revoke_room_link(&self, room: &str) -> Result<grove_wire::api::Deleted, TransportError> {
+        self.signed(reqwest::Method::DELETE, &format!("/v1/rooms/{room}/link"), None, Duration::from_secs(30)).await
+    }
+
+    /// Asks to join a room with its link's token.
+    pub async fn ask_to_join(
+        &self,
+        room: &str,
+        req: &grove_wire::api::AskToJoin,
+    ) -> Result<grove_wire::api::JoinAsked, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/joins"), req).await
+    }
+
+    /// The join requests waiting in a room.
+    pub async fn join_requests(&self, room: &str) -> Result<grove_wire::api::JoinRequests, TransportError> {
+        self.get(&format!("/v1/rooms/{room}/joins")).await
+    }
+
+    /// Drops a join request (carried out or denied).
+    pub async fn drop_join_request(
+        &self,
+        room: &str,
+        user: &UserId,
+    ) -> Result<grove_wire::api::Deleted, TransportError> {
+        let path = format!("/v1/rooms/{room}/joins/{user}");
+        self.signed(reqwest::Method::DELETE, &path, None, Duration::from_secs(30)).await
+    }
+
     /// Reads the log after a cursor, waiting up to `wait` seconds for something new.
     pub async fn read_log(&self, room: &str, after: u64, limit: u32, wait: u64) -> Result<LogPage, TransportError> {
         let path = format!("/v1/rooms/{room}/log?after={after}&limit={limit}&wait={wait}");

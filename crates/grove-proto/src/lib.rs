@@ -36,6 +36,7 @@
 
 pub mod attachment;
 pub mod identity;
+pub mod invite;
 pub mod mls;
 pub mod policy;
 pub mod senderkeys;

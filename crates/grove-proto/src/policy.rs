@@ -14,11 +14,11 @@
 //!   member's role needs `rights.roles` and a role above both the old and the new role (an owner
 //!   may give and take any role, owner included).
 //! - Banning needs `rights.ban` and a role above the target's; unbanning needs `rights.ban`.
-//! - Changing the rights needs `rights.settings`.
+//! - Changing the rights or the join rule needs `rights.settings`.
 //! - The policy after the change must fit the members after it ([`RoomPolicy::fits`]): roles
 //!   only for members, no banned member.
 
-use grove_wire::policy::{Role, RoomPolicy};
+use grove_wire::policy::{JoinRule, Role, RoomPolicy};
 
 mod homes;
 pub use homes::check_homes;
@@ -179,7 +179,7 @@ pub fn check(
             return Err(PolicyError::Outranked { actor: by, has, action: "ban", target: *user, target_role });
         }
     }
-    if after.rights != base.rights {
+    if after.rights != base.rights || after.join != base.join {
         need(before, by, "changing the room's settings", before.rights.settings)?;
     }
     Ok(())
@@ -228,6 +228,20 @@ pub fn may_change_settings(policy: &RoomPolicy, user: &UserId) -> bool {
     policy.role_of(user) >= policy.rights.settings
 }
 
+/// Whether a user who is not a member may ask to join by the room's link under `policy`, and
+/// whether the request is carried out without an admin's decision. The server checks it before
+/// keeping a request; the admin's client checks it again (with the policy it knows) before
+/// adding anyone, and the add itself is judged by [`check`] like any other.
+pub fn may_request_join(policy: &RoomPolicy, user: &UserId) -> Result<JoinRule, PolicyError> {
+    if policy.is_banned(user) {
+        return Err(PolicyError::Banned(*user));
+    }
+    match policy.join {
+        JoinRule::InviteOnly => Err(PolicyError::Invalid("the room takes members by invitation only")),
+        rule => Ok(rule),
+    }
+}
+
 /// An edit of a policy, as a member asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Edit {
@@ -237,6 +251,8 @@ pub enum Edit {
     Ban(UserId),
     /// Lift `user`'s ban.
     Unban(UserId),
+    /// Set how people not invited come in.
+    SetJoin(JoinRule),
 }
 
 impl Edit {
@@ -257,6 +273,7 @@ impl Edit {
             Edit::Unban(user) => {
                 p.bans.remove(&user);
             }
+            Edit::SetJoin(rule) => p.join = rule,
         }
         p
     }

@@ -157,6 +157,20 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
+/// The client's address as the per-IP rate limit sees it ([`client_ip`]); `None` on a Unix
+/// socket, whose connections carry none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientIp(peer.map(|ip| client_ip(ip, &parts.headers, &state.0.config.server.trusted_proxies))))
+    }
+}
+
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
     type Rejection = AppError;
 

@@ -205,6 +205,9 @@ pub struct LimitsSection {
     pub key_items_per_user: u64,
     pub epoch_window: u64,
     pub clock_skew_secs: u64,
+    pub join_requests_per_ip_per_hour: u32,
+    pub join_requests_per_room_per_hour: u32,
+    pub pending_joins_per_room: u64,
 }
 
 impl Default for LimitsSection {
@@ -223,6 +226,9 @@ impl Default for LimitsSection {
             key_items_per_user: 1_000,
             epoch_window: 3,
             clock_skew_secs: 300,
+            join_requests_per_ip_per_hour: 30,
+            join_requests_per_room_per_hour: 120,
+            pending_joins_per_room: 100,
         }
     }
 }
@@ -247,6 +253,9 @@ impl LimitsSection {
             key_items_per_user,
             epoch_window,
             clock_skew_secs,
+            join_requests_per_ip_per_hour,
+            join_requests_per_room_per_hour,
+            pending_joins_per_room,
         } = self.clone();
         Limits {
             max_body_bytes,
@@ -262,6 +271,9 @@ impl LimitsSection {
             key_items_per_user,
             epoch_window,
             clock_skew_secs,
+            join_requests_per_ip_per_hour,
+            join_requests_per_room_per_hour,
+            pending_joins_per_room,
             files: files.to_wire(),
         }
     }
@@ -488,6 +500,9 @@ mod tests {
             "key_items_per_user",
             "epoch_window",
             "clock_skew_secs",
+            "join_requests_per_ip_per_hour",
+            "join_requests_per_room_per_hour",
+            "pending_joins_per_room",
         ];
         let value = |i: usize| 1_000_001 + i as u64;
         let toml: String = names.iter().enumerate().map(|(i, n)| format!("{n} = {}\n", value(i))).collect();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use ed25519_dalek::SigningKey;
 
@@ -33,6 +33,7 @@ pub mod config;
 mod error;
 mod files;
 mod follow;
+mod joins;
 mod listener;
 mod metrics;
 mod push;
@@ -72,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{room}/reports", post(report_fault))
         .route("/v1/rooms/{room}/tree", get(ratchet_tree))
         .route("/v1/rooms/{room}/membership", get(membership))
+        .route("/v1/rooms/{room}/link", post(set_room_link).delete(revoke_room_link))
+        .route("/v1/rooms/{room}/joins", get(join_requests).post(ask_to_join))
+        .route("/v1/rooms/{room}/joins/{user}", delete(drop_join_request))
         .route("/v1/rooms/{room}/files", post(files::create_upload))
         .route("/v1/rooms/{room}/files/{blob}", get(files::download).put(files::upload_part))
         .route("/v1/rooms/{room}/files/{blob}/upload", get(files::upload_state))

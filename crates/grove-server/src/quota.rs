@@ -5,7 +5,9 @@
 //! The quotas are token buckets (governor) per hour: a claimer may claim
 //! `key_claims_per_pair_per_hour` keys of one user at once and then one per
 //! `3600 / that` seconds; everyone together `key_claims_per_target_per_hour` of one user; a
-//! sender `deposits_per_pair_per_hour` messages into one mailbox.
+//! sender `deposits_per_pair_per_hour` messages into one mailbox; an address
+//! `limits.join_requests_per_ip_per_hour` join requests (all rooms), everyone together
+//! `limits.join_requests_per_room_per_hour` into one room.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use grove_wire::{ErrorCode, UserId};
 
-use crate::config::QuotasSection;
+use crate::config::{LimitsSection, QuotasSection};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -22,17 +24,21 @@ pub(crate) struct Quotas {
     claims_pair: DefaultKeyedRateLimiter<(UserId, UserId)>,
     claims_target: DefaultKeyedRateLimiter<UserId>,
     deposits_pair: DefaultKeyedRateLimiter<(UserId, UserId)>,
+    joins_ip: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    joins_room: DefaultKeyedRateLimiter<i64>,
     /// When per-identity state was last pruned (server clock, ms).
     pruned_at: AtomicI64,
 }
 
 impl Quotas {
-    pub(crate) fn new(q: &QuotasSection) -> Self {
+    pub(crate) fn new(q: &QuotasSection, l: &LimitsSection) -> Self {
         let per_hour = |n: u32| Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Quotas {
             claims_pair: RateLimiter::keyed(per_hour(q.key_claims_per_pair_per_hour)),
             claims_target: RateLimiter::keyed(per_hour(q.key_claims_per_target_per_hour)),
             deposits_pair: RateLimiter::keyed(per_hour(q.deposits_per_pair_per_hour)),
+            joins_ip: RateLimiter::keyed(per_hour(l.join_requests_per_ip_per_hour)),
+            joins_room: RateLimiter::keyed(per_hour(l.join_requests_per_room_per_hour)),
             pruned_at: AtomicI64::new(i64::MIN),
         }
     }
@@ -48,9 +54,21 @@ impl Quotas {
         check(&self.deposits_pair, &(sender, owner), "you sent many messages to this mailbox lately")
     }
 
+    /// Takes one join request from `ip` (`None`: a Unix socket's connections, one client)
+    /// into the room `room`, or answers 429 `rate_limited`.
+    pub(crate) fn join(&self, ip: Option<std::net::IpAddr>, room: i64) -> Result<(), AppError> {
+        let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        check(&self.joins_ip, &ip, "this address asked to join rooms many times lately")?;
+        check(&self.joins_room, &room, "this room was asked to be joined many times lately")
+    }
+
     /// How many identities (and pairs of them) the quotas track.
     pub(crate) fn tracked(&self) -> usize {
-        self.claims_pair.len() + self.claims_target.len() + self.deposits_pair.len()
+        self.claims_pair.len()
+            + self.claims_target.len()
+            + self.deposits_pair.len()
+            + self.joins_ip.len()
+            + self.joins_room.len()
     }
 
     fn retain_recent(&self) {
@@ -60,6 +78,10 @@ impl Quotas {
         }
         self.claims_target.retain_recent();
         self.claims_target.shrink_to_fit();
+        self.joins_ip.retain_recent();
+        self.joins_ip.shrink_to_fit();
+        self.joins_room.retain_recent();
+        self.joins_room.shrink_to_fit();
     }
 }
 

@@ -26,6 +26,7 @@ use crate::state::AppState;
 pub(crate) use append::append;
 pub(crate) use fault::report;
 pub(crate) use handle::{entry_frame, RoomHandle};
+pub(crate) use policy::not_allowed;
 use policy::not_member;
 
 /// The rooms this instance has loaded. A room idle for `server.room_idle_secs` is evicted

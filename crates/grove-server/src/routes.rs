@@ -483,3 +483,50 @@ pub(crate) async fn membership(
     let version = rec.epoch;
     Ok(Json(MembershipState { current, version }))
 }
+
+/// `POST /v1/rooms/{room}/link`: sets the room's invite link (see `joins`).
+pub(crate) async fn set_room_link(
+    State(state): State<AppState>,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::SetRoomLink>,
+) -> AppResult<Json<grove_wire::api::RoomLinkInfo>> {
+    Ok(Json(crate::joins::set_link(&state, &name, req.user, req.body).await?))
+}
+
+/// `DELETE /v1/rooms/{room}/link`: revokes it.
+pub(crate) async fn revoke_room_link(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+) -> AppResult<Json<grove_wire::api::Deleted>> {
+    Ok(Json(crate::joins::revoke_link(&state, &name, user).await?))
+}
+
+/// `POST /v1/rooms/{room}/joins`: a link holder asks to join.
+pub(crate) async fn ask_to_join(
+    State(state): State<AppState>,
+    crate::auth::ClientIp(ip): crate::auth::ClientIp,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::AskToJoin>,
+) -> AppResult<(StatusCode, Json<grove_wire::api::JoinAsked>)> {
+    Ok((StatusCode::ACCEPTED, Json(crate::joins::ask(&state, &name, req.user, ip, req.body).await?)))
+}
+
+/// `GET /v1/rooms/{room}/joins`: the requests waiting.
+pub(crate) async fn join_requests(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P(name): P<String>,
+) -> AppResult<Json<grove_wire::api::JoinRequests>> {
+    Ok(Json(crate::joins::list(&state, &name, user).await?))
+}
+
+/// `DELETE /v1/rooms/{room}/joins/{user}`: a request carried out or denied.
+pub(crate) async fn drop_join_request(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    P((name, target)): P<(String, String)>,
+) -> AppResult<Json<grove_wire::api::Deleted>> {
+    let target = parse_user(&target)?;
+    Ok(Json(crate::joins::drop_request(&state, &name, user, target).await?))
+}

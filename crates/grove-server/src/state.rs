@@ -88,7 +88,7 @@ impl AppState {
             metrics: Metrics::new(),
             rooms: RoomService::default(),
             mailboxes: MailboxWatch::default(),
-            quotas: crate::quota::Quotas::new(&config.quotas),
+            quotas: crate::quota::Quotas::new(&config.quotas, &config.limits),
             files: crate::files::FileService::new(),
             blocked: crate::admin::Blocklist::default(),
             shutdown: watch::channel(false).0,

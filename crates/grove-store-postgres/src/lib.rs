@@ -98,6 +98,7 @@ use tokio_postgres::{Client, NoTls, Row};
 mod admin;
 mod codec;
 mod files;
+mod joins;
 mod listener;
 mod statements;
 mod writer;
@@ -118,6 +119,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "files", include_str!("../migrations/0002_files.sql")),
     (3, "removals", include_str!("../migrations/0003_removals.sql")),
     (4, "blocked", include_str!("../migrations/0004_blocked.sql")),
+    (5, "joins", include_str!("../migrations/0005_joins.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -457,6 +459,32 @@ impl Store for PostgresStore {
 
     async fn blocked_users(&self) -> Result<Vec<UserId>> {
         self.admin_blocked().await
+    }
+
+    async fn set_room_link(&self, room: RoomId, link: Option<grove_store::RoomLink>) -> Result<()> {
+        self.pg_set_room_link(room, link).await
+    }
+
+    async fn room_link(&self, room: RoomId) -> Result<Option<grove_store::RoomLink>> {
+        self.pg_room_link(room).await
+    }
+
+    async fn request_join(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        request: grove_store::JoinRequest,
+        max_pending: u64,
+    ) -> Result<grove_store::JoinOutcome> {
+        self.pg_request_join(room, token_hash, request, max_pending).await
+    }
+
+    async fn join_requests(&self, room: RoomId) -> Result<Vec<grove_store::JoinRequest>> {
+        self.pg_join_requests(room).await
+    }
+
+    async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool> {
+        self.pg_delete_join_request(room, user).await
     }
 
     fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {

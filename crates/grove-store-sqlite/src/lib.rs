@@ -79,6 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 mod admin;
 mod codec;
 mod files;
+mod joins;
 mod writer;
 
 use codec::{
@@ -93,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_files.sql"),
     include_str!("../migrations/0004_removals.sql"),
     include_str!("../migrations/0005_blocked.sql"),
+    include_str!("../migrations/0006_joins.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -682,6 +684,41 @@ impl Store for SqliteStore {
 
     async fn blocked_users(&self) -> Result<Vec<UserId>> {
         self.read_with(admin::blocked_users).await
+    }
+
+    async fn set_room_link(&self, room: RoomId, link: Option<grove_store::RoomLink>) -> Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || joins::set_room_link(&path, room, link))
+            .await
+            .map_err(|e| StoreError::backend(format!("link task failed: {e}")))?
+    }
+
+    async fn room_link(&self, room: RoomId) -> Result<Option<grove_store::RoomLink>> {
+        self.read_with(move |conn| joins::room_link(conn, room)).await
+    }
+
+    async fn request_join(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        request: grove_store::JoinRequest,
+        max_pending: u64,
+    ) -> Result<grove_store::JoinOutcome> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || joins::request_join(&path, room, token_hash, request, max_pending))
+            .await
+            .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
+    }
+
+    async fn join_requests(&self, room: RoomId) -> Result<Vec<grove_store::JoinRequest>> {
+        self.read_with(move |conn| joins::join_requests(conn, room)).await
+    }
+
+    async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool> {
+        let (path, user) = (self.path.clone(), *user);
+        tokio::task::spawn_blocking(move || joins::delete_join_request(&path, room, &user))
+            .await
+            .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
     }
 
     async fn headroom(&self) -> Result<Option<u64>> {

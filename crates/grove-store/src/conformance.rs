@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
             files_expire_and_are_deleted,
             the_operator_sees_rooms_and_users_and_deletes_a_room,
             blocked_keys_are_kept,
+            a_link_counts_uses_and_expiry_and_requests_wait,
             old_messages_are_purged_and_handshakes_kept,
         );
     };
@@ -167,6 +168,27 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn headroom(&self) -> crate::Result<Option<u64>> {
         self.store.headroom().await
+    }
+    async fn set_room_link(&self, room: crate::RoomId, link: Option<crate::RoomLink>) -> crate::Result<()> {
+        self.store.set_room_link(room, link).await
+    }
+    async fn room_link(&self, room: crate::RoomId) -> crate::Result<Option<crate::RoomLink>> {
+        self.store.room_link(room).await
+    }
+    async fn request_join(
+        &self,
+        room: crate::RoomId,
+        token_hash: [u8; 32],
+        request: crate::JoinRequest,
+        max_pending: u64,
+    ) -> crate::Result<crate::JoinOutcome> {
+        self.store.request_join(room, token_hash, request, max_pending).await
+    }
+    async fn join_requests(&self, room: crate::RoomId) -> crate::Result<Vec<crate::JoinRequest>> {
+        self.store.join_requests(room).await
+    }
+    async fn delete_join_request(&self, room: crate::RoomId, user: &UserId) -> crate::Result<bool> {
+        self.store.delete_join_request(room, user).await
     }
 }
 
@@ -757,4 +779,56 @@ pub async fn blocked_keys_are_kept(store: Arc<dyn Store>) {
     assert!(store.set_blocked(&user(2), false, 13).await.unwrap());
     assert!(!store.set_blocked(&user(2), false, 14).await.unwrap(), "not blocked");
     assert_eq!(store.blocked_users().await.unwrap(), vec![user(1)]);
+}
+
+/// A room's link: two uses, then used up; a reset link refuses the old token; expiry; requests
+/// wait once per user, up to the cap, until dropped; a deleted room forgets them.
+pub async fn a_link_counts_uses_and_expiry_and_requests_wait(store: Arc<dyn Store>) {
+    use crate::{JoinOutcome, JoinRequest, RoomLink};
+    let room = create(&*store, "commons").await.id;
+    let ask = |n: u8, at: i64| JoinRequest {
+        user: user(n),
+        home: format!("https://home{n}.example"),
+        proof: vec![n; 32],
+        at,
+    };
+    let link = |hash: u8, max_uses: Option<u64>, expires_at: Option<i64>| RoomLink {
+        token_hash: [hash; 32],
+        max_uses,
+        uses: 0,
+        expires_at,
+        created_by: user(1),
+        created_at: 5,
+    };
+    assert_eq!(store.request_join(room, [7; 32], ask(2, 10), 10).await.unwrap(), JoinOutcome::NoLink);
+    store.set_room_link(room, Some(link(7, Some(2), Some(1_000)))).await.unwrap();
+    assert_eq!(store.room_link(room).await.unwrap(), Some(link(7, Some(2), Some(1_000))));
+    assert_eq!(store.request_join(room, [8; 32], ask(2, 10), 10).await.unwrap(), JoinOutcome::NoLink);
+    assert_eq!(store.request_join(room, [7; 32], ask(2, 10), 10).await.unwrap(), JoinOutcome::Requested);
+    assert_eq!(store.request_join(room, [7; 32], ask(2, 11), 10).await.unwrap(), JoinOutcome::AlreadyRequested);
+    assert_eq!(store.request_join(room, [7; 32], ask(3, 12), 10).await.unwrap(), JoinOutcome::Requested);
+    assert_eq!(store.request_join(room, [7; 32], ask(4, 13), 10).await.unwrap(), JoinOutcome::UsedUp);
+    assert_eq!(store.room_link(room).await.unwrap().unwrap().uses, 2);
+    let waiting = store.join_requests(room).await.unwrap();
+    assert_eq!(waiting, vec![ask(2, 10), ask(3, 12)]);
+    assert!(store.delete_join_request(room, &user(2)).await.unwrap());
+    assert!(!store.delete_join_request(room, &user(2)).await.unwrap());
+    assert_eq!(store.join_requests(room).await.unwrap(), vec![ask(3, 12)]);
+
+    // A reset: the old token no longer works; the new one expires.
+    store.set_room_link(room, Some(link(9, None, Some(100)))).await.unwrap();
+    assert_eq!(store.request_join(room, [7; 32], ask(5, 20), 10).await.unwrap(), JoinOutcome::NoLink);
+    assert_eq!(store.request_join(room, [9; 32], ask(5, 100), 10).await.unwrap(), JoinOutcome::Expired);
+    // The cap on waiting requests.
+    assert_eq!(store.request_join(room, [9; 32], ask(5, 20), 2).await.unwrap(), JoinOutcome::Requested);
+    assert_eq!(store.request_join(room, [9; 32], ask(6, 21), 2).await.unwrap(), JoinOutcome::TooManyPending);
+    // Revoked.
+    store.set_room_link(room, None).await.unwrap();
+    assert_eq!(store.room_link(room).await.unwrap(), None);
+    assert_eq!(store.request_join(room, [9; 32], ask(6, 22), 10).await.unwrap(), JoinOutcome::NoLink);
+    // Other rooms have their own.
+    let other = create(&*store, "other").await.id;
+    assert!(store.join_requests(other).await.unwrap().is_empty());
+    store.delete_room("commons").await.unwrap();
+    assert!(store.join_requests(room).await.unwrap().is_empty());
 }

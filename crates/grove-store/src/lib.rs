@@ -30,10 +30,12 @@ pub mod columns;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod files;
+pub mod joins;
 mod memory;
 
 pub use admin::{DeletedRoom, RoomOverview, UserUsage};
 pub use files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
+pub use joins::{JoinOutcome, JoinRequest, RoomLink};
 pub use memory::MemoryStore;
 
 /// How many recent epochs of each room's public state a store keeps for
@@ -478,6 +480,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// The blocked keys, by user id.
     async fn blocked_users(&self) -> Result<Vec<UserId>>;
+
+    /// Sets a room's invite link (replacing any other: a reset), or with `None` revokes it.
+    async fn set_room_link(&self, room: RoomId, link: Option<RoomLink>) -> Result<()>;
+
+    /// A room's invite link, if it has one.
+    async fn room_link(&self, room: RoomId) -> Result<Option<RoomLink>>;
+
+    /// Keeps a request to join `room` made with the link whose token hashes to `token_hash`,
+    /// atomically with counting the link's use: refused if the link is not the room's, expired
+    /// (at `request.at`) or used up, or if the room already has `max_pending` requests waiting.
+    async fn request_join(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        request: JoinRequest,
+        max_pending: u64,
+    ) -> Result<JoinOutcome>;
+
+    /// The requests waiting in a room, oldest first.
+    async fn join_requests(&self, room: RoomId) -> Result<Vec<JoinRequest>>;
+
+    /// Drops `user`'s request to join `room` (carried out or denied); whether there was one.
+    async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool>;
 
     /// How many more bytes the store can take before it is full, if it can tell: SQLite
     /// answers the smaller of its filesystem's free space and the room left under its size cap

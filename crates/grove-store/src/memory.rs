@@ -34,6 +34,8 @@ struct Inner {
     /// Rooms deleted (their slots in `rooms` stay, emptied, so that ids stay indexes).
     deleted: std::collections::HashSet<RoomId>,
     blocked: std::collections::BTreeSet<UserId>,
+    links: HashMap<RoomId, crate::RoomLink>,
+    joins: HashMap<RoomId, Vec<crate::JoinRequest>>,
 }
 
 #[derive(Debug, Default)]
@@ -380,6 +382,8 @@ impl Store for MemoryStore {
         let Some(id) = g.by_name.remove(name) else { return Ok(None) };
         g.deleted.insert(id);
         g.states.remove(&id);
+        g.links.remove(&id);
+        g.joins.remove(&id);
         let entries = g.rooms.get_mut((id - 1) as usize).map_or(0, |(_, log)| std::mem::take(log).len() as u64);
         let files: Vec<FileRecord> = g.files.values().filter(|f| f.room == id).cloned().collect();
         for f in &files {
@@ -426,6 +430,57 @@ impl Store for MemoryStore {
 
     async fn blocked_users(&self) -> Result<Vec<UserId>> {
         Ok(self.lock()?.blocked.iter().copied().collect())
+    }
+
+    async fn set_room_link(&self, room: RoomId, link: Option<crate::RoomLink>) -> Result<()> {
+        let mut g = self.lock()?;
+        match link {
+            Some(l) => g.links.insert(room, l),
+            None => g.links.remove(&room),
+        };
+        Ok(())
+    }
+
+    async fn room_link(&self, room: RoomId) -> Result<Option<crate::RoomLink>> {
+        Ok(self.lock()?.links.get(&room).cloned())
+    }
+
+    async fn request_join(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        request: crate::JoinRequest,
+        max_pending: u64,
+    ) -> Result<crate::JoinOutcome> {
+        let mut guard = self.lock()?;
+        let g = &mut *guard;
+        if let Err(refused) = crate::joins::admits(g.links.get(&room), &token_hash, request.at) {
+            return Ok(refused);
+        }
+        let waiting = g.joins.entry(room).or_default();
+        if waiting.iter().any(|r| r.user == request.user) {
+            return Ok(crate::JoinOutcome::AlreadyRequested);
+        }
+        if waiting.len() as u64 >= max_pending {
+            return Ok(crate::JoinOutcome::TooManyPending);
+        }
+        waiting.push(request);
+        if let Some(l) = g.links.get_mut(&room) {
+            l.uses += 1;
+        }
+        Ok(crate::JoinOutcome::Requested)
+    }
+
+    async fn join_requests(&self, room: RoomId) -> Result<Vec<crate::JoinRequest>> {
+        Ok(self.lock()?.joins.get(&room).cloned().unwrap_or_default())
+    }
+
+    async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool> {
+        let mut g = self.lock()?;
+        let Some(waiting) = g.joins.get_mut(&room) else { return Ok(false) };
+        let before = waiting.len();
+        waiting.retain(|r| r.user != *user);
+        Ok(waiting.len() < before)
     }
 
     async fn file_totals(&self) -> Result<FileTotals> {

@@ -61,6 +61,15 @@ pub struct Limits {
     pub epoch_window: u64,
     /// Allowed clock skew of signed requests, seconds.
     pub clock_skew_secs: u64,
+    /// Requests to join rooms by link one IP address may make per hour (all rooms together).
+    #[serde(default)]
+    pub join_requests_per_ip_per_hour: u32,
+    /// Requests to join one room by link everyone together may make per hour.
+    #[serde(default)]
+    pub join_requests_per_room_per_hour: u32,
+    /// Join requests one room keeps waiting for an admin at most.
+    #[serde(default)]
+    pub pending_joins_per_room: u64,
     /// Encrypted attachments (the blob store).
     #[serde(default)]
     pub files: FileLimits,
@@ -636,4 +645,88 @@ pub struct Void {
     pub reporters: Vec<UserId>,
     /// Why: `membership_tag` (its membership tag does not verify under the epoch's key).
     pub reason: String,
+}
+
+/// `POST /v1/rooms/{room}/link`: sets the room's invite link, replacing any other (a reset:
+/// the old link stops working). The server keeps only the hash of the link's token
+/// ([`crate::invite`]), never the link's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoomLink {
+    /// SHA-256 of the link's token (32 bytes).
+    #[serde(with = "crate::b64")]
+    pub token_hash: Vec<u8>,
+    /// How many join requests the link may make; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::int::option")]
+    pub max_uses: Option<u64>,
+    /// When the link stops working, Unix ms; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::int::option")]
+    pub expires_at: Option<u64>,
+}
+
+/// `POST /v1/rooms/{room}/joins`: a user who holds the room's link asks to join it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskToJoin {
+    /// The link's token (32 bytes, [`crate::invite::token`]).
+    #[serde(with = "crate::b64")]
+    pub token: Vec<u8>,
+    /// The asker's home server (its base URL), where an admin's client finds its key material
+    /// and mailbox to invite it.
+    pub home: String,
+    /// The asker's proof that it holds the link (32 bytes, grove-proto's `invite::proof`):
+    /// opaque to the server, checked by the admin's client that carries the request out.
+    #[serde(with = "crate::b64")]
+    pub proof: Vec<u8>,
+}
+
+/// The answer to [`AskToJoin`]: the request waits, and how it will be decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAsked {
+    /// `link`: an admin's client lets the asker in on its next sync; `approval`: an admin
+    /// decides.
+    pub join: crate::policy::JoinRule,
+}
+
+/// `GET /v1/rooms/{room}/joins`: the requests waiting in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequests {
+    /// Oldest first.
+    pub requests: Vec<JoinRequestItem>,
+}
+
+/// One waiting request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequestItem {
+    /// Who asks.
+    pub user: UserId,
+    /// Its home server.
+    pub home: String,
+    /// When it asked, Unix ms.
+    pub at: i64,
+    /// Its proof that it holds the link.
+    #[serde(with = "crate::b64")]
+    pub proof: Vec<u8>,
+}
+
+/// The answer to [`SetRoomLink`]: the link as the server now keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLinkInfo {
+    /// How many join requests it may make; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// How many it made.
+    pub uses: u64,
+    /// When it stops working, Unix ms; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// The member who made it.
+    pub created_by: UserId,
+}
+
+/// The answer to a `DELETE` (a link revoked, a join request dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Whether there was something to delete.
+    pub existed: bool,
 }

@@ -85,6 +85,10 @@ pub enum Content {
         /// The profiles.
         profiles: Vec<SignedProfile>,
     },
+    /// The room's profile: its name and topic, as a whole (a change sends both). Only a sender
+    /// whose role the room's policy allows to change settings at that point of the log sets it;
+    /// every client ignores one from anyone else (the server cannot read it, so cannot check).
+    RoomProfile(RoomProfile),
     /// A message this client cannot show: a kind from a newer client, or a malformed one.
     /// Never encoded: [`Content::encode`] of it answers its original bytes.
     #[serde(skip)]
@@ -148,6 +152,7 @@ impl Content {
         }
         match serde_json::from_value::<Content>(value) {
             Ok(Content::Profile(p)) if display_name(&p.name).is_err() => unsupported("profile"),
+            Ok(Content::RoomProfile(p)) if p.check().is_err() => unsupported("room_profile"),
             Ok(c) => c,
             Err(_) => unsupported(&header.kind),
         }
@@ -164,6 +169,7 @@ impl Content {
             Content::Attachment { .. } => "attachment",
             Content::Profile(_) => "profile",
             Content::Roster { .. } => "roster",
+            Content::RoomProfile(_) => "room_profile",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -211,6 +217,34 @@ impl SignedProfile {
     }
 }
 
+/// The longest room topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 512;
+
+/// A room's name and topic, end-to-end encrypted ([`Content::RoomProfile`]). Empty means unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomProfile {
+    /// The room's name as people call it (at most [`MAX_NAME_CHARS`], no control character).
+    #[serde(default)]
+    pub name: String,
+    /// What the room is about (at most [`MAX_TOPIC_CHARS`], no control character).
+    #[serde(default)]
+    pub topic: String,
+}
+
+impl RoomProfile {
+    /// Checks the name and topic (trimmed by the caller): lengths and no control characters,
+    /// which would garble others' screens.
+    pub fn check(&self) -> Result<(), NameError> {
+        if self.name.chars().count() > MAX_NAME_CHARS || self.topic.chars().count() > MAX_TOPIC_CHARS {
+            return Err(NameError::TooLong);
+        }
+        if self.name.chars().chain(self.topic.chars()).any(char::is_control) {
+            return Err(NameError::Control);
+        }
+        Ok(())
+    }
+}
+
 /// Why a display name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -218,8 +252,8 @@ pub enum NameError {
     /// Nothing but spaces.
     #[error("a name cannot be empty")]
     Empty,
-    /// Longer than [`MAX_NAME_CHARS`].
-    #[error("a name is at most {MAX_NAME_CHARS} characters")]
+    /// Longer than [`MAX_NAME_CHARS`] (a room's topic: [`MAX_TOPIC_CHARS`]).
+    #[error("a name is at most {MAX_NAME_CHARS} characters, a room's topic {MAX_TOPIC_CHARS}")]
     TooLong,
     /// A control character (a newline, an escape sequence) would garble others' screens.
     #[error("a name cannot hold control characters")]
@@ -299,6 +333,7 @@ mod tests {
             Content::Roster {
                 profiles: vec![profile(&key(1), "garden", 1, "Alice"), profile(&key(2), "garden", 3, "Bob")],
             },
+            Content::RoomProfile(RoomProfile { name: "Paris protests".into(), topic: "Saturday, 2pm".into() }),
         ]
     }
 
@@ -357,5 +392,10 @@ mod tests {
         evil.name = "evil\u{1b}[31m".into();
         let raw = Content::Profile(evil).encode();
         assert!(matches!(Content::decode(&raw), Content::Unsupported { kind, .. } if kind == "profile"));
+        // Nor a room profile with an escape sequence or an endless topic.
+        let raw = br#"{"v":1,"type":"room_profile","name":"x\u001b[2J","topic":""}"#;
+        assert!(matches!(Content::decode(raw), Content::Unsupported { kind, .. } if kind == "room_profile"));
+        let long = Content::RoomProfile(RoomProfile { name: "x".into(), topic: "t".repeat(MAX_TOPIC_CHARS + 1) });
+        assert!(matches!(Content::decode(&long.encode()), Content::Unsupported { kind, .. } if kind == "room_profile"));
     }
 }

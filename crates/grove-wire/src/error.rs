@@ -103,6 +103,15 @@ pub enum ErrorCode {
     /// The room's policy does not let the sender make this change (add, remove, ban, change a
     /// role or a setting), or it adds a banned user.
     NotAllowed,
+    /// The room has no invite link, or not this one (it was revoked or reset).
+    LinkInvalid,
+    /// The invite link expired.
+    LinkExpired,
+    /// The invite link was used as many times as it may be.
+    LinkUsedUp,
+    /// The room has as many join requests waiting as the server keeps
+    /// (`limits.pending_joins_per_room`): an admin must decide some first.
+    JoinQueueFull,
 }
 
 impl ErrorCode {
@@ -135,6 +144,9 @@ impl ErrorCode {
             FalseReport => 422,
             NotReportable => 409,
             NotAllowed => 403,
+            LinkInvalid => 403,
+            LinkExpired | LinkUsedUp => 410,
+            JoinQueueFull => 429,
         }
     }
 
@@ -187,6 +199,10 @@ impl ErrorCode {
             FalseReport => "false_report",
             NotReportable => "not_reportable",
             NotAllowed => "not_allowed",
+            LinkInvalid => "link_invalid",
+            LinkExpired => "link_expired",
+            LinkUsedUp => "link_used_up",
+            JoinQueueFull => "join_queue_full",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod content;
 pub mod error;
 pub mod hex;
 pub mod int;
+pub mod invite;
 pub mod membership;
 pub mod policy;
 pub mod push;

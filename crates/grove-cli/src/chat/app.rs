@@ -117,6 +117,8 @@ pub(crate) struct App {
     limit: usize,
     pub(crate) names: HashMap<UserId, String>,
     pub(crate) members: Vec<UserId>,
+    /// The selected room's name and topic (end-to-end encrypted, set by its admins).
+    pub(crate) room_profile: grove_wire::content::RoomProfile,
     /// Messages of the selected room still in the outbox (text previews).
     pub(crate) pending: Vec<String>,
     pub(crate) outbox: usize,
@@ -150,6 +152,7 @@ impl App {
             limit: PAGE,
             names: HashMap::new(),
             members: Vec::new(),
+            room_profile: Default::default(),
             pending: Vec::new(),
             outbox: 0,
             input: Input::default(),
@@ -199,6 +202,7 @@ impl App {
         self.more_above = history.len() > self.limit;
         let history: &[Message] = if self.more_above { &history[1..] } else { &history };
         self.names = p.display_names(&room.link)?;
+        self.room_profile = p.room_profile(&room.link)?;
         self.lines = view::fold(history);
         self.members =
             if room.status == RoomStatus::Active { p.members(&room.link).unwrap_or_default() } else { Vec::new() };

@@ -248,3 +248,16 @@ fn an_invitation_waits_in_the_room_list_until_it_is_answered() {
     assert_eq!(typed(&mut app, "/accept"), vec![Action::Worker(Cmd::Accept { link: shed.clone() })]);
     assert_eq!(typed(&mut app, "/decline"), vec![Action::Worker(Cmd::Decline { link: shed })]);
 }
+
+#[test]
+fn the_rooms_name_and_topic_head_the_timeline_and_a_change_shows_in_it() {
+    let mut app = garden();
+    app.room_profile = grove_wire::content::RoomProfile { name: "Garden club".into(), topic: "Sundays".into() };
+    let alice = app.me;
+    let change = Content::RoomProfile(app.room_profile.clone());
+    app.lines.extend(view::fold(&[text(9, alice, NOON, change)]));
+    let screen = draw(&app, 100, 20);
+    let first = screen.lines().next().unwrap_or_default();
+    assert!(first.contains("garden · Garden club · Sundays · mls · 3 members"), "{screen}");
+    assert!(screen.contains("you gave the room the name \"Garden club\""), "{screen}");
+}

@@ -51,6 +51,7 @@ pub(crate) enum EventLine {
     Membership(Membership),
     Unreadable(String),
     Note(String),
+    RoomProfile(grove_wire::content::RoomProfile),
 }
 
 /// Folds history into timeline lines: edits, deletions and reactions change the message they
@@ -121,6 +122,9 @@ pub(crate) fn fold(history: &[Message]) -> Vec<Line> {
                     }
                 }
                 Content::Profile(_) | Content::Roster { .. } => {}
+                Content::RoomProfile(r) => {
+                    lines.push(Line::Event { seq: m.seq, ts: m.ts, sender: m.sender, what: EventLine::RoomProfile(r) })
+                }
                 Content::Unsupported { kind, .. } => {
                     index.insert(m.seq, lines.len());
                     lines.push(Line::Post(post(format!("(a {kind:?} message: a newer grove shows it)"), None, true)));
@@ -259,6 +263,10 @@ pub(crate) fn rows(app: &App, width: u16) -> Vec<TextLine<'static>> {
                         Style::new().fg(Color::Yellow),
                     ),
                     EventLine::Note(text) => (format!("* {text}"), MUTED),
+                    EventLine::RoomProfile(r) => {
+                        let by = if *sender == app.me { "you".to_string() } else { app.call(sender) };
+                        (format!("* {}", crate::describe::room_profile_sentence(&by, r)), MUTED)
+                    }
                 };
                 out.extend(wrap(vec![Span::styled(gutter, MUTED), Span::styled(text, style)], width, indent));
             }
@@ -450,7 +458,13 @@ fn render_timeline(f: &mut Frame, app: &App, area: Rect) {
                 RoomStatus::Left => "you left".into(),
                 RoomStatus::Removed => "you were removed".into(),
             };
-            format!(" {} · {} · {state}", r.name, mode_word(r.mode))
+            let mut head = format!(" {}", r.name);
+            for part in [&app.room_profile.name, &app.room_profile.topic] {
+                if !part.is_empty() {
+                    head.push_str(&format!(" · {part}"));
+                }
+            }
+            format!("{head} · {} · {state}", mode_word(r.mode))
         }
         None => " grove".into(),
     };

@@ -60,6 +60,9 @@ pub(crate) enum Note {
 /// How often messages waiting in the outbox are tried again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 
+/// How often the link's maker lets in the requests of rooms whose join policy is `link`.
+const JOIN_REQUESTS_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs until the screen goes away.
 pub(crate) async fn run(
     mut profile: Profile,
@@ -74,6 +77,8 @@ pub(crate) async fn run(
     }
     let mut retry = tokio::time::interval(OUTBOX_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut joins = tokio::time::interval(JOIN_REQUESTS_EVERY);
+    joins.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = cmds.recv() => match cmd {
@@ -92,6 +97,11 @@ pub(crate) async fn run(
                 }
                 for f in merge(batch) {
                     w.feed(&mut profile, &mut push, f).await;
+                }
+            }
+            _ = joins.tick() => {
+                if w.any_live() && profile.carry_out_link_joins().await > 0 {
+                    w.tell(Note::Changed);
                 }
             }
             _ = retry.tick() => {

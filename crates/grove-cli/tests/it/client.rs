@@ -271,3 +271,65 @@ fn grove_serve_on_postgresql_carries_a_conversation() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A community room from the command line: Alice names it, opens it to requests by link and
+/// hands one out; Bob asks, she sees him in `grove room requests` and approves him; Carol is
+/// denied; Bob reads the room's name and writes; `grove join` of a revoked link says so.
+#[test]
+fn alice_names_her_room_and_lets_bob_in_by_a_link_she_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    let url = server.base.clone();
+    for name in ["alice", "bob", "carol"] {
+        ok(grove(&home, name, &["init", "--home", &url]));
+    }
+    ok(grove(&home, "alice", &["room", "create", "square", "--server", &url, "--mode", "sender-keys"]));
+    ok(grove(&home, "alice", &["room", "profile", "square", "--name", "Paris protests", "--topic", "Saturday, 2pm"]));
+    ok(grove(&home, "alice", &["room", "policy", "square", "approval"]));
+    let link =
+        ok(grove(&home, "alice", &["room", "link", "square", "--uses", "5", "--expires", "7d"])).trim().to_string();
+    assert!(link.starts_with(&format!("{url}/rooms/square#")), "{link}");
+
+    let bad = grove(&home, "bob", &["join", "not-a-link"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not an invite link"));
+    let asked = grove(&home, "bob", &["join", &link]);
+    assert!(String::from_utf8_lossy(&ok_keep(&asked)).is_empty());
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("an admin of the room decides"));
+    ok(grove(&home, "carol", &["join", &link]));
+    let bob_id = ok(grove(&home, "bob", &["whoami"])).trim().split('@').next().unwrap().to_string();
+    let carol_id = ok(grove(&home, "carol", &["whoami"])).trim().split('@').next().unwrap().to_string();
+    let waiting = ok(grove(&home, "alice", &["room", "requests", "square"]));
+    assert!(waiting.contains(&bob_id) && waiting.contains(&carol_id), "{waiting}");
+    ok(grove(&home, "alice", &["room", "approve", "square", &bob_id]));
+    ok(grove(&home, "alice", &["room", "deny", "square", &carol_id]));
+    assert!(ok(grove(&home, "alice", &["room", "requests", "square"])).trim().is_empty());
+
+    assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    let info = ok(grove(&home, "bob", &["room", "info", "square"]));
+    assert!(info.contains("name:\tParis protests") && info.contains("join:\tapproval"), "{info}");
+    assert!(info.contains("members:\t2") && info.contains("you:\tmember"), "{info}");
+    let list = ok(grove(&home, "bob", &["room", "list"]));
+    assert!(list.contains("\"Paris protests\"") && !list.contains("invited by"), "{list}");
+    let profile = ok(grove(&home, "bob", &["room", "profile", "square", "--json"]));
+    let profile: Value = serde_json::from_str(&profile).unwrap();
+    assert_eq!((profile["name"].as_str(), profile["topic"].as_str()), (Some("Paris protests"), Some("Saturday, 2pm")));
+    // Bob, a plain member, may not rename the room.
+    let rename = grove(&home, "bob", &["room", "profile", "square", "--name", "Bob's"]);
+    assert!(!rename.status.success() && String::from_utf8_lossy(&rename.stderr).contains("ask an admin"));
+    ok(grove(&home, "bob", &["send", "square", "glad to be here"]));
+    let read = ok(grove(&home, "alice", &["read", "square"]));
+    assert!(read.contains("glad to be here"), "{read}");
+    assert!(read.contains("set the room's join policy to approval"), "{read}");
+    ok(grove(&home, "carol", &["sync"]));
+    assert!(!ok(grove(&home, "carol", &["room", "list"])).contains("square"));
+
+    ok(grove(&home, "alice", &["room", "link", "square", "--revoke"]));
+    let late = grove(&home, "carol", &["join", &link]);
+    assert!(!late.status.success() && String::from_utf8_lossy(&late.stderr).contains("link_invalid"));
+}
+
+fn ok_keep(out: &Output) -> Vec<u8> {
+    assert!(out.status.success(), "grove failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.clone()
+}

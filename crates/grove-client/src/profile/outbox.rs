@@ -28,10 +28,9 @@ use grove_wire::api::{AppendEntry, EntryKind};
 use grove_wire::content::Content;
 use grove_wire::ErrorCode;
 
-use super::names::learn_names;
 use super::{unix_seconds, ClientError, Profile, Result, COMMIT_ATTEMPTS};
 use crate::core::Seal;
-use crate::store::{Batch, LocalRoom, Message, OutboxItem, RoomStatus};
+use crate::store::{Batch, LocalRoom, OutboxItem, RoomStatus};
 use crate::transport::now_ms;
 
 /// What encryption adds to a message, at most (MLS framing and padding, or the sender-keys
@@ -196,9 +195,7 @@ impl Profile {
                         batch.cursors.push((room.link.clone(), a.seq));
                         cursor = a.seq;
                     }
-                    let me = self.user_id();
-                    learn_names(&mut batch, &room.link, me, &Content::decode(&item.content));
-                    batch.messages.push(Message::content(&room.link, a.seq, me, a.ts, item.content));
+                    self.read_own_content(&mut batch, &room.link, (a.seq, a.ts), item.content);
                     self.store.commit(batch)?;
                     done.insert(item.id, a.seq);
                 }
@@ -275,11 +272,9 @@ impl Profile {
         body: &[u8],
     ) -> Result<()> {
         if let Some(item) = self.store.outbox_item_posted_as(link, body)? {
-            let me = self.user_id();
-            learn_names(batch, link, me, &Content::decode(&item.content));
             batch.sent.push(item.id);
             self.settled.insert(item.id, seq);
-            batch.messages.push(Message::content(link, seq, me, ts, item.content));
+            self.read_own_content(batch, link, (seq, ts), item.content);
         }
         Ok(())
     }

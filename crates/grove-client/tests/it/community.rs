@@ -3,13 +3,14 @@
 //! outcomes.
 
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::RoomStatus;
+use grove_client::store::{Event, RoomStatus};
 use grove_proto::policy::Edit;
 use grove_wire::api::RoomMode;
-use grove_wire::policy::Role;
+use grove_wire::content::{Content, RoomProfile};
+use grove_wire::policy::{JoinRule, Role};
 use grove_wire::ErrorCode;
 
-use super::World;
+use super::{texts, World};
 
 const MODES: [RoomMode; 2] = [RoomMode::Mls, RoomMode::SenderKeys];
 
@@ -119,4 +120,211 @@ async fn a_banned_user_cannot_be_invited_back_until_unbanned() {
         alice.sync().await.unwrap();
         assert!(alice.messages("square", 0).unwrap().iter().any(|m| m.text().as_deref() == Some("back again")));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_has_a_name_and_topic_only_its_admins_set_and_the_server_cannot_read() {
+    for mode in MODES {
+        let mut w = World::start().await;
+        let (mut alice, mut bob, mut carol, mut mallory) = square(&w, mode).await;
+
+        // Alice, the owner, names the room; everyone sees it.
+        alice.set_room_profile("square", Some("Paris protests"), Some("Saturday at République")).await.unwrap();
+        for p in [&mut bob, &mut carol, &mut mallory] {
+            p.sync().await.unwrap();
+            let r = p.room_profile("square").unwrap();
+            assert_eq!((r.name.as_str(), r.topic.as_str()), ("Paris protests", "Saturday at République"), "{mode:?}");
+        }
+
+        // Mallory, a plain member, cannot change the room's name: her client says so...
+        let err = mallory.set_room_profile("square", Some("Mallory's party"), None).await.unwrap_err();
+        assert!(matches!(&err, ClientError::Invalid(m) if m.contains("admin")), "{mode:?}: {err:?}");
+        // ...and a client that sends it anyway (the server cannot check what it cannot read) is
+        // ignored by every client, hers included.
+        let forged = RoomProfile { name: "Mallory's party".into(), topic: "free beer".into() };
+        mallory.send_content("square", &Content::RoomProfile(forged)).await.unwrap();
+        for p in [&mut alice, &mut bob, &mut mallory] {
+            p.sync().await.unwrap();
+            assert_eq!(p.room_profile("square").unwrap().name, "Paris protests", "{mode:?}");
+        }
+        let last = bob.messages("square", 0).unwrap().pop().unwrap();
+        assert!(matches!(last.event(), Event::Note(t) if t.contains("ignored")), "{mode:?}: {last:?}");
+
+        // Alice makes Carol an admin: Carol may now change the topic (the name stays), and a
+        // role change reads as what it is in history.
+        alice.edit_policy("square", Edit::SetRole(carol.user_id(), Role::Admin)).await.unwrap();
+        bob.sync().await.unwrap();
+        let line = bob.messages("square", 0).unwrap().pop().unwrap();
+        match line.event() {
+            Event::Membership(m) => assert_eq!(m.roles, vec![(carol.user_id(), Role::Admin)], "{mode:?}"),
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        carol.set_room_profile("square", None, Some("Sunday, 2pm")).await.unwrap();
+        // Then she loses the role; what she sends after that is ignored.
+        alice.edit_policy("square", Edit::SetRole(carol.user_id(), Role::Member)).await.unwrap();
+        let stale = RoomProfile { name: "Carol's room".into(), topic: "".into() };
+        carol.send_content("square", &Content::RoomProfile(stale)).await.unwrap();
+        for p in [&mut alice, &mut bob, &mut carol, &mut mallory] {
+            p.sync().await.unwrap();
+            let r = p.room_profile("square").unwrap();
+            assert_eq!((r.name.as_str(), r.topic.as_str()), ("Paris protests", "Sunday, 2pm"), "{mode:?}");
+        }
+
+        // The server never saw the name nor the topic.
+        for (path, bytes) in w.stop().await {
+            for secret in [b"Paris protests".as_slice(), b"Sunday, 2pm", "République".as_bytes()] {
+                assert!(!bytes.windows(secret.len()).any(|win| win == secret), "{mode:?}: {} holds it", path.display());
+            }
+        }
+    }
+}
+
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: ErrorCode) {
+    match r {
+        Err(ClientError::Server(e)) if e.code() == Some(code) => {}
+        other => panic!("expected the server to refuse with {}, got {other:?}", code.as_str()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_for_two_uses_lets_two_in_and_no_one_after_it_is_used_up_revoked_or_they_are_banned() {
+    for mode in MODES {
+        let w = World::start().await;
+        let tag = mode.as_str();
+        let (mut alice, mut bob, mut carol, mut mallory) = square(&w, mode).await;
+        let mut dave = w.user(&format!("dave-{tag}")).await;
+        let mut erin = w.user(&format!("erin-{tag}")).await;
+        let mut frank = w.user(&format!("frank-{tag}")).await;
+        let mut grace = w.user(&format!("grace-{tag}")).await;
+
+        // A new room is invite-only: Mallory, a plain member, can neither open it nor make a link.
+        assert_eq!(alice.policy("square").unwrap().unwrap().join, JoinRule::InviteOnly);
+        not_allowed(mallory.set_join_rule("square", JoinRule::Link).await);
+        refused(mallory.make_link("square", None, None).await, ErrorCode::NotAllowed);
+        // A link of an invite-only room lets nobody ask.
+        let (closed, _) = alice.make_link("square", None, None).await.unwrap();
+        refused(dave.join_link(&closed).await, ErrorCode::NotAllowed);
+
+        // Alice opens the room to links and makes one for two uses.
+        alice.set_join_rule("square", JoinRule::Link).await.unwrap();
+        let (link, info) = alice.make_link("square", Some(2), Some(3600)).await.unwrap();
+        assert_eq!((info.max_uses, info.uses), (Some(2), 0));
+        assert!(link.starts_with(&alice.room("square").unwrap().link) && link.contains('#'), "{link}");
+        refused(dave.join_link(&closed).await, ErrorCode::LinkInvalid);
+
+        // Dave and Erin use it; Frank's use is refused: it is used up.
+        assert_eq!(dave.join_link(&link).await.unwrap(), JoinRule::Link);
+        assert_eq!(erin.join_link(&link).await.unwrap(), JoinRule::Link);
+        refused(frank.join_link(&link).await, ErrorCode::LinkUsedUp);
+
+        // Alice's client lets them in on its next sync; they read and write.
+        alice.sync().await.unwrap();
+        for p in [&mut dave, &mut erin] {
+            assert_eq!(p.sync().await.unwrap().joined.len(), 1, "{mode:?}");
+            p.send("square", "hello, square").await.unwrap();
+        }
+        bob.sync().await.unwrap();
+        assert_eq!(bob.members("square").unwrap().len(), 6, "{mode:?}");
+        assert_eq!(texts(&bob, "square").iter().filter(|t| *t == "hello, square").count(), 2, "{mode:?}");
+        assert!(alice.join_requests("square").await.unwrap().is_empty());
+
+        // A request the server could make up (the token, but no proof of the secret) is not
+        // carried out by Alice's client: it waits for an admin's decision.
+        let token = grove_wire::invite::token(&grove_wire::invite::parse(&link).unwrap().1).to_vec();
+        let forged = grove_wire::api::AskToJoin { token, home: w.url.clone(), proof: vec![0; 32] };
+        let room_server = frank.server_for(&w.url);
+        refused(room_server.ask_to_join("square", &forged).await.map_err(ClientError::from), ErrorCode::LinkUsedUp);
+        alice.revoke_link("square").await.unwrap();
+        let (link, _) = alice.make_link("square", None, None).await.unwrap();
+        let token = grove_wire::invite::token(&grove_wire::invite::parse(&link).unwrap().1).to_vec();
+        let forged = grove_wire::api::AskToJoin { token, home: w.url.clone(), proof: vec![0; 32] };
+        room_server.ask_to_join("square", &forged).await.unwrap();
+        alice.sync().await.unwrap();
+        assert!(frank.sync().await.unwrap().joined.is_empty(), "{mode:?}: a request without a proof was carried out");
+        assert_eq!(alice.join_requests("square").await.unwrap().len(), 1, "{mode:?}: it waits for an admin");
+        assert!(alice.deny("square", &frank.user_id()).await.unwrap());
+
+        // Alice revokes it: Frank is refused again, now because there is no such link.
+        assert!(alice.revoke_link("square").await.unwrap());
+        refused(frank.join_link(&link).await, ErrorCode::LinkInvalid);
+
+        // Mallory is banned: a fresh link does not let her back.
+        alice.edit_policy("square", Edit::Ban(mallory.user_id())).await.unwrap();
+        mallory.sync().await.unwrap();
+        let (fresh, _) = alice.make_link("square", None, None).await.unwrap();
+        refused(mallory.join_link(&fresh).await, ErrorCode::NotAllowed);
+        // Grace asks, and is banned before Alice's client sees her request: she stays out.
+        assert_eq!(grace.join_link(&fresh).await.unwrap(), JoinRule::Link);
+        alice.edit_policy("square", Edit::Ban(grace.user_id())).await.unwrap();
+        alice.sync().await.unwrap();
+        assert!(grace.sync().await.unwrap().joined.is_empty(), "{mode:?}");
+        assert!(!alice.members("square").unwrap().contains(&grace.user_id()));
+        carol.sync().await.unwrap();
+        assert_eq!(carol.members("square").unwrap().len(), 5, "{mode:?}: Mallory out, Dave and Erin in");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_approval_bob_waits_for_alice_who_approves_him_and_denies_carol() {
+    for mode in MODES {
+        let w = World::start().await;
+        let tag = mode.as_str();
+        let mut alice = w.user(&format!("alice-{tag}")).await;
+        let mut bob = w.user(&format!("bob-{tag}")).await;
+        let mut carol = w.user(&format!("carol-{tag}")).await;
+        alice.create_room_with_mode(&w.url, "square", mode).await.unwrap();
+        alice.set_join_rule("square", JoinRule::Approval).await.unwrap();
+        let (link, _) = alice.make_link("square", None, None).await.unwrap();
+
+        // Bob asks; nothing happens by itself.
+        assert_eq!(bob.join_link(&link).await.unwrap(), JoinRule::Approval);
+        assert_eq!(carol.join_link(&link).await.unwrap(), JoinRule::Approval);
+        alice.sync().await.unwrap();
+        assert!(bob.sync().await.unwrap().joined.is_empty(), "{mode:?}");
+        // Alice sees the requests, approves Bob and denies Carol.
+        let waiting: Vec<_> = alice.join_requests("square").await.unwrap().into_iter().map(|r| r.user).collect();
+        assert_eq!(waiting.len(), 2);
+        assert!(waiting.contains(&bob.user_id()) && waiting.contains(&carol.user_id()));
+        alice.approve("square", &bob.user_id()).await.unwrap();
+        assert!(alice.deny("square", &carol.user_id()).await.unwrap());
+        assert!(alice.join_requests("square").await.unwrap().is_empty());
+
+        // Bob reads and writes (he asked, so the invitation is accepted); Carol is not in.
+        assert_eq!(bob.sync().await.unwrap().joined.len(), 1, "{mode:?}");
+        assert_eq!(bob.invitation("square").unwrap(), None, "{mode:?}");
+        bob.send("square", "thanks for letting me in").await.unwrap();
+        alice.sync().await.unwrap();
+        assert!(texts(&alice, "square").contains(&"thanks for letting me in".to_string()), "{mode:?}");
+        assert!(carol.sync().await.unwrap().joined.is_empty(), "{mode:?}");
+        assert_eq!(alice.members("square").unwrap().len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_spam_is_capped_per_room_and_rate_limited_per_address() {
+    let w = World::start_with(|c| {
+        c.limits.pending_joins_per_room = 2;
+        c.limits.join_requests_per_ip_per_hour = 5;
+    })
+    .await;
+    let mut alice = w.user("alice").await;
+    alice.create_room(&w.url, "square").await.unwrap();
+    alice.set_join_rule("square", JoinRule::Approval).await.unwrap();
+    let (link, _) = alice.make_link("square", None, None).await.unwrap();
+    let mut askers = Vec::new();
+    for n in 0..4 {
+        askers.push(w.user(&format!("asker-{n}")).await);
+    }
+    // Two requests wait; the third finds the room's queue full (and uses nothing).
+    askers[0].join_link(&link).await.unwrap();
+    askers[1].join_link(&link).await.unwrap();
+    refused(askers[2].join_link(&link).await, ErrorCode::JoinQueueFull);
+    // Asking again while waiting changes nothing.
+    askers[0].join_link(&link).await.unwrap();
+    // That was the fourth request from this address (all the askers share 127.0.0.1); the
+    // fifth is the last one it may make this hour, the sixth is refused.
+    refused(askers[3].join_link(&link).await, ErrorCode::JoinQueueFull);
+    refused(askers[3].join_link(&link).await, ErrorCode::RateLimited);
+    assert_eq!(alice.join_requests("square").await.unwrap().len(), 2);
 }

@@ -112,3 +112,19 @@ fn a_sender_keys_membership_is_judged_by_its_signer() {
     // Someone outside the room cannot sign.
     assert!(check_membership(&after, &p, &after, &p, u(BOB)).is_err());
 }
+
+#[test]
+fn only_an_admin_opens_the_room_to_links_and_a_banned_user_cannot_ask() {
+    let (members, p) = room();
+    // New rooms are invite-only: nobody may ask.
+    assert!(may_request_join(&p, &u(9)).is_err());
+    // Mallory, a plain member, cannot open the room; Alice, the owner, can.
+    let open = Edit::SetJoin(grove_wire::policy::JoinRule::Link).apply(&p);
+    let err = check(&p, &open, &members, &[], Some(u(MALLORY))).unwrap_err();
+    assert!(matches!(err, PolicyError::Rights { needs: Role::Admin, .. }), "{err}");
+    check(&p, &open, &members, &[], Some(u(ALICE))).unwrap();
+    assert_eq!(may_request_join(&open, &u(9)), Ok(grove_wire::policy::JoinRule::Link));
+    // A banned user may not ask, whatever the rule.
+    let banned = Edit::Ban(u(9)).apply(&open);
+    assert_eq!(may_request_join(&banned, &u(9)), Err(PolicyError::Banned(u(9))));
+}

@@ -337,6 +337,21 @@ impl RoomHandle {
         }
     }
 
+    /// The room's policy as its current state says (`None`: an MLS room created before rooms
+    /// had policies).
+    pub(crate) async fn policy(&self) -> Option<RoomPolicy> {
+        let slot = self.slot.read().await;
+        match &slot.hub {
+            Some(hub) => hub.policy(),
+            None => slot.sk_policy.clone(),
+        }
+    }
+
+    /// Whether `user` is a current member, as this instance knows.
+    pub(crate) async fn has_member(&self, user: &UserId) -> bool {
+        self.slot.read().await.is_member(user)
+    }
+
     /// The room as a member sees it.
     pub(crate) async fn info(&self) -> RoomInfo {
         let slot = self.slot.read().await;

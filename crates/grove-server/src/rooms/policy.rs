@@ -142,7 +142,7 @@ pub(super) fn check_membership(
 }
 
 /// A change the room's policy does not allow, as an HTTP answer.
-pub(super) fn not_allowed(e: PolicyError) -> AppError {
+pub(crate) fn not_allowed(e: PolicyError) -> AppError {
     AppError::new(ErrorCode::NotAllowed, format!("the room's policy does not allow this: {e}"))
 }
 

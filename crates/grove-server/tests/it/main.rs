@@ -9,6 +9,7 @@ mod fault;
 mod files;
 mod hardening;
 mod harness;
+mod joins;
 mod keys;
 mod mailbox;
 mod mls;

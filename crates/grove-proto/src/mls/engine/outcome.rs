@@ -84,6 +84,8 @@ pub enum Incoming {
         removed: Vec<UserId>,
         /// This member was removed: the group is gone (see the [module docs](super#removal)).
         removed_me: bool,
+        /// The room's policy after the commit, if the commit changed it (roles, bans, rights).
+        policy: Option<grove_wire::policy::RoomPolicy>,
     },
     /// A proposal from another member, cached for the next commit (see
     /// [`MlsEngine::commit_pending_proposals`]).
@@ -105,13 +107,14 @@ impl fmt::Debug for Incoming {
                 .field("sender", sender)
                 .field("plaintext", &format_args!("{} bytes", plaintext.len()))
                 .finish(),
-            Incoming::Commit { epoch, committer, added, removed, removed_me } => f
+            Incoming::Commit { epoch, committer, added, removed, removed_me, policy } => f
                 .debug_struct("Commit")
                 .field("epoch", epoch)
                 .field("committer", committer)
                 .field("added", added)
                 .field("removed", removed)
                 .field("removed_me", removed_me)
+                .field("policy", policy)
                 .finish(),
             Incoming::Proposal { sender, removes } => {
                 f.debug_struct("Proposal").field("sender", sender).field("removes", removes).finish()

@@ -22,6 +22,8 @@ pub(super) struct CommitSummary {
     pub(super) added: Vec<UserId>,
     pub(super) removed: Vec<UserId>,
     pub(super) removed_me: bool,
+    /// The room's policy after the commit, if the commit set one.
+    pub(super) policy: Option<grove_wire::policy::RoomPolicy>,
 }
 
 /// Reads a processed or applied commit.
@@ -42,7 +44,11 @@ pub(super) fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary
         .map_err(|e| EngineError::Internal(Internal::caused("a leaf with a bad credential", e)))?;
     let MembershipChange { added, removed } = membership_change(new_epoch)
         .map_err(|e| EngineError::Internal(Internal::caused("reading a commit's proposals", e)))?;
-    Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me })
+    let policy = new_epoch.applied_proposals.iter().rev().find_map(|p| match &p.proposal {
+        Proposal::GroupContextExtensions(list) => crate::mls::policy::read(list).ok().flatten(),
+        _ => None,
+    });
+    Ok(CommitSummary { epoch: new_epoch.epoch, committer, added, removed, removed_me, policy })
 }
 
 /// What `process` did to a group, before the engine's bookkeeping.
@@ -304,6 +310,7 @@ impl MlsEngine {
                     added: s.added,
                     removed: s.removed,
                     removed_me: s.removed_me,
+                    policy: s.policy,
                 }
             }
         }
