@@ -90,7 +90,7 @@ pub(crate) async fn revoke_link(state: &AppState, name: &str, user: UserId) -> A
 
 /// Whether `home` reads as a server's base URL (what an admin's client will reach).
 fn home_ok(home: &str) -> bool {
-    let rest = home.strip_prefix("https://").or_else(|| home.strip_prefix("http://"));
+    let rest = home.split_once("://").filter(|(scheme, _)| matches!(*scheme, "https" | "http")).map(|(_, r)| r);
     home.chars().count() <= MAX_HOME_CHARS
         && rest.is_some_and(|r| {
             !r.is_empty()
