@@ -19,9 +19,14 @@
 //! Incomplete uploads expire after `files.upload_ttl_secs`, complete blobs after
 //! `files.retention_secs` (0: kept); [`purge_task`] deletes the parts, then the record.
 //!
-//! Storage: `object_store` on the local filesystem (`files.store`, by default `files/` in the
-//! data folder), or in memory for tests. Several instances sharing one PostgreSQL database must
-//! share the blob folder too (a network filesystem mounted at the same path).
+//! Storage: `object_store` ([`crate::objects`]) on the local filesystem (`files.store`, by
+//! default `files/` in the data folder), on any S3-compatible service (`s3://BUCKET/PREFIX`),
+//! or in memory for tests. Several instances sharing one PostgreSQL database share one bucket
+//! (or one folder on a network filesystem mounted at the same path): the blob records, the
+//! upload offsets and the quotas are in the database, and each part is its own object, so the
+//! parts of one upload may land on different instances. A part is recorded by a compare-and-set
+//! on the upload's offset in the database: of two requests for the same offset, one is
+//! recorded, the other answered `upload_offset`.
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -59,10 +64,6 @@ pub(crate) const PART_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A part must arrive whole within this time.
 pub(crate) const PART_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
-/// Bytes buffered per part before they are handed to the object store (the memory an upload
-/// holds, with [`WRITE_CONCURRENCY`]).
-const WRITE_CHUNK: usize = 1024 * 1024;
-
 /// Chunks of one part in flight to the object store at once.
 const WRITE_CONCURRENCY: usize = 2;
 
@@ -84,20 +85,25 @@ impl FileService {
         if let Some(o) = self.objects.get() {
             return Ok(o.clone());
         }
-        let made = open_objects(state).map_err(|e| AppError::internal("cannot open the blob store", e))?;
+        let c = &state.0.config;
+        let made = crate::objects::open(&c.files, &c.server.data_dir)
+            .map_err(|e| AppError::internal("cannot open the blob store", e))?;
         Ok(self.objects.get_or_init(|| made).clone())
     }
-}
 
-fn open_objects(state: &AppState) -> Result<Arc<dyn ObjectStore>, String> {
-    let c = &state.0.config;
-    if c.files.store == "memory" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
+    /// Opens the object store and checks that it takes, gives back and deletes an object (at
+    /// start: a missing bucket or refused credentials are reported then, not at the first upload).
+    pub(crate) async fn check(&self, state: &AppState) -> Result<(), String> {
+        let c = &state.0.config;
+        let objects = match self.objects.get() {
+            Some(o) => o.clone(),
+            None => crate::objects::open(&c.files, &c.server.data_dir)?,
+        };
+        crate::objects::probe(objects.as_ref()).await?;
+        let _ = self.objects.set(objects);
+        tracing::info!(store = %crate::objects::describe(&c.files, &c.server.data_dir), "blob store ready");
+        Ok(())
     }
-    let dir = if c.files.store.is_empty() { c.server.data_dir.join("files") } else { c.files.store.clone().into() };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
-    Ok(Arc::new(local))
 }
 
 /// The object holding part `index` of `blob`.
@@ -215,7 +221,8 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
             format!("a blob is at most {} bytes (a file of {} bytes, encrypted)", max_blob(state), f.max_file_bytes),
         ));
     }
-    state.0.metrics.storage_watch().reserve(state, "uploads", size).await?;
+    let needs = if crate::objects::is_remote(f) { 0 } else { size };
+    state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let now = state.now();
@@ -343,14 +350,16 @@ async fn part(
             return Err(part_length_error(expected, len));
         }
     }
-    state.0.metrics.storage_watch().reserve(state, "uploads", expected).await?;
+    // A blob in a remote bucket takes none of the database's disk; the reserve still applies.
+    let needs = if crate::objects::is_remote(&state.0.config.files) { 0 } else { expected };
+    state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
     let objects = state.0.files.objects(state)?;
     let path = part_path(&f.blob, index);
     let upload = objects
         .put_multipart(&path)
         .await
         .map_err(|e| crate::storage::blob_write_error("cannot begin storing a part", e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, crate::objects::write_chunk(&state.0.config.files));
     let received = tokio::time::timeout(PART_DEADLINE, receive(req.body, &mut writer, expected)).await;
     let outcome = match received {
         Ok(Ok((len, hash))) if len == expected && hash == req.sha256 => Ok(()),
