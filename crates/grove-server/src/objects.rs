@@ -201,7 +201,8 @@ pub fn open(f: &FilesSection, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, S
             if !f.s3.endpoint.is_empty() {
                 b = b.with_endpoint(f.s3.endpoint.trim_end_matches('/'));
             }
-            let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..RetryConfig::default() };
+            let retry =
+                RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..RetryConfig::default() };
             let s3 = b
                 .with_retry(retry)
                 .with_client_options(ClientOptions::new().with_allow_http(f.s3.allow_http))

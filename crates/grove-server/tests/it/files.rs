@@ -19,10 +19,10 @@ use tower::ServiceExt;
 
 use crate::harness::*;
 
-const PART: u64 = 64 * 1024;
+pub(crate) const PART: u64 = 64 * 1024;
 
 /// A server whose blobs live in `dir`, with 64 KiB parts.
-fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+pub(crate) fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
     let mut c = test_config();
     c.files.store = dir.to_string_lossy().into_owned();
     c.files.part_bytes = PART;
@@ -31,13 +31,13 @@ fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
 }
 
 /// Alice's sender-keys room `r` with Bob in it.
-async fn room_with_bob(s: &Server, alice: &User, bob: &User) {
+pub(crate) async fn room_with_bob(s: &Server, alice: &User, bob: &User) {
     sk_room(s, alice, "r").await;
     post_membership(s, alice, alice, "r", 1, &[alice, bob], &[alice]).await.ok();
 }
 
 /// A file of text-like bytes (so a plaintext run on disk would be visible) and its encryption.
-fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::EncryptedAttachment) {
+pub(crate) fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::EncryptedAttachment) {
     let mut rng = StdRng::seed_from_u64(seed);
     let words = ["grove ", "attachment ", "secret ", "plaintext ", "lorem ", "ipsum "];
     let mut plain = Vec::with_capacity(len);
@@ -50,7 +50,7 @@ fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::Encry
 }
 
 /// A part upload signed over `declared` (the body's SHA-256 unless a test lies).
-fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 32]) -> Request<Body> {
+pub(crate) fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 32]) -> Request<Body> {
     let h = sign_request_prehashed(&user.key, &s.state.public_key(), "PUT", path, s.now(), &fresh_nonce(), &declared);
     Request::builder()
         .method(Method::PUT)
@@ -64,13 +64,13 @@ fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 
         .unwrap()
 }
 
-async fn put_part(s: &Server, user: &User, room: &str, blob: &str, offset: u64, bytes: &[u8]) -> Resp {
+pub(crate) async fn put_part(s: &Server, user: &User, room: &str, blob: &str, offset: u64, bytes: &[u8]) -> Resp {
     let path = format!("/v1/rooms/{room}/files/{blob}?offset={offset}");
     s.call(part_request(s, user, &path, Body::from(bytes.to_vec()), Sha256::digest(bytes).into())).await
 }
 
 /// Begins an upload of `blob` and sends every part; answers the blob id.
-async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
+pub(crate) async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
     let created = user.post(s, &format!("/v1/rooms/{room}/files"), json!({"size": blob.len()})).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.json["blob"].as_str().unwrap().to_string();
@@ -81,7 +81,12 @@ async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
 }
 
 /// A signed GET with extra headers; answers status, headers and raw body.
-async fn get_raw(s: &Server, user: &User, path: &str, range: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+pub(crate) async fn get_raw(
+    s: &Server,
+    user: &User,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
     let mut req = user.request(s, Method::GET, path, Vec::new());
     if let Some(r) = range {
         req.headers_mut().insert("range", r.parse().unwrap());
@@ -92,7 +97,7 @@ async fn get_raw(s: &Server, user: &User, path: &str, range: Option<&str>) -> (u
     (status, headers, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
 }
 
-fn reference(done: attachment::EncryptedAttachment, blob: &str) -> AttachmentRef {
+pub(crate) fn reference(done: attachment::EncryptedAttachment, blob: &str) -> AttachmentRef {
     done.into_ref(blob.parse::<BlobId>().unwrap(), "notes.txt".into(), "text/plain".into())
 }
 
