@@ -28,6 +28,7 @@
 //! on the upload's offset in the database: of two requests for the same offset, one is
 //! recorded, the other answered `upload_offset`.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -70,14 +71,52 @@ const WRITE_CONCURRENCY: usize = 2;
 /// Expired blobs deleted per purge round.
 const PURGE_BATCH: u32 = 100;
 
-/// The blob store: the object store (made on first use) and the metrics.
+/// The blob store: the object store (made on first use) and the parts being received.
 pub(crate) struct FileService {
     objects: OnceLock<Arc<dyn ObjectStore>>,
+    /// One lock per blob with a part in flight on this instance: its parts are received one at
+    /// a time (see [`FileService::one_part_at_a_time`]).
+    receiving: std::sync::Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a part of one blob is received; the blob's lock is forgotten with its last holder.
+pub(crate) struct Receiving<'a> {
+    service: &'a FileService,
+    blob: BlobId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        let mut map = self.service.receiving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(guard) = self.guard.take() {
+            // The map's Arc and this guard's: nobody else waits for this blob.
+            let last = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) == 2;
+            drop(guard);
+            if last {
+                map.remove(&self.blob);
+            }
+        }
+    }
 }
 
 impl FileService {
     pub(crate) fn new() -> Self {
-        FileService { objects: OnceLock::new() }
+        FileService { objects: OnceLock::new(), receiving: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Waits until no other part of `blob` is being received on this instance. Two requests
+    /// for the same offset (a client's retry while its first attempt still streams in, or a
+    /// client sending other bytes) would otherwise both write the part's object, and the one
+    /// written last might not be the one the database records; in turn, the second one finds
+    /// the offset moved on and is refused before it writes anything.
+    pub(crate) async fn one_part_at_a_time(&self, blob: BlobId) -> Receiving<'_> {
+        let lock = {
+            let mut map = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(blob).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        Receiving { service: self, blob, guard: Some(guard) }
     }
 
     /// The object store `files.store` names, made (and its folder created) on first use.
@@ -333,6 +372,9 @@ async fn part(
     if f.owner != req.user {
         return Err(AppError::new(ErrorCode::Forbidden, "only the uploader sends a blob's parts"));
     }
+    let _receiving = state.0.files.one_part_at_a_time(f.blob).await;
+    // Read again: a part that was in flight may have been recorded meanwhile.
+    let f = member_file(state, room, blob, &req.user).await?;
     if offset != f.received {
         return Err(AppError::new(
             ErrorCode::UploadOffset,
