@@ -248,3 +248,28 @@ async fn s3_a_bucket_that_cannot_be_used_stops_the_start_with_a_message() {
     r.unwrap();
     assert_eq!(objects_in(&c).await, vec![]);
 }
+
+#[tokio::test]
+async fn s3_default_8_mib_parts_are_stored_in_pieces_s3_takes() {
+    // S3 takes a multipart upload's pieces (but the last) only from 5 MiB on: an 8 MiB part
+    // goes up as 5 MiB and 3 MiB.
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = new_bucket(&endpoint).await;
+    let mut c = s3_config(&endpoint, &bucket, "");
+    c.files.part_bytes = grove_server::Config::default().files.part_bytes;
+    let part_bytes = c.files.part_bytes as usize;
+    let s = Server::with_config(c.clone());
+    let (alice, bob) = (User::new(1), User::new(2));
+    room_with_bob(&s, &alice, &bob).await;
+    let (plain, blob, done) = encrypted_file(9_000_000, 13);
+    let created = alice.post(&s, "/v1/rooms/r/files", json!({"size": blob.len()})).await;
+    let id = created.ok()["blob"].as_str().unwrap().to_string();
+    for (i, p) in blob.chunks(part_bytes).enumerate() {
+        put_part(&s, &alice, "r", &id, (i * part_bytes) as u64, p).await.ok();
+    }
+    let stored = objects_in(&c).await;
+    assert_eq!(stored.iter().map(|(_, n)| *n as usize).collect::<Vec<_>>(), vec![part_bytes, blob.len() - part_bytes]);
+    let (status, _, body) = get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(attachment::decrypt(&reference(done, &id), &body).unwrap(), plain);
+}
