@@ -87,7 +87,7 @@ pub fn location(f: &FilesSection, data_dir: &Path) -> Result<Location, String> {
 
 /// Checks `[files]`'s store settings without touching the network (when the configuration is
 /// read).
-pub(crate) fn check(f: &FilesSection) -> Result<(), String> {
+pub fn check(f: &FilesSection) -> Result<(), String> {
     let loc = location(f, Path::new("/"))?;
     let s3 = &f.s3;
     if !matches!(loc, Location::S3 { .. }) {
