@@ -130,10 +130,14 @@ impl FileService {
         Ok(self.objects.get_or_init(|| made).clone())
     }
 
-    /// Opens the object store and checks that it takes, gives back and deletes an object (at
-    /// start: a missing bucket or refused credentials are reported then, not at the first upload).
+    /// A remote store (S3), at start: opens it and checks that it takes, gives back and deletes
+    /// an object, so that a missing bucket or refused credentials are reported then, not at the
+    /// first upload. The local folder is still made on first use.
     pub(crate) async fn check(&self, state: &AppState) -> Result<(), String> {
         let c = &state.0.config;
+        if !crate::objects::is_remote(&c.files) {
+            return Ok(());
+        }
         let objects = match self.objects.get() {
             Some(o) => o.clone(),
             None => crate::objects::open(&c.files, &c.server.data_dir)?,

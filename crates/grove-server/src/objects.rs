@@ -9,10 +9,10 @@
 //! (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`, `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`,
 //! else the instance metadata service). Plain HTTP is allowed only to a loopback endpoint.
 //!
-//! [`check`] validates the settings when the configuration is read; [`probe`] writes, reads
-//! back and deletes one small object when the server opens, so that a missing bucket, a wrong
-//! endpoint or refused credentials stop the start with a message instead of failing the first
-//! upload.
+//! [`check`] validates the settings when the configuration is read; with S3, [`probe`] writes,
+//! reads back and deletes one small object when the server opens, so that a missing bucket, a
+//! wrong endpoint or refused credentials stop the start with a message instead of failing the
+//! first upload.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -218,11 +218,11 @@ pub fn open(f: &FilesSection, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, S
     }
 }
 
-/// Writes, reads back and deletes one small object (`probe/RANDOM`): the store takes blobs.
+/// Writes, reads back and deletes one small object (`probe-RANDOM`): the store takes blobs.
 pub async fn probe(objects: &dyn ObjectStore) -> Result<(), String> {
     let mut id = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut id);
-    let path = ObjectPath::from(format!("probe/{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let path = ObjectPath::from(format!("probe-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>()));
     let body = Bytes::from_static(b"grove checks that it can store blobs here");
     objects.put(&path, body.clone().into()).await.map_err(|e| format!("cannot write {path}: {e}"))?;
     let got = objects.get(&path).await.map_err(|e| format!("cannot read back {path}: {e}"))?;
