@@ -349,16 +349,9 @@ pub type PushSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::Mayb
 /// Opens `user`'s signed push WebSocket at `url` (`ws://…/v1/push`) and sends `subscribe`.
 pub async fn push_subscribe(url: &str, user: &User, server_key: &[u8; 32], subscribe: String) -> Result<PushSocket> {
     use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-    let h = sign(user, server_key, "GET", "/v1/push", b"");
-    let mut req = url.into_client_request()?;
-    let hs = req.headers_mut();
-    hs.insert(auth::HEADER_KEY, h.key.parse()?);
-    hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
-    hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
-    hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
+    let req = signed_upgrade(url, "/v1/push", user, server_key)?;
     // A small read buffer: tungstenite zeroes `read_buffer_size` bytes on every read, and the
     // 128 KiB default would make the load generator, not the server, the bottleneck.
     let config = WebSocketConfig::default().read_buffer_size(4096);
@@ -366,6 +359,51 @@ pub async fn push_subscribe(url: &str, user: &User, server_key: &[u8; 32], subsc
         tokio_tungstenite::connect_async_with_config(req, Some(config), true).await.context("websocket connect")?;
     ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await?;
     Ok(ws)
+}
+
+/// The upgrade request to `url`, signed by `user` over `path_and_query`.
+fn signed_upgrade(
+    url: &str,
+    path_and_query: &str,
+    user: &User,
+    server_key: &[u8; 32],
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let h = sign(user, server_key, "GET", path_and_query, b"");
+    let mut req = url.into_client_request()?;
+    let hs = req.headers_mut();
+    hs.insert(auth::HEADER_KEY, h.key.parse()?);
+    hs.insert(auth::HEADER_TIMESTAMP, h.timestamp.parse()?);
+    hs.insert(auth::HEADER_NONCE, h.nonce.parse()?);
+    hs.insert(auth::HEADER_SIGNATURE, h.signature.parse()?);
+    Ok(req)
+}
+
+/// Opens `user`'s push WebSocket at `url` (`ws://…/v1/push`) with a frame binding, so that it
+/// can send entries; answers it and the frame key (the server's half checked against its key).
+pub async fn push_bound(
+    url: &str,
+    user: &User,
+    server_key: &[u8; 32],
+) -> Result<(PushSocket, grove_wire::push::FrameKey)> {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let offer = grove_wire::push::Offer::new(&mut rand::rngs::OsRng);
+    let query = format!("?{}={}", grove_wire::push::QUERY_BIND, offer.public_hex());
+    let req = signed_upgrade(&format!("{url}{query}"), &format!("/v1/push{query}"), user, server_key)?;
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, response) =
+        tokio_tungstenite::connect_async_with_config(req, Some(config), true).await.context("websocket connect")?;
+    let header = |name: &str| -> Result<String> {
+        Ok(response.headers().get(name).context("no push binding in the answer")?.to_str()?.to_string())
+    };
+    let key = offer.accept(
+        &user.id,
+        server_key,
+        &header(grove_wire::push::HEADER_PUSH_KEY)?,
+        &header(grove_wire::push::HEADER_PUSH_SIGNATURE)?,
+    )?;
+    Ok((ws, key))
 }
 
 /// A running server task: its address, the sender that stops it, and the task.

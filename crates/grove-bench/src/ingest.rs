@@ -152,9 +152,29 @@ pub async fn http_over(
                     }
                 }
             }
-            (h, errors, first_error)
+            anyhow::Ok((h, errors, first_error))
         }));
     }
+    finish(env, server, &names, senders, messages, barrier, tasks, "ingest").await
+}
+
+/// What one sender task of an ingest run hands back: its latencies, errors, and the first.
+type SenderOutcome = Result<(hdrhistogram::Histogram<u64>, usize, Option<String>)>;
+
+/// Starts the clock when every sender has warmed up (`barrier`), waits for them all, checks
+/// that the store holds every acknowledged entry (plus each room's setup entry and the
+/// warm-up), stops the server and says what the run measured.
+#[allow(clippy::too_many_arguments)] // one per figure of the run
+async fn finish(
+    env: &Env,
+    server: harness::Server,
+    names: &[String],
+    senders: usize,
+    messages: usize,
+    barrier: Arc<Barrier>,
+    tasks: Vec<tokio::task::JoinHandle<SenderOutcome>>,
+    what: &str,
+) -> Result<IngestResult> {
     barrier.wait().await;
     let before = server.store.stats();
     let c0 = harness::cpu_snap();
@@ -163,7 +183,7 @@ pub async fn http_over(
     let mut errors = 0;
     let mut first_error = None;
     for t in tasks {
-        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await??;
+        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await???;
         hist.add(&h).ok();
         errors += e;
         if first_error.is_none() {
@@ -174,22 +194,22 @@ pub async fn http_over(
     let cores = Cores::between(env, &c0, &harness::cpu_snap());
     let after = server.store.stats();
     if let Some(e) = first_error {
-        eprintln!("ingest: first error: {e}");
+        eprintln!("{what}: first error: {e}");
     }
     // Every acknowledged entry must be in the store.
     let mut stored = 0u64;
-    for n in &names {
+    for n in names {
         stored += server.store.room(n).await?.map(|r| r.head).unwrap_or(0);
     }
-    let expected = (rooms + senders * WARMUP_PER_SENDER + messages - errors) as u64;
+    let expected = (names.len() + senders * WARMUP_PER_SENDER + messages - errors) as u64;
     if stored != expected {
-        bail!("ingest: the store holds {stored} entries, expected {expected}");
+        bail!("{what}: the store holds {stored} entries, expected {expected}");
     }
     server.stop().await;
     let ok = hist.len() as usize;
     let txns = after.transactions - before.transactions;
     Ok(IngestResult {
-        rooms,
+        rooms: names.len(),
         senders,
         messages: ok,
         secs,
@@ -313,4 +333,100 @@ pub async fn tls_cost(
         }
     }
     Ok(out)
+}
+
+/// [`http`] and the same load over the push WebSocket in one run: `senders` users, each with
+/// one bound socket keeping up to `window` entries in flight, post `messages` 256-byte
+/// application entries round-robin over `rooms` sender-keys rooms. Answers (HTTP, WebSocket).
+pub async fn websocket_vs_http(
+    env: &Env,
+    rooms: usize,
+    senders: usize,
+    window: usize,
+    messages: usize,
+) -> Result<(IngestResult, IngestResult)> {
+    let over_http = http(env, rooms, senders, messages).await?;
+    let over_ws = websocket(env, rooms, senders, window, messages).await?;
+    Ok((over_http, over_ws))
+}
+
+/// The WebSocket half of [`websocket_vs_http`]. Frames (with their MACs) are made before the
+/// clock starts; an entry's latency runs from its frame's send to its `sent` answer.
+pub async fn websocket(
+    env: &Env,
+    rooms: usize,
+    senders: usize,
+    window: usize,
+    messages: usize,
+) -> Result<IngestResult> {
+    use futures_util::{SinkExt, StreamExt};
+    use grove_wire::api::{AppendEntry, PushRequest};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = harness::start_server_with(env, Transport::Plain).await?;
+    let client = harness::http_client_for(&server)?;
+    let admin = User::random();
+    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
+    for n in &names {
+        server.setup_room(&client, &admin, n, &ids).await?;
+    }
+    let url = format!("{}/v1/push", server.base.replacen("http://", "ws://", 1));
+    let window = window.max(1);
+    let barrier = Arc::new(Barrier::new(senders + 1));
+    let mut tasks = Vec::with_capacity(senders);
+    for (i, user) in users.iter().enumerate() {
+        let n = messages / senders + usize::from(i < messages % senders);
+        let (ws, key) = harness::push_bound(&url, user, &server.server_key).await?;
+        let frames: Vec<String> = (0..WARMUP_PER_SENDER + n)
+            .map(|k| {
+                let room = names[(i + k) % names.len()].clone();
+                let entry = AppendEntry { kind: EntryKind::Application, epoch: 1, body: harness::random_body(BODY) };
+                let id = k as u64 + 1;
+                let mac = key.mac(id, &room, &entry);
+                serde_json::to_string(&PushRequest::Send { id, room, entry, mac }).unwrap_or_default()
+            })
+            .collect();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let mut h = histogram();
+            let (mut errors, mut first_error) = (0usize, None);
+            let mut sent_at = std::collections::VecDeque::with_capacity(window);
+            let mut frames = frames.into_iter();
+            let mut answered = 0usize;
+            let total = WARMUP_PER_SENDER + n;
+            while answered < total {
+                if answered == WARMUP_PER_SENDER && sent_at.is_empty() {
+                    barrier.wait().await;
+                }
+                let warming = answered < WARMUP_PER_SENDER;
+                let limit = if warming { WARMUP_PER_SENDER } else { total };
+                let sent = answered + sent_at.len();
+                if sent_at.len() < window && sent < limit {
+                    if let Some(f) = frames.next() {
+                        sink.send(Message::text(f)).await?;
+                        sent_at.push_back(Instant::now());
+                        continue;
+                    }
+                }
+                let Some(msg) = stream.next().await else { bail!("the server closed the push socket") };
+                let Message::Text(text) = msg? else { continue };
+                let ev: serde_json::Value = serde_json::from_str(text.as_str())?;
+                let t = sent_at.pop_front().ok_or_else(|| anyhow::anyhow!("an answer to no send: {ev}"))?;
+                answered += 1;
+                if ev["type"] == "sent" {
+                    if !warming {
+                        let _ = h.record(t.elapsed().as_nanos() as u64);
+                    }
+                } else {
+                    errors += 1;
+                    first_error.get_or_insert(ev.to_string());
+                }
+            }
+            anyhow::Ok((h, errors, first_error))
+        }));
+    }
+    finish(env, server, &names, senders, messages, barrier, tasks, "ingest over the push WebSocket").await
 }

@@ -88,6 +88,18 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Durable ingest over HTTP and over the push WebSocket (bound sockets pipelining `window`
+    /// entries each) in one run; prints both and the ratio.
+    WsIngest {
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
     /// Durable ingest at the store level (tokio tasks calling `store.append`, no HTTP).
     StoreIngest {
         #[arg(long, default_value_t = 10)]
@@ -303,6 +315,17 @@ fn main() -> Result<()> {
                     (1.0 - tls / plain) * 100.0,
                     p50(harness::Transport::Plain),
                     p50(harness::Transport::Tls)
+                );
+            }
+            Cmd::WsIngest { rooms, senders, window, messages } => {
+                let (over_http, over_ws) = ingest::websocket_vs_http(&env, rooms, senders, window, messages).await?;
+                println!("ingest over HTTP: {over_http}");
+                println!("ingest over the push WebSocket (window {window}): {over_ws}");
+                println!(
+                    "ws-ingest: WebSocket ÷ HTTP = {:.2}x msgs/s; ack p50 {:.0} µs vs {:.0} µs (goal 40k msgs/s)",
+                    over_ws.rate / over_http.rate.max(1.0),
+                    over_ws.ack.p50_us,
+                    over_http.ack.p50_us
                 );
             }
             Cmd::StoreIngest { rooms, tasks, messages } => {

@@ -154,8 +154,11 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
             Command::Send { room, file: Some(path), caption, .. } => {
                 let mut p = open(&dir, connect)?;
                 let seq = crate::files::send(&mut p, &room, &path, caption.as_deref()).await?;
+                let pending = p.key_pending(&room)?;
+                key_pending(&p, &room, &pending);
                 if json_out {
-                    out!("{}", json!({"seq": seq}));
+                    let pending: Vec<String> = pending.iter().map(|k| k.user.to_string()).collect();
+                    out!("{}", json!({"seq": seq, "key_pending": pending}));
                 }
             }
             Command::Save { room, seq, out, force } => {
@@ -181,9 +184,11 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
                     return Err(anyhow!("the message is empty: give it as an argument or on standard input"));
                 }
                 let mut p = open(&dir, connect)?;
-                let seq = p.send(&room, &text).await?;
+                let sent = p.send_reporting(&room, &Content::text(&text)).await?;
+                key_pending(&p, &room, &sent.key_pending);
                 if json_out {
-                    out!("{}", json!({"seq": seq}));
+                    let pending: Vec<String> = sent.key_pending.iter().map(|k| k.user.to_string()).collect();
+                    out!("{}", json!({"seq": sent.seq, "key_pending": pending}));
                 }
             }
             Command::Outbox => {
@@ -369,7 +374,10 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
         RoomCommand::Leave { room } => p.leave(&room).await?,
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
-        RoomCommand::Update { room } => p.update(&room).await?,
+        RoomCommand::Update { room } => {
+            p.update(&room).await?;
+            key_pending(&p, &room, &p.key_pending(&room)?);
+        }
         RoomCommand::List => {
             let rooms = p.rooms()?;
             let invitations = p.invitations()?;
@@ -513,4 +521,12 @@ fn emit(
         out!("[{}] {line}", m.seq);
     }
     Ok(())
+}
+
+/// Says on standard error which members of a sender-keys room have not got this user's key yet
+/// (their home server could not be reached), and that it is retried.
+fn key_pending(p: &Profile, room: &str, pending: &[grove_client::profile::KeyPending]) {
+    if let Some(sentence) = crate::describe::key_pending_sentence(p, room, pending) {
+        eprintln!("{sentence}");
+    }
 }

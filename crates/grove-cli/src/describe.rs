@@ -91,3 +91,22 @@ pub(crate) fn size(bytes: u64) -> String {
         b => format!("{b} B"),
     }
 }
+
+/// Which members of a sender-keys room have not got this user's key yet (their home server
+/// could not be reached) and what happens next; `None` if everyone has it.
+pub(crate) fn key_pending_sentence(
+    p: &Profile,
+    room: &str,
+    pending: &[grove_client::profile::KeyPending],
+) -> Option<String> {
+    if pending.is_empty() {
+        return None;
+    }
+    let names = p.display_names(room).unwrap_or_default();
+    let me = p.user_id();
+    let list: Vec<String> = pending.iter().map(|k| format!("{} (home {})", who(&k.user, me, &names), k.home)).collect();
+    Some(format!(
+        "not yet delivered: your key to {}: their home server could not be reached. They will read your messages once it is delivered; it is retried on your next sync or send in this room",
+        list.join(", ")
+    ))
+}

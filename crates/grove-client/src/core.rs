@@ -164,7 +164,8 @@ pub(crate) trait RoomProtocol {
     fn peek(&mut self, room: &LocalRoom, body: &[u8]) -> Result<Vec<u8>>;
 
     /// Applies a page of the room's log, in order, from `room.cursor` on. `mailbox_read`: the
-    /// mailbox was just read for this page, so an unknown chain is now unreadable for good.
+    /// mailbox was just read for this page, so a message whose chain is still unknown is recorded
+    /// as unreadable and held (sender keys) until its key comes ([`RoomProtocol::release_held`]).
     fn apply(&mut self, room: &LocalRoom, me: UserId, entries: Vec<Entry>, mailbox_read: bool) -> Result<Applied>;
 
     /// Seals a plaintext for the room. `view` is the epoch or version the server reported at
@@ -177,6 +178,12 @@ pub(crate) trait RoomProtocol {
     /// The server no longer lets this member read the room: it was removed by an entry it has
     /// not seen. Answers what to persist.
     fn removed_unseen(&mut self, room: &LocalRoom) -> Batch;
+
+    /// Sender keys: messages recorded as unreadable because their sender's key had not arrived,
+    /// decrypted now that it has (their history lines replaced). Answers what to persist.
+    fn release_held(&mut self, _room: &LocalRoom) -> Result<Batch> {
+        Ok(Batch::default())
+    }
 }
 
 /// The protocol of a room of `mode`: the one place where the mode is looked at.
@@ -529,6 +536,19 @@ impl RoomProtocol for SkRoom {
                         out.follow_up.read_mailbox = true;
                         return Ok(out);
                     }
+                    Err(err) if err.is_missing_chain() => {
+                        // The sender's key may still be on its way (its delivery to this member's
+                        // home is retried): held, and read when it comes.
+                        let (held, changes) = self.engine.hold_message(link, e.seq, e.ts, &e.body)?;
+                        out.batch.records.extend(sk_records(changes));
+                        let why = if held {
+                            "the sender's key has not arrived yet: it is read when the key comes".to_string()
+                        } else {
+                            err.to_string()
+                        };
+                        tracing::info!(room = link, seq = e.seq, held, "a message whose sender key has not arrived");
+                        out.batch.messages.push(Message::undecryptable(link, e.seq, e.sender, e.ts, &why));
+                    }
                     Err(err) => {
                         tracing::warn!(room = link, seq = e.seq, error = %err, "undecryptable entry");
                         out.batch.messages.push(Message::undecryptable(link, e.seq, e.sender, e.ts, &err.to_string()));
@@ -563,6 +583,21 @@ impl RoomProtocol for SkRoom {
 
     fn needs_rotation(&self, room: &LocalRoom, now: u64) -> Result<bool> {
         Ok(self.engine.needs_rotation(&room.link, now)?)
+    }
+
+    fn release_held(&mut self, room: &LocalRoom) -> Result<Batch> {
+        let mut batch = Batch::default();
+        if self.engine.held_len(&room.link) == 0 {
+            return Ok(batch);
+        }
+        let (readable, changes) = self.engine.take_readable(&room.link)?;
+        batch.records.extend(sk_records(changes));
+        for r in readable {
+            let d = r.decrypted;
+            learn_names(&mut batch, &room.link, d.sender, &Content::decode(&d.plaintext));
+            batch.replaced.push(Message::content(&room.link, r.seq, d.sender, r.ts, d.plaintext));
+        }
+        Ok(batch)
     }
 
     fn removed_unseen(&mut self, room: &LocalRoom) -> Batch {

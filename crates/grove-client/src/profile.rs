@@ -21,8 +21,8 @@ mod outbox;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
-pub use outbox::{IN_FLIGHT_GRACE, SEAL_OVERHEAD};
-pub use sk::{OLM_KEY_LOW, OLM_KEY_TARGET};
+pub use outbox::{Sent, IN_FLIGHT_GRACE, SEAL_OVERHEAD};
+pub use sk::{KeyPending, OLM_KEY_LOW, OLM_KEY_TARGET};
 
 use crate::core::{protocol, Change, FollowUp, Prepared};
 use crate::known::KnownServers;
@@ -809,7 +809,8 @@ impl Profile {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode == RoomMode::SenderKeys {
-            return self.sk_rotate(&room).await;
+            // Members whose home could not be reached get the key on a later sync or send.
+            return self.sk_rotate(&room).await.map(|_| ());
         }
         self.change_membership(&room, &Change::Update).await?;
         Ok(())
@@ -914,6 +915,9 @@ impl Profile {
             }
             let before = self.store.messages(&room.link, room.cursor)?.len();
             let (status, _) = self.sync_room_locked(&room.link).await?;
+            if status == RoomStatus::Active {
+                self.sk_deliver_quietly(&room.link).await?;
+            }
             let after = self.store.messages(&room.link, room.cursor)?.len();
             if after > before {
                 report.new_messages.insert(room.link.clone(), after - before);
@@ -1037,6 +1041,7 @@ impl Profile {
         let _lock = self.lock().await?;
         let (status, _) = self.sync_room_locked(link).await?;
         if status == RoomStatus::Active {
+            self.sk_deliver_quietly(link).await?;
             self.flush_room_quietly(link).await?;
         }
         Ok(self.room(link)?.status)
@@ -1158,8 +1163,13 @@ impl Profile {
                 }
             }
         }
+        let room = self.room(link)?;
+        if room.mode == RoomMode::SenderKeys && !self.store.records("sk/held/")?.is_empty() {
+            // Messages whose sender key arrived since they were read: readable now.
+            let released = self.room_protocol(room.mode)?.release_held(&room)?;
+            self.store.commit(released)?;
+        }
         if follow_up.rotate {
-            let room = self.room(link)?;
             if let Err(e) = Box::pin(self.sk_rotate(&room)).await {
                 tracing::warn!(room = link, error = %e, "rotation after a removal failed; the next send rotates");
             }

@@ -11,23 +11,25 @@
 //! (see [`crate::profile::Profile::apply_pushed`]), which checks them against its own cursors
 //! once more (another process on the profile may have applied some meanwhile).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use grove_wire::api::{Entry, MailboxEntry, PushEvent, PushRequest, RoomCursor};
+use grove_wire::api::{Appended, Entry, MailboxEntry, PushEvent, PushRequest, RoomCursor};
 use grove_wire::ApiError;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite;
 
-use crate::transport::{Server, TransportError};
+use crate::transport::{Server, SocketSend, TransportError};
 
 /// How long a long poll waits on the server.
 const POLL_WAIT: u64 = 25;
 /// Entries asked for per long poll.
 const POLL_PAGE: u32 = 500;
+/// Feed items read from the socket and not yet taken by the feed's reader, at most.
+const PENDING_FEED: usize = 4096;
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -95,6 +97,8 @@ enum Command {
 struct Connection {
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
+    /// The handle whose appends the connection carries while it is open.
+    server: Server,
 }
 
 /// The push client of one profile: a connection task per server.
@@ -108,6 +112,8 @@ impl Drop for PushClient {
     fn drop(&mut self) {
         for c in self.connections.values() {
             c.task.abort();
+            // Appends go back to HTTP at once, not only once the task has wound down.
+            c.server.attach_socket(None);
         }
     }
 }
@@ -134,13 +140,14 @@ impl PushClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Followed {
             public: public.to_string(),
-            server,
+            server: server.clone(),
             rooms: rooms.into_iter().collect(),
             mailbox: mailbox_after,
+            pending: VecDeque::new(),
             feed: self.feed.clone(),
         };
         let task = tokio::spawn(state.run(rx));
-        self.connections.insert(public.to_string(), Connection { commands: tx, task });
+        self.connections.insert(public.to_string(), Connection { commands: tx, task, server });
     }
 
     /// The servers followed (public URLs).
@@ -151,6 +158,9 @@ impl PushClient {
 
 /// What one connection task follows, with the cursors of what it handed over.
 struct Followed {
+    /// What was read from the socket and is not yet handed over, in order (the cursors
+    /// above count it as delivered).
+    pending: VecDeque<Feed>,
     public: String,
     server: Server,
     rooms: HashMap<String, u64>,
@@ -172,7 +182,14 @@ impl Followed {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut attempt: u32 = 0;
         loop {
-            match self.websocket(&mut commands, &mut attempt).await {
+            let ended = self.websocket(&mut commands, &mut attempt).await;
+            // What was read before the connection ended is handed over before anything else.
+            while let Some(feed) = self.pending.pop_front() {
+                if !self.tell(feed).await {
+                    return;
+                }
+            }
+            match ended {
                 Ended::Stop => return,
                 Ended::Refused(why) => {
                     tracing::info!(server = self.public, why, "the push WebSocket is refused; long polling instead");
@@ -211,15 +228,51 @@ impl Followed {
         serde_json::to_string(&PushRequest::Subscribe { rooms, mailbox_after }).unwrap_or_default()
     }
 
-    /// One WebSocket connection, from connecting to its end.
+    /// One WebSocket connection, from connecting to its end. While it is open, the server
+    /// handle's appends go over it (see [`Server::append`]).
     async fn websocket(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>, attempt: &mut u32) -> Ended {
-        let request = match self.server.push_request().await {
+        let (sends, mut outgoing) = mpsc::unbounded_channel();
+        let ended = self.connected(commands, attempt, sends, &mut outgoing).await;
+        self.server.attach_socket(None);
+        ended
+    }
+
+    async fn connected(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        attempt: &mut u32,
+        sends: crate::transport::SocketSender,
+        outgoing: &mut mpsc::UnboundedReceiver<SocketSend>,
+    ) -> Ended {
+        let offer = grove_wire::push::Offer::new(&mut rand::rngs::OsRng);
+        let request = match self.server.push_request(Some(&offer)).await {
             Ok(r) => r,
             Err(e) => return Ended::Retry(e.to_string()),
         };
         let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let mut ws = match self.server.net().websocket(request, config).await {
-            Ok((ws, _)) => ws,
+        let (mut ws, frames) = match self.server.net().websocket(request, config).await {
+            Ok((ws, response)) => {
+                let header =
+                    |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let answer =
+                    header(grove_wire::push::HEADER_PUSH_KEY).zip(header(grove_wire::push::HEADER_PUSH_SIGNATURE));
+                let frames = match (answer, self.server.public_key().await) {
+                    (Some((half, signature)), Ok(server_key)) => {
+                        match offer.accept(&self.server.user(), &server_key, &half, &signature) {
+                            Ok(key) => Some(key),
+                            Err(e) => {
+                                return Ended::Retry(format!(
+                                    "{}: the push connection's binding: {e}",
+                                    self.server.base()
+                                ))
+                            }
+                        }
+                    }
+                    // A server from before sending on the socket: appends keep going over HTTP.
+                    _ => None,
+                };
+                (ws, frames)
+            }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status();
                 // A grove error body (e.g. a refused signature) is the server's answer, not a
@@ -244,9 +297,36 @@ impl Followed {
             return Ended::Stop;
         }
         *attempt = 0;
+        if frames.is_some() {
+            self.server.attach_socket(Some(sends));
+        }
+        // Appends sent and not yet answered, in the order sent (the server answers in order).
+        let mut waiting: VecDeque<(u64, tokio::sync::oneshot::Sender<Result<Appended, TransportError>>)> =
+            VecDeque::new();
+        let mut next_id: u64 = 0;
+        let feed = self.feed.clone();
         loop {
             tokio::select! {
-                msg = ws.next() => {
+                Some(send) = outgoing.recv(), if frames.is_some() => {
+                    let Some(key) = &frames else { continue };
+                    next_id += 1;
+                    let mac = key.mac(next_id, &send.room, &send.entry);
+                    let request = PushRequest::Send { id: next_id, room: send.room, entry: send.entry, mac };
+                    let text = serde_json::to_string(&request).unwrap_or_default();
+                    if let Err(e) = ws.send(tungstenite::Message::text(text)).await {
+                        return Ended::Retry(e.to_string());
+                    }
+                    waiting.push_back((next_id, send.reply));
+                }
+                permit = feed.reserve(), if !self.pending.is_empty() => {
+                    let Ok(permit) = permit else { return Ended::Stop };
+                    if let Some(feed) = self.pending.pop_front() {
+                        permit.send(feed);
+                    }
+                }
+                // While the feed's reader is busy (it may be waiting for one of these sends'
+                // answers), the socket is still read, up to a bound.
+                msg = ws.next(), if self.pending.len() < PENDING_FEED => {
                     let text = match msg {
                         Some(Ok(tungstenite::Message::Text(t))) => t,
                         Some(Ok(tungstenite::Message::Close(_))) | None => return Ended::Retry("the server closed the connection".into()),
@@ -260,8 +340,25 @@ impl Followed {
                             continue;
                         }
                     };
-                    if !self.deliver(event).await {
-                        return Ended::Stop;
+                    let answer = match event {
+                        PushEvent::Sent { id, appended } => Some((id, Ok(appended))),
+                        PushEvent::Refused { id, error } => {
+                            Some((id, Err(TransportError::Api { url: self.server.base().to_string(), error })))
+                        }
+                        event => {
+                            if let Some(feed) = self.deliver(event) {
+                                self.pending.push_back(feed);
+                            }
+                            None
+                        }
+                    };
+                    if let Some((id, result)) = answer {
+                        match waiting.pop_front() {
+                            Some((expected, reply)) if expected == id => {
+                                let _ = reply.send(result);
+                            }
+                            _ => return Ended::Retry(format!("the server answered send {id} out of order")),
+                        }
                     }
                 }
                 cmd = commands.recv() => match cmd {
@@ -281,34 +378,36 @@ impl Followed {
         }
     }
 
-    /// Hands an event over unless it was handed over already; false when the receiver is gone.
-    async fn deliver(&mut self, event: PushEvent) -> bool {
+    /// What of an event is to be handed over (nothing if it was handed over already).
+    fn deliver(&mut self, event: PushEvent) -> Option<Feed> {
         match event {
             PushEvent::Entry { room, entry } => {
-                let Some(after) = self.rooms.get_mut(&room) else { return true };
+                let after = self.rooms.get_mut(&room)?;
                 if entry.seq <= *after {
-                    return true;
+                    return None;
                 }
                 *after = entry.seq;
-                self.tell(Feed::Entries { server: self.public.clone(), room, entries: vec![entry] }).await
+                Some(Feed::Entries { server: self.public.clone(), room, entries: vec![entry] })
             }
             PushEvent::Mail { entry } => {
-                let Some(after) = self.mailbox.as_mut() else { return true };
+                let after = self.mailbox.as_mut()?;
                 if entry.seq <= *after {
-                    return true;
+                    return None;
                 }
                 *after = entry.seq;
-                self.tell(Feed::Mail { entries: vec![entry] }).await
+                Some(Feed::Mail { entries: vec![entry] })
             }
             PushEvent::Error { room: Some(room), error } => {
                 // The subscription ended: follow it no more on this connection.
                 self.rooms.remove(&room);
-                self.tell(Feed::RoomError { server: self.public.clone(), room, error }).await
+                Some(Feed::RoomError { server: self.public.clone(), room, error })
             }
             PushEvent::Error { room: None, error } => {
                 tracing::warn!(server = self.public, %error, "the push server refused a request");
-                true
+                None
             }
+            // Answers to sends are taken by the connection loop before this.
+            PushEvent::Sent { .. } | PushEvent::Refused { .. } => None,
         }
     }
 

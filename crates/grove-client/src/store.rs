@@ -350,6 +350,9 @@ pub struct Batch {
     pub rooms: Vec<LocalRoom>,
     /// New history lines (an existing `(room, seq)` is kept: no duplicates).
     pub messages: Vec<Message>,
+    /// History lines that replace the existing one at their `(room, seq)`: a sender-keys message
+    /// recorded as unreadable that became readable once its sender's key arrived.
+    pub replaced: Vec<Message>,
     /// New cursors: (room link, cursor).
     pub cursors: Vec<(String, u64)>,
     /// New room statuses.
@@ -608,6 +611,19 @@ impl ClientStore {
         for m in &batch.messages {
             tx.execute(
                 "INSERT OR IGNORE INTO messages (room, seq, kind, sender, ts, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    m.room,
+                    m.seq as i64,
+                    m.kind.as_str(),
+                    m.sender.as_bytes().as_slice(),
+                    m.ts,
+                    c.seal("messages.body", &m.body)?
+                ],
+            )?;
+        }
+        for m in &batch.replaced {
+            tx.execute(
+                "INSERT OR REPLACE INTO messages (room, seq, kind, sender, ts, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     m.room,
                     m.seq as i64,

@@ -104,7 +104,23 @@ pub struct Server {
     known: Option<KnownServers>,
     /// The server's `/v1/info`, fetched once (its key signs every request; its limits).
     info: std::sync::Arc<OnceLock<ServerInfo>>,
+    /// The push connection appends go over while one is open ([`Server::append`]), shared by
+    /// every clone of this handle.
+    socket: std::sync::Arc<std::sync::Mutex<Option<SocketSender>>>,
+    /// Entries appended over the push connection, for the tests and the status line.
+    socket_sends: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// An append handed to the push connection ([`crate::push`]), answered on `reply`.
+#[derive(Debug)]
+pub(crate) struct SocketSend {
+    pub(crate) room: String,
+    pub(crate) entry: AppendEntry,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<Appended, TransportError>>,
+}
+
+/// Where a push connection takes appends.
+pub(crate) type SocketSender = tokio::sync::mpsc::UnboundedSender<SocketSend>;
 
 /// Unix milliseconds (the client is where the clock is read).
 pub(crate) fn now_ms() -> i64 {
@@ -136,7 +152,15 @@ impl Server {
                  when; write https:// if the server has a certificate"
             );
         }
-        Server { base, net, key, known, info: std::sync::Arc::new(OnceLock::new()) }
+        Server {
+            base,
+            net,
+            key,
+            known,
+            info: std::sync::Arc::new(OnceLock::new()),
+            socket: std::sync::Arc::default(),
+            socket_sends: std::sync::Arc::default(),
+        }
     }
 
     /// How this handle makes connections.
@@ -256,9 +280,11 @@ impl Server {
     }
 
     /// The signed upgrade request of the push WebSocket (`/v1/push`), `ws://` or `wss://` as
-    /// the server's URL is `http://` or `https://`.
+    /// the server's URL is `http://` or `https://`; with `bind`, the client's half of the
+    /// frame binding that lets it send on the socket (see [`grove_wire::push`]).
     pub async fn push_request(
         &self,
+        bind: Option<&grove_wire::push::Offer>,
     ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, TransportError> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let server_key = self.server_key().await?;
@@ -269,7 +295,12 @@ impl Server {
         } else {
             return Err(self.unreachable("the server's URL is neither http:// nor https://"));
         };
-        let h = grove_wire::auth::sign_request(&self.key, &server_key, "GET", "/v1/push", now_ms(), &nonce(), b"");
+        let path = match bind {
+            Some(offer) => format!("/v1/push?{}={}", grove_wire::push::QUERY_BIND, offer.public_hex()),
+            None => "/v1/push".to_string(),
+        };
+        let ws = format!("{}{}", ws.trim_end_matches("/v1/push"), path);
+        let h = grove_wire::auth::sign_request(&self.key, &server_key, "GET", &path, now_ms(), &nonce(), b"");
         let mut req = ws.into_client_request().map_err(|e| self.unreachable(e))?;
         let headers = req.headers_mut();
         for (name, value) in [
@@ -324,9 +355,43 @@ impl Server {
         self.get(&format!("/v1/rooms/{name}")).await
     }
 
-    /// Appends an entry.
+    /// Appends an entry: over the push connection while one is open on this server (a
+    /// dropped connection is an unreachable server, as a dropped HTTP request is), otherwise
+    /// by `POST /v1/rooms/{room}/log`.
     pub async fn append(&self, room: &str, entry: &AppendEntry) -> Result<Appended, TransportError> {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(socket) = socket {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if socket.send(SocketSend { room: room.to_string(), entry: entry.clone(), reply }).is_ok() {
+                self.socket_sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return match tokio::time::timeout(Duration::from_secs(30), answer).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(self.unreachable("the push connection dropped before the server answered")),
+                    Err(_) => Err(self.unreachable("the server did not answer a send on the push connection in 30 s")),
+                };
+            }
+        }
         self.post(&format!("/v1/rooms/{room}/log"), entry).await
+    }
+
+    /// Entries this handle (and its clones) appended over a push connection.
+    pub fn appended_over_push(&self) -> u64 {
+        self.socket_sends.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The push connection takes this handle's appends from now on (`None`: no longer).
+    pub(crate) fn attach_socket(&self, socket: Option<SocketSender>) {
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = socket;
+    }
+
+    /// The user this handle signs as.
+    pub(crate) fn user(&self) -> UserId {
+        UserId(self.key.verifying_key().to_bytes())
+    }
+
+    /// The server's public key (from its `/v1/info`, checked against the remembered one).
+    pub(crate) async fn public_key(&self) -> Result<[u8; 32], TransportError> {
+        self.server_key().await
     }
 
     /// Reports a commit of the room that this member cannot process (see

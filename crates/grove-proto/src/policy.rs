@@ -20,6 +20,9 @@
 
 use grove_wire::policy::{Role, RoomPolicy};
 
+mod homes;
+pub use homes::check_homes;
+
 use crate::identity::UserId;
 
 /// Why a change is not allowed by the room's policy.
@@ -58,6 +61,15 @@ pub enum PolicyError {
     /// The policy after the change is not valid for the members after it.
     #[error("the room's policy would be invalid: {0}")]
     Invalid(&'static str),
+    /// A member's home server was changed or dropped by someone else, or named by a signer who
+    /// may not invite ([`check_homes`]).
+    #[error("{actor} may not change the home server of {member}")]
+    Home {
+        /// Who signed.
+        actor: UserId,
+        /// Whose home.
+        member: UserId,
+    },
 }
 
 /// One membership operation of a change, with the member who made it.

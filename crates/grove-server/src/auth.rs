@@ -124,10 +124,7 @@ pub(crate) fn authenticate_hashed(
     if state.0.blocked.contains(&user) {
         return Err(AppError::new(ErrorCode::Blocked, "this key is blocked on this server by its operator"));
     }
-    if let Err(not_until) = state.0.user_limiter.check_key(&user) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-        return Err(rate_limited(wait.as_secs() + 1));
-    }
+    user_rate(state, &user)?;
     let horizon = now.saturating_sub(i64::try_from(skew).unwrap_or(i64::MAX));
     if !state.0.nonces.insert(user, nonce, ts, horizon) {
         return Err(AppError::new(
@@ -136,6 +133,14 @@ pub(crate) fn authenticate_hashed(
         ));
     }
     Ok(user)
+}
+
+/// Counts one request of `user` against its rate limit: `rate_limited` once it is spent.
+pub(crate) fn user_rate(state: &AppState, user: &UserId) -> Result<(), AppError> {
+    state.0.user_limiter.check_key(user).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        rate_limited(wait.as_secs() + 1)
+    })
 }
 
 fn rate_limited(secs: u64) -> AppError {

@@ -85,6 +85,11 @@ pub struct ConnectionsSection {
     pub body_timeout_secs: u64,
     /// With `[tls]`: how long a client has to complete the TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// How often the server pings each push WebSocket; a socket from which nothing (not even
+    /// a pong) arrived for two of these is closed, so dead peers do not hold connections.
+    pub push_ping_secs: u64,
+    /// A push WebSocket that follows no room and no mailbox for this long is closed.
+    pub push_idle_secs: u64,
 }
 
 impl Default for ConnectionsSection {
@@ -94,6 +99,8 @@ impl Default for ConnectionsSection {
             header_timeout_secs: 30,
             body_timeout_secs: 60,
             tls_handshake_timeout_secs: 10,
+            push_ping_secs: 30,
+            push_idle_secs: 60,
         }
     }
 }
@@ -114,6 +121,9 @@ pub struct QuotasSection {
     pub key_claims_per_target_per_hour: u32,
     /// Deposits one sender may make to one mailbox per hour (bursts of this many).
     pub deposits_per_pair_per_hour: u32,
+    /// Unread messages of one sender one mailbox holds at most (of `limits.mailbox_quota`), so
+    /// that no sender, however slow, fills a mailbox alone.
+    pub mailbox_share_per_sender: u64,
 }
 
 impl Default for QuotasSection {
@@ -124,6 +134,7 @@ impl Default for QuotasSection {
             key_claims_per_pair_per_hour: 20,
             key_claims_per_target_per_hour: 200,
             deposits_per_pair_per_hour: 600,
+            mailbox_share_per_sender: 1_000,
         }
     }
 }
@@ -431,12 +442,16 @@ impl Config {
         if c.max_per_ip == 0 || c.header_timeout_secs == 0 || c.body_timeout_secs == 0 {
             return bad("connections.max_per_ip, header_timeout_secs and body_timeout_secs must be positive");
         }
+        if !(1..=3600).contains(&c.push_ping_secs) || !(1..=24 * 3600).contains(&c.push_idle_secs) {
+            return bad("connections.push_ping_secs: 1 s to an hour; connections.push_idle_secs: 1 s to a day");
+        }
         let q = &self.quotas;
         if q.push_subscriptions == 0
             || q.key_item_bytes == 0
             || q.key_claims_per_pair_per_hour == 0
             || q.key_claims_per_target_per_hour == 0
             || q.deposits_per_pair_per_hour == 0
+            || q.mailbox_share_per_sender == 0
         {
             return bad("every [quotas] setting must be positive");
         }

@@ -2,28 +2,53 @@
 //! and of their mailbox, in order. A subscription starts from a cursor: the backlog after it
 //! is read from the store first, then live entries follow; entries are numbered, so the
 //! client's cursor makes reconnection exact (no gap, no duplicate).
+//!
+//! The server pings each socket every `connections.push_ping_secs` and closes one it heard
+//! nothing from for two of them, or one that followed nothing for `connections.push_idle_secs`:
+//! an upgraded socket is outside the HTTP timeouts, so these are what free a dead peer's slot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use grove_store::Removal;
-use grove_wire::api::{PushEvent, PushRequest};
+use grove_wire::api::{AppendEntry, PushEvent, PushRequest};
+use grove_wire::push;
 use grove_wire::{ApiError, ErrorCode, UserId};
+use rand::rngs::OsRng;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::Authed;
+use crate::error::AppError;
 use crate::rooms::{self, entry_frame, RoomHandle};
+use crate::routes::Q;
 use crate::state::AppState;
 
-/// `GET /v1/push`: authenticated like any GET, then upgraded.
+/// Send frames one socket may have in flight (read, not yet answered); the socket is not read
+/// further until one is answered.
+const SEND_WINDOW: usize = 256;
+
+/// `GET /v1/push`'s query: the client's half of the frame binding, to send on the socket.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PushQuery {
+    bind: Option<String>,
+}
+
+/// `GET /v1/push`: authenticated like any GET, then upgraded. With `bind`, the answer carries
+/// the server's half of the frame binding and the socket takes `send` frames.
 pub(crate) async fn push(
     State(state): State<AppState>,
     Authed(user): Authed,
+    Q(query): Q<PushQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -36,9 +61,45 @@ pub(crate) async fn push(
             .into_response()
         }
     };
+    let binding = match query.bind.as_deref().map(|half| push::answer(&mut OsRng, &state.0.signing_key, &user, half)) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => return AppError::new(ErrorCode::BadRequest, format!("bind: {e}")).into_response(),
+    };
+    let (frames, answer) = match binding {
+        Some((key, half, signature)) => (Some(key), Some((half, signature))),
+        None => (None, None),
+    };
     // A small read buffer: tungstenite clears the whole buffer on every read poll, and the
     // client rarely sends anything after subscribing (128 KiB by default cost ~45% of fanout CPU).
-    ws.max_message_size(64 * 1024).read_buffer_size(4 * 1024).on_upgrade(move |socket| connection(state, user, socket))
+    // An entry sent on the socket may be as large as an HTTP body (base64 in JSON).
+    let body = usize::try_from(state.0.config.limits.max_body_bytes).unwrap_or(usize::MAX);
+    let max = if frames.is_some() { body.saturating_mul(2).max(64 * 1024) } else { 64 * 1024 };
+    let mut response = ws
+        .max_message_size(max)
+        .read_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| connection(state, user, socket, frames));
+    if let Some((half, signature)) = answer {
+        for (name, value) in [(push::HEADER_PUSH_KEY, half), (push::HEADER_PUSH_SIGNATURE, signature)] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    response
+}
+
+/// One `send` frame's entry appended as `POST /v1/rooms/{room}/log` would, answered by id.
+async fn send(state: AppState, user: UserId, id: u64, room: String, entry: AppendEntry) -> PushEvent {
+    let result = async {
+        crate::auth::user_rate(&state, &user)?;
+        let room = state.0.rooms.get(&state, &room).await?;
+        rooms::append(&state, &room, user, entry).await
+    };
+    match result.await {
+        Ok(appended) => PushEvent::Sent { id, appended },
+        Err(e) => PushEvent::Refused { id, error: e.0 },
+    }
 }
 
 fn frame(ev: &PushEvent) -> Utf8Bytes {
@@ -50,7 +111,7 @@ fn error_frame(room: Option<String>, code: ErrorCode, message: &str) -> Utf8Byte
     frame(&PushEvent::Error { room, error: ApiError::new(code, message) })
 }
 
-async fn connection(state: AppState, user: UserId, socket: WebSocket) {
+async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Option<push::FrameKey>) {
     state.0.metrics.push_connections().inc();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(1024);
@@ -59,9 +120,35 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
     let mut mailbox: Option<tokio::task::AbortHandle> = None;
     let mut shutdown = state.0.shutdown.subscribe();
     let mut blocks = state.0.blocked.subscribe();
+    let conn = &state.0.config.connections;
+    let ping_every = Duration::from_secs(conn.push_ping_secs);
+    let idle_limit = Duration::from_secs(conn.push_idle_secs);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    // Since when the socket follows nothing (checked at each ping): from the start until a
+    // subscription is seen at a ping.
+    let mut idle_since = Some(Instant::now());
+    // Sends in flight, answered in the order they came; each runs to its end as a task of its
+    // own, so an entry the store took is published even if the socket drops meanwhile.
+    let mut sending = FuturesOrdered::new();
+    let mut next_id: u64 = 1;
     loop {
         tokio::select! {
-            msg = stream.next() => {
+            Some(answer) = sending.next(), if !sending.is_empty() => {
+                let event = match answer {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a push send task failed");
+                        break;
+                    }
+                };
+                if sink.send(Message::Text(frame(&event))).await.is_err() {
+                    break;
+                }
+            }
+            msg = stream.next(), if sending.len() < SEND_WINDOW => {
+                heard = Instant::now();
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -94,6 +181,23 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
                             break;
                         }
                     }
+                    Ok(PushRequest::Send { id, room, entry, mac }) => {
+                        let refusal = match &frames {
+                            None => Some("this socket was opened without a `bind` key: it cannot send".to_string()),
+                            Some(_) if id != next_id => Some(format!("send frame {id} where {next_id} was due")),
+                            Some(key) if !key.verify(id, &room, &entry, &mac) => Some(format!("send frame {id}: its MAC does not verify")),
+                            Some(_) => None,
+                        };
+                        if let Some(why) = refusal {
+                            // Not a refusal of the entry: the frames are not this connection's.
+                            let f = error_frame(None, ErrorCode::BadSignature, &format!("{why}; the socket is closed"));
+                            let _ = sink.send(Message::Text(f)).await;
+                            let _ = sink.send(Message::Close(None)).await;
+                            break;
+                        }
+                        next_id += 1;
+                        sending.push_back(tokio::spawn(send(state.clone(), user, id, room, entry)));
+                    }
                     Err(e) => {
                         let f = error_frame(None, ErrorCode::MalformedBody, &format!("not a push request: {e}"));
                         if sink.send(Message::Text(f)).await.is_err() {
@@ -120,6 +224,28 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket) {
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = ping.tick() => {
+                if heard.elapsed() >= 2 * ping_every {
+                    tracing::debug!("push socket silent for two pings: closed");
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                rooms.retain(|_, h| !h.is_finished());
+                if rooms.is_empty() && mailbox.as_ref().is_none_or(|h| h.is_finished()) {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= idle_limit {
+                        let message = format!("this push socket followed nothing for {} s", idle_limit.as_secs());
+                        let _ = sink.send(Message::Text(error_frame(None, ErrorCode::RequestTimeout, &message))).await;
+                        let _ = sink.send(Message::Close(None)).await;
+                        break;
+                    }
+                } else {
+                    idle_since = None;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     tasks.shutdown().await;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use grove_proto::mls::hub::HubGroup;
-use grove_store::{CreateRoomOutcome, DepositOutcome, NewMail, NewRoom, PublishOutcome};
+use grove_store::{CreateRoomOutcome, DepositOutcome, MailboxQuota, NewMail, NewRoom, PublishOutcome};
 use grove_wire::api::{
     Ack, Acked, AppendEntry, ClaimKey, CreateRoom, Deposit, Deposited, KeyCounts, LogPage, MailboxPage,
     MembershipState, PublicRoom, PublicRooms, PublishKeys, RatchetTree, RoomCreationPolicy, RoomMode, ServerInfo,
@@ -171,13 +171,26 @@ pub(crate) async fn deposit(
     let ttl_ms = i64::try_from(limits.mailbox_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let expires_at = ts.saturating_add(ttl_ms);
     let mail = NewMail { owner, sender: req.user, ts, expires_at, body: req.body.body };
-    match state.0.store.deposit(mail, limits.mailbox_quota).await? {
+    let quota =
+        MailboxQuota { total: limits.mailbox_quota, per_sender: state.0.config.quotas.mailbox_share_per_sender };
+    match state.0.store.deposit(mail, quota).await? {
         DepositOutcome::Deposited { seq } => {
             state.0.mailboxes.notify(owner, seq);
             Ok((StatusCode::CREATED, Json(Deposited { seq, expires_at })))
         }
         DepositOutcome::Full => {
             let mut e = AppError::new(ErrorCode::MailboxFull, "the recipient's mailbox is full; try again later");
+            e.0.retry_after = Some(60);
+            Err(e)
+        }
+        DepositOutcome::SenderFull => {
+            let mut e = AppError::new(
+                ErrorCode::MailboxFull,
+                format!(
+                    "the recipient's mailbox holds {} unread messages of yours already; try again once they have read them",
+                    quota.per_sender
+                ),
+            );
             e.0.retry_after = Some(60);
             Err(e)
         }

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub public_key: [u8; 32],
+    /// The server's key: it signs its half of each push socket's frame binding
+    /// (`grove_wire::push`).
+    pub(crate) signing_key: SigningKey,
     pub clock: Clock,
     pub nonces: NonceCache,
     pub keys: KeyCache,
@@ -94,6 +97,7 @@ impl AppState {
             config,
             store,
             public_key,
+            signing_key: key,
             clock,
         }));
         if let Some(rx) = foreign {

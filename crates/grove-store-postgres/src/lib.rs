@@ -83,8 +83,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, ForeignWrites, NewEntry, NewMail, NewRoom, PublishOutcome,
-    Removal, Result, RoomId, RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, ForeignWrites, MailboxQuota, NewEntry, NewMail, NewRoom,
+    PublishOutcome, Removal, Result, RoomId, RoomRecord, Store, StoreError,
 };
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
@@ -366,7 +366,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
+    async fn deposit(&self, mail: NewMail, quota: MailboxQuota) -> Result<DepositOutcome> {
         self.write(Request::Deposit(mail, quota), ReplyTo::Deposit).await
     }
 

@@ -64,8 +64,10 @@ statements! {
          ON CONFLICT (owner) DO NOTHING";
     heads_lock = "SELECT owner, last_seq FROM mailbox_heads WHERE owner = ANY($1::bytea[]) ORDER BY owner \
          FOR UPDATE";
-    mail_live = "SELECT (SELECT count(*) FROM mailbox m WHERE m.owner = d.owner AND m.expires_at > d.ts) \
-         FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS d(owner, ts, i) ORDER BY d.i";
+    mail_live = "SELECT c.live, c.mine FROM unnest($1::bytea[], $2::bytea[], $3::int8[]) WITH ORDINALITY \
+         AS d(owner, sender, ts, i) CROSS JOIN LATERAL (SELECT count(*) AS live, \
+         count(*) FILTER (WHERE m.sender = d.sender) AS mine FROM mailbox m \
+         WHERE m.owner = d.owner AND m.expires_at > d.ts) c ORDER BY d.i";
     mail_insert = "INSERT INTO mailbox (owner, seq, sender, ts, expires_at, body) \
          SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[], $6::bytea[])";
     heads_set = "UPDATE mailbox_heads AS h SET last_seq = u.last_seq \

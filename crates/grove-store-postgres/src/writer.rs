@@ -58,8 +58,8 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
-    RoomRecord, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, PublishOutcome, Result,
+    RoomId, RoomRecord, StoreError,
 };
 use grove_wire::api::{ClaimedKey, KeyItemUpload, KeyKind};
 use grove_wire::UserId;
@@ -103,7 +103,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Request {
     CreateRoom(NewRoom, u64),
     Append(RoomId, NewEntry),
-    Deposit(NewMail, u64),
+    Deposit(NewMail, MailboxQuota),
     MailboxAck(UserId, u64),
     PurgeExpired(i64),
     PublishKeys(UserId, Vec<KeyItemUpload>, u64),
@@ -692,7 +692,7 @@ async fn creates(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Re
 }
 
 async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> Result<(), Fail> {
-    let mut ops: Vec<(usize, &NewMail, u64)> = reqs
+    let mut ops: Vec<(usize, &NewMail, MailboxQuota)> = reqs
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r {
@@ -707,9 +707,10 @@ async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> R
     let mut owners: Vec<&[u8]> = ops.iter().map(|(_, m, _)| m.owner.as_bytes().as_slice()).collect();
     owners.dedup();
     let d_owner: Vec<&[u8]> = ops.iter().map(|(_, m, _)| m.owner.as_bytes().as_slice()).collect();
+    let d_sender: Vec<&[u8]> = ops.iter().map(|(_, m, _)| m.sender.as_bytes().as_slice()).collect();
     let d_ts: Vec<i64> = ops.iter().map(|(_, m, _)| m.ts).collect();
     let owners_p: [Param<'_>; 1] = [&owners];
-    let live_p: [Param<'_>; 2] = [&d_owner, &d_ts];
+    let live_p: [Param<'_>; 3] = [&d_owner, &d_sender, &d_ts];
     // Pipelined: create missing heads, lock them in owner order, then count (after the locks).
     let (_, heads, live) = futures_util::future::try_join3(
         c.client.execute(&c.st.heads_ensure, &owners_p),
@@ -728,11 +729,17 @@ async fn deposits(c: &Conn, reqs: &[&Request], out: &mut [Option<Outcome>]) -> R
     let (mut m_ts, mut m_exp, mut m_body) = (Vec::new(), Vec::new(), Vec::<&[u8]>::new());
     for ((i, mail, quota), row) in ops.iter().zip(&live) {
         let owner = mail.owner.as_bytes().as_slice();
-        let stored = seq_from_db(col(row, 0)?)?;
+        let (stored, stored_mine) = (seq_from_db(col(row, 0)?)?, seq_from_db(col(row, 1)?)?);
         // Deposits accepted earlier in this group count too.
-        let earlier = m_owner.iter().zip(&m_exp).filter(|(o, e)| **o == owner && **e > mail.ts).count() as u64;
-        if stored + earlier >= *quota {
+        let sender = mail.sender.as_bytes().as_slice();
+        let earlier = m_owner.iter().zip(&m_sender).zip(&m_exp).filter(|((o, _), e)| **o == owner && **e > mail.ts);
+        let (earlier, earlier_mine) = earlier.fold((0, 0), |(n, m), ((_, s), _)| (n + 1, m + u64::from(*s == sender)));
+        if stored + earlier >= quota.total {
             out[*i] = Some(Outcome::Deposit(DepositOutcome::Full));
+            continue;
+        }
+        if stored_mine + earlier_mine >= quota.per_sender {
+            out[*i] = Some(Outcome::Deposit(DepositOutcome::SenderFull));
             continue;
         }
         let head = last.get_mut(owner).ok_or_else(|| StoreError::backend("mailbox head row missing under its lock"))?;

@@ -66,8 +66,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use files::FileOp;
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Removal, Result,
-    RoomId, RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, PublishOutcome,
+    Removal, Result, RoomId, RoomRecord, Store, StoreError,
 };
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use grove_wire::api::{ClaimedKey, Entry, KeyCount, KeyItemUpload, KeyKind, MailboxEntry};
@@ -563,7 +563,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
+    async fn deposit(&self, mail: NewMail, quota: MailboxQuota) -> Result<DepositOutcome> {
         self.write(|r| Op::Deposit(mail, quota, r)).await
     }
 

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Result, RoomId,
-    RoomRecord, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, PublishOutcome, Result,
+    RoomId, RoomRecord, StoreError,
 };
 use grove_wire::api::{ClaimedKey, KeyItemUpload, KeyKind};
 use grove_wire::UserId;
@@ -38,7 +38,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Op {
     CreateRoom(NewRoom, u64, Reply<CreateRoomOutcome>),
     Append(RoomId, NewEntry, Reply<AppendOutcome>),
-    Deposit(NewMail, u64, Reply<DepositOutcome>),
+    Deposit(NewMail, MailboxQuota, Reply<DepositOutcome>),
     MailboxAck(UserId, u64, Reply<u64>),
     PurgeExpired(i64, Reply<u64>),
     PublishKeys(UserId, Vec<KeyItemUpload>, u64, Reply<PublishOutcome>),
@@ -451,14 +451,21 @@ fn record_removals(
     Ok(())
 }
 
-fn deposit(conn: &Connection, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
+fn deposit(conn: &Connection, mail: NewMail, quota: MailboxQuota) -> Result<DepositOutcome> {
     let owner = mail.owner.as_bytes().as_slice();
-    let live: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM mailbox WHERE owner = ?1 AND expires_at > ?2")
-        .and_then(|mut s| s.query_row(params![owner, mail.ts], |r| r.get(0)))
+    let (live, mine): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(sender = ?3), 0) FROM mailbox WHERE owner = ?1 AND expires_at > ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![owner, mail.ts, mail.sender.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
         .map_err(db_err)?;
-    if seq_from_db(live)? >= quota {
+    if seq_from_db(live)? >= quota.total {
         return Ok(DepositOutcome::Full);
+    }
+    if seq_from_db(mine)? >= quota.per_sender {
+        return Ok(DepositOutcome::SenderFull);
     }
     let last: Option<i64> = conn
         .prepare_cached("SELECT last_seq FROM mailbox_heads WHERE owner = ?1")

@@ -14,8 +14,8 @@ use grove_wire::attachment::BlobId;
 use grove_wire::UserId;
 
 use crate::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, RoomRecord,
-    StateUpdate, Store,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, PublishOutcome,
+    RoomRecord, StateUpdate, Store,
 };
 
 /// Generates one `#[tokio::test]` per conformance scenario for a backend.
@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             exactly_one_of_many_conflicting_updates_wins,
             mailbox_deposit_read_ack,
             mailbox_quota_and_ttl,
+            one_sender_holds_at_most_its_share_of_a_mailbox,
             one_time_keys_are_handed_out_once_last_resort_never_consumed,
             a_user_at_the_key_cap_can_still_replace_a_last_resort_item,
             concurrent_claims_never_share_a_one_time_key,
@@ -97,7 +98,7 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     async fn removal(&self, room: crate::RoomId, user: &UserId) -> crate::Result<Option<crate::Removal>> {
         self.store.removal(room, user).await
     }
-    async fn deposit(&self, mail: NewMail, quota: u64) -> crate::Result<DepositOutcome> {
+    async fn deposit(&self, mail: NewMail, quota: MailboxQuota) -> crate::Result<DepositOutcome> {
         self.store.deposit(mail, quota).await
     }
     async fn mailbox_read(
@@ -350,6 +351,11 @@ pub async fn exactly_one_of_many_conflicting_updates_wins(store: Arc<dyn Store>)
     assert_eq!((now.epoch, now.head, now.state_version), (1, 1, 1));
 }
 
+/// A mailbox quota with no per-sender share below the total.
+fn whole(total: u64) -> MailboxQuota {
+    MailboxQuota { total, per_sender: total }
+}
+
 fn mail(owner: UserId, n: i64, expires_at: i64) -> NewMail {
     NewMail { owner, sender: user(9), ts: n, expires_at, body: format!("welcome {n}").into_bytes() }
 }
@@ -358,7 +364,10 @@ fn mail(owner: UserId, n: i64, expires_at: i64) -> NewMail {
 pub async fn mailbox_deposit_read_ack(store: Arc<dyn Store>) {
     let bob = user(2);
     for n in 1..=3 {
-        assert_eq!(store.deposit(mail(bob, n, 10_000), 10).await.unwrap(), DepositOutcome::Deposited { seq: n as u64 });
+        assert_eq!(
+            store.deposit(mail(bob, n, 10_000), whole(10)).await.unwrap(),
+            DepositOutcome::Deposited { seq: n as u64 }
+        );
     }
     let got = store.mailbox_read(&bob, 0, 10, 5).await.unwrap();
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -371,7 +380,7 @@ pub async fn mailbox_deposit_read_ack(store: Arc<dyn Store>) {
     assert_eq!(store.mailbox_read(&bob, 0, 10, 5).await.unwrap().len(), 1);
     store.mailbox_ack(&bob, 3).await.unwrap();
     assert_eq!(
-        store.deposit(mail(bob, 4, 10_000), 10).await.unwrap(),
+        store.deposit(mail(bob, 4, 10_000), whole(10)).await.unwrap(),
         DepositOutcome::Deposited { seq: 4 },
         "sequence numbers continue after every message was acknowledged"
     );
@@ -380,14 +389,37 @@ pub async fn mailbox_deposit_read_ack(store: Arc<dyn Store>) {
 /// A full mailbox refuses deposits; expired messages are not read, do not count, and are purged.
 pub async fn mailbox_quota_and_ttl(store: Arc<dyn Store>) {
     let bob = user(2);
-    store.deposit(mail(bob, 1, 100), 2).await.unwrap();
-    store.deposit(mail(bob, 2, 10_000), 2).await.unwrap();
-    assert_eq!(store.deposit(mail(bob, 3, 10_000), 2).await.unwrap(), DepositOutcome::Full);
+    store.deposit(mail(bob, 1, 100), whole(2)).await.unwrap();
+    store.deposit(mail(bob, 2, 10_000), whole(2)).await.unwrap();
+    assert_eq!(store.deposit(mail(bob, 3, 10_000), whole(2)).await.unwrap(), DepositOutcome::Full);
     // At t=200 the first message has expired: it is invisible and frees its slot.
     assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 1);
-    assert!(matches!(store.deposit(mail(bob, 200, 10_000), 2).await.unwrap(), DepositOutcome::Deposited { .. }));
+    assert!(matches!(store.deposit(mail(bob, 200, 10_000), whole(2)).await.unwrap(), DepositOutcome::Deposited { .. }));
     assert_eq!(store.purge_expired(200).await.unwrap(), 1);
     assert_eq!(store.mailbox_read(&bob, 0, 10, 200).await.unwrap().len(), 2);
+}
+
+/// Mallory, depositing slowly, fills her share of Bob's mailbox and no more: Alice still gets
+/// through; once Bob has read Mallory's messages (or they expired) she may deposit again.
+pub async fn one_sender_holds_at_most_its_share_of_a_mailbox(store: Arc<dyn Store>) {
+    let (bob, alice, mallory) = (user(2), user(1), user(66));
+    let quota = MailboxQuota { total: 10, per_sender: 3 };
+    let from = |sender: UserId, ts: i64, expires_at: i64| NewMail { owner: bob, sender, ts, expires_at, body: vec![7] };
+    store.deposit(from(mallory, 1, 100), quota).await.unwrap();
+    for ts in 2..=3 {
+        assert!(matches!(
+            store.deposit(from(mallory, ts, 10_000), quota).await.unwrap(),
+            DepositOutcome::Deposited { .. }
+        ));
+    }
+    assert_eq!(store.deposit(from(mallory, 4, 10_000), quota).await.unwrap(), DepositOutcome::SenderFull);
+    assert_eq!(store.deposit(from(alice, 5, 10_000), quota).await.unwrap(), DepositOutcome::Deposited { seq: 4 });
+    // Mallory's first message expires at 100: its slot is hers again.
+    assert_eq!(store.deposit(from(mallory, 150, 10_000), quota).await.unwrap(), DepositOutcome::Deposited { seq: 5 });
+    assert_eq!(store.deposit(from(mallory, 151, 10_000), quota).await.unwrap(), DepositOutcome::SenderFull);
+    // Bob reads and acknowledges everything: Mallory's share is free.
+    store.mailbox_ack(&bob, 5).await.unwrap();
+    assert_eq!(store.deposit(from(mallory, 152, 10_000), quota).await.unwrap(), DepositOutcome::Deposited { seq: 6 });
 }
 
 fn kp(data: &str, last_resort: bool) -> KeyItemUpload {
@@ -647,7 +679,7 @@ pub async fn the_operator_sees_rooms_and_users_and_deletes_a_room(store: Arc<dyn
     for body in ["one", "three"] {
         let mail =
             NewMail { owner: user(2), sender: user(1), ts: 5, expires_at: 99_999, body: body.as_bytes().to_vec() };
-        store.deposit(mail, 100).await.unwrap();
+        store.deposit(mail, whole(100)).await.unwrap();
     }
     let items =
         (0..2u8).map(|i| KeyItemUpload { kind: KeyKind::OlmOneTime, last_resort: false, data: vec![i] }).collect();

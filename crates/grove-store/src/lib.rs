@@ -200,8 +200,20 @@ pub enum DepositOutcome {
         /// Sequence number in the owner's mailbox.
         seq: u64,
     },
-    /// The mailbox holds `quota` unexpired messages already.
+    /// The mailbox holds `quota.total` unexpired messages already.
     Full,
+    /// The sender's own unexpired messages in this mailbox number `quota.per_sender` already:
+    /// one sender may not take the whole mailbox, however slowly it deposits.
+    SenderFull,
+}
+
+/// How much of one mailbox may be filled: in all, and by one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxQuota {
+    /// Unexpired messages the mailbox holds at most.
+    pub total: u64,
+    /// Unexpired messages of one sender the mailbox holds at most.
+    pub per_sender: u64,
 }
 
 /// The result of publishing key material.
@@ -391,7 +403,7 @@ pub trait Store: Send + Sync + 'static {
     async fn removal(&self, room: RoomId, user: &UserId) -> Result<Option<Removal>>;
 
     /// Deposits a message if the owner's mailbox holds fewer than `quota` unexpired ones.
-    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome>;
+    async fn deposit(&self, mail: NewMail, quota: MailboxQuota) -> Result<DepositOutcome>;
 
     /// Unexpired messages with `seq > after`, in order, at most `limit`.
     async fn mailbox_read(&self, owner: &UserId, after: u64, limit: u32, now: i64) -> Result<Vec<MailboxEntry>>;

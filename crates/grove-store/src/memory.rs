@@ -12,8 +12,8 @@ use grove_wire::attachment::BlobId;
 
 use crate::files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
 use crate::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, PublishOutcome, Removal, Result,
-    RoomId, RoomRecord, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, PublishOutcome,
+    Removal, Result, RoomId, RoomRecord, Store, StoreError,
 };
 
 /// An in-memory store.
@@ -187,12 +187,15 @@ impl Store for MemoryStore {
         Ok(self.lock()?.removals.get(&(room, *user)).copied())
     }
 
-    async fn deposit(&self, mail: NewMail, quota: u64) -> Result<DepositOutcome> {
+    async fn deposit(&self, mail: NewMail, quota: MailboxQuota) -> Result<DepositOutcome> {
         let mut g = self.lock()?;
         let mb = g.mail.entry(mail.owner).or_default();
-        let live = mb.entries.values().filter(|e| e.expires_at > mail.ts).count() as u64;
-        if live >= quota {
+        let live = || mb.entries.values().filter(|e| e.expires_at > mail.ts);
+        if live().count() as u64 >= quota.total {
             return Ok(DepositOutcome::Full);
+        }
+        if live().filter(|e| e.sender == mail.sender).count() as u64 >= quota.per_sender {
+            return Ok(DepositOutcome::SenderFull);
         }
         mb.last_seq += 1;
         let seq = mb.last_seq;

@@ -498,6 +498,22 @@ pub enum PushRequest {
         #[serde(default, with = "crate::int::option")]
         mailbox_after: Option<u64>,
     },
+    /// Append an entry to a room, as `POST /v1/rooms/{room}/log` does, on a connection opened
+    /// with a `bind` key (see [`crate::push`]). Answered by [`PushEvent::Sent`] or
+    /// [`PushEvent::Refused`] with the same `id`, in the order of the ids, each after the
+    /// entry is durable.
+    Send {
+        /// The frame's number on this connection: 1, then each one more than the last.
+        #[serde(with = "crate::int")]
+        id: u64,
+        /// The room's name.
+        room: String,
+        /// The entry.
+        entry: AppendEntry,
+        /// HMAC-SHA256 of the frame under the connection's key, 64 hex digits
+        /// ([`crate::push::FrameKey::mac`]).
+        mac: String,
+    },
 }
 
 /// A room and a cursor.
@@ -526,6 +542,20 @@ pub enum PushEvent {
     Mail {
         /// The message.
         entry: MailboxEntry,
+    },
+    /// A `send` frame's entry is in the log, durably.
+    Sent {
+        /// The frame's number.
+        id: u64,
+        /// Where the entry landed.
+        appended: Appended,
+    },
+    /// A `send` frame was refused, with the error `POST /v1/rooms/{room}/log` would give.
+    Refused {
+        /// The frame's number.
+        id: u64,
+        /// Why.
+        error: crate::ApiError,
     },
     /// A subscription failed (e.g. not a member); the others continue.
     Error {

@@ -3,7 +3,8 @@
 //! This crate is pure data: the JSON bodies of HTTP API v1 ([`api`]), the stable error codes
 //! ([`error`]), the request-signing format ([`auth`]), the signed membership lists of
 //! sender-keys rooms ([`membership`]), a room's roles, bans and rights ([`policy`]), the end-to-end encrypted content of application
-//! messages ([`content`]) and the reference to an encrypted file it may carry ([`attachment`]).
+//! messages ([`content`]) and the reference to an encrypted file it may carry ([`attachment`]),
+//! and the binding of entries sent on the push WebSocket to their connection ([`push`]).
 //! It does no I/O, never reads the clock or the OS RNG:
 //! callers pass in times and keys.
 
@@ -21,6 +22,7 @@ pub mod hex;
 pub mod int;
 pub mod membership;
 pub mod policy;
+pub mod push;
 
 mod user;
 

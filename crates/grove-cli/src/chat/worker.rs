@@ -242,8 +242,12 @@ impl Worker {
     async fn command(&mut self, p: &mut Profile, push: &mut PushClient, cmd: Cmd) {
         let result: anyhow::Result<()> = async {
             match cmd {
-                Cmd::Send { link, content } => match p.send_content(&link, &content).await {
-                    Ok(_) => {}
+                Cmd::Send { link, content } => match p.send_reporting(&link, &content).await {
+                    Ok(sent) => {
+                        if let Some(s) = crate::describe::key_pending_sentence(p, &link, &sent.key_pending) {
+                            self.tell(Note::Info(s));
+                        }
+                    }
                     Err(e @ ClientError::Queued { .. }) => self.tell(Note::Info(e.to_string())),
                     Err(e) => return Err(e.into()),
                 },

@@ -1,14 +1,14 @@
 //! Privacy as a person sees it: a profile locked with a passphrase, a server log without
 //! addresses, a server on a Unix socket (as behind a Tor onion service).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::client::{grove, ok};
-use crate::serve::GROVE;
+use crate::serve::{spawn_serve, GROVE};
 
 fn grove_env(home: &Path, profile: &str, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut c = Command::new(GROVE);
@@ -75,32 +75,9 @@ fn serve(data: &Path, config: &str, level: &str, listen: &str) -> (std::process:
     std::fs::create_dir_all(data).unwrap();
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(GROVE)
-        .args(["serve", "--listen", listen, "--config"])
-        .arg(&cfg)
-        .arg("--data")
-        .arg(data)
-        .env("GROVE_LOG", level)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("grove starts");
-    let err = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("grove listening on ") {
-                let _ = tx
-                    .send(line[i + "grove listening on ".len()..].split_whitespace().next().unwrap_or("").to_string());
-            }
-            l.lock().unwrap().push_str(&line);
-            l.lock().unwrap().push('\n');
-        }
-    });
-    let at = rx.recv_timeout(Duration::from_secs(20)).expect("grove says where it listens");
-    (child, at, log)
+    let mut serve = Command::new(GROVE);
+    serve.args(["serve", "--listen", listen, "--config"]).arg(&cfg).arg("--data").arg(data);
+    spawn_serve(&mut serve, level)
 }
 
 fn stop(mut child: std::process::Child) {

@@ -7,7 +7,7 @@ use grove_client::store::ClientStore;
 use grove_proto::senderkeys::SenderChain;
 use serde_json::Value;
 
-use crate::serve::{start, GROVE};
+use crate::serve::{start, start_on, GROVE};
 
 fn grove(home: &Path, profile: &str, args: &[&str]) -> Output {
     Command::new(GROVE).env("GROVE_HOME", home).args(["--profile", profile]).args(args).output().expect("grove runs")
@@ -144,6 +144,77 @@ fn three_people_chat_in_a_sender_keys_room_and_carol_is_removed() {
     for k in keys.iter().chain([&alice_key]) {
         assert_eq!(holds(&files, k), None, "a chain key on the server");
     }
+}
+
+/// The story: two `grove serve`, A and B. Alice (home A) makes a sender-keys room on A
+/// and invites Bob and Carol (both home B). Bob's first message reaches Carol though nobody
+/// told him her home but the room's signed membership; all three read everything. B goes down:
+/// Alice's new key cannot reach Bob, and `grove send` says so; once B is back, Alice's next sync
+/// delivers it and Bob reads what she sent meanwhile. Alice removes Carol; the others go on.
+#[test]
+fn three_people_on_two_home_servers_chat_in_a_sender_keys_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_a = start(&dir.path().join("a"));
+    let b_dir = dir.path().join("b");
+    let mut server_b = start(&b_dir);
+    let home = dir.path().join("home");
+    let mut addr = std::collections::HashMap::new();
+    for (name, url) in [("alice", &server_a.base), ("bob", &server_b.base), ("carol", &server_b.base)] {
+        addr.insert(name, ok(grove(&home, name, &["init", "--home", url])).trim().to_string());
+    }
+    let created = ok(grove(&home, "alice", &["--json", "room", "create", "garden", "--mode", "sender-keys"]));
+    let link = serde_json::from_str::<Value>(&created).unwrap()["link"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&server_a.base), "{link}");
+    ok(grove(&home, "alice", &["room", "invite", "garden", &addr["bob"]]));
+    ok(grove(&home, "alice", &["room", "invite", "garden", &addr["carol"]]));
+    assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    assert!(ok(grove(&home, "carol", &["sync"])).contains("joined"));
+    ok(grove(&home, "alice", &["send", "garden", "hello from alice"]));
+    let bob_sent = grove(&home, "bob", &["send", "garden", "hello from bob"]);
+    assert!(!String::from_utf8_lossy(&bob_sent.stderr).contains("not yet delivered"));
+    ok(bob_sent);
+    ok(grove(&home, "carol", &["send", "garden", "hello from carol"]));
+    let want = ["hello from alice", "hello from bob", "hello from carol"];
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(texts(&ok(grove(&home, name, &["read", "garden", "--json"]))), want, "{name}");
+    }
+
+    // B goes down; Alice rotates and writes: Bob and Carol cannot get her key yet.
+    let b_base = server_b.base.clone();
+    server_b.child.kill().unwrap();
+    server_b.child.wait().unwrap();
+    let out = grove(&home, "alice", &["--json", "send", "garden", "alice: while B is down"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let sent: Value = serde_json::from_str(&ok(out)).unwrap();
+    assert!(!err.contains("not yet delivered"), "alice's key went out before B stopped: {err}");
+    assert_eq!(sent["key_pending"].as_array().unwrap().len(), 0, "{sent}");
+    ok(grove(&home, "alice", &["room", "update", "garden"]));
+    let out = grove(&home, "alice", &["--json", "send", "garden", "alice: new key while B is down"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let sent: Value = serde_json::from_str(&ok(out)).unwrap();
+    assert!(err.contains("not yet delivered") && err.contains(&b_base), "{err}");
+    assert_eq!(sent["key_pending"].as_array().unwrap().len(), 2, "{sent}");
+    server_b = start_on(&b_dir, &b_base);
+    // Alice's next sync delivers her key; Bob and Carol read what she sent meanwhile.
+    ok(grove(&home, "alice", &["sync"]));
+    let mut want: Vec<&str> = want.to_vec();
+    want.extend(["alice: while B is down", "alice: new key while B is down"]);
+    for name in ["bob", "carol"] {
+        ok(grove(&home, name, &["sync"]));
+        assert_eq!(texts(&ok(grove(&home, name, &["read", "garden", "--json"]))), want, "{name}");
+    }
+
+    let carol_id = addr["carol"].split('@').next().unwrap().to_string();
+    ok(grove(&home, "alice", &["room", "remove", "garden", &carol_id]));
+    ok(grove(&home, "alice", &["send", "garden", "not for carol"]));
+    ok(grove(&home, "bob", &["send", "garden", "bob: not for carol either"]));
+    let alice_sees = texts(&ok(grove(&home, "alice", &["read", "garden", "--json"])));
+    assert_eq!(&alice_sees[alice_sees.len() - 2..], ["not for carol", "bob: not for carol either"]);
+    let bob_sees = texts(&ok(grove(&home, "bob", &["read", "garden", "--json"])));
+    assert_eq!(&bob_sees[bob_sees.len() - 2..], ["not for carol", "bob: not for carol either"]);
+    ok(grove(&home, "carol", &["sync"]));
+    assert!(!ok(grove(&home, "carol", &["read", "garden", "--json"])).contains("not for carol"));
+    drop(server_b);
 }
 
 #[test]

@@ -64,39 +64,39 @@ fn start_inner(data: &Path, listen: &str, extra: &[&str], create: bool, config: 
     let cfg = data.with_extension("toml");
     let limits = "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n";
     std::fs::write(&cfg, format!("{limits}{config}")).unwrap();
-    let mut child = Command::new(GROVE)
-        .args(["serve", "--listen", listen, "--config"])
-        .arg(&cfg)
-        .arg("--data")
-        .arg(data)
-        .args(extra)
-        .env("GROVE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("grove starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-                log.lock().unwrap().push_str(&line);
-                log.lock().unwrap().push('\n');
-            }
-        });
-    }
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("grove logs where it listens");
-    let base = format!("http://{addr}");
+    let mut serve = Command::new(GROVE);
+    serve.args(["serve", "--listen", listen, "--config"]).arg(&cfg).arg("--data").arg(data).args(extra);
+    let (child, base, log) = spawn_serve(&mut serve, "info");
+    assert!(base.starts_with("http://"), "{base}");
     let info: Value = reqwest::blocking_get(&format!("{base}/v1/info"));
     let key = info["public_key"].as_str().unwrap();
     let server_key: grove_wire::UserId = key.parse().unwrap();
     Running { child, base, server_key: server_key.0, log }
+}
+
+/// Spawns a prepared `grove serve` command at log level `level`, and waits for the line saying
+/// where it listens. Answers the process, that address as logged (`http://HOST:PORT`,
+/// `https://…`, `unix:PATH`) and its log so far, which keeps growing.
+pub fn spawn_serve(serve: &mut Command, level: &str) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child =
+        serve.env("GROVE_LOG", level).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("grove starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("grove listening on ") {
+                let _ = tx
+                    .send(line[i + "grove listening on ".len()..].split_whitespace().next().unwrap_or("").to_string());
+            }
+            let mut log = kept.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let at = rx.recv_timeout(Duration::from_secs(20)).expect("grove logs where it listens");
+    (child, at, log)
 }
 
 pub mod reqwest {

@@ -1,16 +1,14 @@
 //! `grove serve --tls-cert/--tls-key` as a process, reached by `grove --ca-file`: a renewed
 //! certificate taken on SIGHUP without a restart, plain HTTP to the TLS port refused clearly.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::client::{grove, ok};
-use crate::serve::{Running, GROVE};
+use crate::serve::{spawn_serve, Running, GROVE};
 
 /// Writes the certificate of a fresh CA named `name` to `ca`, and a certificate it signed for 127.0.0.1 with its
 /// key to `cert` and `key`.
@@ -31,36 +29,17 @@ fn certificate(name: &str, ca: &Path, cert: &Path, key: &Path) {
 /// Starts `grove serve` terminating TLS, and waits until it says where it listens.
 fn start_tls(data: &Path, cert: &Path, key: &Path) -> Running {
     std::fs::create_dir_all(data).unwrap();
-    let mut child = Command::new(GROVE)
+    let mut serve = Command::new(GROVE);
+    serve
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--tls-cert")
         .arg(cert)
         .arg("--tls-key")
-        .arg(key)
-        .env("GROVE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("grove starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on https://") {
-                    let rest = &line[i + "listening on https://".len()..];
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-                log.lock().unwrap().push_str(&line);
-                log.lock().unwrap().push('\n');
-            }
-        });
-    }
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("grove logs where it listens, over https");
-    Running { child, base: format!("https://{addr}"), server_key: [0; 32], log }
+        .arg(key);
+    let (child, base, log) = spawn_serve(&mut serve, "info");
+    assert!(base.starts_with("https://"), "grove listens over https: {base}");
+    Running { child, base, server_key: [0; 32], log }
 }
 
 fn wait_for_log(server: &Running, what: &str) {

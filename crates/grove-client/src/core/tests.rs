@@ -364,6 +364,23 @@ fn corrupt(h: &Hostile, genuine: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Appends the hostile entries to the hub's log as `sender`'s, each made from a genuine
+/// application entry (kind 0) or a genuine handshake entry; answers the log's new head.
+fn salt(
+    hub: &mut Hub,
+    entries: &[(Hostile, u8, u64)],
+    sender: UserId,
+    app: &[u8],
+    handshake: (EntryKind, &[u8]),
+) -> u64 {
+    for (h, kind, epoch) in entries {
+        let (kind, genuine) = if *kind == 0 { (EntryKind::Application, app) } else { handshake };
+        let seq = hub.log.len() as u64 + 1;
+        hub.log.push(Entry { seq, kind, epoch: *epoch, sender, ts: seq as i64, body: corrupt(h, genuine) });
+    }
+    hub.log.len() as u64
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
@@ -396,16 +413,7 @@ proptest::proptest! {
         proptest::prop_assert_eq!(texts(&got), ["before"]);
 
         // The hostile server slips its entries in, then Alice's next message.
-        for (h, kind, epoch) in &entries {
-            let (kind, genuine) = if *kind == 0 {
-                (EntryKind::Application, &genuine_app)
-            } else {
-                (EntryKind::Commit, &genuine_commit)
-            };
-            let seq = hub.log.len() as u64 + 1;
-            hub.log.push(Entry { seq, kind, epoch: *epoch, sender: alice, ts: seq as i64, body: corrupt(h, genuine) });
-        }
-        let head = hub.log.len() as u64;
+        let head = salt(&mut hub, &entries, alice, &genuine_app, (EntryKind::Commit, &genuine_commit));
         post(&mut hub, &mut MlsRoom { engine: &mut a }, alice, &room(RoomMode::Mls, gid.clone(), head), "after", 0);
         let got = MlsRoom { engine: &mut b }.apply(&room(RoomMode::Mls, gid.clone(), first), bob, hub.after(first), false);
         let got = got.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("the page wedged the room: {e}")))?;
@@ -450,16 +458,7 @@ proptest::proptest! {
         let got = rb.apply(&at, bob, hub.after(add), true).unwrap();
         proptest::prop_assert_eq!(texts(&got), ["before"]);
 
-        for (h, kind, epoch) in &entries {
-            let (kind, genuine) = if *kind == 0 {
-                (EntryKind::Application, &genuine_app)
-            } else {
-                (EntryKind::Membership, &genuine_membership)
-            };
-            let seq = hub.log.len() as u64 + 1;
-            hub.log.push(Entry { seq, kind, epoch: *epoch, sender: alice, ts: seq as i64, body: corrupt(h, genuine) });
-        }
-        let head = hub.log.len() as u64;
+        let head = salt(&mut hub, &entries, alice, &genuine_app, (EntryKind::Membership, &genuine_membership));
         post(&mut hub, &mut ra, alice, &room(RoomMode::SenderKeys, Vec::new(), head), "after", 1);
         let got = rb.apply(&room(RoomMode::SenderKeys, Vec::new(), first), bob, hub.after(first), true);
         let got = got.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("the page wedged the room: {e}")))?;

@@ -42,6 +42,16 @@ pub const SEAL_OVERHEAD: u64 = 512;
 /// handles an append in milliseconds; this leaves room for a loaded one).
 pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A message sent ([`Profile::send_reporting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Its sequence number in the room's log.
+    pub seq: u64,
+    /// Sender keys: the members who have not got the sender's key yet (their home could not be
+    /// reached); they read the message once it lands. Empty in MLS rooms.
+    pub key_pending: Vec<super::KeyPending>,
+}
+
 impl Profile {
     /// Sends a message of any content kind to a room. Answers its sequence number in the log;
     /// [`ClientError::Queued`] if the server could not take it now (it waits in the outbox).
@@ -68,6 +78,14 @@ impl Profile {
             Some(seq) => Ok(*seq),
             None => Err(ClientError::Invalid("the message left the outbox without being posted".into())),
         }
+    }
+
+    /// [`Profile::send_content`], answering also who in the room has not got this user's
+    /// sender key yet ([`Profile::key_pending`]): they read the message once their home takes
+    /// the key, on a later sync or send of this user.
+    pub async fn send_reporting(&mut self, key: &str, content: &Content) -> Result<Sent> {
+        let seq = self.send_content(key, content).await?;
+        Ok(Sent { seq, key_pending: self.key_pending(key)? })
     }
 
     /// What waits in the outbox, oldest first.
@@ -232,6 +250,10 @@ impl Profile {
         if self.room_protocol(room.mode)?.needs_rotation(room, now)? {
             // Fresh own keys, distributed, before the next message.
             self.update(&room.link).await?;
+        } else if room.mode == grove_wire::api::RoomMode::SenderKeys && self.sk_delivery_waits(room)? {
+            // Members the own key has not reached yet: tried again (those still unreachable
+            // wait; the message goes to the others now and is readable to them once it lands).
+            self.sk_deliver(room).await?;
         }
         let sealed = self.room_protocol(room.mode)?.seal(room, &item.content, view, now)?;
         let Seal::Sealed { body, epoch, mut batch } = sealed else { return Ok(None) };

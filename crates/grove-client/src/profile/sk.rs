@@ -11,6 +11,15 @@
 //!   leave request over Olm (what clients from before policies sent) is carried out by the
 //!   first member who may remove and syncs.
 //! - update: a fresh own chain, distributed.
+//! - homes: each member's home server (its mailbox, its Olm keys) is read from the signed
+//!   membership first ([`SkEngine::set_known_homes`] has the memberships this user signs name
+//!   the homes it knows), then from the address book (homes a member signed in its own pairwise
+//!   envelopes, or typed in an address), else the room's server.
+//! - distribution: member by member; a member whose home cannot be reached (or refuses) does
+//!   not hold up the others. The engine keeps who still waits, and every later sync of the
+//!   room (`grove sync`; not entries pushed by the server) or send in it delivers the same
+//!   distribution again to them ([`Profile::key_pending`] says who they are), so what was sent
+//!   meanwhile becomes readable to them.
 //! - send: sync first (the view must be the server's version); rotate if the chain is due
 //!   (version changed, age, count); encrypt; persist; post.
 //! - sync: mailbox (distributions, invitations), then the log in order (memberships, messages).
@@ -51,7 +60,7 @@ enum Pairwise {
         room: String,
         /// The sequence number of the membership entry that added the invitee.
         seq: u64,
-        membership: SignedMembership,
+        membership: Box<SignedMembership>,
         /// Members' home servers, `HOST:PORT`.
         homes: Vec<(UserId, String)>,
     },
@@ -79,10 +88,40 @@ fn home_record(user: &UserId, home: &str) -> Record {
     Record { key: format!("home/{user}"), value: Some(Zeroizing::new(home.as_bytes().to_vec())) }
 }
 
-/// The sender-keys engine as the profile's records hold it.
+/// The sender-keys engine as the profile's records hold it, knowing the homes of the address
+/// book and this user's own.
 pub(crate) fn load_sk_engine(store: &ClientStore, me: UserId) -> Result<SkEngine> {
     let records = store.records("sk/")?;
-    Ok(SkEngine::load(me, RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?)
+    let mut engine = SkEngine::load(me, RotationPolicy::default(), records.iter().map(|(k, v)| (k, &v[..])))?;
+    let mut homes = address_book(store)?;
+    if let Some(home) = store.meta("home")? {
+        homes.insert(me, written_server(&String::from_utf8_lossy(&home)));
+    }
+    engine.set_known_homes(homes);
+    Ok(engine)
+}
+
+/// The address book: members' home servers (`HOST:PORT`) learned from their own signed
+/// pairwise envelopes, from addresses this user typed, or from an invitation's list.
+fn address_book(store: &ClientStore) -> Result<BTreeMap<UserId, String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.records("home/")? {
+        if let Ok(u) = k.parse::<UserId>() {
+            out.insert(u, String::from_utf8_lossy(&v).into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// A member who has not got this user's current sender key in a room yet: its home server
+/// could not be reached (or refused). The delivery is retried on every later sync or send of
+/// the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPending {
+    /// The member.
+    pub user: UserId,
+    /// The home server the key is delivered to.
+    pub home: String,
 }
 
 impl Profile {
@@ -100,25 +139,35 @@ impl Profile {
     }
 
     fn homes(&self) -> Result<BTreeMap<UserId, String>> {
-        let mut out = BTreeMap::new();
-        for (k, v) in self.store.records("home/")? {
-            if let Ok(u) = k.parse::<UserId>() {
-                out.insert(u, String::from_utf8_lossy(&v).into_owned());
-            }
-        }
-        Ok(out)
+        address_book(&self.store)
     }
 
-    /// A member's home server URL: from the address book, else the room's server.
+    /// A member's home server URL: as the room's signed membership names it, else from the
+    /// address book, else the room's server.
     fn home_of(&self, user: &UserId, room: &LocalRoom) -> Result<String> {
         if *user == self.user_id() {
             return Ok(self.home.clone());
         }
-        Ok(match self.homes()?.get(user) {
-            // Written as in an address: `HOST:PORT` (https, or http on loopback) or a whole URL.
-            Some(h) => server_url(h).unwrap_or_else(|| room.server.clone()),
-            None => room.server.clone(),
-        })
+        let engine = self.sk_engine()?;
+        let signed = engine.view(&room.link).ok().and_then(|v| v.home_of(user).map(str::to_string));
+        let written = match signed {
+            Some(h) => Some(h),
+            None => self.homes()?.remove(user),
+        };
+        // Written as in an address: `HOST:PORT` (https, or http on loopback) or a whole URL.
+        Ok(written.and_then(|h| server_url(&h)).unwrap_or_else(|| room.server.clone()))
+    }
+
+    /// The members of sender-keys room `key` who have not got this user's current sender key
+    /// yet (their home could not be reached); empty for an MLS room.
+    pub fn key_pending(&self, key: &str) -> Result<Vec<KeyPending>> {
+        let room = self.room(key)?;
+        if room.mode != RoomMode::SenderKeys || room.status != RoomStatus::Active {
+            return Ok(Vec::new());
+        }
+        let engine = self.sk_engine()?;
+        let Some(waiting) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
+        waiting.members.into_iter().map(|user| Ok(KeyPending { user, home: self.home_of(&user, &room)? })).collect()
     }
 
     /// Keeps enough one-time Olm keys and a fallback key on the home server.
@@ -192,25 +241,66 @@ impl Profile {
         let mut list: Vec<(UserId, String)> =
             m.members.iter().filter_map(|u| homes.get(u).map(|h| (*u, h.clone()))).collect();
         list.push((self.user_id(), written_server(&self.home)));
-        let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: m, homes: list };
+        let invite = Pairwise::Invite { room: room.link.clone(), seq, membership: Box::new(m), homes: list };
         self.send_pairwise(&addr.user, &addr.home_url(), &invite).await?;
         self.send_roster_quietly(&room.link).await;
         Ok(())
     }
 
-    /// A fresh own chain, distributed to every other current member.
-    pub(super) async fn sk_rotate(&mut self, room: &LocalRoom) -> Result<()> {
+    /// A fresh own chain, distributed to every other current member. Answers the members it
+    /// could not reach yet (see [`Profile::sk_deliver`]).
+    pub(super) async fn sk_rotate(&mut self, room: &LocalRoom) -> Result<Vec<KeyPending>> {
         let mut engine = self.sk_engine()?;
-        let (rotation, changes) = engine.rotate(&room.link, &mut rand::rngs::OsRng, unix_seconds())?;
-        // The chain is stored before any distribution leaves.
+        let (_rotation, changes) = engine.rotate(&room.link, &mut rand::rngs::OsRng, unix_seconds())?;
+        // The chain and who must get it are stored before any distribution leaves.
         self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
-        for (user, dist) in &rotation.distributions {
-            let home = self.home_of(user, room)?;
-            self.send_pairwise(user, &home, &Pairwise::SenderKey { dist: dist.to_vec() }).await?;
+        self.sk_deliver(room).await
+    }
+
+    /// Whether the own chain's distribution in `room` still waits for some member (a cheap
+    /// look at the records, before loading the engine).
+    pub(super) fn sk_delivery_waits(&self, room: &LocalRoom) -> Result<bool> {
+        Ok(!self.store.records(&format!("sk/out/{}", room.link))?.is_empty())
+    }
+
+    /// On an explicit sync of the room (not on pushed entries: a home that cannot be reached
+    /// may take the connect timeout): delivers the own sender key to the members it has not
+    /// reached yet, if any. A failure is logged; they stay waiting.
+    pub(super) async fn sk_deliver_quietly(&mut self, link: &str) -> Result<()> {
+        let room = self.room(link)?;
+        if room.mode != RoomMode::SenderKeys || !self.sk_delivery_waits(&room)? {
+            return Ok(());
         }
-        let changes = engine.mark_distributed(&room.link)?;
-        self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
+        if let Err(e) = self.sk_deliver(&room).await {
+            tracing::warn!(room = link, error = %e, "delivering the sender key failed; retried on the next sync or send");
+        }
         Ok(())
+    }
+
+    /// Delivers the own chain's distribution to each member who has not got it yet, over Olm to
+    /// that member's home. A member whose home cannot be reached (or refuses) is skipped and
+    /// stays waiting; the others are recorded as served. Answers who still waits.
+    pub(super) async fn sk_deliver(&mut self, room: &LocalRoom) -> Result<Vec<KeyPending>> {
+        let engine = self.sk_engine()?;
+        let Some(waiting) = engine.undelivered(&room.link)? else { return Ok(Vec::new()) };
+        let dist = waiting.distribution;
+        let mut delivered = Vec::new();
+        let mut pending = Vec::new();
+        for user in waiting.members {
+            let home = self.home_of(&user, room)?;
+            match self.send_pairwise(&user, &home, &Pairwise::SenderKey { dist: dist.to_vec() }).await {
+                Ok(()) => delivered.push(user),
+                Err(e) => {
+                    tracing::warn!(room = room.link, to = %user.short(), home, error = %e, "a sender key could not be delivered yet; retried on the next sync or send");
+                    pending.push(KeyPending { user, home });
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let changes = self.sk_engine()?.mark_delivered(&room.link, &delivered)?;
+            self.store.commit(Batch { records: sk_records(changes), ..Batch::default() })?;
+        }
+        Ok(pending)
     }
 
     async fn ensure_session(&mut self, user: &UserId, home_url: &str) -> Result<()> {
@@ -270,7 +360,10 @@ impl Profile {
             }
         };
         batch.records.extend(device.take_changes());
-        batch.records.push(home_record(&from, &envelope.home));
+        // The sender's home, signed by the sender with its Olm key.
+        if grove_wire::membership::valid_home(&envelope.home) {
+            batch.records.push(home_record(&from, &envelope.home));
+        }
         let payload: Pairwise = match serde_json::from_slice(&plaintext) {
             Ok(p) => p,
             Err(e) => {
@@ -299,9 +392,13 @@ impl Profile {
                 match engine.join_room(&room, &from, &membership) {
                     Ok(changes) => {
                         batch.records.extend(sk_records(changes));
-                        for (u, h) in homes {
-                            if u != self.user_id() {
-                                batch.records.push(home_record(&u, &h));
+                        // Homes come from the signed membership; the inviter's own list only
+                        // from an inviter whose membership names none (a client from before).
+                        if membership.homes.is_empty() {
+                            for (u, h) in homes {
+                                if u != self.user_id() && grove_wire::membership::valid_home(&h) {
+                                    batch.records.push(home_record(&u, &h));
+                                }
                             }
                         }
                         batch.rooms.push(LocalRoom {

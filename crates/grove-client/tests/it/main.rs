@@ -4,6 +4,7 @@
 
 mod community;
 mod files;
+mod homes;
 mod journal;
 mod people;
 mod poison;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use grove_client::profile::Profile;
 use grove_client::push::{Feed, Link, PushClient};
 use grove_client::store::RoomStatus;
+use grove_wire::api::RoomMode;
 use tokio::sync::mpsc;
 
 use crate::{texts, World};
@@ -114,6 +115,44 @@ async fn bob_follows_the_room_live_and_gets_every_message_once_in_order() {
     // A full read from the server finds nothing missing and adds nothing.
     bob.sync().await.unwrap();
     assert_eq!(texts(&bob, "garden"), want);
+}
+
+/// Alice has the chat open (a push connection) in a room of each mode: her messages go over
+/// that connection, not over HTTP, and Bob gets them all, in order, once. Once she closes it,
+/// her next message goes over HTTP and arrives too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_her_push_connection_open_alices_messages_go_over_it() {
+    let w = World::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&w).await;
+    alice.create_room_with_mode(&w.url, "shed", RoomMode::SenderKeys).await.unwrap();
+    alice.invite("shed", &bob.address().to_string()).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().joined.len(), 1);
+    alice.sync().await.unwrap();
+    let mut hers = Follower::start(&alice);
+    hers.until(&mut alice, "Alice's push WebSocket", |_, links| links.contains(&Link::Live)).await;
+    let mut his = Follower::start(&bob);
+    his.until(&mut bob, "Bob's push WebSocket", |_, links| links.contains(&Link::Live)).await;
+
+    let server = alice.server_for(&w.url);
+    let before = server.appended_over_push();
+    let want: Vec<String> = (0..10).map(|i| format!("message {i}")).collect();
+    for room in ["garden", "shed"] {
+        for text in &want {
+            alice.send(room, text).await.unwrap();
+        }
+    }
+    assert_eq!(server.appended_over_push() - before, 20, "every message went over the push connection");
+    his.until(&mut bob, "20 messages", |p, _| texts(p, "garden").len() >= 10 && texts(p, "shed").len() >= 10).await;
+    for room in ["garden", "shed"] {
+        assert_eq!(texts(&bob, room), want, "{room}: Bob's");
+        assert_eq!(texts(&alice, room), want, "{room}: Alice's own");
+    }
+
+    drop(hers);
+    alice.send("garden", "after the chat closed").await.unwrap();
+    assert_eq!(server.appended_over_push() - before, 20, "without a push connection, sending is HTTP");
+    his.until(&mut bob, "the last message", |p, _| texts(p, "garden").len() >= 11).await;
+    assert_eq!(texts(&bob, "garden").last().map(String::as_str), Some("after the chat closed"));
 }
 
 /// A proxy in front of the server that refuses WebSocket upgrades (502, as some reverse

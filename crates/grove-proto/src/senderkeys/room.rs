@@ -24,12 +24,25 @@
 //!   membership changes, and a removed member's chain is gone).
 //! - [`SkEngine::encrypt`] refuses to send on a stale view (the caller passes the version the
 //!   server reported) and on a chain that must be rotated first.
+//! - Members' home servers travel in the signed membership ([`SignedMembership::homes`]): the
+//!   memberships this user signs name the homes it knows ([`SkEngine::set_known_homes`]) as
+//!   [`crate::policy::check_homes`] lets it, and a version whose homes break that rule is
+//!   refused like any other not allowed by the policy.
+//! - A rotation's distribution is delivered member by member: [`SkEngine::mark_delivered`]
+//!   records who got it, and the members still waiting ([`SkEngine::undelivered`]) get the
+//!   same distribution later, so the chain is not rotated again for them and what was sent
+//!   meanwhile becomes readable to them. The distribution is kept (secret) until every member
+//!   got it or the chain is replaced.
+//! - A message whose chain is unknown even after the mailbox was read is held
+//!   ([`SkEngine::hold_message`], bounded): its distribution may still be on its way (its
+//!   sender's pairwise delivery to this user is retried). [`SkEngine::take_readable`] decrypts
+//!   the held messages whose chain has arrived since; a new membership version drops the rest.
 //!
 //! Every operation that changes state returns [`RoomChanges`]: the records for the caller to
 //! persist in one transaction; [`SkEngine::load`] rebuilds the engine from them. A failed
 //! operation changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
 use grove_wire::membership::SignedMembership;
@@ -45,6 +58,8 @@ use crate::policy::{Edit, PolicyError};
 
 /// At most this many distributions are held for versions (or rooms) not reached yet.
 pub const MAX_PENDING: usize = 256;
+/// At most this many messages per room are held waiting for their chain.
+pub const MAX_HELD: usize = 256;
 
 /// Why a room-engine operation failed. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +122,17 @@ pub enum RoomError {
 }
 
 impl RoomError {
+    /// Whether a message could not be decrypted only because no chain of its sender is held
+    /// for its room and version (yet): its distribution may still arrive.
+    pub fn is_missing_chain(&self) -> bool {
+        matches!(
+            self,
+            RoomError::Cipher(
+                SenderKeyError::UnknownChain | SenderKeyError::WrongRoom | SenderKeyError::WrongEpoch { .. }
+            )
+        )
+    }
+
     /// Whether the input was hostile or damaged (drop it), as opposed to misuse or local state.
     pub fn is_rejected_input(&self) -> bool {
         match self {
@@ -189,6 +215,16 @@ impl View {
     fn is_member(&self, u: &UserId) -> bool {
         self.members.binary_search(u).is_ok()
     }
+
+    /// The members' home servers the signed membership names (none at version 0).
+    pub fn homes(&self) -> BTreeMap<UserId, String> {
+        self.signed.as_ref().map(|m| m.homes.clone()).unwrap_or_default()
+    }
+
+    /// A member's home server as the signed membership names it.
+    pub fn home_of(&self, user: &UserId) -> Option<&str> {
+        self.signed.as_ref().and_then(|m| m.home_of(user))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -196,12 +232,52 @@ struct RoomRecord {
     view: View,
     /// Whether every distribution of the own chain was handed to the transport.
     distributed: bool,
+    /// The members the own chain's distribution has not reached yet (kept in `out/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    undelivered: Vec<UserId>,
 }
 
 struct RoomState {
     view: View,
     own: Option<SenderChain>,
     distributed: bool,
+    undelivered: BTreeSet<UserId>,
+    /// The own chain's distribution while some member has not got it.
+    out: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// A message held until its chain's distribution arrives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeldMessage {
+    seq: u64,
+    ts: i64,
+    #[serde(with = "grove_wire::b64")]
+    body: Vec<u8>,
+}
+
+/// The own chain's distribution and the members it has not reached yet
+/// ([`SkEngine::undelivered`]).
+pub struct Undelivered {
+    /// The members still waiting.
+    pub members: Vec<UserId>,
+    /// The distribution ([`SenderKeyDistribution::to_bytes`]). Secret.
+    pub distribution: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Undelivered").field("members", &self.members).finish_non_exhaustive()
+    }
+}
+
+/// A held message that became readable ([`SkEngine::take_readable`]).
+pub struct Readable {
+    /// The log entry's sequence number, as given to [`SkEngine::hold_message`].
+    pub seq: u64,
+    /// Its timestamp, as given.
+    pub ts: i64,
+    /// The message.
+    pub decrypted: Decrypted,
 }
 
 /// What applying a membership version changed.
@@ -243,6 +319,12 @@ pub enum DistributionOutcome {
     Held,
 }
 
+impl std::fmt::Debug for Readable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readable").field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
 /// One user's sender-keys rooms. See the module docs.
 pub struct SkEngine {
     me: UserId,
@@ -251,6 +333,11 @@ pub struct SkEngine {
     receivers: SenderKeyStore,
     /// (from, distribution), waiting for their room or version.
     pending: Vec<(UserId, SenderKeyDistribution)>,
+    /// Per room, messages waiting for their chain.
+    held: BTreeMap<String, Vec<HeldMessage>>,
+    /// Home servers this user knows (its own included), not persisted: see
+    /// [`SkEngine::set_known_homes`].
+    known_homes: BTreeMap<UserId, String>,
 }
 
 impl std::fmt::Debug for SkEngine {
@@ -268,6 +355,8 @@ const ROOM: &str = "room/";
 const OWN: &str = "own/";
 const RX: &str = "rx/";
 const PENDING: &str = "pending";
+const OUT: &str = "out/";
+const HELD: &str = "held/";
 
 fn rx_key(c: &ChainRef) -> String {
     format!("{RX}{}/{}/{}/{}", c.epoch, c.sender, c.chain_id, c.room)
@@ -276,7 +365,23 @@ fn rx_key(c: &ChainRef) -> String {
 impl SkEngine {
     /// An engine with no rooms.
     pub fn new(me: UserId, policy: RotationPolicy) -> SkEngine {
-        SkEngine { me, policy, rooms: BTreeMap::new(), receivers: SenderKeyStore::new(), pending: Vec::new() }
+        SkEngine {
+            me,
+            policy,
+            rooms: BTreeMap::new(),
+            receivers: SenderKeyStore::new(),
+            pending: Vec::new(),
+            held: BTreeMap::new(),
+            known_homes: BTreeMap::new(),
+        }
+    }
+
+    /// The home servers this user knows (`HOST:PORT` or URLs), its own included. The
+    /// memberships it signs name its own home, the homes of the members it adds and, if the
+    /// room's policy lets it invite, those of members the membership names none for yet; the
+    /// homes the previous version names stay as they are.
+    pub fn set_known_homes(&mut self, homes: BTreeMap<UserId, String>) {
+        self.known_homes = homes;
     }
 
     /// Rebuilds the engine from every record the caller persisted.
@@ -290,11 +395,26 @@ impl SkEngine {
         let mut owns = Vec::new();
         let mut rx = Vec::new();
         let mut pending = Vec::new();
+        let mut outs = Vec::new();
+        let mut held: BTreeMap<String, Vec<HeldMessage>> = BTreeMap::new();
         for (k, v) in records {
             let (k, v) = (k.as_ref(), v.as_ref());
             if let Some(id) = k.strip_prefix(ROOM) {
                 let r: RoomRecord = serde_json::from_slice(v).map_err(|_| RoomError::CorruptState("room record"))?;
-                rooms.insert(id.to_string(), RoomState { view: r.view, own: None, distributed: r.distributed });
+                let state = RoomState {
+                    view: r.view,
+                    own: None,
+                    distributed: r.distributed,
+                    undelivered: r.undelivered.into_iter().collect(),
+                    out: None,
+                };
+                rooms.insert(id.to_string(), state);
+            } else if let Some(id) = k.strip_prefix(OUT) {
+                outs.push((id.to_string(), Zeroizing::new(v.to_vec())));
+            } else if let Some(rest) = k.strip_prefix(HELD) {
+                let (_, room) = rest.split_once('/').ok_or(RoomError::CorruptState("held message key"))?;
+                let m: HeldMessage = serde_json::from_slice(v).map_err(|_| RoomError::CorruptState("held message"))?;
+                held.entry(room.to_string()).or_default().push(m);
             } else if let Some(id) = k.strip_prefix(OWN) {
                 owns.push((id.to_string(), SenderChain::from_bytes(v)?));
             } else if k.starts_with(RX) {
@@ -309,8 +429,17 @@ impl SkEngine {
             let room = rooms.get_mut(&id).ok_or(RoomError::CorruptState("own chain without its room"))?;
             room.own = Some(chain);
         }
+        for (id, out) in outs {
+            // A room forgotten in the same transaction leaves no `out/`; tolerate one anyway.
+            if let Some(room) = rooms.get_mut(&id) {
+                room.out = Some(out);
+            }
+        }
+        for list in held.values_mut() {
+            list.sort_by_key(|m| m.seq);
+        }
         let receivers = SenderKeyStore::load(Default::default(), rx)?;
-        Ok(SkEngine { me, policy, rooms, receivers, pending })
+        Ok(SkEngine { me, policy, rooms, receivers, pending, held, known_homes: BTreeMap::new() })
     }
 
     /// The user.
@@ -356,7 +485,7 @@ impl SkEngine {
             policy: RoomPolicy::for_creator(self.me),
             signed: None,
         };
-        let state = RoomState { view, own: None, distributed: false };
+        let state = RoomState { view, own: None, distributed: false, undelivered: BTreeSet::new(), out: None };
         let mut changes = RoomChanges::default();
         changes.put(format!("{ROOM}{room}"), room_record(&state)?);
         self.rooms.insert(room.to_string(), state);
@@ -392,7 +521,7 @@ impl SkEngine {
             policy: membership.policy.clone(),
             signed: Some(membership.clone()),
         };
-        let state = RoomState { view, own: None, distributed: false };
+        let state = RoomState { view, own: None, distributed: false, undelivered: BTreeSet::new(), out: None };
         let mut changes = RoomChanges::default();
         changes.put(format!("{ROOM}{room}"), room_record(&state)?);
         self.rooms.insert(room.to_string(), state);
@@ -437,7 +566,27 @@ impl SkEngine {
             return Err(RoomError::WrongKey);
         }
         let members: Vec<UserId> = view.members.iter().chain(added).filter(|m| !removed.contains(m)).copied().collect();
-        Ok(SignedMembership::sign(key, &view.name, view.version + 1, members, policy))
+        let homes = self.homes_to_sign(view, added);
+        Ok(SignedMembership::sign_with_homes(key, &view.name, view.version + 1, members, policy, homes))
+    }
+
+    /// The homes the next version names: the view's, this user's own, those of the members
+    /// added and, if this user may invite, those of members named without one (see
+    /// [`crate::policy::check_homes`]). A home the view names is never changed but this user's.
+    fn homes_to_sign(&self, view: &View, added: &[UserId]) -> BTreeMap<UserId, String> {
+        let mut homes = view.homes();
+        let valid = |h: &&String| grove_wire::membership::valid_home(h);
+        if let Some(h) = self.known_homes.get(&self.me).filter(valid) {
+            homes.insert(self.me, h.clone());
+        }
+        let fill = crate::policy::may_invite(&view.policy, &self.me);
+        for (u, h) in self.known_homes.iter().filter(|(_, h)| valid(h)) {
+            let named = homes.contains_key(u);
+            if !named && (added.contains(u) || (fill && view.is_member(u))) {
+                homes.insert(*u, h.clone());
+            }
+        }
+        homes
     }
 
     /// Applies the next membership version of `room`, as read from the room's log (or as
@@ -467,6 +616,8 @@ impl SkEngine {
         }
         crate::policy::check_membership(&view.members, &view.policy, &m.members, &m.policy, m.signer)
             .map_err(RoomError::NotAllowed)?;
+        crate::policy::check_homes(&view.members, &view.homes(), &view.policy, &m.members, &m.homes, m.signer)
+            .map_err(RoomError::NotAllowed)?;
         let added: Vec<UserId> = m.members.iter().filter(|u| !view.is_member(u)).copied().collect();
         let removed: Vec<UserId> =
             view.members.iter().filter(|u| m.members.binary_search(u).is_err()).copied().collect();
@@ -490,9 +641,15 @@ impl SkEngine {
             changes.delete(format!("{OWN}{room}"));
         }
         state.distributed = false;
+        state.undelivered.clear();
+        if state.out.take().is_some() {
+            changes.delete(format!("{OUT}{room}"));
+        }
         changes.put(format!("{ROOM}{room}"), room_record(state)?);
         changes.chains(self.receivers.forget_before_epoch(room, m.version));
         changes.merge(self.release_pending(room));
+        // Held messages of older versions can no longer be read: their chains are gone.
+        changes.merge(self.drop_held(room, |h| h.epoch < m.version));
         Ok((change, changes))
     }
 
@@ -502,7 +659,9 @@ impl SkEngine {
         if self.rooms.remove(room).is_some() {
             changes.delete(format!("{ROOM}{room}"));
             changes.delete(format!("{OWN}{room}"));
+            changes.delete(format!("{OUT}{room}"));
         }
+        changes.merge(self.drop_held(room, |_| true));
         changes.chains(self.receivers.forget_room(room));
         let before = self.pending.len();
         self.pending.retain(|(_, d)| d.room() != room);
@@ -513,13 +672,58 @@ impl SkEngine {
     }
 
     /// Whether the own chain of `room` must be replaced before the next message: none yet, made
-    /// for another version, not fully distributed, or too old or too used for `policy`.
+    /// for another version, too old or too used for `policy`, or not fully distributed with no
+    /// record of whom it still must reach (a rotation interrupted before its first delivery).
+    /// A chain some members have not got yet is kept: see [`SkEngine::undelivered`]; its
+    /// rotation by age or count waits for them (a new chain would leave them unable to read
+    /// what was sent on this one), up to twice the policy's bounds.
     pub fn needs_rotation(&self, room: &str, now: u64) -> Result<bool, RoomError> {
         let s = self.room(room)?;
+        let waiting = s.out.is_some();
+        let overdue = RotationPolicy {
+            max_age_secs: self.policy.max_age_secs.saturating_mul(2),
+            max_messages: self.policy.max_messages.saturating_mul(2),
+        };
         Ok(match &s.own {
             None => true,
-            Some(c) => c.epoch() != s.view.version || !s.distributed || c.needs_rotation(now, &self.policy),
+            Some(c) => {
+                c.epoch() != s.view.version
+                    || (!s.distributed && !waiting)
+                    || c.needs_rotation(now, if waiting { &overdue } else { &self.policy })
+            }
         })
+    }
+
+    /// The current members the own chain's distribution of `room` has not reached yet, with that
+    /// distribution (secret) to hand them; `None` if everyone has it (or there is no chain).
+    pub fn undelivered(&self, room: &str) -> Result<Option<Undelivered>, RoomError> {
+        let s = self.room(room)?;
+        let Some(out) = &s.out else { return Ok(None) };
+        let waiting: Vec<UserId> = s.undelivered.iter().filter(|u| s.view.is_member(u)).copied().collect();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Undelivered { members: waiting, distribution: out.clone() }))
+    }
+
+    /// Records that the own chain's distribution of `room` was delivered to `users`; once every
+    /// other current member has it, the kept distribution is deleted.
+    pub fn mark_delivered(&mut self, room: &str, users: &[UserId]) -> Result<RoomChanges, RoomError> {
+        let state = self.rooms.get_mut(room).ok_or_else(|| RoomError::UnknownRoom(room.to_string()))?;
+        for u in users {
+            state.undelivered.remove(u);
+        }
+        let view = &state.view;
+        state.undelivered.retain(|u| view.is_member(u));
+        let mut changes = RoomChanges::default();
+        if state.undelivered.is_empty() {
+            state.distributed = true;
+            if state.out.take().is_some() {
+                changes.delete(format!("{OUT}{room}"));
+            }
+        }
+        changes.put(format!("{ROOM}{room}"), room_record(state)?);
+        Ok(changes)
     }
 
     /// Makes a fresh own chain for `room` at the view's version and answers its distribution
@@ -536,23 +740,30 @@ impl SkEngine {
         let chain = SenderChain::new(rng, room, state.view.version, me, now)?;
         let dist = chain.distribution();
         let bytes = dist.to_bytes();
-        let distributions = state.view.members.iter().filter(|m| **m != me).map(|m| (*m, bytes.clone())).collect();
-        let rotation = Rotation { version: state.view.version, distributions };
+        let distributions: Vec<(UserId, Zeroizing<Vec<u8>>)> =
+            state.view.members.iter().filter(|m| **m != me).map(|m| (*m, bytes.clone())).collect();
         let mut changes = RoomChanges::default();
         changes.put(format!("{OWN}{room}"), chain.to_bytes());
         state.own = Some(chain);
-        state.distributed = false;
+        state.undelivered = distributions.iter().map(|(u, _)| *u).collect();
+        state.distributed = state.undelivered.is_empty();
+        if state.distributed {
+            if state.out.take().is_some() {
+                changes.delete(format!("{OUT}{room}"));
+            }
+        } else {
+            changes.put(format!("{OUT}{room}"), bytes.clone());
+            state.out = Some(bytes);
+        }
         changes.put(format!("{ROOM}{room}"), room_record(state)?);
+        let rotation = Rotation { version: state.view.version, distributions };
         Ok((rotation, changes))
     }
 
     /// Records that every distribution of the own chain of `room` was delivered.
     pub fn mark_distributed(&mut self, room: &str) -> Result<RoomChanges, RoomError> {
-        let state = self.rooms.get_mut(room).ok_or_else(|| RoomError::UnknownRoom(room.to_string()))?;
-        state.distributed = true;
-        let mut changes = RoomChanges::default();
-        changes.put(format!("{ROOM}{room}"), room_record(state)?);
-        Ok(changes)
+        let all: Vec<UserId> = self.room(room)?.undelivered.iter().copied().collect();
+        self.mark_delivered(room, &all)
     }
 
     /// Encrypts `plaintext` for `room`. `server_version` is the room's membership version as the
@@ -637,6 +848,92 @@ impl SkEngine {
         Ok((d, changes))
     }
 
+    /// Holds a message of `room` (log entry `seq`, timestamp `ts`) whose chain is unknown, to
+    /// decrypt once its distribution arrives ([`SkEngine::take_readable`]). Only a message of
+    /// the view's version from another member is held, at most [`MAX_HELD`] per room (the
+    /// oldest goes first). Answers whether it was held.
+    pub fn hold_message(
+        &mut self,
+        room: &str,
+        seq: u64,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<(bool, RoomChanges), RoomError> {
+        let view = &self.room(room)?.view;
+        let mut changes = RoomChanges::default();
+        let Ok(header) = super::MessageHeader::parse(body) else { return Ok((false, changes)) };
+        if header.room != room
+            || header.epoch != view.version
+            || !view.is_member(&header.sender)
+            || header.sender == self.me
+        {
+            return Ok((false, changes));
+        }
+        let list = self.held.entry(room.to_string()).or_default();
+        if list.iter().any(|h| h.seq == seq) {
+            return Ok((true, changes));
+        }
+        let m = HeldMessage { seq, ts, body: body.to_vec() };
+        let value = serde_json::to_vec(&m).map_err(|_| RoomError::CorruptState("cannot encode a held message"))?;
+        changes.put(held_key(room, seq), Zeroizing::new(value));
+        list.push(m);
+        list.sort_by_key(|h| h.seq);
+        while list.len() > MAX_HELD {
+            let gone = list.remove(0);
+            changes.delete(held_key(room, gone.seq));
+        }
+        Ok((true, changes))
+    }
+
+    /// How many messages of `room` are held waiting for their chain.
+    pub fn held_len(&self, room: &str) -> usize {
+        self.held.get(room).map_or(0, Vec::len)
+    }
+
+    /// Decrypts the held messages of `room` whose chain has arrived, in log order; drops those
+    /// that can no longer be read (another version, a refused message) and keeps the others.
+    pub fn take_readable(&mut self, room: &str) -> Result<(Vec<Readable>, RoomChanges), RoomError> {
+        let mut out = Vec::new();
+        let mut changes = RoomChanges::default();
+        let Some(list) = self.held.remove(room) else { return Ok((out, changes)) };
+        let mut keep = Vec::new();
+        for h in list {
+            match self.decrypt(room, &h.body) {
+                Ok((decrypted, c)) => {
+                    changes.merge(c);
+                    changes.delete(held_key(room, h.seq));
+                    out.push(Readable { seq: h.seq, ts: h.ts, decrypted });
+                }
+                // Only messages of the view's version are held: still no chain of their sender.
+                Err(e) if e.is_missing_chain() => keep.push(h),
+                Err(_) => changes.delete(held_key(room, h.seq)),
+            }
+        }
+        if !keep.is_empty() {
+            self.held.insert(room.to_string(), keep);
+        }
+        Ok((out, changes))
+    }
+
+    fn drop_held(&mut self, room: &str, gone: impl Fn(&super::MessageHeader) -> bool) -> RoomChanges {
+        let mut changes = RoomChanges::default();
+        let Some(list) = self.held.get_mut(room) else { return changes };
+        list.retain(|h| {
+            let drop = match super::MessageHeader::parse(&h.body) {
+                Ok(header) => gone(&header),
+                Err(_) => true,
+            };
+            if drop {
+                changes.delete(held_key(room, h.seq));
+            }
+            !drop
+        });
+        if list.is_empty() {
+            self.held.remove(room);
+        }
+        changes
+    }
+
     /// Re-checks the held distributions of `room` against its view: accepts those of its
     /// version from members, drops those of older versions or from non-members, keeps the rest.
     fn release_pending(&mut self, room: &str) -> RoomChanges {
@@ -665,8 +962,16 @@ impl SkEngine {
     }
 }
 
+fn held_key(room: &str, seq: u64) -> String {
+    format!("{HELD}{seq:020}/{room}")
+}
+
 fn room_record(state: &RoomState) -> Result<Zeroizing<Vec<u8>>, RoomError> {
-    let rec = RoomRecord { view: state.view.clone(), distributed: state.distributed };
+    let rec = RoomRecord {
+        view: state.view.clone(),
+        distributed: state.distributed,
+        undelivered: state.undelivered.iter().copied().collect(),
+    };
     serde_json::to_vec(&rec).map(Zeroizing::new).map_err(|_| RoomError::CorruptState("cannot encode a room record"))
 }
 

@@ -368,3 +368,75 @@ fn chains_rotate_by_count_and_by_age() {
     let msg = send(&room, &mut alice, &mut [&mut bob, &mut carol], "fresh chain");
     assert_eq!(read(&mut bob, &msg).unwrap(), "fresh chain");
 }
+
+/// Alice knows everyone's home and invites Bob and Carol: the membership names each home, and
+/// Bob, who leaves, cannot point Carol's home elsewhere. Alice rotates while Carol's home is
+/// down: Bob gets the distribution, Carol does not, and Alice's chain is kept (no new rotation)
+/// with Carol still waiting, across a restart. Carol holds Alice's message until the same
+/// distribution lands, then reads it.
+#[test]
+fn homes_are_in_the_membership_and_a_late_distribution_makes_a_held_message_readable() {
+    let (mut alice, mut bob, mut carol) = (Member::new(1), Member::new(2), Member::new(3));
+    let homes = BTreeMap::from([(alice.id(), "a:1".to_string()), (bob.id(), "b:1".into()), (carol.id(), "c:1".into())]);
+    alice.engine.set_known_homes(homes);
+    let c = alice.engine.create_room(ROOM, "paris").unwrap();
+    alice.persist(c);
+    let mut room = Room { version: 0 };
+    let m = change(&mut room, &mut alice, &[bob.id(), carol.id()], &[], &mut []);
+    assert_eq!((m.home_of(&alice.id()), m.home_of(&carol.id())), (Some("a:1"), Some("c:1")));
+    for p in [&mut bob, &mut carol] {
+        let c = p.engine.join_room(ROOM, &alice.id(), &m).unwrap();
+        p.persist(c);
+    }
+    assert_eq!(bob.engine.view(ROOM).unwrap().home_of(&carol.id()), Some("c:1"));
+    let mut moved = m.homes.clone();
+    moved.remove(&bob.id());
+    moved.insert(carol.id(), "mallory:1".into());
+    let policy = RoomPolicy::for_creator(alice.id());
+    let leave = SignedMembership::sign_with_homes(&bob.key, "paris", 2, vec![alice.id(), carol.id()], policy, moved);
+    assert!(matches!(alice.engine.apply_membership(ROOM, &leave), Err(RoomError::NotAllowed(_))));
+
+    let (rot, c) = alice.engine.rotate(ROOM, &mut alice.rng, NOW).unwrap();
+    alice.persist(c);
+    let to_bob = &rot.distributions.iter().find(|(u, _)| *u == bob.id()).unwrap().1;
+    let (_, c) = bob.engine.receive_distribution(&alice.id(), to_bob).unwrap();
+    bob.persist(c);
+    let c = alice.engine.mark_delivered(ROOM, &[bob.id()]).unwrap();
+    alice.persist(c);
+    alice.restart();
+    assert!(!alice.engine.needs_rotation(ROOM, NOW).unwrap(), "the chain is kept for Carol");
+    let waiting = alice.engine.undelivered(ROOM).unwrap().unwrap();
+    assert_eq!(waiting.members, [carol.id()]);
+    let dist = waiting.distribution;
+    let (msg, _, c) = alice.engine.encrypt(ROOM, b"while carol waits", room.version, NOW).unwrap();
+    alice.persist(c);
+    assert_eq!(read(&mut bob, &msg).unwrap(), "while carol waits");
+
+    assert!(read(&mut carol, &msg).unwrap_err().is_missing_chain());
+    let (held, c) = carol.engine.hold_message(ROOM, 7, 70, &msg).unwrap();
+    carol.persist(c);
+    assert!(held);
+    carol.restart();
+    let (none, _) = carol.engine.take_readable(ROOM).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(carol.engine.held_len(ROOM), 1);
+    let (_, c) = carol.engine.receive_distribution(&alice.id(), &dist).unwrap();
+    carol.persist(c);
+    let (readable, c) = carol.engine.take_readable(ROOM).unwrap();
+    carol.persist(c);
+    assert_eq!(readable.len(), 1);
+    assert_eq!((readable[0].seq, readable[0].ts), (7, 70));
+    assert_eq!(readable[0].decrypted.plaintext, b"while carol waits");
+    assert_eq!(carol.engine.held_len(ROOM), 0);
+    assert!(!carol.db.keys().any(|k| k.starts_with("held/")));
+
+    // A week later the chain is due by age, but Carol still waits for it: kept, up to two weeks.
+    let week = RotationPolicy::default().max_age_secs;
+    assert!(!alice.engine.needs_rotation(ROOM, NOW + week).unwrap());
+    assert!(alice.engine.needs_rotation(ROOM, NOW + 2 * week).unwrap());
+    let c = alice.engine.mark_delivered(ROOM, &[carol.id()]).unwrap();
+    alice.persist(c);
+    assert!(alice.engine.needs_rotation(ROOM, NOW + week).unwrap(), "everyone has it: rotated by age again");
+    assert!(alice.engine.undelivered(ROOM).unwrap().is_none());
+    assert!(!alice.db.keys().any(|k| k.starts_with("out/")), "the kept distribution is gone");
+}

@@ -157,6 +157,7 @@ async fn try_handshake(
                 state: next.snapshot().map_err(|e| AppError::internal("cannot snapshot MLS state", e))?,
                 hub: Some(next),
                 sk_policy: None,
+                sk_homes: None,
             }
         }
     };
@@ -197,6 +198,9 @@ async fn try_handshake(
             slot.admins = change.admins;
             if change.sk_policy.is_some() {
                 slot.sk_policy = change.sk_policy;
+            }
+            if let Some(homes) = change.sk_homes {
+                slot.sk_homes = homes;
             }
             if change.hub.is_some() {
                 slot.hub = change.hub;

@@ -67,6 +67,8 @@ pub(crate) struct Slot {
     pub hub: Option<HubGroup>,
     /// Sender-keys rooms: the policy of the current membership version.
     pub sk_policy: Option<RoomPolicy>,
+    /// Sender-keys rooms: the members' home servers the current membership names.
+    pub sk_homes: BTreeMap<UserId, String>,
 }
 
 struct Publisher {
@@ -95,8 +97,15 @@ impl Slot {
                 },
             }),
         };
+        let sk_homes = match rec.mode {
+            RoomMode::SenderKeys => {
+                serde_json::from_slice::<SignedMembership>(&rec.state).map(|m| m.homes).unwrap_or_default()
+            }
+            RoomMode::Mls => BTreeMap::new(),
+        };
         Ok(Slot {
             sk_policy,
+            sk_homes,
             epoch: rec.epoch,
             state_version: rec.state_version,
             member_set: rec.members.iter().copied().collect(),

@@ -3,6 +3,8 @@
 //! validation by grove-proto's hub (its refusals as HTTP answers), and the room policy of
 //! sender-keys memberships (grove-proto's `policy::check_membership`, the rule clients apply).
 
+use std::collections::BTreeMap;
+
 use grove_proto::mls::hub::{HubError, HubGroup};
 use grove_proto::policy::PolicyError;
 use grove_wire::api::{AppendEntry, RoomMode};
@@ -78,6 +80,8 @@ pub(super) struct Change {
     pub(super) state: Vec<u8>,
     pub(super) hub: Option<HubGroup>,
     pub(super) sk_policy: Option<RoomPolicy>,
+    /// Sender keys: the members' home servers the membership names.
+    pub(super) sk_homes: Option<BTreeMap<UserId, String>>,
 }
 
 /// A sender-keys message is accepted only at the current membership version: one made on an
@@ -120,6 +124,8 @@ pub(super) fn check_membership(
     let policy =
         slot.sk_policy.as_ref().ok_or_else(|| AppError::internal("sender-keys room without a policy", &room.name))?;
     grove_proto::policy::check_membership(&before, policy, &m.members, &m.policy, m.signer).map_err(not_allowed)?;
+    grove_proto::policy::check_homes(&before, &slot.sk_homes, policy, &m.members, &m.homes, m.signer)
+        .map_err(not_allowed)?;
     if let Some(bad_id) = m.members.iter().find(|u| u.verifying_key().is_none()) {
         return Err(bad(&format!("member {bad_id} is not a valid Ed25519 public key")));
     }
@@ -131,6 +137,7 @@ pub(super) fn check_membership(
         state: req.body.clone(),
         hub: None,
         sk_policy: Some(m.policy),
+        sk_homes: Some(m.homes),
     })
 }
 

@@ -125,6 +125,32 @@ async fn a_stranger_cannot_fill_a_mailbox_others_can_still_reach() {
     alice.post(&s, &to_bob, json!({"body": b64(b"a real message")})).await.ok();
 }
 
+/// Mallory stays under the hourly rate but never stops: her unread messages in Bob's mailbox
+/// stop at her share, Alice's still arrive, and once Bob has read them Mallory may write again.
+#[tokio::test]
+async fn a_slow_stranger_fills_only_its_share_of_a_mailbox() {
+    let mut c = test_config();
+    c.quotas.mailbox_share_per_sender = 3;
+    let s = Server::with_config(c);
+    let (alice, bob, mallory) = (User::new(1), User::new(2), User::new(66));
+    register(&s, &bob).await;
+    let to_bob = format!("/v1/mailboxes/{}", bob.id);
+    for _ in 0..3 {
+        mallory.post(&s, &to_bob, json!({"body": b64(b"spam")})).await.ok();
+    }
+    let r = mallory.post(&s, &to_bob, json!({"body": b64(b"spam")})).await;
+    r.err(429, "mailbox_full");
+    assert!(r.retry_after.is_some());
+    alice.post(&s, &to_bob, json!({"body": b64(b"a real message")})).await.ok();
+    let page = bob.get(&s, "/v1/mailbox?after=0").await;
+    let senders: Vec<&str> =
+        page.ok()["entries"].as_array().expect("entries").iter().filter_map(|e| e["sender"].as_str()).collect();
+    assert_eq!(senders.len(), 4, "three of Mallory's and Alice's");
+    assert_eq!(senders.last().copied(), Some(alice.id.to_string().as_str()));
+    bob.post(&s, "/v1/mailbox/ack", json!({"up_to": 4})).await.ok();
+    mallory.post(&s, &to_bob, json!({"body": b64(b"spam again")})).await.ok();
+}
+
 #[tokio::test]
 async fn key_claims_are_limited_per_claimer_and_per_target() {
     let mut c = test_config();

@@ -67,14 +67,44 @@ impl Live {
         &self,
         user: &User,
     ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-        let h = sign_request(&user.key, &self.state.public_key(), "GET", "/v1/push", Self::now(), &fresh_nonce(), b"");
-        let mut req = format!("ws://{}/v1/push", self.addr).into_client_request().unwrap();
+        tokio_tungstenite::connect_async(self.upgrade(user, "/v1/push")).await.unwrap().0
+    }
+
+    /// The upgrade request to `path_and_query`, signed by `user`.
+    fn upgrade(&self, user: &User, path_and_query: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        let h =
+            sign_request(&user.key, &self.state.public_key(), "GET", path_and_query, Self::now(), &fresh_nonce(), b"");
+        let mut req = format!("ws://{}{path_and_query}", self.addr).into_client_request().unwrap();
         let hs = req.headers_mut();
         hs.insert("x-grove-key", h.key.parse().unwrap());
         hs.insert("x-grove-timestamp", h.timestamp.parse().unwrap());
         hs.insert("x-grove-nonce", h.nonce.parse().unwrap());
         hs.insert("x-grove-signature", h.signature.parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        req
+    }
+
+    /// A push socket opened with a frame binding: it can send entries. Answers the socket and
+    /// the frame key the client derived (after checking the server's signature).
+    pub(crate) async fn connect_bound(
+        &self,
+        user: &User,
+    ) -> (
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        grove_wire::push::FrameKey,
+    ) {
+        let offer = grove_wire::push::Offer::new(&mut rand::rngs::OsRng);
+        let path = format!("/v1/push?bind={}", offer.public_hex());
+        let (ws, response) = tokio_tungstenite::connect_async(self.upgrade(user, &path)).await.unwrap();
+        let header = |name: &str| response.headers().get(name).unwrap().to_str().unwrap().to_string();
+        let key = offer
+            .accept(
+                &user.id,
+                &self.state.public_key(),
+                &header(grove_wire::push::HEADER_PUSH_KEY),
+                &header(grove_wire::push::HEADER_PUSH_SIGNATURE),
+            )
+            .expect("the server's half of the binding is signed by the server");
+        (ws, key)
     }
 
     pub(crate) async fn stop(mut self) {
@@ -262,5 +292,157 @@ async fn one_socket_follows_at_most_the_configured_number_of_rooms() {
         }
     }
     assert_eq!(limited, 50, "subscriptions over the cap");
+    live.stop().await;
+}
+
+/// A socket that subscribes to nothing is closed after `push_idle_secs`, with a reason; one
+/// that stopped reading (no pong to the server's pings) is closed too; one that reads and
+/// follows a room stays open and still gets its entries.
+#[tokio::test]
+async fn idle_and_silent_push_sockets_are_closed_and_live_ones_kept() {
+    let mut config = test_config();
+    config.connections.push_ping_secs = 1;
+    config.connections.push_idle_secs = 1;
+    let live = Live::start_with(config).await;
+    let alice = User::new(1);
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    let subscribe = Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}]}).to_string());
+
+    let mut idle = live.connect(&alice).await;
+    let mut silent = live.connect(&alice).await;
+    silent.send(subscribe.clone()).await.unwrap();
+    let mut reader = live.connect(&alice).await;
+    reader.send(subscribe).await.unwrap();
+    // The reader answers pings by reading, until its first entry arrives.
+    let reading = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(until, reader.next()).await.expect("an entry before the deadline") {
+                Some(Ok(Message::Text(t))) => {
+                    let ev: Value = serde_json::from_str(t.as_str()).unwrap();
+                    assert_eq!(ev["type"], json!("entry"), "{ev}");
+                    return ev;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => panic!("a reading, subscribed socket was closed"),
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+
+    let ev = next_event(&mut idle).await;
+    assert_eq!((ev["type"].clone(), ev["error"]["code"].clone()), (json!("error"), json!("request_timeout")));
+    assert!(closes(&mut idle).await, "the idle socket is closed after its error event");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(closes(&mut silent).await, "a socket that answered no ping for two periods is closed");
+
+    live.post(&alice, "/v1/rooms/r/log", json!({"kind": "application", "epoch": 0, "body": b64(b"still here")})).await;
+    let ev = reading.await.unwrap();
+    assert_eq!(ev["room"], json!("r"), "the live socket still delivers after five pings");
+    live.stop().await;
+}
+
+/// Reads until the socket ends (a close frame, the end of the stream or a reset): true if it
+/// does within ten seconds.
+async fn closes<S>(ws: &mut S) -> bool
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A send frame for `room` (an application entry at epoch 0), numbered `id`, under `key`.
+fn send_frame(key: &grove_wire::push::FrameKey, id: u64, room: &str, body: &[u8]) -> Message {
+    let entry =
+        grove_wire::api::AppendEntry { kind: grove_wire::api::EntryKind::Application, epoch: 0, body: body.to_vec() };
+    let mac = key.mac(id, room, &entry);
+    Message::text(
+        serde_json::to_string(&grove_wire::api::PushRequest::Send { id, room: room.into(), entry, mac }).unwrap(),
+    )
+}
+
+/// Alice sends over her push socket: each entry is acknowledged after it is stored, in the
+/// order sent, with its place in the log; a refused one (a room she is not in) gets the code
+/// HTTP would give, under its own number, and the next still goes through. Bob, subscribed,
+/// sees the entries.
+#[tokio::test]
+async fn entries_sent_on_the_socket_are_acknowledged_in_order() {
+    let live = Live::start().await;
+    let (alice, mallory) = (User::new(1), User::new(66));
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    live.post(&mallory, "/v1/rooms", json!({"name": "m", "mode": "sender-keys"})).await;
+    let mut watcher = live.connect(&alice).await;
+    watcher
+        .send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 0}]}).to_string()))
+        .await
+        .unwrap();
+
+    let (mut ws, key) = live.connect_bound(&alice).await;
+    for (id, room) in [(1, "r"), (2, "r"), (3, "m"), (4, "r"), (5, "nowhere")] {
+        ws.send(send_frame(&key, id, room, format!("frame {id}").as_bytes())).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(next_event(&mut ws).await);
+    }
+    let ids: Vec<u64> = answers.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5], "answered in the order sent: {answers:?}");
+    let seqs: Vec<Value> = answers.iter().map(|a| a["appended"]["seq"].clone()).collect();
+    assert_eq!(seqs, [json!(1), json!(2), Value::Null, json!(3), Value::Null]);
+    assert_eq!(
+        (answers[2]["type"].clone(), answers[2]["error"]["code"].clone()),
+        (json!("refused"), json!("not_member"))
+    );
+    assert_eq!(answers[4]["error"]["code"], json!("room_not_found"));
+    for want in 1..=3u64 {
+        let ev = next_event(&mut watcher).await;
+        assert_eq!((ev["type"].clone(), ev["entry"]["seq"].clone()), (json!("entry"), json!(want)));
+    }
+    live.stop().await;
+}
+
+/// Frames are bound to their connection: a frame copied onto another of Alice's sockets, one
+/// numbered out of turn, one with a changed body, and any send on a socket opened without a
+/// binding are all refused, and the socket is closed; nothing reaches the log.
+#[tokio::test]
+async fn a_send_frame_works_only_on_its_own_connection_in_turn_and_unchanged() {
+    let live = Live::start().await;
+    let alice = User::new(1);
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    let (mut first, key) = live.connect_bound(&alice).await;
+    let frame = send_frame(&key, 1, "r", b"once");
+    first.send(frame.clone()).await.unwrap();
+    assert_eq!(next_event(&mut first).await["type"], json!("sent"));
+
+    let refused = |mut ws: tokio_tungstenite::WebSocketStream<_>, frame: Message, what: &'static str| async move {
+        ws.send(frame).await.unwrap();
+        let ev = next_event(&mut ws).await;
+        assert_eq!(
+            (ev["type"].clone(), ev["error"]["code"].clone()),
+            (json!("error"), json!("bad_signature")),
+            "{what}: {ev}"
+        );
+        assert!(closes(&mut ws).await, "{what}: the socket is closed");
+    };
+    let (other, _) = live.connect_bound(&alice).await;
+    refused(other, frame.clone(), "a frame replayed on another connection").await;
+    refused(first, send_frame(&key, 3, "r", b"skipped one"), "a frame out of turn").await;
+    let (mut third, key3) = live.connect_bound(&alice).await;
+    let Message::Text(text) = send_frame(&key3, 1, "r", b"as signed") else { unreachable!() };
+    third.send(Message::text(text.as_str().replace(&b64(b"as signed"), &b64(b"changed!!")))).await.unwrap();
+    let ev = next_event(&mut third).await;
+    assert_eq!(ev["error"]["code"], json!("bad_signature"), "a changed body: {ev}");
+    refused(live.connect(&alice).await, send_frame(&key3, 1, "r", b"unbound"), "a socket without a binding").await;
+
+    let head =
+        live.post(&alice, "/v1/rooms/r/log", json!({"kind": "application", "epoch": 0, "body": b64(b"by http")})).await;
+    assert_eq!(head["seq"], json!(2), "only the one good frame reached the log");
     live.stop().await;
 }

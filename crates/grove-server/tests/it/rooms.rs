@@ -82,6 +82,36 @@ async fn members_post_and_read_in_order_others_cannot() {
     assert_eq!(m.json["current"]["members"], json!([alice.id.to_string()]));
 }
 
+/// Alice adds Bob and Carol naming their home servers; Bob, a plain member, leaves and points
+/// Carol's home at his own server on the way out: refused with not_allowed (only Carol may
+/// change her home), and leaving with the homes as they were goes through.
+#[tokio::test]
+async fn a_members_home_in_the_membership_changes_only_by_that_member() {
+    let s = Server::new();
+    let (alice, bob, carol) = (User::new(1), User::new(2), User::new(3));
+    sk_room(&s, &alice, "r").await;
+    let homes = |list: &[(&User, &str)]| list.iter().map(|(u, h)| (u.id, h.to_string())).collect();
+    let post = |signer: &User, version: u64, members: &[&User], h: std::collections::BTreeMap<_, _>| {
+        let m = grove_wire::membership::SignedMembership::sign_with_homes(
+            &signer.key,
+            "r",
+            version,
+            members.iter().map(|u| u.id).collect(),
+            grove_wire::policy::RoomPolicy::for_creator(alice.id),
+            h,
+        );
+        json!({"kind": "membership", "epoch": version, "body": b64(&serde_json::to_vec(&m).unwrap())})
+    };
+    let all = homes(&[(&alice, "a:1"), (&bob, "b:1"), (&carol, "c:1")]);
+    alice.post(&s, "/v1/rooms/r/log", post(&alice, 1, &[&alice, &bob, &carol], all)).await.ok();
+    let hijack = homes(&[(&alice, "a:1"), (&carol, "bob.example:1")]);
+    bob.post(&s, "/v1/rooms/r/log", post(&bob, 2, &[&alice, &carol], hijack)).await.err(403, "not_allowed");
+    let dropped = homes(&[(&alice, "a:1")]);
+    bob.post(&s, "/v1/rooms/r/log", post(&bob, 2, &[&alice, &carol], dropped)).await.err(403, "not_allowed");
+    let kept = homes(&[(&alice, "a:1"), (&carol, "c:1")]);
+    bob.post(&s, "/v1/rooms/r/log", post(&bob, 2, &[&alice, &carol], kept)).await.ok();
+}
+
 #[tokio::test]
 async fn membership_updates_must_be_allowed_by_the_policy_and_have_the_next_version() {
     let s = Server::new();

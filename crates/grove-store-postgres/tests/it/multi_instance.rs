@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use grove_store::{
-    AppendOutcome, CreateRoomOutcome, DepositOutcome, NewEntry, NewMail, NewRoom, StateUpdate, Store, StoreError,
+    AppendOutcome, CreateRoomOutcome, DepositOutcome, MailboxQuota, NewEntry, NewMail, NewRoom, StateUpdate, Store,
+    StoreError,
 };
 use grove_store_postgres::{PostgresStore, NOTIFY_CHANNEL};
 use grove_wire::api::{EntryKind, KeyItemUpload, KeyKind, RoomMode};
@@ -228,22 +229,33 @@ async fn two_instances_share_mailbox_numbers_and_limits() {
     let mut tasks = Vec::new();
     for n in 0..60 {
         let s = stores[n % 2].clone();
-        let mail = NewMail { owner: bob, sender: user(9), ts: 10, expires_at: 10_000, body: vec![n as u8] };
-        tasks.push(tokio::spawn(async move { s.deposit(mail, 30).await.expect("deposit") }));
+        // Two senders, thirty deposits each, racing over both instances: each may hold 20.
+        let sender = user(8 + (n / 2 % 2) as u8);
+        let mail = NewMail { owner: bob, sender, ts: 10, expires_at: 10_000, body: vec![n as u8] };
+        let quota = MailboxQuota { total: 30, per_sender: 20 };
+        tasks.push(tokio::spawn(async move { (sender, s.deposit(mail, quota).await.expect("deposit")) }));
     }
     let mut seqs = BTreeSet::new();
     let mut full = 0;
+    let mut per_sender = std::collections::HashMap::new();
     for t in tasks {
         match t.await.expect("task") {
-            DepositOutcome::Deposited { seq } => assert!(seqs.insert(seq), "mailbox seq {seq} twice"),
-            DepositOutcome::Full => full += 1,
+            (sender, DepositOutcome::Deposited { seq }) => {
+                assert!(seqs.insert(seq), "mailbox seq {seq} twice");
+                *per_sender.entry(sender).or_insert(0) += 1;
+            }
+            (_, DepositOutcome::Full | DepositOutcome::SenderFull) => full += 1,
         }
     }
     assert_eq!((seqs.len(), full), (30, 30));
+    assert!(per_sender.values().all(|n| *n <= 20), "no sender holds more than its share: {per_sender:?}");
     assert_eq!(seqs, (1..=30).collect());
     assert_eq!(stores[0].mailbox_ack(&bob, 30).await.expect("ack"), 30);
     let mail = NewMail { owner: bob, sender: user(9), ts: 10, expires_at: 10_000, body: vec![] };
-    assert_eq!(stores[1].deposit(mail, 30).await.expect("deposit"), DepositOutcome::Deposited { seq: 31 });
+    assert_eq!(
+        stores[1].deposit(mail, MailboxQuota { total: 30, per_sender: 30 }).await.expect("deposit"),
+        DepositOutcome::Deposited { seq: 31 }
+    );
 
     let mut tasks = Vec::new();
     for n in 0..20 {
