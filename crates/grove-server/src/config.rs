@@ -285,8 +285,11 @@ impl LimitsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct FilesSection {
     /// Where blobs are kept: empty (the default) for the folder `files` in `server.data_dir`,
-    /// an absolute path for another folder, or `memory` (tests only: nothing survives).
+    /// an absolute path for another folder, `s3://BUCKET/PREFIX` for an S3-compatible store
+    /// (see `s3`), or `memory` (tests only: nothing survives).
     pub store: String,
+    /// `[files.s3]`: how to reach the bucket of an `s3://` store.
+    pub s3: S3Section,
     /// The largest file, before encryption: a blob may be as long as this file's encryption
     /// (`grove_proto::attachment::ciphertext_len`).
     pub max_file_bytes: u64,
@@ -302,10 +305,25 @@ pub struct FilesSection {
     pub upload_ttl_secs: u64,
 }
 
+/// `[files.s3]`: the S3-compatible service of `files.store = "s3://BUCKET/PREFIX"`. The
+/// credentials come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, or a role: see `objects`), never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// The service's URL (MinIO, Ceph, Garage, moto...); empty for AWS itself.
+    pub endpoint: String,
+    /// The region; empty: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Plain HTTP to the endpoint: only for an endpoint on a loopback address.
+    pub allow_http: bool,
+}
+
 impl Default for FilesSection {
     fn default() -> Self {
         FilesSection {
             store: String::new(),
+            s3: S3Section::default(),
             max_file_bytes: 100 * 1024 * 1024,
             part_bytes: 8 * 1024 * 1024,
             user_quota_bytes: 1024 * 1024 * 1024,
@@ -321,6 +339,7 @@ impl FilesSection {
     pub fn to_wire(&self) -> grove_wire::api::FileLimits {
         let FilesSection {
             store: _,
+            s3: _,
             max_file_bytes,
             part_bytes,
             user_quota_bytes,
@@ -455,10 +474,7 @@ impl Config {
         if p.log_retention_secs > 100 * 365 * 24 * 3600 {
             return bad("privacy.log_retention_secs: at most 100 years (0 keeps messages)");
         }
-        let path = std::path::Path::new(&f.store);
-        if !(f.store.is_empty() || f.store == "memory" || path.is_absolute()) {
-            return bad("files.store: empty (data_dir/files), \"memory\", or an absolute path");
-        }
+        crate::objects::check(f).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -19,10 +19,16 @@
 //! Incomplete uploads expire after `files.upload_ttl_secs`, complete blobs after
 //! `files.retention_secs` (0: kept); [`purge_task`] deletes the parts, then the record.
 //!
-//! Storage: `object_store` on the local filesystem (`files.store`, by default `files/` in the
-//! data folder), or in memory for tests. Several instances sharing one PostgreSQL database must
-//! share the blob folder too (a network filesystem mounted at the same path).
+//! Storage: `object_store` ([`crate::objects`]) on the local filesystem (`files.store`, by
+//! default `files/` in the data folder), on any S3-compatible service (`s3://BUCKET/PREFIX`),
+//! or in memory for tests. Several instances sharing one PostgreSQL database share one bucket
+//! (or one folder on a network filesystem mounted at the same path): the blob records, the
+//! upload offsets and the quotas are in the database, and each part is its own object, so the
+//! parts of one upload may land on different instances. A part is recorded by a compare-and-set
+//! on the upload's offset in the database: of two requests for the same offset, one is
+//! recorded, the other answered `upload_offset`.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -59,24 +65,58 @@ pub(crate) const PART_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A part must arrive whole within this time.
 pub(crate) const PART_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
-/// Bytes buffered per part before they are handed to the object store (the memory an upload
-/// holds, with [`WRITE_CONCURRENCY`]).
-const WRITE_CHUNK: usize = 1024 * 1024;
-
 /// Chunks of one part in flight to the object store at once.
 const WRITE_CONCURRENCY: usize = 2;
 
 /// Expired blobs deleted per purge round.
 const PURGE_BATCH: u32 = 100;
 
-/// The blob store: the object store (made on first use) and the metrics.
+/// The blob store: the object store (made on first use) and the parts being received.
 pub(crate) struct FileService {
     objects: OnceLock<Arc<dyn ObjectStore>>,
+    /// One lock per blob with a part in flight on this instance: its parts are received one at
+    /// a time (see [`FileService::one_part_at_a_time`]).
+    receiving: std::sync::Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a part of one blob is received; the blob's lock is forgotten with its last holder.
+pub(crate) struct Receiving<'a> {
+    service: &'a FileService,
+    blob: BlobId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        let mut map = self.service.receiving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(guard) = self.guard.take() {
+            // The map's Arc and this guard's: nobody else waits for this blob.
+            let last = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) == 2;
+            drop(guard);
+            if last {
+                map.remove(&self.blob);
+            }
+        }
+    }
 }
 
 impl FileService {
     pub(crate) fn new() -> Self {
-        FileService { objects: OnceLock::new() }
+        FileService { objects: OnceLock::new(), receiving: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Waits until no other part of `blob` is being received on this instance. Two requests
+    /// for the same offset (a client's retry while its first attempt still streams in, or a
+    /// client sending other bytes) would otherwise both write the part's object, and the one
+    /// written last might not be the one the database records; in turn, the second one finds
+    /// the offset moved on and is refused before it writes anything.
+    pub(crate) async fn one_part_at_a_time(&self, blob: BlobId) -> Receiving<'_> {
+        let lock = {
+            let mut map = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(blob).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        Receiving { service: self, blob, guard: Some(guard) }
     }
 
     /// The object store `files.store` names, made (and its folder created) on first use.
@@ -84,20 +124,29 @@ impl FileService {
         if let Some(o) = self.objects.get() {
             return Ok(o.clone());
         }
-        let made = open_objects(state).map_err(|e| AppError::internal("cannot open the blob store", e))?;
+        let c = &state.0.config;
+        let made = crate::objects::open(&c.files, &c.server.data_dir)
+            .map_err(|e| AppError::internal("cannot open the blob store", e))?;
         Ok(self.objects.get_or_init(|| made).clone())
     }
-}
 
-fn open_objects(state: &AppState) -> Result<Arc<dyn ObjectStore>, String> {
-    let c = &state.0.config;
-    if c.files.store == "memory" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
+    /// A remote store (S3), at start: opens it and checks that it takes, gives back and deletes
+    /// an object, so that a missing bucket or refused credentials are reported then, not at the
+    /// first upload. The local folder is still made on first use.
+    pub(crate) async fn check(&self, state: &AppState) -> Result<(), String> {
+        let c = &state.0.config;
+        if !crate::objects::is_remote(&c.files) {
+            return Ok(());
+        }
+        let objects = match self.objects.get() {
+            Some(o) => o.clone(),
+            None => crate::objects::open(&c.files, &c.server.data_dir)?,
+        };
+        crate::objects::probe(objects.as_ref()).await?;
+        let _ = self.objects.set(objects);
+        tracing::info!(store = %crate::objects::describe(&c.files, &c.server.data_dir), "blob store ready");
+        Ok(())
     }
-    let dir = if c.files.store.is_empty() { c.server.data_dir.join("files") } else { c.files.store.clone().into() };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
-    Ok(Arc::new(local))
 }
 
 /// The object holding part `index` of `blob`.
@@ -215,7 +264,8 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
             format!("a blob is at most {} bytes (a file of {} bytes, encrypted)", max_blob(state), f.max_file_bytes),
         ));
     }
-    state.0.metrics.storage_watch().reserve(state, "uploads", size).await?;
+    let needs = if crate::objects::is_remote(f) { 0 } else { size };
+    state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let now = state.now();
@@ -326,6 +376,9 @@ async fn part(
     if f.owner != req.user {
         return Err(AppError::new(ErrorCode::Forbidden, "only the uploader sends a blob's parts"));
     }
+    let _receiving = state.0.files.one_part_at_a_time(f.blob).await;
+    // Read again: a part that was in flight may have been recorded meanwhile.
+    let f = member_file(state, room, blob, &req.user).await?;
     if offset != f.received {
         return Err(AppError::new(
             ErrorCode::UploadOffset,
@@ -343,14 +396,16 @@ async fn part(
             return Err(part_length_error(expected, len));
         }
     }
-    state.0.metrics.storage_watch().reserve(state, "uploads", expected).await?;
+    // A blob in a remote bucket takes none of the database's disk; the reserve still applies.
+    let needs = if crate::objects::is_remote(&state.0.config.files) { 0 } else { expected };
+    state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
     let objects = state.0.files.objects(state)?;
     let path = part_path(&f.blob, index);
     let upload = objects
         .put_multipart(&path)
         .await
         .map_err(|e| crate::storage::blob_write_error("cannot begin storing a part", e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, crate::objects::write_chunk(&state.0.config.files));
     let received = tokio::time::timeout(PART_DEADLINE, receive(req.body, &mut writer, expected)).await;
     let outcome = match received {
         Ok(Ok((len, hash))) if len == expected && hash == req.sha256 => Ok(()),

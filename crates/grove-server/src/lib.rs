@@ -36,6 +36,7 @@ mod follow;
 mod joins;
 mod listener;
 mod metrics;
+pub mod objects;
 mod push;
 mod quota;
 mod rooms;
@@ -318,6 +319,18 @@ pub enum OpenError {
     /// The TLS certificate or key (`[tls]`) cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The blob store (`[files]`) does not take blobs: an unreachable endpoint, a missing bucket,
+    /// refused credentials, an unwritable folder.
+    #[error(
+        "the blob store {store} cannot be used: {message}. Check files.store and [files.s3] (endpoint, region), \
+         that the bucket exists, and the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    )]
+    Blobs {
+        /// `files.store`, described.
+        store: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// Loads the server key from `dir/server.key`, creating it (mode 0600) on first start.
@@ -398,6 +411,10 @@ pub async fn open(config: Config) -> Result<AppState, OpenError> {
         state = state.with_tls(tls);
     }
     admin::load_blocklist(&state).await?;
+    state.0.files.check(&state).await.map_err(|e| OpenError::Blobs {
+        store: objects::describe(&state.0.config.files, &state.0.config.server.data_dir),
+        message: e,
+    })?;
     Ok(state)
 }
 

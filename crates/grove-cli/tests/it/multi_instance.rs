@@ -15,7 +15,7 @@ use grove_client::profile::{ConnectTo, Profile};
 use serde_json::{json, Value};
 
 use crate::client::{ok, psql, texts};
-use crate::serve::{read_all, reqwest, signed, start_with, Running, GROVE};
+use crate::serve::{read_all, reqwest, signed, start_configured, Running, GROVE};
 
 /// The URL clients know the server by; it never resolves: every request is routed by
 /// `--connect-to` to an instance.
@@ -32,6 +32,11 @@ struct Pair {
 
 impl Pair {
     fn start() -> Pair {
+        Self::start_configured("")
+    }
+
+    /// Two instances with `config` (TOML) added to their configuration.
+    fn start_configured(config: &str) -> Pair {
         let admin = std::env::var("GROVE_TEST_POSTGRES")
             .ok()
             .filter(|u| !u.trim().is_empty())
@@ -44,11 +49,11 @@ impl Pair {
         let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
         let url = format!("{base}/{db}");
         let dir = tempfile::tempdir().unwrap();
-        let a = start_with(&dir.path().join("a"), &["--database", &url]);
+        let a = start_configured(&dir.path().join("a"), &["--database", &url], config);
         // The instances of one server share its key: clients sign requests for it.
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::copy(dir.path().join("a/server.key"), dir.path().join("b/server.key")).unwrap();
-        let b = start_with(&dir.path().join("b"), &["--database", &url]);
+        let b = start_configured(&dir.path().join("b"), &["--database", &url], config);
         assert_eq!(a.server_key, b.server_key);
         Pair { a, b, admin, db, _dir: dir }
     }
@@ -256,4 +261,43 @@ fn postgresql_killing_one_instance_loses_no_acknowledged_entry() {
             log.len()
         );
     });
+}
+
+/// With blobs in one S3 bucket (`GROVE_TEST_S3`, as `.ci/run` sets it): Alice sends a file
+/// through instance A, Bob saves it through instance B, byte for byte. Without `GROVE_TEST_S3`
+/// it says why and checks nothing.
+#[test]
+fn postgresql_s3_a_file_sent_through_one_instance_is_saved_through_the_other() {
+    let Some(endpoint) = std::env::var("GROVE_TEST_S3").ok().filter(|u| !u.trim().is_empty()) else {
+        eprintln!("skipped: GROVE_TEST_S3 is not set (an S3-compatible server's URL; .ci/run starts moto's)");
+        return;
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_string();
+    let bucket = format!("grove-cli-{}", std::process::id());
+    let made = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        ::reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap().status()
+    });
+    assert!(made.is_success(), "cannot make bucket {bucket}: {made}");
+    let pair = Pair::start_configured(&format!(
+        "[files]\nstore = \"s3://{bucket}/cli\"\npart_bytes = 65536\n[files.s3]\nendpoint = \"{endpoint}\"\nallow_http = {}\n",
+        endpoint.starts_with("http:")
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let via = |name: &str| if name == "alice" { pair.to_a() } else { pair.to_b() };
+    let g = |name: &str, args: &[&str]| ok(grove_via(home, name, &via(name), args));
+    g("alice", &["init", "--home", PUBLIC]);
+    let bob = g("bob", &["init", "--home", PUBLIC]).trim().to_string();
+    g("alice", &["room", "create", "garden"]);
+    g("alice", &["room", "invite", "garden", &bob]);
+    g("bob", &["sync"]);
+
+    let photo = home.join("photo.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&photo, &bytes).unwrap();
+    let sent = g("alice", &["--json", "send", "garden", "--file", photo.to_str().unwrap()]);
+    let seq = serde_json::from_str::<Value>(&sent).unwrap()["seq"].as_u64().unwrap().to_string();
+    let out = home.join("saved.bin");
+    g("bob", &["save", "garden", &seq, "--out", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == bytes, "Bob saved, through B, the file Alice sent through A");
 }

@@ -44,20 +44,26 @@ pub fn start_with(data: &Path, extra: &[&str]) -> Running {
 
 /// Starts `grove serve` on a data folder that does not exist yet (the server creates it).
 pub fn start_uncreated(data: &Path) -> Running {
-    start_inner(data, "127.0.0.1:0", &[], false)
+    start_inner(data, "127.0.0.1:0", &[], false, "")
+}
+
+/// Starts `grove serve` with `config` (TOML) added to the test's configuration file.
+pub fn start_configured(data: &Path, extra: &[&str], config: &str) -> Running {
+    start_inner(data, "127.0.0.1:0", extra, true, config)
 }
 
 fn start_listening(data: &Path, listen: &str, extra: &[&str]) -> Running {
-    start_inner(data, listen, extra, true)
+    start_inner(data, listen, extra, true, "")
 }
 
-fn start_inner(data: &Path, listen: &str, extra: &[&str], create: bool) -> Running {
+fn start_inner(data: &Path, listen: &str, extra: &[&str], create: bool, config: &str) -> Running {
     // Load tests send far more than a person would: lift the per-user rate limit.
     if create {
         std::fs::create_dir_all(data).unwrap();
     }
     let cfg = data.with_extension("toml");
-    std::fs::write(&cfg, "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n").unwrap();
+    let limits = "[limits]\nuser_requests_per_sec = 1000000\nip_requests_per_sec = 1000000\n";
+    std::fs::write(&cfg, format!("{limits}{config}")).unwrap();
     let mut serve = Command::new(GROVE);
     serve.args(["serve", "--listen", listen, "--config"]).arg(&cfg).arg("--data").arg(data).args(extra);
     let (child, base, log) = spawn_serve(&mut serve, "info");

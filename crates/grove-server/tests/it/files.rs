@@ -19,10 +19,10 @@ use tower::ServiceExt;
 
 use crate::harness::*;
 
-const PART: u64 = 64 * 1024;
+pub(crate) const PART: u64 = 64 * 1024;
 
 /// A server whose blobs live in `dir`, with 64 KiB parts.
-fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+pub(crate) fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
     let mut c = test_config();
     c.files.store = dir.to_string_lossy().into_owned();
     c.files.part_bytes = PART;
@@ -31,13 +31,13 @@ fn files_server(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
 }
 
 /// Alice's sender-keys room `r` with Bob in it.
-async fn room_with_bob(s: &Server, alice: &User, bob: &User) {
+pub(crate) async fn room_with_bob(s: &Server, alice: &User, bob: &User) {
     sk_room(s, alice, "r").await;
     post_membership(s, alice, alice, "r", 1, &[alice, bob], &[alice]).await.ok();
 }
 
 /// A file of text-like bytes (so a plaintext run on disk would be visible) and its encryption.
-fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::EncryptedAttachment) {
+pub(crate) fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::EncryptedAttachment) {
     let mut rng = StdRng::seed_from_u64(seed);
     let words = ["grove ", "attachment ", "secret ", "plaintext ", "lorem ", "ipsum "];
     let mut plain = Vec::with_capacity(len);
@@ -50,7 +50,7 @@ fn encrypted_file(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>, attachment::Encry
 }
 
 /// A part upload signed over `declared` (the body's SHA-256 unless a test lies).
-fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 32]) -> Request<Body> {
+pub(crate) fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 32]) -> Request<Body> {
     let h = sign_request_prehashed(&user.key, &s.state.public_key(), "PUT", path, s.now(), &fresh_nonce(), &declared);
     Request::builder()
         .method(Method::PUT)
@@ -64,13 +64,13 @@ fn part_request(s: &Server, user: &User, path: &str, body: Body, declared: [u8; 
         .unwrap()
 }
 
-async fn put_part(s: &Server, user: &User, room: &str, blob: &str, offset: u64, bytes: &[u8]) -> Resp {
+pub(crate) async fn put_part(s: &Server, user: &User, room: &str, blob: &str, offset: u64, bytes: &[u8]) -> Resp {
     let path = format!("/v1/rooms/{room}/files/{blob}?offset={offset}");
     s.call(part_request(s, user, &path, Body::from(bytes.to_vec()), Sha256::digest(bytes).into())).await
 }
 
 /// Begins an upload of `blob` and sends every part; answers the blob id.
-async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
+pub(crate) async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
     let created = user.post(s, &format!("/v1/rooms/{room}/files"), json!({"size": blob.len()})).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.json["blob"].as_str().unwrap().to_string();
@@ -81,7 +81,12 @@ async fn upload(s: &Server, user: &User, room: &str, blob: &[u8]) -> String {
 }
 
 /// A signed GET with extra headers; answers status, headers and raw body.
-async fn get_raw(s: &Server, user: &User, path: &str, range: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+pub(crate) async fn get_raw(
+    s: &Server,
+    user: &User,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
     let mut req = user.request(s, Method::GET, path, Vec::new());
     if let Some(r) = range {
         req.headers_mut().insert("range", r.parse().unwrap());
@@ -92,7 +97,7 @@ async fn get_raw(s: &Server, user: &User, path: &str, range: Option<&str>) -> (u
     (status, headers, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
 }
 
-fn reference(done: attachment::EncryptedAttachment, blob: &str) -> AttachmentRef {
+pub(crate) fn reference(done: attachment::EncryptedAttachment, blob: &str) -> AttachmentRef {
     done.into_ref(blob.parse::<BlobId>().unwrap(), "notes.txt".into(), "text/plain".into())
 }
 
@@ -342,4 +347,97 @@ async fn abandoned_uploads_and_expired_blobs_are_purged() {
     assert!(left.is_empty(), "{left:?}");
     // The quota is free again.
     alice.post(&s, "/v1/rooms/r/files", json!({"size": blob.len()})).await.ok();
+}
+
+/// A part body that sends `first`, then waits for the test to release `rest`.
+fn held_body(first: Vec<u8>, rest: Vec<u8>) -> (Body, tokio::sync::oneshot::Sender<()>) {
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures_util::stream::unfold((Some(first), Some((wait, rest))), |(first, rest)| async move {
+        if let Some(f) = first {
+            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(f)), (None, rest)));
+        }
+        let (wait, rest) = rest?;
+        let _ = wait.await;
+        Some((Ok(bytes::Bytes::from(rest)), (None, None)))
+    });
+    (Body::from_stream(stream), release)
+}
+
+#[tokio::test]
+async fn two_bodies_for_one_part_at_once_leave_the_blob_holding_the_one_recorded() {
+    // Alice's client sends part 0, stalls, and (a bug, or a retry with other bytes) sends a
+    // different part 0 meanwhile. Whichever is recorded, the blob must hold its bytes: a part
+    // is never recorded with another request's bytes in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let s = files_server(dir.path(), |_| {});
+    let (alice, bob) = (User::new(1), User::new(2));
+    room_with_bob(&s, &alice, &bob).await;
+    let (_, blob, _) = encrypted_file(100_000, 6);
+    let created = alice.post(&s, "/v1/rooms/r/files", json!({"size": blob.len()})).await;
+    let id = created.ok()["blob"].as_str().unwrap().to_string();
+    let first = blob[..PART as usize].to_vec();
+    let other: Vec<u8> = first.iter().map(|b| b ^ 0x5a).collect();
+    let path = format!("/v1/rooms/r/files/{id}?offset=0");
+
+    let (body, release) = held_body(first[..1000].to_vec(), first[1000..].to_vec());
+    let slow = tokio::spawn({
+        let (router, req) = (s.router.clone(), part_request(&s, &alice, &path, body, Sha256::digest(&first).into()));
+        async move { router.oneshot(req).await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let quick = tokio::spawn({
+        let req = part_request(&s, &alice, &path, Body::from(other.clone()), Sha256::digest(&other).into());
+        let router = s.router.clone();
+        async move { router.oneshot(req).await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    release.send(()).unwrap();
+    let (slow, quick) = (slow.await.unwrap(), quick.await.unwrap());
+    let recorded = match (slow, quick) {
+        (200, 409) => &first,
+        (409, 200) => &other,
+        got => panic!("exactly one of the two is recorded, the other refused with 409: {got:?}"),
+    };
+    for i in 1..blob.len().div_ceil(PART as usize) {
+        let end = ((i + 1) * PART as usize).min(blob.len());
+        put_part(&s, &alice, "r", &id, i as u64 * PART, &blob[i * PART as usize..end]).await.ok();
+    }
+    let (status, _, body) = get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), Some("bytes=0-65535")).await;
+    assert_eq!(status, 206);
+    assert!(&body == recorded, "part 0 holds the bytes of the request that was recorded");
+}
+
+#[tokio::test]
+async fn a_part_cannot_be_moved_to_another_offset_nor_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = files_server(dir.path(), |_| {});
+    let (alice, bob) = (User::new(1), User::new(2));
+    room_with_bob(&s, &alice, &bob).await;
+    let (plain, blob, done) = encrypted_file(150_000, 7);
+    let created = alice.post(&s, "/v1/rooms/r/files", json!({"size": blob.len()})).await;
+    let id = created.ok()["blob"].as_str().unwrap().to_string();
+    let part = |i: usize| blob[i * PART as usize..((i + 1) * PART as usize).min(blob.len())].to_vec();
+    put_part(&s, &alice, "r", &id, 0, &part(0)).await.ok();
+    // Part 2, signed for offset 2·PART, sent to the current offset (PART) by someone who
+    // captured it: the signature covers the offset, so it is refused.
+    let signed_for_2 = format!("/v1/rooms/r/files/{id}?offset={}", 2 * PART);
+    let mut moved = part_request(&s, &alice, &signed_for_2, Body::from(part(2)), Sha256::digest(part(2)).into());
+    *moved.uri_mut() = format!("/v1/rooms/r/files/{id}?offset={PART}").parse().unwrap();
+    s.call(moved).await.err(401, "bad_signature");
+    // Part 1 recorded, then the same signed request again (replayed, or resent after its
+    // answer was lost): refused, the blob unchanged.
+    let path = format!("/v1/rooms/r/files/{id}?offset={PART}");
+    let once = part_request(&s, &alice, &path, Body::from(part(1)), Sha256::digest(part(1)).into());
+    let mut again = Request::builder().method(Method::PUT).uri(&path).body(Body::from(part(1))).unwrap();
+    *again.headers_mut() = once.headers().clone();
+    s.call(once).await.ok();
+    s.call(again).await.err(401, "nonce_reused");
+    // Resent with a fresh signature (the client's retry): refused at an offset already past.
+    put_part(&s, &alice, "r", &id, PART, &part(1)).await.err(409, "upload_offset");
+    for i in 2..blob.len().div_ceil(PART as usize) {
+        put_part(&s, &alice, "r", &id, i as u64 * PART, &part(i)).await.ok();
+    }
+    let (status, _, body) = get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(attachment::decrypt(&reference(done, &id), &body).unwrap(), plain);
 }

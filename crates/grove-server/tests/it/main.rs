@@ -7,6 +7,7 @@ mod connections;
 mod errors;
 mod fault;
 mod files;
+mod files_s3;
 mod hardening;
 mod harness;
 mod joins;

@@ -24,10 +24,10 @@ use crate::harness::*;
 use crate::mls::{add_member, bytes, client, mls_room, post_handshake};
 
 /// A fresh database, dropped at the end.
-struct TestDb {
+pub(crate) struct TestDb {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 fn admin_url() -> String {
@@ -51,7 +51,7 @@ async fn admin_sql(admin: &str, sql: &str) {
 }
 
 impl TestDb {
-    async fn create() -> TestDb {
+    pub(crate) async fn create() -> TestDb {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let admin = admin_url();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
