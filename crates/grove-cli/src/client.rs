@@ -483,7 +483,7 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
             (
                 "event",
                 format!("* {text}"),
-                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided}),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided, "resynced": change.resynced}),
             )
         }
         Event::Undecryptable(why) => {

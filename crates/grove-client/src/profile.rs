@@ -18,6 +18,7 @@ mod invitations;
 pub mod misbehave;
 pub(crate) mod names;
 mod outbox;
+mod resync;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
@@ -85,7 +86,8 @@ pub enum ClientError {
         "room {room:?} is at epoch {room_epoch}, but this profile cannot get past epoch {ours}: a commit it \
          cannot process moved the room on (see the unreadable entry in its history, which names who made \
          it; it was reported to the server). Messages of epoch {ours} are still accepted for a while; the \
-         room can be changed again once the server voids that commit (when members prove it faulty)"
+         room can be changed again once the server voids that commit (when members prove it faulty), or once \
+         a member who could process it helps this profile resync (a later sync does it)"
     )]
     Behind {
         /// The room's link.
@@ -1128,6 +1130,12 @@ impl Profile {
             }
             for report in std::mem::take(&mut applied.follow_up.reports) {
                 report_fault(&server, &room.name, &report).await;
+            }
+            let resync = std::mem::take(&mut applied.follow_up.resync);
+            if resync != crate::core::ResyncFollowUp::default() {
+                if let Some(seq) = self.resync_follow_up(&server, &room, resync).await? {
+                    cursor = seq;
+                }
             }
             follow_up.commit_proposals |= applied.follow_up.commit_proposals;
             follow_up.rotate |= applied.follow_up.rotate;

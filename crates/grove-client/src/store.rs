@@ -221,6 +221,11 @@ pub struct Membership {
     /// the room went back to the epoch before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voided: Option<Voided>,
+    /// This profile could not process a commit and got back into the room by a resync (an
+    /// external commit replacing its own leaf), into this epoch, from a GroupInfo the line's
+    /// sender published. Entries of the epochs it never entered are not readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced: Option<u64>,
 }
 
 /// A voided commit, as history keeps it.

@@ -227,6 +227,9 @@ pub enum EntryKind {
     /// Written by the server, never posted: an MLS commit proven faulty was voided, and the
     /// room went back to the epoch before it (the body is the JSON of a [`Void`]).
     Void,
+    /// MLS: a GroupInfo of the room's current epoch, sealed for the members stuck at an earlier
+    /// epoch, so that they can resync (the body is the JSON of a [`ResyncOffer`]).
+    Resync,
 }
 
 impl EntryKind {
@@ -238,6 +241,7 @@ impl EntryKind {
             EntryKind::Application => "application",
             EntryKind::Membership => "membership",
             EntryKind::Void => "void",
+            EntryKind::Resync => "resync",
         }
     }
 
@@ -249,6 +253,7 @@ impl EntryKind {
             "application" => Some(EntryKind::Application),
             "membership" => Some(EntryKind::Membership),
             "void" => Some(EntryKind::Void),
+            "resync" => Some(EntryKind::Resync),
             _ => None,
         }
     }
@@ -590,6 +595,21 @@ pub struct ReportOutcome {
     pub reports: u32,
     /// How many of them revealed the same membership key as this report, so far.
     pub agreeing: u32,
+}
+
+/// The body of an [`EntryKind::Resync`] entry: a member of the room's current epoch offers the
+/// members stuck at `stuck_epoch` a way back in (see `grove_proto::mls::resync`). Posted with
+/// the room's current epoch as its entry epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncOffer {
+    /// The epoch the members it is for are stuck at.
+    #[serde(with = "crate::int")]
+    pub stuck_epoch: u64,
+    /// A GroupInfo of the entry's epoch (with the ratchet tree and the external public key),
+    /// sealed under the resync key of `stuck_epoch`, which only that epoch's members hold.
+    #[serde(with = "crate::b64")]
+    pub sealed: Vec<u8>,
 }
 
 /// The body of an [`EntryKind::Void`] entry.

@@ -56,4 +56,15 @@ impl Profile {
         self.store.commit(batch)?;
         Ok(appended.seq)
     }
+
+    /// Makes and posts a self-update commit in the MLS room `key` whose path secrets are
+    /// garbage for some members: of the HPKE encryptions it makes (one per copath node, from
+    /// Mallory's leaf up), those whose entry in `plan` is `true`. The members under those nodes
+    /// cannot process it; the others can. Nothing the server can check is wrong.
+    pub async fn update_garbling(&mut self, key: &str, plan: Vec<bool>) -> Result<()> {
+        self.engine.get(&self.store, &self.identity)?.garble_next_seals(plan);
+        let outcome = self.update(key).await;
+        self.engine.get(&self.store, &self.identity)?.garble_next_seals(Vec::new());
+        outcome
+    }
 }

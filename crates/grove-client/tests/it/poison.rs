@@ -196,3 +196,75 @@ async fn a_wrong_confirmation_tag_is_reported_without_proof() {
         assert!(texts(p, "garden").contains(&"alice, behind".to_string()));
     }
 }
+
+/// Whether `p` holds an unreadable line for the entry at `seq` (a commit it could not process).
+fn could_not_process(p: &Profile, seq: u64) -> bool {
+    p.messages("garden", 0).unwrap().iter().any(|m| m.seq == seq && m.kind == MessageKind::Undecryptable)
+}
+
+/// Mallory's self-update encrypts garbage path secrets to the node Alice and Bob share (the
+/// second of its two copath nodes); Carol's are sound. Nothing the server can check is wrong,
+/// and no key proves anything. Alice and Bob cannot process it; Carol can. Alice says something
+/// meanwhile. In two rounds of syncs (Alice and Bob ask, Carol answers with a sealed GroupInfo;
+/// Alice resyncs and offers the next one, Bob resyncs from it) and Alice's reading of Bob's
+/// resync, all three honest members are in one epoch, the room's; they talk and commit; what Alice said while stuck reached everyone;
+/// Mallory's commit is named in Alice's and Bob's history, Alice removes her, and she reads
+/// nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+
+    mallory.update_garbling("garden", vec![false, true]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "the server cannot tell");
+    alice.send("garden", "alice, while stuck").await.unwrap();
+
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert!(could_not_process(&alice, poisoned) && could_not_process(&bob, poisoned));
+    assert!(!could_not_process(&carol, poisoned), "carol processed it");
+    assert_eq!(carol.epoch("garden").unwrap().0, epoch + 1);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    let room_epoch = server_epoch(&alice, &w.url).await;
+    assert_eq!(room_epoch, epoch + 3, "two resyncs, one after the other");
+    // Alice resynced before Bob did: she reads his resync.
+    alice.sync().await.unwrap();
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), room_epoch);
+    for p in [&alice, &bob] {
+        let resynced = p.messages("garden", 0).unwrap().iter().any(|m| match m.event() {
+            Event::Membership(c) => c.resynced.is_some(),
+            _ => false,
+        });
+        assert!(resynced, "history says the profile resynced");
+    }
+
+    // The room works again: Bob commits, everyone follows, Carol talks.
+    bob.update("garden").await.unwrap();
+    carol.send("garden", "carol, after the resync").await.unwrap();
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), room_epoch + 1);
+    for p in [&alice, &bob, &carol] {
+        let said = texts(p, "garden");
+        for line in ["alice, while stuck", "carol, after the resync"] {
+            assert_eq!(said.iter().filter(|t| *t == line).count(), 1, "{said:?}");
+        }
+    }
+    // Alice's history names who made the commit she could not process; she removes Mallory.
+    let bad = alice.messages("garden", 0).unwrap().into_iter().find(|m| m.seq == poisoned).unwrap();
+    assert_eq!(bad.sender, mallory.user_id());
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
+    }
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+}

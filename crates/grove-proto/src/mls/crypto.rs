@@ -138,8 +138,12 @@ pub struct GroveCryptoProvider {
 
 /// The keys and inputs of the `mac` calls made while it is on (see the [module docs](self#the-mac-tap)).
 /// Clones share one record.
+///
+/// With grove-proto's cargo feature `testing` it also carries a lie for grove's own tests: the
+/// next HPKE encryptions may be made of garbage ([`MacTap::garble_next_seals`]), the way a
+/// modified client would encrypt garbage path secrets to some members.
 #[derive(Clone, Default)]
-pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>);
+pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>, #[cfg(feature = "testing")] Arc<Mutex<Vec<bool>>>);
 
 /// One recorded `mac` call: its key and its input.
 pub type TappedMac = (Zeroizing<Vec<u8>>, Vec<u8>);
@@ -153,6 +157,25 @@ impl MacTap {
     /// Stops recording; answers what was recorded since [`MacTap::start`], in call order.
     pub fn stop(&self) -> Vec<TappedMac> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default()
+    }
+
+    /// Feature `testing`: of the next `plan.len()` HPKE encryptions, those whose entry is
+    /// `true` encrypt the plaintext with every bit flipped (the recipient decrypts garbage).
+    #[cfg(feature = "testing")]
+    pub fn garble_next_seals(&self, plan: Vec<bool>) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = plan;
+    }
+
+    /// Whether this HPKE encryption is to be garbled (feature `testing`; never otherwise).
+    fn garbles(&self) -> bool {
+        #[cfg(feature = "testing")]
+        {
+            let mut plan = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+            if !plan.is_empty() {
+                return plan.remove(0);
+            }
+        }
+        false
     }
 
     fn record(&self, key: &[u8], data: &[u8]) {
@@ -346,6 +369,10 @@ impl CipherSuiteProvider for GroveCipherSuite {
         aad: Option<&[u8]>,
         pt: &[u8],
     ) -> Result<HpkeCiphertext, GroveCryptoError> {
+        if self.tap.garbles() {
+            let garbage: Zeroizing<Vec<u8>> = Zeroizing::new(pt.iter().map(|b| !b).collect());
+            return Ok(self.inner.hpke_seal(remote_key, info, aad, &garbage)?);
+        }
         Ok(self.inner.hpke_seal(remote_key, info, aad, pt)?)
     }
 

@@ -218,6 +218,7 @@ mod groups;
 mod journal;
 mod outcome;
 mod process;
+mod resync;
 mod store;
 
 use std::collections::BTreeSet;
@@ -364,6 +365,8 @@ pub struct MlsEngine {
     bounds: Bounds,
     /// The crypto provider's MAC tap (see [`MlsEngine::reveal_membership_key`]).
     tap: MacTap,
+    /// Resyncs made and posted, not yet answered (see [`MlsEngine::prepare_resync`]).
+    resyncing: std::collections::HashMap<GroupId, EngineGroup>,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -421,6 +424,7 @@ impl MlsEngine {
             departed: BTreeSet::new(),
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
+            resyncing: Default::default(),
         }
     }
 
@@ -467,6 +471,7 @@ impl MlsEngine {
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             tap,
+            resyncing: Default::default(),
         })
     }
 

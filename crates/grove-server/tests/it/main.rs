@@ -17,5 +17,6 @@ mod ordering;
 mod push;
 mod removal;
 mod restart;
+mod resync;
 mod rooms;
 mod storage;
