@@ -1100,6 +1100,17 @@ impl Profile {
             let page = match fetched {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    if self.removal_disputed(&room.link, cursor)? {
+                        // The entry that removed us is a commit we could not process (and
+                        // reported): if members prove it faulty, the server voids it and we are
+                        // a member again. Not removed, then: a later sync reads on.
+                        tracing::warn!(
+                            room = room.link,
+                            seq = cursor,
+                            "the server says a commit this profile could not process removed it; waiting for its void"
+                        );
+                        return Ok((RoomStatus::Active, 0));
+                    }
                     // Removed by an entry we have not seen (the server no longer lets us read).
                     let mut batch = self.room_protocol(room.mode)?.removed_unseen(&room);
                     // Say so in history, after the last entry this profile read.
@@ -1173,6 +1184,14 @@ impl Profile {
             }
         }
         Ok((RoomStatus::Active, view))
+    }
+
+    /// Whether the entry at `seq`, the last this profile read before the server stopped letting
+    /// it read, is a commit it could not process: a removal it cannot verify (a poisoned commit
+    /// may remove members, and be voided later).
+    fn removal_disputed(&self, link: &str, seq: u64) -> Result<bool> {
+        let line = self.store.messages(link, seq.saturating_sub(1))?.into_iter().next().filter(|m| m.seq == seq);
+        Ok(line.is_some_and(|m| m.kind == crate::store::MessageKind::Undecryptable))
     }
 
     /// The body of one of the room's log entries, as the server holds it.

@@ -25,6 +25,25 @@ impl Profile {
     /// applies the honest commit locally once the server took the altered one. Answers the
     /// entry's sequence number.
     pub async fn update_altered(&mut self, key: &str, alter: impl FnOnce(Forge) -> Vec<u8>) -> Result<u64> {
+        self.commit_altered(key, &Change::Update, alter).await
+    }
+
+    /// [`Profile::update_altered`] for a commit removing `user`.
+    pub async fn remove_altered(
+        &mut self,
+        key: &str,
+        user: grove_wire::UserId,
+        alter: impl FnOnce(Forge) -> Vec<u8>,
+    ) -> Result<u64> {
+        self.commit_altered(key, &Change::Remove(vec![user]), alter).await
+    }
+
+    async fn commit_altered(
+        &mut self,
+        key: &str,
+        change: &Change,
+        alter: impl FnOnce(Forge) -> Vec<u8>,
+    ) -> Result<u64> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode != RoomMode::Mls {
@@ -34,7 +53,7 @@ impl Profile {
         let stale = self.room_protocol(room.mode)?.drop_stale(&room)?;
         self.store.commit(stale)?;
         let identity = self.identity.clone();
-        let mut prepared = self.room_protocol(room.mode)?.prepare(&room, &identity, &Change::Update)?;
+        let mut prepared = self.room_protocol(room.mode)?.prepare(&room, &identity, change)?;
         self.store.commit(std::mem::take(&mut prepared.batch))?;
         let g = GroupId::new(room.group_id.clone());
         let engine = self.engine.get(&self.store, &self.identity)?;

@@ -5,9 +5,11 @@
 
 use grove_client::profile::misbehave::Forge;
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{Event, MessageKind};
+use grove_client::store::{Event, MessageKind, RoomStatus};
 use grove_proto::mls::fault::{commit_framing, with_membership_tag};
+use grove_proto::policy::Edit;
 use grove_wire::api::FaultReport;
+use grove_wire::policy::Role;
 use grove_wire::ErrorCode;
 
 use crate::{garden, texts, World};
@@ -267,4 +269,51 @@ async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
     }
     let _ = mallory.sync().await;
     assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+}
+
+/// Mallory, a moderator, removes Bob by a commit with a flipped membership tag. The server
+/// takes it and stops letting Bob read after it. Bob cannot process it: his client does not
+/// take the server's word for his removal (he stays in the room, and what he sends meanwhile
+/// waits in his outbox). Alice and Carol prove the fault; the server voids the commit, and Bob,
+/// a member again, reads on, his message goes out, and everyone talks in one epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_by_a_poisoned_commit_is_a_member_again_after_the_void() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    alice.edit_policy("garden", Edit::SetRole(mallory.user_id(), Role::Moderator)).await.unwrap();
+    for p in [&mut bob, &mut carol, &mut mallory] {
+        p.sync().await.unwrap();
+    }
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+
+    let poisoned = mallory.remove_altered("garden", bob.user_id(), flip_membership_tag).await.unwrap();
+    let members = alice.server_for(&w.url).room("garden").await.unwrap().members;
+    assert!(!members.contains(&bob.user_id()), "the server believes the commit");
+
+    // Bob reads up to the commit, cannot process it, and is not removed for it.
+    bob.sync().await.unwrap();
+    assert!(could_not_process(&bob, poisoned));
+    assert_eq!(bob.room("garden").unwrap().status, RoomStatus::Active);
+    match bob.send("garden", "bob, while the server says he is out").await {
+        Err(ClientError::Queued { .. }) => {}
+        other => panic!("expected the message to wait, got {other:?}"),
+    }
+
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch, "voided");
+    assert!(alice.server_for(&w.url).room("garden").await.unwrap().members.contains(&bob.user_id()));
+
+    bob.sync().await.unwrap();
+    assert_eq!(bob.room("garden").unwrap().status, RoomStatus::Active);
+    assert_eq!(bob.outbox_len(Some("garden")).unwrap(), 0, "his message went out once he could post");
+    bob.update("garden").await.unwrap();
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+    for p in [&alice, &carol] {
+        assert!(texts(p, "garden").contains(&"bob, while the server says he is out".to_string()));
+    }
 }
