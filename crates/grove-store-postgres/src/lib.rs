@@ -99,6 +99,7 @@ mod admin;
 mod codec;
 mod files;
 mod listener;
+mod reports;
 mod statements;
 mod writer;
 
@@ -118,6 +119,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "files", include_str!("../migrations/0002_files.sql")),
     (3, "removals", include_str!("../migrations/0003_removals.sql")),
     (4, "blocked", include_str!("../migrations/0004_blocked.sql")),
+    (5, "fault_reports", include_str!("../migrations/0005_fault_reports.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -457,6 +459,25 @@ impl Store for PostgresStore {
 
     async fn blocked_users(&self) -> Result<Vec<UserId>> {
         self.admin_blocked().await
+    }
+
+    async fn record_report(
+        &self,
+        room: RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Vec<(UserId, Option<Vec<u8>>)>> {
+        self.reports_record(room, seq, reporter, key, keep).await
+    }
+
+    async fn false_reports(&self, room: RoomId, user: &UserId, add: bool) -> Result<u32> {
+        self.reports_false(room, user, add).await
+    }
+
+    async fn forget_reports(&self, room: RoomId, seq: u64) -> Result<()> {
+        self.reports_forget(room, seq).await
     }
 
     fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {

@@ -74,7 +74,7 @@ pub(crate) fn blocked_users(conn: &Connection) -> Result<Vec<UserId>> {
 }
 
 /// A connection of its own for one of the operator's writes.
-fn writer(path: &Path) -> Result<Connection> {
+pub(crate) fn writer(path: &Path) -> Result<Connection> {
     let conn =
         Connection::open(path).map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(db_err)?;
@@ -103,6 +103,8 @@ pub(crate) fn delete_room(path: &Path, name: &str) -> Result<Option<DeletedRoom>
     let entries = tx.execute("DELETE FROM entries WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM room_states WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM files WHERE room = ?1", [id]).map_err(db_err)?;
+    tx.execute("DELETE FROM fault_reports WHERE room = ?1", [id]).map_err(db_err)?;
+    tx.execute("DELETE FROM false_reports WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM rooms WHERE id = ?1", [id]).map_err(db_err)?;
     tx.commit().map_err(db_err)?;
     // Copy the overwritten pages into the database file and empty the WAL, which still held

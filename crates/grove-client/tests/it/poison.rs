@@ -317,3 +317,45 @@ async fn a_member_removed_by_a_poisoned_commit_is_a_member_again_after_the_void(
         assert!(texts(p, "garden").contains(&"bob, while the server says he is out".to_string()));
     }
 }
+
+/// Reports are kept by the server's store. Mallory reports Bob's honest update falsely three
+/// times; then she poisons her own update and Alice reports it with the epoch's key. The server
+/// restarts. Mallory's next report is refused (her false reports were kept), and Bob's report
+/// of the poisoned commit, with the same key as Alice's before the restart, voids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_false_reports_survive_a_restart_of_the_server() {
+    let mut w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let mut true_key = Vec::new();
+    let honest = bob
+        .update_altered("garden", |f| {
+            true_key = f.membership_key.clone();
+            f.commit
+        })
+        .await
+        .unwrap();
+    let falsely = FaultReport { seq: honest, membership_key: Some(true_key), reason: "lie".into() };
+    for _ in 0..3 {
+        let e = mallory.server_for(&w.url).report_fault("garden", &falsely).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::FalseReport), "{e}");
+    }
+    for p in [&mut alice, &mut carol, &mut mallory] {
+        p.sync().await.unwrap();
+    }
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let poisoned = mallory.update_altered("garden", flip_membership_tag).await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "one report voids nothing");
+
+    w.stop().await;
+    w.restart().await;
+    let again = FaultReport { seq: poisoned, membership_key: Some(vec![9; 32]), reason: "x".into() };
+    let e = mallory.server_for(&w.url).report_fault("garden", &again).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    bob.sync().await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch, "Alice's report, from before the restart, counted");
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch);
+}

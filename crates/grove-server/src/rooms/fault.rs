@@ -19,10 +19,11 @@
 //! A room with only the committer and one other member cannot void: the other member heals by
 //! other means (see docs/security.md).
 //!
-//! Reports are kept in memory (per loaded room, for the last [`KEPT_COMMITS`] commits
-//! reported): a restart forgets reports that did not yet void anything.
+//! Reports are kept in the store (`Store::record_report`: per room, for [`KEPT_COMMITS`]
+//! reported commits), and so are false reports: a restart, or another instance on the same
+//! PostgreSQL database, sees the same.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use grove_proto::mls::fault::membership_tag_verifies;
 use grove_proto::mls::hub::HubGroup;
@@ -43,15 +44,6 @@ const KEPT_COMMITS: usize = 16;
 /// How many distinct members, none the committer, must reveal the same key.
 const AGREEING_REPORTERS: usize = 2;
 
-/// A room's fault reports (in memory).
-#[derive(Default)]
-pub(crate) struct Reports {
-    /// Per reported commit (by sequence number): each reporter's revealed key, if any.
-    by_commit: BTreeMap<u64, HashMap<UserId, Option<Vec<u8>>>>,
-    /// False reports per member.
-    false_reports: HashMap<UserId, u32>,
-}
-
 fn not_reportable(why: impl Into<String>) -> AppError {
     AppError::new(ErrorCode::NotReportable, why)
 }
@@ -66,7 +58,7 @@ pub(crate) async fn report(
     if req.membership_key.as_ref().is_some_and(|k| k.len() != 32) {
         return Err(AppError::new(ErrorCode::BadRequest, "a membership key is 32 bytes"));
     }
-    let falses = room.reports().false_reports.get(&user).copied().unwrap_or(0);
+    let falses = state.0.store.false_reports(room.id, &user, false).await?;
     if falses >= MAX_FALSE_REPORTS {
         return Err(AppError::new(
             ErrorCode::Forbidden,
@@ -80,12 +72,7 @@ pub(crate) async fn report(
         match membership_tag_verifies(&commit.body, &context, key) {
             Ok(false) => {}
             Ok(true) => {
-                let n = {
-                    let mut reports = room.reports();
-                    let n = reports.false_reports.entry(user).or_default();
-                    *n += 1;
-                    *n
-                };
+                let n = state.0.store.false_reports(room.id, &user, true).await?;
                 state.0.metrics.fault_report("false");
                 tracing::warn!(room = %room.name, reporter = %user, seq = req.seq, false_reports = n, "false fault report");
                 return Err(AppError::new(
@@ -99,19 +86,11 @@ pub(crate) async fn report(
             Err(e) => return Err(not_reportable(format!("the entry's membership tag cannot be checked: {e}"))),
         }
     }
-    let (reports, agreeing) = {
-        let mut all = room.reports();
-        let seen = all.by_commit.entry(req.seq).or_default();
-        seen.insert(user, req.membership_key.clone());
-        let reports = seen.len() as u32;
-        let agreeing: Vec<UserId> = match &req.membership_key {
-            Some(key) => seen.iter().filter(|(_, k)| k.as_ref() == Some(key)).map(|(u, _)| *u).collect(),
-            None => Vec::new(),
-        };
-        while all.by_commit.len() > KEPT_COMMITS {
-            all.by_commit.pop_first();
-        }
-        (reports, agreeing)
+    let seen = state.0.store.record_report(room.id, req.seq, &user, req.membership_key.clone(), KEPT_COMMITS).await?;
+    let reports = seen.len() as u32;
+    let agreeing: Vec<UserId> = match &req.membership_key {
+        Some(key) => seen.iter().filter(|(_, k)| k.as_ref() == Some(key)).map(|(u, _)| *u).collect(),
+        None => Vec::new(),
     };
     tracing::warn!(room = %room.name, reporter = %user, seq = req.seq, committer = %commit.sender,
         evidence = req.membership_key.is_some(), reason = %req.reason.chars().take(200).collect::<String>(),
@@ -122,7 +101,7 @@ pub(crate) async fn report(
     }
     let void_seq = void(state, room, &mut slot, &commit, &before, agreeing.clone()).await?;
     drop(slot);
-    room.reports().by_commit.retain(|seq, _| *seq < commit.seq);
+    state.0.store.forget_reports(room.id, commit.seq).await?;
     state.0.metrics.fault_report("voided");
     Ok(ReportOutcome { void_seq: Some(void_seq), reports, agreeing: agreeing.len() as u32 })
 }
