@@ -11,11 +11,14 @@
 //!   with its own resync key, makes an external commit replacing its own leaf from a GroupInfo
 //!   not signed by the suspect, and posts it. Taken: the group is the new one, the cursor moves
 //!   to the commit (the entries between are of epochs it never entered), history says so, and it
-//!   publishes the GroupInfo of its new epoch for the members still stuck where it was. Refused
+//!   publishes the GroupInfo of its new epoch for the members still stuck where it was; what
+//!   waits in its outbox is sealed anew (under its new leaf). Refused
 //!   (another stuck member was first): it waits for the next offer.
 //!
-//! Every step is best effort: a failure is logged and the next sync tries again from what the
-//! log holds; nothing here fails a sync.
+//! Every step is best effort: a failure is logged, and nothing here fails a sync. Requests and
+//! offers are log entries, so members answer and resync on their next sync whenever they read
+//! them; a request that could not be posted at all is not sent again (a gap: the member stays
+//! behind until a void or another stuck member's offer).
 
 use grove_proto::mls::engine::GroupId;
 use grove_proto::mls::resync::{open, seal};
@@ -146,6 +149,13 @@ impl Profile {
         let line = Membership { resynced: Some(epoch), ..Membership::default() };
         batch.messages.push(Message::membership(&room.link, appended.seq, commit.signer, appended.ts, &line));
         batch.cursors.push((room.link.clone(), appended.seq));
+        // What waits in the outbox sealed under the old leaf would reach nobody now (members
+        // refuse a message whose sender's leaf is gone): sealed anew when it is posted.
+        for item in self.store.outbox(Some(&room.link))? {
+            if item.sealed.is_some() {
+                batch.sealed.push((item.id, None));
+            }
+        }
         self.store.commit(batch)?;
         self.store.delete_meta(&suspect_key(&room.link))?;
         tracing::warn!(room = room.link, stuck_epoch, epoch, seq = appended.seq, "resynced");

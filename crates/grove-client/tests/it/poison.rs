@@ -359,3 +359,41 @@ async fn reports_and_false_reports_survive_a_restart_of_the_server() {
     }
     assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch);
 }
+
+/// Mallory's self-update encrypts garbage path secrets to Carol only (the first of its copath
+/// nodes, her leaf). Carol cannot process it; Alice and Bob can. Carol asks, Alice answers,
+/// Carol resyncs: within those syncs all three are in the room's epoch, Carol's message sent
+/// while stuck reached both, and after Mallory's removal nothing reaches her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_path_secrets_for_one_member_are_healed_by_resync() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    mallory.update_garbling("garden", vec![true]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+    carol.send("garden", "carol, while stuck").await.unwrap();
+    for p in [&mut carol, &mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    carol.sync().await.unwrap();
+    assert!(could_not_process(&carol, poisoned));
+    assert!(!could_not_process(&alice, poisoned) && !could_not_process(&bob, poisoned));
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2, "mallory's commit, then carol's resync");
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 2);
+    for p in [&alice, &bob] {
+        assert!(texts(p, "garden").contains(&"carol, while stuck".to_string()));
+    }
+    carol.update("garden").await.unwrap();
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    carol.send("garden", "carol, without mallory").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"carol, without mallory".to_string()));
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 4);
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"carol, without mallory".to_string()));
+}
