@@ -56,9 +56,9 @@ pub(crate) struct FollowUp {
 /// MLS resync work for the driver (`profile::resync`; `grove_proto::mls::resync`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ResyncFollowUp {
-    /// This member cannot process a commit of its epoch: (the epoch, who made the commit).
-    /// Ask the members who could for a way back in.
-    pub stuck: Option<(u64, UserId)>,
+    /// This member cannot process a commit of its epoch: (the epoch, who made the commit, its
+    /// seq). Ask the members who could for a way back in.
+    pub stuck: Option<(u64, UserId, u64)>,
     /// Members stuck at an earlier epoch than this member's asked: (their epoch, its resync key).
     pub requests: Vec<(u64, Vec<u8>)>,
     /// The newest offer for this member's epoch, from a later one.
@@ -420,7 +420,7 @@ impl RoomProtocol for MlsRoom<'_> {
             if Some(commit_epoch) != epoch || voided_from.is_some_and(|from| from <= seq) {
                 continue;
             }
-            out.follow_up.resync.stuck = Some((commit_epoch, committer));
+            out.follow_up.resync.stuck = Some((commit_epoch, committer, seq));
             // Bytes that are not even an MLS commit (a hostile server's) prove nothing, and must
             // not stop the page: reported without a key.
             let membership_key = match self.engine.reveal_membership_key(&g, &body) {
@@ -430,7 +430,7 @@ impl RoomProtocol for MlsRoom<'_> {
                     None
                 }
             };
-            out.follow_up.reports.push(FaultReport { seq, membership_key, reason });
+            out.follow_up.reports.push(FaultReport { seq, membership_key, reason, admin_void: false });
         }
         Ok(out)
     }

@@ -583,6 +583,11 @@ pub struct FaultReport {
     /// characters are kept).
     #[serde(default)]
     pub reason: String,
+    /// An admin of the room (in the commit's epoch) asks the server to void the room's last
+    /// commit on its word: no member could process it, so no member can prove its fault or
+    /// offer a resync, and the room goes back to the epoch every other member holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_void: bool,
 }
 
 /// The answer to a [`FaultReport`].
@@ -624,6 +629,7 @@ pub struct Void {
     pub epoch: u64,
     /// The members whose revealed membership key proved the fault.
     pub reporters: Vec<UserId>,
-    /// Why: `membership_tag` (its membership tag does not verify under the epoch's key).
+    /// Why: `membership_tag` (its membership tag does not verify under the epoch's key), or
+    /// `admin` (an admin of the room voided the room's last commit on its word).
     pub reason: String,
 }

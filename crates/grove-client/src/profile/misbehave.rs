@@ -77,13 +77,15 @@ impl Profile {
     }
 
     /// Makes and posts a self-update commit in the MLS room `key` whose path secrets are
-    /// garbage for some members: of the HPKE encryptions it makes (one per copath node, from
-    /// Mallory's leaf up), those whose entry in `plan` is `true`. The members under those nodes
-    /// cannot process it; the others can. Nothing the server can check is wrong.
-    pub async fn update_garbling(&mut self, key: &str, plan: Vec<bool>) -> Result<()> {
-        self.engine.get(&self.store, &self.identity)?.garble_next_seals(plan);
+    /// garbage for `users`: every copath node above one of them gets garbage (so a member who
+    /// shares such a node with one of them cannot process it either). The others can; nothing
+    /// the server can check is wrong.
+    pub async fn update_garbling(&mut self, key: &str, users: &[grove_wire::UserId]) -> Result<()> {
+        let room = self.active_room(key)?;
+        let g = GroupId::new(room.group_id.clone());
+        self.engine.get(&self.store, &self.identity)?.garble_seals_to(&g, users)?;
         let outcome = self.update(key).await;
-        self.engine.get(&self.store, &self.identity)?.garble_next_seals(Vec::new());
+        self.engine.get(&self.store, &self.identity)?.garble_seals_to(&g, &[])?;
         outcome
     }
 }

@@ -38,6 +38,47 @@ fn suspect_key(link: &str) -> String {
 }
 
 impl Profile {
+    /// The commit this profile last could not process in the room: (its epoch, who made it,
+    /// its seq).
+    fn stuck_at(&self, link: &str) -> Result<Option<(u64, UserId, u64)>> {
+        Ok(self.store.meta(&suspect_key(link))?.and_then(|v| {
+            let v = String::from_utf8(v).ok()?;
+            let mut parts = v.split(':');
+            let epoch = parts.next()?.parse().ok()?;
+            let user = parts.next()?.parse().ok()?;
+            let seq = parts.next()?.parse().ok()?;
+            Some((epoch, user, seq))
+        }))
+    }
+
+    /// An admin's way out of a commit nobody could process (so nobody can prove its fault or
+    /// offer a resync: a wrong confirmation tag, say): asks the server to void the commit this
+    /// profile is stuck behind, on this admin's word, and reads the void. Answers the void's
+    /// seq. Refused (`forbidden`) for a member who is not an admin, and (`not_reportable`) if
+    /// the commit is no longer the room's last. Do not use it while members may still resync
+    /// (some member could process the commit): they would be ahead of the room after the void.
+    pub async fn void_stuck_commit(&mut self, key: &str) -> Result<u64> {
+        let _lock = self.lock().await?;
+        let room = self.active_room(key)?;
+        self.sync_room_locked(&room.link).await?;
+        let ours = self.engine.get(&self.store, &self.identity)?.epoch(&GroupId::new(room.group_id.clone()))?;
+        let Some((_, _, seq)) = self.stuck_at(&room.link)?.filter(|(epoch, _, _)| *epoch == ours) else {
+            return Err(super::ClientError::Invalid(format!(
+                "this profile is not behind a commit it cannot process in {}",
+                room.link
+            )));
+        };
+        let report = grove_wire::api::FaultReport {
+            seq,
+            membership_key: None,
+            reason: "voided by an admin: no member could process it".into(),
+            admin_void: true,
+        };
+        let outcome = self.server(&room.server).report_fault(&room.name, &report).await?;
+        self.sync_room_locked(&room.link).await?;
+        outcome.void_seq.ok_or_else(|| super::ClientError::Invalid("the server voided nothing".into()))
+    }
+
     /// Does what a page's resync follow-up asks. Answers the new cursor if this member resynced.
     pub(super) async fn resync_follow_up(
         &mut self,
@@ -45,8 +86,8 @@ impl Profile {
         room: &LocalRoom,
         work: ResyncFollowUp,
     ) -> Result<Option<u64>> {
-        if let Some((epoch, committer)) = work.stuck {
-            self.store.set_meta(&suspect_key(&room.link), format!("{epoch}:{committer}").as_bytes())?;
+        if let Some((epoch, committer, seq)) = work.stuck {
+            self.store.set_meta(&suspect_key(&room.link), format!("{epoch}:{committer}:{seq}").as_bytes())?;
         }
         if let Some(offer) = work.offer {
             match self.resync(server, room, &offer).await {
@@ -55,7 +96,7 @@ impl Profile {
                 Err(e) => tracing::warn!(room = room.link, seq = offer.seq, error = %e, "a resync failed"),
             }
         }
-        if let Some((epoch, _)) = work.stuck {
+        if let Some((epoch, _, _)) = work.stuck {
             if let Err(e) = self.request_resync(server, room, epoch).await {
                 tracing::warn!(room = room.link, error = %e, "asking for a resync failed");
             }
@@ -113,11 +154,7 @@ impl Profile {
     /// Resyncs from `offer`. Answers the seq of the external commit if the server took it.
     async fn resync(&mut self, server: &Server, room: &LocalRoom, offer: &crate::core::Offer) -> Result<Option<u64>> {
         let g = GroupId::new(room.group_id.clone());
-        let suspect = self.store.meta(&suspect_key(&room.link))?.and_then(|v| {
-            let v = String::from_utf8(v).ok()?;
-            let (_, user) = v.split_once(':')?;
-            user.parse::<UserId>().ok()
-        });
+        let suspect = self.stuck_at(&room.link)?.map(|(_, user, _)| user);
         let engine = self.engine.get(&self.store, &self.identity)?;
         let stuck_epoch = engine.epoch(&g)?;
         let key = engine.resync_key(&g)?;

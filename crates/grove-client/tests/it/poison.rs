@@ -141,7 +141,12 @@ async fn a_false_report_is_refused_and_counted_and_one_key_voids_nothing() {
         })
         .await
         .unwrap();
-    let report = |key: &[u8]| FaultReport { seq: update, membership_key: Some(key.to_vec()), reason: "test".into() };
+    let report = |key: &[u8]| FaultReport {
+        seq: update,
+        membership_key: Some(key.to_vec()),
+        reason: "test".into(),
+        admin_void: false,
+    };
 
     let made_up = carol.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap();
     assert_eq!((made_up.void_seq, made_up.agreeing), (None, 1));
@@ -153,7 +158,7 @@ async fn a_false_report_is_refused_and_counted_and_one_key_voids_nothing() {
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
     let own = bob.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap_err();
     assert_eq!(own.code(), Some(ErrorCode::NotReportable), "{own}");
-    let not_commit = FaultReport { seq: 1, membership_key: None, reason: String::new() };
+    let not_commit = FaultReport { seq: 1, membership_key: None, reason: String::new(), admin_void: false };
     let e = alice.server_for(&w.url).report_fault("garden", &not_commit).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotReportable), "{e}");
 
@@ -181,7 +186,7 @@ async fn a_wrong_confirmation_tag_is_reported_without_proof() {
     }
     // Each honest member reported it (so a fourth report from one of them is its second, the
     // count does not grow), with no key.
-    let again = FaultReport { seq: poisoned, membership_key: None, reason: "again".into() };
+    let again = FaultReport { seq: poisoned, membership_key: None, reason: "again".into(), admin_void: false };
     let outcome = alice.server_for(&w.url).report_fault("garden", &again).await.unwrap();
     assert_eq!((outcome.reports, outcome.agreeing, outcome.void_seq), (3, 0, None));
     assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1);
@@ -204,8 +209,8 @@ fn could_not_process(p: &Profile, seq: u64) -> bool {
     p.messages("garden", 0).unwrap().iter().any(|m| m.seq == seq && m.kind == MessageKind::Undecryptable)
 }
 
-/// Mallory's self-update encrypts garbage path secrets to the node Alice and Bob share (the
-/// second of its two copath nodes); Carol's are sound. Nothing the server can check is wrong,
+/// Mallory's self-update encrypts garbage path secrets to Alice and Bob (to the node they
+/// share); Carol's are sound. Nothing the server can check is wrong,
 /// and no key proves anything. Alice and Bob cannot process it; Carol can. Alice says something
 /// meanwhile. In two rounds of syncs (Alice and Bob ask, Carol answers with a sealed GroupInfo;
 /// Alice resyncs and offers the next one, Bob resyncs from it) and Alice's reading of Bob's
@@ -218,7 +223,7 @@ async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
     let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
     let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
 
-    mallory.update_garbling("garden", vec![false, true]).await.unwrap();
+    mallory.update_garbling("garden", &[alice.user_id(), bob.user_id()]).await.unwrap();
     let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
     assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "the server cannot tell");
     alice.send("garden", "alice, while stuck").await.unwrap();
@@ -334,7 +339,7 @@ async fn reports_and_false_reports_survive_a_restart_of_the_server() {
         })
         .await
         .unwrap();
-    let falsely = FaultReport { seq: honest, membership_key: Some(true_key), reason: "lie".into() };
+    let falsely = FaultReport { seq: honest, membership_key: Some(true_key), reason: "lie".into(), admin_void: false };
     for _ in 0..3 {
         let e = mallory.server_for(&w.url).report_fault("garden", &falsely).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::FalseReport), "{e}");
@@ -349,7 +354,7 @@ async fn reports_and_false_reports_survive_a_restart_of_the_server() {
 
     w.stop().await;
     w.restart().await;
-    let again = FaultReport { seq: poisoned, membership_key: Some(vec![9; 32]), reason: "x".into() };
+    let again = FaultReport { seq: poisoned, membership_key: Some(vec![9; 32]), reason: "x".into(), admin_void: false };
     let e = mallory.server_for(&w.url).report_fault("garden", &again).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
     bob.sync().await.unwrap();
@@ -360,8 +365,7 @@ async fn reports_and_false_reports_survive_a_restart_of_the_server() {
     assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch);
 }
 
-/// Mallory's self-update encrypts garbage path secrets to Carol only (the first of its copath
-/// nodes, her leaf). Carol cannot process it; Alice and Bob can. Carol asks, Alice answers,
+/// Mallory's self-update encrypts garbage path secrets to Carol only (her leaf). Carol cannot process it; Alice and Bob can. Carol asks, Alice answers,
 /// Carol resyncs: within those syncs all three are in the room's epoch, Carol's message sent
 /// while stuck reached both, and after Mallory's removal nothing reaches her.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +373,7 @@ async fn garbage_path_secrets_for_one_member_are_healed_by_resync() {
     let w = World::start().await;
     let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
     let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
-    mallory.update_garbling("garden", vec![true]).await.unwrap();
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
     let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
     carol.send("garden", "carol, while stuck").await.unwrap();
     for p in [&mut carol, &mut alice, &mut bob] {
@@ -396,4 +400,46 @@ async fn garbage_path_secrets_for_one_member_are_healed_by_resync() {
     assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 4);
     let _ = mallory.sync().await;
     assert!(!texts(&mallory, "garden").contains(&"carol, without mallory".to_string()));
+}
+
+/// Mallory's commit has a wrong confirmation tag under a valid membership tag: nobody else can
+/// process it, so nobody can prove it or offer a resync. Bob, a plain member, cannot void it;
+/// Alice, the room's owner, voids it on her word. Everyone reads the void and is back in the
+/// epoch they hold; the room works again, and Alice removes Mallory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_nobody_can_process_is_voided_by_an_admin() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let poisoned = mallory.update_altered("garden", flip_confirmation_tag).await.unwrap();
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(could_not_process(p, poisoned));
+    }
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "no resync: nobody could process it");
+
+    match bob.void_stuck_commit("garden").await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}"),
+        other => panic!("a plain member voided: {other:?}"),
+    }
+    alice.void_stuck_commit("garden").await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch);
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    bob.update("garden").await.unwrap();
+    carol.send("garden", "carol, after the admin's void").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"carol, after the admin's void".to_string()));
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    let _ = mallory.sync().await;
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
 }

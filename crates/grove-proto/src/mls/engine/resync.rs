@@ -117,11 +117,42 @@ impl MlsEngine {
 
 #[cfg(feature = "testing")]
 impl MlsEngine {
-    /// Feature `testing`, for grove's own tests of a lying member: of the next HPKE encryptions
-    /// this engine makes (a commit's path secrets, one per copath node it encrypts to, from its
-    /// leaf up), those whose entry in `plan` is `true` carry garbage, so the members under those
-    /// nodes cannot process the commit while the others can (a split view).
-    pub fn garble_next_seals(&self, plan: Vec<bool>) {
-        self.tap.garble_next_seals(plan);
+    /// Feature `testing`, for grove's own tests of a lying member: until called again, this
+    /// engine's HPKE encryptions (a commit's path secrets, one per copath node) to the keys of
+    /// these users' leaves, and of every parent node above one of them, carry garbage: the
+    /// members under those nodes cannot process the commit, the others can (a split view).
+    /// Empty `users`: honest again.
+    pub fn garble_seals_to(&self, g: &GroupId, users: &[UserId]) -> Result<(), EngineError> {
+        use mls_rs::group::Node;
+        let tree = self.group(g)?.export_tree();
+        let nodes = tree.nodes();
+        let targets: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match n {
+                Some(Node::Leaf(l))
+                    if crate::mls::identity::user_of(&l.signing_identity).is_ok_and(|u| users.contains(&u)) =>
+                {
+                    Some(i)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut keys = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            match n {
+                Some(Node::Leaf(l)) if targets.contains(&i) => keys.push(l.public_key.as_ref().to_vec()),
+                Some(Node::Parent(p)) => {
+                    // A parent node's subtree spans the node indexes within 2^level - 1 of it.
+                    let span = (1usize << i.trailing_ones()) - 1;
+                    if targets.iter().any(|t| *t + span >= i && *t <= i + span) {
+                        keys.push(p.public_key.as_ref().to_vec());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.tap.garble_seals_to(keys);
+        Ok(())
     }
 }
