@@ -443,3 +443,20 @@ async fn a_commit_nobody_can_process_is_voided_by_an_admin() {
     let _ = mallory.sync().await;
     assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
 }
+
+/// An admin voids only the room's last commit: once Mallory commits again on top of her bad
+/// commit, Alice's void of it is refused (`not_reportable`) and the room stays where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_voids_only_the_rooms_last_commit() {
+    let w = World::start().await;
+    let (mut alice, _bob, _carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = server_epoch(&alice, &w.url).await;
+    mallory.update_altered("garden", flip_confirmation_tag).await.unwrap();
+    alice.sync().await.unwrap();
+    mallory.update("garden").await.unwrap();
+    match alice.void_stuck_commit("garden").await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code(), Some(ErrorCode::NotReportable), "{e}"),
+        other => panic!("voided a commit others built on: {other:?}"),
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2);
+}
