@@ -370,6 +370,10 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
         RoomCommand::Accept { room } => p.accept(&room).await?,
         RoomCommand::Decline { room } => p.decline(&room).await?,
         RoomCommand::Update { room } => p.update(&room).await?,
+        RoomCommand::VoidStuck { room } => {
+            let seq = p.void_stuck_commit(&room).await?;
+            out!("the commit was voided (entry {seq}); the room is back at the epoch before it");
+        }
         RoomCommand::List => {
             let rooms = p.rooms()?;
             let invitations = p.invitations()?;

@@ -86,8 +86,9 @@ pub enum ClientError {
         "room {room:?} is at epoch {room_epoch}, but this profile cannot get past epoch {ours}: a commit it \
          cannot process moved the room on (see the unreadable entry in its history, which names who made \
          it; it was reported to the server). Messages of epoch {ours} are still accepted for a while; the \
-         room can be changed again once the server voids that commit (when members prove it faulty), or once \
-         a member who could process it helps this profile resync (a later sync does it)"
+         room can be changed again once the server voids that commit (when members prove it faulty, or an \
+         admin voids it because no member could process it), or once a member who could process it helps \
+         this profile resync (a later sync does it)"
     )]
     Behind {
         /// The room's link.
