@@ -383,7 +383,10 @@ impl RoomProtocol for MlsRoom<'_> {
                     // A forged or garbled entry: the engine's state is unchanged; record it and
                     // move on, so one bad entry cannot wedge the room.
                     tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
-                    let why = if e.kind == EntryKind::Commit {
+                    // A commit of a later epoch than this member's (it is behind) is not
+                    // reported: only a commit of its own epoch is.
+                    let behind = matches!(err, grove_proto::mls::engine::EngineError::WrongEpoch { .. });
+                    let why = if e.kind == EntryKind::Commit && !behind {
                         format!("a commit this member cannot process ({err}); reported to the server")
                     } else {
                         err.to_string()
