@@ -141,6 +141,15 @@
 //! of epochs older than the retained ones itself ([`EngineError::EpochUnavailable`]), so the
 //! answer does not depend on when the last checkpoint was.
 //!
+//! # Resync
+//!
+//! A member who cannot process a commit the room accepted rejoins by an external commit that
+//! replaces its own leaf ([`crate::mls::resync`]): [`MlsEngine::resync_key`],
+//! [`MlsEngine::resync_group_info`], [`MlsEngine::prepare_resync`] (the group is kept as it was
+//! until [`MlsEngine::apply_resync`]; [`MlsEngine::discard_resync`] if the server refused). The
+//! new group exists only in memory between the two: a crash there loses it (the member stays
+//! where it was, and the room holds a leaf of it that nobody can use).
+//!
 //! # Removal
 //!
 //! When a commit removes this member, [`Incoming::Commit::removed_me`] is set, the group's rows
