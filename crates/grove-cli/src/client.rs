@@ -487,6 +487,10 @@ async fn room(dir: &std::path::Path, json_out: bool, connect: &Reach, rc: RoomCo
             p.update(&room).await?;
             key_pending(&p, &room, &p.key_pending(&room)?);
         }
+        RoomCommand::VoidStuck { room } => {
+            let seq = p.void_stuck_commit(&room).await?;
+            out!("the commit was voided (entry {seq}); the room is back at the epoch before it");
+        }
         RoomCommand::List => {
             let rooms = p.rooms()?;
             let invitations = p.invitations()?;
@@ -638,7 +642,7 @@ fn print_message(m: &Message, json_out: bool, me: UserId, names: &HashMap<UserId
             (
                 "event",
                 format!("* {text}"),
-                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided, "roles": change.roles, "banned": change.banned, "unbanned": change.unbanned, "rights": change.rights, "join": change.join}),
+                json!({"text": text, "added": change.added, "removed": change.removed, "joined": change.joined, "again": change.again, "removed_unseen": change.removed_unseen, "voided": change.voided, "roles": change.roles, "banned": change.banned, "unbanned": change.unbanned, "rights": change.rights, "join": change.join, "resynced": change.resynced}),
             )
         }
         Event::Undecryptable(why) => {

@@ -51,6 +51,13 @@ pub(crate) fn membership_sentence(
             v.epoch
         );
     }
+    if let Some(epoch) = change.resynced {
+        return format!(
+            "you could not process a commit and got back in by a resync (epoch {epoch}), from {}'s help; what \
+             was sent in the epochs you missed is not readable",
+            who(by, me, names)
+        );
+    }
     if change.removed_unseen {
         return "you were removed from this room (while away); nothing after this reaches you".to_string();
     }

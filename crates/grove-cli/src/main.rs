@@ -221,6 +221,13 @@ enum RoomCommand {
         /// The room's link or short name.
         room: String,
     },
+    /// Admins: void the commit this profile cannot process, when no member could process it
+    /// (nobody can then prove it faulty or help others resync); the room goes back to the
+    /// epoch before it. See docs/security.md.
+    VoidStuck {
+        /// The room's link or short name.
+        room: String,
+    },
     /// Give a member a role: owner, admin, moderator or member (the room's policy says who may).
     Role {
         /// The room's link or short name.

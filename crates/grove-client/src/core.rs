@@ -25,7 +25,8 @@ use grove_proto::mls::engine::{Changes, GroupId, Incoming, MlsEngine};
 use grove_proto::policy::Edit;
 use grove_proto::senderkeys::room::{RoomError, SkEngine};
 use grove_proto::senderkeys::SenderKeyError;
-use grove_wire::api::{AppendEntry, Entry, EntryKind, FaultReport, RoomMode, Void};
+use grove_wire::api::{AppendEntry, Entry, EntryKind, FaultReport, ResyncOffer, RoomMode, Void};
+use grove_wire::content::Content;
 use grove_wire::membership::SignedMembership;
 use grove_wire::policy::RoomPolicy;
 use grove_wire::UserId;
@@ -48,6 +49,33 @@ pub(crate) struct FollowUp {
     pub read_mailbox: bool,
     /// MLS: commits this member cannot process, to report to the server.
     pub reports: Vec<FaultReport>,
+    /// MLS: what the resync of members who cannot process a commit asks of this member.
+    pub resync: ResyncFollowUp,
+}
+
+/// MLS resync work for the driver (`profile::resync`; `grove_proto::mls::resync`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ResyncFollowUp {
+    /// This member cannot process a commit of its epoch: (the epoch, who made the commit, its
+    /// seq). Ask the members who could for a way back in.
+    pub stuck: Option<(u64, UserId, u64)>,
+    /// Members stuck at an earlier epoch than this member's asked: (their epoch, its resync key).
+    pub requests: Vec<(u64, Vec<u8>)>,
+    /// The newest offer for this member's epoch, from a later one.
+    pub offer: Option<Offer>,
+}
+
+/// A resync offer found in the log for this member's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Offer {
+    /// Its entry.
+    pub seq: u64,
+    /// The epoch of its GroupInfo.
+    pub epoch: u64,
+    /// The GroupInfo, sealed under the resync key of this member's epoch.
+    pub sealed: Vec<u8>,
+    /// Who posted it.
+    pub from: UserId,
 }
 
 /// One page applied.
@@ -319,12 +347,14 @@ impl RoomProtocol for MlsRoom<'_> {
         }
     }
 
-    fn apply(&mut self, room: &LocalRoom, _me: UserId, entries: Vec<Entry>, _: bool) -> Result<Applied> {
+    fn apply(&mut self, room: &LocalRoom, me: UserId, entries: Vec<Entry>, _: bool) -> Result<Applied> {
         let g = GroupId::new(room.group_id.clone());
         let mut out = Applied { cursor: room.cursor, ..Applied::default() };
-        // Void entries are the server's, not MLS messages: they are read, not processed.
-        let (voids, mut entries): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.kind == EntryKind::Void);
+        // Void entries are the server's, and resync offers members' sealed GroupInfos, not MLS
+        // messages: they are read, not processed.
+        let (voids, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| e.kind == EntryKind::Void);
+        let (offers, mut entries): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.kind == EntryKind::Resync);
         // One engine call per page: the group's state is written once, not per entry. Each
         // entry's outcome is what `process` would have given for it, in order; after a commit
         // removing us the rest fail, and the loop below stops at that commit.
@@ -345,6 +375,13 @@ impl RoomProtocol for MlsRoom<'_> {
             out.cursor = e.seq;
             match outcome {
                 Ok(Incoming::Application { sender, plaintext }) => {
+                    if let Content::ResyncRequest { epoch, key } = Content::decode(&plaintext) {
+                        // A member stuck at `epoch` asks for a way back in (not a history line).
+                        if sender != me {
+                            out.follow_up.resync.requests.push((epoch, key));
+                        }
+                        continue;
+                    }
                     let at = policy.as_ref().map_or(PolicyAt::Unknown, |p| p.as_ref().into());
                     read_content(&mut out.batch, &room.link, (e.seq, e.ts), sender, plaintext, at);
                 }
@@ -377,14 +414,17 @@ impl RoomProtocol for MlsRoom<'_> {
                     // A forged or garbled entry: the engine's state is unchanged; record it and
                     // move on, so one bad entry cannot wedge the room.
                     tracing::warn!(room = room.link, seq = e.seq, error = %err, "undecryptable entry");
-                    let why = if e.kind == EntryKind::Commit {
+                    // A commit of a later epoch than this member's (it is behind) is not
+                    // reported: only a commit of its own epoch is.
+                    let behind = matches!(err, grove_proto::mls::engine::EngineError::WrongEpoch { .. });
+                    let why = if e.kind == EntryKind::Commit && !behind {
                         format!("a commit this member cannot process ({err}); reported to the server")
                     } else {
                         err.to_string()
                     };
                     out.batch.messages.push(Message::undecryptable(&room.link, e.seq, e.sender, e.ts, &why));
                     if e.kind == EntryKind::Commit {
-                        failed_commits.push((e.seq, e.epoch, body, err.to_string()));
+                        failed_commits.push((e.seq, e.epoch, e.sender, body, err.to_string()));
                     }
                 }
             }
@@ -392,13 +432,29 @@ impl RoomProtocol for MlsRoom<'_> {
         for v in voids {
             read_void(&mut out, room, v);
         }
-        // A commit of the epoch this member is still in, which it could not process: the room
-        // went on without it. Report it, with the proof if its fault is provable.
         let epoch = self.engine.epoch(&g).ok();
-        for (seq, commit_epoch, body, reason) in failed_commits {
+        if out.status == RoomStatus::Active {
+            for o in offers {
+                out.cursor = out.cursor.max(o.seq);
+                let Ok(offer) = serde_json::from_slice::<ResyncOffer>(&o.body) else {
+                    tracing::debug!(room = room.link, seq = o.seq, "a resync entry that does not decode");
+                    continue;
+                };
+                // An offer for this member's epoch, of a later one: the newest is the one to use.
+                if Some(offer.stuck_epoch) == epoch && epoch.is_some_and(|ours| o.epoch > ours) {
+                    out.follow_up.resync.offer =
+                        Some(Offer { seq: o.seq, epoch: o.epoch, sealed: offer.sealed, from: o.sender });
+                }
+            }
+        }
+        // A commit of the epoch this member is still in, which it could not process: the room
+        // went on without it. Report it, with the proof if its fault is provable, and ask for a
+        // resync.
+        for (seq, commit_epoch, committer, body, reason) in failed_commits {
             if Some(commit_epoch) != epoch || voided_from.is_some_and(|from| from <= seq) {
                 continue;
             }
+            out.follow_up.resync.stuck = Some((commit_epoch, committer, seq));
             // Bytes that are not even an MLS commit (a hostile server's) prove nothing, and must
             // not stop the page: reported without a key.
             let membership_key = match self.engine.reveal_membership_key(&g, &body) {
@@ -408,7 +464,7 @@ impl RoomProtocol for MlsRoom<'_> {
                     None
                 }
             };
-            out.follow_up.reports.push(FaultReport { seq, membership_key, reason });
+            out.follow_up.reports.push(FaultReport { seq, membership_key, reason, admin_void: false });
         }
         Ok(out)
     }

@@ -19,6 +19,7 @@ mod joins;
 pub mod misbehave;
 pub(crate) mod names;
 mod outbox;
+mod resync;
 pub(crate) mod room_profile;
 pub(crate) mod sk;
 
@@ -87,7 +88,9 @@ pub enum ClientError {
         "room {room:?} is at epoch {room_epoch}, but this profile cannot get past epoch {ours}: a commit it \
          cannot process moved the room on (see the unreadable entry in its history, which names who made \
          it; it was reported to the server). Messages of epoch {ours} are still accepted for a while; the \
-         room can be changed again once the server voids that commit (when members prove it faulty)"
+         room can be changed again once the server voids that commit (when members prove it faulty, or an \
+         admin voids it because no member could process it), or once a member who could process it helps \
+         this profile resync (a later sync does it)"
     )]
     Behind {
         /// The room's link.
@@ -1112,6 +1115,17 @@ impl Profile {
             let page = match fetched {
                 Ok(p) => p,
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    if self.removal_disputed(&room.link, cursor)? {
+                        // The entry that removed us is a commit we could not process (and
+                        // reported): if members prove it faulty, the server voids it and we are
+                        // a member again. Not removed, then: a later sync reads on.
+                        tracing::warn!(
+                            room = room.link,
+                            seq = cursor,
+                            "the server says a commit this profile could not process removed it; waiting for its void"
+                        );
+                        return Ok((RoomStatus::Active, 0));
+                    }
                     // Removed by an entry we have not seen (the server no longer lets us read).
                     let mut batch = self.room_protocol(room.mode)?.removed_unseen(&room);
                     // Say so in history, after the last entry this profile read.
@@ -1142,6 +1156,12 @@ impl Profile {
             }
             for report in std::mem::take(&mut applied.follow_up.reports) {
                 report_fault(&server, &room.name, &report).await;
+            }
+            let resync = std::mem::take(&mut applied.follow_up.resync);
+            if resync != crate::core::ResyncFollowUp::default() {
+                if let Some(seq) = self.resync_follow_up(&server, &room, resync).await? {
+                    cursor = seq;
+                }
             }
             follow_up.commit_proposals |= applied.follow_up.commit_proposals;
             follow_up.rotate |= applied.follow_up.rotate;
@@ -1184,6 +1204,14 @@ impl Profile {
             }
         }
         Ok((RoomStatus::Active, view))
+    }
+
+    /// Whether the entry at `seq`, the last this profile read before the server stopped letting
+    /// it read, is a commit it could not process: a removal it cannot verify (a poisoned commit
+    /// may remove members, and be voided later).
+    fn removal_disputed(&self, link: &str, seq: u64) -> Result<bool> {
+        let line = self.store.messages(link, seq.saturating_sub(1))?.into_iter().next().filter(|m| m.seq == seq);
+        Ok(line.is_some_and(|m| m.kind == crate::store::MessageKind::Undecryptable))
     }
 
     /// The body of one of the room's log entries, as the server holds it.

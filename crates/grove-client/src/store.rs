@@ -238,6 +238,11 @@ pub struct Membership {
     /// The change set how people not invited come in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<JoinRule>,
+    /// This profile could not process a commit and got back into the room by a resync (an
+    /// external commit replacing its own leaf), into this epoch, from a GroupInfo the line's
+    /// sender published. Entries of the epochs it never entered are not readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced: Option<u64>,
 }
 
 impl Membership {

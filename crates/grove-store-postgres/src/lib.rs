@@ -100,6 +100,7 @@ mod codec;
 mod files;
 mod joins;
 mod listener;
+mod reports;
 mod statements;
 mod writer;
 
@@ -120,6 +121,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "removals", include_str!("../migrations/0003_removals.sql")),
     (4, "blocked", include_str!("../migrations/0004_blocked.sql")),
     (5, "joins", include_str!("../migrations/0005_joins.sql")),
+    (6, "fault_reports", include_str!("../migrations/0006_fault_reports.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -485,6 +487,25 @@ impl Store for PostgresStore {
 
     async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool> {
         self.pg_delete_join_request(room, user).await
+    }
+
+    async fn record_report(
+        &self,
+        room: RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Vec<(UserId, Option<Vec<u8>>)>> {
+        self.reports_record(room, seq, reporter, key, keep).await
+    }
+
+    async fn false_reports(&self, room: RoomId, user: &UserId, add: bool) -> Result<u32> {
+        self.reports_false(room, user, add).await
+    }
+
+    async fn forget_reports(&self, room: RoomId, seq: u64) -> Result<()> {
+        self.reports_forget(room, seq).await
     }
 
     fn foreign_writes(&self) -> Option<broadcast::Receiver<ForeignWrites>> {

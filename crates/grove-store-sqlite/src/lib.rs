@@ -80,6 +80,7 @@ mod admin;
 mod codec;
 mod files;
 mod joins;
+mod reports;
 mod writer;
 
 use codec::{
@@ -95,6 +96,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_removals.sql"),
     include_str!("../migrations/0005_blocked.sql"),
     include_str!("../migrations/0006_joins.sql"),
+    include_str!("../migrations/0007_fault_reports.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -719,6 +721,34 @@ impl Store for SqliteStore {
         tokio::task::spawn_blocking(move || joins::delete_join_request(&path, room, &user))
             .await
             .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
+    }
+
+    async fn record_report(
+        &self,
+        room: RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Vec<(UserId, Option<Vec<u8>>)>> {
+        let (path, reporter) = (self.path.clone(), *reporter);
+        tokio::task::spawn_blocking(move || reports::record(&path, room, seq, &reporter, key, keep))
+            .await
+            .map_err(|e| StoreError::backend(format!("report task failed: {e}")))?
+    }
+
+    async fn false_reports(&self, room: RoomId, user: &UserId, add: bool) -> Result<u32> {
+        let (path, user) = (self.path.clone(), *user);
+        tokio::task::spawn_blocking(move || reports::false_reports(&path, room, &user, add))
+            .await
+            .map_err(|e| StoreError::backend(format!("report task failed: {e}")))?
+    }
+
+    async fn forget_reports(&self, room: RoomId, seq: u64) -> Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || reports::forget(&path, room, seq))
+            .await
+            .map_err(|e| StoreError::backend(format!("report task failed: {e}")))?
     }
 
     async fn headroom(&self) -> Result<Option<u64>> {

@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             the_operator_sees_rooms_and_users_and_deletes_a_room,
             blocked_keys_are_kept,
             a_link_counts_uses_and_expiry_and_requests_wait,
+            fault_reports_are_kept_per_commit_and_reporter,
             old_messages_are_purged_and_handshakes_kept,
         );
     };
@@ -165,6 +166,22 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn blocked_users(&self) -> crate::Result<Vec<UserId>> {
         self.store.blocked_users().await
+    }
+    async fn record_report(
+        &self,
+        room: crate::RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> crate::Result<Vec<(UserId, Option<Vec<u8>>)>> {
+        self.store.record_report(room, seq, reporter, key, keep).await
+    }
+    async fn false_reports(&self, room: crate::RoomId, user: &UserId, add: bool) -> crate::Result<u32> {
+        self.store.false_reports(room, user, add).await
+    }
+    async fn forget_reports(&self, room: crate::RoomId, seq: u64) -> crate::Result<()> {
+        self.store.forget_reports(room, seq).await
     }
     async fn headroom(&self) -> crate::Result<Option<u64>> {
         self.store.headroom().await
@@ -767,6 +784,44 @@ pub async fn old_messages_are_purged_and_handshakes_kept(store: Arc<dyn Store>) 
     assert_eq!(store.append(a.id, app(10)).await.unwrap(), AppendOutcome::Appended { seq: 6, epoch: 1 });
     assert_eq!(store.purge_messages(2_000).await.unwrap(), 0, "nothing older than 2_000 is left");
     assert_eq!(seqs(store.read(a.id, 0, 100).await.unwrap()), [4, 6]);
+}
+
+/// Fault reports are kept per room, commit and reporter (a reporter's second report replacing
+/// its first), for a bounded number of commits; a room's false reports are counted per member;
+/// deleting a room deletes both.
+pub async fn fault_reports_are_kept_per_commit_and_reporter(store: Arc<dyn Store>) {
+    let room = create_room(&*store, "garden").await;
+    let other = create_room(&*store, "orchard").await;
+    let key = |n: u8| Some(vec![n; 32]);
+    assert_eq!(store.record_report(room, 5, &user(2), key(7), 3).await.unwrap(), vec![(user(2), key(7))]);
+    let both = store.record_report(room, 5, &user(3), None, 3).await.unwrap();
+    assert_eq!(both, vec![(user(2), key(7)), (user(3), None)]);
+    // A second report of the same reporter replaces its first.
+    let again = store.record_report(room, 5, &user(3), key(7), 3).await.unwrap();
+    assert_eq!(again, vec![(user(2), key(7)), (user(3), key(7))]);
+    assert_eq!(store.record_report(other, 5, &user(4), None, 3).await.unwrap(), vec![(user(4), None)]);
+    // Only `keep` reported commits are kept: the one reported and the most recent others.
+    for seq in [6, 7, 8] {
+        store.record_report(room, seq, &user(2), None, 3).await.unwrap();
+    }
+    let five = store.record_report(room, 5, &user(4), None, 3).await.unwrap();
+    assert_eq!(five, vec![(user(4), None)], "5's earlier reports were dropped for 8's");
+    store.forget_reports(room, 7).await.unwrap();
+    assert_eq!(store.record_report(room, 8, &user(3), None, 3).await.unwrap(), vec![(user(3), None)], "8 forgotten");
+    assert_eq!(store.record_report(room, 6, &user(3), None, 3).await.unwrap().len(), 1, "6 dropped for 5");
+    assert_eq!(store.record_report(room, 5, &user(3), None, 3).await.unwrap().len(), 2, "5 kept");
+    assert_eq!(store.record_report(other, 5, &user(2), None, 3).await.unwrap().len(), 2, "the other room's stay");
+
+    assert_eq!(store.false_reports(room, &user(2), false).await.unwrap(), 0);
+    assert_eq!(store.false_reports(room, &user(2), true).await.unwrap(), 1);
+    assert_eq!(store.false_reports(room, &user(2), true).await.unwrap(), 2);
+    assert_eq!(store.false_reports(other, &user(2), false).await.unwrap(), 0);
+    assert_eq!(store.false_reports(room, &user(2), false).await.unwrap(), 2);
+    // Deleting a room deletes its reports.
+    store.delete_room("garden").await.unwrap().unwrap();
+    let room = create_room(&*store, "garden").await;
+    assert_eq!(store.false_reports(room, &user(2), false).await.unwrap(), 0);
+    assert_eq!(store.record_report(room, 6, &user(3), None, 3).await.unwrap().len(), 1);
 }
 
 /// Blocked keys are kept, listed in order, and each change is reported once.

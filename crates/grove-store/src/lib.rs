@@ -504,6 +504,26 @@ pub trait Store: Send + Sync + 'static {
     /// Drops `user`'s request to join `room` (carried out or denied); whether there was one.
     async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool>;
 
+    /// Fault reports (grove-server `rooms::fault`): records `reporter`'s report of the commit at
+    /// `seq` in `room`, with the membership key it revealed if any (a second report from the
+    /// same reporter replaces its first), keeps the reports of `keep` reported commits of the
+    /// room only (this one and the most recent others), and answers every report of that
+    /// commit, by reporter.
+    async fn record_report(
+        &self,
+        room: RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Vec<(UserId, Option<Vec<u8>>)>>;
+
+    /// `user`'s false reports in `room`, after adding one if `add`.
+    async fn false_reports(&self, room: RoomId, user: &UserId, add: bool) -> Result<u32>;
+
+    /// Forgets the reports of the room's commits at or after `seq` (they were voided).
+    async fn forget_reports(&self, room: RoomId, seq: u64) -> Result<()>;
+
     /// How many more bytes the store can take before it is full, if it can tell: SQLite
     /// answers the smaller of its filesystem's free space and the room left under its size cap
     /// (`max_page_count`); the default, `None`, is "cannot tell" (PostgreSQL: the database

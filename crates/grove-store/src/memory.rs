@@ -36,7 +36,13 @@ struct Inner {
     blocked: std::collections::BTreeSet<UserId>,
     links: HashMap<RoomId, crate::RoomLink>,
     joins: HashMap<RoomId, Vec<crate::JoinRequest>>,
+    /// Fault reports: per room, per reported commit, each reporter's revealed key.
+    reports: HashMap<RoomId, BTreeMap<u64, CommitReports>>,
+    false_reports: HashMap<(RoomId, UserId), u32>,
 }
+
+/// The reports of one commit: each reporter's revealed key.
+type CommitReports = BTreeMap<UserId, Option<Vec<u8>>>;
 
 #[derive(Debug, Default)]
 struct Mailbox {
@@ -384,6 +390,8 @@ impl Store for MemoryStore {
         g.states.remove(&id);
         g.links.remove(&id);
         g.joins.remove(&id);
+        g.reports.remove(&id);
+        g.false_reports.retain(|(room, _), _| *room != id);
         let entries = g.rooms.get_mut((id - 1) as usize).map_or(0, |(_, log)| std::mem::take(log).len() as u64);
         let files: Vec<FileRecord> = g.files.values().filter(|f| f.room == id).cloned().collect();
         for f in &files {
@@ -481,6 +489,40 @@ impl Store for MemoryStore {
         let before = waiting.len();
         waiting.retain(|r| r.user != *user);
         Ok(waiting.len() < before)
+    }
+
+    async fn record_report(
+        &self,
+        room: RoomId,
+        seq: u64,
+        reporter: &UserId,
+        key: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Vec<(UserId, Option<Vec<u8>>)>> {
+        let mut g = self.lock()?;
+        let commits = g.reports.entry(room).or_default();
+        commits.entry(seq).or_default().insert(*reporter, key);
+        while commits.len() > keep.max(1) {
+            let Some(oldest) = commits.keys().copied().find(|s| *s != seq) else { break };
+            commits.remove(&oldest);
+        }
+        Ok(commits.get(&seq).map(|r| r.iter().map(|(u, k)| (*u, k.clone())).collect()).unwrap_or_default())
+    }
+
+    async fn false_reports(&self, room: RoomId, user: &UserId, add: bool) -> Result<u32> {
+        let mut g = self.lock()?;
+        let n = g.false_reports.entry((room, *user)).or_default();
+        if add {
+            *n += 1;
+        }
+        Ok(*n)
+    }
+
+    async fn forget_reports(&self, room: RoomId, seq: u64) -> Result<()> {
+        if let Some(commits) = self.lock()?.reports.get_mut(&room) {
+            commits.retain(|s, _| *s < seq);
+        }
+        Ok(())
     }
 
     async fn file_totals(&self) -> Result<FileTotals> {

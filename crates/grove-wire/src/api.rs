@@ -236,6 +236,9 @@ pub enum EntryKind {
     /// Written by the server, never posted: an MLS commit proven faulty was voided, and the
     /// room went back to the epoch before it (the body is the JSON of a [`Void`]).
     Void,
+    /// MLS: a GroupInfo of the room's current epoch, sealed for the members stuck at an earlier
+    /// epoch, so that they can resync (the body is the JSON of a [`ResyncOffer`]).
+    Resync,
 }
 
 impl EntryKind {
@@ -247,6 +250,7 @@ impl EntryKind {
             EntryKind::Application => "application",
             EntryKind::Membership => "membership",
             EntryKind::Void => "void",
+            EntryKind::Resync => "resync",
         }
     }
 
@@ -258,6 +262,7 @@ impl EntryKind {
             "application" => Some(EntryKind::Application),
             "membership" => Some(EntryKind::Membership),
             "void" => Some(EntryKind::Void),
+            "resync" => Some(EntryKind::Resync),
             _ => None,
         }
     }
@@ -617,6 +622,11 @@ pub struct FaultReport {
     /// characters are kept).
     #[serde(default)]
     pub reason: String,
+    /// An admin of the room (in the commit's epoch) asks the server to void the room's last
+    /// commit on its word: no member could process it, so no member can prove its fault or
+    /// offer a resync, and the room goes back to the epoch every other member holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_void: bool,
 }
 
 /// The answer to a [`FaultReport`].
@@ -631,6 +641,21 @@ pub struct ReportOutcome {
     pub agreeing: u32,
 }
 
+/// The body of an [`EntryKind::Resync`] entry: a member of the room's current epoch offers the
+/// members stuck at `stuck_epoch` a way back in (see `grove_proto::mls::resync`). Posted with
+/// the room's current epoch as its entry epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncOffer {
+    /// The epoch the members it is for are stuck at.
+    #[serde(with = "crate::int")]
+    pub stuck_epoch: u64,
+    /// A GroupInfo of the entry's epoch (with the ratchet tree and the external public key),
+    /// sealed under the resync key of `stuck_epoch`, which only that epoch's members hold.
+    #[serde(with = "crate::b64")]
+    pub sealed: Vec<u8>,
+}
+
 /// The body of an [`EntryKind::Void`] entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Void {
@@ -643,7 +668,8 @@ pub struct Void {
     pub epoch: u64,
     /// The members whose revealed membership key proved the fault.
     pub reporters: Vec<UserId>,
-    /// Why: `membership_tag` (its membership tag does not verify under the epoch's key).
+    /// Why: `membership_tag` (its membership tag does not verify under the epoch's key), or
+    /// `admin` (an admin of the room voided the room's last commit on its word).
     pub reason: String,
 }
 

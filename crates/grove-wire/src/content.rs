@@ -89,6 +89,17 @@ pub enum Content {
     /// whose role the room's policy allows to change settings at that point of the log sets it;
     /// every client ignores one from anyone else (the server cannot read it, so cannot check).
     RoomProfile(RoomProfile),
+    /// MLS: the sender cannot process a commit of epoch `epoch` (the epoch of this message)
+    /// and asks a member who could for a way back in: the epoch's resync key, under which that
+    /// member seals a GroupInfo of the room's current epoch (`grove_proto::mls::resync`). Not
+    /// shown in history.
+    ResyncRequest {
+        /// The epoch the sender is stuck at.
+        epoch: u64,
+        /// The resync key of that epoch.
+        #[serde(with = "crate::b64")]
+        key: Vec<u8>,
+    },
     /// A message this client cannot show: a kind from a newer client, or a malformed one.
     /// Never encoded: [`Content::encode`] of it answers its original bytes.
     #[serde(skip)]
@@ -170,6 +181,7 @@ impl Content {
             Content::Profile(_) => "profile",
             Content::Roster { .. } => "roster",
             Content::RoomProfile(_) => "room_profile",
+            Content::ResyncRequest { .. } => "resync_request",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -334,6 +346,7 @@ mod tests {
                 profiles: vec![profile(&key(1), "garden", 1, "Alice"), profile(&key(2), "garden", 3, "Bob")],
             },
             Content::RoomProfile(RoomProfile { name: "Paris protests".into(), topic: "Saturday, 2pm".into() }),
+            Content::ResyncRequest { epoch: 4, key: vec![5; 32] },
         ]
     }
 

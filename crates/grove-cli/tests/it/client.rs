@@ -76,6 +76,10 @@ fn three_people_chat_through_the_cli_and_carol_is_removed() {
     }
     let members = ok(grove(&home, "bob", &["room", "members", "garden", "--json"]));
     assert_eq!(serde_json::from_str::<Value>(&members).unwrap().as_array().unwrap().len(), 3);
+    // Nothing to void: Alice is not behind a commit she cannot process.
+    let void = grove(&home, "alice", &["room", "void-stuck", "garden"]);
+    assert!(!void.status.success());
+    assert!(String::from_utf8_lossy(&void.stderr).contains("not behind a commit it cannot process"), "{void:?}");
     assert!(ok(grove(&home, "carol", &["room", "list"])).contains(&link));
 
     let carol_id = addr["carol"].split('@').next().unwrap().to_string();

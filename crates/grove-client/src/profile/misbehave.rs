@@ -25,6 +25,25 @@ impl Profile {
     /// applies the honest commit locally once the server took the altered one. Answers the
     /// entry's sequence number.
     pub async fn update_altered(&mut self, key: &str, alter: impl FnOnce(Forge) -> Vec<u8>) -> Result<u64> {
+        self.commit_altered(key, &Change::Update, alter).await
+    }
+
+    /// [`Profile::update_altered`] for a commit removing `user`.
+    pub async fn remove_altered(
+        &mut self,
+        key: &str,
+        user: grove_wire::UserId,
+        alter: impl FnOnce(Forge) -> Vec<u8>,
+    ) -> Result<u64> {
+        self.commit_altered(key, &Change::Remove(vec![user]), alter).await
+    }
+
+    async fn commit_altered(
+        &mut self,
+        key: &str,
+        change: &Change,
+        alter: impl FnOnce(Forge) -> Vec<u8>,
+    ) -> Result<u64> {
         let _lock = self.lock().await?;
         let room = self.active_room(key)?;
         if room.mode != RoomMode::Mls {
@@ -34,7 +53,7 @@ impl Profile {
         let stale = self.room_protocol(room.mode)?.drop_stale(&room)?;
         self.store.commit(stale)?;
         let identity = self.identity.clone();
-        let mut prepared = self.room_protocol(room.mode)?.prepare(&room, &identity, &Change::Update)?;
+        let mut prepared = self.room_protocol(room.mode)?.prepare(&room, &identity, change)?;
         self.store.commit(std::mem::take(&mut prepared.batch))?;
         let g = GroupId::new(room.group_id.clone());
         let engine = self.engine.get(&self.store, &self.identity)?;
@@ -55,5 +74,18 @@ impl Profile {
         let (batch, _) = self.room_protocol(room.mode)?.accepted(&room, me, &prepared, appended.seq, appended.ts)?;
         self.store.commit(batch)?;
         Ok(appended.seq)
+    }
+
+    /// Makes and posts a self-update commit in the MLS room `key` whose path secrets are
+    /// garbage for `users`: every copath node above one of them gets garbage (so a member who
+    /// shares such a node with one of them cannot process it either). The others can; nothing
+    /// the server can check is wrong.
+    pub async fn update_garbling(&mut self, key: &str, users: &[grove_wire::UserId]) -> Result<()> {
+        let room = self.active_room(key)?;
+        let g = GroupId::new(room.group_id.clone());
+        self.engine.get(&self.store, &self.identity)?.garble_seals_to(&g, users)?;
+        let outcome = self.update(key).await;
+        self.engine.get(&self.store, &self.identity)?.garble_seals_to(&g, &[])?;
+        outcome
     }
 }

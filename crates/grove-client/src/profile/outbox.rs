@@ -214,12 +214,20 @@ impl Profile {
                     // Removed since the sync above: the server still serves the log up to the
                     // entry that removed this member, so read it (it says who, in history),
                     // and give up on the room's queue.
-                    self.store.commit(Batch { sent: vec![item.id], ..Batch::default() })?;
                     let (status, _) = self.sync_room_locked(&room.link).await?;
-                    if status != RoomStatus::Active {
-                        self.drop_items(room, "you are no longer a member of this room")?;
-                        self.active_room(&room.link)?;
+                    if status == RoomStatus::Active {
+                        // The removal is a commit this profile could not process, which members
+                        // may prove faulty: the message waits for its void.
+                        return Err(ClientError::Queued {
+                            id: item.id,
+                            why: "the server says a commit this profile could not process removed it; until \
+                                  members prove it faulty and the server voids it"
+                                .into(),
+                        });
                     }
+                    self.store.commit(Batch { sent: vec![item.id], ..Batch::default() })?;
+                    self.drop_items(room, "you are no longer a member of this room")?;
+                    self.active_room(&room.link)?;
                     return Err(e.into());
                 }
                 Err(e) if e.is_transient() => {

@@ -5,9 +5,11 @@
 
 use grove_client::profile::misbehave::Forge;
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{Event, MessageKind};
+use grove_client::store::{Event, MessageKind, RoomStatus};
 use grove_proto::mls::fault::{commit_framing, with_membership_tag};
+use grove_proto::policy::Edit;
 use grove_wire::api::FaultReport;
+use grove_wire::policy::Role;
 use grove_wire::ErrorCode;
 
 use crate::{garden, texts, World};
@@ -139,7 +141,12 @@ async fn a_false_report_is_refused_and_counted_and_one_key_voids_nothing() {
         })
         .await
         .unwrap();
-    let report = |key: &[u8]| FaultReport { seq: update, membership_key: Some(key.to_vec()), reason: "test".into() };
+    let report = |key: &[u8]| FaultReport {
+        seq: update,
+        membership_key: Some(key.to_vec()),
+        reason: "test".into(),
+        admin_void: false,
+    };
 
     let made_up = carol.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap();
     assert_eq!((made_up.void_seq, made_up.agreeing), (None, 1));
@@ -151,7 +158,7 @@ async fn a_false_report_is_refused_and_counted_and_one_key_voids_nothing() {
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
     let own = bob.server_for(&w.url).report_fault("garden", &report(&[9; 32])).await.unwrap_err();
     assert_eq!(own.code(), Some(ErrorCode::NotReportable), "{own}");
-    let not_commit = FaultReport { seq: 1, membership_key: None, reason: String::new() };
+    let not_commit = FaultReport { seq: 1, membership_key: None, reason: String::new(), admin_void: false };
     let e = alice.server_for(&w.url).report_fault("garden", &not_commit).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotReportable), "{e}");
 
@@ -179,7 +186,7 @@ async fn a_wrong_confirmation_tag_is_reported_without_proof() {
     }
     // Each honest member reported it (so a fourth report from one of them is its second, the
     // count does not grow), with no key.
-    let again = FaultReport { seq: poisoned, membership_key: None, reason: "again".into() };
+    let again = FaultReport { seq: poisoned, membership_key: None, reason: "again".into(), admin_void: false };
     let outcome = alice.server_for(&w.url).report_fault("garden", &again).await.unwrap();
     assert_eq!((outcome.reports, outcome.agreeing, outcome.void_seq), (3, 0, None));
     assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1);
@@ -195,4 +202,261 @@ async fn a_wrong_confirmation_tag_is_reported_without_proof() {
         p.sync().await.unwrap();
         assert!(texts(p, "garden").contains(&"alice, behind".to_string()));
     }
+}
+
+/// Whether `p` holds an unreadable line for the entry at `seq` (a commit it could not process).
+fn could_not_process(p: &Profile, seq: u64) -> bool {
+    p.messages("garden", 0).unwrap().iter().any(|m| m.seq == seq && m.kind == MessageKind::Undecryptable)
+}
+
+/// Mallory's self-update encrypts garbage path secrets to Alice and Bob (to the node they
+/// share); Carol's are sound. Nothing the server can check is wrong,
+/// and no key proves anything. Alice and Bob cannot process it; Carol can. Alice says something
+/// meanwhile. In two rounds of syncs (Alice and Bob ask, Carol answers with a sealed GroupInfo;
+/// Alice resyncs and offers the next one, Bob resyncs from it) and Alice's reading of Bob's
+/// resync, all three honest members are in one epoch, the room's; they talk and commit; what Alice said while stuck reached everyone;
+/// Mallory's commit is named in Alice's and Bob's history, Alice removes her, and she reads
+/// nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+
+    mallory.update_garbling("garden", &[alice.user_id(), bob.user_id()]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "the server cannot tell");
+    alice.send("garden", "alice, while stuck").await.unwrap();
+
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert!(could_not_process(&alice, poisoned) && could_not_process(&bob, poisoned));
+    assert!(!could_not_process(&carol, poisoned), "carol processed it");
+    assert_eq!(carol.epoch("garden").unwrap().0, epoch + 1);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    let room_epoch = server_epoch(&alice, &w.url).await;
+    assert_eq!(room_epoch, epoch + 3, "two resyncs, one after the other");
+    // Alice resynced before Bob did: she reads his resync.
+    alice.sync().await.unwrap();
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), room_epoch);
+    for p in [&alice, &bob] {
+        let resynced = p.messages("garden", 0).unwrap().iter().any(|m| match m.event() {
+            Event::Membership(c) => c.resynced.is_some(),
+            _ => false,
+        });
+        assert!(resynced, "history says the profile resynced");
+    }
+
+    // The room works again: Bob commits, everyone follows, Carol talks.
+    bob.update("garden").await.unwrap();
+    carol.send("garden", "carol, after the resync").await.unwrap();
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), room_epoch + 1);
+    for p in [&alice, &bob, &carol] {
+        let said = texts(p, "garden");
+        for line in ["alice, while stuck", "carol, after the resync"] {
+            assert_eq!(said.iter().filter(|t| *t == line).count(), 1, "{said:?}");
+        }
+    }
+    // Alice's history names who made the commit she could not process; she removes Mallory.
+    let bad = alice.messages("garden", 0).unwrap().into_iter().find(|m| m.seq == poisoned).unwrap();
+    assert_eq!(bad.sender, mallory.user_id());
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
+    }
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+}
+
+/// Mallory, a moderator, removes Bob by a commit with a flipped membership tag. The server
+/// takes it and stops letting Bob read after it. Bob cannot process it: his client does not
+/// take the server's word for his removal (he stays in the room, and what he sends meanwhile
+/// waits in his outbox). Alice and Carol prove the fault; the server voids the commit, and Bob,
+/// a member again, reads on, his message goes out, and everyone talks in one epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_by_a_poisoned_commit_is_a_member_again_after_the_void() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    alice.edit_policy("garden", Edit::SetRole(mallory.user_id(), Role::Moderator)).await.unwrap();
+    for p in [&mut bob, &mut carol, &mut mallory] {
+        p.sync().await.unwrap();
+    }
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+
+    let poisoned = mallory.remove_altered("garden", bob.user_id(), flip_membership_tag).await.unwrap();
+    let members = alice.server_for(&w.url).room("garden").await.unwrap().members;
+    assert!(!members.contains(&bob.user_id()), "the server believes the commit");
+
+    // Bob reads up to the commit, cannot process it, and is not removed for it.
+    bob.sync().await.unwrap();
+    assert!(could_not_process(&bob, poisoned));
+    assert_eq!(bob.room("garden").unwrap().status, RoomStatus::Active);
+    match bob.send("garden", "bob, while the server says he is out").await {
+        Err(ClientError::Queued { .. }) => {}
+        other => panic!("expected the message to wait, got {other:?}"),
+    }
+
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch, "voided");
+    assert!(alice.server_for(&w.url).room("garden").await.unwrap().members.contains(&bob.user_id()));
+
+    bob.sync().await.unwrap();
+    assert_eq!(bob.room("garden").unwrap().status, RoomStatus::Active);
+    assert_eq!(bob.outbox_len(Some("garden")).unwrap(), 0, "his message went out once he could post");
+    bob.update("garden").await.unwrap();
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+    for p in [&alice, &carol] {
+        assert!(texts(p, "garden").contains(&"bob, while the server says he is out".to_string()));
+    }
+}
+
+/// Reports are kept by the server's store. Mallory reports Bob's honest update falsely three
+/// times; then she poisons her own update and Alice reports it with the epoch's key. The server
+/// restarts. Mallory's next report is refused (her false reports were kept), and Bob's report
+/// of the poisoned commit, with the same key as Alice's before the restart, voids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_false_reports_survive_a_restart_of_the_server() {
+    let mut w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let mut true_key = Vec::new();
+    let honest = bob
+        .update_altered("garden", |f| {
+            true_key = f.membership_key.clone();
+            f.commit
+        })
+        .await
+        .unwrap();
+    let falsely = FaultReport { seq: honest, membership_key: Some(true_key), reason: "lie".into(), admin_void: false };
+    for _ in 0..3 {
+        let e = mallory.server_for(&w.url).report_fault("garden", &falsely).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::FalseReport), "{e}");
+    }
+    for p in [&mut alice, &mut carol, &mut mallory] {
+        p.sync().await.unwrap();
+    }
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let poisoned = mallory.update_altered("garden", flip_membership_tag).await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "one report voids nothing");
+
+    w.stop().await;
+    w.restart().await;
+    let again = FaultReport { seq: poisoned, membership_key: Some(vec![9; 32]), reason: "x".into(), admin_void: false };
+    let e = mallory.server_for(&w.url).report_fault("garden", &again).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    bob.sync().await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch, "Alice's report, from before the restart, counted");
+    for p in [&mut alice, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch);
+}
+
+/// Mallory's self-update encrypts garbage path secrets to Carol only (her leaf). Carol cannot process it; Alice and Bob can. Carol asks, Alice answers,
+/// Carol resyncs: within those syncs all three are in the room's epoch, Carol's message sent
+/// while stuck reached both, and after Mallory's removal nothing reaches her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_path_secrets_for_one_member_are_healed_by_resync() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+    carol.send("garden", "carol, while stuck").await.unwrap();
+    for p in [&mut carol, &mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    carol.sync().await.unwrap();
+    assert!(could_not_process(&carol, poisoned));
+    assert!(!could_not_process(&alice, poisoned) && !could_not_process(&bob, poisoned));
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2, "mallory's commit, then carol's resync");
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 2);
+    for p in [&alice, &bob] {
+        assert!(texts(p, "garden").contains(&"carol, while stuck".to_string()));
+    }
+    carol.update("garden").await.unwrap();
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    carol.send("garden", "carol, without mallory").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"carol, without mallory".to_string()));
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 4);
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"carol, without mallory".to_string()));
+}
+
+/// Mallory's commit has a wrong confirmation tag under a valid membership tag: nobody else can
+/// process it, so nobody can prove it or offer a resync. Bob, a plain member, cannot void it;
+/// Alice, the room's owner, voids it on her word. Everyone reads the void and is back in the
+/// epoch they hold; the room works again, and Alice removes Mallory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_nobody_can_process_is_voided_by_an_admin() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let poisoned = mallory.update_altered("garden", flip_confirmation_tag).await.unwrap();
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+        assert!(could_not_process(p, poisoned));
+    }
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 1, "no resync: nobody could process it");
+
+    match bob.void_stuck_commit("garden").await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}"),
+        other => panic!("a plain member voided: {other:?}"),
+    }
+    alice.void_stuck_commit("garden").await.unwrap();
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch);
+    for p in [&mut bob, &mut carol] {
+        p.sync().await.unwrap();
+    }
+    bob.update("garden").await.unwrap();
+    carol.send("garden", "carol, after the admin's void").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"carol, after the admin's void".to_string()));
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 1);
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    let _ = mallory.sync().await;
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    let _ = mallory.sync().await;
+    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+}
+
+/// An admin voids only the room's last commit: once Mallory commits again on top of her bad
+/// commit, Alice's void of it is refused (`not_reportable`) and the room stays where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_voids_only_the_rooms_last_commit() {
+    let w = World::start().await;
+    let (mut alice, _bob, _carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = server_epoch(&alice, &w.url).await;
+    mallory.update_altered("garden", flip_confirmation_tag).await.unwrap();
+    alice.sync().await.unwrap();
+    mallory.update("garden").await.unwrap();
+    match alice.void_stuck_commit("garden").await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code(), Some(ErrorCode::NotReportable), "{e}"),
+        other => panic!("voided a commit others built on: {other:?}"),
+    }
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2);
 }

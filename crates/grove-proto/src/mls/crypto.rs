@@ -138,8 +138,12 @@ pub struct GroveCryptoProvider {
 
 /// The keys and inputs of the `mac` calls made while it is on (see the [module docs](self#the-mac-tap)).
 /// Clones share one record.
+///
+/// With grove-proto's cargo feature `testing` it also carries a lie for grove's own tests: HPKE
+/// encryptions to some public keys may be made of garbage ([`MacTap::garble_seals_to`]), the
+/// way a modified client would encrypt garbage path secrets to some members.
 #[derive(Clone, Default)]
-pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>);
+pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>, #[cfg(feature = "testing")] Arc<Mutex<Vec<Vec<u8>>>>);
 
 /// One recorded `mac` call: its key and its input.
 pub type TappedMac = (Zeroizing<Vec<u8>>, Vec<u8>);
@@ -153,6 +157,26 @@ impl MacTap {
     /// Stops recording; answers what was recorded since [`MacTap::start`], in call order.
     pub fn stop(&self) -> Vec<TappedMac> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default()
+    }
+
+    /// Feature `testing`: from now on, HPKE encryptions to these public keys encrypt the
+    /// plaintext with every bit flipped (the recipient decrypts garbage); empty stops it.
+    /// By key, not by order: mls-rs encrypts a commit's path secrets in parallel.
+    #[cfg(feature = "testing")]
+    pub fn garble_seals_to(&self, keys: Vec<Vec<u8>>) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = keys;
+    }
+
+    /// Whether an HPKE encryption to `key` is to be garbled (feature `testing`).
+    #[cfg(feature = "testing")]
+    fn garbles(&self, key: &[u8]) -> bool {
+        self.1.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|k| k == key)
+    }
+
+    /// Never, without feature `testing`.
+    #[cfg(not(feature = "testing"))]
+    fn garbles(&self, _key: &[u8]) -> bool {
+        false
     }
 
     fn record(&self, key: &[u8], data: &[u8]) {
@@ -346,6 +370,10 @@ impl CipherSuiteProvider for GroveCipherSuite {
         aad: Option<&[u8]>,
         pt: &[u8],
     ) -> Result<HpkeCiphertext, GroveCryptoError> {
+        if self.tap.garbles(remote_key.as_ref()) {
+            let garbage: Zeroizing<Vec<u8>> = Zeroizing::new(pt.iter().map(|b| !b).collect());
+            return Ok(self.inner.hpke_seal(remote_key, info, aad, &garbage)?);
+        }
         Ok(self.inner.hpke_seal(remote_key, info, aad, pt)?)
     }
 

@@ -141,6 +141,15 @@
 //! of epochs older than the retained ones itself ([`EngineError::EpochUnavailable`]), so the
 //! answer does not depend on when the last checkpoint was.
 //!
+//! # Resync
+//!
+//! A member who cannot process a commit the room accepted rejoins by an external commit that
+//! replaces its own leaf ([`crate::mls::resync`]): [`MlsEngine::resync_key`],
+//! [`MlsEngine::resync_group_info`], [`MlsEngine::prepare_resync`] (the group is kept as it was
+//! until [`MlsEngine::apply_resync`]; [`MlsEngine::discard_resync`] if the server refused). The
+//! new group exists only in memory between the two: a crash there loses it (the member stays
+//! where it was, and the room holds a leaf of it that nobody can use).
+//!
 //! # Removal
 //!
 //! When a commit removes this member, [`Incoming::Commit::removed_me`] is set, the group's rows
@@ -218,6 +227,7 @@ mod groups;
 mod journal;
 mod outcome;
 mod process;
+mod resync;
 mod store;
 
 use std::collections::BTreeSet;
@@ -364,6 +374,8 @@ pub struct MlsEngine {
     bounds: Bounds,
     /// The crypto provider's MAC tap (see [`MlsEngine::reveal_membership_key`]).
     tap: MacTap,
+    /// Resyncs made and posted, not yet answered (see [`MlsEngine::prepare_resync`]).
+    resyncing: std::collections::HashMap<GroupId, EngineGroup>,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -421,6 +433,7 @@ impl MlsEngine {
             departed: BTreeSet::new(),
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
+            resyncing: Default::default(),
         }
     }
 
@@ -467,6 +480,7 @@ impl MlsEngine {
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             tap,
+            resyncing: Default::default(),
         })
     }
 

@@ -104,8 +104,8 @@ pub enum Rejection {
     /// A ReInit commit (grove cannot follow a group into its successor).
     #[error("ReInit commits are not supported")]
     ReInit,
-    /// An external commit.
-    #[error("external commits are not supported")]
+    /// An external commit that is not a member's resync (it removes no leaf, or more than one).
+    #[error("an external commit must replace its committer's own leaf")]
     ExternalCommit,
     /// A proposal from outside the group.
     #[error("proposals from non-members are not supported")]

@@ -28,7 +28,8 @@
 //!   (`client_builder.rs`, `lifetime()`), when a client commits (`group/commit.rs`), and in
 //!   `validate_key_package` for standalone KeyPackage messages; the hub refuses KeyPackage
 //!   messages before mls-rs sees them.
-//! - External commits are refused ([`HubError::NotAMember`]) for now.
+//! - External commits are taken only as a resync: a member replacing its own leaf
+//!   ([`crate::mls::resync`]); any other is refused ([`HubError::NotAllowed`]).
 //! - ReInit commits are refused ([`HubError::Rejected`]): the hub cannot follow a group into its
 //!   successor.
 //!
@@ -64,7 +65,7 @@ use crate::ErrorKind;
 /// The first byte of [`HubGroup::snapshot`] output: the format version of what follows.
 const SNAPSHOT_FORMAT: u8 = 1;
 
-type HubConfig = WithMlsRules<
+pub(super) type HubConfig = WithMlsRules<
     PolicyRules,
     WithIdentityProvider<GroveIdentityProvider, WithCryptoProvider<GroveCryptoProvider, ExternalBaseConfig>>,
 >;
@@ -151,7 +152,7 @@ impl HubError {
         }
     }
 
-    fn bug(what: &'static str) -> HubError {
+    pub(super) fn bug(what: &'static str) -> HubError {
         HubError::Internal(Internal::new(what))
     }
 }
@@ -172,7 +173,7 @@ pub enum CorruptSnapshot {
 }
 
 /// Maps an mls-rs error raised while processing *input* to a hub error.
-fn rejected(e: MlsError) -> HubError {
+pub(super) fn rejected(e: MlsError) -> HubError {
     if let Some(refusal) = crate::mls::policy::refusal(&e) {
         return HubError::NotAllowed(refusal);
     }
@@ -189,7 +190,7 @@ fn parse(message: &[u8]) -> Result<MlsMessage, HubError> {
 /// The public state of one MLS group, as the hub tracks it. Cheap enough to clone per commit.
 #[derive(Clone)]
 pub struct HubGroup {
-    group: ExternalGroup<HubConfig>,
+    pub(super) group: ExternalGroup<HubConfig>,
 }
 
 /// A commit the hub accepted, with the state it leads to.
@@ -339,6 +340,10 @@ impl HubGroup {
     pub fn check_commit(&self, message: &[u8], sender: &UserId) -> Result<CheckedCommit, HubError> {
         let msg = parse(message)?;
         let from = self.check_handshake(&msg, ContentType::Commit)?;
+        if from == Sender::NewMemberCommit {
+            // A member replacing its own leaf (`crate::mls::resync`).
+            return self.check_resync(msg, sender);
+        }
         let committer = self.check_sender(from, sender)?;
 
         let mut next = self.group.clone();

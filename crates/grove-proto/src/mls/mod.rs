@@ -1,7 +1,7 @@
 //! MLS (RFC 9420) on top of `mls-rs`: grove's credential scheme ([`identity`]), the server-side
 //! validator of a group's public state ([`hub`]), the client-side engine ([`engine`]) and the
 //! crypto provider they use ([`crypto`]); the proof of a commit's bad membership tag
-//! ([`fault`]).
+//! ([`fault`]); the resync of a member who cannot process a commit ([`resync`]).
 //!
 //! grove uses one ciphersuite, [`CIPHER_SUITE`] (MLS ciphersuite 1: X25519, AES-128-GCM,
 //! SHA-256, Ed25519), implemented by the pure-Rust `mls-rs-crypto-rustcrypto` provider.
@@ -32,6 +32,7 @@ pub mod fault;
 pub mod hub;
 pub mod identity;
 pub mod policy;
+pub mod resync;
 
 use mls_rs::CipherSuite;
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;

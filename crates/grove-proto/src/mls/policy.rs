@@ -113,6 +113,10 @@ fn filter(
     context: &GroupContext,
     mut proposals: ProposalBundle,
 ) -> Result<ProposalBundle, PolicyError> {
+    // An external commit is a member's resync, in every room (its one rule: `crate::mls::resync`).
+    if let CommitSource::NewMember(identity) = source {
+        return crate::mls::resync::check_replaces_own_leaf(identity, roster, &proposals).map(|()| proposals);
+    }
     let gce = proposals.group_context_ext_proposals().last().cloned();
     let Some(before) = read(&context.extensions)? else {
         if gce.is_some_and(|p| p.proposal.has_extension(extension_type())) {
@@ -122,7 +126,7 @@ fn filter(
     };
     let committer = match source {
         CommitSource::ExistingMember(m) => m.index,
-        CommitSource::NewMember(_) => return Err(PolicyError::Invalid("this room takes no external joins")),
+        CommitSource::NewMember(_) => return Err(PolicyError::Invalid("an external commit is judged above")),
     };
     let mut members: BTreeSet<UserId> =
         roster.members_iter().filter_map(|m| user_of(&m.signing_identity).ok()).collect();

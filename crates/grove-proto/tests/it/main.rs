@@ -1,6 +1,7 @@
 //! Hub scenarios with real mls-rs clients, client engine scenarios ([`engine`]), and the
 //! engine's determinism under an injected RNG and its interop with plain mls-rs ([`determinism`]),
-//! the proof of a commit's bad membership tag ([`fault`]), and the Sender Keys cipher's
+//! the proof of a commit's bad membership tag ([`fault`]), resync by external commit
+//! ([`resync`]), and the Sender Keys cipher's
 //! scenarios ([`senderkeys`]).
 
 mod determinism;
@@ -8,6 +9,7 @@ mod engine;
 mod fault;
 mod hostile;
 mod journal;
+mod resync;
 mod senderkeys;
 
 use grove_proto::identity::{Identity, UserId};

@@ -20,7 +20,9 @@ pub(crate) async fn append(state: &AppState, room: &RoomHandle, user: UserId, re
         return Err(AppError::new(ErrorCode::PayloadTooLarge, format!("an entry body is at most {max} bytes")));
     }
     match (room.mode, req.kind) {
-        (_, EntryKind::Application) => append_application(state, room, user, req).await,
+        (_, EntryKind::Application) | (RoomMode::Mls, EntryKind::Resync) => {
+            append_application(state, room, user, req).await
+        }
         (RoomMode::Mls, EntryKind::Commit | EntryKind::Proposal) | (RoomMode::SenderKeys, EntryKind::Membership) => {
             let result = append_handshake(state, room, user, req).await;
             if let Err(e) = &result {

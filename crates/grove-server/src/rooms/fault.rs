@@ -19,15 +19,26 @@
 //! A room with only the committer and one other member cannot void: the other member heals by
 //! other means (see docs/security.md).
 //!
-//! Reports are kept in memory (per loaded room, for the last [`KEPT_COMMITS`] commits
-//! reported): a restart forgets reports that did not yet void anything.
+//! # An admin's void
+//!
+//! A fault nobody can prove and nobody can heal by resync (no member but the committer could
+//! process the commit: a wrong confirmation tag, say) is ended by an admin of the room: a
+//! report with `admin_void` voids the room's last commit on the admin's word, as a proven one
+//! is voided. The room goes back to the epoch every other member holds. An admin could so undo
+//! an honest commit (its committer would then be ahead of the room), as it could remove any
+//! member: the room's policy trusts its admins.
+//!
+//! Reports are kept in the store (`Store::record_report`: per room, for [`KEPT_COMMITS`]
+//! reported commits), and so are false reports: a restart, or another instance on the same
+//! PostgreSQL database, sees the same.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use grove_proto::mls::fault::membership_tag_verifies;
 use grove_proto::mls::hub::HubGroup;
 use grove_store::{AppendOutcome, NewEntry, StateUpdate};
 use grove_wire::api::{Entry, EntryKind, FaultReport, ReportOutcome, Void};
+use grove_wire::policy::Role;
 use grove_wire::{ErrorCode, UserId};
 
 use super::handle::{RoomHandle, Slot};
@@ -43,15 +54,6 @@ const KEPT_COMMITS: usize = 16;
 /// How many distinct members, none the committer, must reveal the same key.
 const AGREEING_REPORTERS: usize = 2;
 
-/// A room's fault reports (in memory).
-#[derive(Default)]
-pub(crate) struct Reports {
-    /// Per reported commit (by sequence number): each reporter's revealed key, if any.
-    by_commit: BTreeMap<u64, HashMap<UserId, Option<Vec<u8>>>>,
-    /// False reports per member.
-    false_reports: HashMap<UserId, u32>,
-}
-
 fn not_reportable(why: impl Into<String>) -> AppError {
     AppError::new(ErrorCode::NotReportable, why)
 }
@@ -66,7 +68,7 @@ pub(crate) async fn report(
     if req.membership_key.as_ref().is_some_and(|k| k.len() != 32) {
         return Err(AppError::new(ErrorCode::BadRequest, "a membership key is 32 bytes"));
     }
-    let falses = room.reports().false_reports.get(&user).copied().unwrap_or(0);
+    let falses = state.0.store.false_reports(room.id, &user, false).await?;
     if falses >= MAX_FALSE_REPORTS {
         return Err(AppError::new(
             ErrorCode::Forbidden,
@@ -80,12 +82,7 @@ pub(crate) async fn report(
         match membership_tag_verifies(&commit.body, &context, key) {
             Ok(false) => {}
             Ok(true) => {
-                let n = {
-                    let mut reports = room.reports();
-                    let n = reports.false_reports.entry(user).or_default();
-                    *n += 1;
-                    *n
-                };
+                let n = state.0.store.false_reports(room.id, &user, true).await?;
                 state.0.metrics.fault_report("false");
                 tracing::warn!(room = %room.name, reporter = %user, seq = req.seq, false_reports = n, "false fault report");
                 return Err(AppError::new(
@@ -99,19 +96,14 @@ pub(crate) async fn report(
             Err(e) => return Err(not_reportable(format!("the entry's membership tag cannot be checked: {e}"))),
         }
     }
-    let (reports, agreeing) = {
-        let mut all = room.reports();
-        let seen = all.by_commit.entry(req.seq).or_default();
-        seen.insert(user, req.membership_key.clone());
-        let reports = seen.len() as u32;
-        let agreeing: Vec<UserId> = match &req.membership_key {
-            Some(key) => seen.iter().filter(|(_, k)| k.as_ref() == Some(key)).map(|(u, _)| *u).collect(),
-            None => Vec::new(),
-        };
-        while all.by_commit.len() > KEPT_COMMITS {
-            all.by_commit.pop_first();
-        }
-        (reports, agreeing)
+    if req.admin_void {
+        return admin_void(state, room, &mut slot, &commit, &before, user).await;
+    }
+    let seen = state.0.store.record_report(room.id, req.seq, &user, req.membership_key.clone(), KEPT_COMMITS).await?;
+    let reports = seen.len() as u32;
+    let agreeing: Vec<UserId> = match &req.membership_key {
+        Some(key) => seen.iter().filter(|(_, k)| k.as_ref() == Some(key)).map(|(u, _)| *u).collect(),
+        None => Vec::new(),
     };
     tracing::warn!(room = %room.name, reporter = %user, seq = req.seq, committer = %commit.sender,
         evidence = req.membership_key.is_some(), reason = %req.reason.chars().take(200).collect::<String>(),
@@ -120,9 +112,9 @@ pub(crate) async fn report(
         state.0.metrics.fault_report("recorded");
         return Ok(ReportOutcome { void_seq: None, reports, agreeing: agreeing.len() as u32 });
     }
-    let void_seq = void(state, room, &mut slot, &commit, &before, agreeing.clone()).await?;
+    let void_seq = void(state, room, &mut slot, &commit, &before, agreeing.clone(), "membership_tag").await?;
     drop(slot);
-    room.reports().by_commit.retain(|seq, _| *seq < commit.seq);
+    state.0.store.forget_reports(room.id, commit.seq).await?;
     state.0.metrics.fault_report("voided");
     Ok(ReportOutcome { void_seq: Some(void_seq), reports, agreeing: agreeing.len() as u32 })
 }
@@ -171,6 +163,29 @@ async fn reported_commit(
     Ok((commit, before))
 }
 
+/// An admin's void of the room's last commit, on its word (see [`FaultReport::admin_void`]):
+/// the signer must be an admin or owner in the policy of the commit's epoch, and the commit
+/// the room's last (nothing made on top of it is thrown away).
+async fn admin_void(
+    state: &AppState,
+    room: &RoomHandle,
+    slot: &mut Slot,
+    commit: &Entry,
+    before: &HubGroup,
+    user: UserId,
+) -> AppResult<ReportOutcome> {
+    if before.policy().is_none_or(|p| p.role_of(&user) < Role::Admin) {
+        return Err(AppError::new(ErrorCode::Forbidden, "only an admin of the room may void a commit on its word"));
+    }
+    if commit.epoch.checked_add(1) != Some(slot.epoch) {
+        return Err(not_reportable("an admin may void only the room's last commit"));
+    }
+    let void_seq = void(state, room, slot, commit, before, vec![user], "admin").await?;
+    state.0.store.forget_reports(room.id, commit.seq).await?;
+    state.0.metrics.fault_report("voided");
+    Ok(ReportOutcome { void_seq: Some(void_seq), reports: 1, agreeing: 0 })
+}
+
 /// Appends the void of `commit` and puts the room back in its state before it.
 async fn void(
     state: &AppState,
@@ -179,6 +194,7 @@ async fn void(
     commit: &Entry,
     before: &HubGroup,
     reporters: Vec<UserId>,
+    reason: &str,
 ) -> AppResult<u64> {
     let members = before.members();
     let after: HashSet<&UserId> = members.iter().collect();
@@ -189,7 +205,7 @@ async fn void(
         committer: commit.sender,
         epoch: commit.epoch,
         reporters: reporters.clone(),
-        reason: "membership_tag".to_string(),
+        reason: reason.to_string(),
     };
     let body = serde_json::to_vec(&body).map_err(|e| AppError::internal("encoding a void", e))?;
     let ts = state.now();
@@ -218,8 +234,8 @@ async fn void(
             slot.set_members(members);
             slot.hub = Some(before.clone());
             state.0.metrics.entry_appended(EntryKind::Void.as_str());
-            tracing::warn!(room = %room.name, voided = commit.seq, committer = %commit.sender, epoch, seq,
-                "commit voided: its membership tag does not verify under the key two members revealed");
+            tracing::warn!(room = %room.name, voided = commit.seq, committer = %commit.sender, epoch, seq, reason,
+                "commit voided");
             room.publish(Entry { seq, kind: EntryKind::Void, epoch, sender, ts, body });
             Ok(seq)
         }

@@ -37,8 +37,6 @@ pub(crate) struct RoomHandle {
     catching_up: AtomicBool,
     /// When the room was last handed out by [`super::RoomService`] (server clock, ms).
     last_used: AtomicI64,
-    /// Members' reports of commits they cannot process ([`super::fault`]).
-    reports: Mutex<super::fault::Reports>,
 }
 
 /// An entry handed to push subscribers, serialised once for all of them.
@@ -141,7 +139,6 @@ impl RoomHandle {
             stale: AtomicBool::new(false),
             catching_up: AtomicBool::new(false),
             last_used: AtomicI64::new(i64::MIN),
-            reports: Mutex::new(super::fault::Reports::default()),
         })
     }
 
@@ -265,11 +262,6 @@ impl RoomHandle {
             return Ok(None);
         }
         Ok(state.0.store.removal(self.id, user).await?)
-    }
-
-    /// The room's fault reports.
-    pub(super) fn reports(&self) -> std::sync::MutexGuard<'_, super::fault::Reports> {
-        self.reports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks the room used at `now` (server clock, ms).

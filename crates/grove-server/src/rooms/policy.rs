@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use grove_proto::mls::hub::{HubError, HubGroup};
 use grove_proto::policy::PolicyError;
-use grove_wire::api::{AppendEntry, RoomMode};
+use grove_wire::api::{AppendEntry, EntryKind, ResyncOffer, RoomMode};
 use grove_wire::membership::SignedMembership;
 use grove_wire::policy::RoomPolicy;
 use grove_wire::{ErrorCode, UserId};
@@ -20,7 +20,27 @@ pub(super) fn not_member(name: &str) -> AppError {
     AppError::new(ErrorCode::NotMember, format!("you are not a member of room {name:?}"))
 }
 
-/// Checks an application message against the room's public state as this instance knows it.
+/// A member's resync offer (MLS rooms only): a GroupInfo of the room's current epoch, sealed for
+/// the members stuck at an earlier one. The server cannot open it; it checks its shape and that
+/// it is of the current epoch (an offer of a past epoch helps nobody).
+fn check_resync_offer(room: &RoomHandle, slot: &Slot, req: &AppendEntry) -> AppResult<()> {
+    if req.epoch != slot.epoch {
+        return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
+    }
+    let offer: ResyncOffer = serde_json::from_slice(&req.body).map_err(|e| {
+        AppError::new(ErrorCode::InvalidMessage, format!("a resync entry's body is the JSON of a ResyncOffer: {e}"))
+    })?;
+    if offer.stuck_epoch >= req.epoch || offer.sealed.is_empty() {
+        return Err(AppError::new(
+            ErrorCode::InvalidMessage,
+            "a resync offer is for members stuck at an epoch before the room's, and carries a sealed GroupInfo",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an application message (or a resync offer) against the room's public state as this
+/// instance knows it.
 pub(super) fn check_application(
     state: &AppState,
     room: &RoomHandle,
@@ -30,6 +50,9 @@ pub(super) fn check_application(
 ) -> AppResult<()> {
     if !slot.is_member(&user) {
         return Err(not_member(&room.name));
+    }
+    if req.kind == EntryKind::Resync {
+        return check_resync_offer(room, slot, req);
     }
     if let Some(hub) = &slot.hub {
         let msg_epoch = match hub.check_application(&req.body) {

@@ -19,5 +19,6 @@ mod ordering;
 mod push;
 mod removal;
 mod restart;
+mod resync;
 mod rooms;
 mod storage;

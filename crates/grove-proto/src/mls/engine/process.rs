@@ -34,7 +34,23 @@ pub(super) fn summarize(desc: &CommitMessageDescription) -> Result<CommitSummary
         CommitEffect::ReInit(_) => return Err(EngineError::Rejected(Rejection::ReInit)),
     };
     if desc.is_external {
-        return Err(EngineError::Rejected(Rejection::ExternalCommit));
+        // A member's resync (the rules let an external commit only replace its committer's
+        // own leaf, `crate::mls::resync`): the committer is the user of the leaf it removed,
+        // and membership is unchanged.
+        let MembershipChange { removed, .. } = membership_change(new_epoch)
+            .map_err(|e| EngineError::Internal(Internal::caused("reading a commit's proposals", e)))?;
+        let [committer] = removed.as_slice() else {
+            return Err(EngineError::Rejected(Rejection::ExternalCommit));
+        };
+        return Ok(CommitSummary {
+            epoch: new_epoch.epoch,
+            committer: *committer,
+            added: Vec::new(),
+            removed: Vec::new(),
+            removed_me,
+            // A resync may change no extension: the rules allow only its Remove and ExternalInit.
+            policy: None,
+        });
     }
     let prior = new_epoch.prior_state.roster();
     let committer = prior
