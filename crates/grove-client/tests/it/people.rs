@@ -149,22 +149,22 @@ async fn names_come_from_each_member_and_nobody_sets_anothers() {
     let mut alice = w.user("alice").await;
     let mut bob = w.user("bob").await;
     let mut carol = w.user("carol").await;
-    alice.set_name("Alice").await.unwrap();
-    bob.set_name("Bob").await.unwrap();
+    alice.set_name("Alice Liddell").await.unwrap();
+    bob.set_name("Bob Dobbs").await.unwrap();
     alice.create_room(&w.url, "garden").await.unwrap();
     alice.invite("garden", &bob.address().to_string()).await.unwrap();
     bob.sync().await.unwrap();
     bob.accept("garden").await.unwrap();
     alice.sync().await.unwrap();
-    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"));
-    assert_eq!(bob.display_names("garden").unwrap().get(&alice.user_id()).map(String::as_str), Some("Alice"));
+    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob Dobbs"));
+    assert_eq!(bob.display_names("garden").unwrap().get(&alice.user_id()).map(String::as_str), Some("Alice Liddell"));
 
     // Carol joins later: she learns Alice's and Bob's names from Alice's roster.
     alice.invite("garden", &carol.address().to_string()).await.unwrap();
     carol.sync().await.unwrap();
     let names = carol.display_names("garden").unwrap();
-    assert_eq!(names.get(&alice.user_id()).map(String::as_str), Some("Alice"));
-    assert_eq!(names.get(&bob.user_id()).map(String::as_str), Some("Bob"));
+    assert_eq!(names.get(&alice.user_id()).map(String::as_str), Some("Alice Liddell"));
+    assert_eq!(names.get(&bob.user_id()).map(String::as_str), Some("Bob Dobbs"));
 
     // Carol tries to rename Bob: a profile naming Bob, signed by Carol; and a roster with a
     // forged signature. Both are ignored.
@@ -172,18 +172,18 @@ async fn names_come_from_each_member_and_nobody_sets_anothers() {
     carol.send_content("garden", &Content::Profile(bad_sig.clone())).await.unwrap();
     carol.send_content("garden", &Content::Roster { profiles: vec![bad_sig] }).await.unwrap();
     alice.sync().await.unwrap();
-    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob"));
+    assert_eq!(alice.display_names("garden").unwrap().get(&bob.user_id()).map(String::as_str), Some("Bob Dobbs"));
 
     // Carol calls herself Alice too: the two are told apart by a short id.
-    carol.set_name("Alice").await.unwrap();
+    carol.set_name("Alice Liddell").await.unwrap();
     alice.sync().await.unwrap();
     let names = alice.display_names("garden").unwrap();
-    assert_eq!(names[&carol.user_id()], format!("Alice ({})", carol.user_id().short()));
-    assert_eq!(names[&alice.user_id()], format!("Alice ({})", alice.user_id().short()));
-    // Names never reach the server: its files hold no "Bob" nor "Alice".
+    assert_eq!(names[&carol.user_id()], format!("Alice Liddell ({})", carol.user_id().short()));
+    assert_eq!(names[&alice.user_id()], format!("Alice Liddell ({})", alice.user_id().short()));
+    // Names never reach the server: its files hold no "Bob Dobbs" nor "Alice Liddell".
     let mut w = w;
     for (path, bytes) in w.stop().await {
-        for name in [b"Alice".as_slice(), b"Bob"] {
+        for name in [b"Alice Liddell".as_slice(), b"Bob Dobbs"] {
             assert!(!bytes.windows(name.len()).any(|win| win == name), "{} holds a name", path.display());
         }
     }
