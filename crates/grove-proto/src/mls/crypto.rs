@@ -140,7 +140,7 @@ pub struct GroveCryptoProvider {
 /// Clones share one record.
 ///
 /// With grove-proto's cargo feature `testing` it also carries a lie for grove's own tests: HPKE
-/// encryptions to some public keys may be made of garbage ([`MacTap::garble_seals_to`]), the
+/// encryptions to some public keys may be made of garbage (`MacTap::garble_seals_to`, with the `testing` feature), the
 /// way a modified client would encrypt garbage path secrets to some members.
 #[derive(Clone, Default)]
 pub struct MacTap(Arc<Mutex<Option<Vec<TappedMac>>>>, #[cfg(feature = "testing")] Arc<Mutex<Vec<Vec<u8>>>>);

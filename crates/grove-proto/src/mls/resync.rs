@@ -5,7 +5,7 @@
 //!
 //! # The rule
 //!
-//! grove takes an external commit only as a resync ([`check_replaces_own_leaf`]): its proposals
+//! grove takes an external commit only as a resync (`check_replaces_own_leaf`): its proposals
 //! are its ExternalInit and exactly one Remove, of a leaf whose user is the user of the new
 //! leaf, and nothing else. So a resync changes no membership: the member is the same user with
 //! a fresh leaf. The rule is one of [`crate::mls::policy::PolicyRules`], so the hub and every
