@@ -180,6 +180,20 @@ SEMANTIC_REFUSALS = {
 }
 
 
+def _bodies(case, response):
+    """The case's body and the bytes actually sent, parsed (a stateful step can send a value the
+    case's own body does not show)."""
+    out = [case.body]
+    sent = [case.body, getattr(getattr(response, "request", None), "body", None)]
+    for raw in sent:
+        if isinstance(raw, (bytes, bytearray, str)):
+            try:
+                out.append(json.loads(raw))
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return out
+
+
 def _has_fraction(value, text=False):
     """Whether a request part holds a number with a fractional part anywhere (with `text`, also
     a query or path value written as one). Stateful links can carry a drawn float such as
@@ -211,7 +225,9 @@ def grove_valid_data_is_refused_only_for_its_meaning(ctx, response, case):
     allowed = SEMANTIC_REFUSALS.get(response.status_code)
     if allowed is None:
         return None
-    if _has_fraction(case.body) or any(_has_fraction(v, text=True) for v in (case.query, case.path_parameters)):
+    if any(_has_fraction(b) for b in _bodies(case, response)) or any(
+        _has_fraction(v, text=True) for v in (case.query, case.path_parameters)
+    ):
         return None  # every number in grove's API is an integer: a fraction is not valid data
     try:
         code = json.loads(response.content).get("code")
