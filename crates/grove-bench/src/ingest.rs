@@ -55,15 +55,7 @@ pub async fn http_over(
     senders: usize,
     messages: usize,
 ) -> Result<IngestResult> {
-    let server = harness::start_server_with(env, transport).await?;
-    let client = harness::http_client_for(&server)?;
-    let admin = User::random();
-    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
-    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
-    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
-    for n in &names {
-        server.setup_room(&client, &admin, n, &ids).await?;
-    }
+    let (server, client, users, names) = start_with_rooms(env, transport, rooms, senders).await?;
 
     // Sign everything up front, on both cores (nothing else runs yet).
     let per = messages / senders;
@@ -156,6 +148,26 @@ pub async fn http_over(
         }));
     }
     finish(env, server, &names, senders, messages, barrier, tasks, "ingest").await
+}
+
+/// A server with `rooms` sender-keys rooms (`ingest-N`) whose members are `senders` fresh
+/// users; answers it, an HTTP client for it, the users and the rooms' names.
+async fn start_with_rooms(
+    env: &Env,
+    transport: Transport,
+    rooms: usize,
+    senders: usize,
+) -> Result<(harness::Server, reqwest::Client, Vec<User>, Vec<String>)> {
+    let server = harness::start_server_with(env, transport).await?;
+    let client = harness::http_client_for(&server)?;
+    let admin = User::random();
+    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
+    for n in &names {
+        server.setup_room(&client, &admin, n, &ids).await?;
+    }
+    Ok((server, client, users, names))
 }
 
 /// What one sender task of an ingest run hands back: its latencies, errors, and the first.
@@ -363,15 +375,7 @@ pub async fn websocket(
     use grove_wire::api::{AppendEntry, PushRequest};
     use tokio_tungstenite::tungstenite::Message;
 
-    let server = harness::start_server_with(env, Transport::Plain).await?;
-    let client = harness::http_client_for(&server)?;
-    let admin = User::random();
-    let users: Vec<User> = (0..senders).map(|_| User::random()).collect();
-    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
-    let names: Vec<String> = (0..rooms).map(|r| format!("ingest-{r}")).collect();
-    for n in &names {
-        server.setup_room(&client, &admin, n, &ids).await?;
-    }
+    let (server, _, users, names) = start_with_rooms(env, Transport::Plain, rooms, senders).await?;
     let url = format!("{}/v1/push", server.base.replacen("http://", "ws://", 1));
     let window = window.max(1);
     let barrier = Arc::new(Barrier::new(senders + 1));

@@ -256,7 +256,7 @@ impl Followed {
                     |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
                 let answer =
                     header(grove_wire::push::HEADER_PUSH_KEY).zip(header(grove_wire::push::HEADER_PUSH_SIGNATURE));
-                let frames = match (answer, self.server.public_key().await) {
+                let frames = match (answer, self.server.server_key().await) {
                     (Some((half, signature)), Ok(server_key)) => {
                         match offer.accept(&self.server.user(), &server_key, &half, &signature) {
                             Ok(key) => Some(key),

@@ -236,7 +236,8 @@ impl Server {
         self.info.get().ok_or_else(|| self.unreachable("no server information"))
     }
 
-    async fn server_key(&self) -> Result<[u8; 32], TransportError> {
+    /// The server's public key (from its `/v1/info`, checked against the remembered one).
+    pub(crate) async fn server_key(&self) -> Result<[u8; 32], TransportError> {
         let info = self.cached_info().await?;
         let key: UserId =
             info.public_key.parse().map_err(|_| self.unreachable("the server's public key is malformed"))?;
@@ -387,11 +388,6 @@ impl Server {
     /// The user this handle signs as.
     pub(crate) fn user(&self) -> UserId {
         UserId(self.key.verifying_key().to_bytes())
-    }
-
-    /// The server's public key (from its `/v1/info`, checked against the remembered one).
-    pub(crate) async fn public_key(&self) -> Result<[u8; 32], TransportError> {
-        self.server_key().await
     }
 
     /// Reports a commit of the room that this member cannot process (see

@@ -113,14 +113,7 @@ async fn a_flipped_membership_tag_is_voided_and_the_room_goes_on() {
     }
 
     // Mallory is removed; what follows does not reach her.
-    alice.remove("garden", &mallory.user_id()).await.unwrap();
-    alice.send("garden", "alice, without mallory").await.unwrap();
-    for p in [&mut bob, &mut carol] {
-        p.sync().await.unwrap();
-        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
-    }
-    let _ = mallory.sync().await;
-    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+    alice_removes_mallory_who_reads_nothing_after(&mut alice, &mut bob, &mut carol, &mut mallory).await;
 }
 
 /// A report is believed only as far as its evidence goes. Bob's honest update is reported by
@@ -266,14 +259,7 @@ async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
     // Alice's history names who made the commit she could not process; she removes Mallory.
     let bad = alice.messages("garden", 0).unwrap().into_iter().find(|m| m.seq == poisoned).unwrap();
     assert_eq!(bad.sender, mallory.user_id());
-    alice.remove("garden", &mallory.user_id()).await.unwrap();
-    alice.send("garden", "alice, without mallory").await.unwrap();
-    for p in [&mut bob, &mut carol] {
-        p.sync().await.unwrap();
-        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
-    }
-    let _ = mallory.sync().await;
-    assert!(!texts(&mallory, "garden").contains(&"alice, without mallory".to_string()));
+    alice_removes_mallory_who_reads_nothing_after(&mut alice, &mut bob, &mut carol, &mut mallory).await;
 }
 
 /// Mallory, a moderator, removes Bob by a commit with a flipped membership tag. The server
@@ -459,4 +445,21 @@ async fn an_admin_voids_only_the_rooms_last_commit() {
         other => panic!("voided a commit others built on: {other:?}"),
     }
     assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2);
+}
+
+/// Alice removes Mallory and writes: Bob and Carol read it, Mallory does not.
+async fn alice_removes_mallory_who_reads_nothing_after(
+    alice: &mut Profile,
+    bob: &mut Profile,
+    carol: &mut Profile,
+    mallory: &mut Profile,
+) {
+    alice.remove("garden", &mallory.user_id()).await.unwrap();
+    alice.send("garden", "alice, without mallory").await.unwrap();
+    for p in [bob, carol] {
+        p.sync().await.unwrap();
+        assert!(texts(p, "garden").contains(&"alice, without mallory".to_string()));
+    }
+    let _ = mallory.sync().await;
+    assert!(!texts(mallory, "garden").contains(&"alice, without mallory".to_string()));
 }
