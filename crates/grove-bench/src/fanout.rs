@@ -14,9 +14,29 @@ use crate::ingest::BODY;
 /// Untimed messages sent first; the measured phase starts once every subscriber got them all.
 const WARMUP: usize = 5;
 
+/// How the publisher posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Publish {
+    /// A signed `POST /v1/rooms/{room}/log` per message, over keep-alive HTTP.
+    Http,
+    /// A `send` frame on the publisher's own bound push WebSocket (grove-client's path when it
+    /// holds a connection, as `grove chat` does), acknowledged by a `sent` event.
+    Ws,
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Publish::Http => "HTTP POST",
+            Publish::Ws => "push WebSocket",
+        })
+    }
+}
+
 /// What a fan-out run measured.
 #[derive(Debug, Clone, Default)]
 pub struct FanoutResult {
+    pub publish: Option<Publish>,
     pub subscribers: usize,
     pub rate: u32,
     pub messages: usize,
@@ -37,8 +57,8 @@ impl std::fmt::Display for FanoutResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} subscribers × {}/s, {} msgs: to last subscriber {}; per delivery {}; publisher ack {}; {} deliveries, {} missing, {} publish errors (connect {:.1}s); {}",
-            self.subscribers, self.rate, self.messages, self.last, self.delivery, self.ack, self.deliveries, self.missing, self.publish_errors, self.connect_secs, self.cores
+            "{} subscribers × {}/s, {} msgs ({}): to last subscriber {}; per delivery {}; publisher ack {}; {} deliveries, {} missing, {} publish errors (connect {:.1}s); {}",
+            self.subscribers, self.rate, self.messages, self.publish.map(|p| p.to_string()).unwrap_or_default(), self.last, self.delivery, self.ack, self.deliveries, self.missing, self.publish_errors, self.connect_secs, self.cores
         )
     }
 }
@@ -64,6 +84,11 @@ fn index_of(frame: &str) -> Option<usize> {
 /// `subscribers` WebSocket clients (distinct members) subscribe to one room; one publisher
 /// posts `rate` msgs/s for `seconds` seconds; every entry is acknowledged after fsync.
 pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Result<FanoutResult> {
+    run_via(env, subscribers, rate, seconds, Publish::Http).await
+}
+
+/// [`run`], the publisher posting as `publish` says.
+pub async fn run_via(env: &Env, subscribers: usize, rate: u32, seconds: u32, publish: Publish) -> Result<FanoutResult> {
     if let Some(limit) = harness::open_files_limit() {
         let need = 2 * subscribers as u64 + 256;
         if limit < need {
@@ -137,14 +162,34 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
         }));
     }
 
-    // The publisher: paced, each POST in its own task so a slow ack never delays the next one.
+    // The publisher: paced, each POST in its own task so a slow ack never delays the next one;
+    // over the WebSocket, one task owns the socket and answers each frame's ack in order.
+    let frames = match publish {
+        Publish::Http => None,
+        Publish::Ws => {
+            let (ws, frame_key) = harness::push_bound(&url, &publisher, &key).await?;
+            Some((ws_publisher(ws, shared.clone()), Arc::new(frame_key)))
+        }
+    };
     let post = |i: usize| {
         let (client, shared, base, publisher) =
             (client.clone(), shared.clone(), server.base.clone(), publisher.clone());
+        let frames = frames.as_ref().map(|(tx, frame_key)| (tx.clone(), frame_key.clone()));
         tokio::spawn(async move {
             let mut body = harness::random_body(BODY);
             body[..8].copy_from_slice(&(i as u64).to_le_bytes());
             body[8..16].copy_from_slice(&now_ns().to_le_bytes());
+            if let Some((tx, frame_key)) = frames {
+                let entry =
+                    grove_wire::api::AppendEntry { kind: grove_wire::api::EntryKind::Application, epoch: 1, body };
+                let id = i as u64 + 1;
+                let mac = frame_key.mac(id, room, &entry);
+                let frame = grove_wire::api::PushRequest::Send { id, room: room.to_string(), entry, mac };
+                let text = serde_json::to_string(&frame).map_err(|e| e.to_string())?;
+                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+                tx.send((i, text, ack_tx)).map_err(|_| "the publisher's socket is gone".to_string())?;
+                return ack_rx.await.map_err(|_| "the publisher's socket is gone".to_string())?;
+            }
             let p = harness::prepare_append(&base, &key, &publisher, room, 1, body);
             let t = now_ns();
             shared.posted[i].store(t, Ordering::Release);
@@ -225,6 +270,7 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
     }
     server.stop().await;
     Ok(FanoutResult {
+        publish: Some(publish),
         subscribers,
         rate,
         messages: total - WARMUP,
@@ -237,4 +283,51 @@ pub async fn run(env: &Env, subscribers: usize, rate: u32, seconds: u32) -> Resu
         connect_secs,
         cores,
     })
+}
+
+/// A frame to send on the publisher's socket: its message index, its text, where its ack goes.
+type Frame = (usize, String, tokio::sync::oneshot::Sender<std::result::Result<u64, String>>);
+
+/// The publisher's bound push socket, owned by one task: frames go out in the order they come
+/// (their `posted` time taken just before the write), and each `sent` or `refused` answers the
+/// oldest frame still waiting (the server answers in order).
+fn ws_publisher(ws: harness::PushSocket, shared: Arc<Shared>) -> tokio::sync::mpsc::UnboundedSender<Frame> {
+    use futures_util::SinkExt;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let mut waiting: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<_>)> = Default::default();
+        loop {
+            tokio::select! {
+                frame = rx.recv() => {
+                    let Some((i, text, ack)) = frame else { break };
+                    let t = now_ns();
+                    shared.posted[i].store(t, Ordering::Release);
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        let _ = ack.send(Err(format!("send: {e}")));
+                        break;
+                    }
+                    waiting.push_back((t, ack));
+                }
+                msg = stream.next() => {
+                    let Some(Ok(Message::Text(text))) = msg else {
+                        if matches!(msg, None | Some(Err(_))) { break }
+                        continue;
+                    };
+                    let now = now_ns();
+                    let Some((t, ack)) = waiting.pop_front() else { continue };
+                    let answer = if text.as_str().contains("\"type\":\"sent\"") {
+                        Ok(now - t)
+                    } else {
+                        Err(text.to_string())
+                    };
+                    let _ = ack.send(answer);
+                }
+            }
+        }
+        for (_, ack) in waiting {
+            let _ = ack.send(Err("the publisher's socket closed".into()));
+        }
+    });
+    tx
 }

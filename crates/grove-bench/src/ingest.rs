@@ -171,7 +171,7 @@ async fn start_with_rooms(
 }
 
 /// What one sender task of an ingest run hands back: its latencies, errors, and the first.
-type SenderOutcome = Result<(hdrhistogram::Histogram<u64>, usize, Option<String>)>;
+pub type SenderOutcome = Result<(hdrhistogram::Histogram<u64>, usize, Option<String>)>;
 
 /// Starts the clock when every sender has warmed up (`barrier`), waits for them all, checks
 /// that the store holds every acknowledged entry (plus each room's setup entry and the
@@ -240,39 +240,24 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
     let dir = tempfile::Builder::new().prefix("grove-bench-store-").tempdir_in(&env.dir)?;
     let store = harness::open_store(env, dir.path().to_path_buf()).await?;
     let user = User::random();
-    let mut ids = Vec::new();
-    for r in 0..rooms {
-        let new = NewRoom {
-            name: format!("store-{r}"),
-            mode: RoomMode::SenderKeys,
-            public: false,
-            created_by: user.id,
-            created_at: harness::unix_ms(),
-            epoch: 0,
-            state: Vec::new(),
-            members: vec![user.id],
-            admins: vec![user.id],
-        };
-        match store.create_room(new, 1_000_000).await? {
-            grove_store::CreateRoomOutcome::Created(rec) => ids.push(rec.id),
-            other => bail!("cannot create a room: {other:?}"),
-        }
-    }
-    let ids = Arc::new(ids);
+    let ids = Arc::new(store_rooms(&store, &user, rooms).await?);
+    // Bodies are made before the clock starts, as the raw reference's are: the figure is the
+    // store's, not the random generator's.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..1024).map(|_| harness::random_body(BODY)).collect());
     let per = messages / tasks;
     let barrier = Arc::new(Barrier::new(tasks + 1));
     let mut handles = Vec::new();
     for i in 0..tasks {
-        let (store, ids, barrier) = (store.clone(), ids.clone(), barrier.clone());
+        let (store, ids, barrier, bodies) = (store.clone(), ids.clone(), barrier.clone(), bodies.clone());
         let sender = user.id;
         let n = per + usize::from(i < messages % tasks);
         handles.push(env.srv.spawn(async move {
-            let entry = |_k: usize| NewEntry {
+            let entry = |k: usize| NewEntry {
                 kind: EntryKind::Application,
                 epoch: 0,
                 sender,
                 ts: harness::unix_ms(),
-                body: harness::random_body(BODY),
+                body: bodies[(i * 31 + k) % bodies.len()].clone(),
                 update: None,
             };
             let mut errors = 0usize;
@@ -327,6 +312,70 @@ pub async fn store_level(env: &Env, rooms: usize, tasks: usize, messages: usize)
     })
 }
 
+/// `rooms` sender-keys rooms created through the store, `user` their only member.
+async fn store_rooms(
+    store: &grove_store_sqlite::SqliteStore,
+    user: &User,
+    rooms: usize,
+) -> Result<Vec<grove_store::RoomId>> {
+    let mut ids = Vec::new();
+    for r in 0..rooms {
+        let new = NewRoom {
+            name: format!("store-{r}"),
+            mode: RoomMode::SenderKeys,
+            public: false,
+            created_by: user.id,
+            created_at: harness::unix_ms(),
+            epoch: 0,
+            state: Vec::new(),
+            members: vec![user.id],
+            admins: vec![user.id],
+        };
+        match store.create_room(new, 1_000_000).await? {
+            grove_store::CreateRoomOutcome::Created(rec) => ids.push(rec.id),
+            other => bail!("cannot create a room: {other:?}"),
+        }
+    }
+    Ok(ids)
+}
+
+/// One task appends `messages` entries through the store one at a time, pausing `gap` between
+/// them (an idle store): each append's latency is the hand-off to the writer thread, one
+/// commit with its fsync, and the answer back. The idle path's storage hop.
+pub async fn store_idle(env: &Env, messages: usize, gap: Duration) -> Result<Lat> {
+    let dir = tempfile::Builder::new().prefix("grove-bench-store-idle-").tempdir_in(&env.dir)?;
+    let store = harness::open_store(env, dir.path().to_path_buf()).await?;
+    let user = User::random();
+    let room = store_rooms(&store, &user, 1).await?[0];
+    let body = harness::random_body(BODY);
+    let task = env.srv.spawn(async move {
+        let mut h = histogram();
+        for k in 0..WARMUP_PER_SENDER + messages {
+            let e = NewEntry {
+                kind: EntryKind::Application,
+                epoch: 0,
+                sender: user.id,
+                ts: harness::unix_ms(),
+                body: body.clone(),
+                update: None,
+            };
+            let t = Instant::now();
+            match store.append(room, e).await {
+                Ok(grove_store::AppendOutcome::Appended { .. }) if k >= WARMUP_PER_SENDER => {
+                    let _ = h.record(t.elapsed().as_nanos() as u64);
+                }
+                Ok(grove_store::AppendOutcome::Appended { .. }) => {}
+                other => bail!("an idle append failed: {other:?}"),
+            }
+            tokio::time::sleep(gap).await;
+        }
+        anyhow::Ok(h)
+    });
+    let h = tokio::time::timeout(Duration::from_secs(600), task).await???;
+    drop(dir);
+    Ok(Lat::of(&h))
+}
+
 /// Plain HTTP and TLS ingest in turn, `rounds` times each (alternating, so drift in the
 /// machine's load hits both alike); answers each run's result.
 pub async fn tls_cost(
@@ -362,8 +411,77 @@ pub async fn websocket_vs_http(
     Ok((over_http, over_ws))
 }
 
-/// The WebSocket half of [`websocket_vs_http`]. Frames (with their MACs) are made before the
-/// clock starts; an entry's latency runs from its frame's send to its `sent` answer.
+/// One sender on its own bound push socket to `url`: `WARMUP_PER_SENDER` untimed frames, then
+/// (after `barrier`) `n` timed ones, round-robin over `names` from the `i`th, at most `window`
+/// unanswered at a time. Frames (with their MACs) are made before the clock starts; an entry's
+/// latency runs from its frame's send to its `sent` answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn ws_sender(
+    url: &str,
+    user: &User,
+    server_key: &[u8; 32],
+    names: &[String],
+    i: usize,
+    n: usize,
+    window: usize,
+    barrier: Arc<Barrier>,
+) -> Result<tokio::task::JoinHandle<SenderOutcome>> {
+    use futures_util::{SinkExt, StreamExt};
+    use grove_wire::api::{AppendEntry, PushRequest};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let window = window.max(1);
+    let (ws, key) = harness::push_bound(url, user, server_key).await?;
+    let frames: Vec<String> = (0..WARMUP_PER_SENDER + n)
+        .map(|k| {
+            let room = names[(i + k) % names.len()].clone();
+            let entry = AppendEntry { kind: EntryKind::Application, epoch: 1, body: harness::random_body(BODY) };
+            let id = k as u64 + 1;
+            let mac = key.mac(id, &room, &entry);
+            serde_json::to_string(&PushRequest::Send { id, room, entry, mac }).unwrap_or_default()
+        })
+        .collect();
+    Ok(tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let mut h = histogram();
+        let (mut errors, mut first_error) = (0usize, None);
+        let mut sent_at = std::collections::VecDeque::with_capacity(window);
+        let mut frames = frames.into_iter();
+        let mut answered = 0usize;
+        let total = WARMUP_PER_SENDER + n;
+        while answered < total {
+            if answered == WARMUP_PER_SENDER && sent_at.is_empty() {
+                barrier.wait().await;
+            }
+            let warming = answered < WARMUP_PER_SENDER;
+            let limit = if warming { WARMUP_PER_SENDER } else { total };
+            let sent = answered + sent_at.len();
+            if sent_at.len() < window && sent < limit {
+                if let Some(f) = frames.next() {
+                    sink.send(Message::text(f)).await?;
+                    sent_at.push_back(Instant::now());
+                    continue;
+                }
+            }
+            let Some(msg) = stream.next().await else { bail!("the server closed the push socket") };
+            let Message::Text(text) = msg? else { continue };
+            let ev: serde_json::Value = serde_json::from_str(text.as_str())?;
+            let t = sent_at.pop_front().ok_or_else(|| anyhow::anyhow!("an answer to no send: {ev}"))?;
+            answered += 1;
+            if ev["type"] == "sent" {
+                if !warming {
+                    let _ = h.record(t.elapsed().as_nanos() as u64);
+                }
+            } else {
+                errors += 1;
+                first_error.get_or_insert(ev.to_string());
+            }
+        }
+        anyhow::Ok((h, errors, first_error))
+    }))
+}
+
+/// The WebSocket half of [`websocket_vs_http`]: each sender a [`ws_sender`].
 pub async fn websocket(
     env: &Env,
     rooms: usize,
@@ -371,66 +489,13 @@ pub async fn websocket(
     window: usize,
     messages: usize,
 ) -> Result<IngestResult> {
-    use futures_util::{SinkExt, StreamExt};
-    use grove_wire::api::{AppendEntry, PushRequest};
-    use tokio_tungstenite::tungstenite::Message;
-
     let (server, _, users, names) = start_with_rooms(env, Transport::Plain, rooms, senders).await?;
     let url = format!("{}/v1/push", server.base.replacen("http://", "ws://", 1));
-    let window = window.max(1);
     let barrier = Arc::new(Barrier::new(senders + 1));
     let mut tasks = Vec::with_capacity(senders);
     for (i, user) in users.iter().enumerate() {
         let n = messages / senders + usize::from(i < messages % senders);
-        let (ws, key) = harness::push_bound(&url, user, &server.server_key).await?;
-        let frames: Vec<String> = (0..WARMUP_PER_SENDER + n)
-            .map(|k| {
-                let room = names[(i + k) % names.len()].clone();
-                let entry = AppendEntry { kind: EntryKind::Application, epoch: 1, body: harness::random_body(BODY) };
-                let id = k as u64 + 1;
-                let mac = key.mac(id, &room, &entry);
-                serde_json::to_string(&PushRequest::Send { id, room, entry, mac }).unwrap_or_default()
-            })
-            .collect();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let mut h = histogram();
-            let (mut errors, mut first_error) = (0usize, None);
-            let mut sent_at = std::collections::VecDeque::with_capacity(window);
-            let mut frames = frames.into_iter();
-            let mut answered = 0usize;
-            let total = WARMUP_PER_SENDER + n;
-            while answered < total {
-                if answered == WARMUP_PER_SENDER && sent_at.is_empty() {
-                    barrier.wait().await;
-                }
-                let warming = answered < WARMUP_PER_SENDER;
-                let limit = if warming { WARMUP_PER_SENDER } else { total };
-                let sent = answered + sent_at.len();
-                if sent_at.len() < window && sent < limit {
-                    if let Some(f) = frames.next() {
-                        sink.send(Message::text(f)).await?;
-                        sent_at.push_back(Instant::now());
-                        continue;
-                    }
-                }
-                let Some(msg) = stream.next().await else { bail!("the server closed the push socket") };
-                let Message::Text(text) = msg? else { continue };
-                let ev: serde_json::Value = serde_json::from_str(text.as_str())?;
-                let t = sent_at.pop_front().ok_or_else(|| anyhow::anyhow!("an answer to no send: {ev}"))?;
-                answered += 1;
-                if ev["type"] == "sent" {
-                    if !warming {
-                        let _ = h.record(t.elapsed().as_nanos() as u64);
-                    }
-                } else {
-                    errors += 1;
-                    first_error.get_or_insert(ev.to_string());
-                }
-            }
-            anyhow::Ok((h, errors, first_error))
-        }));
+        tasks.push(ws_sender(&url, user, &server.server_key, &names, i, n, window, barrier.clone()).await?);
     }
     finish(env, server, &names, senders, messages, barrier, tasks, "ingest over the push WebSocket").await
 }

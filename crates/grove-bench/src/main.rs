@@ -124,6 +124,9 @@ enum Cmd {
         rate: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// How the publisher posts: a signed HTTP POST each, or frames on its push WebSocket.
+        #[arg(long, value_enum, default_value_t = fanout::Publish::Http)]
+        publish: fanout::Publish,
     },
     /// Raw rusqlite batched inserts (same row shape; WAL; synchronous=FULL).
     BaselineSqlite {
@@ -203,6 +206,9 @@ enum Cmd {
         seconds: u32,
         #[arg(long, default_value_t = 10)]
         pgbench_seconds: u32,
+        /// Frames each sender keeps unanswered in the WebSocket ingest.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
     },
     /// The client's profile lock: one profile sends messages alone, then with a second handle
     /// on the same profile following the room (`grove read --follow`); rounds alternate.
@@ -334,8 +340,8 @@ fn main() -> Result<()> {
             Cmd::Catchup { entries, page } => {
                 println!("catchup: {}", catchup::run(&env, entries, page).await?);
             }
-            Cmd::Fanout { subscribers, rate, seconds } => {
-                println!("fanout: {}", fanout::run(&env, subscribers, rate, seconds).await?);
+            Cmd::Fanout { subscribers, rate, seconds, publish } => {
+                println!("fanout: {}", fanout::run_via(&env, subscribers, rate, seconds, publish).await?);
             }
             Cmd::BaselineSqlite { rows, batch, rooms } => {
                 println!("baseline-sqlite: {}", baseline::sqlite(&env, rows, batch, rooms).await?);
@@ -347,7 +353,7 @@ fn main() -> Result<()> {
                 attach::run(&env, mib).await?;
             }
             Cmd::SigCost => println!("sig-cost: {}", baseline::sig_cost(&env).await?),
-            Cmd::Pg { url, rooms, senders, messages, subscribers, rate, seconds, pgbench_seconds } => {
+            Cmd::Pg { url, rooms, senders, messages, subscribers, rate, seconds, pgbench_seconds, window } => {
                 let o = pg::Opts {
                     url,
                     rooms: rooms.max(1),
@@ -357,6 +363,7 @@ fn main() -> Result<()> {
                     rate: rate.max(1),
                     seconds: seconds.max(1),
                     pgbench_seconds: pgbench_seconds.max(1),
+                    window: window.max(1),
                 };
                 pg::run(&env, &o).await?;
             }

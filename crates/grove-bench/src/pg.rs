@@ -42,6 +42,8 @@ pub struct Opts {
     pub rate: u32,
     pub seconds: u32,
     pub pgbench_seconds: u32,
+    /// Frames each sender keeps unanswered on its push WebSocket in the WebSocket ingest.
+    pub window: usize,
 }
 
 /// One grove instance on the shared database.
@@ -114,8 +116,13 @@ pub async fn run(env: &Env, o: &Opts) -> Result<()> {
     for instances in [1usize, 2] {
         let r = ingest(env, o, instances).await?;
         println!(
-            "ingest, {instances} instance(s): {} msgs in {:.2}s = {:.0} msgs/s = {:.2}× pgbench; ack {}; {} commits, mean group {:.1}",
+            "ingest over HTTP, {instances} instance(s): {} msgs in {:.2}s = {:.0} msgs/s = {:.2}× pgbench; ack {}; {} commits, mean group {:.1}",
             r.0, r.1, r.2, r.2 / pgb, r.3, r.4, r.5
+        );
+        let w = ingest_ws(env, o, instances).await?;
+        println!(
+            "ingest over the push WebSocket (window {}), {instances} instance(s): {} msgs in {:.2}s = {:.0} msgs/s = {:.2}× pgbench = {:.2}× HTTP; ack {}; {} commits, mean group {:.1}",
+            o.window, w.0, w.1, w.2, w.2 / pgb, w.2 / r.2.max(1.0), w.3, w.4, w.5
         );
     }
     for instances in [1usize, 2] {
@@ -255,6 +262,61 @@ async fn ingest(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64, f6
     }
     if errors > 0 {
         bail!("ingest: {errors} appends failed");
+    }
+    for s in servers {
+        s.stop().await;
+    }
+    db.drop_it().await;
+    let n = hist.len() as usize;
+    Ok((n, secs, n as f64 / secs, Lat::of(&hist), commits, ops as f64 / commits.max(1) as f64))
+}
+
+/// Durable ingest over each sender's bound push WebSocket (sender i on instance
+/// i % instances), `o.window` frames unanswered per sender: (acked, secs, rate, ack latency,
+/// commits, mean group).
+async fn ingest_ws(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64, f64, Lat, u64, f64)> {
+    let db = Scratch::create(&o.url, "ingest_ws").await?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(Instance::start(env, &db.url, &key).await?);
+    }
+    let server_key = key.verifying_key().to_bytes();
+    let client = harness::http_client()?;
+    let admin = User::random();
+    let users: Vec<User> = (0..o.senders).map(|_| User::random()).collect();
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let names: Vec<String> = (0..o.rooms).map(|r| format!("ingest-{r}")).collect();
+    for n in &names {
+        setup_room(&client, &servers[0].base, &server_key, &admin, n, &ids).await?;
+    }
+    let barrier = Arc::new(Barrier::new(o.senders + 1));
+    let mut tasks = Vec::with_capacity(o.senders);
+    for (i, u) in users.iter().enumerate() {
+        let url = format!("ws://{}/v1/push", servers[i % servers.len()].addr);
+        let n = o.messages / o.senders + usize::from(i < o.messages % o.senders);
+        tasks.push(crate::ingest::ws_sender(&url, u, &server_key, &names, i, n, o.window, barrier.clone()).await?);
+    }
+    barrier.wait().await;
+    let before: Vec<_> = servers.iter().map(|s| s.store.stats()).collect();
+    let t0 = Instant::now();
+    let mut hist = histogram();
+    let (mut errors, mut first) = (0, None);
+    for t in tasks {
+        let (h, e, fe) = tokio::time::timeout(Duration::from_secs(600), t).await???;
+        hist.add(&h).ok();
+        errors += e;
+        first = first.or(fe);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (mut commits, mut ops) = (0, 0);
+    for (s, b) in servers.iter().zip(&before) {
+        let a = s.store.stats();
+        commits += a.transactions - b.transactions;
+        ops += a.ops - b.ops;
+    }
+    if errors > 0 {
+        bail!("ingest over the push WebSocket: {errors} appends refused; the first: {}", first.unwrap_or_default());
     }
     for s in servers {
         s.stop().await;

@@ -20,6 +20,9 @@ struct Run {
     catchup: CatchupResult,
     fanout: FanoutResult,
     idle: FanoutResult,
+    idle_ws: FanoutResult,
+    store_idle: crate::harness::Lat,
+    ws10: IngestResult,
     sig: SigCost,
 }
 
@@ -42,12 +45,18 @@ pub async fn all(env: &Env, runs: usize, messages: usize, fanout_seconds: u32) -
         eprintln!("  ingest 10 rooms: {}", r.http10);
         r.http1 = ingest::http(env, 1, 64, messages).await?;
         eprintln!("  ingest 1 room:   {}", r.http1);
+        r.ws10 = ingest::websocket(env, 10, 64, 16, messages).await?;
+        eprintln!("  ws-ingest:       {}", r.ws10);
         r.catchup = catchup::run(env, 100_000, 1_000).await?;
         eprintln!("  catchup:         {}", r.catchup);
         r.fanout = fanout::run(env, 1_000, 50, fanout_seconds).await?;
         eprintln!("  fanout:          {}", r.fanout);
         r.idle = fanout::run(env, 1, 200, 5).await?;
         eprintln!("  idle:            {}", r.idle);
+        r.idle_ws = fanout::run_via(env, 1, 200, 5, fanout::Publish::Ws).await?;
+        eprintln!("  idle over WS:    {}", r.idle_ws);
+        r.store_idle = ingest::store_idle(env, 1_000, std::time::Duration::from_millis(5)).await?;
+        eprintln!("  store idle:      {}", r.store_idle);
         r.sig = baseline::sig_cost(env).await?;
         eprintln!("  sig-cost:        {}", r.sig);
         results.push(r);
@@ -234,6 +243,40 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
         Some(idle99 <= 1_000.0),
     );
     row("Idle path, 1 × 200/s", "publisher ack p50", &|r| r.idle.ack.p50_us, us, "", None);
+    let ws50 = med(&|r: &Run| r.idle_ws.delivery.p50_us);
+    let ws99 = med(&|r: &Run| r.idle_ws.delivery.p99_us);
+    row(
+        "Idle path, publisher on its push WebSocket, 1 × 200/s",
+        "publish → deliver p50",
+        &|r| r.idle_ws.delivery.p50_us,
+        us,
+        "≤ 350 µs",
+        Some(ws50 <= 350.0),
+    );
+    row(
+        "Idle path over WS, 1 × 200/s",
+        "publish → deliver p99",
+        &|r| r.idle_ws.delivery.p99_us,
+        us,
+        "≤ 1 ms",
+        Some(ws99 <= 1_000.0),
+    );
+    row("Idle path over WS, 1 × 200/s", "publisher ack p50", &|r| r.idle_ws.ack.p50_us, us, "", None);
+    row("Idle store append (writer hop + commit), 1 every 5 ms", "p50", &|r| r.store_idle.p50_us, us, "", None);
+    row("Idle store append", "p99", &|r| r.store_idle.p99_us, us, "", None);
+    let ws = |r: &Run| r.ws10.rate;
+    let wsm = med(&ws);
+    row(
+        "WS ingest, 64 senders × window 16, 10 rooms, acked after fsync",
+        "msgs/s",
+        &ws,
+        rate,
+        "≥ 40,000 msgs/s",
+        Some(wsm >= 40_000.0),
+    );
+    row("WS ingest", "ack p50", &|r| r.ws10.ack.p50_us, us, "", None);
+    row("WS ingest", "mean commit group", &|r| r.ws10.mean_batch, |v| format!("{v:.1}"), "", None);
+    row("WS ingest", "server core busy", &|r| r.ws10.cores.server * 100.0, |v| format!("{v:.0}%"), "", None);
     row("Request signature", "sign (client)", &|r| r.sig.sign_us, |v| format!("{v:.1} µs"), "", None);
     row("Request signature", "verify (server)", &|r| r.sig.verify_us, |v| format!("{v:.1} µs"), "", None);
 
@@ -255,4 +298,8 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     ratio("HTTP ingest (10 rooms) ÷ bare axum", &|r| h10(r) / ax(r), Some(0.25));
     ratio("HTTP ingest (10 rooms) ÷ store-level ingest", &|r| h10(r) / st(r), None);
     ratio("HTTP ingest (1 room) ÷ HTTP ingest (10 rooms)", &|r| h1(r) / h10(r), None);
+    ratio("WS ingest ÷ raw batched insert", &|r| ws(r) / raw(r), None);
+    ratio("WS ingest ÷ HTTP ingest (10 rooms)", &|r| ws(r) / h10(r), None);
+    ratio("Idle path over WS ÷ over HTTP (deliver p50)", &|r| r.idle_ws.delivery.p50_us / r.idle.delivery.p50_us, None);
+    ratio("Idle store append p50 ÷ raw 1-row commit p50", &|r| r.store_idle.p50_us / r.raw1.commit.p50_us, None);
 }

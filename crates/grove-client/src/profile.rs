@@ -1150,7 +1150,10 @@ impl Profile {
             if applied.status != RoomStatus::Active {
                 applied.batch.statuses.push((room.link.clone(), applied.status));
             }
-            self.store.commit(applied.batch)?;
+            // A page applied records what the server holds: a power loss that takes it takes
+            // the cursor with it, and the page is read again (`ClientStore::commit_relaxed`).
+            // Whatever this profile sends next is a durable commit, which syncs this one too.
+            self.store.commit_relaxed(applied.batch)?;
             if applied.status != RoomStatus::Active {
                 return Ok((applied.status, 0));
             }

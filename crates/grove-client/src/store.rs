@@ -641,6 +641,31 @@ impl ClientStore {
         Ok(state)
     }
 
+    /// Writes a batch in one transaction, without waiting for the disk: for a batch that only
+    /// records what the server already holds (a log page applied, an own post settled), or
+    /// what has not left the machine yet (a message queued to be sealed at once). A crash of
+    /// the process loses nothing (the WAL is in the OS); a power loss may lose it, and then the
+    /// profile reads it again from the server (the cursor and the state went back together) or
+    /// settles the post from the log. Every durable [`ClientStore::commit`] after it (any seal,
+    /// any pending commit, anything that leaves the machine) makes it durable too: it syncs the
+    /// whole WAL.
+    pub fn commit_relaxed(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.commit(batch);
+        let back = self.conn.pragma_update(None, "synchronous", "FULL");
+        r?;
+        Ok(back?)
+    }
+
+    /// Makes every relaxed commit before it durable (one durable write that syncs the WAL).
+    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('durable_at', ?1)",
+            [std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)],
+        )?;
+        Ok(())
+    }
+
     /// Writes a batch in one transaction.
     pub fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
@@ -776,6 +801,18 @@ impl ClientStore {
             params![room, self.cipher.seal("outbox.content", content)?, created],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// [`ClientStore::outbox_add`] without waiting for the disk, for a message about to be
+    /// sealed (whose durable commit makes it durable too); see [`ClientStore::commit_relaxed`].
+    /// Whoever stops before sealing it calls [`ClientStore::make_durable`].
+    pub fn outbox_add_relaxed(&mut self, room: &str, content: &[u8], created: i64) -> Result<i64, StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.outbox_add(room, content, created);
+        let back = self.conn.pragma_update(None, "synchronous", "FULL");
+        let id = r?;
+        back?;
+        Ok(id)
     }
 
     /// The outbox, oldest first: one room's, or every room's.

@@ -382,9 +382,14 @@ impl Writer {
         let origin = self.origin.clone();
         let origin = origin.as_str();
         let c = self.conn().await?;
+        // Pipelined: `BEGIN` goes out in the same write as the group's first statements (the
+        // first poll of each future queues its message, in order, on the one connection), and
+        // the group's `NOTIFY` in the same write as `COMMIT`; the database runs them in order.
         let outcome = async {
-            c.client.execute(&c.st.begin, &[]).await?;
-            run_group(c, origin, reqs).await
+            let begin = async { c.client.execute(&c.st.begin, &[]).await.map_err(Fail::from) };
+            let ((), outcomes) =
+                futures_util::future::try_join(async { begin.await.map(drop) }, run_group(c, reqs)).await?;
+            Ok::<_, Fail>(outcomes)
         }
         .await;
         let outcomes = match outcome {
@@ -398,7 +403,24 @@ impl Writer {
                 return Err(f);
             }
         };
-        match c.client.execute(&c.st.commit, &[]).await {
+        let payload = notify_payload(origin, reqs, &outcomes);
+        let notify = async {
+            match &payload {
+                Some(p) => c.client.execute(&c.st.notify, &[&NOTIFY_CHANNEL, p]).await.map(drop),
+                None => Ok(()),
+            }
+        };
+        let (notified, committed) = futures_util::future::join(notify, c.client.execute(&c.st.commit, &[])).await;
+        if let Err(e) = notified {
+            // The transaction was aborted by the failed NOTIFY, so its COMMIT rolled it back.
+            if !c.client.is_closed() {
+                if let Err(e) = c.client.execute(&c.st.rollback, &[]).await {
+                    tracing::error!("postgres rollback failed: {e}");
+                }
+            }
+            return Err(Fail::Db(e));
+        }
+        match committed {
             Ok(_) => Ok(Committed::Yes(outcomes)),
             // The server answered with an error: the transaction was rolled back.
             Err(e) if e.as_db_error().is_some() => Err(Fail::Db(e)),
@@ -424,7 +446,7 @@ enum Committed {
 }
 
 /// Runs a group of ops inside the open transaction; the outcomes in op order.
-async fn run_group(c: &Conn, origin: &str, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
+async fn run_group(c: &Conn, reqs: &[&Request]) -> Result<Vec<Outcome>, Fail> {
     let mut out: Vec<Option<Outcome>> = reqs.iter().map(|_| None).collect();
     appends(c, reqs, &mut out).await?;
     creates(c, reqs, &mut out).await?;
@@ -432,34 +454,30 @@ async fn run_group(c: &Conn, origin: &str, reqs: &[&Request]) -> Result<Vec<Outc
     acks_and_purges(c, reqs, &mut out).await?;
     publishes(c, reqs, &mut out).await?;
     claims(c, reqs, &mut out).await?;
-    notify(c, origin, reqs, &out).await?;
     out.into_iter().map(|o| o.ok_or_else(|| Fail::Store(StoreError::backend("internal: an op was not run")))).collect()
 }
 
-/// One `NOTIFY` for the group, inside its transaction (so it is delivered only if the group
-/// commits), naming the rooms appended to and the mailboxes deposited to; none if neither.
-async fn notify(c: &Conn, origin: &str, reqs: &[&Request], out: &[Option<Outcome>]) -> Result<(), Fail> {
+/// The payload of the group's one `NOTIFY`, sent inside its transaction (so it is delivered
+/// only if the group commits), naming the rooms appended to and the mailboxes deposited to;
+/// none if neither.
+fn notify_payload(origin: &str, reqs: &[&Request], out: &[Outcome]) -> Option<String> {
     let mut rooms: Vec<RoomId> = Vec::new();
     let mut owners: Vec<UserId> = Vec::new();
     for (r, o) in reqs.iter().zip(out) {
         match (r, o) {
-            (Request::Append(room, _), Some(Outcome::Append(AppendOutcome::Appended { .. }))) => rooms.push(*room),
-            (Request::Deposit(mail, _), Some(Outcome::Deposit(DepositOutcome::Deposited { .. }))) => {
-                owners.push(mail.owner)
-            }
+            (Request::Append(room, _), Outcome::Append(AppendOutcome::Appended { .. })) => rooms.push(*room),
+            (Request::Deposit(mail, _), Outcome::Deposit(DepositOutcome::Deposited { .. })) => owners.push(mail.owner),
             _ => {}
         }
     }
     if rooms.is_empty() && owners.is_empty() {
-        return Ok(());
+        return None;
     }
     rooms.sort_unstable();
     rooms.dedup();
     owners.sort_unstable_by_key(|u| u.0);
     owners.dedup();
-    let payload = crate::listener::payload(origin, &rooms, &owners);
-    c.client.execute(&c.st.notify, &[&NOTIFY_CHANNEL, &payload]).await?;
-    Ok(())
+    Some(crate::listener::payload(origin, &rooms, &owners))
 }
 
 /// Where a removed member's reading ends, as stored: (seq, epoch).

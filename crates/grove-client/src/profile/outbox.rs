@@ -18,6 +18,11 @@
 //!   process that died may still be on its way into the log, so it is posted again only after
 //!   that grace and one more sync.
 //! - **A crash at any point** leaves the item in one of those states; the next flush goes on.
+//! - **Durability**: the item is queued and settled without waiting for the disk
+//!   ([`crate::store::ClientStore::commit_relaxed`]): a crashed process loses neither (the OS
+//!   holds the WAL), and the seal in between is a durable commit that syncs the queueing with
+//!   it. A send that stops before sealing makes the queued item durable itself. A settle lost
+//!   to a power loss is settled again from the log.
 //!
 //! All of it runs under the profile's lock ([`crate::lock`]), so two processes never flush
 //! one item at once.
@@ -71,8 +76,14 @@ impl Profile {
         }
         // Writing into a room one was invited to accepts the invitation.
         self.accept_pending(&room.link)?;
-        let id = self.store.outbox_add(&room.link, &plaintext, unix_seconds() as i64)?;
-        let posted = self.flush_room(&room).await.map_err(|e| queued(e, id))?;
+        // Queued without waiting for the disk: sealing it (a durable commit) makes it durable;
+        // a send that stops before sealing it makes it durable itself, below.
+        let id = self.store.outbox_add_relaxed(&room.link, &plaintext, unix_seconds() as i64)?;
+        let flushed = self.flush_room(&room).await;
+        if flushed.is_err() {
+            self.store.make_durable()?;
+        }
+        let posted = flushed.map_err(|e| queued(e, id))?;
         match posted.get(&id) {
             Some(seq) => Ok(*seq),
             None => Err(ClientError::Invalid("the message left the outbox without being posted".into())),
@@ -196,7 +207,9 @@ impl Profile {
                         cursor = a.seq;
                     }
                     self.read_own_content(&mut batch, &room.link, (a.seq, a.ts), item.content);
-                    self.store.commit(batch)?;
+                    // The entry is in the log: if this record is lost (a power loss), the
+                    // next sync settles the item from the log.
+                    self.store.commit_relaxed(batch)?;
                     done.insert(item.id, a.seq);
                 }
                 Err(e) if matches!(e.code(), Some(ErrorCode::WrongEpoch | ErrorCode::EpochTooOld)) => {
