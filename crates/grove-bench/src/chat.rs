@@ -161,7 +161,8 @@ async fn server_once(
             .await
             .context("no push frame within 30 s")?
             .context("the push socket closed")??;
-        if msg.is_text() {
+        // An entry, not the subscription's `live` marker.
+        if msg.to_text().is_ok_and(|t| t.starts_with(r#"{"type":"entry""#)) {
             return Ok(start.elapsed());
         }
     }

@@ -145,6 +145,10 @@ pub async fn run_via(env: &Env, subscribers: usize, rate: u32, seconds: u32, pub
                 };
                 let now = now_ns();
                 let Message::Text(text) = msg else { continue };
+                if text.as_str().starts_with(r#"{"type":"live""#) {
+                    // The backlog's end marker.
+                    continue;
+                }
                 let Some(i) = index_of(text.as_str()).filter(|&i| i < total) else {
                     errors += 1;
                     continue;

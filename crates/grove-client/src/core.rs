@@ -199,6 +199,10 @@ pub(crate) trait RoomProtocol {
     /// the last sync; `now` is Unix seconds.
     fn seal(&mut self, room: &LocalRoom, plaintext: &[u8], view: u64, now: u64) -> Result<Seal>;
 
+    /// The view [`RoomProtocol::seal`] takes, as this member holds it (the server's, once every
+    /// entry of the log is applied).
+    fn local_view(&self, room: &LocalRoom) -> Result<u64>;
+
     /// Whether the own keys must be renewed (and, for sender keys, distributed) before sealing.
     fn needs_rotation(&self, room: &LocalRoom, now: u64) -> Result<bool>;
 
@@ -474,6 +478,11 @@ impl RoomProtocol for MlsRoom<'_> {
         Ok(Seal::Sealed { body, epoch, batch: Box::new(Batch { changes: vec![changes], ..Batch::default() }) })
     }
 
+    fn local_view(&self, _: &LocalRoom) -> Result<u64> {
+        // Sealing in MLS takes no view: the group's epoch is the engine's.
+        Ok(0)
+    }
+
     fn needs_rotation(&self, _: &LocalRoom, _: u64) -> Result<bool> {
         // MLS has no sender chains: a member's keys move with every commit.
         Ok(false)
@@ -667,6 +676,10 @@ impl RoomProtocol for SkRoom {
             Err(RoomError::StaleView { .. } | RoomError::NeedsRotation) => Ok(Seal::Stale),
             Err(e) => Err(ClientError::from(e)),
         }
+    }
+
+    fn local_view(&self, room: &LocalRoom) -> Result<u64> {
+        Ok(self.engine.view(&room.link)?.version)
     }
 
     fn needs_rotation(&self, room: &LocalRoom, now: u64) -> Result<bool> {

@@ -387,7 +387,14 @@ impl Followed {
                     return None;
                 }
                 *after = entry.seq;
+                self.server.note_received(&room, Some(entry.seq), false);
                 Some(Feed::Entries { server: self.public.clone(), room, entries: vec![entry] })
+            }
+            PushEvent::Live { room, seq } => {
+                // The backlog is out; entries come live from here.
+                let after = *self.rooms.get(&room)?;
+                self.server.note_received(&room, Some(seq.max(after)), true);
+                None
             }
             PushEvent::Mail { entry } => {
                 let after = self.mailbox.as_mut()?;
@@ -400,6 +407,7 @@ impl Followed {
             PushEvent::Error { room: Some(room), error } => {
                 // The subscription ended: follow it no more on this connection.
                 self.rooms.remove(&room);
+                self.server.note_received(&room, None, false);
                 Some(Feed::RoomError { server: self.public.clone(), room, error })
             }
             PushEvent::Error { room: None, error } => {

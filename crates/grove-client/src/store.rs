@@ -661,7 +661,10 @@ impl ClientStore {
     pub fn make_durable(&mut self) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('durable_at', ?1)",
-            [std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)],
+            [std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)],
         )?;
         Ok(())
     }

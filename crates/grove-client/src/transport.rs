@@ -109,6 +109,9 @@ pub struct Server {
     socket: std::sync::Arc<std::sync::Mutex<Option<SocketSender>>>,
     /// Entries appended over the push connection, for the tests and the status line.
     socket_sends: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Rooms the open push connection follows live (their backlog delivered, the server's
+    /// `live` marker received): room → the last entry received. Emptied when it closes.
+    live: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// An append handed to the push connection ([`crate::push`]), answered on `reply`.
@@ -160,6 +163,7 @@ impl Server {
             info: std::sync::Arc::new(OnceLock::new()),
             socket: std::sync::Arc::default(),
             socket_sends: std::sync::Arc::default(),
+            live: std::sync::Arc::default(),
         }
     }
 
@@ -380,9 +384,42 @@ impl Server {
         self.socket_sends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The push connection takes this handle's appends from now on (`None`: no longer).
+    /// The push connection takes this handle's appends from now on (`None`: no longer, and
+    /// no room is followed live any more).
     pub(crate) fn attach_socket(&self, socket: Option<SocketSender>) {
+        if socket.is_none() {
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
         *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = socket;
+    }
+
+    /// The push connection received `room`'s entries up to `seq`: with `live`, its backlog is
+    /// out (the server's `live` marker) and the room is followed live from now on; without, an
+    /// entry of a room followed live arrived (a room not followed live stays so); `None`: the
+    /// room is no longer followed.
+    pub(crate) fn note_received(&self, room: &str, seq: Option<u64>, live: bool) {
+        let mut rooms = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match (seq, live) {
+            (None, _) => {
+                rooms.remove(room);
+            }
+            (Some(seq), true) => {
+                let at = rooms.entry(room.to_string()).or_insert(seq);
+                *at = (*at).max(seq);
+            }
+            (Some(seq), false) => {
+                if let Some(at) = rooms.get_mut(room) {
+                    *at = (*at).max(seq);
+                }
+            }
+        }
+    }
+
+    /// If the open push connection follows `room` live: the last of its entries received. A
+    /// profile that has applied up to there is as current as a read of the log would make it
+    /// (entries appended since are on their way, as they would be after a read).
+    pub fn live_through(&self, room: &str) -> Option<u64> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(room).copied()
     }
 
     /// The user this handle signs as.

@@ -328,6 +328,12 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
     if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
         return;
     }
+    if ended(bound, after).is_none() {
+        // The backlog is out: the client knows it is as current as a read would make it.
+        if tx.send(frame(&PushEvent::Live { room: name.clone(), seq: after })).await.is_err() {
+            return;
+        }
+    }
     loop {
         if let Some(r) = ended(bound, after) {
             let _ = tx.send(end(r)).await;

@@ -557,6 +557,16 @@ pub enum PushEvent {
         /// The message.
         entry: MailboxEntry,
     },
+    /// A room's backlog is delivered: every entry up to `seq` (the room's head when the
+    /// subscription caught up, or the cursor if nothing was behind it) has been sent, and what
+    /// follows comes live. Sent once per subscription, after its backlog.
+    Live {
+        /// The room's name.
+        room: String,
+        /// The last entry of the backlog (the subscription's cursor if there was none).
+        #[serde(with = "crate::int")]
+        seq: u64,
+    },
     /// A `send` frame's entry is in the log, durably.
     Sent {
         /// The frame's number.

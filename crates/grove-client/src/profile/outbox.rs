@@ -154,6 +154,16 @@ impl Profile {
         let mut cursor = 0;
         let mut waited = std::collections::HashSet::new();
         loop {
+            if version.is_none() && attempts == 0 {
+                // A push connection that follows the room live has brought everything up to
+                // where this profile has applied: a read would find nothing more, so the first
+                // attempt of a fresh item skips it (sealed items read the log first: their post
+                // may be in it).
+                if let Some(v) = self.live_view(&server, room)? {
+                    version = Some(v);
+                    cursor = self.room(&room.link)?.cursor;
+                }
+            }
             if version.is_none() {
                 // Apply what others did, and settle own posts already in the log.
                 let (status, v) = self.sync_room_locked(&room.link).await?;
@@ -259,6 +269,21 @@ impl Profile {
                 }
             }
         }
+    }
+
+    /// The room's view (its epoch or membership version, as a sync would answer it) if the
+    /// push connection follows it live, this profile has applied every entry it brought, and
+    /// the room's first outbox item is fresh (never sealed); `None`: read the log first.
+    fn live_view(&mut self, server: &crate::transport::Server, room: &LocalRoom) -> Result<Option<u64>> {
+        let Some(through) = server.live_through(&room.name) else { return Ok(None) };
+        let now = self.room(&room.link)?;
+        if now.status != RoomStatus::Active || now.cursor < through {
+            return Ok(None);
+        }
+        if self.store.outbox(Some(&room.link))?.first().is_none_or(|i| i.sealed.is_some()) {
+            return Ok(None);
+        }
+        Ok(Some(self.room_protocol(room.mode)?.local_view(&now)?))
     }
 
     /// Encrypts an outbox item under the room's next key and persists the ratchet step with

@@ -160,6 +160,9 @@ async fn next_seq(ws: &mut Ws) -> u64 {
             .unwrap();
         if let Message::Text(t) = msg {
             let ev: Value = serde_json::from_str(t.as_str()).unwrap();
+            if ev["type"] == "live" {
+                continue;
+            }
             assert_eq!(ev["type"], json!("entry"), "{ev}");
             return ev["entry"]["seq"].as_u64().unwrap();
         }

@@ -113,7 +113,21 @@ impl Live {
     }
 }
 
+/// The next event on `ws`, past `live` markers (see [`next_event_or_live`]).
 pub(crate) async fn next_event<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let ev = next_event_or_live(ws).await;
+        if ev["type"] != "live" {
+            return ev;
+        }
+    }
+}
+
+/// The next event on `ws`, `live` markers included.
+pub(crate) async fn next_event_or_live<S>(ws: &mut S) -> Value
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -172,6 +186,46 @@ async fn push_delivers_backlog_then_live_and_resumes_without_gap_or_duplicate() 
         got.push(next_event(&mut ws).await["entry"]["seq"].as_u64().unwrap());
     }
     assert_eq!(got, (3..=30).collect::<Vec<_>>(), "in order, no gap, no duplicate");
+    live.stop().await;
+}
+
+/// Alice subscribes from entry 2 of a room of 5: she gets 3, 4 and 5, then a `live` marker
+/// naming 5, then entry 6 when it is appended; subscribing from the head gets the marker at
+/// once. A client that has applied everything up to the marker is as current as a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_ends_with_a_live_marker_before_live_entries() {
+    let live = Live::start().await;
+    let alice = User::new(1);
+    live.post(&alice, "/v1/rooms", json!({"name": "r", "mode": "sender-keys"})).await;
+    for n in 1..=5 {
+        append(&live, &alice, n).await;
+    }
+    let mut ws = live.connect(&alice).await;
+    ws.send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 2}]}).to_string()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let ev = next_event_or_live(&mut ws).await;
+        got.push((
+            ev["type"].as_str().unwrap().to_string(),
+            ev["entry"]["seq"].as_u64().or(ev["seq"].as_u64()).unwrap(),
+        ));
+    }
+    let want: Vec<(String, u64)> =
+        [("entry", 3), ("entry", 4), ("entry", 5), ("live", 5)].iter().map(|(t, s)| (t.to_string(), *s)).collect();
+    assert_eq!(got, want);
+    append(&live, &alice, 6).await;
+    let ev = next_event_or_live(&mut ws).await;
+    assert_eq!((ev["type"].clone(), ev["entry"]["seq"].clone()), (json!("entry"), json!(6)));
+
+    let mut caught_up = live.connect(&alice).await;
+    caught_up
+        .send(Message::text(json!({"type": "subscribe", "rooms": [{"room": "r", "after": 6}]}).to_string()))
+        .await
+        .unwrap();
+    let ev = next_event_or_live(&mut caught_up).await;
+    assert_eq!(ev, json!({"type": "live", "room": "r", "seq": 6}));
     live.stop().await;
 }
 
@@ -320,6 +374,9 @@ async fn idle_and_silent_push_sockets_are_closed_and_live_ones_kept() {
             match tokio::time::timeout_at(until, reader.next()).await.expect("an entry before the deadline") {
                 Some(Ok(Message::Text(t))) => {
                     let ev: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if ev["type"] == "live" {
+                        continue;
+                    }
                     assert_eq!(ev["type"], json!("entry"), "{ev}");
                     return ev;
                 }
