@@ -109,6 +109,8 @@ pub struct Server {
     socket: std::sync::Arc<std::sync::Mutex<Option<SocketSender>>>,
     /// Entries appended over the push connection, for the tests and the status line.
     socket_sends: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Log reads this handle (and its clones) made, for the tests.
+    log_reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Rooms the open push connection follows live (their backlog delivered, the server's
     /// `live` marker received): room → the last entry received. Emptied when it closes.
     live: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
@@ -164,6 +166,7 @@ impl Server {
             socket: std::sync::Arc::default(),
             socket_sends: std::sync::Arc::default(),
             live: std::sync::Arc::default(),
+            log_reads: std::sync::Arc::default(),
         }
     }
 
@@ -379,6 +382,11 @@ impl Server {
         self.post(&format!("/v1/rooms/{room}/log"), entry).await
     }
 
+    /// Log reads (`GET /v1/rooms/{room}/log`) this handle and its clones made.
+    pub fn log_reads(&self) -> u64 {
+        self.log_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Entries this handle (and its clones) appended over a push connection.
     pub fn appended_over_push(&self) -> u64 {
         self.socket_sends.load(std::sync::atomic::Ordering::Relaxed)
@@ -477,6 +485,7 @@ impl Server {
 
     /// Reads the log after a cursor, waiting up to `wait` seconds for something new.
     pub async fn read_log(&self, room: &str, after: u64, limit: u32, wait: u64) -> Result<LogPage, TransportError> {
+        self.log_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = format!("/v1/rooms/{room}/log?after={after}&limit={limit}&wait={wait}");
         self.signed(reqwest::Method::GET, &path, None, Duration::from_secs(wait + 30)).await
     }

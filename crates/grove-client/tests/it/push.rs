@@ -155,6 +155,47 @@ async fn with_her_push_connection_open_alices_messages_go_over_it() {
     assert_eq!(texts(&bob, "garden").last().map(String::as_str), Some("after the chat closed"));
 }
 
+/// Bob has the chat open on the garden (his push connection follows it live). With everything
+/// it brought applied, his messages go out without reading the log first. Then Alice removes
+/// Carol: Bob's connection brings the commit, but Bob has not applied it when he writes. His
+/// send reads the log first (his view is behind what his connection brought), so his message is
+/// sealed after Carol's removal: Alice reads it, Carol never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_skips_the_read_only_when_the_live_connection_brought_nothing_unapplied() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol) = crate::garden(&w).await;
+    let mut his = Follower::start(&bob);
+    his.until(&mut bob, "Bob's push WebSocket", |_, links| links.contains(&Link::Live)).await;
+    let server = bob.server_for(&w.url);
+    let room = bob.room("garden").unwrap().name;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.live_through(&room).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the live marker never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let reads = server.log_reads();
+    bob.send("garden", "hello, all three").await.unwrap();
+    bob.send("garden", "and again").await.unwrap();
+    assert_eq!(server.log_reads(), reads, "followed live and applied: no read before sending");
+
+    alice.remove("garden", &carol.user_id()).await.unwrap();
+    let removed_at = alice.room("garden").unwrap().cursor;
+    while server.live_through(&room).is_none_or(|s| s < removed_at) {
+        assert!(tokio::time::Instant::now() < deadline, "Bob's connection never brought the removal");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reads = server.log_reads();
+    bob.send("garden", "now that Carol is gone").await.unwrap();
+    assert!(server.log_reads() > reads, "the removal was brought but not applied: Bob reads the log first");
+
+    alice.sync().await.unwrap();
+    assert_eq!(texts(&alice, "garden"), ["hello, all three", "and again", "now that Carol is gone"]);
+    carol.sync().await.unwrap();
+    assert_eq!(carol.room("garden").unwrap().status, RoomStatus::Removed);
+    assert_eq!(texts(&carol, "garden"), ["hello, all three", "and again"], "Carol never reads what came after");
+}
+
 /// A proxy in front of the server that refuses WebSocket upgrades (502, as some reverse
 /// proxies do) and forwards everything else, long polls included. Answers its URL and how many
 /// upgrades it refused.
