@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use grove_client::profile::Profile;
-use grove_client::store::{Batch, ClientStore, Message};
+use grove_client::{Batch, ClientStore, Message};
 use grove_wire::content::Content;
 use grove_wire::UserId;
 

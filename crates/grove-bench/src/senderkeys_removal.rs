@@ -16,8 +16,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use grove_client::olm::OlmDevice;
 use grove_client::profile::MailMessage;
+use grove_client::OlmDevice;
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::engine::MlsEngine;
 use grove_proto::senderkeys::room::SkEngine;

@@ -6,11 +6,11 @@ use anyhow::{anyhow, Context};
 use grove_client::net::{Net, NetConfig};
 use grove_client::profile::{ConnectTo, InitOptions, Profile};
 use grove_client::proxy::Proxy;
-use grove_client::store::Passphrase;
+use grove_client::Passphrase;
 use std::collections::HashMap;
 
 use grove_client::profile::Edit;
-use grove_client::store::{Event, Message, RoomStatus};
+use grove_client::{Event, Message, RoomStatus};
 use grove_wire::content::Content;
 use grove_wire::policy::{JoinRule, Role};
 use grove_wire::UserId;
@@ -122,7 +122,7 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
             }
             Command::Passphrase => {
                 if !Profile::is_locked(&dir)? {
-                    return Err(grove_client::store::StoreError::NotEncrypted.into());
+                    return Err(grove_client::StoreError::NotEncrypted.into());
                 }
                 let mut p = open(&dir, connect)?;
                 let new = crate::passphrase::choose(crate::passphrase::NEW_ENV)?;

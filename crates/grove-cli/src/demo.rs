@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use grove_client::profile::Profile;
-use grove_client::store::RoomStatus;
+use grove_client::RoomStatus;
 use grove_wire::api::RoomMode;
 
 pub fn run(mode: &str) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::anyhow;
 use grove_client::profile::{Address, Profile};
-use grove_client::store::Membership;
+use grove_client::Membership;
 use grove_wire::UserId;
 
 /// A member named on the command line: an address, a user id, or a display name in the room.

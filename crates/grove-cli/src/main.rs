@@ -1,5 +1,9 @@
 //! `grove`: the grove command. Thin: it parses arguments and wires libraries together.
 
+// The workspace denies unwrap/expect/panic and warns on unreachable `pub`; a binary relaxes them:
+// its modules' `pub` items are the binary's own, and its errors are anyhow's.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

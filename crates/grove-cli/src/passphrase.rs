@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use grove_client::profile::Profile;
-use grove_client::store::Passphrase;
+use grove_client::Passphrase;
 use zeroize::Zeroizing;
 
 /// The passphrase of a profile, in the environment.

@@ -2,7 +2,7 @@
 //! for the server's Ed25519 key from its `/v1/info`, so a machine in the middle that swapped
 //! that key could read what was meant for the server. The first contact with a server
 //! remembers its key; from then on a different key is refused
-//! ([`crate::transport::TransportError::KeyChanged`]) until the user accepts it
+//! ([`crate::TransportError::KeyChanged`]) until the user accepts it
 //! ([`KnownServers::trust`], `grove server trust URL KEY`).
 //!
 //! The file is `known_servers` in the profile folder, one `URL KEY` line per server. A first

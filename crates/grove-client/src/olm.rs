@@ -35,7 +35,7 @@ const SESSIONS_PER_PEER: usize = 4;
 const KEY_CONTEXT: &[u8] = b"grove-olm-key-v1";
 const IDENTITY_CONTEXT: &[u8] = b"grove-olm-identity-v1";
 /// The length of a published key bundle.
-pub const BUNDLE_LEN: usize = 128;
+pub(crate) const BUNDLE_LEN: usize = 128;
 
 /// Why a pairwise operation failed.
 #[derive(Debug, thiserror::Error)]

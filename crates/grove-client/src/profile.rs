@@ -384,8 +384,8 @@ impl Profile {
 
     /// [`Profile::init`] with [`InitOptions`]: with a passphrase, the profile is locked at
     /// rest (its secrets and history sealed under a key only the passphrase opens: see
-    /// [`crate::store`]'s `cipher`, and every later open needs it); with a proxy, every
-    /// connection goes through it.
+    /// [`crate::Passphrase`], and every later open needs it); with a proxy, every connection
+    /// goes through it.
     pub async fn create(dir: &Path, home: &str, options: InitOptions) -> Result<Profile> {
         let InitOptions { connect_to, passphrase, proxy, net } = options;
         let net = match proxy {

@@ -1,7 +1,7 @@
 //! A SOCKS5 proxy for everything the client sends (`grove --proxy socks5h://HOST:PORT`): Tor's
 //! SOCKS port, Lokinet's, or any SOCKS5 proxy.
 //!
-//! Every HTTP request of a [`crate::transport::Server`] built with a proxy goes through it
+//! Every HTTP request of a [`crate::Server`] built with a proxy goes through it
 //! (reqwest's `socks5h` proxy, with the environment's proxies switched off), and so does the
 //! push WebSocket ([`Proxy::connect`]). Host names are sent to the proxy to resolve, never
 //! looked up here, so `.onion` and `.loki` servers work and no DNS query leaves the machine. A

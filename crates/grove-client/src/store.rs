@@ -355,7 +355,7 @@ impl Message {
 }
 
 /// A sealed outbox item: the ciphertext and the epoch (or membership version) it was sealed in.
-pub type Sealed = (Vec<u8>, u64);
+pub(crate) type Sealed = (Vec<u8>, u64);
 
 /// A message waiting to be posted (see [`crate::profile::Profile::outbox`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,7 +431,7 @@ pub struct Batch {
 }
 
 /// One stored record: key (prefix stripped) and value (secret: wiped on drop).
-pub type RecordRow = (String, Zeroizing<Vec<u8>>);
+pub(crate) type RecordRow = (String, Zeroizing<Vec<u8>>);
 
 /// The profile's state file.
 pub struct ClientStore {

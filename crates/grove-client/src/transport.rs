@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use crate::known::KnownServers;
+pub(crate) use crate::known::KnownServers;
 use crate::net::{Net, NetConfig};
 
 /// Why a request failed.

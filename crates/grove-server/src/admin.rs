@@ -359,7 +359,7 @@ async fn run(state: &AppState, req: &AdminRequest) -> Result<AdminAnswer, AdminE
             state.0.rooms.forget(name);
             let mut files = 0;
             if !deleted.files.is_empty() {
-                let objects = state.0.files.objects(state).map_err(|e| AdminError::Refused(e.0.message))?;
+                let objects = state.0.files.objects(state).map_err(|e| AdminError::Refused(e.to_string()))?;
                 for f in &deleted.files {
                     if crate::files::delete_parts(&objects, f).await {
                         files += 1;

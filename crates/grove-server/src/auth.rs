@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use grove_wire::auth::{self, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 use serde::de::DeserializeOwned;
 use sha2::Digest;
 
-use crate::error::AppError;
+use crate::error::{AppError, AuthRefusal, LimitRefusal, RequestRefusal};
 use crate::state::AppState;
 
 /// A request with no body (GET, WebSocket upgrade) signed by `0`.
@@ -31,15 +31,13 @@ pub(crate) struct Signed<T> {
 
 /// The one value of a signing header: missing, repeated or non-text headers are refused (a
 /// second value would be one the signature does not cover).
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, AppError> {
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, AppError> {
     let mut values = headers.get_all(name).iter();
-    let value = values
-        .next()
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, format!("missing header {name}: sign the request")))?;
+    let value = values.next().ok_or(AuthRefusal::MissingHeader { name })?;
     if values.next().is_some() {
-        return Err(AppError::new(ErrorCode::Unauthenticated, format!("header {name} is given twice: send it once")));
+        return Err(AuthRefusal::RepeatedHeader { name }.into());
     }
-    value.to_str().map_err(|_| AppError::new(ErrorCode::Unauthenticated, format!("header {name} is not text")))
+    value.to_str().map_err(|_| AuthRefusal::HeaderNotText { name }.into())
 }
 
 /// Unix milliseconds written the one way the signing format writes them: decimal digits with
@@ -79,18 +77,11 @@ pub(crate) fn authenticate_hashed(
     headers: &HeaderMap,
     body_sha256: &[u8; 32],
 ) -> Result<UserId, AppError> {
-    let user: UserId = header(headers, HEADER_KEY)?
-        .parse()
-        .map_err(|_| AppError::new(ErrorCode::Unauthenticated, "x-grove-key is not a user id (64 hex characters)"))?;
-    let ts: i64 = parse_timestamp(header(headers, HEADER_TIMESTAMP)?).ok_or_else(|| {
-        AppError::new(ErrorCode::Unauthenticated, "x-grove-timestamp is not Unix milliseconds (decimal digits only)")
-    })?;
+    let user: UserId = header(headers, HEADER_KEY)?.parse().map_err(|_| AuthRefusal::KeyNotUserId)?;
+    let ts: i64 = parse_timestamp(header(headers, HEADER_TIMESTAMP)?).ok_or(AuthRefusal::TimestampNotMillis)?;
     let nonce = header(headers, HEADER_NONCE)?;
     if !auth::nonce_is_valid(nonce) {
-        return Err(AppError::new(
-            ErrorCode::Unauthenticated,
-            "x-grove-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _",
-        ));
+        return Err(AuthRefusal::InvalidNonce.into());
     }
     let signature = header(headers, HEADER_SIGNATURE)?;
     let now = state.now();
@@ -98,17 +89,10 @@ pub(crate) fn authenticate_hashed(
     let skew_secs = state.0.config.limits.clock_skew_secs;
     let skew = skew_secs.saturating_mul(1000);
     if !fresh(now, ts, skew) {
-        return Err(AppError::new(
-            ErrorCode::StaleTimestamp,
-            format!("request time {ts} is more than {skew_secs}s from server time {now}: check your clock"),
-        ));
+        return Err(AuthRefusal::StaleTimestamp { ts, skew_secs, now }.into());
     }
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let key = state
-        .0
-        .keys
-        .get(&user)
-        .ok_or_else(|| AppError::new(ErrorCode::BadSignature, "x-grove-key is not a valid Ed25519 public key"))?;
+    let key = state.0.keys.get(&user).ok_or(AuthRefusal::InvalidKey)?;
     auth::verify_request_key_prehashed(
         &key,
         signature,
@@ -119,18 +103,15 @@ pub(crate) fn authenticate_hashed(
         nonce,
         body_sha256,
     )
-    .map_err(|e| AppError::new(ErrorCode::BadSignature, format!("request signature rejected: {e}")))?;
+    .map_err(|source| AuthRefusal::SignatureRejected { source })?;
     // After the signature: only the key's holder learns that it is blocked.
     if state.0.blocked.contains(&user) {
-        return Err(AppError::new(ErrorCode::Blocked, "this key is blocked on this server by its operator"));
+        return Err(AuthRefusal::Blocked.into());
     }
     user_rate(state, &user)?;
     let horizon = now.saturating_sub(i64::try_from(skew).unwrap_or(i64::MAX));
     if !state.0.nonces.insert(user, nonce, ts, horizon) {
-        return Err(AppError::new(
-            ErrorCode::NonceReused,
-            "this nonce was already used: sign every request with a fresh one",
-        ));
+        return Err(AuthRefusal::NonceReused.into());
     }
     Ok(user)
 }
@@ -144,9 +125,7 @@ pub(crate) fn user_rate(state: &AppState, user: &UserId) -> Result<(), AppError>
 }
 
 fn rate_limited(secs: u64) -> AppError {
-    let mut e = AppError::new(ErrorCode::RateLimited, format!("too many requests: retry in {secs}s"));
-    e.0.retry_after = Some(secs);
-    e
+    LimitRefusal::TooManyRequests { secs }.into()
 }
 
 impl FromRequestParts<AppState> for Authed {
@@ -178,10 +157,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
         let (parts, body) = req.into_parts();
         json_content_type(&parts.headers)?;
         let limit = usize::try_from(state.0.config.limits.max_body_bytes).unwrap_or(usize::MAX);
-        let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, limit))?;
+        let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(e, limit))?;
         let user = authenticate(state, &parts.method, &parts.uri, &parts.headers, &bytes)?;
-        let body = serde_json::from_slice(&bytes)
-            .map_err(|e| AppError::new(ErrorCode::MalformedBody, format!("the body is not the expected JSON: {e}")))?;
+        let body = serde_json::from_slice(&bytes).map_err(|source| RequestRefusal::NotJson { source })?;
         Ok(Signed { user, body })
     }
 }
@@ -194,19 +172,19 @@ fn json_content_type(headers: &HeaderMap) -> Result<(), AppError> {
     if essence.as_deref() == Some("application/json") {
         Ok(())
     } else {
-        Err(AppError::new(ErrorCode::UnsupportedMediaType, "the body must be sent with Content-Type: application/json"))
+        Err(RequestRefusal::NotJsonContentType.into())
     }
 }
 
 /// Why a request body could not be read, as an answer: too long (413), too slow (408), or
 /// not valid HTTP framing (400; a broken chunked encoding, a connection cut mid-body).
-pub(crate) fn body_error(e: &axum::Error, limit: usize) -> AppError {
-    if crate::serve::caused_by::<http_body_util::LengthLimitError>(e) {
-        AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
-    } else if crate::serve::caused_by::<crate::serve::BodyTimeout>(e) {
-        AppError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time: send it faster or in parts")
+pub(crate) fn body_error(e: axum::Error, limit: usize) -> AppError {
+    if crate::serve::caused_by::<http_body_util::LengthLimitError>(&e) {
+        RequestRefusal::BodyTooLarge { limit }.into()
+    } else if crate::serve::caused_by::<crate::serve::BodyTimeout>(&e) {
+        RequestRefusal::BodyTooSlow.into()
     } else {
-        AppError::new(ErrorCode::MalformedBody, format!("the request body could not be read: {e}"))
+        RequestRefusal::BodyUnreadable { source: e }.into()
     }
 }
 

@@ -43,7 +43,7 @@ use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, New
 use grove_wire::api::{CreateUpload, UploadState};
 use grove_wire::attachment::BlobId;
 use grove_wire::auth::{parse_sha256_hex, HEADER_CONTENT_SHA256};
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
 use prometheus_client::metrics::counter::Counter;
@@ -55,7 +55,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{authenticate_hashed, Authed, Signed};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, AuthRefusal, FileRefusal, LimitRefusal, RequestRefusal};
 use crate::routes::{P, Q};
 use crate::state::AppState;
 
@@ -225,7 +225,7 @@ fn wire_state(f: &FileRecord) -> UploadState {
 }
 
 fn parse_blob(s: &str) -> AppResult<BlobId> {
-    s.parse().map_err(|_| AppError::new(ErrorCode::BadRequest, "a blob id is 32 lowercase hex characters"))
+    s.parse().map_err(|_| RequestRefusal::InvalidBlobId.into())
 }
 
 /// The blob `blob` of room `room`, for a current member `user`.
@@ -234,7 +234,7 @@ async fn member_file(state: &AppState, room: &str, blob: &str, user: &UserId) ->
     let handle = state.0.rooms.get_for_member(state, room, user).await?;
     match state.0.store.file(&blob).await? {
         Some(f) if f.room == handle.id && f.expires_at > state.now() => Ok(f),
-        _ => Err(AppError::new(ErrorCode::NotFound, format!("room {room:?} has no blob {blob}"))),
+        _ => Err(FileRefusal::NoSuchBlob { room: room.to_string(), blob }.into()),
     }
 }
 
@@ -256,13 +256,10 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
     // be an attachment, and a floor bounds the records a quota admits.
     let min = grove_proto::attachment::ciphertext_len(0);
     if size < min {
-        return Err(AppError::new(ErrorCode::BadRequest, format!("a blob is at least {min} bytes")));
+        return Err(FileRefusal::BlobTooSmall { min }.into());
     }
     if size > max_blob(state) {
-        return Err(AppError::new(
-            ErrorCode::FileTooLarge,
-            format!("a blob is at most {} bytes (a file of {} bytes, encrypted)", max_blob(state), f.max_file_bytes),
-        ));
+        return Err(LimitRefusal::FileTooLarge { max_blob: max_blob(state), max_file: f.max_file_bytes }.into());
     }
     let needs = if crate::objects::is_remote(f) { 0 } else { size };
     state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
@@ -288,14 +285,12 @@ async fn create(state: &AppState, room: &str, user: UserId, size: u64) -> AppRes
             tracing::debug!(blob = %rec.blob, uploader = %user.short(), "upload begun by");
             Ok((StatusCode::CREATED, Json(wire_state(&rec))))
         }
-        CreateFileOutcome::UserQuota { used } => Err(AppError::new(
-            ErrorCode::FileQuota,
-            format!("you hold {used} of the {} blob bytes a user may hold on this server", f.user_quota_bytes),
-        )),
-        CreateFileOutcome::RoomQuota { used } => Err(AppError::new(
-            ErrorCode::FileQuota,
-            format!("this room holds {used} of the {} blob bytes a room may hold", f.room_quota_bytes),
-        )),
+        CreateFileOutcome::UserQuota { used } => {
+            Err(LimitRefusal::UserFileQuota { used, quota: f.user_quota_bytes }.into())
+        }
+        CreateFileOutcome::RoomQuota { used } => {
+            Err(LimitRefusal::RoomFileQuota { used, quota: f.room_quota_bytes }.into())
+        }
     }
 }
 
@@ -337,12 +332,7 @@ impl FromRequest<AppState> for SignedStream {
             .get(HEADER_CONTENT_SHA256)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_sha256_hex)
-            .ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::Unauthenticated,
-                    "x-grove-content-sha256 must be the body's SHA-256 as 64 lowercase hex characters, signed",
-                )
-            })?;
+            .ok_or(AuthRefusal::ContentSha256Header)?;
         let user = authenticate_hashed(state, &parts.method, &parts.uri, &parts.headers, &sha256)?;
         Ok(SignedStream { user, sha256, body })
     }
@@ -374,19 +364,16 @@ async fn part(
 ) -> AppResult<Json<UploadState>> {
     let f = member_file(state, room, blob, &req.user).await?;
     if f.owner != req.user {
-        return Err(AppError::new(ErrorCode::Forbidden, "only the uploader sends a blob's parts"));
+        return Err(FileRefusal::NotUploader.into());
     }
     let _receiving = state.0.files.one_part_at_a_time(f.blob).await;
     // Read again: a part that was in flight may have been recorded meanwhile.
     let f = member_file(state, room, blob, &req.user).await?;
     if offset != f.received {
-        return Err(AppError::new(
-            ErrorCode::UploadOffset,
-            format!("the upload is at offset {} (of {}), not {offset}: resume from there", f.received, f.size),
-        ));
+        return Err(FileRefusal::WrongOffset { received: f.received, size: f.size, offset }.into());
     }
     if f.complete() {
-        return Err(AppError::new(ErrorCode::UploadOffset, "the upload is complete"));
+        return Err(FileRefusal::UploadComplete.into());
     }
     // The part's index and length follow from the offset: offsets are multiples of part_bytes.
     let index = offset / f.part_bytes.max(1);
@@ -410,12 +397,9 @@ async fn part(
     let outcome = match received {
         Ok(Ok((len, hash))) if len == expected && hash == req.sha256 => Ok(()),
         Ok(Ok((len, _))) if len != expected => Err(part_length_error(expected, len)),
-        Ok(Ok(_)) => Err(AppError::new(
-            ErrorCode::ContentDigestMismatch,
-            "the part's SHA-256 is not the x-grove-content-sha256 the request signed; nothing was stored",
-        )),
+        Ok(Ok(_)) => Err(FileRefusal::DigestMismatch.into()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(AppError::new(ErrorCode::BadRequest, "the part did not arrive in time; resend it")),
+        Err(_) => Err(FileRefusal::PartLate.into()),
     };
     if let Err(e) = outcome {
         if let Err(abort) = writer.abort().await {
@@ -440,19 +424,13 @@ async fn part(
             }
             Ok(Json(wire_state(&f)))
         }
-        FilePartOutcome::Conflict(now) => Err(AppError::new(
-            ErrorCode::UploadOffset,
-            format!("another part landed first: the upload is at offset {}", now.received),
-        )),
-        FilePartOutcome::NoSuchFile => Err(AppError::new(ErrorCode::NotFound, "the upload expired meanwhile")),
+        FilePartOutcome::Conflict(now) => Err(FileRefusal::PartRaced { received: now.received }.into()),
+        FilePartOutcome::NoSuchFile => Err(FileRefusal::UploadExpired.into()),
     }
 }
 
 fn part_length_error(expected: u64, got: u64) -> AppError {
-    AppError::new(
-        ErrorCode::BadRequest,
-        format!("this part is {expected} bytes long (part_bytes, or the rest of the blob), not {got}"),
-    )
+    FileRefusal::PartLength { expected, got }.into()
 }
 
 /// Streams `body` into `writer`, hashing it; refuses more than `max` bytes as they arrive and a
@@ -462,15 +440,14 @@ async fn receive(body: Body, writer: &mut WriteMultipart, max: u64) -> AppResult
     let mut hasher = Sha256::new();
     let mut len: u64 = 0;
     loop {
-        let next = tokio::time::timeout(PART_IDLE_TIMEOUT, stream.next())
-            .await
-            .map_err(|_| AppError::new(ErrorCode::BadRequest, "the part's body stalled; resend the part"))?;
+        let next =
+            tokio::time::timeout(PART_IDLE_TIMEOUT, stream.next()).await.map_err(|_| FileRefusal::PartStalled)?;
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             if crate::serve::caused_by::<crate::serve::BodyTimeout>(&e) {
-                AppError::new(ErrorCode::RequestTimeout, "the part did not arrive in time; resend it faster or smaller")
+                FileRefusal::PartTooSlow
             } else {
-                AppError::new(ErrorCode::BadRequest, "the part's body was cut off; resend the part")
+                FileRefusal::PartCutOff
             }
         })?;
         len = len.saturating_add(chunk.len() as u64);
@@ -502,20 +479,12 @@ pub(crate) async fn download(
 async fn fetch(state: &AppState, room: &str, blob: &str, user: &UserId, headers: &HeaderMap) -> AppResult<Response> {
     let f = member_file(state, room, blob, user).await?;
     if !f.complete() {
-        return Err(AppError::new(
-            ErrorCode::UploadIncomplete,
-            format!("the blob is still being uploaded ({} of {} bytes)", f.received, f.size),
-        ));
+        return Err(FileRefusal::Incomplete { received: f.received, size: f.size }.into());
     }
     let range = match headers.get(header::RANGE).map(|v| parse_range(v.as_bytes(), f.size)) {
         None | Some(RangeRequest::Ignored) => None,
         Some(RangeRequest::Unsatisfiable) => {
-            let mut e = AppError::new(
-                ErrorCode::RangeNotSatisfiable,
-                format!("the range starts at or past the end of the {}-byte blob", f.size),
-            )
-            .into_response();
-            e.headers_mut().insert(header::CONTENT_RANGE, header_value(format!("bytes */{}", f.size)));
+            let e = AppError::from(FileRefusal::RangeUnsatisfiable { size: f.size }).into_response();
             state.0.metrics.files().refusals.get_or_create(&vec![("code", "range_not_satisfiable")]).inc();
             return Ok(e);
         }

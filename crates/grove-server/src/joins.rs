@@ -16,18 +16,14 @@ use grove_proto::policy::{may_change_settings, may_invite, may_request_join, Pol
 use grove_store::{JoinOutcome, JoinRequest, RoomLink};
 use grove_wire::api::{AskToJoin, Deleted, JoinAsked, JoinRequestItem, JoinRequests, RoomLinkInfo, SetRoomLink};
 use grove_wire::policy::RoomPolicy;
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, LimitRefusal, RequestRefusal, RoomRefusal};
 use crate::rooms::{not_allowed, RoomHandle};
 use crate::state::AppState;
 
 /// The longest home-server URL a request may name.
 const MAX_HOME_CHARS: usize = 256;
-
-fn bad(message: &str) -> AppError {
-    AppError::new(ErrorCode::BadRequest, message)
-}
 
 fn no_policy() -> AppError {
     not_allowed(PolicyError::Invalid("a room created before rooms had policies takes members by invitation only"))
@@ -42,10 +38,7 @@ async fn policy_for(
 ) -> AppResult<RoomPolicy> {
     let policy = room.policy().await.ok_or_else(no_policy)?;
     if !allowed(&policy, user) {
-        return Err(AppError::new(
-            ErrorCode::NotAllowed,
-            format!("the room's policy does not let you {action} (you are {})", policy.role_of(user)),
-        ));
+        return Err(RoomRefusal::RoleTooLow { action, role: policy.role_of(user) }.into());
     }
     Ok(policy)
 }
@@ -54,17 +47,16 @@ async fn policy_for(
 pub(crate) async fn set_link(state: &AppState, name: &str, user: UserId, body: SetRoomLink) -> AppResult<RoomLinkInfo> {
     let room = state.0.rooms.get_for_member(state, name, &user).await?;
     policy_for(&room, &user, may_change_settings, "manage its invite link").await?;
-    let token_hash = <[u8; 32]>::try_from(body.token_hash.as_slice())
-        .map_err(|_| bad("token_hash is the 32-byte SHA-256 of the link's token"))?;
+    let token_hash = <[u8; 32]>::try_from(body.token_hash.as_slice()).map_err(|_| RequestRefusal::LinkTokenHash)?;
     if body.max_uses == Some(0) {
-        return Err(bad("max_uses must be at least 1 (leave it out for no limit)"));
+        return Err(RequestRefusal::LinkMaxUses.into());
     }
     let now = state.now();
     // A time already past is taken as said: the link opens nothing (its requests get
     // `link_expired`), as it would a moment after being set.
     let expires_at = match body.expires_at {
         None => None,
-        Some(at) => Some(i64::try_from(at).map_err(|_| bad("expires_at is Unix milliseconds, at most 2^63 - 1"))?),
+        Some(at) => Some(i64::try_from(at).map_err(|_| RequestRefusal::LinkExpiresAt)?),
     };
     let link = RoomLink { token_hash, max_uses: body.max_uses, uses: 0, expires_at, created_by: user, created_at: now };
     state.0.store.set_room_link(room.id, Some(link)).await?;
@@ -103,10 +95,10 @@ pub(crate) async fn ask(
 ) -> AppResult<JoinAsked> {
     let room = state.0.rooms.get(state, name).await?;
     if body.token.len() != 32 || body.proof.len() != 32 {
-        return Err(bad("token and proof are 32 bytes each"));
+        return Err(RequestRefusal::JoinTokenProof.into());
     }
     if !home_ok(&body.home) {
-        return Err(bad("home must be your home server's base URL, https://HOST[:PORT]"));
+        return Err(RequestRefusal::JoinHome.into());
     }
     state.0.quotas.join(ip, room.id)?;
     let token_hash = grove_wire::invite::token_hash(&body.token);
@@ -117,7 +109,7 @@ pub(crate) async fn ask(
         return Err(refusal(refused));
     }
     if room.has_member(&user).await {
-        return Err(AppError::new(ErrorCode::NotAllowed, "you are a member of this room already"));
+        return Err(RoomRefusal::AlreadyMember.into());
     }
     let policy = room.policy().await.ok_or_else(no_policy)?;
     let join = may_request_join(&policy, &user).map_err(not_allowed)?;
@@ -134,18 +126,10 @@ pub(crate) async fn ask(
 
 fn refusal(outcome: JoinOutcome) -> AppError {
     match outcome {
-        JoinOutcome::Expired => AppError::new(ErrorCode::LinkExpired, "this invite link expired: ask for a new one"),
-        JoinOutcome::UsedUp => {
-            AppError::new(ErrorCode::LinkUsedUp, "this invite link was used as often as it may be: ask for a new one")
-        }
-        JoinOutcome::TooManyPending => AppError::new(
-            ErrorCode::JoinQueueFull,
-            "this room has as many join requests waiting as the server keeps: try again once its admins decided some",
-        ),
-        JoinOutcome::NoLink | JoinOutcome::Requested | JoinOutcome::AlreadyRequested => AppError::new(
-            ErrorCode::LinkInvalid,
-            "this is not the room's invite link (it may have been revoked or reset)",
-        ),
+        JoinOutcome::Expired => RoomRefusal::LinkExpired.into(),
+        JoinOutcome::UsedUp => RoomRefusal::LinkUsedUp.into(),
+        JoinOutcome::TooManyPending => LimitRefusal::JoinQueueFull.into(),
+        JoinOutcome::NoLink | JoinOutcome::Requested | JoinOutcome::AlreadyRequested => RoomRefusal::LinkInvalid.into(),
     }
 }
 

@@ -11,10 +11,6 @@
 //!
 //! Not here: storage engines (grove-store-*), group cryptography (grove-proto), clients.
 
-#![warn(unreachable_pub)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;

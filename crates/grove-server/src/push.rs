@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use grove_store::Removal;
 use grove_wire::api::{AppendEntry, PushEvent, PushRequest};
 use grove_wire::push;
-use grove_wire::{ApiError, ErrorCode, UserId};
+use grove_wire::UserId;
 use rand::rngs::OsRng;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::Authed;
-use crate::error::AppError;
+use crate::error::{AppError, AuthRefusal, LimitRefusal, RequestRefusal};
 use crate::rooms::{self, entry_frame, RoomHandle};
 use crate::routes::Q;
 use crate::state::AppState;
@@ -53,18 +53,12 @@ pub(crate) async fn push(
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(e) => {
-            return crate::error::AppError::new(
-                ErrorCode::BadRequest,
-                format!("/v1/push is a WebSocket: {}", e.body_text()),
-            )
-            .into_response()
-        }
+        Err(e) => return AppError::from(RequestRefusal::NotWebSocket { text: e.body_text() }).into_response(),
     };
     let binding = match query.bind.as_deref().map(|half| push::answer(&mut OsRng, &state.0.signing_key, &user, half)) {
         None => None,
         Some(Ok(b)) => Some(b),
-        Some(Err(e)) => return AppError::new(ErrorCode::BadRequest, format!("bind: {e}")).into_response(),
+        Some(Err(source)) => return AppError::from(RequestRefusal::InvalidBind { source }).into_response(),
     };
     let (frames, answer) = match binding {
         Some((key, half, signature)) => (Some(key), Some((half, signature))),
@@ -98,7 +92,7 @@ async fn send(state: AppState, user: UserId, id: u64, room: String, entry: Appen
     };
     match result.await {
         Ok(appended) => PushEvent::Sent { id, appended },
-        Err(e) => PushEvent::Refused { id, error: e.0 },
+        Err(e) => PushEvent::Refused { id, error: e.answer() },
     }
 }
 
@@ -107,8 +101,8 @@ fn frame(ev: &PushEvent) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(ev).unwrap_or_default())
 }
 
-fn error_frame(room: Option<String>, code: ErrorCode, message: &str) -> Utf8Bytes {
-    frame(&PushEvent::Error { room, error: ApiError::new(code, message) })
+fn error_frame(room: Option<String>, refusal: impl Into<AppError>) -> Utf8Bytes {
+    frame(&PushEvent::Error { room, error: refusal.into().answer() })
 }
 
 async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Option<push::FrameKey>) {
@@ -183,14 +177,14 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Op
                     }
                     Ok(PushRequest::Send { id, room, entry, mac }) => {
                         let refusal = match &frames {
-                            None => Some("this socket was opened without a `bind` key: it cannot send".to_string()),
-                            Some(_) if id != next_id => Some(format!("send frame {id} where {next_id} was due")),
-                            Some(key) if !key.verify(id, &room, &entry, &mac) => Some(format!("send frame {id}: its MAC does not verify")),
+                            None => Some(AuthRefusal::UnboundSend),
+                            Some(_) if id != next_id => Some(AuthRefusal::SendOutOfOrder { id, due: next_id }),
+                            Some(key) if !key.verify(id, &room, &entry, &mac) => Some(AuthRefusal::SendMacInvalid { id }),
                             Some(_) => None,
                         };
-                        if let Some(why) = refusal {
+                        if let Some(refusal) = refusal {
                             // Not a refusal of the entry: the frames are not this connection's.
-                            let f = error_frame(None, ErrorCode::BadSignature, &format!("{why}; the socket is closed"));
+                            let f = error_frame(None, refusal);
                             let _ = sink.send(Message::Text(f)).await;
                             let _ = sink.send(Message::Close(None)).await;
                             break;
@@ -199,7 +193,7 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Op
                         sending.push_back(tokio::spawn(send(state.clone(), user, id, room, entry)));
                     }
                     Err(e) => {
-                        let f = error_frame(None, ErrorCode::MalformedBody, &format!("not a push request: {e}"));
+                        let f = error_frame(None, RequestRefusal::NotPushRequest { source: e });
                         if sink.send(Message::Text(f)).await.is_err() {
                             break;
                         }
@@ -217,7 +211,7 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Op
             }
             Ok(()) = blocks.changed() => {
                 if state.0.blocked.contains(&user) {
-                    let f = error_frame(None, ErrorCode::Blocked, "this key is blocked on this server by its operator");
+                    let f = error_frame(None, AuthRefusal::Blocked);
                     let _ = sink.send(Message::Text(f)).await;
                     let _ = sink.send(Message::Close(None)).await;
                     break;
@@ -234,8 +228,8 @@ async fn connection(state: AppState, user: UserId, socket: WebSocket, frames: Op
                 if rooms.is_empty() && mailbox.as_ref().is_none_or(|h| h.is_finished()) {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= idle_limit {
-                        let message = format!("this push socket followed nothing for {} s", idle_limit.as_secs());
-                        let _ = sink.send(Message::Text(error_frame(None, ErrorCode::RequestTimeout, &message))).await;
+                        let idle = LimitRefusal::PushIdle { secs: idle_limit.as_secs() };
+                        let _ = sink.send(Message::Text(error_frame(None, idle))).await;
                         let _ = sink.send(Message::Close(None)).await;
                         break;
                     }
@@ -259,20 +253,16 @@ async fn refuse(
     refused: Vec<String>,
     cap: usize,
 ) -> bool {
-    let message = format!(
-        "this socket follows as many rooms as the server allows ({cap}), or you subscribe too fast: \
-         unsubscribe by closing sockets you do not need, or retry later"
-    );
     let n = refused.len();
     for room in refused.into_iter().take(REFUSALS_SHOWN) {
-        let f = error_frame(Some(room), ErrorCode::SubscriptionLimit, &message);
+        let f = error_frame(Some(room), LimitRefusal::Subscriptions { cap });
         if sink.send(Message::Text(f)).await.is_err() {
             return false;
         }
     }
     if n > REFUSALS_SHOWN {
-        let rest = format!("{} more rooms were not subscribed to: {message}", n - REFUSALS_SHOWN);
-        return sink.send(Message::Text(error_frame(None, ErrorCode::SubscriptionLimit, &rest))).await.is_ok();
+        let rest = LimitRefusal::MoreSubscriptions { more: n - REFUSALS_SHOWN, cap };
+        return sink.send(Message::Text(error_frame(None, rest))).await.is_ok();
     }
     true
 }
@@ -293,7 +283,7 @@ async fn catch_up(
     let page = state.0.config.limits.max_page_entries;
     loop {
         let entries = room.read_for(state, user, *after, page, bound).await.map_err(|e| {
-            tracing::warn!(error = %e.0.message, room = %room.name, "push catch-up read failed");
+            tracing::warn!(error = %e, room = %room.name, "push catch-up read failed");
         })?;
         let n = entries.len();
         for e in entries {
@@ -318,11 +308,12 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
     let (room, mut bound): (Arc<RoomHandle>, _) = match state.0.rooms.get_for_reader(&state, &name, &user).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.send(frame(&PushEvent::Error { room: Some(name), error: e.0 })).await;
+            let _ = tx.send(frame(&PushEvent::Error { room: Some(name), error: e.answer() })).await;
             return;
         }
     };
-    let end = |r: Removal| frame(&PushEvent::Error { room: Some(name.clone()), error: rooms::removed(&name, r).0 });
+    let end =
+        |r: Removal| frame(&PushEvent::Error { room: Some(name.clone()), error: rooms::removed(&name, r).answer() });
     // Subscribe before reading the backlog, so nothing falls between the two.
     let mut live = room.subscribe();
     if catch_up(&state, &room, &user, &mut after, &mut bound, &tx).await.is_err() {
@@ -357,7 +348,7 @@ async fn forward_room(state: AppState, user: UserId, name: String, mut after: u6
                     match room.removal_of(&state, &user).await {
                         Ok(r) => bound = r,
                         Err(e) => {
-                            tracing::warn!(error = %e.0.message, room = %room.name, "push removal check failed");
+                            tracing::warn!(error = %e, room = %room.name, "push removal check failed");
                             return;
                         }
                     }

@@ -13,10 +13,10 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
 use crate::config::{LimitsSection, QuotasSection};
-use crate::error::AppError;
+use crate::error::{AppError, LimitRefusal, Throttle};
 use crate::state::AppState;
 
 /// The per-pair and per-target buckets.
@@ -45,21 +45,21 @@ impl Quotas {
 
     /// Takes one key claim of `target`'s by `claimer`, or answers 429 `rate_limited`.
     pub(crate) fn claim(&self, claimer: UserId, target: UserId) -> Result<(), AppError> {
-        check(&self.claims_pair, &(claimer, target), "you claimed many keys of this user lately")?;
-        check(&self.claims_target, &target, "this user's keys were claimed many times lately")
+        check(&self.claims_pair, &(claimer, target), Throttle::ClaimsOfPair)?;
+        check(&self.claims_target, &target, Throttle::ClaimsOfTarget)
     }
 
     /// Takes one deposit by `sender` into `owner`'s mailbox, or answers 429 `rate_limited`.
     pub(crate) fn deposit(&self, sender: UserId, owner: UserId) -> Result<(), AppError> {
-        check(&self.deposits_pair, &(sender, owner), "you sent many messages to this mailbox lately")
+        check(&self.deposits_pair, &(sender, owner), Throttle::Deposits)
     }
 
     /// Takes one join request from `ip` (`None`: a Unix socket's connections, one client)
     /// into the room `room`, or answers 429 `rate_limited`.
     pub(crate) fn join(&self, ip: Option<std::net::IpAddr>, room: i64) -> Result<(), AppError> {
         let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        check(&self.joins_ip, &ip, "this address asked to join rooms many times lately")?;
-        check(&self.joins_room, &room, "this room was asked to be joined many times lately")
+        check(&self.joins_ip, &ip, Throttle::JoinsFromAddress)?;
+        check(&self.joins_room, &room, Throttle::JoinsOfRoom)
     }
 
     /// How many identities (and pairs of them) the quotas track.
@@ -85,16 +85,14 @@ impl Quotas {
     }
 }
 
-fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, why: &str) -> Result<(), AppError>
+fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, what: Throttle) -> Result<(), AppError>
 where
     K: Clone + Eq + std::hash::Hash,
 {
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         let secs = wait.as_secs().saturating_add(1);
-        let mut e = AppError::new(ErrorCode::RateLimited, format!("{why}: retry in {secs}s"));
-        e.0.retry_after = Some(secs);
-        e
+        LimitRefusal::Throttled { what, secs }.into()
     })
 }
 

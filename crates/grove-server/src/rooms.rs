@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use grove_store::{Removal, RoomId};
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, RoomRefusal};
 use crate::state::AppState;
 
 pub(crate) use append::append;
@@ -50,10 +50,7 @@ impl RoomService {
             h.touch(now);
             return Ok(h.clone());
         }
-        let rec =
-            state.0.store.room(name).await?.ok_or_else(|| {
-                AppError::new(ErrorCode::RoomNotFound, format!("no room named {name:?} on this server"))
-            })?;
+        let rec = state.0.store.room(name).await?.ok_or_else(|| RoomRefusal::NoSuchRoom { name: name.to_string() })?;
         let handle = Arc::new(RoomHandle::new(&rec)?);
         let (handle, fresh) = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,12 +174,7 @@ impl RoomService {
 /// The refusal of a read past the entry that removed the reader: `not_member`, with that
 /// entry's sequence number as `head` (the last one it may read).
 pub(crate) fn removed(name: &str, r: Removal) -> AppError {
-    let mut e = AppError::new(
-        ErrorCode::NotMember,
-        format!("you were removed from room {name:?} by entry {}; nothing after it is yours to read", r.seq),
-    );
-    e.0.head = Some(r.seq);
-    e
+    RoomRefusal::Removed { name: name.to_string(), seq: r.seq }.into()
 }
 
 /// The idle period, ms (at least one second).

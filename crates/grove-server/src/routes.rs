@@ -15,11 +15,11 @@ use grove_wire::api::{
     MembershipState, PublicRoom, PublicRooms, PublishKeys, RatchetTree, RoomCreationPolicy, RoomMode, ServerInfo,
 };
 use grove_wire::membership::SignedMembership;
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 use serde::Deserialize;
 
 use crate::auth::{Authed, Signed};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, LimitRefusal, RequestRefusal, RoomRefusal, UserRefusal};
 use crate::rooms;
 use crate::state::AppState;
 
@@ -35,18 +35,18 @@ pub(crate) struct Q<T>(pub T);
 
 impl From<PathRejection> for AppError {
     fn from(e: PathRejection) -> Self {
-        AppError::new(ErrorCode::BadRequest, format!("invalid path: {}", e.body_text()))
+        RequestRefusal::InvalidPath { text: e.body_text() }.into()
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(e: QueryRejection) -> Self {
-        AppError::new(ErrorCode::BadRequest, format!("invalid query: {}", e.body_text()))
+        RequestRefusal::InvalidQuery { text: e.body_text() }.into()
     }
 }
 
 fn parse_user(s: &str) -> AppResult<UserId> {
-    s.parse().map_err(|_| AppError::new(ErrorCode::BadRequest, "a user id is 64 hex characters"))
+    s.parse().map_err(|_| RequestRefusal::InvalidUserId.into())
 }
 
 /// `ok`, or `degraded` with the reason (storage full, or below the reserve) while the server
@@ -83,11 +83,11 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
 }
 
 pub(crate) async fn not_found() -> AppError {
-    AppError::new(ErrorCode::NotFound, "no such route: see /v1/openapi.json")
+    RequestRefusal::NoRoute.into()
 }
 
 pub(crate) async fn method_not_allowed() -> AppError {
-    AppError::new(ErrorCode::MethodNotAllowed, "this route does not take that method: see /v1/openapi.json")
+    RequestRefusal::WrongMethod.into()
 }
 
 // ---------------------------------------------------------------- key directory
@@ -98,24 +98,18 @@ pub(crate) async fn publish_keys(
 ) -> AppResult<Json<KeyCounts>> {
     let limits = &state.0.config.limits;
     if req.body.items.is_empty() {
-        return Err(AppError::new(ErrorCode::BadRequest, "publish at least one item"));
+        return Err(RequestRefusal::NoKeyItems.into());
     }
     if req.body.items.iter().any(|i| i.data.is_empty()) {
-        return Err(AppError::new(ErrorCode::BadRequest, "a key item cannot be empty"));
+        return Err(RequestRefusal::EmptyKeyItem.into());
     }
     let max_item = state.0.config.quotas.key_item_bytes.min(limits.max_entry_bytes);
     if let Some(big) = req.body.items.iter().find(|i| i.data.len() as u64 > max_item) {
-        return Err(AppError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("a key item is at most {max_item} bytes, not {}", big.data.len()),
-        ));
+        return Err(LimitRefusal::KeyItemTooLarge { max: max_item, len: big.data.len() }.into());
     }
     match state.0.store.publish_keys(&req.user, req.body.items, limits.key_items_per_user).await? {
         PublishOutcome::Stored(counts) => Ok(Json(KeyCounts { counts })),
-        PublishOutcome::LimitReached => Err(AppError::new(
-            ErrorCode::KeyLimit,
-            format!("a user keeps at most {} key items on this server", limits.key_items_per_user),
-        )),
+        PublishOutcome::LimitReached => Err(LimitRefusal::KeyLimit { max: limits.key_items_per_user }.into()),
     }
 }
 
@@ -132,10 +126,7 @@ pub(crate) async fn claim_key(
     state.0.quotas.claim(req.user, owner)?;
     match state.0.store.claim_key(&owner, req.body.kind).await? {
         Some(k) => Ok(Json(k)),
-        None => Err(AppError::new(
-            ErrorCode::NoKeyMaterial,
-            format!("user {} has no {} available on this server", owner.short(), req.body.kind.as_str()),
-        )),
+        None => Err(UserRefusal::NoKeyMaterial { owner, kind: req.body.kind }.into()),
     }
 }
 
@@ -148,23 +139,14 @@ pub(crate) async fn deposit(
 ) -> AppResult<(StatusCode, Json<Deposited>)> {
     let owner = parse_user(&owner)?;
     if state.0.blocked.contains(&owner) {
-        return Err(AppError::new(
-            ErrorCode::Blocked,
-            "this user is blocked on this server: their mailbox takes nothing",
-        ));
+        return Err(UserRefusal::RecipientBlocked.into());
     }
     let limits = &state.0.config.limits;
     if req.body.body.len() as u64 > limits.max_entry_bytes {
-        return Err(AppError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("a mailbox message is at most {} bytes", limits.max_entry_bytes),
-        ));
+        return Err(LimitRefusal::MailTooLarge { max: limits.max_entry_bytes }.into());
     }
     if owner != req.user && state.0.store.key_counts(&owner).await?.is_empty() {
-        return Err(AppError::new(
-            ErrorCode::NotFound,
-            format!("user {} is not known on this server (they have published no keys here)", owner.short()),
-        ));
+        return Err(UserRefusal::UnknownRecipient { owner }.into());
     }
     state.0.quotas.deposit(req.user, owner)?;
     let ts = state.now();
@@ -178,22 +160,8 @@ pub(crate) async fn deposit(
             state.0.mailboxes.notify(owner, seq);
             Ok((StatusCode::CREATED, Json(Deposited { seq, expires_at })))
         }
-        DepositOutcome::Full => {
-            let mut e = AppError::new(ErrorCode::MailboxFull, "the recipient's mailbox is full; try again later");
-            e.0.retry_after = Some(60);
-            Err(e)
-        }
-        DepositOutcome::SenderFull => {
-            let mut e = AppError::new(
-                ErrorCode::MailboxFull,
-                format!(
-                    "the recipient's mailbox holds {} unread messages of yours already; try again once they have read them",
-                    quota.per_sender
-                ),
-            );
-            e.0.retry_after = Some(60);
-            Err(e)
-        }
+        DepositOutcome::Full => Err(LimitRefusal::MailboxFull.into()),
+        DepositOutcome::SenderFull => Err(LimitRefusal::MailboxShareFull { per_sender: quota.per_sender }.into()),
     }
 }
 
@@ -284,50 +252,30 @@ pub(crate) async fn create_room(
         RoomCreationPolicy::Closed => false,
     };
     if !allowed {
-        return Err(AppError::new(
-            ErrorCode::Forbidden,
-            "this server does not let you create rooms (see room_creation in /v1/info)",
-        ));
+        return Err(RoomRefusal::CreationClosed.into());
     }
     let CreateRoom { name, mode, public, mls } = req.body;
     if !valid_room_name(&name) {
-        return Err(AppError::new(
-            ErrorCode::InvalidName,
-            "a room name is 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit",
-        ));
+        return Err(RequestRefusal::InvalidRoomName.into());
     }
     let (epoch, state_bytes, members, admins) = match (mode, mls) {
         (RoomMode::Mls, Some(g)) => {
-            let hub = HubGroup::observe(&g.group_info, &g.ratchet_tree).map_err(|e| {
-                AppError::new(
-                    ErrorCode::InvalidMessage,
-                    format!("the group info and ratchet tree are not a valid MLS group: {e}"),
-                )
-            })?;
+            let hub = HubGroup::observe(&g.group_info, &g.ratchet_tree)
+                .map_err(|source| RoomRefusal::InvalidGroup { source })?;
             let members = hub.members();
             if !members.contains(&user) {
-                return Err(AppError::new(ErrorCode::Forbidden, "the group must contain the creator's own leaf"));
+                return Err(RoomRefusal::CreatorNotInGroup.into());
             }
             let snapshot = hub.snapshot().map_err(|e| AppError::internal("cannot snapshot a new MLS group", e))?;
             let admins = hub.policy().map(|p| p.admins()).unwrap_or_default();
             (hub.epoch(), snapshot, members, admins)
         }
-        (RoomMode::Mls, None) => {
-            return Err(AppError::new(
-                ErrorCode::MalformedBody,
-                "an mls room needs `mls`: the group info and ratchet tree",
-            ))
-        }
-        (RoomMode::SenderKeys, Some(_)) => {
-            return Err(AppError::new(ErrorCode::MalformedBody, "a sender-keys room takes no `mls` field"))
-        }
+        (RoomMode::Mls, None) => return Err(RequestRefusal::MlsRoomWithoutGroup.into()),
+        (RoomMode::SenderKeys, Some(_)) => return Err(RequestRefusal::SenderKeysRoomWithGroup.into()),
         (RoomMode::SenderKeys, None) => (0, Vec::new(), vec![user], vec![user]),
     };
     if members.len() as u64 > c.limits.members_per_room {
-        return Err(AppError::new(
-            ErrorCode::MemberLimit,
-            format!("a room has at most {} members", c.limits.members_per_room),
-        ));
+        return Err(LimitRefusal::NewRoomTooBig { limit: c.limits.members_per_room }.into());
     }
     let new = NewRoom {
         name: name.clone(),
@@ -348,13 +296,8 @@ pub(crate) async fn create_room(
             let handle = state.0.rooms.get(&state, &name).await?;
             Ok((StatusCode::CREATED, Json(handle.info().await)))
         }
-        CreateRoomOutcome::NameTaken => {
-            Err(AppError::new(ErrorCode::RoomExists, format!("a room named {name:?} already exists")))
-        }
-        CreateRoomOutcome::LimitReached => Err(AppError::new(
-            ErrorCode::RoomLimit,
-            format!("you created the {} rooms this server allows per user", c.limits.rooms_per_user),
-        )),
+        CreateRoomOutcome::NameTaken => Err(RoomRefusal::RoomExists { name }.into()),
+        CreateRoomOutcome::LimitReached => Err(LimitRefusal::RoomLimit { max: c.limits.rooms_per_user }.into()),
     }
 }
 
@@ -385,7 +328,7 @@ pub(crate) async fn report_fault(
 ) -> AppResult<Json<grove_wire::api::ReportOutcome>> {
     let room = state.0.rooms.get(&state, &name).await?;
     if room.mode != grove_wire::api::RoomMode::Mls {
-        return Err(AppError::new(ErrorCode::WrongKind, "only MLS rooms take fault reports"));
+        return Err(RoomRefusal::ReportsOnlyMls.into());
     }
     Ok(Json(rooms::report(&state, &room, req.user, req.body).await?))
 }
@@ -438,19 +381,13 @@ pub(crate) async fn ratchet_tree(
 ) -> AppResult<Json<RatchetTree>> {
     let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
     let slot = room.slot.read().await;
-    let hub =
-        slot.hub.as_ref().ok_or_else(|| AppError::new(ErrorCode::WrongKind, "only mls rooms have a ratchet tree"))?;
+    let hub = slot.hub.as_ref().ok_or(RoomRefusal::TreeOnlyMls)?;
     let epoch = q.epoch.unwrap_or(slot.epoch);
     let tree = if epoch == slot.epoch {
         hub.ratchet_tree()
     } else {
         drop(slot);
-        let old = state.0.store.room_state(room.id, epoch).await?.ok_or_else(|| {
-            AppError::new(
-                ErrorCode::NotFound,
-                format!("the ratchet tree of epoch {epoch} is not kept (any more): ask for a new invitation"),
-            )
-        })?;
+        let old = state.0.store.room_state(room.id, epoch).await?.ok_or(RoomRefusal::TreeNotKept { epoch })?;
         HubGroup::restore(&old).and_then(|h| h.ratchet_tree())
     }
     .map_err(|e| AppError::internal("cannot export a ratchet tree", e))?;
@@ -464,14 +401,9 @@ pub(crate) async fn membership(
 ) -> AppResult<Json<MembershipState>> {
     let room = state.0.rooms.get_for_member(&state, &name, &user).await?;
     if room.mode != RoomMode::SenderKeys {
-        return Err(AppError::new(ErrorCode::WrongKind, "only sender-keys rooms have a signed membership"));
+        return Err(RoomRefusal::MembershipOnlySenderKeys.into());
     }
-    let rec = state
-        .0
-        .store
-        .room(&name)
-        .await?
-        .ok_or_else(|| AppError::new(ErrorCode::RoomNotFound, "the room no longer exists"))?;
+    let rec = state.0.store.room(&name).await?.ok_or(RoomRefusal::RoomGone)?;
     let current = if rec.state.is_empty() {
         None
     } else {

@@ -22,22 +22,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use grove_wire::ErrorCode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ServerRefusal};
 use crate::state::AppState;
 
-/// The message of a write refused because the store is full (see [`AppError::from`] for
-/// `StoreError::Full`); the `track` middleware recognises these answers by the extension
-/// [`StoreFullAnswer`] that carries it.
-pub(crate) const FULL_MESSAGE: &str =
-    "the server's storage is full; nothing was written: retry later, once its operator has freed space";
-
-/// Marks an answer that reports a write refused for lack of space (not a reserve refusal).
+/// Marks an answer that reports a write refused for lack of space (not a reserve refusal,
+/// see [`AppError::from`] for `StoreError::Full`): the `track` middleware recognises these
+/// answers by this extension.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreFullAnswer;
 
@@ -199,13 +194,7 @@ impl StorageWatch {
             return Ok(());
         }
         self.metrics.refusals.get_or_create(&vec![("what", what)]).inc();
-        Err(AppError::new(
-            ErrorCode::StorageFull,
-            format!(
-                "the server is low on storage: it keeps what is left for messages and takes no new {what} \
-                 for now; retry later"
-            ),
-        ))
+        Err(ServerRefusal::StorageLow { what }.into())
     }
 
     /// `/healthz`'s view: measures, then answers what is wrong, if anything.
@@ -249,5 +238,5 @@ const ENOSPC: i32 = 28;
 
 /// The answer to a write refused because the storage is full.
 pub(crate) fn store_full() -> AppError {
-    AppError::new(ErrorCode::StorageFull, FULL_MESSAGE)
+    ServerRefusal::StorageFull.into()
 }

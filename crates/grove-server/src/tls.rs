@@ -133,13 +133,14 @@ pub(crate) async fn refuse_plain_http(io: &mut (impl tokio::io::AsyncRead + toki
             break;
         }
     }
-    let error = grove_wire::ApiError::new(
-        grove_wire::ErrorCode::BadRequest,
-        "this port speaks HTTPS (TLS) only: use an https:// URL for this server",
-    );
+    let error = crate::error::AppError::from(crate::error::RequestRefusal::NotTls).answer();
+    let status =
+        axum::http::StatusCode::from_u16(error.code.http_status()).unwrap_or(axum::http::StatusCode::BAD_REQUEST);
     let body = serde_json::to_vec(&error).unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     let _ = io.write_all(head.as_bytes()).await;

@@ -6,6 +6,10 @@
 //! measured. The client is a bare HTTP/1.1 writer over a `TcpStream` that sends the same
 //! 1 MiB buffer over and over, so the client holds no more than the server should.
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

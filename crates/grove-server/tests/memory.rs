@@ -8,6 +8,10 @@
 //! rooms is taken again by the next batch, so with eviction the second batch barely grows the
 //! RSS, and without it the second batch grows it as much as the first (a test that can fail).
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[allow(dead_code)]
 #[path = "it/harness.rs"]
 mod harness;

@@ -4,6 +4,10 @@
 //! integer has its bounds, and every base64 field's `pattern` accepts exactly what the server's
 //! decoder does. `.ci/schemathesis` checks it against a running server (docs/testing.md).
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

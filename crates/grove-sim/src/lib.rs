@@ -32,6 +32,10 @@
 //! - MLS add/remove/heal send one commit each (plus Welcome and tree to a joiner); Sender Keys
 //!   rekey is every remaining member sending its new chain pairwise to every other, O(N²).
 
+// The workspace denies unwrap/expect/panic and warns on unreachable `pub`; a tool relaxes them:
+// a failed run is a failed measurement, and its `pub` items serve its own report.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod costs;
 pub mod measure;
 pub mod model;

@@ -53,10 +53,6 @@
 //! meant for one server process per file; several processes on one file are correct (SQLite
 //! serialises their writers) but do not share a group commit.
 
-#![warn(unreachable_pub)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};

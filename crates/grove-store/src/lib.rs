@@ -15,10 +15,6 @@
 //! with the entry that changes it. The store does not interpret entries: validation is the
 //! server's job. An `Ok` from a write means the write is durable.
 
-#![warn(unreachable_pub)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 use std::sync::Arc;
 
 use async_trait::async_trait;

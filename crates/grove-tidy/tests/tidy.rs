@@ -1,6 +1,10 @@
 //! The house rules, checked by reading the workspace's files (rust-analyzer's `tidy.rs` is the
 //! model). Each rule says why; exceptions are listed with their reason.
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
@@ -176,15 +180,13 @@ fn every_crate_is_in_the_code_map() {
 }
 
 /// Library crates keep `pub` honest and do not unwrap, expect or panic outside their tests:
-/// each crate root carries these attributes (clippy.toml-style, but per crate, so the crates
-/// below can be brought in one at a time).
-const LINTS: [&str; 3] = [
-    "#![warn(unreachable_pub)]",
-    "#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]",
-    "#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]",
-];
+/// the workspace manifest sets these lints (`[workspace.lints]`), every crate inherits them, and
+/// clippy.toml lets unit tests unwrap.
+const LINTS: [&str; 4] =
+    ["unreachable_pub = \"warn\"", "unwrap_used = \"deny\"", "expect_used = \"deny\"", "panic = \"deny\""];
 
-/// Crates not (yet) held to [`LINTS`], with the reason.
+/// Crates that relax [`LINTS`] in their crate roots (`#![allow(...)]` in source overrides the
+/// workspace level), with the reason.
 const LINTS_EXEMPT: &[(&str, &str)] = &[
     // A binary: its modules' `pub` items are the binary's own, and its errors are anyhow's.
     ("grove-cli", "the binary"),
@@ -193,16 +195,42 @@ const LINTS_EXEMPT: &[(&str, &str)] = &[
     ("grove-sim", "tool"),
 ];
 
+/// The text of a crate's roots: `src/lib.rs` and `src/main.rs`, those it has.
+fn crate_roots(krate: &str) -> Vec<(String, String)> {
+    let dir = workspace().join("crates").join(krate).join("src");
+    ["lib.rs", "main.rs"]
+        .iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(|f| (format!("crates/{krate}/src/{f}"), read(&dir.join(f))))
+        .collect()
+}
+
 #[test]
-fn library_crates_carry_the_lints() {
+fn every_crate_inherits_the_workspace_lints_and_only_tools_relax_them() {
+    let manifest = read(&workspace().join("Cargo.toml"));
+    let lints = manifest.split("[workspace.lints.").skip(1).collect::<Vec<_>>().join("\n");
+    for lint in LINTS {
+        assert!(lints.lines().any(|l| l.trim() == lint), "the workspace manifest lacks `{lint}` in [workspace.lints]");
+    }
     for krate in crates() {
-        if LINTS_EXEMPT.iter().any(|(k, _)| *k == krate) {
-            continue;
-        }
-        let root = workspace().join("crates").join(&krate).join("src/lib.rs");
-        let text = read(&root);
-        for lint in LINTS {
-            assert!(text.contains(lint), "{krate}'s lib.rs lacks {lint}");
+        let toml = read(&workspace().join("crates").join(&krate).join("Cargo.toml"));
+        assert!(
+            toml.contains("[lints]\nworkspace = true"),
+            "{krate}'s Cargo.toml does not inherit the workspace lints"
+        );
+        let exempt = LINTS_EXEMPT.iter().any(|(k, _)| *k == krate);
+        for (path, text) in crate_roots(&krate) {
+            let relaxes = text.lines().any(|l| {
+                l.starts_with("#![allow(")
+                    && ["unreachable_pub", "clippy::unwrap_used", "clippy::expect_used", "clippy::panic"]
+                        .iter()
+                        .any(|n| l.contains(n))
+            });
+            assert!(!relaxes || exempt, "{path} relaxes the workspace lints, but {krate} is not in LINTS_EXEMPT");
+            assert!(
+                !text.contains("#![deny(clippy::unwrap_used") && !text.contains("#![warn(unreachable_pub)]"),
+                "{path} repeats a workspace lint: the workspace manifest sets it"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use grove_client::store::{Batch, ClientStore};
+use grove_client::{Batch, ClientStore};
 use grove_proto::identity::{Identity, UserId};
 use grove_proto::mls::engine::{
     Changes, GroupId, MlsEngine, PendingCommit, StoredGroup, StoredState, DEFAULT_HANDSHAKE_BOUND,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
 use grove_client::profile::Profile;
 use grove_client::push::Link;
-use grove_client::store::{Message, RoomStatus};
+use grove_client::{Message, RoomStatus};
 use grove_wire::api::RoomMode;
 use grove_wire::content::Content;
 use grove_wire::UserId;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use grove_client::push::Link;
-use grove_client::store::{Membership, Message, RoomStatus};
+use grove_client::{Membership, Message, RoomStatus};
 use grove_wire::api::RoomMode;
 use grove_wire::content::Content;
 use grove_wire::UserId;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{Local, TimeZone};
-use grove_client::store::{Event, Membership, Message, RoomStatus};
+use grove_client::{Event, Membership, Message, RoomStatus};
 use grove_wire::api::RoomMode;
 use grove_wire::content::Content;
 use grove_wire::UserId;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grove_client::profile::{ClientError, Profile};
 use grove_client::push::{Feed, Link, PushClient};
-use grove_client::store::RoomStatus;
+use grove_client::RoomStatus;
 use grove_wire::api::RoomMode;
 use grove_wire::content::Content;
 use grove_wire::ErrorCode;

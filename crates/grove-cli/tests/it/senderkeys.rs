@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use grove_client::store::ClientStore;
+use grove_client::ClientStore;
 use grove_proto::senderkeys::SenderChain;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 //! outcomes.
 
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{Event, RoomStatus};
+use grove_client::{Event, RoomStatus};
 use grove_proto::policy::Edit;
 use grove_wire::api::RoomMode;
 use grove_wire::content::{Content, RoomProfile};

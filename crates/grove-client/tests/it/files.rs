@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use grove_client::files::{self, FileError};
 use grove_client::profile::{ClientError, ConnectTo, Profile};
-use grove_client::store::Event;
+use grove_client::Event;
 use grove_proto::attachment::{AttachmentError, SEGMENT_LEN};
 use grove_wire::api::RoomMode;
 use grove_wire::content::Content;
@@ -237,7 +237,7 @@ async fn a_member_removed_before_and_a_stranger_cannot_fetch_a_file() {
     assert_eq!(ErrorCode::NotMember.http_status(), 403);
     assert!(!carols.exists());
 
-    let dave = grove_client::transport::Server::new(&w.url, ed25519_dalek::SigningKey::from_bytes(&[0xda; 32]));
+    let dave = grove_client::Server::new(&w.url, ed25519_dalek::SigningKey::from_bytes(&[0xda; 32]));
     let err = files::download(&dave, "garden", &file, &carols, false, &mut quiet()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
     assert!(!carols.exists());

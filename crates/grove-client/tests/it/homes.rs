@@ -168,7 +168,7 @@ async fn a_home_down_during_a_rotation_delays_only_its_member_and_nothing_is_los
                 .messages("garden", 0)
                 .unwrap()
                 .into_iter()
-                .filter(|m| m.kind == grove_client::store::MessageKind::Undecryptable)
+                .filter(|m| m.kind == grove_client::MessageKind::Undecryptable)
                 .collect();
             assert!(unreadable.is_empty(), "{mode:?}: {name}: {unreadable:?}");
         }

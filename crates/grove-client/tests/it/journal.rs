@@ -2,7 +2,7 @@
 //! restart, long syncs checkpoint at the bound, and a file of the layout before the journal opens.
 
 use grove_client::profile::Profile;
-use grove_client::store::ClientStore;
+use grove_client::ClientStore;
 use grove_proto::mls::engine::{StoredState, DEFAULT_JOURNAL_BOUND};
 
 use crate::{garden, texts, World};
@@ -163,6 +163,6 @@ async fn a_state_file_from_before_the_journal_opens() {
         .messages("garden", 0)
         .unwrap()
         .iter()
-        .any(|m| m.event() == grove_client::store::Event::Note("someone joined".into())));
+        .any(|m| m.event() == grove_client::Event::Note("someone joined".into())));
     assert_eq!(ClientStore::open(&w.profile_dir("bob").join("state.db")).unwrap().layout().unwrap(), 4);
 }

@@ -1,5 +1,8 @@
 //! Clients and a real server (in-process, on 127.0.0.1, SQLite in a temporary folder).
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)]
 
 mod community;

@@ -2,7 +2,7 @@
 //! replies and reactions.
 
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{Event, MessageKind};
+use grove_client::{Event, MessageKind};
 use grove_wire::api::RoomMode;
 use grove_wire::content::{Content, SignedProfile};
 
@@ -50,7 +50,7 @@ async fn an_invitation_is_read_before_it_is_accepted_and_a_declined_one_tells_no
         alice.invite(room, &carol.address().to_string()).await.unwrap();
         carol.sync().await.unwrap();
         carol.decline(room).await.unwrap();
-        assert_eq!(carol.room(room).unwrap().status, grove_client::store::RoomStatus::Left, "{room}");
+        assert_eq!(carol.room(room).unwrap().status, grove_client::RoomStatus::Left, "{room}");
         assert!(carol.invitations().unwrap().is_empty(), "{room}");
         for p in [&mut alice, &mut bob] {
             p.sync().await.unwrap();
@@ -200,7 +200,7 @@ fn carol_signs(
     // Carol's own key signs a profile that names Bob: `verify` checks it against Bob's key.
     use ed25519_dalek::Signer;
     let link = carol.room(room).unwrap().link;
-    let store = grove_client::store::ClientStore::open(&w.profile_dir("carol").join("state.db")).unwrap();
+    let store = grove_client::ClientStore::open(&w.profile_dir("carol").join("state.db")).unwrap();
     let secret: [u8; 32] = store.meta("identity").unwrap().unwrap().try_into().unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
     let sig = key.sign(&SignedProfile::signing_bytes(&link, user, rev, name)).to_bytes().to_vec();
@@ -273,7 +273,7 @@ async fn a_removed_member_is_added_back_again_and_again() {
         let history = bob.messages("garden", 0).unwrap();
         let unreadable: Vec<_> = history.iter().filter(|m| m.kind == MessageKind::Undecryptable).collect();
         assert!(unreadable.is_empty(), "{mode:?}: {unreadable:?}");
-        let marks = |f: fn(&grove_client::store::Membership) -> bool| {
+        let marks = |f: fn(&grove_client::Membership) -> bool| {
             history.iter().filter(|m| matches!(m.event(), Event::Membership(ref c) if f(c))).count()
         };
         assert_eq!(marks(|c| c.again), 3, "{mode:?}: three 'added back' lines");
@@ -330,7 +330,7 @@ async fn ordinary_mistakes_get_plain_answers() {
 /// without themselves (the policy lets anyone leave); the room goes on with who is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_keys_members_and_admins_leave() {
-    use grove_client::store::RoomStatus;
+    use grove_client::RoomStatus;
     let w = World::start().await;
     let mut alice = w.user("alice").await;
     let mut bob = w.user("bob").await;

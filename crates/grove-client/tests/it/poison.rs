@@ -5,7 +5,7 @@
 
 use grove_client::profile::misbehave::Forge;
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{Event, MessageKind, RoomStatus};
+use grove_client::{Event, MessageKind, RoomStatus};
 use grove_proto::mls::fault::{commit_framing, with_membership_tag};
 use grove_proto::policy::Edit;
 use grove_wire::api::FaultReport;

@@ -2,7 +2,7 @@
 //! hold, and what a wrong passphrase and a changed one do.
 
 use grove_client::profile::{ClientError, InitOptions, Profile};
-use grove_client::store::{ClientStore, Passphrase, StoreError};
+use grove_client::{ClientStore, Passphrase, StoreError};
 use grove_wire::api::RoomMode;
 
 use crate::{texts, World};

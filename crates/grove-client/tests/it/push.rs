@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use grove_client::profile::Profile;
 use grove_client::push::{Feed, Link, PushClient};
-use grove_client::store::RoomStatus;
+use grove_client::RoomStatus;
 use grove_wire::api::RoomMode;
 use tokio::sync::mpsc;
 

@@ -3,7 +3,7 @@
 //! own send.
 
 use grove_client::profile::{ClientError, ConnectTo, Profile};
-use grove_client::store::{Event, Message, MessageKind, RoomStatus};
+use grove_client::{Event, Message, MessageKind, RoomStatus};
 use grove_wire::api::RoomMode;
 use grove_wire::UserId;
 

@@ -1,7 +1,7 @@
 //! The MLS-room scenarios of a real conversation.
 
 use grove_client::profile::{ClientError, Profile};
-use grove_client::store::{MessageKind, RoomStatus};
+use grove_client::{MessageKind, RoomStatus};
 
 use crate::{copy_dir, garden, texts, World};
 
@@ -139,7 +139,7 @@ async fn a_garbled_entry_is_recorded_as_unreadable_and_changes_nothing() {
     let n = garbled.len();
     garbled[n - 5] ^= 0x40;
     // Alice posts the garbled copy through the normal API (the server cannot read it).
-    let server = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
+    let server = grove_client::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
     let epoch = alice.epoch("garden").unwrap().0;
     server
         .append(
@@ -223,9 +223,9 @@ async fn key_packages_are_replenished_when_they_run_low() {
     let w = World::start().await;
     let mut bob = w.user("bob").await;
     let alice = w.user("alice").await;
-    let home = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
+    let home = grove_client::Server::new(&w.url, ed25519_dalek_key(&w, "alice"));
     let counts = |c: grove_wire::api::KeyCounts| (c.counts[0].one_time, c.counts[0].last_resort);
-    let bobs = grove_client::transport::Server::new(&w.url, ed25519_dalek_key(&w, "bob"));
+    let bobs = grove_client::Server::new(&w.url, ed25519_dalek_key(&w, "bob"));
     assert_eq!(counts(bobs.key_counts().await.unwrap()), (20, true));
     for _ in 0..17 {
         home.claim_key(&bob.user_id(), grove_wire::api::KeyKind::MlsKeyPackage).await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use grove_client::profile::{ClientError, ConnectTo, InitOptions, Profile};
 use grove_client::proxy::Proxy;
 use grove_client::push::{Feed, PushClient};
-use grove_client::transport::{Server, TransportError};
+use grove_client::{Server, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use grove_client::net::{Net, NetConfig};
 use grove_client::profile::{ConnectTo, Profile};
 use grove_client::push::Link;
-use grove_client::store::RoomStatus;
-use grove_client::transport::TransportError;
+use grove_client::RoomStatus;
+use grove_client::TransportError;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::push::Follower;
@@ -231,7 +231,7 @@ async fn the_certificate_is_reloaded_without_a_restart() {
     // Not read until reloaded: a fresh client trusting only the old CA still gets in.
     let info = |net: Net| {
         let url = w.url.clone();
-        async move { grove_client::transport::Server::with_net(&url, key_of(1), net, None).info().await }
+        async move { grove_client::Server::with_net(&url, key_of(1), net, None).info().await }
     };
     info(w.net()).await.unwrap();
 

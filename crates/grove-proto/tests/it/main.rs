@@ -4,6 +4,10 @@
 //! ([`resync`]), and the Sender Keys cipher's
 //! scenarios ([`senderkeys`]).
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod determinism;
 mod engine;
 mod fault;

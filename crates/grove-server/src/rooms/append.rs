@@ -6,18 +6,18 @@ use std::collections::HashSet;
 
 use grove_store::{AppendOutcome, NewEntry, StateUpdate};
 use grove_wire::api::{AppendEntry, Appended, Entry, EntryKind, RoomMode};
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
 use super::handle::{RoomHandle, Slot};
 use super::policy::{check_application, check_membership, commit_error, not_member, Change};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, LimitRefusal, RoomRefusal};
 use crate::state::AppState;
 
 /// Appends an entry for `user`, enforcing membership, kinds, ordering and validation.
 pub(crate) async fn append(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
     let max = state.0.config.limits.max_entry_bytes;
     if req.body.len() as u64 > max {
-        return Err(AppError::new(ErrorCode::PayloadTooLarge, format!("an entry body is at most {max} bytes")));
+        return Err(LimitRefusal::EntryTooLarge { max }.into());
     }
     match (room.mode, req.kind) {
         (_, EntryKind::Application) | (RoomMode::Mls, EntryKind::Resync) => {
@@ -30,10 +30,7 @@ pub(crate) async fn append(state: &AppState, room: &RoomHandle, user: UserId, re
             }
             result
         }
-        (mode, kind) => Err(AppError::new(
-            ErrorCode::WrongKind,
-            format!("a {} room takes no {} entries", mode.as_str(), kind.as_str()),
-        )),
+        (mode, kind) => Err(RoomRefusal::WrongKind { mode, kind }.into()),
     }
 }
 
@@ -114,7 +111,7 @@ async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req
                 conflicts += 1;
                 refreshed = true;
                 if conflicts > CONFLICT_RETRIES {
-                    return Err(AppError::wrong_epoch(epoch, head, req.epoch));
+                    return Err(RoomRefusal::WrongEpoch { current: epoch, head, yours: req.epoch }.into());
                 }
             }
         }
@@ -139,7 +136,9 @@ async fn try_handshake(
         },
         _ => {
             if req.epoch != slot.epoch {
-                return Ok(Err(Attempt::Refused(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch))));
+                return Ok(Err(Attempt::Refused(
+                    RoomRefusal::WrongEpoch { current: slot.epoch, head: room.head(), yours: req.epoch }.into(),
+                )));
             }
             let hub = slot.hub.as_ref().ok_or_else(|| AppError::internal("MLS room without hub state", &room.name))?;
             let head = room.head();
@@ -165,10 +164,7 @@ async fn try_handshake(
     };
     let limit = state.0.config.limits.members_per_room;
     if change.members.len() as u64 > limit {
-        return Err(AppError::new(
-            ErrorCode::MemberLimit,
-            format!("a room on this server has at most {limit} members"),
-        ));
+        return Err(LimitRefusal::RoomTooBig { limit }.into());
     }
     let ts = state.now();
     // Who this entry removes (each may read the log up to and including it, and no further)
@@ -216,6 +212,6 @@ async fn try_handshake(
             }
             Ok(Err(Attempt::Conflict { epoch, head }))
         }
-        AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::RoomNotFound, "the room no longer exists")),
+        AppendOutcome::NoSuchRoom => Err(RoomRefusal::RoomGone.into()),
     }
 }

@@ -39,10 +39,10 @@ use grove_proto::mls::hub::HubGroup;
 use grove_store::{AppendOutcome, NewEntry, StateUpdate};
 use grove_wire::api::{Entry, EntryKind, FaultReport, ReportOutcome, Void};
 use grove_wire::policy::Role;
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
 use super::handle::{RoomHandle, Slot};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, RequestRefusal, RoomRefusal, ServerRefusal};
 use crate::state::AppState;
 
 /// How many false reports a member may make in one room before its reports there are refused.
@@ -54,10 +54,6 @@ const KEPT_COMMITS: usize = 16;
 /// How many distinct members, none the committer, must reveal the same key.
 const AGREEING_REPORTERS: usize = 2;
 
-fn not_reportable(why: impl Into<String>) -> AppError {
-    AppError::new(ErrorCode::NotReportable, why)
-}
-
 /// Judges a report of `user` about the commit at `req.seq`; voids the commit once proven.
 pub(crate) async fn report(
     state: &AppState,
@@ -66,14 +62,11 @@ pub(crate) async fn report(
     req: FaultReport,
 ) -> AppResult<ReportOutcome> {
     if req.membership_key.as_ref().is_some_and(|k| k.len() != 32) {
-        return Err(AppError::new(ErrorCode::BadRequest, "a membership key is 32 bytes"));
+        return Err(RequestRefusal::MembershipKeyLength.into());
     }
     let falses = state.0.store.false_reports(room.id, &user, false).await?;
     if falses >= MAX_FALSE_REPORTS {
-        return Err(AppError::new(
-            ErrorCode::Forbidden,
-            format!("you made {falses} false reports in this room; it takes no more reports from you"),
-        ));
+        return Err(RoomRefusal::TooManyFalseReports { falses }.into());
     }
     let mut slot = room.slot.write().await;
     let (commit, before) = reported_commit(state, room, &slot, &user, req.seq).await?;
@@ -85,15 +78,9 @@ pub(crate) async fn report(
                 let n = state.0.store.false_reports(room.id, &user, true).await?;
                 state.0.metrics.fault_report("false");
                 tracing::warn!(room = %room.name, reporter = %user, seq = req.seq, false_reports = n, "false fault report");
-                return Err(AppError::new(
-                    ErrorCode::FalseReport,
-                    format!(
-                        "the commit's membership tag verifies under the key you revealed: the report is false \
-                         (counted against you: {n} of {MAX_FALSE_REPORTS})"
-                    ),
-                ));
+                return Err(RoomRefusal::FalseReport { count: n, max: MAX_FALSE_REPORTS }.into());
             }
-            Err(e) => return Err(not_reportable(format!("the entry's membership tag cannot be checked: {e}"))),
+            Err(source) => return Err(RoomRefusal::ReportUncheckable { source }.into()),
         }
     }
     if req.admin_void {
@@ -130,20 +117,18 @@ async fn reported_commit(
 ) -> AppResult<(Entry, HubGroup)> {
     let entry = state.0.store.read(room.id, seq.saturating_sub(1), 1).await?.into_iter().find(|e| e.seq == seq);
     let Some(commit) = entry.filter(|e| e.kind == EntryKind::Commit) else {
-        return Err(not_reportable(format!("entry {seq} is not a commit of this room")));
+        return Err(RoomRefusal::ReportNotCommit { seq }.into());
     };
     if &commit.sender == user {
-        return Err(not_reportable("a member does not report its own commit"));
+        return Err(RoomRefusal::ReportOwnCommit.into());
     }
     let restore = |bytes: Option<Vec<u8>>, which: u64| -> AppResult<HubGroup> {
-        let bytes = bytes.ok_or_else(|| {
-            not_reportable(format!("the server no longer keeps the room's state of epoch {which}: too old to void"))
-        })?;
+        let bytes = bytes.ok_or(RoomRefusal::ReportTooOld { epoch: which })?;
         HubGroup::restore(&bytes).map_err(|e| AppError::internal("cannot restore a kept MLS state", e))
     };
     let epoch = commit.epoch;
     if slot.epoch <= epoch {
-        return Err(not_reportable(format!("the commit at {seq} was voided already")));
+        return Err(RoomRefusal::ReportVoided { seq }.into());
     }
     let before = restore(state.0.store.room_state(room.id, epoch).await?, epoch)?;
     let after = restore(state.0.store.room_state(room.id, epoch + 1).await?, epoch + 1)?;
@@ -155,10 +140,10 @@ async fn reported_commit(
     })?;
     let context = |g: &HubGroup| g.group_context().map_err(|e| AppError::internal("encoding a group context", e));
     if context(&ours.next)? != context(&after)? {
-        return Err(not_reportable(format!("the commit at {seq} was voided already")));
+        return Err(RoomRefusal::ReportVoided { seq }.into());
     }
     if !before.is_member(user) {
-        return Err(not_reportable("you were not a member in the commit's epoch"));
+        return Err(RoomRefusal::ReportNotMemberThen.into());
     }
     Ok((commit, before))
 }
@@ -175,10 +160,10 @@ async fn admin_void(
     user: UserId,
 ) -> AppResult<ReportOutcome> {
     if before.policy().is_none_or(|p| p.role_of(&user) < Role::Admin) {
-        return Err(AppError::new(ErrorCode::Forbidden, "only an admin of the room may void a commit on its word"));
+        return Err(RoomRefusal::VoidNotAdmin.into());
     }
     if commit.epoch.checked_add(1) != Some(slot.epoch) {
-        return Err(not_reportable("an admin may void only the room's last commit"));
+        return Err(RoomRefusal::VoidNotLast.into());
     }
     let void_seq = void(state, room, slot, commit, before, vec![user], "admin").await?;
     state.0.store.forget_reports(room.id, commit.seq).await?;
@@ -245,8 +230,8 @@ async fn void(
             if let Some(rec) = state.0.store.room(&room.name).await? {
                 *slot = Slot::from_record(&rec)?;
             }
-            Err(AppError::new(ErrorCode::Unavailable, "the room changed while the report was judged; retry"))
+            Err(ServerRefusal::ReportRaced.into())
         }
-        AppendOutcome::NoSuchRoom => Err(AppError::new(ErrorCode::RoomNotFound, "the room no longer exists")),
+        AppendOutcome::NoSuchRoom => Err(RoomRefusal::RoomGone.into()),
     }
 }

@@ -159,7 +159,7 @@ impl RoomHandle {
                 while room.stale.swap(false, Ordering::SeqCst) {
                     if let Err(e) = room.catch_up(&state).await {
                         failures += 1;
-                        tracing::warn!(room = %room.name, error = %e.0.message, "catching up with another instance failed");
+                        tracing::warn!(room = %room.name, error = %e, "catching up with another instance failed");
                         if failures >= 5 {
                             // The next announcement (the listener announces everything after
                             // it reconnects) tries again.

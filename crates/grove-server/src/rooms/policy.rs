@@ -10,14 +10,14 @@ use grove_proto::policy::PolicyError;
 use grove_wire::api::{AppendEntry, EntryKind, ResyncOffer, RoomMode};
 use grove_wire::membership::SignedMembership;
 use grove_wire::policy::RoomPolicy;
-use grove_wire::{ErrorCode, UserId};
+use grove_wire::UserId;
 
 use super::handle::{RoomHandle, Slot};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, RoomRefusal};
 use crate::state::AppState;
 
 pub(super) fn not_member(name: &str) -> AppError {
-    AppError::new(ErrorCode::NotMember, format!("you are not a member of room {name:?}"))
+    RoomRefusal::NotMember { name: name.to_string() }.into()
 }
 
 /// A member's resync offer (MLS rooms only): a GroupInfo of the room's current epoch, sealed for
@@ -25,16 +25,12 @@ pub(super) fn not_member(name: &str) -> AppError {
 /// it is of the current epoch (an offer of a past epoch helps nobody).
 fn check_resync_offer(room: &RoomHandle, slot: &Slot, req: &AppendEntry) -> AppResult<()> {
     if req.epoch != slot.epoch {
-        return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
+        return Err(RoomRefusal::WrongEpoch { current: slot.epoch, head: room.head(), yours: req.epoch }.into());
     }
-    let offer: ResyncOffer = serde_json::from_slice(&req.body).map_err(|e| {
-        AppError::new(ErrorCode::InvalidMessage, format!("a resync entry's body is the JSON of a ResyncOffer: {e}"))
-    })?;
+    let offer: ResyncOffer =
+        serde_json::from_slice(&req.body).map_err(|source| RoomRefusal::ResyncNotJson { source })?;
     if offer.stuck_epoch >= req.epoch || offer.sealed.is_empty() {
-        return Err(AppError::new(
-            ErrorCode::InvalidMessage,
-            "a resync offer is for members stuck at an epoch before the room's, and carries a sealed GroupInfo",
-        ));
+        return Err(RoomRefusal::ResyncOfferShape.into());
     }
     Ok(())
 }
@@ -58,39 +54,25 @@ pub(super) fn check_application(
         let msg_epoch = match hub.check_application(&req.body) {
             Ok(epoch) => epoch,
             Err(HubError::WrongEpoch { message_epoch, current_epoch }) => {
-                return Err(AppError::wrong_epoch(current_epoch, room.head(), message_epoch))
+                return Err(
+                    RoomRefusal::WrongEpoch { current: current_epoch, head: room.head(), yours: message_epoch }.into()
+                )
             }
-            Err(e) => {
-                return Err(AppError::new(
-                    ErrorCode::InvalidMessage,
-                    format!("not an MLS application message of this room: {e}"),
-                ))
-            }
+            Err(source) => return Err(RoomRefusal::NotApplication { source }.into()),
         };
         if msg_epoch != req.epoch {
-            return Err(AppError::new(
-                ErrorCode::InvalidMessage,
-                format!("the entry says epoch {} but the message was made in epoch {msg_epoch}", req.epoch),
-            ));
+            return Err(RoomRefusal::EpochMismatch { said: req.epoch, made: msg_epoch }.into());
         }
     }
     if room.mode == RoomMode::SenderKeys {
         check_sender_keys_version(slot, req, room.head())?;
     }
     if req.epoch > slot.epoch {
-        return Err(AppError::wrong_epoch(slot.epoch, room.head(), req.epoch));
+        return Err(RoomRefusal::WrongEpoch { current: slot.epoch, head: room.head(), yours: req.epoch }.into());
     }
     let window = state.0.config.limits.epoch_window;
     if req.epoch.saturating_add(window) < slot.epoch {
-        let mut e = AppError::new(
-            ErrorCode::EpochTooOld,
-            format!(
-                "epoch {} is more than {window} epochs behind the room's epoch {}: sync and re-encrypt",
-                req.epoch, slot.epoch
-            ),
-        );
-        e.0.current_epoch = Some(slot.epoch);
-        return Err(e);
+        return Err(RoomRefusal::EpochTooOld { epoch: req.epoch, window, current: slot.epoch }.into());
     }
     Ok(())
 }
@@ -113,7 +95,7 @@ pub(super) struct Change {
 /// MLS message of an older epoch is not readable by members removed since.)
 pub(super) fn check_sender_keys_version(slot: &Slot, req: &AppendEntry, head: u64) -> AppResult<()> {
     if req.epoch != slot.epoch {
-        return Err(AppError::wrong_epoch(slot.epoch, head, req.epoch));
+        return Err(RoomRefusal::WrongEpoch { current: slot.epoch, head, yours: req.epoch }.into());
     }
     Ok(())
 }
@@ -124,23 +106,16 @@ pub(super) fn check_membership(
     slot: &Slot,
     req: &AppendEntry,
 ) -> AppResult<Change> {
-    let bad = |m: &str| AppError::new(ErrorCode::BadMembership, m.to_string());
-    let m: SignedMembership =
-        serde_json::from_slice(&req.body).map_err(|_| bad("the body is not a signed membership (JSON)"))?;
+    let m: SignedMembership = serde_json::from_slice(&req.body).map_err(|_| RoomRefusal::MembershipNotJson)?;
     if !m.verify() {
-        return Err(bad("the membership signature or shape is invalid"));
+        return Err(RoomRefusal::MembershipUnsigned.into());
     }
     if m.room != room.name {
-        return Err(bad("the membership is signed for another room"));
+        return Err(RoomRefusal::MembershipOtherRoom.into());
     }
     let next = slot.epoch.saturating_add(1);
     if m.version != next || req.epoch != m.version {
-        let mut e = AppError::new(
-            ErrorCode::MembershipVersion,
-            format!("the room is at membership version {}; the next update must be version {next}", slot.epoch,),
-        );
-        e.0.current_epoch = Some(slot.epoch);
-        return Err(e);
+        return Err(RoomRefusal::MembershipVersion { current: slot.epoch, next }.into());
     }
     let mut before = slot.members.clone();
     before.sort();
@@ -150,7 +125,7 @@ pub(super) fn check_membership(
     grove_proto::policy::check_homes(&before, &slot.sk_homes, policy, &m.members, &m.homes, m.signer)
         .map_err(not_allowed)?;
     if let Some(bad_id) = m.members.iter().find(|u| u.verifying_key().is_none()) {
-        return Err(bad(&format!("member {bad_id} is not a valid Ed25519 public key")));
+        return Err(RoomRefusal::MembershipBadMember { member: *bad_id }.into());
     }
     let _ = state;
     Ok(Change {
@@ -166,27 +141,10 @@ pub(super) fn check_membership(
 
 /// A change the room's policy does not allow, as an HTTP answer.
 pub(crate) fn not_allowed(e: PolicyError) -> AppError {
-    AppError::new(ErrorCode::NotAllowed, format!("the room's policy does not allow this: {e}"))
+    RoomRefusal::NotAllowed { source: e }.into()
 }
 
 /// A refused commit or proposal as an HTTP answer.
 pub(super) fn commit_error(e: HubError, head: u64, is_commit: bool) -> AppError {
-    let invalid = if is_commit { ErrorCode::InvalidCommit } else { ErrorCode::InvalidProposal };
-    let what = if is_commit { "commit" } else { "proposal" };
-    match e {
-        HubError::WrongEpoch { message_epoch, current_epoch } => {
-            AppError::wrong_epoch(current_epoch, head, message_epoch)
-        }
-        HubError::SenderMismatch => AppError::new(
-            ErrorCode::SenderMismatch,
-            format!("the {what} is signed by another member's leaf than the request's signer"),
-        ),
-        HubError::NotAMember => {
-            AppError::new(ErrorCode::NotMember, format!("the {what}'s sender is not a member leaf"))
-        }
-        HubError::Internal(d) => AppError::internal("MLS hub failure", d),
-        HubError::NotAllowed(e) => not_allowed(e),
-        HubError::NotPublicMessage => AppError::new(invalid, format!("a {what} must be sent as an MLS PublicMessage")),
-        other => AppError::new(invalid, format!("the {what} failed validation: {other}")),
-    }
+    RoomRefusal::Handshake { commit: is_commit, head, source: e }.into()
 }

@@ -1,5 +1,9 @@
 //! grove-server scenarios, through the real router.
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin;
 mod auth;
 mod backup;

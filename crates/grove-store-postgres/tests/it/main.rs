@@ -6,6 +6,10 @@
 //! end, even when the test fails. Without the variable every test fails and says so: these tests
 //! are never skipped silently.
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod conformance;
 mod multi_instance;
 

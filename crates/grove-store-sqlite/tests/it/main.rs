@@ -1,6 +1,10 @@
 //! Integration tests of the SQLite store: group commit under concurrency, durability across a
 //! reopen, and durability across `kill -9` of a writing process.
 
+// Tests may unwrap, expect and panic (a failed unwrap is a failed test), and a test crate's
+// `pub` items are its own.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod concurrent;
 mod durability;
 
