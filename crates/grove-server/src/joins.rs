@@ -132,7 +132,7 @@ pub(crate) async fn ask(
     }
 }
 
-fn refusal(outcome: JoinOutcome) -> AppError {
+pub(crate) fn refusal(outcome: JoinOutcome) -> AppError {
     match outcome {
         JoinOutcome::Expired => AppError::new(ErrorCode::LinkExpired, "this invite link expired: ask for a new one"),
         JoinOutcome::UsedUp => {

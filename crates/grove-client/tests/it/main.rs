@@ -6,6 +6,7 @@ mod community;
 mod files;
 mod homes;
 mod journal;
+mod link_join;
 mod people;
 mod poison;
 mod privacy;
