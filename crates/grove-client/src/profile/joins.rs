@@ -133,6 +133,8 @@ impl Profile {
         let req = AskToJoin { token: grove_wire::invite::token(&secret).to_vec(), home: self.home.clone(), proof };
         let join = self.server(&server).ask_to_join(&name, &req).await?.join;
         self.store.set_meta(&asked_key(&room_link), b"1")?;
+        // A holder of the link: once in, it keeps the room's state for the next holder (MLS).
+        self.store.set_meta(&secret_key(&room_link), &secret)?;
         Ok(LinkJoined::Asked(join))
     }
 

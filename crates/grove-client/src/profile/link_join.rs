@@ -1,6 +1,7 @@
 //! MLS link joins by external commit (grove-proto `mls::links`), the client's side.
 //!
-//! - **Members who hold the link's secret** (its maker, and whoever joined by it) keep the room's GroupInfo on the room's
+//! - **Members who hold the link's secret** (its maker, whoever used it to come in, and the
+//!   members an admin shared it with: `Content::LinkKey`) keep the room's GroupInfo on the room's
 //!   server, sealed under a key derived from the secret, while the room's join rule is `link`:
 //!   on making the link, and on every sync after which the room's epoch is not the one last
 //!   uploaded ([`Profile::keep_link_group_infos`]).
