@@ -25,7 +25,10 @@ impl Tmux {
             eprintln!("skipping: tmux is not installed (.ci/run installs it)");
             return None;
         }
-        Some(Tmux { socket: format!("grove-chat-test-{}", std::process::id()) })
+        // One tmux server per test: the tests of this file run side by side in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Tmux { socket: format!("grove-chat-test-{}-{n}", std::process::id()) })
     }
 
     fn tmux(&self, args: &[&str]) -> String {
