@@ -6,7 +6,8 @@
 //!   it. Kept only for the room's current link (the member shows the hash of its token) and
 //!   never replaced by an older epoch's.
 //! - `POST /v1/rooms/{room}/link/group-info`: a link holder (who shows the token) fetches it.
-//!   Refused like a join request (`link_invalid`, `link_expired`, `link_used_up`, rate limits,
+//!   Refused like a join request (`link_invalid`, `link_expired`, `link_used_up`, the join-request
+//!   rate limits when it is handed out,
 //!   `not_allowed` for a banned asker or an invite-only room); `not_found` when the way in is a
 //!   join request instead (the join rule is `approval`, or no member kept a GroupInfo yet).
 //! - `POST /v1/rooms/{room}/link/join`: the holder posts its external commit with the token;
@@ -118,14 +119,18 @@ pub(crate) async fn group_info(
     let room = state.0.rooms.get(state, name).await?;
     mls_only(&room)?;
     let token_hash = token_hash_of(&body.token)?;
-    state.0.quotas.join(ip, room.id)?;
     check_link(state, &room, &token_hash).await?;
     if room.has_member(&user).await {
         return Err(AppError::new(ErrorCode::NotAllowed, "you are a member of this room already"));
     }
     check_policy(&room, &user).await?;
     match state.0.store.link_group_info(room.id).await? {
-        Some(info) if info.token_hash == token_hash => Ok(SealedGroupInfo { epoch: info.epoch, sealed: info.sealed }),
+        Some(info) if info.token_hash == token_hash => {
+            // Counted like a join request only when it is handed out: a holder told to ask
+            // instead (`not_found`) then asks within the same limits.
+            state.0.quotas.join(ip, room.id)?;
+            Ok(SealedGroupInfo { epoch: info.epoch, sealed: info.sealed })
+        }
         _ => Err(AppError::new(
             ErrorCode::NotFound,
             "no member has left the room's state for this link yet: ask to join (POST /v1/rooms/{room}/joins)",
