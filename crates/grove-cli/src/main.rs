@@ -399,12 +399,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
-        Command::Chat { room, link_joins_every } => {
-            client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref()).and_then(|c| {
+        Command::Chat { room, link_joins_every } => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
+            .and_then(|c| {
                 let every = std::time::Duration::from_secs(link_joins_every);
                 chat::run(&client::profile_dir(&cli.profile)?, &c, room, every)
-            })
-        }
+            }),
         Command::Admin(args) => admin::run(args, cli.json),
         command => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
             .and_then(|c| client::run(&cli.profile, cli.json, &c, command)),

@@ -430,8 +430,13 @@ impl Server {
         req: &grove_wire::api::PutLinkGroupInfo,
     ) -> Result<grove_wire::api::LinkGroupInfoKept, TransportError> {
         let bytes = serde_json::to_vec(req).map_err(|e| self.unreachable(e))?;
-        self.signed(reqwest::Method::PUT, &format!("/v1/rooms/{room}/link/group-info"), Some(bytes), Duration::from_secs(30))
-            .await
+        self.signed(
+            reqwest::Method::PUT,
+            &format!("/v1/rooms/{room}/link/group-info"),
+            Some(bytes),
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// The room's GroupInfo as its members sealed it for the link whose token is shown.

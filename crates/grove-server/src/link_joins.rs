@@ -102,8 +102,11 @@ pub(crate) async fn put_group_info(
             "this is not the room's invite link (it may have been revoked or reset)",
         ));
     }
-    let kept =
-        state.0.store.set_link_group_info(room.id, LinkGroupInfo { token_hash, epoch: body.epoch, sealed: body.sealed }).await?;
+    let kept = state
+        .0
+        .store
+        .set_link_group_info(room.id, LinkGroupInfo { token_hash, epoch: body.epoch, sealed: body.sealed })
+        .await?;
     tracing::debug!(room = name, epoch = body.epoch, kept, "a sealed GroupInfo for the link");
     Ok(LinkGroupInfoKept { kept })
 }

@@ -504,7 +504,12 @@ pub trait Store: Send + Sync + 'static {
     /// Counts one use of the room's link whose token hashes to `token_hash` (a link join by an
     /// external commit, which keeps no request), atomically with checking that it admits one at
     /// `now` (Unix ms): `Err` says why not, and nothing is counted then.
-    async fn use_link(&self, room: RoomId, token_hash: [u8; 32], now: i64) -> Result<std::result::Result<(), JoinOutcome>>;
+    async fn use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), JoinOutcome>>;
 
     /// Keeps the room's GroupInfo sealed for its link's holders, unless the one kept is for the
     /// same link and of a later epoch ([`joins::replaces`]); answers whether it was kept.

@@ -35,7 +35,12 @@ use app::{Action, App};
 
 /// Runs the chat until the user quits, on a terminal.
 /// `link_joins_every`: how often the worker lets link requests in ([`worker::run`]).
-pub fn run(dir: &Path, connect: &Reach, room: Option<String>, link_joins_every: std::time::Duration) -> anyhow::Result<()> {
+pub fn run(
+    dir: &Path,
+    connect: &Reach,
+    room: Option<String>,
+    link_joins_every: std::time::Duration,
+) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("grove chat needs a terminal; for scripts use `grove send` and `grove read --follow`");
     }

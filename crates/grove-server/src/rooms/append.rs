@@ -162,7 +162,9 @@ async fn try_handshake(
 ) -> AppResult<Result<Appended, Attempt>> {
     if let Some(token_hash) = link {
         let now = state.now();
-        if let Err(refused) = grove_store::joins::admits(state.0.store.room_link(room.id).await?.as_ref(), &token_hash, now) {
+        if let Err(refused) =
+            grove_store::joins::admits(state.0.store.room_link(room.id).await?.as_ref(), &token_hash, now)
+        {
             return Ok(Err(Attempt::Refused(crate::joins::refusal(refused))));
         }
     } else if !slot.is_member(&user) {

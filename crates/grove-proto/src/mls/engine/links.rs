@@ -5,8 +5,8 @@ use mls_rs::group::{CommitEffect, CommitMessageDescription};
 use mls_rs::{MlsMessage, WireFormat};
 
 use super::error::{internal, rejected};
-use super::resync::ResyncCommit;
 use super::process::CommitSummary;
+use super::resync::ResyncCommit;
 use super::{encode, parse, user_at, EngineError, EngineGroup, GroupId, MlsEngine};
 use crate::mls::error::{Expected, Internal, Malformed};
 use crate::mls::identity::membership_change;
