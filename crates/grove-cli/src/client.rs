@@ -249,7 +249,18 @@ pub fn run(profile: &str, json_out: bool, connect: &Reach, command: Command) -> 
             }
             Command::Join { link } => {
                 let mut p = open(&dir, connect)?;
-                let rule = p.join_link(&link).await?;
+                let rule = match p.join_link(&link).await? {
+                    grove_client::profile::LinkJoined::Joined => {
+                        let room = grove_wire::invite::parse(&link).map(|(r, _)| r).unwrap_or_default();
+                        if json_out {
+                            out!("{}", json!({"join": "joined", "room": room}));
+                        } else {
+                            eprintln!("joined {room}");
+                        }
+                        return Ok(());
+                    }
+                    grove_client::profile::LinkJoined::Asked(rule) => rule,
+                };
                 if json_out {
                     out!("{}", json!({"join": rule.as_str()}));
                 } else if rule == JoinRule::Approval {

@@ -69,7 +69,12 @@ pub(crate) fn membership_sentence(
     }
     let mut parts = Vec::new();
     for a in &change.added {
-        parts.push(format!("{} added {}", who(by, me, names), who(a, me, names)));
+        if a == by {
+            // An MLS link join: the joiner's own external commit.
+            parts.push(format!("{} joined by the room's invite link", who(a, me, names)));
+        } else {
+            parts.push(format!("{} added {}", who(by, me, names), who(a, me, names)));
+        }
     }
     for r in &change.removed {
         if r == by {

@@ -148,6 +148,11 @@ enum Command {
     Chat {
         /// The room to open first (link or short name).
         room: Option<String>,
+        /// How often, in seconds, the chat lets in the join requests of rooms whose join policy
+        /// is `link` and keeps their state for link joins (as `grove sync` does).
+        #[arg(long, value_name = "SECS", default_value_t = 30, env = "GROVE_CHAT_LINK_JOINS_SECS",
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        link_joins_every: u64,
     },
     /// Start a private server and three profiles, and run a whole conversation.
     Demo {
@@ -398,8 +403,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo { mode } => demo::run(&mode),
-        Command::Chat { room } => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
-            .and_then(|c| chat::run(&client::profile_dir(&cli.profile)?, &c, room)),
+        Command::Chat { room, link_joins_every } => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
+            .and_then(|c| {
+                let every = std::time::Duration::from_secs(link_joins_every);
+                chat::run(&client::profile_dir(&cli.profile)?, &c, room, every)
+            }),
         Command::Admin(args) => admin::run(args, cli.json),
         command => client::reach(&cli.connect_to, cli.ca_file, cli.proxy.as_deref())
             .and_then(|c| client::run(&cli.profile, cli.json, &c, command)),

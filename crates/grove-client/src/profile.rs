@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod files;
 mod invitations;
 mod joins;
+mod link_join;
 #[cfg(feature = "testing")]
 pub mod misbehave;
 pub(crate) mod names;
@@ -24,6 +25,7 @@ pub(crate) mod room_profile;
 pub(crate) mod sk;
 
 pub use invitations::Invitation;
+pub use joins::LinkJoined;
 pub use outbox::{Sent, IN_FLIGHT_GRACE, SEAL_OVERHEAD};
 pub use sk::{KeyPending, OLM_KEY_LOW, OLM_KEY_TARGET};
 
@@ -941,6 +943,7 @@ impl Profile {
         self.replenish_olm_keys().await?;
         self.flush_outbox().await?;
         self.carry_out_link_joins().await;
+        self.keep_link_group_infos().await;
         Ok(report)
     }
 

@@ -468,6 +468,40 @@ impl Server {
         self.post(&format!("/v1/rooms/{room}/joins"), req).await
     }
 
+    /// Keeps the room's GroupInfo, sealed for its link's holders, on the server (MLS link joins).
+    pub async fn put_link_group_info(
+        &self,
+        room: &str,
+        req: &grove_wire::api::PutLinkGroupInfo,
+    ) -> Result<grove_wire::api::LinkGroupInfoKept, TransportError> {
+        let bytes = serde_json::to_vec(req).map_err(|e| self.unreachable(e))?;
+        self.signed(
+            reqwest::Method::PUT,
+            &format!("/v1/rooms/{room}/link/group-info"),
+            Some(bytes),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// The room's GroupInfo as its members sealed it for the link whose token is shown.
+    pub async fn link_group_info(
+        &self,
+        room: &str,
+        req: &grove_wire::api::LinkToken,
+    ) -> Result<grove_wire::api::SealedGroupInfo, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/link/group-info"), req).await
+    }
+
+    /// Posts a link holder's external commit that adds it to the room.
+    pub async fn link_join(
+        &self,
+        room: &str,
+        req: &grove_wire::api::LinkJoin,
+    ) -> Result<grove_wire::api::Appended, TransportError> {
+        self.post(&format!("/v1/rooms/{room}/link/join"), req).await
+    }
+
     /// The join requests waiting in a room.
     pub async fn join_requests(&self, room: &str) -> Result<grove_wire::api::JoinRequests, TransportError> {
         self.get(&format!("/v1/rooms/{room}/joins")).await

@@ -82,6 +82,8 @@ refusals! {
         InvalidRoomName,
         /// An invite link's `token_hash` that is not 32 bytes.
         LinkTokenHash,
+        /// A link holder's token that is not 32 bytes.
+        LinkToken,
         /// An invite link's `max_uses` of 0.
         LinkMaxUses,
         /// An invite link's `expires_at` past what a timestamp holds.
@@ -243,6 +245,14 @@ refusals! {
         LinkExpired,
         /// The invite link was used up.
         LinkUsedUp,
+        /// A link join (or its GroupInfo) asked of a sender-keys room.
+        LinkJoinsOnlyMls,
+        /// A link holder must ask to join: the join rule is `approval`.
+        JoinByApproval,
+        /// A link holder must ask to join: no member kept the room's GroupInfo for this link.
+        NoLinkGroupInfo,
+        /// A sealed GroupInfo larger than the server keeps.
+        GroupInfoTooLarge { max: u64 },
         /// Room creation is not open to the requester.
         CreationClosed,
         /// A new MLS room's group does not parse or validate.
@@ -457,6 +467,7 @@ fn request(r: &RequestRefusal) -> ApiError {
             api(InvalidName, "a room name is 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit")
         }
         LinkTokenHash => api(BadRequest, "token_hash is the 32-byte SHA-256 of the link's token"),
+        LinkToken => api(BadRequest, "token is the link's 32-byte token"),
         LinkMaxUses => api(BadRequest, "max_uses must be at least 1 (leave it out for no limit)"),
         LinkExpiresAt => api(BadRequest, "expires_at is Unix milliseconds, at most 2^63 - 1"),
         JoinTokenProof => api(BadRequest, "token and proof are 32 bytes each"),
@@ -631,6 +642,19 @@ fn room(r: &RoomRefusal) -> ApiError {
         RoomRefusal::LinkUsedUp => {
             api(ErrorCode::LinkUsedUp, "this invite link was used as often as it may be: ask for a new one")
         }
+        LinkJoinsOnlyMls => api(
+            ErrorCode::WrongKind,
+            "a sender-keys room takes link holders by a join request (POST /v1/rooms/{room}/joins)",
+        ),
+        JoinByApproval => api(
+            NotFound,
+            "the room's join policy is `approval`: ask to join (POST /v1/rooms/{room}/joins) and wait for an admin",
+        ),
+        NoLinkGroupInfo => api(
+            NotFound,
+            "no member has left the room's state for this link yet: ask to join (POST /v1/rooms/{room}/joins)",
+        ),
+        GroupInfoTooLarge { max } => api(PayloadTooLarge, format!("a sealed GroupInfo is at most {max} bytes")),
         CreationClosed => api(Forbidden, "this server does not let you create rooms (see room_creation in /v1/info)"),
         InvalidGroup { source } => {
             api(InvalidMessage, format!("the group info and ratchet tree are not a valid MLS group: {source}"))
@@ -886,6 +910,7 @@ mod tests {
                     Q::SenderKeysRoomWithGroup,
                     Q::InvalidRoomName,
                     Q::LinkTokenHash,
+                    Q::LinkToken,
                     Q::LinkMaxUses,
                     Q::LinkExpiresAt,
                     Q::JoinTokenProof,
@@ -962,6 +987,10 @@ mod tests {
                     R::LinkInvalid,
                     R::LinkExpired,
                     R::LinkUsedUp,
+                    R::LinkJoinsOnlyMls,
+                    R::JoinByApproval,
+                    R::NoLinkGroupInfo,
+                    R::GroupInfoTooLarge { max: 10 },
                     R::CreationClosed,
                     R::InvalidGroup { source: hub() },
                     R::CreatorNotInGroup,

@@ -124,7 +124,7 @@ pub(crate) async fn ask(
     }
 }
 
-fn refusal(outcome: JoinOutcome) -> AppError {
+pub(crate) fn refusal(outcome: JoinOutcome) -> AppError {
     match outcome {
         JoinOutcome::Expired => RoomRefusal::LinkExpired.into(),
         JoinOutcome::UsedUp => RoomRefusal::LinkUsedUp.into(),

@@ -30,6 +30,7 @@ mod error;
 mod files;
 mod follow;
 mod joins;
+mod link_joins;
 mod listener;
 mod metrics;
 pub mod objects;
@@ -71,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{room}/tree", get(ratchet_tree))
         .route("/v1/rooms/{room}/membership", get(membership))
         .route("/v1/rooms/{room}/link", post(set_room_link).delete(revoke_room_link))
+        .route("/v1/rooms/{room}/link/group-info", post(link_group_info).put(put_link_group_info))
+        .route("/v1/rooms/{room}/link/join", post(link_join))
         .route("/v1/rooms/{room}/joins", get(join_requests).post(ask_to_join))
         .route("/v1/rooms/{room}/joins/{user}", delete(drop_join_request))
         .route("/v1/rooms/{room}/files", post(files::create_upload))

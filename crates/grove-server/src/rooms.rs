@@ -23,7 +23,7 @@ use grove_wire::UserId;
 use crate::error::{AppError, AppResult, RoomRefusal};
 use crate::state::AppState;
 
-pub(crate) use append::append;
+pub(crate) use append::{append, append_link_join};
 pub(crate) use fault::report;
 pub(crate) use handle::{entry_frame, RoomHandle};
 pub(crate) use policy::not_allowed;

@@ -462,3 +462,32 @@ pub(crate) async fn drop_join_request(
     let target = parse_user(&target)?;
     Ok(Json(crate::joins::drop_request(&state, &name, user, target).await?))
 }
+
+/// `PUT /v1/rooms/{room}/link/group-info`: a member keeps the room's sealed GroupInfo for the
+/// link's holders (see `link_joins`).
+pub(crate) async fn put_link_group_info(
+    State(state): State<AppState>,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::PutLinkGroupInfo>,
+) -> AppResult<Json<grove_wire::api::LinkGroupInfoKept>> {
+    Ok(Json(crate::link_joins::put_group_info(&state, &name, req.user, req.body).await?))
+}
+
+/// `POST /v1/rooms/{room}/link/group-info`: a link holder fetches it.
+pub(crate) async fn link_group_info(
+    State(state): State<AppState>,
+    crate::auth::ClientIp(ip): crate::auth::ClientIp,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::LinkToken>,
+) -> AppResult<Json<grove_wire::api::SealedGroupInfo>> {
+    Ok(Json(crate::link_joins::group_info(&state, &name, req.user, ip, req.body).await?))
+}
+
+/// `POST /v1/rooms/{room}/link/join`: a link holder's external commit.
+pub(crate) async fn link_join(
+    State(state): State<AppState>,
+    P(name): P<String>,
+    req: Signed<grove_wire::api::LinkJoin>,
+) -> AppResult<(StatusCode, Json<grove_wire::api::Appended>)> {
+    Ok((StatusCode::CREATED, Json(crate::link_joins::join(&state, &name, req.user, req.body).await?)))
+}

@@ -57,6 +57,7 @@ impl PostgresStore {
         tx.execute("DELETE FROM room_states WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM room_links WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM join_requests WHERE room = $1", &[&id]).await.map_err(db_err)?;
+        tx.execute("DELETE FROM link_group_infos WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM fault_reports WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM false_reports WHERE room = $1", &[&id]).await.map_err(db_err)?;
         tx.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await.map_err(db_err)?;

@@ -4,7 +4,7 @@
 //! with several instances.
 
 use grove_store::joins::admits;
-use grove_store::{JoinOutcome, JoinRequest, Result, RoomId, RoomLink, StoreError};
+use grove_store::{JoinOutcome, JoinRequest, LinkGroupInfo, Result, RoomId, RoomLink, StoreError};
 use grove_wire::UserId;
 use tokio_postgres::Row;
 
@@ -25,6 +25,16 @@ fn link_from_row(row: &Row) -> Result<RoomLink> {
         expires_at: col(row, 3)?,
         created_by: user_from_db(&by, "room_links.created_by")?,
         created_at: col(row, 5)?,
+    })
+}
+
+fn info_from_row(row: &Row) -> Result<LinkGroupInfo> {
+    let hash: Vec<u8> = col(row, 0)?;
+    Ok(LinkGroupInfo {
+        token_hash: <[u8; 32]>::try_from(hash.as_slice())
+            .map_err(|_| StoreError::corrupt("link_group_infos.token_hash is not 32 bytes"))?,
+        epoch: seq_from_db(col(row, 1)?)?,
+        sealed: col(row, 2)?,
     })
 }
 
@@ -105,6 +115,62 @@ impl PostgresStore {
         tx.execute("UPDATE room_links SET uses = uses + 1 WHERE room = $1", &[&room]).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(JoinOutcome::Requested)
+    }
+
+    pub(crate) async fn pg_use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), JoinOutcome>> {
+        let mut client = self.pool.get().await.map_err(crate::pool_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let link = tx
+            .query_opt(&format!("SELECT {LINK_COLUMNS} FROM room_links WHERE room = $1 FOR UPDATE"), &[&room])
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(link_from_row)
+            .transpose()?;
+        if let Err(refused) = admits(link.as_ref(), &token_hash, now) {
+            return Ok(Err(refused));
+        }
+        tx.execute("UPDATE room_links SET uses = uses + 1 WHERE room = $1", &[&room]).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    pub(crate) async fn pg_set_link_group_info(&self, room: RoomId, info: LinkGroupInfo) -> Result<bool> {
+        let mut client = self.pool.get().await.map_err(crate::pool_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        // Serialises uploads for the room with its link's row (absent for a room without one).
+        tx.execute("SELECT 1 FROM room_links WHERE room = $1 FOR UPDATE", &[&room]).await.map_err(db_err)?;
+        let kept = tx
+            .query_opt("SELECT token_hash, epoch, sealed FROM link_group_infos WHERE room = $1", &[&room])
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(info_from_row)
+            .transpose()?;
+        if !grove_store::joins::replaces(kept.as_ref(), &info) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO link_group_infos (room, token_hash, epoch, sealed) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (room) DO UPDATE SET token_hash = EXCLUDED.token_hash, epoch = EXCLUDED.epoch, \
+                   sealed = EXCLUDED.sealed",
+            &[&room, &info.token_hash.as_slice(), &to_db(info.epoch), &info.sealed],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    pub(crate) async fn pg_link_group_info(&self, room: RoomId) -> Result<Option<LinkGroupInfo>> {
+        let rows =
+            self.query("SELECT token_hash, epoch, sealed FROM link_group_infos WHERE room = $1", &[&room]).await?;
+        rows.first().map(info_from_row).transpose()
     }
 
     pub(crate) async fn pg_join_requests(&self, room: RoomId) -> Result<Vec<JoinRequest>> {

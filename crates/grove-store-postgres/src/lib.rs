@@ -118,6 +118,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "blocked", include_str!("../migrations/0004_blocked.sql")),
     (5, "joins", include_str!("../migrations/0005_joins.sql")),
     (6, "fault_reports", include_str!("../migrations/0006_fault_reports.sql")),
+    (7, "link_group_infos", include_str!("../migrations/0007_link_group_infos.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -475,6 +476,23 @@ impl Store for PostgresStore {
         max_pending: u64,
     ) -> Result<grove_store::JoinOutcome> {
         self.pg_request_join(room, token_hash, request, max_pending).await
+    }
+
+    async fn use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), grove_store::JoinOutcome>> {
+        self.pg_use_link(room, token_hash, now).await
+    }
+
+    async fn set_link_group_info(&self, room: RoomId, info: grove_store::LinkGroupInfo) -> Result<bool> {
+        self.pg_set_link_group_info(room, info).await
+    }
+
+    async fn link_group_info(&self, room: RoomId) -> Result<Option<grove_store::LinkGroupInfo>> {
+        self.pg_link_group_info(room).await
     }
 
     async fn join_requests(&self, room: RoomId) -> Result<Vec<grove_store::JoinRequest>> {

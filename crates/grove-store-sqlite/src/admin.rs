@@ -105,6 +105,7 @@ pub(crate) fn delete_room(path: &Path, name: &str) -> Result<Option<DeletedRoom>
     tx.execute("DELETE FROM files WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM room_links WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM join_requests WHERE room = ?1", [id]).map_err(db_err)?;
+    tx.execute("DELETE FROM link_group_infos WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM fault_reports WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM false_reports WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM rooms WHERE id = ?1", [id]).map_err(db_err)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use grove_store::columns::{seq_from_db, user_from_db};
 use grove_store::joins::admits;
-use grove_store::{JoinOutcome, JoinRequest, Result, RoomId, RoomLink};
+use grove_store::{JoinOutcome, JoinRequest, LinkGroupInfo, Result, RoomId, RoomLink};
 use grove_wire::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -137,4 +137,53 @@ pub(crate) fn delete_join_request(path: &Path, room: RoomId, user: &UserId) -> R
         .execute("DELETE FROM join_requests WHERE room = ?1 AND user = ?2", params![room, user.as_bytes().as_slice()])
         .map_err(db_err)?;
     Ok(n > 0)
+}
+
+pub(crate) fn use_link(
+    path: &Path,
+    room: RoomId,
+    token_hash: [u8; 32],
+    now: i64,
+) -> Result<std::result::Result<(), JoinOutcome>> {
+    let mut conn = crate::admin::writer(path)?;
+    let tx = immediate(&mut conn)?;
+    if let Err(refused) = admits(link_in(&tx, room)?.as_ref(), &token_hash, now) {
+        return Ok(Err(refused));
+    }
+    tx.execute("UPDATE room_links SET uses = uses + 1 WHERE room = ?1", [room]).map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(Ok(()))
+}
+
+fn info_in(conn: &Connection, room: RoomId) -> Result<Option<LinkGroupInfo>> {
+    let row = conn
+        .prepare_cached("SELECT token_hash, epoch, sealed FROM link_group_infos WHERE room = ?1")
+        .and_then(|mut s| {
+            s.query_row([room], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
+                .optional()
+        })
+        .map_err(db_err)?;
+    let Some((hash, epoch, sealed)) = row else { return Ok(None) };
+    let token_hash = <[u8; 32]>::try_from(hash.as_slice())
+        .map_err(|_| grove_store::StoreError::corrupt("link_group_infos.token_hash is not 32 bytes"))?;
+    Ok(Some(LinkGroupInfo { token_hash, epoch: seq_from_db(epoch)?, sealed }))
+}
+
+pub(crate) fn link_group_info(conn: &Connection, room: RoomId) -> Result<Option<LinkGroupInfo>> {
+    info_in(conn, room)
+}
+
+pub(crate) fn set_link_group_info(path: &Path, room: RoomId, info: LinkGroupInfo) -> Result<bool> {
+    let mut conn = crate::admin::writer(path)?;
+    let tx = immediate(&mut conn)?;
+    if !grove_store::joins::replaces(info_in(&tx, room)?.as_ref(), &info) {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO link_group_infos (room, token_hash, epoch, sealed) VALUES (?1, ?2, ?3, ?4)",
+        params![room, info.token_hash.as_slice(), to_db(info.epoch), info.sealed],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(true)
 }

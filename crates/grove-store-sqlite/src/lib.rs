@@ -93,6 +93,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_blocked.sql"),
     include_str!("../migrations/0006_joins.sql"),
     include_str!("../migrations/0007_fault_reports.sql"),
+    include_str!("../migrations/0008_link_group_infos.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -706,6 +707,29 @@ impl Store for SqliteStore {
         tokio::task::spawn_blocking(move || joins::request_join(&path, room, token_hash, request, max_pending))
             .await
             .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
+    }
+
+    async fn use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), grove_store::JoinOutcome>> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || joins::use_link(&path, room, token_hash, now))
+            .await
+            .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
+    }
+
+    async fn set_link_group_info(&self, room: RoomId, info: grove_store::LinkGroupInfo) -> Result<bool> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || joins::set_link_group_info(&path, room, info))
+            .await
+            .map_err(|e| StoreError::backend(format!("join task failed: {e}")))?
+    }
+
+    async fn link_group_info(&self, room: RoomId) -> Result<Option<grove_store::LinkGroupInfo>> {
+        self.read_with(move |conn| joins::link_group_info(conn, room)).await
     }
 
     async fn join_requests(&self, room: RoomId) -> Result<Vec<grove_store::JoinRequest>> {

@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             the_operator_sees_rooms_and_users_and_deletes_a_room,
             blocked_keys_are_kept,
             a_link_counts_uses_and_expiry_and_requests_wait,
+            a_links_sealed_group_info_moves_forward_and_joins_count_uses,
             fault_reports_are_kept_per_commit_and_reporter,
             old_messages_are_purged_and_handshakes_kept,
         );
@@ -206,6 +207,20 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     }
     async fn delete_join_request(&self, room: crate::RoomId, user: &UserId) -> crate::Result<bool> {
         self.store.delete_join_request(room, user).await
+    }
+    async fn use_link(
+        &self,
+        room: crate::RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> crate::Result<Result<(), crate::JoinOutcome>> {
+        self.store.use_link(room, token_hash, now).await
+    }
+    async fn set_link_group_info(&self, room: crate::RoomId, info: crate::LinkGroupInfo) -> crate::Result<bool> {
+        self.store.set_link_group_info(room, info).await
+    }
+    async fn link_group_info(&self, room: crate::RoomId) -> crate::Result<Option<crate::LinkGroupInfo>> {
+        self.store.link_group_info(room).await
     }
 }
 
@@ -886,4 +901,44 @@ pub async fn a_link_counts_uses_and_expiry_and_requests_wait(store: Arc<dyn Stor
     assert!(store.join_requests(other).await.unwrap().is_empty());
     store.delete_room("commons").await.unwrap();
     assert!(store.join_requests(room).await.unwrap().is_empty());
+}
+
+/// A link join by external commit: members keep the room's sealed GroupInfo, which moves only
+/// forward for one link and is replaced at once for a new link; each join counts a use of the
+/// link, refused when it is used up, expired or not the room's; a deleted room forgets it.
+pub async fn a_links_sealed_group_info_moves_forward_and_joins_count_uses(store: Arc<dyn Store>) {
+    use crate::{JoinOutcome, LinkGroupInfo, RoomLink};
+    let room = create(&*store, "plaza").await.id;
+    let info = |hash: u8, epoch: u64| LinkGroupInfo { token_hash: [hash; 32], epoch, sealed: vec![hash, epoch as u8] };
+    assert_eq!(store.link_group_info(room).await.unwrap(), None);
+    assert!(store.set_link_group_info(room, info(7, 3)).await.unwrap());
+    assert!(store.set_link_group_info(room, info(7, 4)).await.unwrap(), "a later epoch");
+    assert!(store.set_link_group_info(room, info(7, 4)).await.unwrap(), "the same epoch again (another member)");
+    assert!(!store.set_link_group_info(room, info(7, 2)).await.unwrap(), "an older epoch is not kept");
+    assert_eq!(store.link_group_info(room).await.unwrap(), Some(info(7, 4)));
+    assert!(store.set_link_group_info(room, info(9, 1)).await.unwrap(), "a reset link's, whatever its epoch");
+    assert_eq!(store.link_group_info(room).await.unwrap(), Some(info(9, 1)));
+
+    // Joins count uses.
+    assert_eq!(store.use_link(room, [9; 32], 10).await.unwrap(), Err(JoinOutcome::NoLink));
+    let link = RoomLink {
+        token_hash: [9; 32],
+        max_uses: Some(2),
+        uses: 0,
+        expires_at: Some(1_000),
+        created_by: user(1),
+        created_at: 5,
+    };
+    store.set_room_link(room, Some(link)).await.unwrap();
+    assert_eq!(store.use_link(room, [8; 32], 10).await.unwrap(), Err(JoinOutcome::NoLink));
+    assert_eq!(store.use_link(room, [9; 32], 1_000).await.unwrap(), Err(JoinOutcome::Expired));
+    assert_eq!(store.use_link(room, [9; 32], 10).await.unwrap(), Ok(()));
+    assert_eq!(store.use_link(room, [9; 32], 11).await.unwrap(), Ok(()));
+    assert_eq!(store.use_link(room, [9; 32], 12).await.unwrap(), Err(JoinOutcome::UsedUp));
+    assert_eq!(store.room_link(room).await.unwrap().unwrap().uses, 2);
+
+    let other = create(&*store, "square").await.id;
+    assert_eq!(store.link_group_info(other).await.unwrap(), None);
+    store.delete_room("plaza").await.unwrap();
+    assert_eq!(store.link_group_info(room).await.unwrap(), None);
 }

@@ -39,6 +39,26 @@ pub struct JoinRequest {
     pub at: i64,
 }
 
+/// A room's GroupInfo for its link's holders (MLS rooms whose join rule is `link`): sealed by a
+/// member under a key derived from the link's secret, which the server never sees; a holder of
+/// the link opens it and joins by an external commit (grove-proto `mls::links`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkGroupInfo {
+    /// The hash of the token of the link it was sealed for: once the link is reset or revoked it
+    /// opens nothing, and the server hands it to nobody.
+    pub token_hash: [u8; 32],
+    /// The epoch of the GroupInfo.
+    pub epoch: u64,
+    /// The sealed GroupInfo (opaque to the server).
+    pub sealed: Vec<u8>,
+}
+
+/// Whether `new` replaces `kept` ([`crate::Store::set_link_group_info`]): always for another
+/// link, and for the same link unless it is of an older epoch than the one kept.
+pub fn replaces(kept: Option<&LinkGroupInfo>, new: &LinkGroupInfo) -> bool {
+    kept.is_none_or(|k| k.token_hash != new.token_hash || new.epoch >= k.epoch)
+}
+
 /// What [`crate::Store::request_join`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinOutcome {

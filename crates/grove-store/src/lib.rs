@@ -31,7 +31,7 @@ mod memory;
 
 pub use admin::{DeletedRoom, RoomOverview, UserUsage};
 pub use files::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile};
-pub use joins::{JoinOutcome, JoinRequest, RoomLink};
+pub use joins::{JoinOutcome, JoinRequest, LinkGroupInfo, RoomLink};
 pub use memory::MemoryStore;
 
 /// How many recent epochs of each room's public state a store keeps for
@@ -496,6 +496,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The requests waiting in a room, oldest first.
     async fn join_requests(&self, room: RoomId) -> Result<Vec<JoinRequest>>;
+
+    /// Counts one use of the room's link whose token hashes to `token_hash` (a link join by an
+    /// external commit, which keeps no request), atomically with checking that it admits one at
+    /// `now` (Unix ms): `Err` says why not, and nothing is counted then.
+    async fn use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), JoinOutcome>>;
+
+    /// Keeps the room's GroupInfo sealed for its link's holders, unless the one kept is for the
+    /// same link and of a later epoch ([`joins::replaces`]); answers whether it was kept.
+    async fn set_link_group_info(&self, room: RoomId, info: LinkGroupInfo) -> Result<bool>;
+
+    /// The room's GroupInfo sealed for its link's holders, if one was kept.
+    async fn link_group_info(&self, room: RoomId) -> Result<Option<LinkGroupInfo>>;
 
     /// Drops `user`'s request to join `room` (carried out or denied); whether there was one.
     async fn delete_join_request(&self, room: RoomId, user: &UserId) -> Result<bool>;

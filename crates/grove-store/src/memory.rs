@@ -36,6 +36,7 @@ struct Inner {
     blocked: std::collections::BTreeSet<UserId>,
     links: HashMap<RoomId, crate::RoomLink>,
     joins: HashMap<RoomId, Vec<crate::JoinRequest>>,
+    link_infos: HashMap<RoomId, crate::LinkGroupInfo>,
     /// Fault reports: per room, per reported commit, each reporter's revealed key.
     reports: HashMap<RoomId, BTreeMap<u64, CommitReports>>,
     false_reports: HashMap<(RoomId, UserId), u32>,
@@ -390,6 +391,7 @@ impl Store for MemoryStore {
         g.states.remove(&id);
         g.links.remove(&id);
         g.joins.remove(&id);
+        g.link_infos.remove(&id);
         g.reports.remove(&id);
         g.false_reports.retain(|(room, _), _| *room != id);
         let entries = g.rooms.get_mut((id - 1) as usize).map_or(0, |(_, log)| std::mem::take(log).len() as u64);
@@ -477,6 +479,35 @@ impl Store for MemoryStore {
             l.uses += 1;
         }
         Ok(crate::JoinOutcome::Requested)
+    }
+
+    async fn use_link(
+        &self,
+        room: RoomId,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<std::result::Result<(), crate::JoinOutcome>> {
+        let mut g = self.lock()?;
+        if let Err(refused) = crate::joins::admits(g.links.get(&room), &token_hash, now) {
+            return Ok(Err(refused));
+        }
+        if let Some(l) = g.links.get_mut(&room) {
+            l.uses += 1;
+        }
+        Ok(Ok(()))
+    }
+
+    async fn set_link_group_info(&self, room: RoomId, info: crate::LinkGroupInfo) -> Result<bool> {
+        let mut g = self.lock()?;
+        if !crate::joins::replaces(g.link_infos.get(&room), &info) {
+            return Ok(false);
+        }
+        g.link_infos.insert(room, info);
+        Ok(true)
+    }
+
+    async fn link_group_info(&self, room: RoomId) -> Result<Option<crate::LinkGroupInfo>> {
+        Ok(self.lock()?.link_infos.get(&room).cloned())
     }
 
     async fn join_requests(&self, room: RoomId) -> Result<Vec<crate::JoinRequest>> {

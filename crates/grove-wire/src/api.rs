@@ -716,6 +716,65 @@ pub struct AskToJoin {
     pub proof: Vec<u8>,
 }
 
+/// `PUT /v1/rooms/{room}/link/group-info`: a member who holds the room's link keeps the room's
+/// GroupInfo there for the link's holders (MLS rooms whose join rule is `link`), sealed under a
+/// key derived from the link's secret (grove-proto `mls::links`), which the server never sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutLinkGroupInfo {
+    /// The hash of the link's token (32 bytes, [`crate::invite::token_hash`]): the server keeps
+    /// it only for the room's current link.
+    #[serde(with = "crate::b64")]
+    pub token_hash: Vec<u8>,
+    /// The GroupInfo's epoch: the room's current one.
+    pub epoch: u64,
+    /// The sealed GroupInfo (opaque to the server).
+    #[serde(with = "crate::b64")]
+    pub sealed: Vec<u8>,
+}
+
+/// The answer to [`PutLinkGroupInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkGroupInfoKept {
+    /// Whether it was kept (not when the server holds one of a later epoch already).
+    pub kept: bool,
+}
+
+/// `POST /v1/rooms/{room}/link/group-info`: a link holder fetches the sealed GroupInfo, and
+/// `POST /v1/rooms/{room}/link/join` (with [`LinkJoin`]) joins by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkToken {
+    /// The link's token (32 bytes, [`crate::invite::token`]).
+    #[serde(with = "crate::b64")]
+    pub token: Vec<u8>,
+}
+
+/// The answer to [`LinkToken`]: the room's GroupInfo as its members sealed it for the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedGroupInfo {
+    /// Its epoch.
+    pub epoch: u64,
+    /// The sealed GroupInfo.
+    #[serde(with = "crate::b64")]
+    pub sealed: Vec<u8>,
+}
+
+/// `POST /v1/rooms/{room}/link/join`: a link holder's external commit that adds it to an MLS
+/// room whose join rule is `link`. Answered like an append ([`Appended`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkJoin {
+    /// The link's token (32 bytes, [`crate::invite::token`]).
+    #[serde(with = "crate::b64")]
+    pub token: Vec<u8>,
+    /// The epoch the commit was made in (the GroupInfo's).
+    pub epoch: u64,
+    /// The external commit (an MLS PublicMessage).
+    #[serde(with = "crate::b64")]
+    pub commit: Vec<u8>,
+}
+
 /// The answer to [`AskToJoin`]: the request waits, and how it will be decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinAsked {

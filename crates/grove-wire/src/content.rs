@@ -100,6 +100,16 @@ pub enum Content {
         #[serde(with = "crate::b64")]
         key: Vec<u8>,
     },
+    /// The secret of the room's invite link, shared inside the group by a member whose role
+    /// may change the room's settings, so that the members whose role may invite can carry out
+    /// the link's join requests and keep the room's state for link joins
+    /// (`grove_proto::mls::links`). Empty: the link was revoked. Every client ignores one from
+    /// a sender whose role may not change settings. Not shown in history.
+    LinkKey {
+        /// The link's 32-byte secret, or nothing.
+        #[serde(with = "crate::b64")]
+        secret: Vec<u8>,
+    },
     /// A message this client cannot show: a kind from a newer client, or a malformed one.
     /// Never encoded: [`Content::encode`] of it answers its original bytes.
     #[serde(skip)]
@@ -164,6 +174,7 @@ impl Content {
         match serde_json::from_value::<Content>(value) {
             Ok(Content::Profile(p)) if display_name(&p.name).is_err() => unsupported("profile"),
             Ok(Content::RoomProfile(p)) if p.check().is_err() => unsupported("room_profile"),
+            Ok(Content::LinkKey { secret }) if !matches!(secret.len(), 0 | 32) => unsupported("link_key"),
             Ok(c) => c,
             Err(_) => unsupported(&header.kind),
         }
@@ -182,6 +193,7 @@ impl Content {
             Content::Roster { .. } => "roster",
             Content::RoomProfile(_) => "room_profile",
             Content::ResyncRequest { .. } => "resync_request",
+            Content::LinkKey { .. } => "link_key",
             Content::Unsupported { kind, .. } => kind,
         }
     }
@@ -347,6 +359,8 @@ mod tests {
             },
             Content::RoomProfile(RoomProfile { name: "Paris protests".into(), topic: "Saturday, 2pm".into() }),
             Content::ResyncRequest { epoch: 4, key: vec![5; 32] },
+            Content::LinkKey { secret: vec![6; 32] },
+            Content::LinkKey { secret: Vec::new() },
         ]
     }
 

@@ -34,7 +34,13 @@ mod tests;
 use app::{Action, App};
 
 /// Runs the chat until the user quits, on a terminal.
-pub fn run(dir: &Path, connect: &Reach, room: Option<String>) -> anyhow::Result<()> {
+/// `link_joins_every`: how often the worker lets link requests in ([`worker::run`]).
+pub fn run(
+    dir: &Path,
+    connect: &Reach,
+    room: Option<String>,
+    link_joins_every: std::time::Duration,
+) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("grove chat needs a terminal; for scripts use `grove send` and `grove read --follow`");
     }
@@ -53,7 +59,7 @@ pub fn run(dir: &Path, connect: &Reach, room: Option<String>) -> anyhow::Result<
     local.block_on(&rt, async move {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (note_tx, note_rx) = mpsc::unbounded_channel();
-        let worker = tokio::task::spawn_local(worker::run(worker_profile, cmd_rx, note_tx));
+        let worker = tokio::task::spawn_local(worker::run(worker_profile, cmd_rx, note_tx, link_joins_every));
         let mut app = App::new(reader.user_id());
         if let Some(key) = room {
             app.pending_show = Some(reader.room(&key)?.link);

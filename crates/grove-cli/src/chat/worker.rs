@@ -60,14 +60,14 @@ pub(crate) enum Note {
 /// How often messages waiting in the outbox are tried again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 
-/// How often the link's maker lets in the requests of rooms whose join policy is `link`.
-const JOIN_REQUESTS_EVERY: Duration = Duration::from_secs(30);
-
-/// Runs until the screen goes away.
+/// Runs until the screen goes away. Every `link_joins_every` (`grove chat --link-joins-every`,
+/// 30 s by default) it lets in the join requests of rooms whose join policy is `link` and keeps
+/// the MLS rooms' state for link joins, as `grove sync` does.
 pub(crate) async fn run(
     mut profile: Profile,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     notes: mpsc::UnboundedSender<Note>,
+    link_joins_every: Duration,
 ) {
     let (feed_tx, mut feed) = mpsc::channel(1024);
     let mut push = PushClient::new(feed_tx);
@@ -77,7 +77,7 @@ pub(crate) async fn run(
     }
     let mut retry = tokio::time::interval(OUTBOX_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut joins = tokio::time::interval(JOIN_REQUESTS_EVERY);
+    let mut joins = tokio::time::interval(link_joins_every);
     joins.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -100,8 +100,11 @@ pub(crate) async fn run(
                 }
             }
             _ = joins.tick() => {
-                if w.any_live() && profile.carry_out_link_joins().await > 0 {
-                    w.tell(Note::Changed);
+                if w.any_live() {
+                    if profile.carry_out_link_joins().await > 0 {
+                        w.tell(Note::Changed);
+                    }
+                    profile.keep_link_group_infos().await;
                 }
             }
             _ = retry.tick() => {

@@ -1,6 +1,7 @@
 //! `grove chat` for two people in tmux, against a real `grove serve`: typed in one screen,
 //! seen in the other; a script's `grove send` shows in the open chat; the server dies and
-//! comes back, and the conversation goes on with no gap and no duplicate.
+//! comes back, and the conversation goes on with no gap and no duplicate. An admin's open chat
+//! lets link requests in by itself, as often as `GROVE_CHAT_LINK_JOINS_SECS` says.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +25,10 @@ impl Tmux {
             eprintln!("skipping: tmux is not installed (.ci/run installs it)");
             return None;
         }
-        Some(Tmux { socket: format!("grove-chat-test-{}", std::process::id()) })
+        // One tmux server per test: the tests of this file run side by side in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Tmux { socket: format!("grove-chat-test-{}-{n}", std::process::id()) })
     }
 
     fn tmux(&self, args: &[&str]) -> String {
@@ -36,8 +40,13 @@ impl Tmux {
     /// Opens `grove chat` for `profile` in a 120x30 window named after it; when the chat
     /// ends, the window says how it exited.
     fn chat(&self, home: &Path, profile: &str, room: Option<&str>) {
+        self.chat_with(home, profile, room, "");
+    }
+
+    /// [`Tmux::chat`] with more environment (`NAME=VALUE ...`).
+    fn chat_with(&self, home: &Path, profile: &str, room: Option<&str>, env: &str) {
         let cmd = format!(
-            "env GROVE_HOME={} TERM=xterm-256color {GROVE} --profile {profile} chat {}; echo \"chat exited with $?\"; sleep 600",
+            "env GROVE_HOME={} TERM=xterm-256color {env} {GROVE} --profile {profile} chat {}; echo \"chat exited with $?\"; sleep 600",
             home.display(),
             room.unwrap_or("")
         );
@@ -178,4 +187,37 @@ fn alice_and_bob_chat_live_across_a_server_restart() {
     let after = tmux.wait_for("bob", "the chat's exit", |s| s.contains("chat exited with"));
     assert!(after.contains("chat exited with 0"), "{after}");
     assert!(!after.contains("● connected"), "the chat's screen was left behind:\n{after}");
+}
+
+/// Alice keeps her chat open on a sender-keys room whose join policy is `link`, with the chat's
+/// link-request timer at one second (`GROVE_CHAT_LINK_JOINS_SECS=1`). Bob asks with the link
+/// from a script: Alice's chat lets him in within seconds, with nobody typing anything, and
+/// Bob's next sync joins. (With the default 30 s it would take up to half a minute.)
+#[test]
+fn alices_open_chat_lets_bob_in_by_the_link_on_its_timer() {
+    let Some(tmux) = Tmux::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("server"));
+    let base = server.base.clone();
+    let home = dir.path().join("home");
+    ok(grove(&home, "alice", &["init", "--home", &base, "--name", "Alice"]));
+    ok(grove(&home, "bob", &["init", "--home", &base, "--name", "Bob"]));
+    ok(grove(&home, "alice", &["room", "create", "square", "--mode", "sender-keys"]));
+    ok(grove(&home, "alice", &["room", "policy", "square", "link"]));
+    let link = ok(grove(&home, "alice", &["room", "link", "square"])).trim().to_string();
+
+    tmux.start();
+    tmux.chat_with(&home, "alice", Some("square"), "GROVE_CHAT_LINK_JOINS_SECS=1");
+    tmux.wait_for("alice", "connected", |s| s.contains("● connected") && s.contains("1 members"));
+
+    let asked = grove(&home, "bob", &["join", &link]);
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("asked to join"), "{asked:?}");
+    let t = Instant::now();
+    tmux.wait_for("alice", "Bob let in", |s| s.contains("2 members"));
+    assert!(t.elapsed() < Duration::from_secs(15), "the chat's timer took {:?}", t.elapsed());
+    assert!(ok(grove(&home, "bob", &["sync"])).contains("joined"));
+    ok(grove(&home, "bob", &["send", "square", "thanks for the link"]));
+    tmux.wait_for("alice", "Bob's message", |s| s.contains("Bob: thanks for the link"));
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "the chat's exit", |s| s.contains("chat exited with 0"));
 }

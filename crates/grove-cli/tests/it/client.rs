@@ -333,6 +333,35 @@ fn alice_names_her_room_and_lets_bob_in_by_a_link_she_approves() {
     assert!(!late.status.success() && String::from_utf8_lossy(&late.stderr).contains("link_invalid"));
 }
 
+/// An MLS room whose join policy is `link`: Bob's `grove join` is an external commit, and he is
+/// in at once, with Alice doing nothing more; history says how he came in.
+#[test]
+fn bob_joins_alices_mls_room_by_its_link_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("server"));
+    let home = dir.path().join("home");
+    let url = server.base.clone();
+    for name in ["alice", "bob"] {
+        ok(grove(&home, name, &["init", "--home", &url, "--name", name]));
+    }
+    ok(grove(&home, "alice", &["room", "create", "plaza", "--server", &url]));
+    ok(grove(&home, "alice", &["room", "policy", "plaza", "link"]));
+    let link = ok(grove(&home, "alice", &["room", "link", "plaza", "--uses", "1"])).trim().to_string();
+
+    let joined = grove(&home, "bob", &["join", &link]);
+    ok_keep(&joined);
+    assert!(String::from_utf8_lossy(&joined.stderr).contains("joined"), "{joined:?}");
+    let list = ok(grove(&home, "bob", &["room", "list"]));
+    assert!(list.contains("plaza"), "{list}");
+    ok(grove(&home, "bob", &["send", "plaza", "in by the link"]));
+    let read = ok(grove(&home, "alice", &["read", "plaza"]));
+    assert!(read.contains("in by the link") && read.contains("joined by the room's invite link"), "{read}");
+    // Used once: nobody else comes in with it.
+    ok(grove(&home, "carol", &["init", "--home", &url]));
+    let late = grove(&home, "carol", &["join", &link]);
+    assert!(!late.status.success() && String::from_utf8_lossy(&late.stderr).contains("link_used_up"), "{late:?}");
+}
+
 fn ok_keep(out: &Output) -> Vec<u8> {
     assert!(out.status.success(), "grove failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout.clone()

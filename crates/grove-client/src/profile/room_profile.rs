@@ -56,6 +56,15 @@ pub(crate) fn read_content(
     policy: PolicyAt<'_>,
 ) {
     let content = Content::decode(&plaintext);
+    if let Content::LinkKey { secret } = &content {
+        // Not a history line: the room's link secret, from a member who may share it.
+        if may_set(policy, &sender) {
+            batch.meta.push((super::joins::secret_key(link), secret.clone()));
+        } else {
+            tracing::warn!(room = link, seq, sender = %sender.short(), "ignoring a link key from a member who may not change the room's settings");
+        }
+        return;
+    }
     learn_names(batch, link, sender, &content);
     if let Content::RoomProfile(p) = &content {
         if !may_set(policy, &sender) {

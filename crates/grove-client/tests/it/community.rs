@@ -2,7 +2,7 @@
 //! runs once in an MLS room and once in a sender-keys room, with the same calls and the same
 //! outcomes.
 
-use grove_client::profile::{ClientError, Profile};
+use grove_client::profile::{ClientError, LinkJoined, Profile};
 use grove_client::{Event, RoomStatus};
 use grove_proto::policy::Edit;
 use grove_wire::api::RoomMode;
@@ -179,6 +179,15 @@ async fn the_room_has_a_name_and_topic_only_its_admins_set_and_the_server_cannot
     }
 }
 
+/// What using a link of a room whose join rule is `link` does: in an MLS room, the holder is in
+/// at once (an external commit); in a sender-keys room, its request waits for an admin's client.
+fn at_once_in(mode: RoomMode) -> LinkJoined {
+    match mode {
+        RoomMode::Mls => LinkJoined::Joined,
+        RoomMode::SenderKeys => LinkJoined::Asked(JoinRule::Link),
+    }
+}
+
 #[track_caller]
 fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: ErrorCode) {
     match r {
@@ -213,15 +222,19 @@ async fn a_link_for_two_uses_lets_two_in_and_no_one_after_it_is_used_up_revoked_
         assert!(link.starts_with(&alice.room("square").unwrap().link) && link.contains('#'), "{link}");
         refused(dave.join_link(&closed).await, ErrorCode::LinkInvalid);
 
-        // Dave and Erin use it; Frank's use is refused: it is used up.
-        assert_eq!(dave.join_link(&link).await.unwrap(), JoinRule::Link);
-        assert_eq!(erin.join_link(&link).await.unwrap(), JoinRule::Link);
+        // Dave and Erin use it; Frank's use is refused: it is used up. In the MLS room they are
+        // in at once (an external commit; Dave, in, keeps the room's state for Erin); in the
+        // sender-keys room their requests wait for Alice's client.
+        let by_link = at_once_in(mode);
+        assert_eq!(dave.join_link(&link).await.unwrap(), by_link, "{mode:?}");
+        assert_eq!(erin.join_link(&link).await.unwrap(), by_link, "{mode:?}");
         refused(frank.join_link(&link).await, ErrorCode::LinkUsedUp);
 
-        // Alice's client lets them in on its next sync; they read and write.
+        // Alice's client lets them in on its next sync (sender-keys); they read and write.
         alice.sync().await.unwrap();
         for p in [&mut dave, &mut erin] {
-            assert_eq!(p.sync().await.unwrap().joined.len(), 1, "{mode:?}");
+            let joined = if mode == RoomMode::Mls { 0 } else { 1 };
+            assert_eq!(p.sync().await.unwrap().joined.len(), joined, "{mode:?}");
             p.send("square", "hello, square").await.unwrap();
         }
         bob.sync().await.unwrap();
@@ -254,8 +267,9 @@ async fn a_link_for_two_uses_lets_two_in_and_no_one_after_it_is_used_up_revoked_
         mallory.sync().await.unwrap();
         let (fresh, _) = alice.make_link("square", None, None).await.unwrap();
         refused(mallory.join_link(&fresh).await, ErrorCode::NotAllowed);
-        // Grace asks, and is banned before Alice's client sees her request: she stays out.
-        assert_eq!(grace.join_link(&fresh).await.unwrap(), JoinRule::Link);
+        // Grace uses the link (MLS: she is in at once), and Alice bans her before she says
+        // anything: she is out (sender-keys: her request is never carried out).
+        assert_eq!(grace.join_link(&fresh).await.unwrap(), at_once_in(mode));
         alice.edit_policy("square", Edit::Ban(grace.user_id())).await.unwrap();
         alice.sync().await.unwrap();
         assert!(grace.sync().await.unwrap().joined.is_empty(), "{mode:?}");
@@ -278,8 +292,8 @@ async fn on_approval_bob_waits_for_alice_who_approves_him_and_denies_carol() {
         let (link, _) = alice.make_link("square", None, None).await.unwrap();
 
         // Bob asks; nothing happens by itself.
-        assert_eq!(bob.join_link(&link).await.unwrap(), JoinRule::Approval);
-        assert_eq!(carol.join_link(&link).await.unwrap(), JoinRule::Approval);
+        assert_eq!(bob.join_link(&link).await.unwrap(), LinkJoined::Asked(JoinRule::Approval));
+        assert_eq!(carol.join_link(&link).await.unwrap(), LinkJoined::Asked(JoinRule::Approval));
         alice.sync().await.unwrap();
         assert!(bob.sync().await.unwrap().joined.is_empty(), "{mode:?}");
         // Alice sees the requests, approves Bob and denies Carol.

@@ -9,6 +9,7 @@ mod community;
 mod files;
 mod homes;
 mod journal;
+mod link_join;
 mod people;
 mod poison;
 mod privacy;

@@ -150,6 +150,13 @@
 //! new group exists only in memory between the two: a crash there loses it (the member stays
 //! where it was, and the room holds a leaf of it that nobody can use).
 //!
+//! # Link joins
+//!
+//! A holder of a room's invite link joins by an external commit that adds its own leaf
+//! ([`crate::mls::links`]): [`MlsEngine::join_by_link`] makes it from the room's GroupInfo; the
+//! new group waits in memory like a resync's, for [`MlsEngine::apply_resync`] (the server took
+//! the commit) or [`MlsEngine::discard_resync`].
+//!
 //! # Removal
 //!
 //! When a commit removes this member, [`Incoming::Commit::removed_me`] is set, the group's rows
@@ -225,6 +232,7 @@ mod error;
 mod fault;
 mod groups;
 mod journal;
+mod links;
 mod outcome;
 mod process;
 mod resync;

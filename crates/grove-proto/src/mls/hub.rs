@@ -28,8 +28,10 @@
 //!   (`client_builder.rs`, `lifetime()`), when a client commits (`group/commit.rs`), and in
 //!   `validate_key_package` for standalone KeyPackage messages; the hub refuses KeyPackage
 //!   messages before mls-rs sees them.
-//! - External commits are taken only as a resync: a member replacing its own leaf
-//!   ([`crate::mls::resync`]); any other is refused ([`HubError::NotAllowed`]).
+//! - External commits are taken as a resync: a member replacing its own leaf
+//!   ([`crate::mls::resync`]), or, through [`HubGroup::check_link_join`] only (the server checked
+//!   the room's link token), as a link join ([`crate::mls::links`]); any other is refused
+//!   ([`HubError::NotAllowed`]).
 //! - ReInit commits are refused ([`HubError::Rejected`]): the hub cannot follow a group into its
 //!   successor.
 //!
@@ -183,7 +185,7 @@ pub(super) fn rejected(e: MlsError) -> HubError {
     }
 }
 
-fn parse(message: &[u8]) -> Result<MlsMessage, HubError> {
+pub(super) fn parse(message: &[u8]) -> Result<MlsMessage, HubError> {
     MlsMessage::from_bytes(message).map_err(|e| HubError::Malformed(Malformed::Message(Cause::new(e))))
 }
 
@@ -297,7 +299,7 @@ impl HubGroup {
 
     /// Checks the framing every handshake message must have: a PublicMessage of this group, of
     /// content type `expected`, in the current epoch. Returns the sender.
-    fn check_handshake(&self, message: &MlsMessage, expected: ContentType) -> Result<Sender, HubError> {
+    pub(super) fn check_handshake(&self, message: &MlsMessage, expected: ContentType) -> Result<Sender, HubError> {
         let MlsMessageDescription::PublicProtocolMessage { group_id, epoch_id, content_type, sender, .. } =
             message.description()
         else {
@@ -341,8 +343,15 @@ impl HubGroup {
         let msg = parse(message)?;
         let from = self.check_handshake(&msg, ContentType::Commit)?;
         if from == Sender::NewMemberCommit {
-            // A member replacing its own leaf (`crate::mls::resync`).
-            return self.check_resync(msg, sender);
+            // A member replacing its own leaf (`crate::mls::resync`). A link join (an external
+            // commit that adds a leaf) comes only through `check_link_join`, with the link.
+            let checked = self.check_resync(msg, sender)?;
+            if checked.next.group.roster().members_iter().count() != self.group.roster().members_iter().count() {
+                return Err(HubError::NotAllowed(PolicyError::Invalid(
+                    "an external commit that adds a member comes only with the room's invite link",
+                )));
+            }
+            return Ok(checked);
         }
         let committer = self.check_sender(from, sender)?;
 

@@ -31,6 +31,7 @@ pub mod error;
 pub mod fault;
 pub mod hub;
 pub mod identity;
+pub mod links;
 pub mod policy;
 pub mod resync;
 

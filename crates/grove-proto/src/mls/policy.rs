@@ -113,8 +113,12 @@ fn filter(
     context: &GroupContext,
     mut proposals: ProposalBundle,
 ) -> Result<ProposalBundle, PolicyError> {
-    // An external commit is a member's resync, in every room (its one rule: `crate::mls::resync`).
+    // An external commit is a member's resync (its one rule: `crate::mls::resync`), or, if it
+    // removes no leaf, a link join (`crate::mls::links`).
     if let CommitSource::NewMember(identity) = source {
+        if proposals.remove_proposals().is_empty() {
+            return crate::mls::links::check_link_join(identity, roster, context, &proposals).map(|()| proposals);
+        }
         return crate::mls::resync::check_replaces_own_leaf(identity, roster, &proposals).map(|()| proposals);
     }
     let gce = proposals.group_context_ext_proposals().last().cloned();

@@ -13,6 +13,7 @@ mod engine;
 mod fault;
 mod hostile;
 mod journal;
+mod links;
 mod resync;
 mod senderkeys;
 

@@ -24,7 +24,7 @@ pub(crate) async fn append(state: &AppState, room: &RoomHandle, user: UserId, re
             append_application(state, room, user, req).await
         }
         (RoomMode::Mls, EntryKind::Commit | EntryKind::Proposal) | (RoomMode::SenderKeys, EntryKind::Membership) => {
-            let result = append_handshake(state, room, user, req).await;
+            let result = append_handshake(state, room, user, req, None).await;
             if let Err(e) = &result {
                 state.0.metrics.commit_rejected(e.code().as_str());
             }
@@ -86,15 +86,45 @@ enum Attempt {
     Conflict { epoch: u64, head: u64 },
 }
 
-async fn append_handshake(state: &AppState, room: &RoomHandle, user: UserId, req: AppendEntry) -> AppResult<Appended> {
+/// Appends a link join (`crate::link_joins`): `user`'s external commit adding itself to an
+/// MLS room, made with the link whose token hashes to `token_hash`. The link must admit it
+/// when it is judged, under the room's write lock, and the use is counted once it is appended.
+pub(crate) async fn append_link_join(
+    state: &AppState,
+    room: &RoomHandle,
+    user: UserId,
+    req: AppendEntry,
+    token_hash: [u8; 32],
+) -> AppResult<Appended> {
+    let result = append_handshake(state, room, user, req, Some(token_hash)).await;
+    if let Err(e) = &result {
+        state.0.metrics.commit_rejected(e.code().as_str());
+    }
+    result
+}
+
+async fn append_handshake(
+    state: &AppState,
+    room: &RoomHandle,
+    user: UserId,
+    req: AppendEntry,
+    link: Option<[u8; 32]>,
+) -> AppResult<Appended> {
     let mut slot = room.slot.write().await;
     // Only a shared store can hold a newer state than ours.
     let mut refreshed = !state.0.shared_store;
     let mut conflicts = 0;
     loop {
-        match try_handshake(state, room, &mut slot, user, &req).await? {
+        match try_handshake(state, room, &mut slot, user, &req, link).await? {
             Ok(appended) => {
                 drop(slot);
+                if let Some(token_hash) = link {
+                    // Admitted under the write lock a moment ago; only another instance's join
+                    // in between could have used the link up.
+                    if let Err(refused) = state.0.store.use_link(room.id, token_hash, appended.ts).await? {
+                        tracing::warn!(room = room.name, ?refused, "a link join was taken as the link ran out");
+                    }
+                }
                 state.0.metrics.entry_appended(req.kind.as_str());
                 let (seq, ts) = (appended.seq, appended.ts);
                 room.publish(Entry { seq, kind: req.kind, epoch: req.epoch, sender: user, ts, body: req.body });
@@ -125,8 +155,16 @@ async fn try_handshake(
     slot: &mut Slot,
     user: UserId,
     req: &AppendEntry,
+    link: Option<[u8; 32]>,
 ) -> AppResult<Result<Appended, Attempt>> {
-    if !slot.is_member(&user) {
+    if let Some(token_hash) = link {
+        let now = state.now();
+        if let Err(refused) =
+            grove_store::joins::admits(state.0.store.room_link(room.id).await?.as_ref(), &token_hash, now)
+        {
+            return Ok(Err(Attempt::Refused(crate::joins::refusal(refused))));
+        }
+    } else if !slot.is_member(&user) {
         return Ok(Err(Attempt::Refused(not_member(&room.name))));
     }
     let change = match req.kind {
@@ -142,7 +180,9 @@ async fn try_handshake(
             }
             let hub = slot.hub.as_ref().ok_or_else(|| AppError::internal("MLS room without hub state", &room.name))?;
             let head = room.head();
-            let checked = if req.kind == EntryKind::Commit {
+            let checked = if link.is_some() {
+                hub.check_link_join(&req.body, &user).map(|c| c.next).map_err(|e| commit_error(e, head, true))
+            } else if req.kind == EntryKind::Commit {
                 hub.check_commit(&req.body, &user).map(|c| c.next).map_err(|e| commit_error(e, head, true))
             } else {
                 hub.check_proposal(&req.body, &user).map(|c| c.next).map_err(|e| commit_error(e, head, false))

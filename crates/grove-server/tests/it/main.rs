@@ -16,6 +16,7 @@ mod hardening;
 mod harness;
 mod joins;
 mod keys;
+mod link_joins;
 mod mailbox;
 mod mls;
 mod multi_instance;

@@ -108,7 +108,10 @@ fn process_in_memory(group: &mut EngineGroup, msg: MlsMessage, check: &Check) ->
             let sender = user_at(group, desc.sender_index)?;
             Processed::Application { sender, plaintext: desc.data().to_vec() }
         }
-        ReceivedMessage::Commit(desc) => Processed::Commit(summarize(&desc)?),
+        ReceivedMessage::Commit(desc) => Processed::Commit(match super::links::link_join_summary(group, &desc)? {
+            Some(joined) => joined,
+            None => summarize(&desc)?,
+        }),
         ReceivedMessage::Proposal(desc) => {
             let ProposalSender::Member(index) = desc.sender else {
                 return Err(EngineError::Rejected(Rejection::NonMemberProposal));
