@@ -376,6 +376,9 @@ pub struct MlsEngine {
     tap: MacTap,
     /// Resyncs made and posted, not yet answered (see [`MlsEngine::prepare_resync`]).
     resyncing: std::collections::HashMap<GroupId, EngineGroup>,
+    /// The resync keys of the epochs that other members' commits took the group out of, noted
+    /// as each commit was processed (see [`MlsEngine::take_left_resync_keys`]).
+    left_keys: resync::LeftKeys,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -434,6 +437,7 @@ impl MlsEngine {
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             resyncing: Default::default(),
+            left_keys: Default::default(),
         }
     }
 
@@ -481,6 +485,7 @@ impl MlsEngine {
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             tap,
             resyncing: Default::default(),
+            left_keys: Default::default(),
         })
     }
 
