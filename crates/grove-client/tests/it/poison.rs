@@ -530,12 +530,13 @@ async fn alice_removes_mallory_who_reads_nothing_after(
 }
 
 /// What [`flaky_proxy`] does to the room entries of one kind posted through it, in order: the
-/// first `dropped` never reach the server, the next `answers_lost` reach it but their answer
-/// is lost (as if the client died before reading it). Everything else goes through.
+/// first `dropped` never reach the server, the next `answers_held` reach it but their answer
+/// is held for a minute (the client gives up, or dies, before it comes). Everything else goes
+/// through.
 #[derive(Default)]
 struct Flaky {
     dropped: usize,
-    answers_lost: usize,
+    answers_held: usize,
     seen: std::sync::atomic::AtomicUsize,
 }
 
@@ -568,7 +569,8 @@ async fn flaky_proxy(upstream: String, kind: EntryKind, flaky: std::sync::Arc<Fl
         }
         let (status, headers, answer) =
             crate::proxy::pass(&p.http, &p.upstream, &parts, axum::body::Body::from(bytes)).await;
-        if n < p.flaky.dropped + p.flaky.answers_lost {
+        if n < p.flaky.dropped + p.flaky.answers_held {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             return broken();
         }
         crate::proxy::respond(status, &headers, answer)
@@ -584,9 +586,9 @@ fn through(p: &mut Profile, w: &World, proxy: &str) {
     p.set_connect_to(rules);
 }
 
-/// Mallory's self-update encrypts garbage path secrets to Alice only. Carol reads it first and
+/// Mallory's self-update encrypts garbage path secrets to Carol only. Alice reads it first and
 /// offers a resync unasked, but her connection drops the offer, twice: once when she posts it,
-/// once when her sync posts it again at its end. Her next sync posts it. Alice, on her first
+/// once when her sync posts it again at its end. Her next sync posts it. Carol, on her first
 /// read after that, resyncs from it, and the three are in one epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_that_could_not_be_posted_is_posted_on_the_next_sync() {
@@ -595,64 +597,72 @@ async fn an_offer_that_could_not_be_posted_is_posted_on_the_next_sync() {
     let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
     let flaky = std::sync::Arc::new(Flaky { dropped: 2, ..Flaky::default() });
     let proxy = flaky_proxy(w.url.clone(), EntryKind::Resync, flaky.clone()).await;
-    through(&mut carol, &w, &proxy);
-    mallory.update_garbling("garden", &[alice.user_id()]).await.unwrap();
+    through(&mut alice, &w, &proxy);
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
     let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
-
-    carol.sync().await.unwrap();
-    assert_eq!(flaky.seen.load(std::sync::atomic::Ordering::SeqCst), 2, "posted, then posted again, both lost");
-    assert!(kinds_after(&carol, &w.url, poisoned).await.is_empty(), "no offer reached the server");
-    carol.sync().await.unwrap();
-    assert_eq!(kinds_after(&carol, &w.url, poisoned).await, [EntryKind::Resync], "the next sync posted it");
+    let offers_posted = || flaky.seen.load(std::sync::atomic::Ordering::SeqCst);
 
     alice.sync().await.unwrap();
-    assert!(could_not_process(&alice, poisoned) && resynced(&alice));
-    for p in [&mut bob, &mut carol] {
+    assert_eq!(offers_posted(), 2, "posted, then posted again, both lost");
+    assert!(kinds_after(&alice, &w.url, poisoned).await.is_empty(), "no offer reached the server");
+    alice.sync().await.unwrap();
+    assert_eq!(kinds_after(&alice, &w.url, poisoned).await, [EntryKind::Resync], "the next sync posted it");
+
+    carol.sync().await.unwrap();
+    assert!(could_not_process(&carol, poisoned) && resynced(&carol));
+    for p in [&mut alice, &mut bob] {
         p.sync().await.unwrap();
     }
     assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 2);
-    carol.sync().await.unwrap();
-    assert_eq!(flaky.seen.load(std::sync::atomic::Ordering::SeqCst), 3, "one offer more: for Alice's resync");
+    assert_eq!(offers_posted(), 4, "and one more, for Carol's resync, at once");
 }
 
-/// Mallory's self-update encrypts garbage path secrets to Alice only. Bob offers a resync
-/// unasked; Alice resyncs from it, and the room takes her external commit, but its answer never
-/// reaches her (as if her client had died before applying it). The room now holds a leaf of
-/// Alice's for which nobody has the secrets; Alice is still in the epoch before Mallory's
-/// commit. She asks again at once; Carol answers; Alice's next read replaces that orphaned
-/// leaf by a resync, and the three are in one epoch and talk.
+/// Mallory's self-update encrypts garbage path secrets to Carol only. Bob offers a resync
+/// unasked; Carol resyncs from it, and the room takes her external commit, but her client dies
+/// before the answer comes (kill -9: the sync is dropped where it waits). The room now holds a
+/// leaf of Carol's for which nobody has the secrets, and Carol's client, reopened, is still in
+/// the epoch before Mallory's commit, its cursor past it. Its first sync asks again (what it
+/// kept before posting the commit says so); Alice answers; Carol's next read replaces that
+/// orphaned leaf by a resync, and the three are in one epoch and talk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resync_whose_outcome_is_lost_is_asked_again_and_done() {
+async fn a_client_that_dies_while_posting_its_resync_asks_again_when_reopened() {
     let w = World::start().await;
     let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
     let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
-    let flaky = std::sync::Arc::new(Flaky { answers_lost: 1, ..Flaky::default() });
+    let flaky = std::sync::Arc::new(Flaky { answers_held: 1, ..Flaky::default() });
     let proxy = flaky_proxy(w.url.clone(), EntryKind::Commit, flaky.clone()).await;
-    through(&mut alice, &w, &proxy);
-    mallory.update_garbling("garden", &[alice.user_id()]).await.unwrap();
+    through(&mut carol, &w, &proxy);
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
 
     bob.sync().await.unwrap();
-    alice.sync().await.unwrap();
-    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 2, "the room took Alice's resync");
-    assert_eq!(alice.epoch("garden").unwrap().0, epoch, "Alice never learnt it");
-    assert!(!resynced(&alice));
-    alice.send("garden", "alice, still stuck").await.unwrap();
+    let died = tokio::time::timeout(std::time::Duration::from_secs(5), carol.sync()).await;
+    assert!(died.is_err(), "the sync was waiting for the commit's answer");
+    drop(carol);
+    let mut carol = Profile::open(&w.profile_dir("carol")).unwrap();
+    assert_eq!(server_epoch(&carol, &w.url).await, epoch + 2, "the room took Carol's resync");
+    assert_eq!(carol.epoch("garden").unwrap().0, epoch, "Carol never applied it");
 
+    let resync = carol.server_for(&w.url).room("garden").await.unwrap().head;
     carol.sync().await.unwrap();
+    assert!(kinds_after(&carol, &w.url, resync).await.contains(&EntryKind::Application), "Carol asked again");
+    assert!(!resynced(&carol));
+    carol.send("garden", "carol, still stuck").await.unwrap();
+
     alice.sync().await.unwrap();
-    assert!(resynced(&alice));
-    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 3, "her second resync replaced the orphaned leaf");
-    for p in [&mut bob, &mut carol] {
+    carol.sync().await.unwrap();
+    assert!(resynced(&carol));
+    assert_eq!(server_epoch(&carol, &w.url).await, epoch + 3, "her second resync replaced the orphaned leaf");
+    for p in [&mut alice, &mut bob] {
         p.sync().await.unwrap();
     }
     assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 3);
     let members = alice.server_for(&w.url).room("garden").await.unwrap().members;
-    assert_eq!(members.iter().filter(|m| **m == alice.user_id()).count(), 1, "one leaf of Alice's: {members:?}");
-    alice.send("garden", "alice, back").await.unwrap();
-    for p in [&mut bob, &mut carol] {
+    assert_eq!(members.iter().filter(|m| **m == carol.user_id()).count(), 1, "one leaf of Carol's: {members:?}");
+    carol.send("garden", "carol, back").await.unwrap();
+    for p in [&mut alice, &mut bob] {
         p.sync().await.unwrap();
         let said = texts(p, "garden");
-        for line in ["alice, still stuck", "alice, back"] {
+        for line in ["carol, still stuck", "carol, back"] {
             assert!(said.contains(&line.to_string()), "{said:?}");
         }
     }
