@@ -478,7 +478,9 @@ impl RoomProtocol for MlsRoom<'_> {
                     (out.follow_up.resync.requests, request_seqs) = (kept, seqs);
                 }
                 // An offer for this member's epoch, of a later one: the newest is the one to use.
-                if Some(offer.stuck_epoch) == epoch && epoch.is_some_and(|ours| o.epoch > ours) && Some(o.sender) != suspect
+                if Some(offer.stuck_epoch) == epoch
+                    && epoch.is_some_and(|ours| o.epoch > ours)
+                    && Some(o.sender) != suspect
                 {
                     out.follow_up.resync.offer =
                         Some(Offer { seq: o.seq, epoch: o.epoch, sealed: offer.sealed, from: o.sender });

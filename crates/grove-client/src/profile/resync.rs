@@ -109,7 +109,7 @@ impl Profile {
         if let Some((epoch, _, _)) = work.stuck {
             match self.request_resync(server, room, epoch).await {
                 Ok(()) => {}
-                Err(super::ClientError::Server(e)) if e.code().is_none() => {
+                Err(super::ClientError::Server(e)) if e.is_transient() => {
                     tracing::warn!(room = room.link, error = %e, "asking for a resync failed; asked again on the next sync");
                     self.retry_later(&room.link, |r| r.request = Some(epoch))?;
                 }
@@ -147,7 +147,7 @@ impl Profile {
         for (epoch, key) in left {
             match self.offer_resync(server, room, epoch, &key).await {
                 Ok(()) => {}
-                Err(super::ClientError::Server(e)) if e.code().is_none() => {
+                Err(super::ClientError::Server(e)) if e.is_transient() => {
                     tracing::warn!(room = room.link, stuck = epoch, error = %e, "offering a resync failed; offered again on the next sync");
                     self.retry_later(&room.link, |r| r.offers.push((epoch, key.to_vec())))?;
                 }
@@ -252,7 +252,7 @@ impl Profile {
         // The members still stuck where this member was: the GroupInfo of the new epoch.
         match self.offer_resync(server, room, stuck_epoch, &key).await {
             Ok(()) => {}
-            Err(super::ClientError::Server(e)) if e.code().is_none() => {
+            Err(super::ClientError::Server(e)) if e.is_transient() => {
                 tracing::warn!(room = room.link, error = %e, "offering a resync after ours failed; offered again on the next sync");
                 self.retry_later(&room.link, |r| r.offers.push((stuck_epoch, key.to_vec())))?;
             }

@@ -554,15 +554,16 @@ async fn flaky_proxy(upstream: String, kind: EntryKind, flaky: std::sync::Arc<Fl
         http: reqwest::Client,
     }
     fn broken() -> Response {
-        let cut = futures_util::stream::once(async { Err::<bytes::Bytes, _>(std::io::Error::other("reset by the proxy")) });
+        let cut =
+            futures_util::stream::once(async { Err::<bytes::Bytes, _>(std::io::Error::other("reset by the proxy")) });
         Response::builder().status(200).body(axum::body::Body::from_stream(cut)).unwrap()
     }
     async fn forward(State(p): State<P>, req: Request) -> Response {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
         let posted = parts.method == axum::http::Method::POST && parts.uri.path().ends_with("/log");
-        let ours = posted
-            && serde_json::from_slice::<grove_wire::api::AppendEntry>(&bytes).is_ok_and(|e| e.kind == p.kind);
+        let ours =
+            posted && serde_json::from_slice::<grove_wire::api::AppendEntry>(&bytes).is_ok_and(|e| e.kind == p.kind);
         let n = if ours { p.flaky.seen.fetch_add(1, Ordering::SeqCst) } else { usize::MAX };
         if n < p.flaky.dropped {
             return broken();

@@ -1,4 +1,5 @@
-//! Resync requests and offers that could not reach the server (it was unreachable), kept in the
+//! Resync requests and offers that could not reach the server (unreachable, or it said "not now":
+//! `TransportError::is_transient`), kept in the
 //! profile's meta and posted again at the end of the room's sync, and of every sync after until
 //! they reach it (`Profile::retry_resync`): a member stuck while its server was down still asks
 //! once it is back, and a member who went on still offers. What the server refused is not
@@ -63,7 +64,7 @@ impl Profile {
         }
         self.store.delete_meta(&retry_key(&room.link))?;
         let ours = self.engine.get(&self.store, &self.identity)?.epoch(&GroupId::new(room.group_id.clone()))?;
-        let unreachable = |e: &ClientError| matches!(e, ClientError::Server(t) if t.code().is_none());
+        let unreachable = |e: &ClientError| matches!(e, ClientError::Server(t) if t.is_transient());
         let mut again = Retry::default();
         if let Some(epoch) = request.filter(|e| *e == ours) {
             match self.request_resync(server, room, epoch).await {
