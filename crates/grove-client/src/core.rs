@@ -61,9 +61,18 @@ pub(crate) struct ResyncFollowUp {
     pub stuck: Option<(u64, UserId, u64)>,
     /// Members stuck at an earlier epoch than this member's asked: (their epoch, its resync key).
     pub requests: Vec<(u64, Vec<u8>)>,
-    /// The newest offer for this member's epoch, from a later one.
+    /// The newest offer for this member's epoch, from a later one (not from the member whose
+    /// commit it could not process, if that commit is in the page).
     pub offer: Option<Offer>,
+    /// Epochs that other members' commits in the page took this member out of, with their
+    /// resync keys, for which the page shows no offer yet (the last few of the page): offer
+    /// the members who could not process those commits a way back in at once (one round of
+    /// syncs, not two: they find it on their first read after the commit).
+    pub left: Vec<(u64, zeroize::Zeroizing<[u8; 32]>)>,
 }
+
+/// At most this many unasked resync offers per page of the log (for its last commits).
+const UNASKED_OFFERS_PER_PAGE: usize = 4;
 
 /// A resync offer found in the log for this member's epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +375,11 @@ impl RoomProtocol for MlsRoom<'_> {
         // The policy as the log goes: a room profile counts if its sender may set it there.
         let mut policy = self.engine.policy(&g).ok();
         let (outcomes, changes) = self.engine.process_many(&g, &bodies)?;
+        let left_keys = self.engine.take_left_resync_keys(&g);
+        // The epochs other members' commits of this page took this member out of.
+        let mut left = Vec::new();
+        // The seqs of the requests in `out.follow_up.resync.requests`, in step.
+        let mut request_seqs = Vec::new();
         out.batch.changes.push(changes);
         let mut failed_commits = Vec::new();
         // The first commit a void in this page goes back on (with every handshake after it).
@@ -383,6 +397,7 @@ impl RoomProtocol for MlsRoom<'_> {
                         // A member stuck at `epoch` asks for a way back in (not a history line).
                         if sender != me {
                             out.follow_up.resync.requests.push((epoch, key));
+                            request_seqs.push(e.seq);
                         }
                         continue;
                     }
@@ -390,7 +405,8 @@ impl RoomProtocol for MlsRoom<'_> {
                     read_content(&mut out.batch, &room.link, (e.seq, e.ts), sender, plaintext, at);
                 }
                 Ok(Incoming::Own) if e.kind == EntryKind::Application => out.own.push((e.seq, e.ts, body)),
-                Ok(Incoming::Commit { added, removed, removed_me, policy: changed, .. }) => {
+                Ok(Incoming::Commit { epoch: new_epoch, added, removed, removed_me, policy: changed, .. }) => {
+                    left.push(new_epoch.saturating_sub(1));
                     let before = policy.clone().flatten();
                     if let Some(p) = changed {
                         policy = Some(Some(p));
@@ -437,6 +453,9 @@ impl RoomProtocol for MlsRoom<'_> {
             read_void(&mut out, room, v);
         }
         let epoch = self.engine.epoch(&g).ok();
+        // The committer of the commit of this member's epoch that it could not process: its
+        // offers are not taken (`grove_proto::mls::resync`).
+        let suspect = failed_commits.iter().find(|f| Some(f.1) == epoch).map(|f| f.2);
         if out.status == RoomStatus::Active {
             for o in offers {
                 out.cursor = out.cursor.max(o.seq);
@@ -444,12 +463,34 @@ impl RoomProtocol for MlsRoom<'_> {
                     tracing::debug!(room = room.link, seq = o.seq, "a resync entry that does not decode");
                     continue;
                 };
+                // One unasked offer per commit: someone already made it.
+                left.retain(|e| *e != offer.stuck_epoch);
+                // Someone already offered the members stuck there a GroupInfo as new as ours: an
+                // answer from this member adds nothing.
+                if epoch.is_some_and(|ours| o.epoch >= ours) {
+                    // (A request made after the offer is answered: its maker could not use it.)
+                    let requests = std::mem::take(&mut out.follow_up.resync.requests);
+                    let (kept, seqs): (Vec<_>, Vec<_>) = requests
+                        .into_iter()
+                        .zip(std::mem::take(&mut request_seqs))
+                        .filter(|((e, _), seq)| *e != offer.stuck_epoch || *seq > o.seq)
+                        .unzip();
+                    (out.follow_up.resync.requests, request_seqs) = (kept, seqs);
+                }
                 // An offer for this member's epoch, of a later one: the newest is the one to use.
-                if Some(offer.stuck_epoch) == epoch && epoch.is_some_and(|ours| o.epoch > ours) {
+                if Some(offer.stuck_epoch) == epoch
+                    && epoch.is_some_and(|ours| o.epoch > ours)
+                    && Some(o.sender) != suspect
+                {
                     out.follow_up.resync.offer =
                         Some(Offer { seq: o.seq, epoch: o.epoch, sealed: offer.sealed, from: o.sender });
                 }
             }
+            // At most the page's last few: a stuck member is stuck at the first commit it could
+            // not process, and a page of many commits is read by one catching up, after others.
+            let mut kept: Vec<_> = left_keys.into_iter().filter(|(e, _)| left.contains(e)).collect();
+            kept.drain(..kept.len().saturating_sub(UNASKED_OFFERS_PER_PAGE));
+            out.follow_up.resync.left = kept;
         }
         // A commit of the epoch this member is still in, which it could not process: the room
         // went on without it. Report it, with the proof if its fault is provable, and ask for a

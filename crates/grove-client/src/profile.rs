@@ -1142,7 +1142,7 @@ impl Profile {
             if page.entries.is_empty() {
                 break page.epoch;
             }
-            let page_epoch = page.epoch;
+            let (page_epoch, page_head) = (page.epoch, page.head);
             let at = LocalRoom { cursor, ..room.clone() };
             let mut applied = self.room_protocol(room.mode)?.apply(&at, me, page.entries, mailbox_read)?;
             for (seq, ts, body) in std::mem::take(&mut applied.own) {
@@ -1163,7 +1163,12 @@ impl Profile {
             for report in std::mem::take(&mut applied.follow_up.reports) {
                 report_fault(&server, &room.name, &report).await;
             }
-            let resync = std::mem::take(&mut applied.follow_up.resync);
+            let mut resync = std::mem::take(&mut applied.follow_up.resync);
+            if cursor < page_head {
+                // Catching up: the members stuck behind these commits were offered a way back
+                // in by those who read them first.
+                resync.left.clear();
+            }
             if resync != crate::core::ResyncFollowUp::default() {
                 if let Some(seq) = self.resync_follow_up(&server, &room, resync).await? {
                     cursor = seq;
@@ -1182,6 +1187,12 @@ impl Profile {
         };
         if until.is_some() {
             return Ok((RoomStatus::Active, view));
+        }
+        if room.mode == RoomMode::Mls {
+            // Resync requests and offers that could not reach the server before.
+            if let Err(e) = self.retry_resync(&server, &room).await {
+                tracing::warn!(room = link, error = %e, "posting resync requests or offers again failed");
+            }
         }
         if follow_up.commit_proposals {
             // Someone proposed (e.g. to leave): commit it. Losing the race to another member

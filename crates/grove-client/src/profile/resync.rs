@@ -15,10 +15,18 @@
 //!   waits in its outbox is sealed anew (under its new leaf). Refused
 //!   (another stuck member was first): it waits for the next offer.
 //!
+//! - **Went on** (this member processed other members' commits, and read the log to its
+//!   head): for each epoch those commits left that no offer in the page covers yet, it offers a
+//!   GroupInfo of its current epoch sealed under that epoch's resync key (noted by the engine
+//!   before the commit was processed), unasked. A member who could not process the commit
+//!   finds the offer on its first read after it: one round of syncs, not two. One offer per
+//!   commit, by whoever reads it first (an offer for that epoch in the page stops the
+//!   others; at most 4 a page); a member catching up from far back offers nothing.
+//!
 //! Every step is best effort: a failure is logged, and nothing here fails a sync. Requests and
 //! offers are log entries, so members answer and resync on their next sync whenever they read
-//! them; a request that could not be posted at all is not sent again (a gap: the member stays
-//! behind until a void or another stuck member's offer).
+//! them. A request or offer that could not be posted (the server unreachable) is posted on the
+//! next sync (`retry`); one the server refused is not (the room moved on: it helps nobody).
 
 use grove_proto::mls::engine::GroupId;
 use grove_proto::mls::resync::{open, seal};
@@ -28,6 +36,8 @@ use grove_wire::UserId;
 use rand::RngCore;
 
 use super::{Profile, Result};
+
+mod retry;
 use crate::core::ResyncFollowUp;
 use crate::store::{Batch, LocalRoom, Membership, Message};
 use crate::transport::Server;
@@ -97,10 +107,16 @@ impl Profile {
             }
         }
         if let Some((epoch, _, _)) = work.stuck {
-            if let Err(e) = self.request_resync(server, room, epoch).await {
-                tracing::warn!(room = room.link, error = %e, "asking for a resync failed");
+            match self.request_resync(server, room, epoch).await {
+                Ok(()) => {}
+                Err(super::ClientError::Server(e)) if e.is_transient() => {
+                    tracing::warn!(room = room.link, error = %e, "asking for a resync failed; asked again on the next sync");
+                    self.retry_later(&room.link, |r| r.request = Some(epoch))?;
+                }
+                Err(e) => tracing::warn!(room = room.link, error = %e, "asking for a resync failed"),
             }
         }
+
         let ours = self.engine.get(&self.store, &self.identity)?.epoch(&GroupId::new(room.group_id.clone()))?;
         let mut answered = Vec::new();
         for (epoch, key) in work.requests {
@@ -113,11 +129,36 @@ impl Profile {
                 tracing::warn!(room = room.link, stuck = epoch, error = %e, "answering a resync request failed");
             }
         }
+        // Unasked offers, for the epochs no answer above covered.
+        let left = work.left.into_iter().filter(|(epoch, _)| !answered.contains(epoch)).collect();
+        self.offer_left(server, room, left).await?;
         Ok(None)
     }
 
+    /// Offers the members stuck in the epochs `left` (other members' commits took this member
+    /// out of them) the GroupInfo of this member's epoch, unasked. An offer that could not
+    /// reach the server is posted on the next sync.
+    async fn offer_left(
+        &mut self,
+        server: &Server,
+        room: &LocalRoom,
+        left: Vec<(u64, zeroize::Zeroizing<[u8; 32]>)>,
+    ) -> Result<()> {
+        for (epoch, key) in left {
+            match self.offer_resync(server, room, epoch, &key).await {
+                Ok(()) => {}
+                Err(super::ClientError::Server(e)) if e.is_transient() => {
+                    tracing::warn!(room = room.link, stuck = epoch, error = %e, "offering a resync failed; offered again on the next sync");
+                    self.retry_later(&room.link, |r| r.offers.push((epoch, key.to_vec())))?;
+                }
+                Err(e) => tracing::info!(room = room.link, stuck = epoch, error = %e, "a resync offer was not taken"),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the room this member's request: its epoch's resync key, in a message of that epoch.
-    async fn request_resync(&mut self, server: &Server, room: &LocalRoom, epoch: u64) -> Result<()> {
+    pub(super) async fn request_resync(&mut self, server: &Server, room: &LocalRoom, epoch: u64) -> Result<()> {
         let g = GroupId::new(room.group_id.clone());
         let engine = self.engine.get(&self.store, &self.identity)?;
         let key = engine.resync_key(&g)?;
@@ -127,11 +168,12 @@ impl Profile {
         self.store.commit(Batch { changes: vec![changes], ..Batch::default() })?;
         server.append(&room.name, &AppendEntry { kind: EntryKind::Application, epoch, body }).await?;
         tracing::info!(room = room.link, epoch, "asked for a resync");
+        self.retry_later(&room.link, |r| r.request = r.request.filter(|e| *e != epoch))?;
         Ok(())
     }
 
     /// Posts a GroupInfo of this member's epoch, sealed under the resync key of `stuck_epoch`.
-    async fn offer_resync(
+    pub(super) async fn offer_resync(
         &mut self,
         server: &Server,
         room: &LocalRoom,
@@ -173,11 +215,21 @@ impl Profile {
             return Ok(None);
         }
         let entry = AppendEntry { kind: EntryKind::Commit, epoch: commit.epoch, body: commit.commit };
+        // Until the outcome is known and applied: if it is lost (or this process dies), the next
+        // sync asks again (`retry`).
+        self.retry_later(&room.link, |r| r.request = Some(stuck_epoch))?;
         let appended = match server.append(&room.name, &entry).await {
             Ok(a) => a,
             Err(e) => {
                 self.engine.get(&self.store, &self.identity)?.discard_resync(&g);
-                tracing::info!(room = room.link, error = %e, "the resync commit was not taken; waiting for the next offer");
+                if e.code().is_some() {
+                    // Refused (another stuck member was first): this member holds the room's
+                    // view of itself; the next offer will do.
+                    self.retry_later(&room.link, |r| r.request = None)?;
+                    tracing::info!(room = room.link, error = %e, "the resync commit was not taken; waiting for the next offer");
+                } else {
+                    tracing::warn!(room = room.link, error = %e, "the resync commit's outcome is unknown; asking again");
+                }
                 return Ok(None);
             }
         };
@@ -195,10 +247,16 @@ impl Profile {
         }
         self.store.commit(batch)?;
         self.store.delete_meta(&suspect_key(&room.link))?;
+        self.retry_later(&room.link, |r| r.request = None)?;
         tracing::warn!(room = room.link, stuck_epoch, epoch, seq = appended.seq, "resynced");
         // The members still stuck where this member was: the GroupInfo of the new epoch.
-        if let Err(e) = self.offer_resync(server, room, stuck_epoch, &key).await {
-            tracing::warn!(room = room.link, error = %e, "offering a resync after ours failed");
+        match self.offer_resync(server, room, stuck_epoch, &key).await {
+            Ok(()) => {}
+            Err(super::ClientError::Server(e)) if e.is_transient() => {
+                tracing::warn!(room = room.link, error = %e, "offering a resync after ours failed; offered again on the next sync");
+                self.retry_later(&room.link, |r| r.offers.push((stuck_epoch, key.to_vec())))?;
+            }
+            Err(e) => tracing::warn!(room = room.link, error = %e, "offering a resync after ours failed"),
         }
         Ok(Some(appended.seq))
     }

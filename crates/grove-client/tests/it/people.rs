@@ -354,8 +354,9 @@ async fn sender_keys_members_and_admins_leave() {
     assert_eq!(texts(&bob, "patio"), ["bye carol", "alone now"]);
 }
 
-/// A proxy in front of the server that answers the first `refuse` posts to a room's log with
-/// `503 unavailable` (as an overloaded server or a full disk would), then forwards everything.
+/// A proxy in front of the server that answers the first `refuse` posts of messages to a room's
+/// log with `503 unavailable` (as an overloaded server or a full disk would), then forwards
+/// everything. (Other posts, such as a resync offer after a commit, go through.)
 async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use axum::body::Body;
     use axum::extract::{Request, State};
@@ -372,9 +373,14 @@ async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::
     }
     async fn forward(State(p): State<P>, req: Request) -> Response {
         let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 26).await.unwrap();
         let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        let message = serde_json::from_slice::<grove_wire::api::AppendEntry>(&body).is_ok_and(|e| {
+            matches!(e.kind, grove_wire::api::EntryKind::Application | grove_wire::api::EntryKind::Membership)
+        });
         if parts.method == axum::http::Method::POST
             && path.ends_with("/log")
+            && message
             && p.refused.load(Ordering::SeqCst) < p.refuse
         {
             // "Not now", as a busy server or a full disk says it.
@@ -388,7 +394,7 @@ async fn refusing_proxy(upstream: String, refuse: usize) -> (String, std::sync::
                 .body(Body::from(body))
                 .unwrap();
         }
-        let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, body).await;
+        let (status, headers, body) = crate::proxy::pass(&p.http, &p.upstream, &parts, Body::from(body)).await;
         crate::proxy::respond(status, &headers, body)
     }
     let refused = Arc::new(AtomicUsize::new(0));

@@ -8,7 +8,7 @@ use grove_client::profile::{ClientError, Profile};
 use grove_client::{Event, MessageKind, RoomStatus};
 use grove_proto::mls::fault::{commit_framing, with_membership_tag};
 use grove_proto::policy::Edit;
-use grove_wire::api::FaultReport;
+use grove_wire::api::{EntryKind, FaultReport};
 use grove_wire::policy::Role;
 use grove_wire::ErrorCode;
 
@@ -262,6 +262,71 @@ async fn garbage_path_secrets_for_two_members_are_healed_by_resync() {
     alice_removes_mallory_who_reads_nothing_after(&mut alice, &mut bob, &mut carol, &mut mallory).await;
 }
 
+/// The kinds of the room's log entries after `seq`, as the server holds them.
+async fn kinds_after(p: &Profile, url: &str, seq: u64) -> Vec<EntryKind> {
+    p.server_for(url).read_log("garden", seq, 100, 0).await.unwrap().entries.iter().map(|e| e.kind).collect()
+}
+
+/// Whether `p`'s history says it resynced.
+fn resynced(p: &Profile) -> bool {
+    p.messages("garden", 0).unwrap().iter().any(|m| matches!(m.event(), Event::Membership(c) if c.resynced.is_some()))
+}
+
+/// One round of syncs heals a split view (issue 15, item 6). Mallory's self-update encrypts
+/// garbage path secrets to Alice and Bob; Carol's are sound. Each honest member then syncs once:
+/// Carol, who processes the commit, offers unasked a GroupInfo of her epoch sealed under the
+/// resync key of the epoch the commit left; Alice, stuck behind it, finds that offer on the
+/// same read and resyncs; Bob, stuck too, resyncs from the GroupInfo Alice then offers. Nobody
+/// asked: the log holds no request, one offer per commit and the two resyncs. After that round
+/// nobody is stuck: each is on the room's line of epochs. Alice and Bob talk, Carol commits (her
+/// update reads the two resyncs as ordinary commits first), one ordinary read each and all
+/// three are in Carol's epoch, with everything said read by everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_path_secrets_for_two_members_are_healed_in_one_round_of_syncs() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    mallory.update_garbling("garden", &[alice.user_id(), bob.user_id()]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+
+    // The round.
+    for p in [&mut carol, &mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert!(could_not_process(&alice, poisoned) && could_not_process(&bob, poisoned));
+    assert!(resynced(&alice) && resynced(&bob) && !resynced(&carol));
+    assert_eq!(server_epoch(&alice, &w.url).await, epoch + 3, "mallory's commit and two resyncs");
+    assert_eq!(
+        kinds_after(&carol, &w.url, poisoned).await,
+        [EntryKind::Resync, EntryKind::Commit, EntryKind::Resync, EntryKind::Commit, EntryKind::Resync],
+        "carol's offer, alice's resync and offer, bob's resync and offer: no request"
+    );
+    // Nobody is stuck: each holds an epoch of the room's line, the last each read.
+    assert_eq!(carol.epoch("garden").unwrap().0, epoch + 1);
+    assert_eq!(alice.epoch("garden").unwrap().0, epoch + 2);
+    assert_eq!(bob.epoch("garden").unwrap().0, epoch + 3);
+
+    // They talk and commit at once; then each reads, and no more resync happens.
+    alice.send("garden", "alice, after the round").await.unwrap();
+    bob.send("garden", "bob, after the round").await.unwrap();
+    carol.update("garden").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 4);
+    carol.send("garden", "carol, after her update").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    for p in [&alice, &bob, &carol] {
+        let said = texts(p, "garden");
+        for line in ["alice, after the round", "bob, after the round", "carol, after her update"] {
+            assert_eq!(said.iter().filter(|t| *t == line).count(), 1, "{said:?}");
+        }
+    }
+    alice_removes_mallory_who_reads_nothing_after(&mut alice, &mut bob, &mut carol, &mut mallory).await;
+}
+
 /// Mallory, a moderator, removes Bob by a commit with a flipped membership tag. The server
 /// takes it and stops letting Bob read after it. Bob cannot process it: his client does not
 /// take the server's word for his removal (he stays in the room, and what he sends meanwhile
@@ -462,4 +527,144 @@ async fn alice_removes_mallory_who_reads_nothing_after(
     }
     let _ = mallory.sync().await;
     assert!(!texts(mallory, "garden").contains(&"alice, without mallory".to_string()));
+}
+
+/// What [`flaky_proxy`] does to the room entries of one kind posted through it, in order: the
+/// first `dropped` never reach the server, the next `answers_held` reach it but their answer
+/// is held for a minute (the client gives up, or dies, before it comes). Everything else goes
+/// through.
+#[derive(Default)]
+struct Flaky {
+    dropped: usize,
+    answers_held: usize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+/// A proxy in front of `upstream` that breaks the posts of `kind` entries as `flaky` says.
+async fn flaky_proxy(upstream: String, kind: EntryKind, flaky: std::sync::Arc<Flaky>) -> String {
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+    use std::sync::atomic::Ordering;
+
+    #[derive(Clone)]
+    struct P {
+        upstream: String,
+        kind: EntryKind,
+        flaky: std::sync::Arc<Flaky>,
+        http: reqwest::Client,
+    }
+    fn broken() -> Response {
+        let cut =
+            futures_util::stream::once(async { Err::<bytes::Bytes, _>(std::io::Error::other("reset by the proxy")) });
+        Response::builder().status(200).body(axum::body::Body::from_stream(cut)).unwrap()
+    }
+    async fn forward(State(p): State<P>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
+        let posted = parts.method == axum::http::Method::POST && parts.uri.path().ends_with("/log");
+        let ours =
+            posted && serde_json::from_slice::<grove_wire::api::AppendEntry>(&bytes).is_ok_and(|e| e.kind == p.kind);
+        let n = if ours { p.flaky.seen.fetch_add(1, Ordering::SeqCst) } else { usize::MAX };
+        if n < p.flaky.dropped {
+            return broken();
+        }
+        let (status, headers, answer) =
+            crate::proxy::pass(&p.http, &p.upstream, &parts, axum::body::Body::from(bytes)).await;
+        if n < p.flaky.dropped + p.flaky.answers_held {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            return broken();
+        }
+        crate::proxy::respond(status, &headers, answer)
+    }
+    let state = P { upstream, kind, flaky, http: reqwest::Client::new() };
+    crate::proxy::serve(axum::Router::new().fallback(forward).with_state(state)).await
+}
+
+/// Sends `p`'s requests to `w`'s server through `proxy`.
+fn through(p: &mut Profile, w: &World, proxy: &str) {
+    let mut rules = grove_client::profile::ConnectTo::none();
+    rules.add(&w.url, proxy);
+    p.set_connect_to(rules);
+}
+
+/// Mallory's self-update encrypts garbage path secrets to Carol only. Alice reads it first and
+/// offers a resync unasked, but her connection drops the offer, twice: once when she posts it,
+/// once when her sync posts it again at its end. Her next sync posts it. Carol, on her first
+/// read after that, resyncs from it, and the three are in one epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_that_could_not_be_posted_is_posted_on_the_next_sync() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let flaky = std::sync::Arc::new(Flaky { dropped: 2, ..Flaky::default() });
+    let proxy = flaky_proxy(w.url.clone(), EntryKind::Resync, flaky.clone()).await;
+    through(&mut alice, &w, &proxy);
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
+    let poisoned = mallory.messages("garden", 0).unwrap().last().unwrap().seq;
+    let offers_posted = || flaky.seen.load(std::sync::atomic::Ordering::SeqCst);
+
+    alice.sync().await.unwrap();
+    assert_eq!(offers_posted(), 2, "posted, then posted again, both lost");
+    assert!(kinds_after(&alice, &w.url, poisoned).await.is_empty(), "no offer reached the server");
+    alice.sync().await.unwrap();
+    assert_eq!(kinds_after(&alice, &w.url, poisoned).await, [EntryKind::Resync], "the next sync posted it");
+
+    carol.sync().await.unwrap();
+    assert!(could_not_process(&carol, poisoned) && resynced(&carol));
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 2);
+    assert_eq!(offers_posted(), 4, "and one more, for Carol's resync, at once");
+}
+
+/// Mallory's self-update encrypts garbage path secrets to Carol only. Bob offers a resync
+/// unasked; Carol resyncs from it, and the room takes her external commit, but her client dies
+/// before the answer comes (kill -9: the sync is dropped where it waits). The room now holds a
+/// leaf of Carol's for which nobody has the secrets, and Carol's client, reopened, is still in
+/// the epoch before Mallory's commit, its cursor past it. Its first sync asks again (what it
+/// kept before posting the commit says so); Alice answers; Carol's next read replaces that
+/// orphaned leaf by a resync, and the three are in one epoch and talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_dies_while_posting_its_resync_asks_again_when_reopened() {
+    let w = World::start().await;
+    let (mut alice, mut bob, mut carol, mut mallory) = garden_with_mallory(&w).await;
+    let epoch = one_group(&mut [&mut alice, &mut bob, &mut carol, &mut mallory]);
+    let flaky = std::sync::Arc::new(Flaky { answers_held: 1, ..Flaky::default() });
+    let proxy = flaky_proxy(w.url.clone(), EntryKind::Commit, flaky.clone()).await;
+    through(&mut carol, &w, &proxy);
+    mallory.update_garbling("garden", &[carol.user_id()]).await.unwrap();
+
+    bob.sync().await.unwrap();
+    let died = tokio::time::timeout(std::time::Duration::from_secs(5), carol.sync()).await;
+    assert!(died.is_err(), "the sync was waiting for the commit's answer");
+    drop(carol);
+    let mut carol = Profile::open(&w.profile_dir("carol")).unwrap();
+    assert_eq!(server_epoch(&carol, &w.url).await, epoch + 2, "the room took Carol's resync");
+    assert_eq!(carol.epoch("garden").unwrap().0, epoch, "Carol never applied it");
+
+    let resync = carol.server_for(&w.url).room("garden").await.unwrap().head;
+    carol.sync().await.unwrap();
+    assert!(kinds_after(&carol, &w.url, resync).await.contains(&EntryKind::Application), "Carol asked again");
+    assert!(!resynced(&carol));
+    carol.send("garden", "carol, still stuck").await.unwrap();
+
+    alice.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    assert!(resynced(&carol));
+    assert_eq!(server_epoch(&carol, &w.url).await, epoch + 3, "her second resync replaced the orphaned leaf");
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+    }
+    assert_eq!(one_group(&mut [&mut alice, &mut bob, &mut carol]), epoch + 3);
+    let members = alice.server_for(&w.url).room("garden").await.unwrap().members;
+    assert_eq!(members.iter().filter(|m| **m == carol.user_id()).count(), 1, "one leaf of Carol's: {members:?}");
+    carol.send("garden", "carol, back").await.unwrap();
+    for p in [&mut alice, &mut bob] {
+        p.sync().await.unwrap();
+        let said = texts(p, "garden");
+        for line in ["carol, still stuck", "carol, back"] {
+            assert!(said.contains(&line.to_string()), "{said:?}");
+        }
+    }
 }

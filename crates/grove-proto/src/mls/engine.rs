@@ -384,6 +384,9 @@ pub struct MlsEngine {
     tap: MacTap,
     /// Resyncs made and posted, not yet answered (see [`MlsEngine::prepare_resync`]).
     resyncing: std::collections::HashMap<GroupId, EngineGroup>,
+    /// The resync keys of the epochs that other members' commits took the group out of, noted
+    /// as each commit was processed (see [`MlsEngine::take_left_resync_keys`]).
+    left_keys: resync::LeftKeys,
 }
 
 impl fmt::Debug for MlsEngine {
@@ -442,6 +445,7 @@ impl MlsEngine {
             clock: None,
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             resyncing: Default::default(),
+            left_keys: Default::default(),
         }
     }
 
@@ -489,6 +493,7 @@ impl MlsEngine {
             bounds: Bounds { rows: DEFAULT_JOURNAL_BOUND, handshakes: DEFAULT_HANDSHAKE_BOUND },
             tap,
             resyncing: Default::default(),
+            left_keys: Default::default(),
         })
     }
 

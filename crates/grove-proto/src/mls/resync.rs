@@ -23,7 +23,15 @@
 //! with a GroupInfo of its current epoch, with the ratchet tree and the external public key,
 //! sealed under that key ([`seal`], AES-256-GCM): a `resync` entry of the log. Every member
 //! stuck at `E` derives the same key from its own state and opens it ([`open`]); the server
-//! sees ciphertext. A member who resynced knows the key of `E` too, and publishes the GroupInfo
+//! sees ciphertext.
+//!
+//! No request is needed when someone processed the commit before the stuck member reads the
+//! log: a member who processes another member's commit of `E` derives `E`'s resync key just
+//! before ([`crate::mls::engine::MlsEngine::take_left_resync_keys`]) and, unless an offer for
+//! `E` is already in the log, offers its GroupInfo under that key unasked.
+//! The stuck member then finds the offer on its first read after the commit: one round of
+//! syncs heals the split view. The request remains for a member who read the log before
+//! anyone processed the commit. A member who resynced knows the key of `E` too, and publishes the GroupInfo
 //! of the epoch its own external commit started, so the next stuck member can go on from there
 //! at once.
 //!

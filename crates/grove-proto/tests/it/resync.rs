@@ -90,3 +90,28 @@ fn an_external_commit_that_is_not_a_resync_is_refused() {
     assert_eq!(bob.engine.epoch(&room.id).unwrap(), 1);
     assert_eq!(room.hub.members(), vec![alice.uid(), bob.uid(), carol.uid()]);
 }
+
+/// A member who processes other members' commits holds, afterwards, the resync keys of the
+/// epochs those commits left, the very keys a member stuck there derives: Carol updates out of
+/// epoch 1 and Bob out of 2; Alice, reading both, holds the keys of 1 and 2 (once: taking them
+/// empties the list). A member's own commit leaves no key behind for it.
+#[test]
+fn a_member_who_processes_others_commits_holds_the_keys_of_the_epochs_they_left() {
+    let (mut room, mut alice, mut bob, mut carol) = three();
+    let one = bob.engine.resync_key(&room.id).unwrap();
+    carol.commit(&mut room, |e, g| e.commit_update(g));
+    bob.sync(&room);
+    let left: Vec<(u64, [u8; 32])> =
+        bob.engine.take_left_resync_keys(&room.id).into_iter().map(|(e, k)| (e, *k)).collect();
+    assert_eq!(left, vec![(1, one)]);
+    let two = bob.engine.resync_key(&room.id).unwrap();
+    bob.commit(&mut room, |e, g| e.commit_update(g));
+    bob.sync(&room);
+    assert!(bob.engine.take_left_resync_keys(&room.id).is_empty(), "his own commit leaves him none");
+
+    alice.sync(&room);
+    let left: Vec<(u64, [u8; 32])> =
+        alice.engine.take_left_resync_keys(&room.id).into_iter().map(|(e, k)| (e, *k)).collect();
+    assert_eq!(left, vec![(1, one), (2, two)]);
+    assert!(alice.engine.take_left_resync_keys(&room.id).is_empty(), "taken once");
+}

@@ -386,3 +386,37 @@ async fn a_hung_lock_holder_stalls_others_only_for_the_lock_timeout() {
     let bodies: Vec<Vec<u8>> = store.read(room, 0, 10).await.expect("read").into_iter().map(|e| e.body).collect();
     assert_eq!(bodies, vec![b"before".to_vec(), b"after".to_vec()]);
 }
+
+/// Two members report one commit at the same moment, each through another instance, in 30
+/// rooms at once (all started together): in every room one of the two records sees both reports (they are judged one
+/// after the other, so the second report's instance sees the agreement that voids the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reports_of_one_commit_on_two_instances_see_each_other() {
+    let db = TestDb::create().await;
+    let stores = [
+        Arc::new(PostgresStore::connect(db.url()).await.expect("connect a")),
+        Arc::new(PostgresStore::connect(db.url()).await.expect("connect b")),
+    ];
+    let mut rooms = Vec::new();
+    for n in 0..30 {
+        rooms.push(create_room(&*stores[0], &format!("reported-{n}")).await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(rooms.len() * 2));
+    let mut tasks = Vec::new();
+    for room in rooms {
+        for (reporter, s) in [(user(2), stores[0].clone()), (user(3), stores[1].clone())] {
+            let start = start.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                (room, s.record_report(room, 5, &reporter, Some(vec![7; 32]), 16).await.expect("record"))
+            }));
+        }
+    }
+    let mut seen_both = std::collections::HashMap::new();
+    for t in tasks {
+        let (room, seen) = t.await.expect("task");
+        *seen_both.entry(room).or_insert(false) |= seen.len() == 2;
+    }
+    let missed: Vec<_> = seen_both.iter().filter(|(_, both)| !**both).map(|(r, _)| *r).collect();
+    assert!(missed.is_empty(), "rooms whose two reports missed each other: {missed:?}");
+}

@@ -76,11 +76,11 @@ enum Processed {
 }
 
 /// What [`MlsEngine::check`] found out about a message mls-rs is to process.
-struct Check {
+pub(super) struct Check {
     /// A commit of this member at the current epoch (it must match the pending commit).
-    own_commit_at_current: bool,
-    current: u64,
-    message_epoch: u64,
+    pub(super) own_commit_at_current: bool,
+    pub(super) current: u64,
+    pub(super) message_epoch: u64,
 }
 
 enum Checked {
@@ -157,6 +157,7 @@ impl MlsEngine {
             Checked::Own => return Ok((Incoming::Own, Changes::default())),
             Checked::Process(msg, check) => (msg, check),
         };
+        self.note_resync_key(g, &msg, &check);
         let store = self.store.clone();
         let bounds = self.bounds;
         let processed = self.with_group(g, |group| {
@@ -217,6 +218,7 @@ impl MlsEngine {
                     continue;
                 }
             };
+            self.note_resync_key(g, &msg, &check);
             let Some(group) = self.groups.get_mut(g) else {
                 return Err(EngineError::bug("a group vanished while processing its messages"));
             };

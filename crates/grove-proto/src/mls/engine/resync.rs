@@ -2,13 +2,19 @@
 //! epoch, the GroupInfo a member ahead publishes under it, and the external commit by which
 //! the stuck member replaces its own leaf.
 
-use mls_rs::group::Sender;
+use std::collections::{BTreeMap, HashMap};
+
+use mls_rs::extension::built_in::RatchetTreeExt;
+use mls_rs::group::{ContentType, Sender};
 use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
+use zeroize::Zeroizing;
 
 use super::error::{internal, rejected};
+use super::process::Check;
 use super::{encode, members_of, parse, user_at, Changes, EngineError, GroupId, MlsEngine};
 use crate::identity::UserId;
 use crate::mls::error::{Expected, Malformed};
+use crate::mls::identity::user_of;
 use crate::mls::resync::RESYNC_LABEL;
 
 /// An external commit replacing this member's leaf, made and not yet answered.
@@ -23,7 +29,44 @@ pub struct ResyncCommit {
     pub signer: UserId,
 }
 
+/// The resync keys of epochs other members' commits took a group out of, per group: (the epoch
+/// left, its key), until the caller takes them.
+pub(super) type LeftKeys = HashMap<GroupId, BTreeMap<u64, Zeroizing<[u8; 32]>>>;
+
+/// At most this many left epochs' keys are kept per group between two takes (a page of commits
+/// nobody took the keys of must not grow the engine without bound).
+const LEFT_KEYS_KEPT: usize = 64;
+
 impl MlsEngine {
+    /// Before another member's commit of the current epoch is processed: notes the epoch's
+    /// resync key, which the commit is about to take out of reach (mls-rs keeps no exporter
+    /// secret of past epochs). A member who processed the commit can then offer the members
+    /// who could not a way back in at once, sealed under that key
+    /// ([`MlsEngine::take_left_resync_keys`]). One HKDF expansion per commit.
+    pub(super) fn note_resync_key(&mut self, g: &GroupId, msg: &MlsMessage, check: &Check) {
+        let commit = matches!(
+            msg.description(),
+            MlsMessageDescription::PublicProtocolMessage { content_type: ContentType::Commit, .. }
+        );
+        if !commit || check.own_commit_at_current || check.message_epoch != check.current {
+            return;
+        }
+        let Ok(key) = self.resync_key(g) else { return };
+        let kept = self.left_keys.entry(g.clone()).or_default();
+        kept.insert(check.current, Zeroizing::new(key));
+        while kept.len() > LEFT_KEYS_KEPT {
+            kept.pop_first();
+        }
+    }
+
+    /// The resync keys of the epochs that other members' commits, processed since the last
+    /// call, took the group out of: (the epoch left, its key), oldest first. A key is noted
+    /// before its commit is processed, so one whose commit then failed is among them: match
+    /// them against the commits that succeeded (`Incoming::Commit`'s epoch is the one after).
+    pub fn take_left_resync_keys(&mut self, g: &GroupId) -> Vec<(u64, Zeroizing<[u8; 32]>)> {
+        self.left_keys.remove(g).map(|keys| keys.into_iter().collect()).unwrap_or_default()
+    }
+
     /// The resync key of the group's current epoch: an exporter secret under
     /// [`RESYNC_LABEL`]. Every member of the epoch derives the same; nobody else can.
     pub fn resync_key(&self, g: &GroupId) -> Result<[u8; 32], EngineError> {
@@ -66,6 +109,18 @@ impl MlsEngine {
         if epoch <= current {
             return Err(EngineError::WrongEpoch { message_epoch: epoch, current_epoch: current });
         }
+        // This member's leaf in the GroupInfo's epoch: where it was in this member's epoch,
+        // unless the tree says otherwise (a resync of this member that the room took while its
+        // client lost the outcome, a crash say, put a leaf of its user elsewhere).
+        let me = info
+            .extensions()
+            .get_as::<RatchetTreeExt>()
+            .ok()
+            .flatten()
+            .and_then(|t| {
+                t.tree_data.roster().members_iter().find(|m| user_of(&m.signing_identity).is_ok_and(|u| u == self.user))
+            })
+            .map_or(me, |m| m.index);
         let mut builder =
             self.client.external_commit_builder().map_err(internal("an external commit"))?.with_removal(me);
         if let Some(t) = self.now() {
