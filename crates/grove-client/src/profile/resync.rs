@@ -47,6 +47,11 @@ fn suspect_key(link: &str) -> String {
     format!("resync.suspect.{link}")
 }
 
+/// The largest GroupInfo (with its ratchet tree) a member offers unasked after another's
+/// commit: about 16 KiB, a room of some 80 members. A larger room's offers would cost more
+/// than the commits they follow; its stuck members ask, as before (two rounds of syncs).
+pub(crate) const UNASKED_OFFER_MAX_BYTES: usize = 16 * 1024;
+
 impl Profile {
     /// The commit this profile last could not process in the room: (its epoch, who made it,
     /// its seq).
@@ -144,6 +149,21 @@ impl Profile {
         room: &LocalRoom,
         left: Vec<(u64, zeroize::Zeroizing<[u8; 32]>)>,
     ) -> Result<()> {
+        if let Some(first) = left.first() {
+            // Unasked offers cost every commit one entry holding the ratchet tree: kept to
+            // small rooms. In a larger one a stuck member asks, and is answered (two rounds).
+            let g = GroupId::new(room.group_id.clone());
+            let size = self.engine.get(&self.store, &self.identity)?.resync_group_info(&g)?.len();
+            if size > UNASKED_OFFER_MAX_BYTES {
+                tracing::debug!(
+                    room = room.link,
+                    stuck = first.0,
+                    size,
+                    "no unasked resync offer in a room this large"
+                );
+                return Ok(());
+            }
+        }
         for (epoch, key) in left {
             match self.offer_resync(server, room, epoch, &key).await {
                 Ok(()) => {}
