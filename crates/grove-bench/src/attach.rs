@@ -73,20 +73,7 @@ async fn grove(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
     // dirty pages of it left for the disk to write back while the upload's parts are stored).
     let dir = tempfile::Builder::new().prefix("grove-bench-file-").tempdir_in(&env.dir)?;
     let file = dir.path().join("bench.bin");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
-        let mut at = 0u64;
-        let mut buf = Vec::with_capacity(UNIT);
-        while at < size {
-            buf.clear();
-            let n = UNIT.min((size - at) as usize);
-            plaintext(unit, at, n, &mut buf);
-            f.write_all(&buf)?;
-            at += n as u64;
-        }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
+    write_synced(&file, unit, size)?;
 
     // grove's own client: read, encrypt (one part ahead, on a blocking thread), PUT the parts.
     let grove = grove_client::transport::Server::new(&server.base, alice.key.clone());
@@ -213,12 +200,10 @@ fn tokio_util_stream(
     })
 }
 
-fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
-    use std::io::{Read, Write};
-    let dir = tempfile::Builder::new().prefix("grove-bench-disk-").tempdir_in(&env.dir)?;
-    let path = dir.path().join("blob");
-    let t0 = Instant::now();
-    let mut f = std::fs::File::create(&path)?;
+/// Writes `size` bytes of the plaintext into a new file at `path` in 1 MiB writes, and syncs it.
+fn write_synced(path: &std::path::Path, unit: &[u8], size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
     let mut at = 0u64;
     let mut buf = Vec::with_capacity(UNIT);
     while at < size {
@@ -229,6 +214,15 @@ fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
         at += n as u64;
     }
     f.sync_all()?;
+    Ok(())
+}
+
+fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
+    use std::io::Read;
+    let dir = tempfile::Builder::new().prefix("grove-bench-disk-").tempdir_in(&env.dir)?;
+    let path = dir.path().join("blob");
+    let t0 = Instant::now();
+    write_synced(&path, unit, size)?;
     let write = t0.elapsed();
     let t1 = Instant::now();
     let mut f = std::fs::File::open(&path)?;

@@ -145,7 +145,11 @@ impl PostgresStore {
         let Some(row) = rows.first() else { return Ok(FilePartOutcome::NoSuchFile) };
         let f = file_from_row(row)?;
         let held: Option<Vec<u8>> = col(row, 8)?;
-        Ok(if held.as_deref() == Some(sha256.as_slice()) { FilePartOutcome::Held(f) } else { FilePartOutcome::Conflict(f) })
+        Ok(if held.as_deref() == Some(sha256.as_slice()) {
+            FilePartOutcome::Held(f)
+        } else {
+            FilePartOutcome::Conflict(f)
+        })
     }
 
     pub(crate) async fn files_part_hashes(&self, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {

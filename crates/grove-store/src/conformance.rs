@@ -686,9 +686,7 @@ pub async fn file_parts_land_in_order_once(store: Arc<dyn Store>) {
     assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![(0, h(won[0]))], "the winner's hash is kept");
     let FilePartOutcome::Recorded(f) = store.file_part(&blob, 100, 100, &h(20), 99).await.unwrap() else { panic!() };
     assert_eq!((f.received, f.expires_at, f.complete()), (200, 10_001, false));
-    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 200, 50, &h(21), 77_777).await.unwrap() else {
-        panic!()
-    };
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 200, 50, &h(21), 77_777).await.unwrap() else { panic!() };
     assert_eq!((f.received, f.expires_at, f.complete()), (250, 77_777, true));
     assert_eq!(store.file(&blob).await.unwrap().unwrap(), f);
     assert!(conflict(&store.file_part(&blob, 250, 1, &h(1), 1).await.unwrap(), 250), "nothing past a complete blob");

@@ -209,7 +209,12 @@ async fn postgresql_s3_two_instances_share_one_bucket_and_serve_each_others_blob
 
 /// Sends part 0 of blob `id` with `body` to `s`: the first 1,000 bytes at once, the rest when
 /// the answered sender is told; answers the request's status when it ends.
-fn slow_part_0(s: &Server, user: &User, id: &str, body: &[u8]) -> (tokio::task::JoinHandle<u16>, tokio::sync::oneshot::Sender<()>) {
+fn slow_part_0(
+    s: &Server,
+    user: &User,
+    id: &str,
+    body: &[u8],
+) -> (tokio::task::JoinHandle<u16>, tokio::sync::oneshot::Sender<()>) {
     let path = format!("/v1/rooms/r/files/{id}?offset=0");
     let (held, release) = held_body(body[..1000].to_vec(), body[1000..].to_vec());
     let req = part_request(s, user, &path, held, Sha256::digest(body).into());
