@@ -1,6 +1,7 @@
-//! `grove-bench attach` (issue 16): moving one large file through grove — encrypt with
-//! grove-proto `attachment`, upload in parts over HTTP, store through `object_store`; then
-//! download and decrypt-and-verify — against, in the same run, a bare axum endpoint that
+//! `grove-bench attach` (issue 16): moving one large file through grove — grove-client's
+//! upload (read the file, encrypt with grove-proto `attachment` one part ahead of the network,
+//! PUT the parts over HTTP), stored through `object_store`; then download and
+//! decrypt-and-verify — against, in the same run, a bare axum endpoint that
 //! receives the same number of bytes into a file and serves them back, and the raw disk: the
 //! same bytes written (and fsynced) to a file and read back.
 //!
@@ -16,10 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
 use futures_util::StreamExt;
-use grove_proto::attachment::{AttachmentDecryptor, AttachmentEncryptor};
-use grove_wire::api::UploadState;
-use grove_wire::auth;
-use sha2::{Digest, Sha256};
+use grove_proto::attachment::AttachmentDecryptor;
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::{self, Env, User};
@@ -70,62 +68,29 @@ async fn grove(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
     let alice = User::random();
     server.setup_room(&client, &alice, "files", &[]).await?;
     let key = server.server_key;
-    let mut rng = rand::rngs::OsRng;
 
+    // The file to send, written and synced before the clock starts (in the page cache, and no
+    // dirty pages of it left for the disk to write back while the upload's parts are stored).
+    let dir = tempfile::Builder::new().prefix("grove-bench-file-").tempdir_in(&env.dir)?;
+    let file = dir.path().join("bench.bin");
+    write_synced(&file, unit, size)?;
+
+    // grove's own client: read, encrypt (one part ahead, on a blocking thread), PUT the parts.
+    let grove = grove_client::Server::new(&server.base, alice.key.clone());
     let t0 = Instant::now();
-    let mut enc = Some(AttachmentEncryptor::new(&mut rng, size)?);
-    let blob_len = grove_proto::attachment::ciphertext_len(size);
-    let body = serde_json::to_vec(&serde_json::json!({ "size": blob_len }))?;
-    let h = harness::sign(&alice, &key, "POST", "/v1/rooms/files/files", &body);
-    let resp = harness::with_headers(client.post(format!("{}/v1/rooms/files/files", server.base)), &h)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    ensure!(resp.status().as_u16() == 201, "begin upload: {}", resp.text().await?);
-    let state: UploadState = resp.json().await?;
-    let part_len = state.part_bytes as usize;
-    let blob = state.blob;
-    let mut pending: Vec<u8> = Vec::with_capacity(part_len + UNIT + 64 * 1024);
-    let mut plain = Vec::with_capacity(UNIT);
-    let mut fed = 0u64;
-    let mut offset = 0u64;
-    let mut encrypted = None;
-    while offset < blob_len {
-        while pending.len() < part_len {
-            let Some(e) = enc.as_mut() else { break };
-            if fed < size {
-                plain.clear();
-                let n = UNIT.min((size - fed) as usize);
-                plaintext(unit, fed, n, &mut plain);
-                e.push(&plain, &mut pending)?;
-                fed += n as u64;
-            } else if let Some(e) = enc.take() {
-                encrypted = Some(e.finish(&mut pending)?);
-            }
-        }
-        let n = part_len.min(pending.len());
-        ensure!(n > 0, "the encryptor ended before the blob's length");
-        let part: Vec<u8> = pending.drain(..n).collect();
-        let hash: [u8; 32] = Sha256::digest(&part).into();
-        let path = format!("/v1/rooms/files/files/{blob}?offset={offset}");
-        let h =
-            auth::sign_request_prehashed(&alice.key, &key, "PUT", &path, harness::unix_ms(), &harness::nonce(), &hash);
-        let resp = harness::with_headers(client.put(format!("{}{path}", server.base)), &h)
-            .header(auth::HEADER_CONTENT_SHA256, auth::sha256_hex(&hash))
-            .body(part)
-            .send()
-            .await?;
-        ensure!(resp.status().is_success(), "part at {offset}: {}", resp.text().await?);
-        resp.bytes().await?;
-        offset += n as u64;
-    }
-    let up = t0.elapsed();
-    let reference = encrypted.context("the encryptor did not finish")?.into_ref(
-        blob,
+    let pending = grove_client::files::begin_upload(&grove, "files", &file, "bench.bin").await?;
+    let reference = grove_client::files::upload(
+        &grove,
+        "files",
+        &file,
+        &pending,
         "bench.bin".into(),
         "application/octet-stream".into(),
-    );
+        &mut |_, _| {},
+    )
+    .await?;
+    let up = t0.elapsed();
+    let blob = reference.blob;
 
     // Download, decrypt and verify as the bytes arrive.
     let t1 = Instant::now();
@@ -235,12 +200,10 @@ fn tokio_util_stream(
     })
 }
 
-fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
-    use std::io::{Read, Write};
-    let dir = tempfile::Builder::new().prefix("grove-bench-disk-").tempdir_in(&env.dir)?;
-    let path = dir.path().join("blob");
-    let t0 = Instant::now();
-    let mut f = std::fs::File::create(&path)?;
+/// Writes `size` bytes of the plaintext into a new file at `path` in 1 MiB writes, and syncs it.
+fn write_synced(path: &std::path::Path, unit: &[u8], size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
     let mut at = 0u64;
     let mut buf = Vec::with_capacity(UNIT);
     while at < size {
@@ -251,6 +214,15 @@ fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
         at += n as u64;
     }
     f.sync_all()?;
+    Ok(())
+}
+
+fn disk(env: &Env, unit: &[u8], size: u64) -> Result<(f64, f64)> {
+    use std::io::Read;
+    let dir = tempfile::Builder::new().prefix("grove-bench-disk-").tempdir_in(&env.dir)?;
+    let path = dir.path().join("blob");
+    let t0 = Instant::now();
+    write_synced(&path, unit, size)?;
     let write = t0.elapsed();
     let t1 = Instant::now();
     let mut f = std::fs::File::open(&path)?;

@@ -6,8 +6,10 @@
 //! SHA-256. A part whose request fails for a reason that may pass (the connection dropped, a
 //! timeout, a 5xx or 429) is followed by a question — how many bytes does the server hold
 //! (`GET …/files/{blob}/upload`)? — and the upload goes on from there: the part again if it did
-//! not land, the next one if only the answer was lost. The part in flight is the only
-//! ciphertext held.
+//! not land, the next one if only the answer was lost. Reading and encrypting run on a
+//! blocking thread one part ahead of the network, so the next part is sealed while the server
+//! stores the one in flight: the ciphertext held is that part, one sealed part waiting, and
+//! the one being sealed.
 //!
 //! **Download** ([`download`]): the blob is read as a stream and decrypted segment by segment
 //! into a temporary file beside the target; a connection dropped midway resumes with an HTTP
@@ -16,7 +18,7 @@
 //! temporary file renamed to the target, so a damaged, altered or truncated blob leaves nothing
 //! at the output path (and no temporary file either).
 //!
-//! Memory stays flat whatever the size: one read piece, one part, one segment.
+//! Memory stays flat whatever the size: one read piece, three parts, one segment.
 //!
 //! The names in a reference are the sender's word: [`safe_file_name`] makes one usable as a
 //! file name (no folder, no `..`, no hidden file, no control character).
@@ -28,7 +30,8 @@ use grove_proto::attachment::{self, AttachmentDecryptor, AttachmentEncryptor, At
 use grove_wire::api::UploadState;
 use grove_wire::attachment::{AttachmentKey, AttachmentRef, BlobId};
 use grove_wire::ErrorCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::transport::{Server, TransportError};
 
@@ -269,9 +272,9 @@ pub async fn upload(
             path.display()
         )));
     }
-    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let file = tokio::fs::File::open(path).await.map_err(io)?;
     let size = pending.size;
-    let mut enc = AttachmentEncryptor::with_key(pending.key.clone(), size).map_err(changed)?;
+    let enc = AttachmentEncryptor::with_key(pending.key.clone(), size).map_err(changed)?;
     let blob_len = enc.blob_len();
     let state = server.upload_state(room, &pending.blob).await?;
     if state.size != blob_len {
@@ -285,36 +288,27 @@ pub async fn upload(
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| FileError::Invalid(format!("the server asks for parts of {} bytes", state.part_bytes)))?;
-    let mut up = Parts { server, room, blob, blob_len, held: state.received };
-    // Ciphertext not sent yet: under a part, plus one piece and one segment.
-    let mut sealed: Vec<u8> = Vec::with_capacity(part_len + PIECE + attachment::SEGMENT_LEN);
-    let mut piece = vec![0u8; PIECE];
+    let held = state.received;
+    // Reading, encrypting and hashing run on a blocking thread one part ahead of the network:
+    // the next part is sealed while the server stores this one. One sealed part waits at most.
+    let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<SealedPart>(1);
+    let file = file.into_std().await;
+    let sealer = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || seal_parts(file, enc, part_len, &path, &parts_tx))
+    };
     let mut offset = 0u64;
-    let mut read = 0u64;
     progress(0, size);
-    // Read and encrypt until a part is full, send it; then the padding, then the rest.
-    loop {
-        let n = file.read(&mut piece).await.map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        enc.push(&piece[..n], &mut sealed).map_err(changed)?;
-        read += n as u64;
-        while sealed.len() >= part_len {
-            offset = up.send(offset, &mut sealed, part_len).await?;
-            progress(read.min(size), size);
-        }
+    while let Some(part) = parts.recv().await {
+        let end = offset + part.bytes.len() as u64;
+        offset = if end <= held {
+            end
+        } else {
+            send_part(server, room, &blob, offset, part.bytes, &part.sha256, blob_len).await?
+        };
+        progress(part.read.min(size), size);
     }
-    while enc.pad(PIECE, &mut sealed).map_err(changed)? > 0 {
-        while sealed.len() >= part_len {
-            offset = up.send(offset, &mut sealed, part_len).await?;
-        }
-    }
-    let done = enc.finish(&mut sealed).map_err(changed)?;
-    while !sealed.is_empty() {
-        let n = part_len.min(sealed.len());
-        offset = up.send(offset, &mut sealed, n).await?;
-    }
+    let done = sealer.await.map_err(|e| FileError::Invalid(format!("the encryption stopped: {e}")))??;
     if offset != blob_len {
         return Err(FileError::Invalid(format!("sent {offset} bytes of a {blob_len}-byte blob")));
     }
@@ -322,47 +316,86 @@ pub async fn upload(
     Ok(done.into_ref(blob, name, media_type))
 }
 
-/// The parts of one blob going up.
-struct Parts<'a> {
-    server: &'a Server,
-    room: &'a str,
-    blob: BlobId,
-    blob_len: u64,
-    /// What the server held when this run began: parts below it are not sent again.
-    held: u64,
+/// One part of ciphertext, ready to go up.
+struct SealedPart {
+    bytes: bytes::Bytes,
+    sha256: [u8; 32],
+    /// Bytes of the file read when it was cut (for the progress bar).
+    read: u64,
 }
 
-impl Parts<'_> {
-    /// Takes the first `len` bytes of `pending` as the part at `offset` (sent unless the server
-    /// holds it already); answers the next offset.
-    async fn send(&mut self, offset: u64, pending: &mut Vec<u8>, len: usize) -> Result<u64, FileError> {
-        if offset + len as u64 <= self.held {
-            pending.drain(..len);
-            return Ok(offset + len as u64);
+/// Reads `file` and encrypts it with `enc`, handing the ciphertext to `parts` in parts of
+/// `part_len` bytes (the last one shorter), each with its SHA-256; answers the encryption's
+/// result once the last part is handed over. Stops (with an error nobody reads) when the
+/// receiver is gone. Runs on a blocking thread.
+fn seal_parts(
+    mut file: std::fs::File,
+    mut enc: AttachmentEncryptor,
+    part_len: usize,
+    path: &Path,
+    parts: &tokio::sync::mpsc::Sender<SealedPart>,
+) -> Result<attachment::EncryptedAttachment, FileError> {
+    use std::io::Read;
+    let io = |source| FileError::Io { path: path.to_path_buf(), source };
+    let changed = |why| FileError::Changed { path: path.to_path_buf(), why };
+    // Ciphertext not handed over yet: under a part, plus one piece and one segment.
+    let capacity = part_len + PIECE + attachment::SEGMENT_LEN;
+    let mut sealed: Vec<u8> = Vec::with_capacity(capacity);
+    let mut piece = vec![0u8; PIECE];
+    let mut read = 0u64;
+    // Cuts the first `len` bytes of `sealed` off as a part (the buffer itself goes, the rest is
+    // copied into a new one) and hands it over.
+    let cut = |sealed: &mut Vec<u8>, len: usize, read: u64| -> Result<(), FileError> {
+        let mut rest = Vec::with_capacity(capacity);
+        rest.extend_from_slice(&sealed[len..]);
+        sealed.truncate(len);
+        let bytes = bytes::Bytes::from(std::mem::replace(sealed, rest));
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        parts
+            .blocking_send(SealedPart { bytes, sha256, read })
+            .map_err(|_| FileError::Invalid("the upload stopped".into()))
+    };
+    // Read and encrypt until a part is full, hand it over; then the padding, then the rest.
+    loop {
+        let n = file.read(&mut piece).map_err(io)?;
+        if n == 0 {
+            break;
         }
-        send_part(self.server, self.room, &self.blob, offset, pending, len, self.blob_len).await
+        enc.push(&piece[..n], &mut sealed).map_err(changed)?;
+        read += n as u64;
+        while sealed.len() >= part_len {
+            cut(&mut sealed, part_len, read)?;
+        }
     }
+    while enc.pad(PIECE, &mut sealed).map_err(changed)? > 0 {
+        while sealed.len() >= part_len {
+            cut(&mut sealed, part_len, read)?;
+        }
+    }
+    let done = enc.finish(&mut sealed).map_err(changed)?;
+    while !sealed.is_empty() {
+        let n = part_len.min(sealed.len());
+        cut(&mut sealed, n, read)?;
+    }
+    Ok(done)
 }
 
-/// Sends the first `len` bytes of `pending` as the part at `offset`, trying again (from what
-/// the server holds) after failures that may pass; removes them from `pending` and answers the
-/// next offset.
+/// Sends `part` (whose SHA-256 is `sha256`) as the part at `offset`, trying again (from what
+/// the server holds) after failures that may pass; answers the next offset.
 async fn send_part(
     server: &Server,
     room: &str,
     blob: &BlobId,
     offset: u64,
-    pending: &mut Vec<u8>,
-    len: usize,
+    part: bytes::Bytes,
+    sha256: &[u8; 32],
     blob_len: u64,
 ) -> Result<u64, FileError> {
-    let rest = pending.split_off(len);
-    let part = bytes::Bytes::from(std::mem::replace(pending, rest));
     let end = offset + part.len() as u64;
     let mut tries = 0;
     loop {
         tries += 1;
-        let failure = match server.upload_part(room, blob, offset, part.clone()).await {
+        let failure = match server.upload_part_hashed(room, blob, offset, part.clone(), sha256).await {
             Ok(state) => return landed(&state, end),
             // "Not at that offset": an earlier try of this part may have landed after all.
             Err(e) if e.is_transient() || e.code() == Some(ErrorCode::UploadOffset) => e,

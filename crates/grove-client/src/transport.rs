@@ -590,11 +590,24 @@ impl Server {
         part: bytes::Bytes,
     ) -> Result<UploadState, TransportError> {
         let hash: [u8; 32] = Sha256::digest(&part).into();
+        self.upload_part_hashed(room, blob, offset, part, &hash).await
+    }
+
+    /// [`upload_part`](Self::upload_part) of a part whose SHA-256 the caller has (computed
+    /// where the part was made).
+    pub async fn upload_part_hashed(
+        &self,
+        room: &str,
+        blob: &BlobId,
+        offset: u64,
+        part: bytes::Bytes,
+        hash: &[u8; 32],
+    ) -> Result<UploadState, TransportError> {
         let path = format!("/v1/rooms/{room}/files/{blob}?offset={offset}");
         let resp = self
-            .signed_request(reqwest::Method::PUT, &path, &hash)
+            .signed_request(reqwest::Method::PUT, &path, hash)
             .await?
-            .header(grove_wire::auth::HEADER_CONTENT_SHA256, grove_wire::auth::sha256_hex(&hash))
+            .header(grove_wire::auth::HEADER_CONTENT_SHA256, grove_wire::auth::sha256_hex(hash))
             .header("content-type", "application/octet-stream")
             .timeout(PART_TIMEOUT)
             .body(part)

@@ -5,10 +5,11 @@
 //! uploader's and room's quotas, chooses a random [`BlobId`], and records the blob. The
 //! uploader then sends the bytes in parts (`PUT …/files/{blob}?offset=N`): every part but the
 //! last is exactly `part_bytes` long, and a part is accepted only at the blob's current offset.
-//! Each part is streamed into the object store as its own object (`blobs/{blob}/{index}`) and
-//! counted only once it is stored whole and its SHA-256 matches the one the request declared
-//! and signed ([`HEADER_CONTENT_SHA256`]): a dropped connection loses at most the part in
-//! flight, and the client resumes from `received` (`GET …/files/{blob}/upload`). Once all bytes
+//! Each part is streamed into the object store as its own object, named by its index and its
+//! SHA-256 (`blobs/{blob}/{index}-{sha256}`), and counted only once it is stored whole and its
+//! SHA-256 matches the one the request declared and signed ([`HEADER_CONTENT_SHA256`]): a
+//! dropped connection loses at most the part in flight, and the client resumes from `received`
+//! (`GET …/files/{blob}/upload`). Once all bytes
 //! are in, any current member may download the blob (`GET …/files/{blob}`), whole or by one
 //! HTTP byte `Range`, streamed part by part.
 //!
@@ -25,8 +26,12 @@
 //! (or one folder on a network filesystem mounted at the same path): the blob records, the
 //! upload offsets and the quotas are in the database, and each part is its own object, so the
 //! parts of one upload may land on different instances. A part is recorded by a compare-and-set
-//! on the upload's offset in the database: of two requests for the same offset, one is
-//! recorded, the other answered `upload_offset`.
+//! on the upload's offset in the database that keeps the part's hash in the same transaction:
+//! of two requests for the same offset with different bodies, one is recorded, the other is
+//! answered `upload_offset` and its object deleted; two with the same body (a retry reaching
+//! another instance while the first attempt still streams in) are taken once. Because an
+//! object's name holds its hash, two bodies for one part never write the same object, and a
+//! download reads the object of the hash the database recorded, whichever instance wrote last.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -38,6 +43,8 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, NewFile};
 use grove_wire::api::{CreateUpload, UploadState};
@@ -105,11 +112,11 @@ impl FileService {
         FileService { objects: OnceLock::new(), receiving: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    /// Waits until no other part of `blob` is being received on this instance. Two requests
+    /// Waits until no other part of `blob` is being received on this instance: of two requests
     /// for the same offset (a client's retry while its first attempt still streams in, or a
-    /// client sending other bytes) would otherwise both write the part's object, and the one
-    /// written last might not be the one the database records; in turn, the second one finds
-    /// the offset moved on and is refused before it writes anything.
+    /// client sending other bytes), the second finds the offset moved on and is refused before
+    /// it stores anything. Correctness does not rest on it (across instances, the hash in each
+    /// part's object name and in the database keeps the recorded body), it saves the work.
     pub(crate) async fn one_part_at_a_time(&self, blob: BlobId) -> Receiving<'_> {
         let lock = {
             let mut map = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,9 +156,18 @@ impl FileService {
     }
 }
 
-/// The object holding part `index` of `blob`.
-fn part_path(blob: &BlobId, index: u64) -> ObjectPath {
-    ObjectPath::from(format!("blobs/{blob}/{index:08}"))
+/// The object holding part `index` of `blob` whose SHA-256 is `sha256`; `None` for parts
+/// recorded before the hashes were kept, stored under the index alone.
+fn part_path(blob: &BlobId, index: u64, sha256: Option<&[u8; 32]>) -> ObjectPath {
+    match sha256 {
+        Some(h) => ObjectPath::from(format!("blobs/{blob}/{index:08}-{}", grove_wire::auth::sha256_hex(h))),
+        None => ObjectPath::from(format!("blobs/{blob}/{index:08}")),
+    }
+}
+
+/// The folder of `blob`'s part objects.
+fn blob_prefix(blob: &BlobId) -> ObjectPath {
+    ObjectPath::from(format!("blobs/{blob}"))
 }
 
 /// The metrics of the blob store; every label comes from a closed set.
@@ -387,7 +403,7 @@ async fn part(
     let needs = if crate::objects::is_remote(&state.0.config.files) { 0 } else { expected };
     state.0.metrics.storage_watch().reserve(state, "uploads", needs).await?;
     let objects = state.0.files.objects(state)?;
-    let path = part_path(&f.blob, index);
+    let path = part_path(&f.blob, index, Some(&req.sha256));
     let upload = objects
         .put_multipart(&path)
         .await
@@ -414,7 +430,22 @@ async fn part(
     } else {
         state.now().saturating_add(i64::try_from(c.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX))
     };
-    match state.0.store.file_part(&f.blob, offset, expected, expires).await? {
+    let recorded = state.0.store.file_part(&f.blob, offset, expected, &req.sha256, expires).await;
+    if !matches!(recorded, Ok(FilePartOutcome::Recorded(_) | FilePartOutcome::Held(_))) {
+        // Another body was recorded for this part, or the blob is gone: this object is nobody's.
+        // (Its name holds its hash, so it is not the recorded part's object.) After a store
+        // error the part may have been recorded: the object stays, the purge takes it if not.
+        if recorded.is_ok() {
+            if let Err(e) = objects.delete(&path).await {
+                tracing::warn!(blob = %f.blob, error = %e, "cannot delete a refused part");
+            }
+        }
+    }
+    match recorded? {
+        FilePartOutcome::Held(f) => {
+            tracing::debug!(blob = %f.blob, offset, "a part already recorded with the same hash");
+            Ok(Json(wire_state(&f)))
+        }
         FilePartOutcome::Recorded(f) => {
             let m = state.0.metrics.files();
             m.bytes_received.inc_by(expected);
@@ -495,13 +526,14 @@ async fn fetch(state: &AppState, room: &str, blob: &str, user: &UserId, headers:
     let m = state.0.metrics.files();
     m.downloads.get_or_create(&vec![("kind", if range.is_some() { "range" } else { "full" })]).inc();
     let sent = m.bytes_sent.clone();
-    let pieces = pieces(&f, span.clone());
+    let hashes: HashMap<u64, [u8; 32]> = state.0.store.file_part_hashes(&f.blob).await?.into_iter().collect();
+    let pieces = pieces(&f, &hashes, span.clone());
     let stream = futures_util::stream::iter(pieces)
         .then(move |(path, r)| {
             let objects = objects.clone();
             async move {
                 let opts = GetOptions { range: Some(r.into()), ..GetOptions::default() };
-                objects.get_opts(&path, opts).await.map(|g| g.into_stream())
+                objects.get_opts(&path, opts).await.map(object_stream).map_err(std::io::Error::other)
             }
         })
         .try_flatten()
@@ -527,13 +559,47 @@ async fn fetch(state: &AppState, room: &str, blob: &str, user: &UserId, headers:
     Ok(resp)
 }
 
+/// Bytes read from a part's file at a time on the local filesystem (object_store's own stream
+/// reads 8 KiB per trip to the blocking pool, which bounded downloads by the trips).
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// The bytes of one got object: from the local filesystem in [`READ_CHUNK`] reads, otherwise as
+/// the store streams them.
+fn object_stream(got: object_store::GetResult) -> BoxStream<'static, std::io::Result<Bytes>> {
+    match got.payload {
+        object_store::GetResultPayload::File(file, _) => {
+            let end = got.range.end;
+            futures_util::stream::try_unfold((file, got.range.start), move |(file, at)| async move {
+                if at >= end {
+                    return Ok(None);
+                }
+                let want = usize::try_from(end - at).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let (file, buf) = tokio::task::spawn_blocking(move || {
+                    use std::io::{Read, Seek};
+                    let mut file = file;
+                    let mut buf = vec![0u8; want];
+                    file.seek(std::io::SeekFrom::Start(at))?;
+                    file.read_exact(&mut buf)?;
+                    Ok::<_, std::io::Error>((file, buf))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                Ok(Some((Bytes::from(buf), (file, at + want as u64))))
+            })
+            .boxed()
+        }
+        object_store::GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+    }
+}
+
 fn header_value(s: String) -> HeaderValue {
     // Digits, spaces, `-`, `/`, `*`, hex and quotes only: always a valid header value.
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The part objects and the ranges within them that make up bytes `span` of the blob.
-fn pieces(f: &FileRecord, span: Range<u64>) -> Vec<(ObjectPath, Range<u64>)> {
+/// The part objects (by the recorded hash of each part, `hashes` by offset) and the ranges
+/// within them that make up bytes `span` of the blob.
+fn pieces(f: &FileRecord, hashes: &HashMap<u64, [u8; 32]>, span: Range<u64>) -> Vec<(ObjectPath, Range<u64>)> {
     let part = f.part_bytes.max(1);
     let mut out = Vec::new();
     let mut at = span.start;
@@ -541,7 +607,7 @@ fn pieces(f: &FileRecord, span: Range<u64>) -> Vec<(ObjectPath, Range<u64>)> {
         let index = at / part;
         let part_start = index * part;
         let end = span.end.min(part_start + part);
-        out.push((part_path(&f.blob, index), at - part_start..end - part_start));
+        out.push((part_path(&f.blob, index, hashes.get(&part_start)), at - part_start..end - part_start));
         at = end;
     }
     out
@@ -618,11 +684,21 @@ impl AppState {
     }
 }
 
-/// Deletes a blob's parts from the object store; false (after a warning) if one could not be.
+/// Deletes a blob's part objects from the object store (every object under the blob's folder,
+/// so also a refused part an instance could not delete); false (after a warning) if one could
+/// not be.
 pub(crate) async fn delete_parts(objects: &Arc<dyn ObjectStore>, f: &FileRecord) -> bool {
-    let parts = f.size.div_ceil(f.part_bytes.max(1));
-    for index in 0..parts {
-        match objects.delete(&part_path(&f.blob, index)).await {
+    let listed: Result<Vec<ObjectPath>, _> =
+        objects.list(Some(&blob_prefix(&f.blob))).map_ok(|m| m.location).try_collect().await;
+    let paths = match listed {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(blob = %f.blob, error = %e, "cannot list a blob's parts");
+            return false;
+        }
+    };
+    for path in paths {
+        match objects.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 tracing::warn!(blob = %f.blob, error = %e, "cannot delete a blob part");
@@ -701,16 +777,19 @@ mod tests {
             created_at: 0,
             expires_at: 1,
         };
-        let got: Vec<(String, Range<u64>)> = pieces(&f, 50..250).into_iter().map(|(p, r)| (p.to_string(), r)).collect();
+        // Part 1 was recorded before hashes were kept: its object has the index alone.
+        let hashes = HashMap::from([(0, [0xaa; 32]), (200, [0xbb; 32])]);
+        let got: Vec<(String, Range<u64>)> =
+            pieces(&f, &hashes, 50..250).into_iter().map(|(p, r)| (p.to_string(), r)).collect();
         let b = BlobId([1; 16]);
         assert_eq!(
             got,
             vec![
-                (format!("blobs/{b}/00000000"), 50..100),
+                (format!("blobs/{b}/00000000-{}", "aa".repeat(32)), 50..100),
                 (format!("blobs/{b}/00000001"), 0..100),
-                (format!("blobs/{b}/00000002"), 0..50)
+                (format!("blobs/{b}/00000002-{}", "bb".repeat(32)), 0..50)
             ]
         );
-        assert!(pieces(&f, 7..7).is_empty());
+        assert!(pieces(&f, &hashes, 7..7).is_empty());
     }
 }

@@ -181,7 +181,11 @@ pub fn open(f: &FilesSection, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, S
         Location::Memory => Ok(Arc::new(object_store::memory::InMemory::new())),
         Location::Local(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+            // fsync each part's file and its folder before the part is recorded (object_store
+            // does not by default): a part acknowledged to the client survives a power cut.
+            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| e.to_string())?
+                .with_fsync(true);
             Ok(Arc::new(local))
         }
         Location::S3 { bucket, prefix } => {

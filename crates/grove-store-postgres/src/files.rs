@@ -2,7 +2,8 @@
 //! group-committing writer: each runs on a pooled connection, in its own transaction or as one
 //! statement. Quotas are decided under two advisory transaction locks (the uploader's, then the
 //! room's: always in that order, so two uploads cannot deadlock), so concurrent instances
-//! cannot both slip under a quota; a part is recorded by one compare-and-set `UPDATE`.
+//! cannot both slip under a quota; a part is recorded by one compare-and-set `UPDATE` that also
+//! keeps the part's hash.
 
 use grove_store::{CreateFileOutcome, FilePartOutcome, FileQuota, FileRecord, FileTotals, NewFile, Result, StoreError};
 use grove_wire::attachment::BlobId;
@@ -103,32 +104,65 @@ impl PostgresStore {
         blob: &BlobId,
         offset: u64,
         len: u64,
+        sha256: &[u8; 32],
         expires_when_complete: i64,
     ) -> Result<FilePartOutcome> {
-        let Some(end) = offset.checked_add(len).and_then(|e| i64::try_from(e).ok()) else {
+        let (Some(end), Ok(at)) = (offset.checked_add(len).and_then(|e| i64::try_from(e).ok()), i64::try_from(offset))
+        else {
             return Ok(match self.files_get(blob).await? {
                 Some(f) => FilePartOutcome::Conflict(f),
                 None => FilePartOutcome::NoSuchFile,
             });
         };
-        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        // One statement, so one transaction: the offset moves and the part's hash is kept
+        // together, or neither.
         let rows = self
             .query(
                 &format!(
-                    "UPDATE files SET received = $3, \
-                       expires_at = CASE WHEN $3 = size THEN $4 ELSE expires_at END \
-                     WHERE blob = $1 AND received = $2 AND $3 <= size RETURNING {FILE_COLUMNS}"
+                    "WITH moved AS ( \
+                       UPDATE files SET received = $3, \
+                         expires_at = CASE WHEN $3 = size THEN $4 ELSE expires_at END \
+                       WHERE blob = $1 AND received = $2 AND $3 <= size RETURNING {FILE_COLUMNS}), \
+                     kept AS (INSERT INTO file_parts (blob, at, sha256) SELECT blob, $2, $5 FROM moved) \
+                     SELECT {FILE_COLUMNS} FROM moved"
                 ),
-                &[&blob.0.as_slice(), &offset, &end, &expires_when_complete],
+                &[&blob.0.as_slice(), &at, &end, &expires_when_complete, &sha256.as_slice()],
             )
             .await?;
         if let Some(row) = rows.first() {
             return Ok(FilePartOutcome::Recorded(file_from_row(row)?));
         }
-        Ok(match self.files_get(blob).await? {
-            Some(f) => FilePartOutcome::Conflict(f),
-            None => FilePartOutcome::NoSuchFile,
+        // Not at the offset: held if this very part is recorded with this hash.
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {FILE_COLUMNS}, (SELECT sha256 FROM file_parts p WHERE p.blob = $1 AND p.at = $2) \
+                     FROM files WHERE blob = $1"
+                ),
+                &[&blob.0.as_slice(), &at],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(FilePartOutcome::NoSuchFile) };
+        let f = file_from_row(row)?;
+        let held: Option<Vec<u8>> = col(row, 8)?;
+        Ok(if held.as_deref() == Some(sha256.as_slice()) {
+            FilePartOutcome::Held(f)
+        } else {
+            FilePartOutcome::Conflict(f)
         })
+    }
+
+    pub(crate) async fn files_part_hashes(&self, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {
+        let rows =
+            self.query("SELECT at, sha256 FROM file_parts WHERE blob = $1 ORDER BY at", &[&blob.0.as_slice()]).await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = col(row, 1)?;
+                let hash = <[u8; 32]>::try_from(hash.as_slice())
+                    .map_err(|_| StoreError::corrupt(format!("a part hash of {} bytes", hash.len())))?;
+                Ok((seq_from_db(col(row, 0)?)?, hash))
+            })
+            .collect()
     }
 
     pub(crate) async fn files_expired(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {

@@ -119,6 +119,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "joins", include_str!("../migrations/0005_joins.sql")),
     (6, "fault_reports", include_str!("../migrations/0006_fault_reports.sql")),
     (7, "link_group_infos", include_str!("../migrations/0007_link_group_infos.sql")),
+    (8, "file_parts", include_str!("../migrations/0008_file_parts.sql")),
 ];
 
 /// The advisory lock (`pg_advisory_xact_lock(bigint)`) that serialises migrations.
@@ -419,9 +420,14 @@ impl Store for PostgresStore {
         blob: &BlobId,
         offset: u64,
         len: u64,
+        sha256: &[u8; 32],
         expires_when_complete: i64,
     ) -> Result<FilePartOutcome> {
-        self.files_part(blob, offset, len, expires_when_complete).await
+        self.files_part(blob, offset, len, sha256, expires_when_complete).await
+    }
+
+    async fn file_part_hashes(&self, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {
+        self.files_part_hashes(blob).await
     }
 
     async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {

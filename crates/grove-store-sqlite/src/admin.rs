@@ -102,6 +102,8 @@ pub(crate) fn delete_room(path: &Path, name: &str) -> Result<Option<DeletedRoom>
     }
     let entries = tx.execute("DELETE FROM entries WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM room_states WHERE room = ?1", [id]).map_err(db_err)?;
+    tx.execute("DELETE FROM file_parts WHERE blob IN (SELECT blob FROM files WHERE room = ?1)", [id])
+        .map_err(db_err)?;
     tx.execute("DELETE FROM files WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM room_links WHERE room = ?1", [id]).map_err(db_err)?;
     tx.execute("DELETE FROM join_requests WHERE room = ?1", [id]).map_err(db_err)?;

@@ -15,7 +15,7 @@ pub(crate) const FILE_COLUMNS: &str = "blob, room, owner, size, part_bytes, rece
 /// A write of attachment metadata.
 pub(crate) enum FileOp {
     Create(NewFile, FileQuota, Reply<CreateFileOutcome>),
-    Part(BlobId, u64, u64, i64, Reply<FilePartOutcome>),
+    Part(BlobId, u64, u64, [u8; 32], i64, Reply<FilePartOutcome>),
     Delete(BlobId, Reply<bool>),
 }
 
@@ -23,7 +23,9 @@ impl FileOp {
     pub(crate) fn run(self, conn: &Connection) -> Box<dyn Finish> {
         match self {
             FileOp::Create(file, quota, reply) => pending(reply, create(conn, file, quota)),
-            FileOp::Part(blob, offset, len, expires, reply) => pending(reply, part(conn, &blob, offset, len, expires)),
+            FileOp::Part(blob, offset, len, sha256, expires, reply) => {
+                pending(reply, part(conn, &blob, offset, len, &sha256, expires))
+            }
             FileOp::Delete(blob, reply) => pending(reply, delete(conn, &blob)),
         }
     }
@@ -31,7 +33,7 @@ impl FileOp {
     pub(crate) fn fail(self, e: StoreError) {
         match self {
             FileOp::Create(_, _, r) => drop(r.send(Err(e))),
-            FileOp::Part(_, _, _, _, r) => drop(r.send(Err(e))),
+            FileOp::Part(_, _, _, _, _, r) => drop(r.send(Err(e))),
             FileOp::Delete(_, r) => drop(r.send(Err(e))),
         }
     }
@@ -113,24 +115,57 @@ fn part(
     blob: &BlobId,
     offset: u64,
     len: u64,
+    sha256: &[u8; 32],
     expires_when_complete: i64,
 ) -> Result<FilePartOutcome> {
     let Some(mut f) = read(conn, blob)? else { return Ok(FilePartOutcome::NoSuchFile) };
     let Some(end) = offset.checked_add(len).filter(|&e| e <= f.size && f.received == offset) else {
-        return Ok(FilePartOutcome::Conflict(f));
+        let held = i64::try_from(offset).ok().map(|at| recorded_hash(conn, blob, at)).transpose()?.flatten();
+        return Ok(if held.as_ref() == Some(sha256) { FilePartOutcome::Held(f) } else { FilePartOutcome::Conflict(f) });
     };
     f.received = end;
     if f.complete() {
         f.expires_at = expires_when_complete;
     }
-    let end = seq_to_db(end)?;
+    let (at, end) = (seq_to_db(offset)?, seq_to_db(end)?);
     conn.prepare_cached("UPDATE files SET received = ?2, expires_at = ?3 WHERE blob = ?1")
         .and_then(|mut s| s.execute(params![blob.0.as_slice(), end, f.expires_at]))
+        .map_err(db_err)?;
+    conn.prepare_cached("INSERT INTO file_parts (blob, at, sha256) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![blob.0.as_slice(), at, sha256.as_slice()]))
         .map_err(db_err)?;
     Ok(FilePartOutcome::Recorded(f))
 }
 
+fn hash_from_db(bytes: &[u8]) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| StoreError::corrupt(format!("a part hash of {} bytes", bytes.len())))
+}
+
+/// The hash recorded for the part of `blob` at `offset`, if any.
+fn recorded_hash(conn: &Connection, blob: &BlobId, offset: i64) -> Result<Option<[u8; 32]>> {
+    let got: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT sha256 FROM file_parts WHERE blob = ?1 AND at = ?2")
+        .and_then(|mut s| s.query_row(params![blob.0.as_slice(), offset], |r| r.get(0)).optional())
+        .map_err(db_err)?;
+    got.map(|h| hash_from_db(&h)).transpose()
+}
+
+pub(crate) fn part_hashes(conn: &Connection, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT at, sha256 FROM file_parts WHERE blob = ?1 ORDER BY at").map_err(db_err)?;
+    let mut rows = stmt.query([blob.0.as_slice()]).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let hash: Vec<u8> = row.get(1).map_err(db_err)?;
+        out.push((seq_from_db(row.get(0).map_err(db_err)?)?, hash_from_db(&hash)?));
+    }
+    Ok(out)
+}
+
 fn delete(conn: &Connection, blob: &BlobId) -> Result<bool> {
+    conn.prepare_cached("DELETE FROM file_parts WHERE blob = ?1")
+        .and_then(|mut s| s.execute([blob.0.as_slice()]))
+        .map_err(db_err)?;
     let n = conn
         .prepare_cached("DELETE FROM files WHERE blob = ?1")
         .and_then(|mut s| s.execute([blob.0.as_slice()]))

@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_joins.sql"),
     include_str!("../migrations/0007_fault_reports.sql"),
     include_str!("../migrations/0008_link_group_infos.sql"),
+    include_str!("../migrations/0009_file_parts.sql"),
 ];
 
 /// How many read-only connections the read pool holds.
@@ -633,10 +634,16 @@ impl Store for SqliteStore {
         blob: &BlobId,
         offset: u64,
         len: u64,
+        sha256: &[u8; 32],
         expires_when_complete: i64,
     ) -> Result<FilePartOutcome> {
+        let (blob, sha256) = (*blob, *sha256);
+        self.write(|r| Op::File(FileOp::Part(blob, offset, len, sha256, expires_when_complete, r))).await
+    }
+
+    async fn file_part_hashes(&self, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {
         let blob = *blob;
-        self.write(|r| Op::File(FileOp::Part(blob, offset, len, expires_when_complete, r))).await
+        self.read_with(move |conn| files::part_hashes(conn, &blob)).await
     }
 
     async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {

@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             removals_are_recorded_with_their_entry,
             files_respect_user_and_room_quotas,
             file_parts_land_in_order_once,
+            the_same_part_twice_is_taken_once_and_another_body_refused,
             files_expire_and_are_deleted,
             the_operator_sees_rooms_and_users_and_deletes_a_room,
             blocked_keys_are_kept,
@@ -141,8 +142,18 @@ impl<S: Store, G: Send + Sync + 'static> Store for Guarded<S, G> {
     async fn file(&self, blob: &BlobId) -> crate::Result<Option<crate::FileRecord>> {
         self.store.file(blob).await
     }
-    async fn file_part(&self, blob: &BlobId, offset: u64, len: u64, exp: i64) -> crate::Result<crate::FilePartOutcome> {
-        self.store.file_part(blob, offset, len, exp).await
+    async fn file_part(
+        &self,
+        blob: &BlobId,
+        offset: u64,
+        len: u64,
+        sha256: &[u8; 32],
+        exp: i64,
+    ) -> crate::Result<crate::FilePartOutcome> {
+        self.store.file_part(blob, offset, len, sha256, exp).await
+    }
+    async fn file_part_hashes(&self, blob: &BlobId) -> crate::Result<Vec<(u64, [u8; 32])>> {
+        self.store.file_part_hashes(blob).await
     }
     async fn expired_files(&self, now: i64, limit: u32) -> crate::Result<Vec<crate::FileRecord>> {
         self.store.expired_files(now, limit).await
@@ -666,33 +677,91 @@ pub async fn file_parts_land_in_order_once(store: Arc<dyn Store>) {
     let blob = BlobId([1; 16]);
     let conflict =
         |o: &FilePartOutcome, received: u64| matches!(o, FilePartOutcome::Conflict(f) if f.received == received);
-    assert!(conflict(&store.file_part(&blob, 100, 100, 99).await.unwrap(), 0), "not at the offset");
-    assert!(conflict(&store.file_part(&blob, 0, 251, 99).await.unwrap(), 0), "past the size");
-    assert!(conflict(&store.file_part(&blob, 0, u64::MAX, 99).await.unwrap(), 0), "overflowing");
-    // Eight racers for offset 0: exactly one wins.
+    let h = |n: u8| [n; 32];
+    assert!(conflict(&store.file_part(&blob, 100, 100, &h(1), 99).await.unwrap(), 0), "not at the offset");
+    assert!(conflict(&store.file_part(&blob, 0, 251, &h(1), 99).await.unwrap(), 0), "past the size");
+    assert!(conflict(&store.file_part(&blob, 0, u64::MAX, &h(1), 99).await.unwrap(), 0), "overflowing");
+    // Eight racers for offset 0, each with another body: exactly one wins.
+    let mut racers = Vec::new();
+    for n in 0..8u8 {
+        let s = store.clone();
+        racers.push(tokio::spawn(async move { (n, s.file_part(&blob, 0, 100, &[n; 32], 99).await.unwrap()) }));
+    }
+    let mut won = Vec::new();
+    for r in racers {
+        match r.await.unwrap() {
+            (n, FilePartOutcome::Recorded(f)) => {
+                won.push(n);
+                assert_eq!(f.received, 100);
+            }
+            (_, other) => assert!(conflict(&other, 100), "{other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1);
+    assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![(0, h(won[0]))], "the winner's hash is kept");
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 100, 100, &h(20), 99).await.unwrap() else { panic!() };
+    assert_eq!((f.received, f.expires_at, f.complete()), (200, 10_001, false));
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 200, 50, &h(21), 77_777).await.unwrap() else { panic!() };
+    assert_eq!((f.received, f.expires_at, f.complete()), (250, 77_777, true));
+    assert_eq!(store.file(&blob).await.unwrap().unwrap(), f);
+    assert!(conflict(&store.file_part(&blob, 250, 1, &h(1), 1).await.unwrap(), 250), "nothing past a complete blob");
+    assert_eq!(store.file_part(&BlobId([9; 16]), 0, 1, &h(1), 1).await.unwrap(), FilePartOutcome::NoSuchFile);
+    assert_eq!(
+        store.file_part_hashes(&blob).await.unwrap(),
+        vec![(0, h(won[0])), (100, h(20)), (200, h(21))],
+        "every part's hash, by offset"
+    );
+    assert!(store.delete_file(&blob).await.unwrap());
+    assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![], "the hashes go with the blob");
+}
+
+/// Two instances receive the same part at once: the same body is taken once and the second
+/// answer says it is held; another body for a part already recorded is refused, and the
+/// recorded hash stays.
+pub async fn the_same_part_twice_is_taken_once_and_another_body_refused(store: Arc<dyn Store>) {
+    use crate::{FilePartOutcome, FileQuota};
+    let room = create(&*store, "same-part").await.id;
+    let quota = FileQuota { per_user: u64::MAX, per_room: u64::MAX };
+    store.create_file(new_file(2, room, user(1), 300), quota).await.unwrap();
+    let blob = BlobId([2; 16]);
+    let (body, other) = ([7u8; 32], [8u8; 32]);
+    // Eight racers with the same body for offset 0: one records it, the others find it held.
     let mut racers = Vec::new();
     for _ in 0..8 {
         let s = store.clone();
-        racers.push(tokio::spawn(async move { s.file_part(&blob, 0, 100, 99).await.unwrap() }));
+        racers.push(tokio::spawn(async move { s.file_part(&blob, 0, 100, &body, 99).await.unwrap() }));
     }
-    let mut won = 0;
+    let (mut recorded, mut held) = (0, 0);
     for r in racers {
         match r.await.unwrap() {
             FilePartOutcome::Recorded(f) => {
-                won += 1;
+                recorded += 1;
                 assert_eq!(f.received, 100);
             }
-            other => assert!(conflict(&other, 100), "{other:?}"),
+            FilePartOutcome::Held(f) => {
+                held += 1;
+                assert_eq!(f.received, 100, "held: the blob as it is");
+            }
+            other => panic!("the same body is never a conflict: {other:?}"),
         }
     }
-    assert_eq!(won, 1);
-    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 100, 100, 99).await.unwrap() else { panic!() };
-    assert_eq!((f.received, f.expires_at, f.complete()), (200, 10_001, false));
-    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 200, 50, 77_777).await.unwrap() else { panic!() };
-    assert_eq!((f.received, f.expires_at, f.complete()), (250, 77_777, true));
-    assert_eq!(store.file(&blob).await.unwrap().unwrap(), f);
-    assert!(conflict(&store.file_part(&blob, 250, 1, 1).await.unwrap(), 250), "nothing past a complete blob");
-    assert_eq!(store.file_part(&BlobId([9; 16]), 0, 1, 1).await.unwrap(), FilePartOutcome::NoSuchFile);
+    assert_eq!((recorded, held), (1, 7));
+    // Another body at offset 0 now: refused, part 0 keeps its hash, the blob did not move.
+    let o = store.file_part(&blob, 0, 100, &other, 99).await.unwrap();
+    assert!(matches!(&o, FilePartOutcome::Conflict(f) if f.received == 100), "{o:?}");
+    assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![(0, body)]);
+    // The same body at offset 0 once more: held, nothing counted twice.
+    let o = store.file_part(&blob, 0, 100, &body, 99).await.unwrap();
+    assert!(matches!(&o, FilePartOutcome::Held(f) if f.received == 100), "{o:?}");
+    // A held answer needs the very offset: the same hash elsewhere is no part of this blob.
+    let o = store.file_part(&blob, 50, 100, &body, 99).await.unwrap();
+    assert!(matches!(&o, FilePartOutcome::Conflict(f) if f.received == 100), "{o:?}");
+    let FilePartOutcome::Recorded(f) = store.file_part(&blob, 100, 100, &other, 99).await.unwrap() else { panic!() };
+    assert_eq!(f.received, 200);
+    assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![(0, body), (100, other)]);
+    // A deleted room takes its blobs' hashes along.
+    assert!(store.delete_room("same-part").await.unwrap().is_some());
+    assert_eq!(store.file_part_hashes(&blob).await.unwrap(), vec![]);
 }
 
 /// Expired blobs are listed oldest first, bounded by the limit, and gone once deleted.

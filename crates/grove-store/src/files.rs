@@ -87,6 +87,9 @@ pub enum CreateFileOutcome {
 pub enum FilePartOutcome {
     /// Recorded; the blob afterwards.
     Recorded(FileRecord),
+    /// This part (same offset, same SHA-256) was recorded already, by another request for the
+    /// same body; nothing changed. The blob as it is.
+    Held(FileRecord),
     /// The blob's `received` is not the part's offset (another part landed first, or the
     /// client is confused); nothing changed.
     Conflict(FileRecord),

@@ -431,16 +431,24 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a blob up.
     async fn file(&self, blob: &grove_wire::attachment::BlobId) -> Result<Option<FileRecord>>;
 
-    /// Records that the blob's bytes `[offset, offset + len)` are stored, if its `received` is
-    /// `offset` (compare-and-set) and `offset + len <= size`. When that completes the blob, its
-    /// expiry becomes `expires_when_complete`.
+    /// Records that the blob's bytes `[offset, offset + len)` are stored, with SHA-256
+    /// `sha256`, if its `received` is `offset` (compare-and-set) and `offset + len <= size`; the
+    /// part's hash is recorded in the same transaction. When that completes the blob, its expiry
+    /// becomes `expires_when_complete`. If the part at `offset` is already recorded with the same
+    /// hash, nothing changes and the answer is [`FilePartOutcome::Held`]: the same body sent
+    /// twice at once (to two instances) is taken once, a different body is a conflict.
     async fn file_part(
         &self,
         blob: &grove_wire::attachment::BlobId,
         offset: u64,
         len: u64,
+        sha256: &[u8; 32],
         expires_when_complete: i64,
     ) -> Result<FilePartOutcome>;
+
+    /// The recorded parts of a blob: each one's offset and SHA-256, by offset. Parts recorded
+    /// before hashes were kept (schema of an older release) are missing.
+    async fn file_part_hashes(&self, blob: &grove_wire::attachment::BlobId) -> Result<Vec<(u64, [u8; 32])>>;
 
     /// Blobs whose expiry is at or before `now`, at most `limit`, oldest expiry first.
     async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>>;

@@ -31,6 +31,8 @@ struct Inner {
     states: HashMap<RoomId, BTreeMap<u64, Vec<u8>>>,
     removals: HashMap<(RoomId, UserId), Removal>,
     files: BTreeMap<BlobId, FileRecord>,
+    /// Each recorded part's SHA-256, by blob and offset.
+    part_hashes: BTreeMap<(BlobId, u64), [u8; 32]>,
     /// Rooms deleted (their slots in `rooms` stay, emptied, so that ids stay indexes).
     deleted: std::collections::HashSet<RoomId>,
     blocked: std::collections::BTreeSet<UserId>,
@@ -339,9 +341,11 @@ impl Store for MemoryStore {
         blob: &BlobId,
         offset: u64,
         len: u64,
+        sha256: &[u8; 32],
         expires_when_complete: i64,
     ) -> Result<FilePartOutcome> {
-        let mut g = self.lock()?;
+        let mut guard = self.lock()?;
+        let g = &mut *guard;
         let Some(f) = g.files.get_mut(blob) else { return Ok(FilePartOutcome::NoSuchFile) };
         let end = offset.checked_add(len).filter(|&e| e <= f.size);
         match end {
@@ -350,10 +354,17 @@ impl Store for MemoryStore {
                 if f.complete() {
                     f.expires_at = expires_when_complete;
                 }
+                g.part_hashes.insert((*blob, offset), *sha256);
                 Ok(FilePartOutcome::Recorded(f.clone()))
             }
+            _ if g.part_hashes.get(&(*blob, offset)) == Some(sha256) => Ok(FilePartOutcome::Held(f.clone())),
             _ => Ok(FilePartOutcome::Conflict(f.clone())),
         }
+    }
+
+    async fn file_part_hashes(&self, blob: &BlobId) -> Result<Vec<(u64, [u8; 32])>> {
+        let g = self.lock()?;
+        Ok(g.part_hashes.range((*blob, 0)..=(*blob, u64::MAX)).map(|((_, at), h)| (*at, *h)).collect())
     }
 
     async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {
@@ -365,7 +376,9 @@ impl Store for MemoryStore {
     }
 
     async fn delete_file(&self, blob: &BlobId) -> Result<bool> {
-        Ok(self.lock()?.files.remove(blob).is_some())
+        let mut g = self.lock()?;
+        g.part_hashes.retain(|(b, _), _| b != blob);
+        Ok(g.files.remove(blob).is_some())
     }
 
     async fn rooms_overview(&self) -> Result<Vec<crate::RoomOverview>> {
@@ -398,6 +411,7 @@ impl Store for MemoryStore {
         let files: Vec<FileRecord> = g.files.values().filter(|f| f.room == id).cloned().collect();
         for f in &files {
             g.files.remove(&f.blob);
+            g.part_hashes.retain(|(b, _), _| *b != f.blob);
         }
         Ok(Some(crate::DeletedRoom { id, entries, files }))
     }

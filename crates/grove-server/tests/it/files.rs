@@ -97,6 +97,24 @@ pub(crate) async fn get_raw(
     (status, headers, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
 }
 
+/// `user` downloads ranges of blob `id` of room `r` (`blob`, at least 200,001 bytes): across
+/// part boundaries, open-ended and a suffix; each comes back as 206 with its bytes.
+pub(crate) async fn ranges_are_served(s: &Server, user: &User, id: &str, blob: &[u8]) {
+    let len = blob.len();
+    for (range, want) in [
+        ("bytes=100-200000".to_string(), 100..200_001),
+        (format!("bytes={}-", len - 10), len - 10..len),
+        ("bytes=-70000".to_string(), len - 70_000..len),
+        ("bytes=65535-65536".to_string(), 65_535..65_537),
+    ] {
+        let (status, headers, body) = get_raw(s, user, &format!("/v1/rooms/r/files/{id}"), Some(&range)).await;
+        assert_eq!(status, 206, "{range}");
+        let want_range = format!("bytes {}-{}/{len}", want.start, want.end - 1);
+        assert_eq!(headers["content-range"], want_range.as_str(), "{range}");
+        assert!(body == blob[want.clone()], "{range}: wrong bytes");
+    }
+}
+
 pub(crate) fn reference(done: attachment::EncryptedAttachment, blob: &str) -> AttachmentRef {
     done.into_ref(blob.parse::<BlobId>().unwrap(), "notes.txt".into(), "text/plain".into())
 }
@@ -126,21 +144,7 @@ async fn members_upload_in_parts_and_download_whole_or_by_range() {
 
     // Ranges: across part boundaries, open-ended, suffix; and one past the end.
     let len = blob.len();
-    for (range, want) in [
-        ("bytes=100-200000".to_string(), 100..200_001),
-        (format!("bytes={}-", len - 10), len - 10..len),
-        ("bytes=-70000".to_string(), len - 70_000..len),
-        ("bytes=65535-65536".to_string(), 65_535..65_537),
-    ] {
-        let (status, headers, body) = get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), Some(&range)).await;
-        assert_eq!(status, 206, "{range}");
-        assert_eq!(
-            headers["content-range"],
-            format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str(),
-            "{range}"
-        );
-        assert!(body == blob[want.clone()], "{range}: wrong bytes");
-    }
+    ranges_are_served(&s, &bob, &id, &blob).await;
     let (status, headers, body) =
         get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), Some(&format!("bytes={len}-"))).await;
     assert_eq!(status, 416);
@@ -350,7 +354,7 @@ async fn abandoned_uploads_and_expired_blobs_are_purged() {
 }
 
 /// A part body that sends `first`, then waits for the test to release `rest`.
-fn held_body(first: Vec<u8>, rest: Vec<u8>) -> (Body, tokio::sync::oneshot::Sender<()>) {
+pub(crate) fn held_body(first: Vec<u8>, rest: Vec<u8>) -> (Body, tokio::sync::oneshot::Sender<()>) {
     let (release, wait) = tokio::sync::oneshot::channel::<()>();
     let stream = futures_util::stream::unfold((Some(first), Some((wait, rest))), |(first, rest)| async move {
         if let Some(f) = first {

@@ -21,7 +21,9 @@ use object_store::ObjectStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::files::{encrypted_file, get_raw, part_request, put_part, reference, room_with_bob, PART};
+use crate::files::{
+    encrypted_file, get_raw, held_body, part_request, put_part, ranges_are_served, reference, room_with_bob, PART,
+};
 use crate::harness::*;
 use crate::multi_instance::TestDb;
 
@@ -134,18 +136,7 @@ async fn s3_blobs_upload_in_parts_resume_serve_ranges_keep_quotas_and_are_delete
     assert!(body == blob, "the blob comes back byte for byte");
     assert_eq!(attachment::decrypt(&reference(done, &id), &body).unwrap(), plain);
     let len = blob.len();
-    for (range, want) in [
-        ("bytes=100-200000".to_string(), 100..200_001),
-        (format!("bytes={}-", len - 10), len - 10..len),
-        ("bytes=-70000".to_string(), len - 70_000..len),
-        ("bytes=65535-65536".to_string(), 65_535..65_537),
-    ] {
-        let (status, headers, body) = get_raw(&s, &bob, &format!("/v1/rooms/r/files/{id}"), Some(&range)).await;
-        assert_eq!(status, 206, "{range}");
-        let want_range = format!("bytes {}-{}/{len}", want.start, want.end - 1);
-        assert_eq!(headers["content-range"], want_range.as_str(), "{range}");
-        assert!(body == blob[want.clone()], "{range}: wrong bytes");
-    }
+    ranges_are_served(&s, &bob, &id, &blob).await;
 
     // The bucket holds exactly the parts: ciphertext, no 64-byte run of the plaintext.
     let stored = objects_in(&c).await;
@@ -213,6 +204,76 @@ async fn postgresql_s3_two_instances_share_one_bucket_and_serve_each_others_blob
     assert_eq!(b.state.purge_expired_files().await.unwrap(), 1);
     assert_eq!(objects_in(&c).await, vec![]);
     bob.get(&a, &format!("/v1/rooms/r/files/{id}")).await.err(404, "not_found");
+    drop(db);
+}
+
+/// Sends part 0 of blob `id` with `body` to `s`: the first 1,000 bytes at once, the rest when
+/// the answered sender is told; answers the request's status when it ends.
+fn slow_part_0(
+    s: &Server,
+    user: &User,
+    id: &str,
+    body: &[u8],
+) -> (tokio::task::JoinHandle<u16>, tokio::sync::oneshot::Sender<()>) {
+    let path = format!("/v1/rooms/r/files/{id}?offset=0");
+    let (held, release) = held_body(body[..1000].to_vec(), body[1000..].to_vec());
+    let req = part_request(s, user, &path, held, Sha256::digest(body).into());
+    let router = s.router.clone();
+    let task = tokio::spawn(async move { tower::ServiceExt::oneshot(router, req).await.unwrap().status().as_u16() });
+    (task, release)
+}
+
+#[tokio::test]
+async fn postgresql_s3_one_part_sent_to_two_instances_at_once_keeps_the_body_recorded() {
+    // Alice's client sends part 0 to instance A, slowly; meanwhile part 0 reaches instance B
+    // too, whole: first with other bytes (a bug, or a client gone wrong), then, on a second
+    // blob, with the same bytes (a retry through another instance). Whatever A writes last,
+    // the blob holds the body the database recorded, and no refused body stays in the bucket.
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = new_bucket(&endpoint).await;
+    let c = s3_config(&endpoint, &bucket, "race");
+    let db = TestDb::create().await;
+    let a = Server::with(c.clone(), Arc::new(PostgresStore::connect(&db.url).await.expect("connect A")));
+    let b = Server::with(c.clone(), Arc::new(PostgresStore::connect(&db.url).await.expect("connect B")));
+    let (alice, bob) = (User::new(1), User::new(2));
+    room_with_bob(&a, &alice, &bob).await;
+    let (plain, blob, done) = encrypted_file(150_000, 13);
+    let parts = blob.len().div_ceil(PART as usize);
+    let other: Vec<u8> = part(&blob, 0).iter().map(|x| x ^ 0x5a).collect();
+
+    // Another body: B records its own, A's (finishing last) is refused and deleted.
+    let first = alice.post(&a, "/v1/rooms/r/files", json!({"size": blob.len()})).await;
+    let first = first.ok()["blob"].as_str().unwrap().to_string();
+    let (slow, release) = slow_part_0(&a, &alice, &first, part(&blob, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put_part(&b, &alice, "r", &first, 0, &other).await.ok();
+    release.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), 409, "A's body for a part B recorded is refused");
+    for i in 1..parts {
+        put_part(&a, &alice, "r", &first, i as u64 * PART, part(&blob, i)).await.ok();
+    }
+    let (status, _, body) = get_raw(&a, &bob, &format!("/v1/rooms/r/files/{first}"), Some("bytes=0-65535")).await;
+    assert_eq!(status, 206);
+    assert!(body == other, "part 0 holds the body B recorded, not the one A wrote last");
+    assert_eq!(objects_in(&c).await.len(), parts, "A's refused body left no object behind");
+
+    // The same body: both instances answer 200, the part is taken once, the blob is whole.
+    let second = alice.post(&b, "/v1/rooms/r/files", json!({"size": blob.len()})).await;
+    let second = second.ok()["blob"].as_str().unwrap().to_string();
+    let (slow, release) = slow_part_0(&a, &alice, &second, part(&blob, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(put_part(&b, &alice, "r", &second, 0, part(&blob, 0)).await.ok()["received"], json!(PART));
+    release.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), 200, "the same body again is taken as held");
+    let state = alice.get(&a, &format!("/v1/rooms/r/files/{second}/upload")).await;
+    assert_eq!(state.ok()["received"], json!(PART), "counted once");
+    for i in 1..parts {
+        put_part(&b, &alice, "r", &second, i as u64 * PART, part(&blob, i)).await.ok();
+    }
+    let (status, _, body) = get_raw(&a, &bob, &format!("/v1/rooms/r/files/{second}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(attachment::decrypt(&reference(done, &second), &body).unwrap(), plain);
+    assert_eq!(objects_in(&c).await.len(), 2 * parts);
     drop(db);
 }
 
