@@ -274,6 +274,8 @@ pub fn bench_config(dir: &std::path::Path) -> Config {
     c.server.data_dir = dir.to_path_buf();
     c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.server.max_connections = 50_000;
+    // Every load generator connects from 127.0.0.1 (1,000 push subscribers, say).
+    c.connections.max_per_ip = 50_000;
     c.server.sqlite_synchronous = "full".into();
     c.limits.user_requests_per_sec = 100_000_000;
     c.limits.ip_requests_per_sec = 100_000_000;

@@ -15,6 +15,7 @@ struct Run {
     raw1: SqliteResult,
     axum: AxumResult,
     store: IngestResult,
+    store128: IngestResult,
     http10: IngestResult,
     http1: IngestResult,
     catchup: CatchupResult,
@@ -41,6 +42,8 @@ pub async fn all(env: &Env, runs: usize, messages: usize, fanout_seconds: u32) -
         eprintln!("  baseline-axum:   {}", r.axum);
         r.store = ingest::store_level(env, 10, 64, 100_000).await?;
         eprintln!("  store-ingest:    {}", r.store);
+        r.store128 = ingest::store_level(env, 10, 128, 100_000).await?;
+        eprintln!("  store-ingest 128: {}", r.store128);
         r.http10 = ingest::http(env, 10, 64, messages).await?;
         eprintln!("  ingest 10 rooms: {}", r.http10);
         r.http1 = ingest::http(env, 1, 64, messages).await?;
@@ -142,6 +145,15 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     row("Bare axum POST 256 B, 64 conns", "req/s", &ax, rate, "reference", None);
     row("Store-level ingest, 64 tasks, 10 rooms (no HTTP)", "rows/s", &st, rate, "", None);
     row("Store-level ingest", "mean commit group", &|r| r.store.mean_batch, |v| format!("{v:.1}"), "", None);
+    row("Store-level ingest, 128 tasks, 10 rooms (no HTTP)", "rows/s", &|r| r.store128.rate, rate, "", None);
+    row(
+        "Store-level ingest, 128 tasks",
+        "mean commit group",
+        &|r| r.store128.mean_batch,
+        |v| format!("{v:.1}"),
+        "",
+        None,
+    );
     row("Bare axum POST", "server core busy", &|r| r.axum.cores.server * 100.0, |v| format!("{v:.0}%"), "", None);
     row("Bare axum POST", "client core busy", &|r| r.axum.cores.client * 100.0, |v| format!("{v:.0}%"), "", None);
     row("Store-level ingest", "append p50", &|r| r.store.ack.p50_us, us, "", None);
@@ -295,6 +307,11 @@ fn print_table(env: &Env, runs: &[Run], secs: f64) {
     };
     ratio("HTTP ingest (10 rooms) ÷ raw batched insert", &|r| h10(r) / raw(r), Some(0.70));
     ratio("Store-level ingest ÷ raw batched insert (storage write path)", &|r| st(r) / raw(r), Some(0.70));
+    ratio(
+        "Store-level ingest, 128 tasks (groups of ~100, as the raw's) ÷ raw batched insert",
+        &|r| r.store128.rate / raw(r),
+        Some(0.70),
+    );
     ratio("HTTP ingest (10 rooms) ÷ bare axum", &|r| h10(r) / ax(r), Some(0.25));
     ratio("HTTP ingest (10 rooms) ÷ store-level ingest", &|r| h10(r) / st(r), None);
     ratio("HTTP ingest (1 room) ÷ HTTP ingest (10 rooms)", &|r| h1(r) / h10(r), None);

@@ -239,9 +239,10 @@ impl SqliteStore {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let thread_counters = counters.clone();
+        let answers = writer::Answers::on_current_runtime();
         let writer = std::thread::Builder::new()
             .name("grove-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, thread_counters))
+            .spawn(move || writer::run(conn, rx, thread_counters, answers))
             .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?;
 
         Ok(SqliteStore {
