@@ -176,24 +176,65 @@ async fn pgbench(o: &Opts) -> Result<f64> {
     Ok(tps)
 }
 
+/// Instances on a scratch database, with `o.rooms` sender-keys rooms of `o.senders` users.
+struct Rig {
+    db: Scratch,
+    servers: Vec<Instance>,
+    server_key: [u8; 32],
+    client: reqwest::Client,
+    users: Vec<User>,
+    names: Vec<String>,
+}
+
+impl Rig {
+    async fn start(env: &Env, o: &Opts, instances: usize, tag: &str) -> Result<Rig> {
+        let db = Scratch::create(&o.url, tag).await?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            servers.push(Instance::start(env, &db.url, &key).await?);
+        }
+        let server_key = key.verifying_key().to_bytes();
+        let client = harness::http_client()?;
+        let admin = User::random();
+        let users: Vec<User> = (0..o.senders).map(|_| User::random()).collect();
+        let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+        let names: Vec<String> = (0..o.rooms).map(|r| format!("ingest-{r}")).collect();
+        for n in &names {
+            setup_room(&client, &servers[0].base, &server_key, &admin, n, &ids).await?;
+        }
+        Ok(Rig { db, servers, server_key, client, users, names })
+    }
+}
+
+/// An ingest's figures from its start, the stores' counters before it and the acks' latencies
+/// (acked, secs, rate, ack latency, commits, mean group); stops the instances, drops the database.
+async fn finish(
+    t0: Instant,
+    servers: Vec<Instance>,
+    before: &[grove_store_postgres::WriterStats],
+    db: Scratch,
+    hist: &hdrhistogram::Histogram<u64>,
+) -> Result<(usize, f64, f64, Lat, u64, f64)> {
+    let secs = t0.elapsed().as_secs_f64();
+    let (mut commits, mut ops) = (0, 0);
+    for (s, b) in servers.iter().zip(before) {
+        let a = s.store.stats();
+        commits += a.transactions - b.transactions;
+        ops += a.ops - b.ops;
+    }
+    for s in servers {
+        s.stop().await;
+    }
+    db.drop_it().await;
+    let n = hist.len() as usize;
+    Ok((n, secs, n as f64 / secs, Lat::of(hist), commits, ops as f64 / commits.max(1) as f64))
+}
+
 /// Durable HTTP ingest over `instances` instances: (acked, secs, rate, ack latency, commits,
 /// mean group).
 async fn ingest(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64, f64, Lat, u64, f64)> {
-    let db = Scratch::create(&o.url, "ingest").await?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
-    let mut servers = Vec::new();
-    for _ in 0..instances {
-        servers.push(Instance::start(env, &db.url, &key).await?);
-    }
-    let server_key = key.verifying_key().to_bytes();
-    let client = harness::http_client()?;
-    let admin = User::random();
-    let users: Vec<User> = (0..o.senders).map(|_| User::random()).collect();
-    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
-    let names: Vec<String> = (0..o.rooms).map(|r| format!("ingest-{r}")).collect();
-    for n in &names {
-        setup_room(&client, &servers[0].base, &server_key, &admin, n, &ids).await?;
-    }
+    let Rig { db, servers, server_key, client, users, names } = Rig::start(env, o, instances, "ingest").await?;
     // Sign before the clock starts; sender i posts to instance i % instances.
     let per = o.messages / o.senders;
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
@@ -253,43 +294,17 @@ async fn ingest(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64, f6
         hist.add(&h).ok();
         errors += e;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let (mut commits, mut ops) = (0, 0);
-    for (s, b) in servers.iter().zip(&before) {
-        let a = s.store.stats();
-        commits += a.transactions - b.transactions;
-        ops += a.ops - b.ops;
-    }
     if errors > 0 {
         bail!("ingest: {errors} appends failed");
     }
-    for s in servers {
-        s.stop().await;
-    }
-    db.drop_it().await;
-    let n = hist.len() as usize;
-    Ok((n, secs, n as f64 / secs, Lat::of(&hist), commits, ops as f64 / commits.max(1) as f64))
+    finish(t0, servers, &before, db, &hist).await
 }
 
 /// Durable ingest over each sender's bound push WebSocket (sender i on instance
 /// i % instances), `o.window` frames unanswered per sender: (acked, secs, rate, ack latency,
 /// commits, mean group).
 async fn ingest_ws(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64, f64, Lat, u64, f64)> {
-    let db = Scratch::create(&o.url, "ingest_ws").await?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
-    let mut servers = Vec::new();
-    for _ in 0..instances {
-        servers.push(Instance::start(env, &db.url, &key).await?);
-    }
-    let server_key = key.verifying_key().to_bytes();
-    let client = harness::http_client()?;
-    let admin = User::random();
-    let users: Vec<User> = (0..o.senders).map(|_| User::random()).collect();
-    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
-    let names: Vec<String> = (0..o.rooms).map(|r| format!("ingest-{r}")).collect();
-    for n in &names {
-        setup_room(&client, &servers[0].base, &server_key, &admin, n, &ids).await?;
-    }
+    let Rig { db, servers, server_key, users, names, .. } = Rig::start(env, o, instances, "ingest_ws").await?;
     let barrier = Arc::new(Barrier::new(o.senders + 1));
     let mut tasks = Vec::with_capacity(o.senders);
     for (i, u) in users.iter().enumerate() {
@@ -308,22 +323,10 @@ async fn ingest_ws(env: &Env, o: &Opts, instances: usize) -> Result<(usize, f64,
         errors += e;
         first = first.or(fe);
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let (mut commits, mut ops) = (0, 0);
-    for (s, b) in servers.iter().zip(&before) {
-        let a = s.store.stats();
-        commits += a.transactions - b.transactions;
-        ops += a.ops - b.ops;
-    }
     if errors > 0 {
         bail!("ingest over the push WebSocket: {errors} appends refused; the first: {}", first.unwrap_or_default());
     }
-    for s in servers {
-        s.stop().await;
-    }
-    db.drop_it().await;
-    let n = hist.len() as usize;
-    Ok((n, secs, n as f64 / secs, Lat::of(&hist), commits, ops as f64 / commits.max(1) as f64))
+    finish(t0, servers, &before, db, &hist).await
 }
 
 async fn setup_room(

@@ -4,10 +4,10 @@
 use mls_rs::group::{CommitEffect, CommitMessageDescription};
 use mls_rs::{MlsMessage, WireFormat};
 
-use super::error::{internal, rejected};
+use super::error::internal;
 use super::process::CommitSummary;
 use super::resync::ResyncCommit;
-use super::{encode, parse, user_at, EngineError, EngineGroup, GroupId, MlsEngine};
+use super::{parse, user_at, EngineError, EngineGroup, GroupId, MlsEngine};
 use crate::mls::error::{Expected, Internal, Malformed};
 use crate::mls::identity::membership_change;
 
@@ -31,20 +31,8 @@ impl MlsEngine {
             return Err(EngineError::GroupExists(g));
         }
         let (epoch, signer) = (info.group_context().epoch(), info.sender());
-        let mut builder = self.client.external_commit_builder().map_err(internal("an external commit"))?;
-        if let Some(t) = self.now() {
-            builder = builder.commit_time(t);
-        }
-        // Rows of an earlier membership (prior epochs in particular) must not meet the new
-        // group's: the builder sees them purged, and the purge is undone at once;
-        // `apply_resync` purges them for good.
-        self.store.purge_group(g.as_bytes());
-        let built = builder.build(msg).map_err(rejected);
-        self.store.rollback();
-        let (fresh, commit) = built?;
-        let signer = user_at(&fresh, signer)?;
-        let commit = ResyncCommit { commit: encode(&commit)?, epoch, signer };
-        self.resyncing.insert(g.clone(), fresh);
+        let builder = self.client.external_commit_builder().map_err(internal("an external commit"))?;
+        let commit = self.external_commit(&g, builder, msg, epoch, signer)?;
         Ok((g, commit))
     }
 }

@@ -121,14 +121,27 @@ impl MlsEngine {
                 t.tree_data.roster().members_iter().find(|m| user_of(&m.signing_identity).is_ok_and(|u| u == self.user))
             })
             .map_or(me, |m| m.index);
-        let mut builder =
-            self.client.external_commit_builder().map_err(internal("an external commit"))?.with_removal(me);
+        let builder = self.client.external_commit_builder().map_err(internal("an external commit"))?.with_removal(me);
+        self.external_commit(g, builder, msg, epoch, signer)
+    }
+
+    /// Builds the external commit `builder` makes from the GroupInfo `msg` (of `epoch`, signed
+    /// by the leaf `signer`), and keeps the group it leads to until [`MlsEngine::apply_resync`]
+    /// or [`MlsEngine::discard_resync`]: a resync's, or a link join's.
+    pub(super) fn external_commit(
+        &mut self,
+        g: &GroupId,
+        mut builder: mls_rs::group::external_commit::ExternalCommitBuilder<super::EngineConfig>,
+        msg: MlsMessage,
+        epoch: u64,
+        signer: u32,
+    ) -> Result<ResyncCommit, EngineError> {
         if let Some(t) = self.now() {
             builder = builder.commit_time(t);
         }
-        // The new group's epoch records must not meet the old group's (mls-rs refuses a gap in
-        // the epochs it stores): the builder sees the group's rows purged, and the purge is
-        // undone at once; `apply_resync` purges them for good.
+        // The new group's epoch records must not meet an earlier membership's (mls-rs refuses a
+        // gap in the epochs it stores): the builder sees the group's rows purged, and the purge
+        // is undone at once; `apply_resync` purges them for good.
         self.store.purge_group(g.as_bytes());
         let built = builder.build(msg).map_err(rejected);
         self.store.rollback();
