@@ -14,7 +14,7 @@
 //!
 //! # The rule
 //!
-//! An external commit that removes no leaf is a link join ([`check_link_join`]): its proposals
+//! An external commit that removes no leaf is a link join (`check_link_join`): its proposals
 //! are its ExternalInit and nothing else, the room has a policy whose join rule is `link`, the
 //! new leaf's user is not a member already and is not banned. It is one of
 //! [`crate::mls::policy::PolicyRules`], so the hub and every client judge it alike. The hub takes
@@ -81,7 +81,7 @@ pub(crate) fn check_link_join(
 
 impl HubGroup {
     /// Validates a link join: an external commit posted (per the request signature) by
-    /// `sender` that adds `sender`'s leaf ([`check_link_join`], run by mls-rs through the
+    /// `sender` that adds `sender`'s leaf (the crate's `check_link_join`, run by mls-rs through the
     /// room's rules). The caller has checked the link's token. `added` is `[sender]`.
     pub fn check_link_join(&self, message: &[u8], sender: &UserId) -> Result<CheckedCommit, HubError> {
         let msg = crate::mls::hub::parse(message)?;
