@@ -727,6 +727,7 @@ pub struct PutLinkGroupInfo {
     #[serde(with = "crate::b64")]
     pub token_hash: Vec<u8>,
     /// The GroupInfo's epoch: the room's current one.
+    #[serde(with = "crate::int")]
     pub epoch: u64,
     /// The sealed GroupInfo (opaque to the server).
     #[serde(with = "crate::b64")]
@@ -754,6 +755,7 @@ pub struct LinkToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedGroupInfo {
     /// Its epoch.
+    #[serde(with = "crate::int")]
     pub epoch: u64,
     /// The sealed GroupInfo.
     #[serde(with = "crate::b64")]
@@ -769,6 +771,7 @@ pub struct LinkJoin {
     #[serde(with = "crate::b64")]
     pub token: Vec<u8>,
     /// The epoch the commit was made in (the GroupInfo's).
+    #[serde(with = "crate::int")]
     pub epoch: u64,
     /// The external commit (an MLS PublicMessage).
     #[serde(with = "crate::b64")]
